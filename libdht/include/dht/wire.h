@@ -1,0 +1,209 @@
+/*
+ * dht/wire.h: the wire codec. Frames are a 4-byte big-endian body length
+ * followed by one msgpack map (the body); docs/PROTOCOL.md is the reference.
+ *
+ * Decoding never trusts the peer: the frame length is checked before a body
+ * byte is buffered, every msgpack container's declared count is checked
+ * against the bytes that remain before anything is allocated, and every field
+ * is checked for type and length against dht_wire_limits. Decoded byte
+ * strings (keys, values, addresses) point into the caller's body buffer, so
+ * that buffer must outlive the dht_msg.
+ */
+#ifndef DHT_WIRE_H
+#define DHT_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dht/id.h"
+
+#define DHT_PROTOCOL_VERSION 1
+#define DHT_FRAME_HEADER_LEN 4
+
+/* Hard caps that bound the arrays a dht_msg can carry; the configurable
+ * limits in dht_wire_limits must stay at or below them. */
+#define DHT_ADDR_LEN_MAX 255  /* "host:port" or "[v6]:port", as DNS allows */
+#define DHT_SUCC_LIST_MAX 32  /* successor list entries */
+#define DHT_PATH_MAX 64       /* nodes recorded by a traced lookup */
+#define DHT_HOPS_MAX 64       /* forwards before a lookup is abandoned */
+#define DHT_COUNTERS_MAX 256  /* counters in a STATS reply */
+#define DHT_NESTING_MAX 8     /* msgpack containers inside containers */
+
+/* Message types. The numbers are the wire values and never change; 18..31
+ * are reserved for replication and anti-entropy. */
+#define DHT_MSG_TYPE_MAP(X)                                                    \
+  X(ERROR, 0)         /* reply: code, msg */                                   \
+  X(PING, 1)          /* request: - */                                         \
+  X(PONG, 2)          /* reply: peer (the responder) */                        \
+  X(FIND_SUCC, 3)     /* request: target, hops, trace, path */                 \
+  X(FIND_SUCC_R, 4)   /* reply: peer (the owner), hops, path */                \
+  X(GET_NEIGHBORS, 5) /* request: - */                                         \
+  X(NEIGHBORS, 6)     /* reply: peer (responder), pred, succs */               \
+  X(NOTIFY, 7)        /* one-way: peer (who thinks it is your predecessor) */  \
+  X(GET, 8)           /* request: key, hops, final */                          \
+  X(PUT, 9)           /* request: key, value, hops, final */                   \
+  X(DEL, 10)          /* request: key, hops, final */                          \
+  X(VALUE, 11)        /* reply to GET: value, hops */                          \
+  X(OK, 12)           /* reply to PUT, DEL, HANDOFF, LEAVE: hops */            \
+  X(HANDOFF, 13)      /* request: items (keys the receiver now owns) */        \
+  X(LEAVE, 14)        /* request: peer (leaving), pred, succs */               \
+  X(STATS, 15)        /* request: - */                                         \
+  X(STATS_R, 16)      /* reply: peer, pred, succs, fingers, counters */     \
+  X(ACCEPTED, 17)     /* interim reply to a routed request: forwarded */
+
+typedef enum dht_msg_type {
+#define DHT__MSG_ENUM(name, value) DHT_MSG_##name = (value),
+  DHT_MSG_TYPE_MAP(DHT__MSG_ENUM)
+#undef DHT__MSG_ENUM
+} dht_msg_type;
+
+#define DHT_MSG_TYPE_LAST DHT_MSG_ACCEPTED
+
+/* "FIND_SUCC" for DHT_MSG_FIND_SUCC; "UNKNOWN" for values outside the map. */
+const char *dht_msg_type_name(int type);
+
+/* A byte string borrowed from somewhere else (a frame, the caller). */
+typedef struct dht_bytes {
+  const uint8_t *p; /* first byte; may be NULL when len == 0 */
+  size_t len;       /* number of bytes */
+} dht_bytes;
+
+/* A node as it travels on the wire: its id and the address to reach it. */
+typedef struct dht_peer_ref {
+  dht_id id;      /* the node's ring position */
+  dht_bytes addr; /* "host:port", 1..addr_len_max bytes, not NUL-terminated */
+} dht_peer_ref;
+
+/* One finger of a STATS reply: where its run of equal entries starts. */
+typedef struct dht_finger_ref {
+  uint32_t start_bit; /* finger i targets self + 2^i; this run starts at i */
+  dht_peer_ref peer;  /* the node that finger points to */
+} dht_finger_ref;
+
+/* One key-value pair moved by HANDOFF. */
+typedef struct dht_kv {
+  dht_bytes key;   /* 1..key_len_max bytes */
+  dht_bytes value; /* 0..value_len_max bytes */
+} dht_kv;
+
+/* One named counter of a STATS reply. */
+typedef struct dht_counter {
+  dht_bytes name; /* 1..64 bytes of ASCII */
+  uint64_t value;
+} dht_counter;
+
+/*
+ * One decoded (or to-be-encoded) message. Which fields mean something depends
+ * on type (see DHT_MSG_TYPE_MAP); the others are zero. Arrays filled in by the
+ * decoder live until dht_msg_free(); arrays given to the encoder are borrowed.
+ */
+typedef struct dht_msg {
+  uint32_t version;  /* DHT_PROTOCOL_VERSION */
+  dht_msg_type type; /* what this message is */
+  uint64_t rid;      /* request id; a reply echoes its request's */
+
+  dht_id target;   /* FIND_SUCC: the id whose successor is wanted */
+  uint32_t hops;   /* forwards so far (requests) or in all (replies) */
+  bool trace;      /* FIND_SUCC: record the path */
+  bool final;      /* GET/PUT/DEL: the sender believes the receiver owns key */
+  dht_bytes key;   /* GET/PUT/DEL */
+  dht_bytes value; /* PUT, VALUE */
+
+  bool has_peer;     /* peer is set */
+  dht_peer_ref peer; /* PONG, FIND_SUCC_R, NEIGHBORS, NOTIFY, LEAVE, STATS_R */
+  bool has_pred;     /* pred is set (absent or nil on the wire otherwise) */
+  dht_peer_ref pred; /* NEIGHBORS, LEAVE, STATS_R */
+
+  dht_peer_ref *succs;     /* NEIGHBORS, LEAVE, STATS_R: successor list */
+  size_t n_succs;          /* at most DHT_SUCC_LIST_MAX */
+  dht_peer_ref *path;      /* FIND_SUCC, FIND_SUCC_R: nodes visited */
+  size_t n_path;           /* at most DHT_PATH_MAX */
+  dht_finger_ref *fingers; /* STATS_R: distinct fingers */
+  size_t n_fingers;        /* at most DHT_ID_BITS */
+  dht_kv *items;           /* HANDOFF */
+  size_t n_items;          /* at most limits->items_max */
+  dht_counter *counters;   /* STATS_R */
+  size_t n_counters;       /* at most DHT_COUNTERS_MAX */
+
+  int32_t error_code;  /* ERROR: a DHT_ERR_* value (negative) */
+  dht_bytes error_msg; /* ERROR: one line for humans, may be empty */
+
+  bool replyable_; /* decoder got a valid version, type and rid */
+  void *zone_;     /* the decoder's allocations; NULL when built by hand */
+} dht_msg;
+
+/* Limits the decoder enforces. Every one is a setting with a default. */
+typedef struct dht_wire_limits {
+  uint32_t frame_len_max;   /* body bytes in one frame */
+  uint32_t key_len_max;     /* bytes in a key */
+  uint32_t value_len_max;   /* bytes in a value */
+  uint32_t addr_len_max;    /* bytes in an address, <= DHT_ADDR_LEN_MAX */
+  uint32_t items_max;       /* key-value pairs in one HANDOFF */
+  uint32_t error_msg_len_max; /* bytes in an ERROR's msg */
+} dht_wire_limits;
+
+/* frame 4 MiB, key 1 KiB, value 1 MiB, addr 255, items 65536, error msg 256 */
+void dht_wire_limits_default(dht_wire_limits *lim);
+
+/* A growable byte buffer owned by its user. */
+typedef struct dht_buf {
+  uint8_t *data; /* NULL until the first append */
+  size_t len;    /* bytes in use */
+  size_t cap;    /* bytes allocated */
+} dht_buf;
+
+void dht_buf_init(dht_buf *buf);
+void dht_buf_free(dht_buf *buf);
+/* Makes room for at least extra more bytes. Returns 0 or DHT_ERR_NOMEM. */
+int dht_buf_reserve(dht_buf *buf, size_t extra);
+/* Appends len bytes. Returns 0 or DHT_ERR_NOMEM. */
+int dht_buf_append(dht_buf *buf, const void *data, size_t len);
+
+/*
+ * Inspects the start of a byte stream. When at least the 4-byte header is
+ * there, stores the body length in *body_len and returns 0; the whole frame
+ * is then DHT_FRAME_HEADER_LEN + *body_len bytes.
+ * Returns DHT_ERR_TRUNCATED when fewer than 4 bytes are available, and
+ * DHT_ERR_TOO_LARGE when the declared length exceeds frame_len_max (the
+ * stream cannot be resynchronised: close it).
+ */
+int dht_frame_peek(const uint8_t *buf, size_t len, uint32_t frame_len_max,
+                   size_t *body_len);
+
+/*
+ * Appends one complete frame (header and body) for msg to out.
+ * msg->version is ignored: DHT_PROTOCOL_VERSION is written. Only the fields
+ * msg->type uses are written; peer whenever the type has one (has_peer is
+ * not consulted), pred only when has_pred.
+ * Returns 0, DHT_ERR_NOMEM, or DHT_ERR_INVAL when msg breaks a hard cap
+ * that every decoder enforces (an array above its DHT_*_MAX, an address
+ * empty or above DHT_ADDR_LEN_MAX, an empty key, hops above DHT_HOPS_MAX,
+ * a finger start_bit >= DHT_ID_BITS, a counter name outside 1..64 bytes, an
+ * error_code >= 0, an unknown type). On error out is left as it was.
+ */
+int dht_msg_encode(const dht_msg *msg, dht_buf *out);
+
+/*
+ * Decodes one frame body (without its 4-byte header) into msg.
+ * Returns 0 or one of DHT_ERR_TRUNCATED, DHT_ERR_MALFORMED, DHT_ERR_TRAILING,
+ * DHT_ERR_TOO_LARGE, DHT_ERR_TOO_MANY, DHT_ERR_BAD_TYPE,
+ * DHT_ERR_MISSING_FIELD, DHT_ERR_BAD_VERSION, DHT_ERR_UNKNOWN_TYPE,
+ * DHT_ERR_NOMEM.
+ * Even on error, msg->rid, msg->type and msg->version are filled in when the
+ * body got far enough to hold them, and dht_msg_can_reply() says so, so the
+ * caller can answer with an ERROR. Always call dht_msg_free() afterwards.
+ */
+int dht_msg_decode(dht_msg *msg, const uint8_t *body, size_t len,
+                   const dht_wire_limits *lim);
+
+/* True when the last dht_msg_decode() got as far as a valid rid and a type
+ * (known, or a uint that is unknown), so an ERROR carrying msg->rid can be
+ * sent. It does not tell requests from replies: never answer a known reply
+ * type, ACCEPTED or NOTIFY, as docs/PROTOCOL.md section 6 requires. */
+bool dht_msg_can_reply(const dht_msg *msg);
+
+/* Releases what the decoder allocated and zeroes msg. Safe on a zeroed msg. */
+void dht_msg_free(dht_msg *msg);
+
+#endif /* DHT_WIRE_H */

@@ -1,0 +1,990 @@
+/*
+ * wire.c: the wire codec declared in dht/wire.h; docs/PROTOCOL.md is the
+ * reference for the format itself.
+ *
+ * Encoding packs with msgpack-c into the caller's dht_buf through a write
+ * callback, after checking the message against the hard caps, so that the
+ * packer itself can only fail on memory.
+ *
+ * Decoding runs in three steps, cheapest and most paranoid first:
+ *   1. the body length against frame_len_max, then dht__mp_check(), which
+ *      proves every declared count and length fits in the body, because
+ *      msgpack-c allocates from declared counts before it looks at the bytes;
+ *   2. msgpack_unpack() into a zone owned by the dht_msg, which also holds
+ *      the arrays decoded in step 3 (one allocator, freed in one go);
+ *   3. a schema check of the map: types, lengths and counts against
+ *      dht_wire_limits and the hard caps.
+ * str and bin objects from msgpack_unpack() point into the input buffer
+ * (msgpack-c's template_callback_str/bin store the pointer, they never copy),
+ * so decoded keys, values and addresses borrow the caller's body.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "dht/err.h"
+#include "dht/wire.h"
+#include "mp_check.h"
+
+/* Counter names are short labels ("lookups", "rpc_timeouts"); wire.h
+ * promises 1..64 bytes to whoever prints them. */
+#define COUNTER_NAME_LEN_MAX 64
+
+/* Entries in the body map, known and unknown keys together. v1 knows 18
+ * keys and no message uses more than 8 of them; the cap leaves room for
+ * later versions and keeps the duplicate-key check over unknown keys (which
+ * has no table to lean on) quadratic in a small number. */
+#define BODY_KEYS_MAX 64
+
+/* Smallest and largest first chunk of a decode zone; see zone_chunk_size. */
+#define ZONE_CHUNK_MIN 512
+#define ZONE_CHUNK_MAX (64 * 1024)
+
+/* The map keys, in the order the encoder writes them. */
+enum field {
+  F_V,
+  F_T,
+  F_RID,
+  F_TARGET,
+  F_HOPS,
+  F_TRACE,
+  F_FINAL,
+  F_KEY,
+  F_VALUE,
+  F_PEER,
+  F_PRED,
+  F_SUCCS,
+  F_PATH,
+  F_FINGERS,
+  F_ITEMS,
+  F_COUNTERS,
+  F_CODE,
+  F_MSG,
+  F_COUNT
+};
+
+#define FB(f) (1u << (f))
+
+static const struct field_name {
+  const char *s; /* the key as it appears on the wire */
+  uint32_t len;  /* strlen(s) */
+} field_names[F_COUNT] = {
+    [F_V] = {"v", 1},         [F_T] = {"t", 1},
+    [F_RID] = {"rid", 3},     [F_TARGET] = {"target", 6},
+    [F_HOPS] = {"hops", 4},   [F_TRACE] = {"trace", 5},
+    [F_FINAL] = {"final", 5}, [F_KEY] = {"key", 3},
+    [F_VALUE] = {"value", 5}, [F_PEER] = {"peer", 4},
+    [F_PRED] = {"pred", 4},   [F_SUCCS] = {"succs", 5},
+    [F_PATH] = {"path", 4},   [F_FINGERS] = {"fingers", 7},
+    [F_ITEMS] = {"items", 5}, [F_COUNTERS] = {"counters", 8},
+    [F_CODE] = {"code", 4},   [F_MSG] = {"msg", 3},
+};
+
+/* Per message type, the fields beyond v/t/rid that it carries and the ones
+ * among them that must be present. Keys a type does not use are ignored by
+ * the decoder exactly like unknown keys, so a later version may add a field
+ * to an existing type without breaking v1 receivers. */
+static const struct type_fields {
+  uint32_t uses;
+  uint32_t required;
+} type_fields[] = {
+    [DHT_MSG_ERROR] = {FB(F_CODE) | FB(F_MSG), FB(F_CODE)},
+    [DHT_MSG_PING] = {0, 0},
+    [DHT_MSG_PONG] = {FB(F_PEER), FB(F_PEER)},
+    [DHT_MSG_FIND_SUCC] = {FB(F_TARGET) | FB(F_HOPS) | FB(F_TRACE) |
+                               FB(F_FINAL) | FB(F_PATH),
+                           FB(F_TARGET)},
+    [DHT_MSG_FIND_SUCC_R] = {FB(F_PEER) | FB(F_HOPS) | FB(F_PATH), FB(F_PEER)},
+    [DHT_MSG_GET_NEIGHBORS] = {0, 0},
+    [DHT_MSG_NEIGHBORS] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS),
+                           FB(F_PEER) | FB(F_SUCCS)},
+    [DHT_MSG_NOTIFY] = {FB(F_PEER), FB(F_PEER)},
+    [DHT_MSG_GET] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL), FB(F_KEY)},
+    [DHT_MSG_PUT] = {FB(F_KEY) | FB(F_VALUE) | FB(F_HOPS) | FB(F_FINAL),
+                     FB(F_KEY) | FB(F_VALUE)},
+    [DHT_MSG_DEL] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL), FB(F_KEY)},
+    [DHT_MSG_VALUE] = {FB(F_VALUE) | FB(F_HOPS), FB(F_VALUE)},
+    [DHT_MSG_OK] = {FB(F_HOPS), 0},
+    [DHT_MSG_HANDOFF] = {FB(F_ITEMS), FB(F_ITEMS)},
+    [DHT_MSG_LEAVE] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS),
+                       FB(F_PEER) | FB(F_SUCCS)},
+    [DHT_MSG_STATS] = {0, 0},
+    [DHT_MSG_STATS_R] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) | FB(F_FINGERS) |
+                             FB(F_COUNTERS),
+                         FB(F_PEER) | FB(F_SUCCS) | FB(F_FINGERS) |
+                             FB(F_COUNTERS)},
+    [DHT_MSG_ACCEPTED] = {0, 0},
+};
+
+_Static_assert(sizeof(type_fields) / sizeof(type_fields[0]) ==
+                   DHT_MSG_TYPE_LAST + 1,
+               "type_fields must have one row per message type");
+_Static_assert(F_COUNT <= 32, "field bits must fit in a uint32_t");
+
+const char *dht_msg_type_name(int type) {
+  switch (type) {
+#define DHT__MSG_NAME(name, value)                                             \
+  case value:                                                                  \
+    return #name;
+    DHT_MSG_TYPE_MAP(DHT__MSG_NAME)
+#undef DHT__MSG_NAME
+  default:
+    return "UNKNOWN";
+  }
+}
+
+void dht_wire_limits_default(dht_wire_limits *lim) {
+  lim->frame_len_max = 4u * 1024 * 1024;
+  lim->key_len_max = 1024;
+  lim->value_len_max = 1024 * 1024;
+  lim->addr_len_max = DHT_ADDR_LEN_MAX;
+  lim->items_max = 65536;
+  lim->error_msg_len_max = 256;
+}
+
+int dht_frame_peek(const uint8_t *buf, size_t len, uint32_t frame_len_max,
+                   size_t *body_len) {
+  uint32_t n;
+
+  if (len < DHT_FRAME_HEADER_LEN) {
+    return DHT_ERR_TRUNCATED;
+  }
+  n = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 |
+      (uint32_t)buf[3];
+  /* Stored even when too large, so the caller can log what was claimed. */
+  *body_len = n;
+  return n > frame_len_max ? DHT_ERR_TOO_LARGE : 0;
+}
+
+bool dht_msg_can_reply(const dht_msg *msg) { return msg->replyable_; }
+
+void dht_msg_free(dht_msg *msg) {
+  if (msg->zone_ != NULL) {
+    msgpack_zone_destroy(msg->zone_);
+    free(msg->zone_);
+  }
+  memset(msg, 0, sizeof(*msg));
+}
+
+/* ---- encoding ---------------------------------------------------------- */
+
+/* The packer's sink. msgpack-c's pack functions return the callback's
+ * result, but checking each of the hundreds of calls is noise: the first
+ * error sticks here, later writes are refused, and dht_msg_encode() looks
+ * once at the end. */
+typedef struct encoder {
+  dht_buf *out; /* where the frame goes */
+  int err;      /* first DHT_ERR_* from an append, or 0 */
+} encoder;
+
+static int enc_write(void *data, const char *buf, size_t len) {
+  encoder *enc = data;
+  int rv;
+
+  if (enc->err != 0) {
+    return -1;
+  }
+  rv = dht_buf_append(enc->out, buf, len);
+  if (rv != 0) {
+    enc->err = rv;
+    return -1;
+  }
+  return 0;
+}
+
+/* msgpack lengths are 32-bit. The cast keeps a 32-bit size_t build from
+ * warning that the comparison is always false. */
+static bool fits_u32(size_t n) { return (uint64_t)n <= UINT32_MAX; }
+
+static bool addr_ok(const dht_bytes *addr) {
+  return addr->len >= 1 && addr->len <= DHT_ADDR_LEN_MAX;
+}
+
+static bool peers_ok(const dht_peer_ref *peers, size_t n, size_t max) {
+  size_t i;
+
+  if (n > max) {
+    return false;
+  }
+  assert(peers != NULL || n == 0);
+  for (i = 0; i < n; i++) {
+    if (!addr_ok(&peers[i].addr)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Refuses what any decoder rejects whatever its configured limits, so that a
+ * frame this encoder writes only fails to decode because of a limit the
+ * receiver chose. Returns 0 or DHT_ERR_INVAL. */
+static int check_encodable(const dht_msg *msg, uint32_t uses) {
+  size_t i;
+
+  if ((uses & FB(F_HOPS)) && msg->hops > DHT_HOPS_MAX) {
+    return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_KEY)) && (msg->key.len == 0 || !fits_u32(msg->key.len))) {
+    return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_VALUE)) && !fits_u32(msg->value.len)) {
+    return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_PEER)) && !addr_ok(&msg->peer.addr)) {
+    return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_PRED)) && msg->has_pred && !addr_ok(&msg->pred.addr)) {
+    return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_SUCCS)) &&
+      !peers_ok(msg->succs, msg->n_succs, DHT_SUCC_LIST_MAX)) {
+    return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_PATH)) && !peers_ok(msg->path, msg->n_path, DHT_PATH_MAX)) {
+    return DHT_ERR_INVAL;
+  }
+  if (uses & FB(F_FINGERS)) {
+    if (msg->n_fingers > DHT_ID_BITS) {
+      return DHT_ERR_INVAL;
+    }
+    assert(msg->fingers != NULL || msg->n_fingers == 0);
+    for (i = 0; i < msg->n_fingers; i++) {
+      if (msg->fingers[i].start_bit >= DHT_ID_BITS ||
+          !addr_ok(&msg->fingers[i].peer.addr)) {
+        return DHT_ERR_INVAL;
+      }
+    }
+  }
+  if (uses & FB(F_ITEMS)) {
+    if (!fits_u32(msg->n_items)) {
+      return DHT_ERR_INVAL;
+    }
+    assert(msg->items != NULL || msg->n_items == 0);
+    for (i = 0; i < msg->n_items; i++) {
+      if (msg->items[i].key.len == 0 || !fits_u32(msg->items[i].key.len) ||
+          !fits_u32(msg->items[i].value.len)) {
+        return DHT_ERR_INVAL;
+      }
+    }
+  }
+  if (uses & FB(F_COUNTERS)) {
+    if (msg->n_counters > DHT_COUNTERS_MAX) {
+      return DHT_ERR_INVAL;
+    }
+    assert(msg->counters != NULL || msg->n_counters == 0);
+    for (i = 0; i < msg->n_counters; i++) {
+      if (msg->counters[i].name.len == 0 ||
+          msg->counters[i].name.len > COUNTER_NAME_LEN_MAX) {
+        return DHT_ERR_INVAL;
+      }
+    }
+  }
+  if ((uses & FB(F_CODE)) && msg->error_code >= 0) {
+    return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_MSG)) && !fits_u32(msg->error_msg.len)) {
+    return DHT_ERR_INVAL;
+  }
+  return 0;
+}
+
+static void pack_key(msgpack_packer *pk, enum field f) {
+  msgpack_pack_str_with_body(pk, field_names[f].s, field_names[f].len);
+}
+
+static void pack_bin(msgpack_packer *pk, const dht_bytes *b) {
+  msgpack_pack_bin_with_body(pk, b->p, b->len);
+}
+
+static void pack_bool(msgpack_packer *pk, bool b) {
+  if (b) {
+    msgpack_pack_true(pk);
+  } else {
+    msgpack_pack_false(pk);
+  }
+}
+
+static void pack_peer(msgpack_packer *pk, const dht_peer_ref *peer) {
+  msgpack_pack_array(pk, 2);
+  msgpack_pack_bin_with_body(pk, peer->id.b, DHT_ID_LEN);
+  msgpack_pack_str_with_body(pk, peer->addr.p, peer->addr.len);
+}
+
+static void pack_peers(msgpack_packer *pk, const dht_peer_ref *peers,
+                       size_t n) {
+  size_t i;
+
+  msgpack_pack_array(pk, n);
+  for (i = 0; i < n; i++) {
+    pack_peer(pk, &peers[i]);
+  }
+}
+
+/* Packs the value of field f of msg. */
+static void pack_field(msgpack_packer *pk, const dht_msg *msg, enum field f) {
+  size_t i;
+
+  switch (f) {
+  case F_V:
+    msgpack_pack_uint32(pk, DHT_PROTOCOL_VERSION);
+    break;
+  case F_T:
+    msgpack_pack_uint32(pk, (uint32_t)msg->type);
+    break;
+  case F_RID:
+    msgpack_pack_uint64(pk, msg->rid);
+    break;
+  case F_TARGET:
+    msgpack_pack_bin_with_body(pk, msg->target.b, DHT_ID_LEN);
+    break;
+  case F_HOPS:
+    msgpack_pack_uint32(pk, msg->hops);
+    break;
+  case F_TRACE:
+    pack_bool(pk, msg->trace);
+    break;
+  case F_FINAL:
+    pack_bool(pk, msg->final);
+    break;
+  case F_KEY:
+    pack_bin(pk, &msg->key);
+    break;
+  case F_VALUE:
+    pack_bin(pk, &msg->value);
+    break;
+  case F_PEER:
+    pack_peer(pk, &msg->peer);
+    break;
+  case F_PRED:
+    pack_peer(pk, &msg->pred);
+    break;
+  case F_SUCCS:
+    pack_peers(pk, msg->succs, msg->n_succs);
+    break;
+  case F_PATH:
+    pack_peers(pk, msg->path, msg->n_path);
+    break;
+  case F_FINGERS:
+    msgpack_pack_array(pk, msg->n_fingers);
+    for (i = 0; i < msg->n_fingers; i++) {
+      msgpack_pack_array(pk, 2);
+      msgpack_pack_uint32(pk, msg->fingers[i].start_bit);
+      pack_peer(pk, &msg->fingers[i].peer);
+    }
+    break;
+  case F_ITEMS:
+    msgpack_pack_array(pk, msg->n_items);
+    for (i = 0; i < msg->n_items; i++) {
+      msgpack_pack_array(pk, 2);
+      pack_bin(pk, &msg->items[i].key);
+      pack_bin(pk, &msg->items[i].value);
+    }
+    break;
+  case F_COUNTERS:
+    msgpack_pack_map(pk, msg->n_counters);
+    for (i = 0; i < msg->n_counters; i++) {
+      msgpack_pack_str_with_body(pk, msg->counters[i].name.p,
+                                 msg->counters[i].name.len);
+      msgpack_pack_uint64(pk, msg->counters[i].value);
+    }
+    break;
+  case F_CODE:
+    msgpack_pack_int32(pk, msg->error_code);
+    break;
+  case F_MSG:
+    msgpack_pack_str_with_body(pk, msg->error_msg.p, msg->error_msg.len);
+    break;
+  case F_COUNT:
+    break;
+  }
+}
+
+int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
+  static const uint8_t header_placeholder[DHT_FRAME_HEADER_LEN];
+  const size_t start = out->len;
+  encoder enc;
+  msgpack_packer pk;
+  uint32_t fields;
+  size_t n_fields = 0, body_len;
+  unsigned f;
+  int rv;
+
+  if ((unsigned)msg->type > DHT_MSG_TYPE_LAST) {
+    return DHT_ERR_INVAL;
+  }
+  rv = check_encodable(msg, type_fields[msg->type].uses);
+  if (rv != 0) {
+    return rv;
+  }
+  fields = FB(F_V) | FB(F_T) | FB(F_RID) | type_fields[msg->type].uses;
+  if (!msg->has_pred) {
+    fields &= ~FB(F_PRED); /* absent means "no predecessor" */
+  }
+  for (f = 0; f < F_COUNT; f++) {
+    n_fields += (fields >> f) & 1u;
+  }
+
+  /* Reserve the length header; it is patched once the body size is known. */
+  rv = dht_buf_append(out, header_placeholder, sizeof(header_placeholder));
+  if (rv != 0) {
+    return rv;
+  }
+  enc.out = out;
+  enc.err = 0;
+  msgpack_packer_init(&pk, &enc, enc_write);
+  msgpack_pack_map(&pk, n_fields);
+  for (f = 0; f < F_COUNT; f++) {
+    if (fields & FB(f)) {
+      pack_key(&pk, (enum field)f);
+      pack_field(&pk, msg, (enum field)f);
+    }
+  }
+  if (enc.err != 0) {
+    out->len = start;
+    return enc.err;
+  }
+  body_len = out->len - start - DHT_FRAME_HEADER_LEN;
+  if (!fits_u32(body_len)) {
+    out->len = start;
+    return DHT_ERR_INVAL;
+  }
+  out->data[start] = (uint8_t)(body_len >> 24);
+  out->data[start + 1] = (uint8_t)(body_len >> 16);
+  out->data[start + 2] = (uint8_t)(body_len >> 8);
+  out->data[start + 3] = (uint8_t)body_len;
+  return 0;
+}
+
+/* ---- decoding ---------------------------------------------------------- */
+
+/* What every field decoder needs to know. */
+typedef struct decoder {
+  msgpack_zone *zone;         /* where decoded arrays go */
+  const dht_wire_limits *lim; /* the receiver's limits */
+  uint32_t addr_len_max;      /* lim->addr_len_max, capped by the hard cap */
+} decoder;
+
+/* Returns the field whose key is s[0..len), or F_COUNT if it is unknown. */
+static enum field field_lookup(const char *s, uint32_t len) {
+  unsigned f;
+
+  for (f = 0; f < F_COUNT; f++) {
+    if (field_names[f].len == len && memcmp(field_names[f].s, s, len) == 0) {
+      return (enum field)f;
+    }
+  }
+  return F_COUNT;
+}
+
+static bool str_eq(const msgpack_object_str *a, const msgpack_object_str *b) {
+  return a->size == b->size && memcmp(a->ptr, b->ptr, a->size) == 0;
+}
+
+/* Allocates n elements of size each from the zone; NULL for n == 0 too,
+ * which the caller tells apart by n. */
+static void *zone_array(msgpack_zone *zone, size_t n, size_t size) {
+  if (n == 0) {
+    return NULL;
+  }
+  /* n is bounded by a hard cap or by the body length, so no overflow. */
+  return msgpack_zone_malloc(zone, n * size);
+}
+
+static int get_uint(const msgpack_object *o, uint64_t *v) {
+  if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  *v = o->via.u64;
+  return 0;
+}
+
+static int get_bool(const msgpack_object *o, bool *v) {
+  if (o->type != MSGPACK_OBJECT_BOOLEAN) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  *v = o->via.boolean;
+  return 0;
+}
+
+static int get_bin(const msgpack_object *o, dht_bytes *b) {
+  if (o->type != MSGPACK_OBJECT_BIN) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  b->p = (const uint8_t *)o->via.bin.ptr;
+  b->len = o->via.bin.size;
+  return 0;
+}
+
+static int get_str(const msgpack_object *o, dht_bytes *b) {
+  if (o->type != MSGPACK_OBJECT_STR) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  b->p = (const uint8_t *)o->via.str.ptr;
+  b->len = o->via.str.size;
+  return 0;
+}
+
+static int get_id(const msgpack_object *o, dht_id *id) {
+  if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != DHT_ID_LEN) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  memcpy(id->b, o->via.bin.ptr, DHT_ID_LEN);
+  return 0;
+}
+
+/* A peer is [id bin 20, addr str 1..addr_len_max]. */
+static int get_peer(const decoder *d, const msgpack_object *o,
+                    dht_peer_ref *peer) {
+  const msgpack_object *e;
+  int rv;
+
+  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  e = o->via.array.ptr;
+  rv = get_id(&e[0], &peer->id);
+  if (rv == 0) {
+    rv = get_str(&e[1], &peer->addr);
+  }
+  if (rv == 0 && (peer->addr.len == 0 || peer->addr.len > d->addr_len_max)) {
+    rv = DHT_ERR_TOO_LARGE;
+  }
+  return rv;
+}
+
+static int get_peers(const decoder *d, const msgpack_object *o, size_t max,
+                     dht_peer_ref **out, size_t *n_out) {
+  dht_peer_ref *peers;
+  size_t i, n;
+  int rv;
+
+  if (o->type != MSGPACK_OBJECT_ARRAY) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  n = o->via.array.size;
+  if (n > max) {
+    return DHT_ERR_TOO_MANY;
+  }
+  peers = zone_array(d->zone, n, sizeof(*peers));
+  if (peers == NULL && n > 0) {
+    return DHT_ERR_NOMEM;
+  }
+  for (i = 0; i < n; i++) {
+    rv = get_peer(d, &o->via.array.ptr[i], &peers[i]);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  *out = peers;
+  *n_out = n;
+  return 0;
+}
+
+/* fingers: [[start_bit uint < 160, peer], ...], at most DHT_ID_BITS. */
+static int get_fingers(const decoder *d, const msgpack_object *o,
+                       dht_msg *msg) {
+  dht_finger_ref *fingers;
+  size_t i, n;
+  uint64_t bit;
+  int rv;
+
+  if (o->type != MSGPACK_OBJECT_ARRAY) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  n = o->via.array.size;
+  if (n > DHT_ID_BITS) {
+    return DHT_ERR_TOO_MANY;
+  }
+  fingers = zone_array(d->zone, n, sizeof(*fingers));
+  if (fingers == NULL && n > 0) {
+    return DHT_ERR_NOMEM;
+  }
+  for (i = 0; i < n; i++) {
+    const msgpack_object *e = &o->via.array.ptr[i];
+
+    if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2) {
+      return DHT_ERR_BAD_TYPE;
+    }
+    rv = get_uint(&e->via.array.ptr[0], &bit);
+    if (rv != 0) {
+      return rv;
+    }
+    if (bit >= DHT_ID_BITS) {
+      return DHT_ERR_TOO_LARGE;
+    }
+    fingers[i].start_bit = (uint32_t)bit;
+    rv = get_peer(d, &e->via.array.ptr[1], &fingers[i].peer);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  msg->fingers = fingers;
+  msg->n_fingers = n;
+  return 0;
+}
+
+/* items: [[key bin, value bin, ...ignored], ...], at most items_max. */
+static int get_items(const decoder *d, const msgpack_object *o, dht_msg *msg) {
+  dht_kv *items;
+  size_t i, n;
+  int rv;
+
+  if (o->type != MSGPACK_OBJECT_ARRAY) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  n = o->via.array.size;
+  if (n > d->lim->items_max) {
+    return DHT_ERR_TOO_MANY;
+  }
+  items = zone_array(d->zone, n, sizeof(*items));
+  if (items == NULL && n > 0) {
+    return DHT_ERR_NOMEM;
+  }
+  for (i = 0; i < n; i++) {
+    const msgpack_object *e = &o->via.array.ptr[i];
+
+    /* Elements after the value are room for later versions (a version
+     * stamp, a tombstone flag): a v1 receiver skips them. */
+    if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 2) {
+      return DHT_ERR_BAD_TYPE;
+    }
+    rv = get_bin(&e->via.array.ptr[0], &items[i].key);
+    if (rv == 0) {
+      rv = get_bin(&e->via.array.ptr[1], &items[i].value);
+    }
+    if (rv != 0) {
+      return rv;
+    }
+    if (items[i].key.len == 0 || items[i].key.len > d->lim->key_len_max ||
+        items[i].value.len > d->lim->value_len_max) {
+      return DHT_ERR_TOO_LARGE;
+    }
+  }
+  msg->items = items;
+  msg->n_items = n;
+  return 0;
+}
+
+/* counters: {name str 1..64: uint}, at most DHT_COUNTERS_MAX, names unique. */
+static int get_counters(const decoder *d, const msgpack_object *o,
+                        dht_msg *msg) {
+  dht_counter *counters;
+  const msgpack_object_kv *kv;
+  size_t i, j, n;
+  int rv;
+
+  if (o->type != MSGPACK_OBJECT_MAP) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  n = o->via.map.size;
+  if (n > DHT_COUNTERS_MAX) {
+    return DHT_ERR_TOO_MANY;
+  }
+  counters = zone_array(d->zone, n, sizeof(*counters));
+  if (counters == NULL && n > 0) {
+    return DHT_ERR_NOMEM;
+  }
+  kv = o->via.map.ptr;
+  for (i = 0; i < n; i++) {
+    rv = get_str(&kv[i].key, &counters[i].name);
+    if (rv == 0) {
+      rv = get_uint(&kv[i].val, &counters[i].value);
+    }
+    if (rv != 0) {
+      return rv;
+    }
+    if (counters[i].name.len == 0 ||
+        counters[i].name.len > COUNTER_NAME_LEN_MAX) {
+      return DHT_ERR_TOO_LARGE;
+    }
+    /* Quadratic, but n <= 256 and STATS is an operator's command. */
+    for (j = 0; j < i; j++) {
+      if (str_eq(&kv[j].key.via.str, &kv[i].key.via.str)) {
+        return DHT_ERR_MALFORMED;
+      }
+    }
+  }
+  msg->counters = counters;
+  msg->n_counters = n;
+  return 0;
+}
+
+/* Decodes the value o of field f (one a message type uses) into msg. */
+static int decode_field(const decoder *d, enum field f, const msgpack_object *o,
+                        dht_msg *msg) {
+  const dht_wire_limits *lim = d->lim;
+  uint64_t u;
+  int rv;
+
+  switch (f) {
+  case F_TARGET:
+    return get_id(o, &msg->target);
+  case F_HOPS:
+    rv = get_uint(o, &u);
+    if (rv == 0 && u > DHT_HOPS_MAX) {
+      rv = DHT_ERR_TOO_LARGE;
+    }
+    if (rv == 0) {
+      msg->hops = (uint32_t)u;
+    }
+    return rv;
+  case F_TRACE:
+    return get_bool(o, &msg->trace);
+  case F_FINAL:
+    return get_bool(o, &msg->final);
+  case F_KEY:
+    rv = get_bin(o, &msg->key);
+    if (rv == 0 && (msg->key.len == 0 || msg->key.len > lim->key_len_max)) {
+      rv = DHT_ERR_TOO_LARGE;
+    }
+    return rv;
+  case F_VALUE:
+    rv = get_bin(o, &msg->value);
+    if (rv == 0 && msg->value.len > lim->value_len_max) {
+      rv = DHT_ERR_TOO_LARGE;
+    }
+    return rv;
+  case F_PEER:
+    rv = get_peer(d, o, &msg->peer);
+    msg->has_peer = rv == 0;
+    return rv;
+  case F_PRED:
+    if (o->type == MSGPACK_OBJECT_NIL) {
+      return 0; /* nil is "no predecessor", like an absent key */
+    }
+    rv = get_peer(d, o, &msg->pred);
+    msg->has_pred = rv == 0;
+    return rv;
+  case F_SUCCS:
+    return get_peers(d, o, DHT_SUCC_LIST_MAX, &msg->succs, &msg->n_succs);
+  case F_PATH:
+    return get_peers(d, o, DHT_PATH_MAX, &msg->path, &msg->n_path);
+  case F_FINGERS:
+    return get_fingers(d, o, msg);
+  case F_ITEMS:
+    return get_items(d, o, msg);
+  case F_COUNTERS:
+    return get_counters(d, o, msg);
+  case F_CODE:
+    /* A DHT_ERR_* code: negative and within int32 (msgpack-c reports a
+     * non-negative signed int as POSITIVE_INTEGER, so that is refused too). */
+    if (o->type != MSGPACK_OBJECT_NEGATIVE_INTEGER || o->via.i64 < INT32_MIN) {
+      return DHT_ERR_BAD_TYPE;
+    }
+    msg->error_code = (int32_t)o->via.i64;
+    return 0;
+  case F_MSG:
+    rv = get_str(o, &msg->error_msg);
+    if (rv == 0 && msg->error_msg.len > lim->error_msg_len_max) {
+      rv = DHT_ERR_TOO_LARGE;
+    }
+    return rv;
+  default: /* v, t and rid are read by decode_body */
+    return 0;
+  }
+}
+
+/* True when the str key kv[i] equals an earlier str key of the map. */
+static bool key_seen_before(const msgpack_object_kv *kv, size_t i) {
+  size_t j;
+
+  for (j = 0; j < i; j++) {
+    if (kv[j].key.type == MSGPACK_OBJECT_STR &&
+        str_eq(&kv[j].key.via.str, &kv[i].key.via.str)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Reads "v", "t" and "rid" from slot into msg and sets replyable_. Returns
+ * the first error in the order the protocol checks them: the version first,
+ * because another version may lay out everything else differently; then
+ * map_err (a structural problem of the map found earlier); then t, then rid.
+ */
+static int decode_header(const msgpack_object *const slot[F_COUNT], int map_err,
+                         dht_msg *msg) {
+  uint64_t v = 0, t = 0, rid = 0;
+  int v_err, t_err, rid_err;
+
+  v_err = slot[F_V] == NULL ? DHT_ERR_MISSING_FIELD : get_uint(slot[F_V], &v);
+  t_err = slot[F_T] == NULL ? DHT_ERR_MISSING_FIELD : get_uint(slot[F_T], &t);
+  rid_err =
+      slot[F_RID] == NULL ? DHT_ERR_MISSING_FIELD : get_uint(slot[F_RID], &rid);
+
+  if (v_err == 0) {
+    msg->version = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    if (v != DHT_PROTOCOL_VERSION) {
+      v_err = DHT_ERR_BAD_VERSION;
+    }
+  }
+  if (t_err == 0) {
+    /* Kept even when unknown, for the log; clamped to stay an int. */
+    msg->type = (dht_msg_type)(t > INT32_MAX ? INT32_MAX : t);
+    if (t > DHT_MSG_TYPE_LAST) {
+      t_err = DHT_ERR_UNKNOWN_TYPE;
+    }
+  }
+  if (rid_err == 0) {
+    msg->rid = rid;
+  }
+  /* An unknown type is answerable too: a node only receives replies to
+   * requests it made, in types it knows, so an unknown type is a request of
+   * a newer revision and its sender deserves a clear ERROR. The receiver
+   * still must not answer known reply types and NOTIFY. */
+  msg->replyable_ =
+      (t_err == 0 || t_err == DHT_ERR_UNKNOWN_TYPE) && rid_err == 0;
+
+  if (v_err != 0) {
+    return v_err;
+  }
+  if (map_err != 0) {
+    return map_err;
+  }
+  return t_err != 0 ? t_err : rid_err;
+}
+
+/* Checks the decoded object root against the schema and fills msg. */
+static int decode_body(const decoder *d, const msgpack_object *root,
+                       dht_msg *msg) {
+  const msgpack_object *slot[F_COUNT] = {NULL};
+  const msgpack_object_kv *kv;
+  const struct type_fields *tf;
+  size_t i, n;
+  unsigned f;
+  int map_err = 0, rv;
+
+  if (root->type != MSGPACK_OBJECT_MAP) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  kv = root->via.map.ptr;
+  n = root->via.map.size;
+  if (n > BODY_KEYS_MAX) {
+    map_err = DHT_ERR_TOO_MANY;
+  }
+  /* One pass files every known key into its slot. It goes on after a
+   * problem, so that v, t and rid are found wherever they are in the map
+   * and the receiver can still answer with an ERROR. */
+  for (i = 0; i < n; i++) {
+    enum field fk;
+
+    if (kv[i].key.type != MSGPACK_OBJECT_STR) {
+      if (map_err == 0) {
+        map_err = DHT_ERR_BAD_TYPE;
+      }
+      continue;
+    }
+    fk = field_lookup(kv[i].key.via.str.ptr, kv[i].key.via.str.size);
+    if (fk == F_COUNT) {
+      if (map_err == 0 && key_seen_before(kv, i)) {
+        map_err = DHT_ERR_MALFORMED;
+      }
+      continue;
+    }
+    if (slot[fk] != NULL) {
+      if (map_err == 0) {
+        map_err = DHT_ERR_MALFORMED;
+      }
+      continue;
+    }
+    slot[fk] = &kv[i].val;
+  }
+
+  rv = decode_header(slot, map_err, msg);
+  if (rv != 0) {
+    return rv;
+  }
+  tf = &type_fields[msg->type];
+  for (f = F_TARGET; f < F_COUNT; f++) {
+    if (!(tf->uses & FB(f))) {
+      continue;
+    }
+    if (slot[f] == NULL) {
+      if (tf->required & FB(f)) {
+        return DHT_ERR_MISSING_FIELD;
+      }
+      continue;
+    }
+    rv = decode_field(d, (enum field)f, slot[f], msg);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  return 0;
+}
+
+/* The first chunk of a decode's zone. msgpack-c never grows its chunks: each
+ * time one is full it allocates another of this size (or the request's, if
+ * larger), so a chunk sized to the body keeps big messages to a few mallocs
+ * while a PING still takes only 512 bytes. Decoded objects need about 1 to 6
+ * times the body length (24 bytes per msgpack object, which is at least 1
+ * byte on the wire, but keys and values take many). */
+static size_t zone_chunk_size(size_t body_len) {
+  size_t n = body_len < ZONE_CHUNK_MAX / 4 ? body_len * 4 : ZONE_CHUNK_MAX;
+
+  return n < ZONE_CHUNK_MIN ? ZONE_CHUNK_MIN : n;
+}
+
+int dht_msg_decode(dht_msg *msg, const uint8_t *body, size_t len,
+                   const dht_wire_limits *lim) {
+  msgpack_zone *zone;
+  msgpack_object root;
+  msgpack_unpack_return ur;
+  decoder d;
+  size_t off = 0;
+  int rv;
+
+  assert(lim != NULL);
+  memset(msg, 0, sizeof(*msg));
+  if (len > lim->frame_len_max) {
+    return DHT_ERR_TOO_LARGE;
+  }
+  /* Must pass before msgpack-c sees a byte: see mp_check.h. */
+  rv = dht__mp_check(body, len, DHT_NESTING_MAX);
+  if (rv != 0) {
+    return rv;
+  }
+
+  zone = malloc(sizeof(*zone));
+  if (zone == NULL) {
+    return DHT_ERR_NOMEM;
+  }
+  if (!msgpack_zone_init(zone, zone_chunk_size(len))) {
+    free(zone);
+    return DHT_ERR_NOMEM;
+  }
+  msg->zone_ = zone;
+
+  ur = msgpack_unpack((const char *)body, len, &off, zone, &root);
+  if (ur == MSGPACK_UNPACK_SUCCESS) {
+    d.zone = zone;
+    d.lim = lim;
+    d.addr_len_max = lim->addr_len_max < DHT_ADDR_LEN_MAX ? lim->addr_len_max
+                                                          : DHT_ADDR_LEN_MAX;
+    rv = decode_body(&d, &root, msg);
+  } else if (ur == MSGPACK_UNPACK_PARSE_ERROR ||
+             ur == MSGPACK_UNPACK_NOMEM_ERROR) {
+    /* The pre-scan accepted exactly what msgpack-c parses, so its failure
+     * here is a failed zone allocation (which msgpack_unpack() reports as a
+     * parse error). */
+    rv = DHT_ERR_NOMEM;
+  } else {
+    rv = DHT_ERR_MALFORMED; /* CONTINUE or EXTRA_BYTES: cannot happen */
+  }
+
+  if (rv != 0) {
+    /* Keep only what the caller may use to answer; the rest would point
+     * into a freed zone or be half-filled. */
+    dht_msg keep = {0};
+
+    keep.version = msg->version;
+    keep.type = msg->type;
+    keep.rid = msg->rid;
+    keep.replyable_ = msg->replyable_;
+    dht_msg_free(msg);
+    *msg = keep;
+  }
+  return rv;
+}

@@ -1,0 +1,2506 @@
+/*
+ * test_wire.c: unit tests for the wire codec (dht/wire.h) and the msgpack
+ * pre-scan behind it (mp_check.h).
+ *
+ * Round trips cover every message type with every field, empty and at its
+ * limit. Rejections are built by hand with msgpack-c's own packer, so they do
+ * not depend on the encoder under test; the per-type schema below is written
+ * out again from docs/PROTOCOL.md on purpose, for the same reason. Every
+ * decode of hostile input runs on an exact-size heap copy, so that ASan
+ * catches a read one byte past the end. The mutation test is deterministic
+ * (fixed-seed xorshift) and is meant to run under ASan and UBSan.
+ */
+/* cmocka.h needs these four first, in this order. */
+/* clang-format off */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "dht/err.h"
+#include "dht/wire.h"
+#include "mp_check.h"
+
+#define MIB (1024u * 1024u)
+#define KEY_MAX 1024u          /* dht_wire_limits_default's key_len_max */
+#define VALUE_MAX MIB          /* ... value_len_max */
+#define ERROR_MSG_MAX 256u     /* ... error_msg_len_max */
+#define COUNTER_NAME_MAX 64u   /* wire.h: counter names are 1..64 bytes */
+#define ITEMS_N 300            /* items in the largest HANDOFF sample */
+#define MUTATION_ROUNDS 20000u /* iterations of the mutation test */
+
+/* ---- fixtures ------------------------------------------------------------ */
+
+static char g_addr[DHT_PATH_MAX + 1][32];          /* "10.0.0.N:4000" */
+static char g_addr_max[DHT_ADDR_LEN_MAX + 1];      /* 256 'a's: one too many */
+static dht_peer_ref g_peers[DHT_PATH_MAX + 1];     /* short addresses */
+static dht_peer_ref g_peers_max[DHT_PATH_MAX + 1]; /* 255-byte addresses */
+static dht_finger_ref g_fingers[DHT_ID_BITS + 1];
+static char g_item_key[ITEMS_N][16];
+static dht_kv g_items[ITEMS_N];
+static char g_counter_name[DHT_COUNTERS_MAX + 1][COUNTER_NAME_MAX + 2];
+static dht_counter g_counters[DHT_COUNTERS_MAX + 1];
+static uint8_t g_big[VALUE_MAX + 1]; /* one byte more than any limit */
+
+static dht_id id_n(unsigned n) {
+  dht_id id;
+  unsigned i;
+
+  for (i = 0; i < DHT_ID_LEN; i++) {
+    id.b[i] = (uint8_t)(n * 31u + i * 7u + 1u);
+  }
+  return id;
+}
+
+static dht_bytes bs(const void *p, size_t len) {
+  dht_bytes b;
+
+  b.p = p;
+  b.len = len;
+  return b;
+}
+
+static dht_bytes cs(const char *s) { return bs(s, strlen(s)); }
+
+static int setup_fixtures(void **state) {
+  unsigned i;
+
+  (void)state;
+  memset(g_addr_max, 'a', DHT_ADDR_LEN_MAX + 1);
+  for (i = 0; i <= DHT_PATH_MAX; i++) {
+    snprintf(g_addr[i], sizeof(g_addr[i]), "10.0.%u.%u:4000", i / 7, i);
+    g_peers[i].id = id_n(i);
+    g_peers[i].addr = cs(g_addr[i]);
+    g_peers_max[i].id = id_n(i + 100);
+    g_peers_max[i].addr = bs(g_addr_max, DHT_ADDR_LEN_MAX);
+  }
+  for (i = 0; i <= DHT_ID_BITS; i++) {
+    g_fingers[i].start_bit = i % DHT_ID_BITS;
+    g_fingers[i].peer = g_peers[i % DHT_PATH_MAX];
+  }
+  for (i = 0; i < ITEMS_N; i++) {
+    snprintf(g_item_key[i], sizeof(g_item_key[i]), "key-%u", i);
+    g_items[i].key = cs(g_item_key[i]);
+    g_items[i].value = bs(g_big, i % 37); /* includes empty values */
+  }
+  /* Unique names of every length 1..64: the decimal index, then '_' up to
+   * the length (the digits end where the '_' start, so no two are equal). */
+  for (i = 0; i <= DHT_COUNTERS_MAX; i++) {
+    size_t len = 1 + i % COUNTER_NAME_MAX, n;
+
+    n = (size_t)snprintf(g_counter_name[i], sizeof(g_counter_name[i]), "%u", i);
+    while (n < len) {
+      g_counter_name[i][n++] = '_';
+    }
+    g_counter_name[i][n] = '\0';
+    g_counters[i].name = cs(g_counter_name[i]);
+    g_counters[i].value = (uint64_t)i * 0x0101010101ull;
+  }
+  g_counters[3].value = UINT64_MAX;
+  for (i = 0; i <= VALUE_MAX; i++) {
+    g_big[i] = (uint8_t)(i * 13u + 5u);
+  }
+  return 0;
+}
+
+static dht_wire_limits lim_default(void) {
+  dht_wire_limits lim;
+
+  dht_wire_limits_default(&lim);
+  return lim;
+}
+
+enum variant { V_MIN, V_MID, V_MAX };
+
+/* A message of type t with every field it uses: V_MIN with empty arrays and
+ * zero/false/empty values, V_MID with a few of everything, V_MAX with every
+ * length and count at its limit. */
+static void sample_msg(dht_msg *m, int t, enum variant v) {
+  const dht_peer_ref *peers = v == V_MAX ? g_peers_max : g_peers;
+
+  memset(m, 0, sizeof(*m));
+  m->type = (dht_msg_type)t;
+  m->rid =
+      v == V_MAX ? UINT64_MAX - (uint64_t)t : 1000u * (uint64_t)v + (uint64_t)t;
+  switch (t) {
+  case DHT_MSG_ERROR:
+    m->error_code = v == V_MIN ? DHT_ERR_NOMEM : DHT_ERR_MIN;
+    m->error_msg = v == V_MIN   ? bs(NULL, 0)
+                   : v == V_MID ? cs("key not found")
+                                : bs(g_big, ERROR_MSG_MAX);
+    break;
+  case DHT_MSG_PONG:
+  case DHT_MSG_NOTIFY:
+    m->has_peer = true;
+    m->peer = peers[1];
+    break;
+  case DHT_MSG_FIND_SUCC:
+  case DHT_MSG_FIND_SUCC_R:
+    if (t == DHT_MSG_FIND_SUCC) {
+      m->target = id_n(77 + (unsigned)v);
+      m->trace = v != V_MIN;
+    } else {
+      m->has_peer = true;
+      m->peer = peers[2];
+    }
+    m->hops = v == V_MIN ? 0 : v == V_MID ? 3 : DHT_HOPS_MAX;
+    m->path = (dht_peer_ref *)peers;
+    m->n_path = v == V_MIN ? 0 : v == V_MID ? 3 : DHT_PATH_MAX;
+    break;
+  case DHT_MSG_NEIGHBORS:
+  case DHT_MSG_LEAVE:
+  case DHT_MSG_STATS_R:
+    m->has_peer = true;
+    m->peer = peers[0];
+    m->has_pred = v != V_MIN;
+    if (m->has_pred) {
+      m->pred = peers[5];
+    }
+    m->succs = (dht_peer_ref *)peers + 1;
+    m->n_succs = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_SUCC_LIST_MAX;
+    if (t == DHT_MSG_STATS_R) {
+      m->fingers = g_fingers;
+      m->n_fingers = v == V_MIN ? 0 : v == V_MID ? 4 : DHT_ID_BITS;
+      m->counters = g_counters;
+      m->n_counters = v == V_MIN ? 0 : v == V_MID ? 5 : DHT_COUNTERS_MAX;
+    }
+    break;
+  case DHT_MSG_GET:
+  case DHT_MSG_PUT:
+  case DHT_MSG_DEL:
+    m->key = v == V_MIN   ? cs("k")
+             : v == V_MID ? cs("user:42")
+                          : bs(g_big, KEY_MAX);
+    m->hops = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_HOPS_MAX;
+    m->final = v != V_MIN;
+    if (t == DHT_MSG_PUT) {
+      m->value = v == V_MIN   ? bs(NULL, 0)
+                 : v == V_MID ? cs("hello")
+                              : bs(g_big, VALUE_MAX);
+    }
+    break;
+  case DHT_MSG_VALUE:
+    m->value = v == V_MIN   ? bs(NULL, 0)
+               : v == V_MID ? cs("hello")
+                            : bs(g_big, VALUE_MAX);
+    m->hops = v == V_MIN ? 0 : 5;
+    break;
+  case DHT_MSG_OK:
+    m->hops = v == V_MIN ? 0 : 7;
+    break;
+  case DHT_MSG_HANDOFF:
+    m->items = g_items;
+    m->n_items = v == V_MIN ? 0 : v == V_MID ? 3 : ITEMS_N;
+    break;
+  default: /* PING, GET_NEIGHBORS, STATS, ACCEPTED: header only */
+    break;
+  }
+}
+
+/* ---- comparing messages ----------------------------------------------------
+ */
+
+static void assert_bytes_eq(dht_bytes a, dht_bytes b) {
+  assert_int_equal(a.len, b.len);
+  if (a.len > 0) {
+    assert_memory_equal(a.p, b.p, a.len);
+  }
+}
+
+static void assert_peer_eq(const dht_peer_ref *a, const dht_peer_ref *b) {
+  assert_memory_equal(a->id.b, b->id.b, DHT_ID_LEN);
+  assert_bytes_eq(a->addr, b->addr);
+}
+
+static void assert_msg_eq(const dht_msg *a, const dht_msg *b) {
+  size_t i;
+
+  assert_int_equal(a->type, b->type);
+  assert_true(a->rid == b->rid);
+  assert_memory_equal(a->target.b, b->target.b, DHT_ID_LEN);
+  assert_int_equal(a->hops, b->hops);
+  assert_int_equal(a->trace, b->trace);
+  assert_int_equal(a->final, b->final);
+  assert_bytes_eq(a->key, b->key);
+  assert_bytes_eq(a->value, b->value);
+  assert_int_equal(a->has_peer, b->has_peer);
+  if (a->has_peer) {
+    assert_peer_eq(&a->peer, &b->peer);
+  }
+  assert_int_equal(a->has_pred, b->has_pred);
+  if (a->has_pred) {
+    assert_peer_eq(&a->pred, &b->pred);
+  }
+  assert_int_equal(a->n_succs, b->n_succs);
+  for (i = 0; i < a->n_succs; i++) {
+    assert_peer_eq(&a->succs[i], &b->succs[i]);
+  }
+  assert_int_equal(a->n_path, b->n_path);
+  for (i = 0; i < a->n_path; i++) {
+    assert_peer_eq(&a->path[i], &b->path[i]);
+  }
+  assert_int_equal(a->n_fingers, b->n_fingers);
+  for (i = 0; i < a->n_fingers; i++) {
+    assert_int_equal(a->fingers[i].start_bit, b->fingers[i].start_bit);
+    assert_peer_eq(&a->fingers[i].peer, &b->fingers[i].peer);
+  }
+  assert_int_equal(a->n_items, b->n_items);
+  for (i = 0; i < a->n_items; i++) {
+    assert_bytes_eq(a->items[i].key, b->items[i].key);
+    assert_bytes_eq(a->items[i].value, b->items[i].value);
+  }
+  assert_int_equal(a->n_counters, b->n_counters);
+  for (i = 0; i < a->n_counters; i++) {
+    assert_bytes_eq(a->counters[i].name, b->counters[i].name);
+    assert_true(a->counters[i].value == b->counters[i].value);
+  }
+  assert_int_equal(a->error_code, b->error_code);
+  assert_bytes_eq(a->error_msg, b->error_msg);
+}
+
+/* Decoded byte strings must borrow the body, not copy it. */
+static void assert_in(dht_bytes b, const uint8_t *body, size_t len) {
+  if (b.len > 0) {
+    assert_true(b.p >= body && b.p + b.len <= body + len);
+  }
+}
+
+static void assert_borrowed(const dht_msg *m, const uint8_t *body, size_t len) {
+  size_t i;
+
+  assert_in(m->key, body, len);
+  assert_in(m->value, body, len);
+  assert_in(m->peer.addr, body, len);
+  assert_in(m->error_msg, body, len);
+  for (i = 0; i < m->n_items; i++) {
+    assert_in(m->items[i].key, body, len);
+    assert_in(m->items[i].value, body, len);
+  }
+  for (i = 0; i < m->n_succs; i++) {
+    assert_in(m->succs[i].addr, body, len);
+  }
+}
+
+/* Encodes in, checks the header, decodes and compares. */
+static void roundtrip(const dht_msg *in) {
+  dht_wire_limits lim = lim_default();
+  dht_buf buf;
+  dht_msg out;
+  size_t body_len = 0;
+
+  dht_buf_init(&buf);
+  assert_int_equal(dht_msg_encode(in, &buf), 0);
+  assert_int_equal(
+      dht_frame_peek(buf.data, buf.len, lim.frame_len_max, &body_len), 0);
+  assert_int_equal(body_len + DHT_FRAME_HEADER_LEN, buf.len);
+  assert_int_equal(
+      dht_msg_decode(&out, buf.data + DHT_FRAME_HEADER_LEN, body_len, &lim), 0);
+  assert_true(dht_msg_can_reply(&out));
+  assert_int_equal(out.version, DHT_PROTOCOL_VERSION);
+  assert_msg_eq(in, &out);
+  assert_borrowed(&out, buf.data + DHT_FRAME_HEADER_LEN, body_len);
+  dht_msg_free(&out);
+  dht_buf_free(&buf);
+}
+
+/* ---- decoding hostile input ------------------------------------------------
+ */
+
+/* What a decode reported, kept after the message and its body are gone. */
+typedef struct outcome {
+  int rv;
+  bool can_reply;
+  uint64_t rid;
+  int type;
+  uint32_t version;
+} outcome;
+
+/* Decodes an exact-size heap copy of body, so ASan sees any overread. */
+static outcome decode_lim(const void *body, size_t len,
+                          const dht_wire_limits *lim) {
+  uint8_t *copy = malloc(len ? len : 1);
+  dht_msg msg;
+  outcome o;
+
+  assert_non_null(copy);
+  if (len > 0) {
+    memcpy(copy, body, len);
+  }
+  o.rv = dht_msg_decode(&msg, copy, len, lim);
+  o.can_reply = dht_msg_can_reply(&msg);
+  o.rid = msg.rid;
+  o.type = (int)msg.type;
+  o.version = msg.version;
+  if (o.rv != 0) {
+    /* On error only version, type, rid and can_reply may be set. */
+    assert_null(msg.zone_);
+    assert_int_equal(msg.n_succs + msg.n_path + msg.n_fingers + msg.n_items +
+                         msg.n_counters + msg.key.len + msg.value.len,
+                     0);
+  }
+  dht_msg_free(&msg);
+  free(copy);
+  return o;
+}
+
+static outcome decode_raw(const void *body, size_t len) {
+  dht_wire_limits lim = lim_default();
+
+  return decode_lim(body, len, &lim);
+}
+
+/* A msgpack writer for hand-made bodies. */
+typedef struct mp {
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+} mp;
+
+static void mp_init(mp *m) {
+  msgpack_sbuffer_init(&m->sb);
+  msgpack_packer_init(&m->pk, &m->sb, msgpack_sbuffer_write);
+}
+
+static void mp_free(mp *m) { msgpack_sbuffer_destroy(&m->sb); }
+static void mp_s(mp *m, const char *s) {
+  msgpack_pack_str_with_body(&m->pk, s, strlen(s));
+}
+static void mp_sn(mp *m, const void *p, size_t n) {
+  msgpack_pack_str_with_body(&m->pk, p, n);
+}
+static void mp_u(mp *m, uint64_t v) { msgpack_pack_uint64(&m->pk, v); }
+static void mp_i(mp *m, int64_t v) { msgpack_pack_int64(&m->pk, v); }
+static void mp_bin(mp *m, const void *p, size_t n) {
+  msgpack_pack_bin_with_body(&m->pk, p, n);
+}
+static void mp_nil(mp *m) { msgpack_pack_nil(&m->pk); }
+static void mp_arr(mp *m, size_t n) { msgpack_pack_array(&m->pk, n); }
+static void mp_map(mp *m, size_t n) { msgpack_pack_map(&m->pk, n); }
+static void mp_raw(mp *m, const void *p, size_t n) {
+  msgpack_sbuffer_write(&m->sb, p, n);
+}
+
+static void mp_id(mp *m, unsigned n) {
+  dht_id id = id_n(n);
+
+  mp_bin(m, id.b, DHT_ID_LEN);
+}
+
+static void mp_peer(mp *m, unsigned n) {
+  mp_arr(m, 2);
+  mp_id(m, n);
+  mp_s(m, g_addr[n % DHT_PATH_MAX]);
+}
+
+/* The three header entries: "v", "t", "rid". */
+static void mp_hdr(mp *m, uint64_t v, uint64_t t, uint64_t rid) {
+  mp_s(m, "v");
+  mp_u(m, v);
+  mp_s(m, "t");
+  mp_u(m, t);
+  mp_s(m, "rid");
+  mp_u(m, rid);
+}
+
+static outcome decode_mp(const mp *m) {
+  return decode_raw(m->sb.data, m->sb.size);
+}
+
+static outcome decode_mp_lim(const mp *m, const dht_wire_limits *lim) {
+  return decode_lim(m->sb.data, m->sb.size, lim);
+}
+
+/* ---- the schema, written out again from docs/PROTOCOL.md ---------------- */
+
+enum kind {
+  K_ID,
+  K_HOPS,
+  K_BOOL,
+  K_KEY,
+  K_VALUE,
+  K_PEER,
+  K_PRED,
+  K_PEERS,
+  K_FINGERS,
+  K_ITEMS,
+  K_COUNTERS,
+  K_CODE,
+  K_STR
+};
+
+static const struct field_spec {
+  const char *name;
+  enum kind kind;
+} field_specs[] = {
+    {"target", K_ID},         {"hops", K_HOPS},       {"trace", K_BOOL},
+    {"final", K_BOOL},        {"key", K_KEY},         {"value", K_VALUE},
+    {"peer", K_PEER},         {"pred", K_PRED},       {"succs", K_PEERS},
+    {"path", K_PEERS},        {"fingers", K_FINGERS}, {"items", K_ITEMS},
+    {"counters", K_COUNTERS}, {"code", K_CODE},       {"msg", K_STR},
+};
+
+static enum kind kind_of(const char *name) {
+  size_t i;
+
+  for (i = 0; i < sizeof(field_specs) / sizeof(field_specs[0]); i++) {
+    if (strcmp(field_specs[i].name, name) == 0) {
+      return field_specs[i].kind;
+    }
+  }
+  fail_msg("no such field %s", name);
+  return K_ID;
+}
+
+typedef struct type_spec {
+  int type;
+  const char *req[5]; /* required fields, NULL-terminated */
+  const char *opt[4]; /* optional fields, NULL-terminated */
+} type_spec;
+
+static const type_spec type_specs[] = {
+    {DHT_MSG_ERROR, {"code", NULL}, {"msg", NULL}},
+    {DHT_MSG_PING, {NULL}, {NULL}},
+    {DHT_MSG_PONG, {"peer", NULL}, {NULL}},
+    {DHT_MSG_FIND_SUCC, {"target", NULL}, {"hops", "trace", "path", NULL}},
+    {DHT_MSG_FIND_SUCC_R, {"peer", NULL}, {"hops", "path", NULL}},
+    {DHT_MSG_GET_NEIGHBORS, {NULL}, {NULL}},
+    {DHT_MSG_NEIGHBORS, {"peer", "succs", NULL}, {"pred", NULL}},
+    {DHT_MSG_NOTIFY, {"peer", NULL}, {NULL}},
+    {DHT_MSG_GET, {"key", NULL}, {"hops", "final", NULL}},
+    {DHT_MSG_PUT, {"key", "value", NULL}, {"hops", "final", NULL}},
+    {DHT_MSG_DEL, {"key", NULL}, {"hops", "final", NULL}},
+    {DHT_MSG_VALUE, {"value", NULL}, {"hops", NULL}},
+    {DHT_MSG_OK, {NULL}, {"hops", NULL}},
+    {DHT_MSG_HANDOFF, {"items", NULL}, {NULL}},
+    {DHT_MSG_LEAVE, {"peer", "succs", NULL}, {"pred", NULL}},
+    {DHT_MSG_STATS, {NULL}, {NULL}},
+    {DHT_MSG_STATS_R,
+     {"peer", "succs", "fingers", "counters", NULL},
+     {"pred", NULL}},
+    {DHT_MSG_ACCEPTED, {NULL}, {NULL}},
+};
+#define N_TYPE_SPECS (sizeof(type_specs) / sizeof(type_specs[0]))
+
+/* Packs a valid value of the given kind. */
+static void pack_good(mp *m, enum kind k) {
+  switch (k) {
+  case K_ID:
+    mp_id(m, 9);
+    break;
+  case K_HOPS:
+    mp_u(m, 3);
+    break;
+  case K_BOOL:
+    msgpack_pack_true(&m->pk);
+    break;
+  case K_KEY:
+    mp_bin(m, "k", 1);
+    break;
+  case K_VALUE:
+    mp_bin(m, "val", 3);
+    break;
+  case K_PEER:
+  case K_PRED:
+    mp_peer(m, 4);
+    break;
+  case K_PEERS:
+    mp_arr(m, 2);
+    mp_peer(m, 5);
+    mp_peer(m, 6);
+    break;
+  case K_FINGERS:
+    mp_arr(m, 2);
+    mp_arr(m, 2);
+    mp_u(m, 0);
+    mp_peer(m, 7);
+    mp_arr(m, 2);
+    mp_u(m, DHT_ID_BITS - 1);
+    mp_peer(m, 8);
+    break;
+  case K_ITEMS:
+    mp_arr(m, 1);
+    mp_arr(m, 2);
+    mp_bin(m, "k", 1);
+    mp_bin(m, "v", 1);
+    break;
+  case K_COUNTERS:
+    mp_map(m, 1);
+    mp_s(m, "a");
+    mp_u(m, 1);
+    break;
+  case K_CODE:
+    mp_i(m, DHT_ERR_NOT_FOUND);
+    break;
+  case K_STR:
+    mp_s(m, "oops");
+    break;
+  }
+}
+
+/* Packs the variant-th wrong value of the given kind (a wrong msgpack type,
+ * at any depth, or an id that is not 20 bytes) and returns true, or returns
+ * false without packing when there is no such variant. */
+static bool pack_bad(mp *m, enum kind k, int variant) {
+  static const uint8_t id19[19], id21[21];
+  dht_id id = id_n(1);
+
+  switch (k) {
+  case K_ID:
+    switch (variant) {
+    case 0:
+      mp_sn(m, id.b, DHT_ID_LEN);
+      return true;
+    case 1:
+      mp_bin(m, id19, sizeof(id19));
+      return true;
+    case 2:
+      mp_bin(m, id21, sizeof(id21));
+      return true;
+    case 3:
+      mp_u(m, 5);
+      return true;
+    case 4:
+      mp_nil(m);
+      return true;
+    default:
+      return false;
+    }
+  case K_HOPS:
+    switch (variant) {
+    case 0:
+      mp_s(m, "3");
+      return true;
+    case 1:
+      mp_i(m, -1);
+      return true;
+    case 2:
+      msgpack_pack_true(&m->pk);
+      return true;
+    case 3:
+      msgpack_pack_double(&m->pk, 3.0);
+      return true;
+    default:
+      return false;
+    }
+  case K_BOOL:
+    switch (variant) {
+    case 0:
+      mp_u(m, 1);
+      return true;
+    case 1:
+      mp_nil(m);
+      return true;
+    case 2:
+      mp_s(m, "true");
+      return true;
+    default:
+      return false;
+    }
+  case K_KEY:
+  case K_VALUE:
+    switch (variant) {
+    case 0:
+      mp_s(m, "k");
+      return true;
+    case 1:
+      mp_u(m, 1);
+      return true;
+    case 2:
+      mp_nil(m);
+      return true;
+    case 3:
+      mp_arr(m, 1);
+      mp_bin(m, "k", 1);
+      return true;
+    default:
+      return false;
+    }
+  case K_PEER:
+  case K_PRED:
+    switch (variant) {
+    case 0:
+      mp_bin(m, id.b, DHT_ID_LEN);
+      return true;
+    case 1:
+      mp_arr(m, 1);
+      mp_id(m, 1);
+      return true;
+    case 2:
+      mp_arr(m, 3);
+      mp_id(m, 1);
+      mp_s(m, "a:1");
+      mp_u(m, 0);
+      return true;
+    case 3:
+      mp_arr(m, 2);
+      mp_sn(m, id.b, DHT_ID_LEN);
+      mp_s(m, "a:1");
+      return true;
+    case 4:
+      mp_arr(m, 2);
+      mp_bin(m, id19, sizeof(id19));
+      mp_s(m, "a:1");
+      return true;
+    case 5:
+      mp_arr(m, 2);
+      mp_bin(m, id21, sizeof(id21));
+      mp_s(m, "a:1");
+      return true;
+    case 6:
+      mp_arr(m, 2);
+      mp_id(m, 1);
+      mp_bin(m, "a:1", 3);
+      return true;
+    case 7:
+      mp_arr(m, 2);
+      mp_s(m, "a:1");
+      mp_id(m, 1);
+      return true;
+    case 8:
+      mp_map(m, 1);
+      mp_s(m, "id");
+      mp_id(m, 1);
+      return true;
+    case 9: /* nil means "none" for pred only */
+      if (k == K_PRED) {
+        return false;
+      }
+      mp_nil(m);
+      return true;
+    default:
+      return false;
+    }
+  case K_PEERS:
+    switch (variant) {
+    case 0:
+      mp_map(m, 0);
+      return true;
+    case 1:
+      mp_bin(m, "x", 1);
+      return true;
+    case 2:
+      mp_arr(m, 1);
+      mp_bin(m, "x", 1);
+      return true;
+    case 3:
+      mp_arr(m, 2);
+      mp_peer(m, 1);
+      mp_arr(m, 2);
+      mp_id(m, 1);
+      mp_u(m, 1);
+      return true;
+    case 4:
+      mp_arr(m, 1);
+      mp_nil(m);
+      return true;
+    default:
+      return false;
+    }
+  case K_FINGERS:
+    switch (variant) {
+    case 0:
+      mp_map(m, 0);
+      return true;
+    case 1:
+      mp_arr(m, 1);
+      mp_u(m, 5);
+      return true;
+    case 2:
+      mp_arr(m, 1);
+      mp_arr(m, 1);
+      mp_peer(m, 1);
+      return true;
+    case 3:
+      mp_arr(m, 1);
+      mp_arr(m, 2);
+      mp_s(m, "0");
+      mp_peer(m, 1);
+      return true;
+    case 4:
+      mp_arr(m, 1);
+      mp_arr(m, 2);
+      mp_i(m, -1);
+      mp_peer(m, 1);
+      return true;
+    case 5:
+      mp_arr(m, 1);
+      mp_arr(m, 2);
+      mp_u(m, 0);
+      mp_bin(m, "x", 1);
+      return true;
+    case 6:
+      mp_arr(m, 1);
+      mp_arr(m, 3);
+      mp_u(m, 0);
+      mp_peer(m, 1);
+      mp_u(m, 0);
+      return true;
+    default:
+      return false;
+    }
+  case K_ITEMS:
+    switch (variant) {
+    case 0:
+      mp_map(m, 0);
+      return true;
+    case 1:
+      mp_arr(m, 1);
+      mp_u(m, 5);
+      return true;
+    case 2:
+      mp_arr(m, 1);
+      mp_arr(m, 1);
+      mp_bin(m, "k", 1);
+      return true;
+    case 3:
+      mp_arr(m, 1);
+      mp_arr(m, 2);
+      mp_s(m, "k");
+      mp_bin(m, "v", 1);
+      return true;
+    case 4:
+      mp_arr(m, 1);
+      mp_arr(m, 2);
+      mp_bin(m, "k", 1);
+      mp_s(m, "v");
+      return true;
+    case 5:
+      mp_arr(m, 1);
+      mp_arr(m, 0);
+      return true;
+    default:
+      return false;
+    }
+  case K_COUNTERS:
+    switch (variant) {
+    case 0:
+      mp_arr(m, 0);
+      return true;
+    case 1:
+      mp_map(m, 1);
+      mp_bin(m, "a", 1);
+      mp_u(m, 1);
+      return true;
+    case 2:
+      mp_map(m, 1);
+      mp_s(m, "a");
+      mp_s(m, "1");
+      return true;
+    case 3:
+      mp_map(m, 1);
+      mp_s(m, "a");
+      mp_i(m, -1);
+      return true;
+    case 4:
+      mp_map(m, 1);
+      mp_u(m, 1);
+      mp_u(m, 1);
+      return true;
+    default:
+      return false;
+    }
+  case K_CODE:
+    switch (variant) {
+    case 0:
+      mp_s(m, "-11");
+      return true;
+    case 1:
+      mp_u(m, 11);
+      return true;
+    case 2:
+      mp_u(m, 0);
+      return true;
+    case 3:
+      mp_i(m, (int64_t)INT32_MIN - 1);
+      return true;
+    case 4:
+      msgpack_pack_double(&m->pk, -11.0);
+      return true;
+    default:
+      return false;
+    }
+  case K_STR:
+    switch (variant) {
+    case 0:
+      mp_bin(m, "oops", 4);
+      return true;
+    case 1:
+      mp_u(m, 1);
+      return true;
+    default:
+      return false;
+    }
+  }
+  return false;
+}
+
+enum how { H_GOOD, H_OMIT, H_BAD };
+
+/* Builds a body of spec's type with every required field, the optional ones
+ * too when with_opt, and field `which` omitted or given a bad value. */
+static bool build(mp *m, const type_spec *spec, bool with_opt,
+                  const char *which, enum how how, int variant) {
+  const char *names[10];
+  size_t n = 0, i;
+  mp probe;
+
+  for (i = 0; spec->req[i] != NULL; i++) {
+    names[n++] = spec->req[i];
+  }
+  for (i = 0; with_opt && spec->opt[i] != NULL; i++) {
+    names[n++] = spec->opt[i];
+  }
+  if (how == H_BAD) {
+    mp_init(&probe);
+    if (!pack_bad(&probe, kind_of(which), variant)) {
+      mp_free(&probe);
+      return false;
+    }
+    mp_free(&probe);
+  }
+  mp_init(m);
+  mp_map(m, 3 + n - (how == H_OMIT ? 1 : 0));
+  mp_hdr(m, DHT_PROTOCOL_VERSION, (uint64_t)spec->type, 77);
+  for (i = 0; i < n; i++) {
+    bool is_which = which != NULL && strcmp(names[i], which) == 0;
+
+    if (is_which && how == H_OMIT) {
+      continue;
+    }
+    mp_s(m, names[i]);
+    if (is_which && how == H_BAD) {
+      pack_bad(m, kind_of(names[i]), variant);
+    } else {
+      pack_good(m, kind_of(names[i]));
+    }
+  }
+  return true;
+}
+
+/* ---- tests: names, limits, framing ----------------------------------------
+ */
+
+static void test_type_names(void **state) {
+  (void)state;
+  assert_string_equal(dht_msg_type_name(DHT_MSG_ERROR), "ERROR");
+  assert_string_equal(dht_msg_type_name(DHT_MSG_FIND_SUCC), "FIND_SUCC");
+  assert_string_equal(dht_msg_type_name(DHT_MSG_FIND_SUCC_R), "FIND_SUCC_R");
+  assert_string_equal(dht_msg_type_name(DHT_MSG_STATS_R), "STATS_R");
+  assert_string_equal(dht_msg_type_name(DHT_MSG_TYPE_LAST + 1), "UNKNOWN");
+  assert_string_equal(dht_msg_type_name(-1), "UNKNOWN");
+  assert_string_equal(dht_msg_type_name(31), "UNKNOWN");
+}
+
+static void test_limits_default(void **state) {
+  dht_wire_limits lim = lim_default();
+
+  (void)state;
+  assert_int_equal(lim.frame_len_max, 4 * MIB);
+  assert_int_equal(lim.key_len_max, 1024);
+  assert_int_equal(lim.value_len_max, MIB);
+  assert_int_equal(lim.addr_len_max, 255);
+  assert_int_equal(lim.items_max, 65536);
+  assert_int_equal(lim.error_msg_len_max, 256);
+}
+
+static void test_frame_peek(void **state) {
+  const uint8_t hdr[] = {0x00, 0x00, 0x01, 0x02, 0xaa};
+  const uint8_t big[] = {0xff, 0xff, 0xff, 0xff};
+  size_t body_len = 12345, n;
+
+  (void)state;
+  for (n = 0; n < DHT_FRAME_HEADER_LEN; n++) {
+    assert_int_equal(dht_frame_peek(hdr, n, 4 * MIB, &body_len),
+                     DHT_ERR_TRUNCATED);
+  }
+  assert_int_equal(body_len, 12345); /* untouched when truncated */
+  assert_int_equal(dht_frame_peek(hdr, 4, 4 * MIB, &body_len), 0);
+  assert_int_equal(body_len, 0x102);
+  assert_int_equal(dht_frame_peek(hdr, sizeof(hdr), 0x102, &body_len), 0);
+  assert_int_equal(dht_frame_peek(hdr, sizeof(hdr), 0x101, &body_len),
+                   DHT_ERR_TOO_LARGE);
+  assert_int_equal(dht_frame_peek(big, sizeof(big), 4 * MIB, &body_len),
+                   DHT_ERR_TOO_LARGE);
+  assert_int_equal(body_len, 0xffffffffu);
+  assert_int_equal(dht_frame_peek(big, sizeof(big), UINT32_MAX, &body_len), 0);
+}
+
+/* ---- tests: round trips ----------------------------------------------------
+ */
+
+static void test_roundtrip_every_type(void **state) {
+  dht_msg m;
+  int t;
+
+  (void)state;
+  for (t = 0; t <= DHT_MSG_TYPE_LAST; t++) {
+    sample_msg(&m, t, V_MIN);
+    roundtrip(&m);
+    sample_msg(&m, t, V_MID);
+    roundtrip(&m);
+  }
+}
+
+static void test_roundtrip_max(void **state) {
+  dht_msg m;
+  int t;
+
+  (void)state;
+  for (t = 0; t <= DHT_MSG_TYPE_LAST; t++) {
+    sample_msg(&m, t, V_MAX);
+    roundtrip(&m);
+  }
+}
+
+static void test_roundtrip_fingers_all_positions(void **state) {
+  dht_finger_ref fingers[DHT_ID_BITS];
+  dht_msg m;
+  unsigned i;
+
+  (void)state;
+  sample_msg(&m, DHT_MSG_STATS_R, V_MID);
+  for (i = 0; i < DHT_ID_BITS; i++) {
+    fingers[i].start_bit = DHT_ID_BITS - 1 - i; /* order is kept as sent */
+    fingers[i].peer = g_peers[i % 10];
+  }
+  m.fingers = fingers;
+  m.n_fingers = DHT_ID_BITS;
+  roundtrip(&m);
+}
+
+static void test_roundtrip_edge_values(void **state) {
+  dht_msg m;
+
+  (void)state;
+  /* rid 0 and the largest rid; an id of all ones and all zeros. */
+  sample_msg(&m, DHT_MSG_FIND_SUCC, V_MID);
+  m.rid = 0;
+  memset(m.target.b, 0xff, DHT_ID_LEN);
+  roundtrip(&m);
+  m.rid = UINT64_MAX;
+  memset(m.target.b, 0, DHT_ID_LEN);
+  roundtrip(&m);
+  /* Every DHT_ERR_* code travels. */
+  sample_msg(&m, DHT_MSG_ERROR, V_MID);
+  for (m.error_code = -1; m.error_code >= DHT_ERR_MIN; m.error_code--) {
+    roundtrip(&m);
+  }
+  m.error_code = INT32_MIN;
+  roundtrip(&m);
+  /* One-byte key, 1-byte address. */
+  sample_msg(&m, DHT_MSG_PUT, V_MIN);
+  roundtrip(&m);
+  sample_msg(&m, DHT_MSG_PONG, V_MIN);
+  m.peer.addr = cs("x");
+  roundtrip(&m);
+}
+
+static void test_roundtrip_many_items(void **state) {
+  dht_kv *items = calloc(20000, sizeof(*items));
+  dht_msg m;
+  size_t i;
+
+  (void)state;
+  assert_non_null(items);
+  for (i = 0; i < 20000; i++) {
+    items[i].key = bs(g_big + i, 1 + i % 40);
+    items[i].value = bs(g_big + 2 * i, i % 100);
+  }
+  sample_msg(&m, DHT_MSG_HANDOFF, V_MIN);
+  m.items = items;
+  m.n_items = 20000;
+  roundtrip(&m);
+  /* Keys at their limit. */
+  for (i = 0; i < 50; i++) {
+    items[i].key = bs(g_big + i, KEY_MAX);
+  }
+  m.n_items = 50;
+  roundtrip(&m);
+  free(items);
+}
+
+static void test_encode_appends(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_msg a, b, out;
+  dht_buf buf;
+  size_t len_a, len_b;
+
+  (void)state;
+  dht_buf_init(&buf);
+  sample_msg(&a, DHT_MSG_PUT, V_MID);
+  sample_msg(&b, DHT_MSG_NEIGHBORS, V_MID);
+  assert_int_equal(dht_msg_encode(&a, &buf), 0);
+  assert_int_equal(dht_msg_encode(&b, &buf), 0);
+  assert_int_equal(dht_frame_peek(buf.data, buf.len, lim.frame_len_max, &len_a),
+                   0);
+  assert_int_equal(dht_frame_peek(buf.data + 4 + len_a, buf.len - 4 - len_a,
+                                  lim.frame_len_max, &len_b),
+                   0);
+  assert_int_equal(8 + len_a + len_b, buf.len);
+  assert_int_equal(dht_msg_decode(&out, buf.data + 4, len_a, &lim), 0);
+  assert_msg_eq(&a, &out);
+  dht_msg_free(&out);
+  assert_int_equal(dht_msg_decode(&out, buf.data + 8 + len_a, len_b, &lim), 0);
+  assert_msg_eq(&b, &out);
+  dht_msg_free(&out);
+  dht_buf_free(&buf);
+}
+
+static bool contains(const uint8_t *p, size_t n, const char *s) {
+  size_t k = strlen(s), i;
+
+  for (i = 0; i + k <= n; i++) {
+    if (memcmp(p + i, s, k) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static void test_encode_pred_only_when_set(void **state) {
+  dht_msg m;
+  dht_buf buf;
+
+  (void)state;
+  dht_buf_init(&buf);
+  sample_msg(&m, DHT_MSG_NEIGHBORS, V_MIN);
+  assert_false(m.has_pred);
+  m.pred = g_peers[3]; /* ignored: has_pred is false */
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_false(contains(buf.data, buf.len, "\xa4pred"));
+  assert_true(contains(buf.data, buf.len, "\xa5succs"));
+  buf.len = 0;
+  m.has_pred = true;
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_true(contains(buf.data, buf.len, "\xa4pred"));
+  /* A PING carries exactly v, t, rid: a fixmap of 3. */
+  buf.len = 0;
+  sample_msg(&m, DHT_MSG_PING, V_MIN);
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_int_equal(buf.data[4], 0x83);
+  dht_buf_free(&buf);
+}
+
+/* Encodes m and compares with the expected frame, byte for byte. */
+static void expect_bytes(const dht_msg *m, const uint8_t *want, size_t len) {
+  dht_buf buf;
+
+  dht_buf_init(&buf);
+  assert_int_equal(dht_msg_encode(m, &buf), 0);
+  assert_int_equal(buf.len, len);
+  assert_memory_equal(buf.data, want, len);
+  dht_buf_free(&buf);
+}
+
+/* The example frames of docs/PROTOCOL.md: if the encoder changes, the
+ * documentation must change with it. */
+static void test_encode_exact_bytes(void **state) {
+  static const uint8_t ping[] = {0x00, 0x00, 0x00, 0x0c, 0x83, 0xa1,
+                                 0x76, 0x01, 0xa1, 0x74, 0x01, 0xa3,
+                                 0x72, 0x69, 0x64, 0x2a};
+  static const uint8_t put[] = {
+      0x00, 0x00, 0x00, 0x34, 0x87, 0xa1, 0x76, 0x01, 0xa1, 0x74, 0x09, 0xa3,
+      0x72, 0x69, 0x64, 0x07, 0xa4, 0x68, 0x6f, 0x70, 0x73, 0x00, 0xa5, 0x66,
+      0x69, 0x6e, 0x61, 0x6c, 0xc2, 0xa3, 0x6b, 0x65, 0x79, 0xc4, 0x08, 0x67,
+      0x72, 0x65, 0x65, 0x74, 0x69, 0x6e, 0x67, 0xa5, 0x76, 0x61, 0x6c, 0x75,
+      0x65, 0xc4, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f};
+  static const uint8_t find_succ_r[] = {
+      0x00, 0x00, 0x00, 0x44, 0x86, 0xa1, 0x76, 0x01, 0xa1, 0x74, 0x04, 0xa3,
+      0x72, 0x69, 0x64, 0xcd, 0x01, 0x2c, 0xa4, 0x68, 0x6f, 0x70, 0x73, 0x02,
+      0xa4, 0x70, 0x65, 0x65, 0x72, 0x92, 0xc4, 0x14, 0x10, 0x11, 0x12, 0x13,
+      0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+      0x20, 0x21, 0x22, 0x23, 0xad, 0x31, 0x30, 0x2e, 0x30, 0x2e, 0x30, 0x2e,
+      0x32, 0x3a, 0x34, 0x30, 0x30, 0x30, 0xa4, 0x70, 0x61, 0x74, 0x68, 0x90};
+  static const uint8_t error[] = {
+      0x00, 0x00, 0x00, 0x24, 0x85, 0xa1, 0x76, 0x01, 0xa1, 0x74,
+      0x00, 0xa3, 0x72, 0x69, 0x64, 0x07, 0xa4, 0x63, 0x6f, 0x64,
+      0x65, 0xf5, 0xa3, 0x6d, 0x73, 0x67, 0xad, 0x6b, 0x65, 0x79,
+      0x20, 0x6e, 0x6f, 0x74, 0x20, 0x66, 0x6f, 0x75, 0x6e, 0x64};
+  dht_msg m;
+  unsigned i;
+
+  (void)state;
+  memset(&m, 0, sizeof(m));
+  m.type = DHT_MSG_PING;
+  m.rid = 42;
+  m.version = 99; /* ignored: version 1 is written */
+  expect_bytes(&m, ping, sizeof(ping));
+
+  memset(&m, 0, sizeof(m));
+  m.type = DHT_MSG_PUT;
+  m.rid = 7;
+  m.key = cs("greeting");
+  m.value = cs("hello");
+  expect_bytes(&m, put, sizeof(put));
+
+  memset(&m, 0, sizeof(m));
+  m.type = DHT_MSG_FIND_SUCC_R;
+  m.rid = 300;
+  m.hops = 2;
+  m.has_peer = true;
+  for (i = 0; i < DHT_ID_LEN; i++) {
+    m.peer.id.b[i] = (uint8_t)(0x10 + i);
+  }
+  m.peer.addr = cs("10.0.0.2:4000");
+  expect_bytes(&m, find_succ_r, sizeof(find_succ_r));
+
+  memset(&m, 0, sizeof(m));
+  m.type = DHT_MSG_ERROR;
+  m.rid = 7;
+  m.error_code = DHT_ERR_NOT_FOUND;
+  m.error_msg = cs("key not found");
+  expect_bytes(&m, error, sizeof(error));
+}
+
+/* ---- tests: the encoder refuses --------------------------------------------
+ */
+
+/* Encodes m into a buffer holding "abc"; expects rv and "abc" unchanged. */
+static void expect_encode_fails(const dht_msg *m, int rv) {
+  dht_buf buf;
+
+  dht_buf_init(&buf);
+  assert_int_equal(dht_buf_append(&buf, "abc", 3), 0);
+  assert_int_equal(dht_msg_encode(m, &buf), rv);
+  assert_int_equal(buf.len, 3);
+  assert_memory_equal(buf.data, "abc", 3);
+  dht_buf_free(&buf);
+}
+
+static void test_encode_refuses(void **state) {
+  dht_peer_ref bad_peers[2];
+  dht_finger_ref bad_finger;
+  dht_counter bad_counter;
+  dht_kv bad_item;
+  dht_msg m;
+
+  (void)state;
+  sample_msg(&m, DHT_MSG_NEIGHBORS, V_MID);
+  m.n_succs = DHT_SUCC_LIST_MAX + 1;
+  m.succs = g_peers;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+
+  sample_msg(&m, DHT_MSG_FIND_SUCC, V_MID);
+  m.n_path = DHT_PATH_MAX + 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  m.n_path = 0;
+  m.hops = DHT_HOPS_MAX + 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+
+  sample_msg(&m, DHT_MSG_STATS_R, V_MID);
+  m.n_fingers = DHT_ID_BITS + 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_STATS_R, V_MID);
+  m.n_counters = DHT_COUNTERS_MAX + 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_STATS_R, V_MID);
+  bad_finger.start_bit = DHT_ID_BITS;
+  bad_finger.peer = g_peers[0];
+  m.fingers = &bad_finger;
+  m.n_fingers = 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_STATS_R, V_MID);
+  bad_counter.name = bs(g_addr_max, COUNTER_NAME_MAX + 1);
+  bad_counter.value = 1;
+  m.counters = &bad_counter;
+  m.n_counters = 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  bad_counter.name = bs(NULL, 0);
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+
+  /* Addresses: too long, or empty, wherever a peer appears. */
+  sample_msg(&m, DHT_MSG_PONG, V_MID);
+  m.peer.addr = bs(g_addr_max, DHT_ADDR_LEN_MAX + 1);
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  m.peer.addr = bs(NULL, 0);
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_LEAVE, V_MID);
+  m.pred.addr = bs(g_addr_max, DHT_ADDR_LEN_MAX + 1);
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_LEAVE, V_MID);
+  bad_peers[0] = g_peers[0];
+  bad_peers[1] = g_peers[1];
+  bad_peers[1].addr = bs(NULL, 0);
+  m.succs = bad_peers;
+  m.n_succs = 2;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+
+  /* Keys must not be empty; items too. */
+  sample_msg(&m, DHT_MSG_GET, V_MID);
+  m.key = bs(NULL, 0);
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_HANDOFF, V_MID);
+  bad_item.key = bs(NULL, 0);
+  bad_item.value = cs("v");
+  m.items = &bad_item;
+  m.n_items = 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+
+  /* Error codes are negative. */
+  sample_msg(&m, DHT_MSG_ERROR, V_MID);
+  m.error_code = 0;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  m.error_code = 4;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+
+  /* Unknown types, reserved ones included. */
+  sample_msg(&m, DHT_MSG_PING, V_MID);
+  m.type = (dht_msg_type)(DHT_MSG_TYPE_LAST + 1);
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  m.type = (dht_msg_type)1000;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+}
+
+/* ---- tests: the decoder rejects --------------------------------------------
+ */
+
+static void test_schema_builder_is_valid(void **state) {
+  size_t i;
+  mp m;
+
+  (void)state;
+  for (i = 0; i < N_TYPE_SPECS; i++) {
+    outcome o;
+
+    build(&m, &type_specs[i], true, NULL, H_GOOD, 0);
+    o = decode_mp(&m);
+    assert_int_equal(o.rv, 0);
+    assert_int_equal(o.type, type_specs[i].type);
+    mp_free(&m);
+    build(&m, &type_specs[i], false, NULL, H_GOOD, 0);
+    assert_int_equal(decode_mp(&m).rv, 0);
+    mp_free(&m);
+  }
+  assert_int_equal(N_TYPE_SPECS, DHT_MSG_TYPE_LAST + 1);
+}
+
+static void test_missing_required_fields(void **state) {
+  size_t i, j;
+  mp m;
+
+  (void)state;
+  for (i = 0; i < N_TYPE_SPECS; i++) {
+    for (j = 0; type_specs[i].req[j] != NULL; j++) {
+      outcome o;
+
+      build(&m, &type_specs[i], true, type_specs[i].req[j], H_OMIT, 0);
+      o = decode_mp(&m);
+      if (o.rv != DHT_ERR_MISSING_FIELD) {
+        fail_msg("type %d without %s: got %d", type_specs[i].type,
+                 type_specs[i].req[j], o.rv);
+      }
+      assert_true(o.can_reply);
+      assert_true(o.rid == 77);
+      mp_free(&m);
+    }
+    /* Optional fields really are optional. */
+    for (j = 0; type_specs[i].opt[j] != NULL; j++) {
+      build(&m, &type_specs[i], true, type_specs[i].opt[j], H_OMIT, 0);
+      assert_int_equal(decode_mp(&m).rv, 0);
+      mp_free(&m);
+    }
+  }
+}
+
+static void test_wrong_types(void **state) {
+  size_t i, j, tried = 0;
+  int variant;
+  mp m;
+
+  (void)state;
+  for (i = 0; i < N_TYPE_SPECS; i++) {
+    const char *fields[10];
+    size_t n = 0;
+
+    for (j = 0; type_specs[i].req[j] != NULL; j++) {
+      fields[n++] = type_specs[i].req[j];
+    }
+    for (j = 0; type_specs[i].opt[j] != NULL; j++) {
+      fields[n++] = type_specs[i].opt[j];
+    }
+    for (j = 0; j < n; j++) {
+      for (variant = 0;
+           build(&m, &type_specs[i], true, fields[j], H_BAD, variant);
+           variant++) {
+        outcome o = decode_mp(&m);
+
+        if (o.rv != DHT_ERR_BAD_TYPE) {
+          fail_msg("type %d, bad %s #%d: got %d", type_specs[i].type, fields[j],
+                   variant, o.rv);
+        }
+        assert_true(o.can_reply);
+        assert_true(o.rid == 77);
+        mp_free(&m);
+        tried++;
+      }
+    }
+  }
+  assert_true(tried > 150);
+}
+
+static void test_header_fields(void **state) {
+  outcome o;
+  mp m;
+
+  (void)state;
+  /* Missing v, t or rid. */
+  mp_init(&m);
+  mp_map(&m, 2);
+  mp_s(&m, "t");
+  mp_u(&m, DHT_MSG_PING);
+  mp_s(&m, "rid");
+  mp_u(&m, 5);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_MISSING_FIELD);
+  assert_true(o.can_reply); /* rid and type were read */
+  mp_free(&m);
+
+  mp_init(&m);
+  mp_map(&m, 2);
+  mp_s(&m, "v");
+  mp_u(&m, 1);
+  mp_s(&m, "rid");
+  mp_u(&m, 5);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_MISSING_FIELD);
+  assert_false(o.can_reply);
+  assert_true(o.rid == 5);
+  mp_free(&m);
+
+  mp_init(&m);
+  mp_map(&m, 2);
+  mp_s(&m, "v");
+  mp_u(&m, 1);
+  mp_s(&m, "t");
+  mp_u(&m, DHT_MSG_PING);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_MISSING_FIELD);
+  assert_false(o.can_reply);
+  assert_int_equal(o.type, DHT_MSG_PING);
+  mp_free(&m);
+
+  /* Wrong types for v, t, rid. */
+  mp_init(&m);
+  mp_map(&m, 3);
+  mp_s(&m, "v");
+  mp_s(&m, "1");
+  mp_s(&m, "t");
+  mp_u(&m, DHT_MSG_PING);
+  mp_s(&m, "rid");
+  mp_u(&m, 9);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_BAD_TYPE);
+  assert_true(o.can_reply);
+  mp_free(&m);
+
+  mp_init(&m);
+  mp_map(&m, 3);
+  mp_s(&m, "v");
+  mp_u(&m, 1);
+  mp_s(&m, "t");
+  mp_i(&m, -1);
+  mp_s(&m, "rid");
+  mp_u(&m, 9);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_BAD_TYPE);
+  assert_false(o.can_reply);
+  mp_free(&m);
+
+  mp_init(&m);
+  mp_map(&m, 3);
+  mp_s(&m, "v");
+  mp_u(&m, 1);
+  mp_s(&m, "t");
+  mp_u(&m, DHT_MSG_PING);
+  mp_s(&m, "rid");
+  mp_i(&m, -9);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_BAD_TYPE);
+  assert_false(o.can_reply);
+  mp_free(&m);
+
+  /* rid as the largest uint64 and in any position of the map. */
+  mp_init(&m);
+  mp_map(&m, 3);
+  mp_s(&m, "rid");
+  mp_u(&m, UINT64_MAX);
+  mp_s(&m, "t");
+  mp_u(&m, DHT_MSG_STATS);
+  mp_s(&m, "v");
+  mp_u(&m, 1);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, 0);
+  assert_true(o.rid == UINT64_MAX);
+  mp_free(&m);
+}
+
+static void test_bad_version(void **state) {
+  outcome o;
+  mp m;
+
+  (void)state;
+  /* A known type and a rid: the node can answer BAD_VERSION. */
+  mp_init(&m);
+  mp_map(&m, 4);
+  mp_hdr(&m, 2, DHT_MSG_GET, 4242);
+  mp_s(&m, "key"); /* v2 could lay fields out differently: not looked at */
+  mp_u(&m, 1);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_BAD_VERSION);
+  assert_true(o.can_reply);
+  assert_true(o.rid == 4242);
+  assert_int_equal(o.type, DHT_MSG_GET);
+  assert_int_equal(o.version, 2);
+  mp_free(&m);
+
+  /* The version is checked before the type and before the map's layout. */
+  mp_init(&m);
+  mp_map(&m, 4);
+  mp_hdr(&m, 0, 99, 1);
+  mp_u(&m, 5); /* a non-string key */
+  mp_u(&m, 5);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_BAD_VERSION);
+  assert_true(o.can_reply); /* type 99 is unknown: a newer request */
+  assert_true(o.rid == 1);
+  assert_int_equal(o.version, 0);
+  mp_free(&m);
+
+  mp_init(&m);
+  mp_map(&m, 3);
+  mp_hdr(&m, UINT64_MAX, DHT_MSG_PING, 1);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_BAD_VERSION);
+  assert_int_equal(o.version, UINT32_MAX);
+  mp_free(&m);
+}
+
+static void test_unknown_type(void **state) {
+  const uint64_t types[] = {DHT_MSG_TYPE_LAST + 1, 31, 32, 1000, UINT64_MAX};
+  size_t i;
+
+  (void)state;
+  for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+    outcome o;
+    mp m;
+
+    mp_init(&m);
+    mp_map(&m, 3);
+    mp_hdr(&m, 1, types[i], 31337);
+    o = decode_mp(&m);
+    assert_int_equal(o.rv, DHT_ERR_UNKNOWN_TYPE);
+    assert_true(o.can_reply); /* answered ERROR UNKNOWN_TYPE */
+    assert_true(o.rid == 31337);
+    assert_int_equal(o.version, 1);
+    mp_free(&m);
+  }
+}
+
+static void test_truncated_every_prefix(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_msg m;
+  dht_buf buf;
+  int t, v;
+
+  (void)state;
+  dht_buf_init(&buf);
+  for (t = 0; t <= DHT_MSG_TYPE_LAST; t++) {
+    for (v = V_MIN; v <= V_MAX; v++) {
+      size_t body_len, n;
+
+      sample_msg(&m, t, (enum variant)v);
+      buf.len = 0;
+      assert_int_equal(dht_msg_encode(&m, &buf), 0);
+      body_len = buf.len - DHT_FRAME_HEADER_LEN;
+      if (body_len > 64 * 1024) {
+        continue; /* 1 MiB values: quadratic; V_MID covers the structure */
+      }
+      for (n = 0; n < DHT_FRAME_HEADER_LEN; n++) {
+        assert_int_equal(
+            dht_frame_peek(buf.data, n, lim.frame_len_max, &body_len),
+            DHT_ERR_TRUNCATED);
+      }
+      for (n = 0; n < body_len; n++) {
+        outcome o = decode_raw(buf.data + DHT_FRAME_HEADER_LEN, n);
+
+        if (o.rv >= 0) {
+          fail_msg("type %d variant %d: prefix %zu of %zu decoded", t, v, n,
+                   body_len);
+        }
+        assert_true(o.rv == DHT_ERR_TRUNCATED || o.rv == DHT_ERR_TOO_MANY);
+      }
+      assert_int_equal(decode_raw(buf.data + DHT_FRAME_HEADER_LEN, body_len).rv,
+                       0);
+    }
+  }
+  dht_buf_free(&buf);
+}
+
+static void test_trailing_bytes(void **state) {
+  const uint8_t tails[] = {0x00, 0xc0, 0x80, 0xc1};
+  dht_msg m;
+  dht_buf buf;
+  size_t i;
+
+  (void)state;
+  dht_buf_init(&buf);
+  sample_msg(&m, DHT_MSG_PUT, V_MID);
+  for (i = 0; i < sizeof(tails); i++) {
+    buf.len = 0;
+    assert_int_equal(dht_msg_encode(&m, &buf), 0);
+    assert_int_equal(dht_buf_append(&buf, &tails[i], 1), 0);
+    assert_int_equal(decode_raw(buf.data + 4, buf.len - 4).rv,
+                     DHT_ERR_TRAILING);
+  }
+  /* A second complete map after the first. */
+  buf.len = 0;
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_int_equal(decode_raw(buf.data + 4, buf.len - 4).rv, DHT_ERR_TRAILING);
+  dht_buf_free(&buf);
+}
+
+static void test_frame_too_large(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_msg m;
+  dht_buf buf;
+  size_t body_len;
+
+  (void)state;
+  dht_buf_init(&buf);
+  sample_msg(&m, DHT_MSG_PUT, V_MID);
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  body_len = buf.len - 4;
+  lim.frame_len_max = (uint32_t)body_len;
+  assert_int_equal(decode_lim(buf.data + 4, body_len, &lim).rv, 0);
+  lim.frame_len_max = (uint32_t)body_len - 1;
+  assert_int_equal(decode_lim(buf.data + 4, body_len, &lim).rv,
+                   DHT_ERR_TOO_LARGE);
+  dht_buf_free(&buf);
+}
+
+/* Starts a body map of type t, rid 77: the header and room for extra_fields
+ * more entries, which the caller packs next. */
+static void begin_one(mp *m, int t, size_t extra_fields) {
+  mp_init(m);
+  mp_map(m, 3 + extra_fields);
+  mp_hdr(m, 1, (uint64_t)t, 77);
+}
+
+static void test_oversized_lengths(void **state) {
+  dht_wire_limits lim = lim_default();
+  outcome o;
+  mp m;
+
+  (void)state;
+  /* key: 1..1024 */
+  begin_one(&m, DHT_MSG_GET, 1);
+  mp_s(&m, "key");
+  mp_bin(&m, g_big, KEY_MAX + 1);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_TOO_LARGE);
+  assert_true(o.can_reply);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_DEL, 1);
+  mp_s(&m, "key");
+  mp_bin(&m, g_big, 0);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_GET, 1);
+  mp_s(&m, "key");
+  mp_bin(&m, g_big, KEY_MAX);
+  assert_int_equal(decode_mp(&m).rv, 0);
+  mp_free(&m);
+
+  /* value: 0..1 MiB */
+  begin_one(&m, DHT_MSG_PUT, 2);
+  mp_s(&m, "key");
+  mp_bin(&m, "k", 1);
+  mp_s(&m, "value");
+  mp_bin(&m, g_big, VALUE_MAX + 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_VALUE, 1);
+  mp_s(&m, "value");
+  mp_bin(&m, g_big, VALUE_MAX + 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+
+  /* Configured limits below the defaults. */
+  lim.key_len_max = 4;
+  lim.value_len_max = 8;
+  begin_one(&m, DHT_MSG_PUT, 2);
+  mp_s(&m, "key");
+  mp_bin(&m, "abcd", 4);
+  mp_s(&m, "value");
+  mp_bin(&m, g_big, 8);
+  assert_int_equal(decode_mp_lim(&m, &lim).rv, 0);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_PUT, 2);
+  mp_s(&m, "key");
+  mp_bin(&m, "abcde", 5);
+  mp_s(&m, "value");
+  mp_bin(&m, g_big, 8);
+  assert_int_equal(decode_mp_lim(&m, &lim).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_PUT, 2);
+  mp_s(&m, "key");
+  mp_bin(&m, "abcd", 4);
+  mp_s(&m, "value");
+  mp_bin(&m, g_big, 9);
+  assert_int_equal(decode_mp_lim(&m, &lim).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+
+  /* error msg: 0..256 */
+  begin_one(&m, DHT_MSG_ERROR, 2);
+  mp_s(&m, "code");
+  mp_i(&m, DHT_ERR_HOPS);
+  mp_s(&m, "msg");
+  mp_sn(&m, g_big, ERROR_MSG_MAX);
+  assert_int_equal(decode_mp(&m).rv, 0);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_ERROR, 2);
+  mp_s(&m, "code");
+  mp_i(&m, DHT_ERR_HOPS);
+  mp_s(&m, "msg");
+  mp_sn(&m, g_big, ERROR_MSG_MAX + 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+
+  /* hops: 0..64 */
+  begin_one(&m, DHT_MSG_OK, 1);
+  mp_s(&m, "hops");
+  mp_u(&m, DHT_HOPS_MAX + 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_FIND_SUCC, 2);
+  mp_s(&m, "target");
+  mp_id(&m, 1);
+  mp_s(&m, "hops");
+  mp_u(&m, UINT64_MAX);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+
+  /* finger start bits: 0..159 */
+  begin_one(&m, DHT_MSG_STATS_R, 4);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_arr(&m, 0);
+  mp_s(&m, "counters");
+  mp_map(&m, 0);
+  mp_s(&m, "fingers");
+  mp_arr(&m, 1);
+  mp_arr(&m, 2);
+  mp_u(&m, DHT_ID_BITS);
+  mp_peer(&m, 2);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+
+  /* counter names: 1..64 */
+  begin_one(&m, DHT_MSG_STATS_R, 4);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_arr(&m, 0);
+  mp_s(&m, "fingers");
+  mp_arr(&m, 0);
+  mp_s(&m, "counters");
+  mp_map(&m, 1);
+  mp_sn(&m, g_big, COUNTER_NAME_MAX + 1);
+  mp_u(&m, 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_STATS_R, 4);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_arr(&m, 0);
+  mp_s(&m, "fingers");
+  mp_arr(&m, 0);
+  mp_s(&m, "counters");
+  mp_map(&m, 1);
+  mp_s(&m, "");
+  mp_u(&m, 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+}
+
+/* addr in every place a peer appears: peer, pred, succs, path, fingers;
+ * empty, over the hard cap, and over a configured limit. */
+static void test_oversized_addr(void **state) {
+  static const char *where[] = {"peer", "pred", "succs", "path", "fingers"};
+  const size_t lens[] = {0, DHT_ADDR_LEN_MAX + 1, 9};
+  dht_wire_limits def = lim_default(), small = lim_default();
+  size_t w, l;
+
+  (void)state;
+  small.addr_len_max = 8;
+  for (w = 0; w < 5; w++) {
+    for (l = 0; l < 3; l++) {
+      int rv;
+      mp m;
+
+      if (w == 3) { /* path: FIND_SUCC_R */
+        begin_one(&m, DHT_MSG_FIND_SUCC_R, 2);
+        mp_s(&m, "peer");
+        mp_peer(&m, 1);
+      } else { /* the others: STATS_R, which has them all */
+        begin_one(&m, DHT_MSG_STATS_R, w == 1 ? 5 : 4);
+        if (w != 0) {
+          mp_s(&m, "peer");
+          mp_peer(&m, 1);
+        }
+        if (w != 2) {
+          mp_s(&m, "succs");
+          mp_arr(&m, 0);
+        }
+        if (w != 4) {
+          mp_s(&m, "fingers");
+          mp_arr(&m, 0);
+        }
+        mp_s(&m, "counters");
+        mp_map(&m, 0);
+      }
+      mp_s(&m, where[w]);
+      if (w == 2 || w == 3) {
+        mp_arr(&m, 1);
+      } else if (w == 4) {
+        mp_arr(&m, 1);
+        mp_arr(&m, 2);
+        mp_u(&m, 3);
+      }
+      mp_arr(&m, 2);
+      mp_id(&m, 3);
+      mp_sn(&m, g_big, lens[l]);
+      rv = decode_mp_lim(&m, l == 2 ? &small : &def).rv;
+      if (rv != DHT_ERR_TOO_LARGE) {
+        fail_msg("addr of %zu bytes in %s: got %d", lens[l], where[w], rv);
+      }
+      if (l == 2) { /* the same 9 bytes pass the default limit */
+        assert_int_equal(decode_mp_lim(&m, &def).rv, 0);
+      }
+      mp_free(&m);
+    }
+  }
+}
+
+static void test_counts_over_caps(void **state) {
+  dht_wire_limits lim = lim_default();
+  unsigned i;
+  mp m;
+
+  (void)state;
+  /* succs: 32 */
+  begin_one(&m, DHT_MSG_NEIGHBORS, 2);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_arr(&m, DHT_SUCC_LIST_MAX + 1);
+  for (i = 0; i <= DHT_SUCC_LIST_MAX; i++) {
+    mp_peer(&m, i);
+  }
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_MANY);
+  mp_free(&m);
+
+  /* path: 64 */
+  begin_one(&m, DHT_MSG_FIND_SUCC, 2);
+  mp_s(&m, "target");
+  mp_id(&m, 1);
+  mp_s(&m, "path");
+  mp_arr(&m, DHT_PATH_MAX + 1);
+  for (i = 0; i <= DHT_PATH_MAX; i++) {
+    mp_peer(&m, i);
+  }
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_MANY);
+  mp_free(&m);
+
+  /* fingers: 160 */
+  begin_one(&m, DHT_MSG_STATS_R, 4);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_arr(&m, 0);
+  mp_s(&m, "counters");
+  mp_map(&m, 0);
+  mp_s(&m, "fingers");
+  mp_arr(&m, DHT_ID_BITS + 1);
+  for (i = 0; i <= DHT_ID_BITS; i++) {
+    mp_arr(&m, 2);
+    mp_u(&m, i % DHT_ID_BITS);
+    mp_peer(&m, i);
+  }
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_MANY);
+  mp_free(&m);
+
+  /* counters: 256 */
+  begin_one(&m, DHT_MSG_STATS_R, 4);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_arr(&m, 0);
+  mp_s(&m, "fingers");
+  mp_arr(&m, 0);
+  mp_s(&m, "counters");
+  mp_map(&m, DHT_COUNTERS_MAX + 1);
+  for (i = 0; i <= DHT_COUNTERS_MAX; i++) {
+    mp_s(&m, g_counter_name[i]);
+    mp_u(&m, i);
+  }
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_MANY);
+  mp_free(&m);
+
+  /* items: items_max, and the key and value limits inside items */
+  lim.items_max = 3;
+  begin_one(&m, DHT_MSG_HANDOFF, 1);
+  mp_s(&m, "items");
+  mp_arr(&m, 4);
+  for (i = 0; i < 4; i++) {
+    mp_arr(&m, 2);
+    mp_bin(&m, "k", 1);
+    mp_bin(&m, "v", 1);
+  }
+  assert_int_equal(decode_mp_lim(&m, &lim).rv, DHT_ERR_TOO_MANY);
+  assert_int_equal(decode_mp(&m).rv, 0);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_HANDOFF, 1);
+  mp_s(&m, "items");
+  mp_arr(&m, 1);
+  mp_arr(&m, 2);
+  mp_bin(&m, g_big, KEY_MAX + 1);
+  mp_bin(&m, "v", 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_HANDOFF, 1);
+  mp_s(&m, "items");
+  mp_arr(&m, 1);
+  mp_arr(&m, 2);
+  mp_bin(&m, "", 0);
+  mp_bin(&m, "v", 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_HANDOFF, 1);
+  mp_s(&m, "items");
+  mp_arr(&m, 1);
+  mp_arr(&m, 2);
+  mp_bin(&m, "k", 1);
+  mp_bin(&m, g_big, VALUE_MAX + 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+}
+
+static void test_absurd_counts(void **state) {
+  static const uint8_t arr32[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+  static const uint8_t map32[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0, 0xc0};
+  static const uint8_t arr16[] = {0xdc, 0xff, 0xff, 0x01, 0x02, 0x03};
+  static const uint8_t bin32[] = {0xc6, 0xff, 0xff, 0xff, 0xff, 0x00};
+  static const uint8_t str32[] = {0xdb, 0x7f, 0xff, 0xff, 0xff, 0x00};
+  static const uint8_t ext32[] = {0xc9, 0xff, 0xff, 0xff, 0xff, 0x01};
+  mp m;
+
+  (void)state;
+  assert_int_equal(decode_raw(arr32, sizeof(arr32)).rv, DHT_ERR_TOO_MANY);
+  assert_int_equal(decode_raw(map32, sizeof(map32)).rv, DHT_ERR_TOO_MANY);
+  assert_int_equal(decode_raw(arr16, sizeof(arr16)).rv, DHT_ERR_TOO_MANY);
+  assert_int_equal(decode_raw(bin32, sizeof(bin32)).rv, DHT_ERR_TRUNCATED);
+  assert_int_equal(decode_raw(str32, sizeof(str32)).rv, DHT_ERR_TRUNCATED);
+  assert_int_equal(decode_raw(ext32, sizeof(ext32)).rv, DHT_ERR_TRUNCATED);
+
+  /* Inside an otherwise valid body, under a known and an unknown key. */
+  begin_one(&m, DHT_MSG_NEIGHBORS, 2);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_raw(&m, arr32, sizeof(arr32));
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_MANY);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_PING, 1);
+  mp_s(&m, "future");
+  mp_raw(&m, map32, 5);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_MANY);
+  mp_free(&m);
+
+  /* A map header claiming one entry more than it has: the count fits the
+   * bytes (each element could be one byte), so this is a truncation. */
+  mp_init(&m);
+  mp_map(&m, 4);
+  mp_hdr(&m, 1, DHT_MSG_PING, 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TRUNCATED);
+  mp_free(&m);
+}
+
+static void test_nesting(void **state) {
+  uint8_t deep[100000];
+  outcome o;
+  size_t i;
+  mp m;
+
+  (void)state;
+  /* depth 8 (the map plus 7 arrays) passes; 9 does not. Unknown keys are
+   * ignored, but their values are still scanned. */
+  begin_one(&m, DHT_MSG_PING, 1);
+  mp_s(&m, "deep");
+  for (i = 0; i < DHT_NESTING_MAX - 1; i++) {
+    mp_arr(&m, 1);
+  }
+  mp_nil(&m);
+  assert_int_equal(decode_mp(&m).rv, 0);
+  mp_free(&m);
+
+  begin_one(&m, DHT_MSG_PING, 1);
+  mp_s(&m, "deep");
+  for (i = 0; i < DHT_NESTING_MAX; i++) {
+    mp_arr(&m, 1);
+  }
+  mp_nil(&m);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_TOO_MANY);
+  assert_false(o.can_reply); /* rejected before the map was read */
+  mp_free(&m);
+
+  /* Empty containers count as a level too. */
+  begin_one(&m, DHT_MSG_PING, 1);
+  mp_s(&m, "deep");
+  for (i = 0; i < DHT_NESTING_MAX - 1; i++) {
+    mp_arr(&m, 1);
+  }
+  mp_map(&m, 0);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_MANY);
+  mp_free(&m);
+
+  /* Very deep: no recursion, no stack to exhaust. */
+  memset(deep, 0x91, sizeof(deep));
+  assert_int_equal(decode_raw(deep, sizeof(deep)).rv, DHT_ERR_TOO_MANY);
+  assert_int_equal(dht__mp_check(deep, sizeof(deep), DHT__MP_CHECK_DEPTH_LIMIT),
+                   DHT_ERR_TOO_MANY);
+  deep[DHT__MP_CHECK_DEPTH_LIMIT] = 0xc0;
+  assert_int_equal(dht__mp_check(deep, DHT__MP_CHECK_DEPTH_LIMIT + 1,
+                                 DHT__MP_CHECK_DEPTH_LIMIT),
+                   0);
+  assert_int_equal(dht__mp_check(deep, DHT__MP_CHECK_DEPTH_LIMIT + 1,
+                                 DHT__MP_CHECK_DEPTH_LIMIT + 1),
+                   DHT_ERR_INVAL);
+}
+
+static void test_reserved_byte(void **state) {
+  static const uint8_t c1[] = {0xc1};
+  mp m;
+
+  (void)state;
+  assert_int_equal(decode_raw(c1, 1).rv, DHT_ERR_MALFORMED);
+  begin_one(&m, DHT_MSG_PING, 1);
+  mp_s(&m, "x");
+  mp_raw(&m, c1, 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_PONG, 1);
+  mp_s(&m, "peer");
+  mp_arr(&m, 2);
+  mp_id(&m, 1);
+  mp_raw(&m, c1, 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
+  mp_free(&m);
+}
+
+static void test_duplicate_keys(void **state) {
+  outcome o;
+  mp m;
+
+  (void)state;
+  begin_one(&m, DHT_MSG_PING, 1);
+  mp_s(&m, "rid");
+  mp_u(&m, 78);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_MALFORMED);
+  assert_true(o.can_reply); /* the first rid is the one reported */
+  assert_true(o.rid == 77);
+  mp_free(&m);
+
+  begin_one(&m, DHT_MSG_GET, 2);
+  mp_s(&m, "key");
+  mp_bin(&m, "a", 1);
+  mp_s(&m, "key");
+  mp_bin(&m, "b", 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
+  mp_free(&m);
+
+  /* Known to v1 but unused by PING: still a duplicate. */
+  begin_one(&m, DHT_MSG_PING, 2);
+  mp_s(&m, "value");
+  mp_u(&m, 1);
+  mp_s(&m, "value");
+  mp_u(&m, 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
+  mp_free(&m);
+
+  /* Unknown keys. */
+  begin_one(&m, DHT_MSG_PING, 3);
+  mp_s(&m, "zz");
+  mp_u(&m, 1);
+  mp_s(&m, "zy");
+  mp_u(&m, 1);
+  mp_s(&m, "zz");
+  mp_u(&m, 2);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
+  mp_free(&m);
+
+  /* Counter names. */
+  begin_one(&m, DHT_MSG_STATS_R, 4);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_arr(&m, 0);
+  mp_s(&m, "fingers");
+  mp_arr(&m, 0);
+  mp_s(&m, "counters");
+  mp_map(&m, 3);
+  mp_s(&m, "a");
+  mp_u(&m, 1);
+  mp_s(&m, "b");
+  mp_u(&m, 1);
+  mp_s(&m, "a");
+  mp_u(&m, 1);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
+  mp_free(&m);
+}
+
+static void test_body_not_a_map(void **state) {
+  static const uint8_t bodies[][4] = {
+      {0x92, 0x01, 0x02}, {0x05}, {0xa1, 'x'}, {0xc0}, {0xc3}, {0xc4, 0x00}};
+  static const size_t lens[] = {3, 1, 2, 1, 1, 2};
+  outcome o;
+  size_t i;
+  mp m;
+
+  (void)state;
+  for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+    o = decode_raw(bodies[i], lens[i]);
+    assert_int_equal(o.rv, DHT_ERR_BAD_TYPE);
+    assert_false(o.can_reply);
+  }
+  assert_int_equal(decode_raw(bodies[0], 0).rv, DHT_ERR_TRUNCATED);
+
+  /* A non-string key in the body map. */
+  begin_one(&m, DHT_MSG_PING, 1);
+  mp_u(&m, 1);
+  mp_u(&m, 2);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_BAD_TYPE);
+  assert_true(o.can_reply);
+  mp_free(&m);
+}
+
+static void test_body_keys_max(void **state) {
+  char name[8];
+  unsigned i;
+  mp m;
+
+  (void)state;
+  begin_one(&m, DHT_MSG_PING, 61);
+  for (i = 0; i < 61; i++) {
+    snprintf(name, sizeof(name), "x%u", i);
+    mp_s(&m, name);
+    mp_u(&m, i);
+  }
+  assert_int_equal(decode_mp(&m).rv, 0);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_PING, 62);
+  for (i = 0; i < 62; i++) {
+    snprintf(name, sizeof(name), "x%u", i);
+    mp_s(&m, name);
+    mp_u(&m, i);
+  }
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_MANY);
+  assert_true(decode_mp(&m).can_reply);
+  mp_free(&m);
+}
+
+static void test_ids_must_be_20_bytes(void **state) {
+  static const uint8_t id19[19], id21[21];
+  mp m;
+
+  (void)state;
+  begin_one(&m, DHT_MSG_FIND_SUCC, 1);
+  mp_s(&m, "target");
+  mp_bin(&m, id19, sizeof(id19));
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_BAD_TYPE);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_FIND_SUCC, 1);
+  mp_s(&m, "target");
+  mp_bin(&m, id21, sizeof(id21));
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_BAD_TYPE);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_NOTIFY, 1);
+  mp_s(&m, "peer");
+  mp_arr(&m, 2);
+  mp_bin(&m, id21, sizeof(id21));
+  mp_s(&m, "h:1");
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_BAD_TYPE);
+  mp_free(&m);
+}
+
+static void test_accepts_what_v1_ignores(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_msg msg;
+  mp m;
+
+  (void)state;
+  /* Unknown keys of every msgpack type, a known key unused by the type
+   * (with a wrong type, even), pred as nil, items with extra elements,
+   * fields in any order, integers in wider encodings than needed. */
+  mp_init(&m);
+  mp_map(&m, 11);
+  mp_s(&m, "items");
+  mp_arr(&m, 2);
+  mp_arr(&m, 4);
+  mp_bin(&m, "k1", 2);
+  mp_bin(&m, "v1", 2);
+  mp_u(&m, 12345);
+  mp_s(&m, "ignored");
+  mp_arr(&m, 2);
+  mp_bin(&m, "k2", 2);
+  mp_bin(&m, "", 0);
+  mp_s(&m, "rid");
+  mp_raw(&m, "\xcf\x00\x00\x00\x00\x00\x00\x00\x07", 9);
+  mp_s(&m, "t");
+  mp_raw(&m, "\xd0\x0d", 2); /* int8 13: a non-negative signed int */
+  mp_s(&m, "v");
+  mp_raw(&m, "\xcd\x00\x01", 3);
+  mp_s(&m, "pred");
+  mp_nil(&m);
+  mp_s(&m, "value");
+  mp_s(&m, "not a bin, but HANDOFF does not use value");
+  mp_s(&m, "f");
+  msgpack_pack_double(&m.pk, 1.5);
+  mp_s(&m, "e");
+  msgpack_pack_ext_with_body(&m.pk, "abc", 3, 7);
+  mp_s(&m, "fe");
+  mp_raw(&m, "\xd4\x01\x02", 3);
+  mp_s(&m, "mm");
+  mp_map(&m, 1);
+  mp_u(&m, 1);
+  mp_arr(&m, 0);
+  mp_s(&m, "");
+  mp_nil(&m);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_int_equal(msg.type, DHT_MSG_HANDOFF);
+  assert_true(msg.rid == 7);
+  assert_int_equal(msg.n_items, 2);
+  assert_memory_equal(msg.items[0].key.p, "k1", 2);
+  assert_memory_equal(msg.items[0].value.p, "v1", 2);
+  assert_int_equal(msg.items[1].value.len, 0);
+  assert_int_equal(msg.value.len, 0);
+  assert_false(msg.has_pred);
+  dht_msg_free(&msg);
+  mp_free(&m);
+
+  /* pred: nil where it is used. */
+  begin_one(&m, DHT_MSG_LEAVE, 3);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "pred");
+  mp_nil(&m);
+  mp_s(&m, "succs");
+  mp_arr(&m, 1);
+  mp_peer(&m, 2);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_true(msg.has_peer);
+  assert_false(msg.has_pred);
+  assert_int_equal(msg.n_succs, 1);
+  dht_msg_free(&msg);
+  mp_free(&m);
+}
+
+static void test_free_is_idempotent(void **state) {
+  dht_msg msg;
+
+  (void)state;
+  memset(&msg, 0, sizeof(msg));
+  dht_msg_free(&msg);
+  dht_msg_free(&msg);
+  assert_null(msg.zone_);
+}
+
+/* ---- tests: the pre-scan on its own ---------------------------------------
+ */
+
+static void test_mp_check(void **state) {
+  static const struct {
+    const char *bytes;
+    size_t len;
+    int rv;
+  } cases[] = {
+      {"", 0, DHT_ERR_TRUNCATED},
+      {"\x00", 1, 0},
+      {"\xff", 1, 0},
+      {"\xc0", 1, 0},
+      {"\xc2", 1, 0},
+      {"\xcc\x01", 2, 0},
+      {"\xcc", 1, DHT_ERR_TRUNCATED},
+      {"\xcd\x01", 2, DHT_ERR_TRUNCATED},
+      {"\xce\x01\x02\x03", 4, DHT_ERR_TRUNCATED},
+      {"\xcf\x01\x02\x03\x04\x05\x06\x07\x08", 9, 0},
+      {"\xcf\x01\x02\x03\x04\x05\x06\x07", 8, DHT_ERR_TRUNCATED},
+      {"\xd3\x01\x02\x03\x04\x05\x06\x07\x08", 9, 0},
+      {"\xca\x00\x00\x00\x00", 5, 0},
+      {"\xcb\x00\x00\x00\x00\x00\x00\x00", 8, DHT_ERR_TRUNCATED},
+      {"\xd4\x01\x02", 3, 0},
+      {"\xd4\x01", 2, DHT_ERR_TRUNCATED},
+      {"\xd8\x01"
+       "0123456789abcdef",
+       18, 0},
+      {"\xd8\x01"
+       "0123456789abcde",
+       17, DHT_ERR_TRUNCATED},
+      {"\xc7\x02\x01"
+       "ab",
+       5, 0},
+      {"\xc7\x02\x01"
+       "a",
+       4, DHT_ERR_TRUNCATED},
+      {"\xc7\x00\x01", 3, 0},
+      {"\xc7\x00", 2, DHT_ERR_TRUNCATED},
+      {"\xc8\x00\x01\x05x", 5, 0},
+      {"\xc8\x00", 2, DHT_ERR_TRUNCATED},
+      {"\xa3"
+       "abc",
+       4, 0},
+      {"\xa3"
+       "ab",
+       3, DHT_ERR_TRUNCATED},
+      {"\xd9\x00", 2, 0},
+      {"\xda\x00\x02xy", 5, 0},
+      {"\xda\x00", 2, DHT_ERR_TRUNCATED},
+      {"\xc4\x01x", 3, 0},
+      {"\xc5\x00\x01x", 4, 0},
+      {"\xc6\x00\x00\x00\x01x", 6, 0},
+      {"\xc6\x00\x00\x00\x02x", 6, DHT_ERR_TRUNCATED},
+      {"\x90", 1, 0},
+      {"\x80", 1, 0},
+      {"\x92\xc0\xc0", 3, 0},
+      {"\x92\xc0", 2, DHT_ERR_TOO_MANY},
+      {"\x81\xc0", 2, DHT_ERR_TOO_MANY},
+      {"\x81\xc0\xc0", 3, 0},
+      {"\xdc\x00\x01\xc0", 4, 0},
+      {"\xdc\x00", 2, DHT_ERR_TRUNCATED},
+      {"\xde\x00\x01\xc0\xc0", 5, 0},
+      {"\xdd\x00\x00\x00\x00", 5, 0},
+      {"\xdf\x00\x00\x00\x01\xa1k\xc0", 8, 0},
+      /* Elements owed to an outer container leave no room for a string. */
+      {"\x92\xa2xy", 4, DHT_ERR_TRUNCATED},
+      /* ... nor for an inner container's elements. */
+      {"\x92\x92\xc0\xc0", 4, DHT_ERR_TOO_MANY},
+      {"\x92\x92\xc0\xc0\xc0", 5, 0},
+      {"\xc0\xc0", 2, DHT_ERR_TRAILING},
+      {"\x91\xc0\xc0", 3, DHT_ERR_TRAILING},
+      {"\x91\xc1", 2, DHT_ERR_MALFORMED},
+  };
+  size_t i;
+
+  (void)state;
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    uint8_t *copy = malloc(cases[i].len ? cases[i].len : 1);
+    int rv;
+
+    assert_non_null(copy);
+    memcpy(copy, cases[i].bytes, cases[i].len);
+    rv = dht__mp_check(copy, cases[i].len, DHT_NESTING_MAX);
+    free(copy);
+    if (rv != cases[i].rv) {
+      fail_msg("case %zu: got %d, want %d", i, rv, cases[i].rv);
+    }
+  }
+}
+
+/* ---- tests: mutation -------------------------------------------------------
+ */
+
+static uint64_t xorshift64(uint64_t *s) {
+  uint64_t x = *s;
+
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  *s = x;
+  return x;
+}
+
+static bool is_decode_error(int rv) {
+  switch (rv) {
+  case DHT_ERR_TRUNCATED:
+  case DHT_ERR_MALFORMED:
+  case DHT_ERR_TRAILING:
+  case DHT_ERR_TOO_LARGE:
+  case DHT_ERR_TOO_MANY:
+  case DHT_ERR_BAD_TYPE:
+  case DHT_ERR_MISSING_FIELD:
+  case DHT_ERR_BAD_VERSION:
+  case DHT_ERR_UNKNOWN_TYPE:
+    return true;
+  default:
+    return false;
+  }
+}
+
+static void test_mutation(void **state) {
+  /* Bytes that make interesting headers: huge containers and strings,
+   * reserved, nil, fixmap/fixarray, ext. */
+  static const uint8_t spice[] = {0x00, 0xff, 0xc1, 0xc0, 0xdd, 0xdf,
+                                  0xc6, 0xdb, 0x8f, 0x9f, 0xd8, 0xc9,
+                                  0x7f, 0x80, 0x90, 0xa0, 0x14, 0x40};
+  dht_wire_limits lim = lim_default();
+  dht_buf samples[2 * (DHT_MSG_TYPE_LAST + 1)];
+  uint8_t work[8192];
+  uint64_t seed = 0x9e3779b97f4a7c15ull;
+  size_t n_samples = 0, ok = 0, bad = 0, i;
+  unsigned round;
+  int t;
+
+  (void)state;
+  for (t = 0; t <= DHT_MSG_TYPE_LAST; t++) {
+    dht_msg m;
+    int v;
+
+    for (v = V_MIN; v <= V_MID; v++) {
+      sample_msg(&m, t, (enum variant)v);
+      dht_buf_init(&samples[n_samples]);
+      assert_int_equal(dht_msg_encode(&m, &samples[n_samples]), 0);
+      assert_true(samples[n_samples].len < sizeof(work) / 2);
+      n_samples++;
+    }
+  }
+
+  for (round = 0; round < MUTATION_ROUNDS; round++) {
+    const dht_buf *s = &samples[xorshift64(&seed) % n_samples];
+    size_t len = s->len - DHT_FRAME_HEADER_LEN;
+    unsigned edits = 1 + (unsigned)(xorshift64(&seed) % 4), e;
+    uint8_t *copy;
+    dht_msg msg;
+    int rv;
+
+    memcpy(work, s->data + DHT_FRAME_HEADER_LEN, len);
+    for (e = 0; e < edits; e++) {
+      uint64_t r = xorshift64(&seed);
+      size_t at = len ? (size_t)(r >> 8) % len : 0;
+
+      switch (r % 6) {
+      case 0: /* flip one bit */
+        if (len > 0) {
+          work[at] ^= (uint8_t)(1u << ((r >> 40) % 8));
+        }
+        break;
+      case 1: /* overwrite with a random byte */
+        if (len > 0) {
+          work[at] = (uint8_t)(r >> 48);
+        }
+        break;
+      case 2: /* overwrite with an interesting byte */
+        if (len > 0) {
+          work[at] = spice[(r >> 48) % sizeof(spice)];
+        }
+        break;
+      case 3: /* insert a byte */
+        if (len < sizeof(work)) {
+          memmove(work + at + 1, work + at, len - at);
+          work[at] = (uint8_t)(r >> 48);
+          len++;
+        }
+        break;
+      case 4: /* delete a byte */
+        if (len > 0) {
+          memmove(work + at, work + at + 1, len - at - 1);
+          len--;
+        }
+        break;
+      default: /* cut the tail */
+        len = at;
+        break;
+      }
+    }
+
+    copy = malloc(len ? len : 1);
+    assert_non_null(copy);
+    memcpy(copy, work, len);
+    rv = dht_msg_decode(&msg, copy, len, &lim);
+    if (rv == 0) {
+      /* Whatever decodes must encode again, to the same message. */
+      dht_buf again;
+      dht_msg back;
+
+      dht_buf_init(&again);
+      assert_int_equal(dht_msg_encode(&msg, &again), 0);
+      assert_int_equal(
+          dht_msg_decode(&back, again.data + 4, again.len - 4, &lim), 0);
+      assert_msg_eq(&msg, &back);
+      dht_msg_free(&back);
+      dht_buf_free(&again);
+      ok++;
+    } else {
+      if (!is_decode_error(rv)) {
+        fail_msg("round %u: unexpected %d", round, rv);
+      }
+      bad++;
+    }
+    dht_msg_free(&msg);
+    free(copy);
+  }
+  for (i = 0; i < n_samples; i++) {
+    dht_buf_free(&samples[i]);
+  }
+  print_message("mutation: %zu decoded, %zu rejected\n", ok, bad);
+  /* Both outcomes must be common, or the mutations test nothing. */
+  assert_true(ok > MUTATION_ROUNDS / 50);
+  assert_true(bad > MUTATION_ROUNDS / 2);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_type_names),
+      cmocka_unit_test(test_limits_default),
+      cmocka_unit_test(test_frame_peek),
+      cmocka_unit_test(test_roundtrip_every_type),
+      cmocka_unit_test(test_roundtrip_max),
+      cmocka_unit_test(test_roundtrip_fingers_all_positions),
+      cmocka_unit_test(test_roundtrip_edge_values),
+      cmocka_unit_test(test_roundtrip_many_items),
+      cmocka_unit_test(test_encode_appends),
+      cmocka_unit_test(test_encode_pred_only_when_set),
+      cmocka_unit_test(test_encode_exact_bytes),
+      cmocka_unit_test(test_encode_refuses),
+      cmocka_unit_test(test_schema_builder_is_valid),
+      cmocka_unit_test(test_missing_required_fields),
+      cmocka_unit_test(test_wrong_types),
+      cmocka_unit_test(test_header_fields),
+      cmocka_unit_test(test_bad_version),
+      cmocka_unit_test(test_unknown_type),
+      cmocka_unit_test(test_truncated_every_prefix),
+      cmocka_unit_test(test_trailing_bytes),
+      cmocka_unit_test(test_frame_too_large),
+      cmocka_unit_test(test_oversized_lengths),
+      cmocka_unit_test(test_oversized_addr),
+      cmocka_unit_test(test_counts_over_caps),
+      cmocka_unit_test(test_absurd_counts),
+      cmocka_unit_test(test_nesting),
+      cmocka_unit_test(test_reserved_byte),
+      cmocka_unit_test(test_duplicate_keys),
+      cmocka_unit_test(test_body_not_a_map),
+      cmocka_unit_test(test_body_keys_max),
+      cmocka_unit_test(test_ids_must_be_20_bytes),
+      cmocka_unit_test(test_accepts_what_v1_ignores),
+      cmocka_unit_test(test_free_is_idempotent),
+      cmocka_unit_test(test_mp_check),
+      cmocka_unit_test(test_mutation),
+  };
+
+  return cmocka_run_group_tests(tests, setup_fixtures, NULL);
+}
