@@ -1,0 +1,226 @@
+/*
+ * dht/node.h: one Chord node as a sans-IO state machine.
+ *
+ * The node never touches a socket, a clock or a random source. Its host (the
+ * daemon, or the simulator) feeds it frames, timer expiries and commands, each
+ * call taking the current monotonic time in milliseconds, and then drains the
+ * actions the node wants carried out: send this frame to that address, reply
+ * on that connection, close that connection, report an event. The host asks
+ * dht_node_next_deadline() when to call dht_node_handle_expiry() next.
+ *
+ * Connections: the host gives every connection an opaque non-zero number.
+ * A frame that arrives on connection c is passed with c; the node's reply to
+ * it is a REPLY action on c. Frames the node sends on its own (requests to
+ * other nodes) are SEND actions addressed by "host:port"; the host opens or
+ * reuses a connection to that address, and the replies that come back on it
+ * are passed to dht_node_recv() like any other frame (the node matches them
+ * by request id).
+ *
+ * Pointers in actions and in the accessors below stay valid until the next
+ * call into the node other than dht_node_poll_action(). Calling into a node
+ * from inside its own log callback is a programmer error.
+ */
+#ifndef DHT_NODE_H
+#define DHT_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dht/id.h"
+#include "dht/store.h"
+#include "dht/wire.h"
+
+/* "No deadline": the node does not need to be woken. */
+#define DHT_TIME_NEVER UINT64_MAX
+
+typedef enum dht_log_level {
+  DHT_LOG_ERROR = 0,
+  DHT_LOG_WARN = 1,
+  DHT_LOG_INFO = 2,
+  DHT_LOG_DEBUG = 3,
+} dht_log_level;
+
+/* Receives one formatted log line (no trailing newline), already tagged with
+ * the node's short id and the time. Only called for levels <= log_level. */
+typedef void (*dht_log_fn)(void *ud, dht_log_level level, const char *line);
+
+/* Tunables. dht_settings_default() fills in the defaults given here. */
+typedef struct dht_settings {
+  uint32_t succ_list_len;           /* successors kept, 1..DHT_SUCC_LIST_MAX: 2 */
+  uint32_t stabilize_interval_ms;   /* ask the successor for its view: 500 */
+  uint32_t fix_fingers_interval_ms; /* refresh the next finger: 250 */
+  uint32_t check_pred_interval_ms;  /* ping the predecessor: 1000 */
+  uint32_t rpc_timeout_ms;          /* wait for one reply: 500 */
+  uint32_t rpc_retries;             /* resends before a peer is dead: 1 */
+  uint32_t route_timeout_ms;        /* wait for a forwarded result: 4000 */
+  uint32_t route_attempts;          /* next hops tried per forward: 3 */
+  uint32_t max_hops;                /* forwards per lookup, <= DHT_HOPS_MAX: 32 */
+  uint32_t pending_max;             /* requests in flight: 65536 */
+  uint32_t handoff_batch_bytes;     /* bytes of keys per HANDOFF: 256 KiB */
+  uint32_t join_attempts;           /* FIND_SUCC tries on the bootstrap: 3 */
+  uint32_t bad_frames_max;          /* undecodable frames before CLOSE: 8 */
+  dht_wire_limits limits;           /* decoder limits */
+} dht_settings;
+
+void dht_settings_default(dht_settings *s);
+/* Returns 0, or DHT_ERR_INVAL when a setting is out of its range. */
+int dht_settings_check(const dht_settings *s);
+
+/* What a node needs to exist. Everything is copied except store, which is
+ * borrowed and must outlive the node. */
+typedef struct dht_node_config {
+  const char *addr;      /* advertised "host:port", NUL-terminated */
+  const dht_id *id;      /* ring position; NULL means hash(addr) */
+  dht_store *store;      /* where this node's keys live */
+  dht_settings settings; /* tunables */
+  uint64_t seed;         /* seeds the node's generator (request ids, jitter) */
+  dht_log_fn log;        /* may be NULL */
+  void *log_ud;          /* passed to log */
+  dht_log_level log_level; /* lines above this level are not formatted */
+} dht_node_config;
+
+typedef enum dht_node_state {
+  DHT_NODE_IDLE,    /* created; call dht_node_create_ring() or _join() */
+  DHT_NODE_JOINING, /* looking up its successor through the bootstrap node */
+  DHT_NODE_JOINED,  /* part of a ring */
+  DHT_NODE_LEAVING, /* handing its keys to its successor */
+  DHT_NODE_LEFT,    /* done; the host may delete it */
+} dht_node_state;
+
+typedef enum dht_action_type {
+  DHT_ACTION_SEND,  /* open or reuse a connection to addr, write frame */
+  DHT_ACTION_REPLY, /* write frame on connection conn */
+  DHT_ACTION_CLOSE, /* close connection conn: its peer misbehaves */
+  DHT_ACTION_EVENT, /* tell the host something happened */
+} dht_action_type;
+
+typedef enum dht_event {
+  DHT_EVENT_JOINED,      /* the node found its successor */
+  DHT_EVENT_JOIN_FAILED, /* the bootstrap never answered; error says why */
+  DHT_EVENT_LEFT,        /* keys handed on, neighbours told: exit now */
+} dht_event;
+
+typedef struct dht_action {
+  dht_action_type type;
+  const char *addr;     /* SEND: destination, NUL-terminated */
+  uint64_t conn;        /* REPLY, CLOSE: the host's connection number */
+  const uint8_t *frame; /* SEND, REPLY: one frame, header included */
+  size_t frame_len;     /* bytes in frame */
+  dht_event event;      /* EVENT */
+  int error;            /* EVENT JOIN_FAILED: a DHT_ERR_* code */
+} dht_action;
+
+/* Counters, one X-macro so STATS replies can name them. */
+#define DHT_NODE_COUNTER_MAP(X)                                                \
+  X(frames_in)            /* frames passed to dht_node_recv */                 \
+  X(frames_out)           /* SEND and REPLY actions */                         \
+  X(bad_frames)           /* frames that failed to decode */                   \
+  X(errors_sent)          /* ERROR replies */                                  \
+  X(closes)               /* CLOSE actions for misbehaving connections */      \
+  X(requests_in)          /* requests received */                              \
+  X(lookups_answered)     /* FIND_SUCC answered here */                        \
+  X(forwards)             /* requests forwarded to another node */             \
+  X(forward_retries)      /* forwards that had to try another next hop */      \
+  X(rpc_timeouts)         /* requests that got no reply in time */             \
+  X(peers_failed)         /* peers declared dead */                            \
+  X(replies_unmatched)    /* replies that matched no pending request */        \
+  X(pending_full)         /* requests refused: pending table full */           \
+  X(hop_limit)            /* lookups abandoned at max_hops */                  \
+  X(gets)                 /* GETs served from the local store */               \
+  X(puts)                 /* PUTs stored locally */                            \
+  X(dels)                 /* DELs applied locally */                           \
+  X(not_found)            /* GETs and DELs of a missing key */                 \
+  X(store_errors)         /* failed store calls */                             \
+  X(handoff_keys_out)     /* keys handed to another node */                    \
+  X(handoff_keys_in)      /* keys received by HANDOFF */                       \
+  X(stabilize_rounds)     /* stabilize rounds started */                       \
+  X(succ_changes)         /* times the first successor changed */              \
+  X(pred_changes)         /* times the predecessor changed */                  \
+  X(fingers_fixed)        /* finger lookups completed */
+
+typedef struct dht_node_counters {
+#define DHT__COUNTER_FIELD(name) uint64_t name;
+  DHT_NODE_COUNTER_MAP(DHT__COUNTER_FIELD)
+#undef DHT__COUNTER_FIELD
+} dht_node_counters;
+
+typedef struct dht_node dht_node;
+
+/*
+ * Creates a node in state IDLE. Returns 0, DHT_ERR_INVAL (bad settings, an
+ * empty or too long addr, no store) or DHT_ERR_NOMEM.
+ */
+int dht_node_new(dht_node **pnode, const dht_node_config *cfg, uint64_t now_ms);
+/* Frees the node at once, whatever its state. NULL is a no-op. */
+void dht_node_del(dht_node *node);
+
+/* Starts a new ring of one. Returns 0 or DHT_ERR_STATE (not IDLE). */
+int dht_node_create_ring(dht_node *node, uint64_t now_ms);
+/* Joins the ring that bootstrap_addr belongs to. The outcome arrives as a
+ * JOINED or JOIN_FAILED event. Returns 0, DHT_ERR_STATE or DHT_ERR_INVAL. */
+int dht_node_join(dht_node *node, const char *bootstrap_addr, uint64_t now_ms);
+/* Leaves gracefully: hands every key to the successor, tells the neighbours,
+ * then emits LEFT. A node that is alone emits LEFT at once. Returns 0 or
+ * DHT_ERR_STATE (not JOINED). */
+int dht_node_leave(dht_node *node, uint64_t now_ms);
+
+/*
+ * Takes one frame body (without its 4-byte header) that arrived on conn.
+ * Bad frames are counted, answered with an ERROR when they carry a request
+ * id, and after settings.bad_frames_max of them in a row on one connection
+ * the node asks for a CLOSE. Returns 0, or the decode error for a frame that
+ * was rejected (informational: the node has already reacted).
+ */
+int dht_node_recv(dht_node *node, uint64_t conn, const uint8_t *body,
+                  size_t len, uint64_t now_ms);
+/* The host could not reach addr (connect refused, connection reset): fail
+ * every request in flight to it now rather than at its deadline. */
+void dht_node_peer_unreachable(dht_node *node, const char *addr,
+                               uint64_t now_ms);
+/* The host closed conn: forget its per-connection state. */
+void dht_node_conn_closed(dht_node *node, uint64_t conn);
+/* Runs the timers that are due. */
+void dht_node_handle_expiry(dht_node *node, uint64_t now_ms);
+/* When the node next wants dht_node_handle_expiry(); DHT_TIME_NEVER if never. */
+uint64_t dht_node_next_deadline(const dht_node *node);
+/* Takes the next action. Returns false when there is none. */
+bool dht_node_poll_action(dht_node *node, dht_action *out);
+
+/* Accessors, for the host, the simulator's invariant checks and STATS. */
+dht_node_state dht_node_get_state(const dht_node *node);
+const dht_id *dht_node_id(const dht_node *node);
+const char *dht_node_addr(const dht_node *node);
+/* The predecessor, if known. addr points into the node. */
+bool dht_node_pred(const dht_node *node, dht_id *id, const char **addr);
+/* Number of successors known; writes up to max of them. */
+size_t dht_node_succs(const dht_node *node, dht_id *ids, const char **addrs,
+                      size_t max);
+/* Finger i (0 <= i < 160), if set. */
+bool dht_node_finger(const dht_node *node, unsigned i, dht_id *id,
+                     const char **addr);
+const dht_node_counters *dht_node_get_counters(const dht_node *node);
+/* Requests in flight. */
+size_t dht_node_pending_count(const dht_node *node);
+
+/*
+ * For simulators and experiments only: installs routing state computed by an
+ * oracle (the true predecessor, successors and fingers), as the Chord paper's
+ * simulator does to measure a converged ring without simulating its
+ * convergence. fingers has DHT_ID_BITS entries. The node becomes JOINED.
+ * Returns 0, DHT_ERR_INVAL or DHT_ERR_NOMEM.
+ */
+typedef struct dht_routing_peer {
+  dht_id id;        /* the peer's id */
+  const char *addr; /* its address, NUL-terminated */
+} dht_routing_peer;
+int dht_node_install_routing(dht_node *node, const dht_routing_peer *pred,
+                             const dht_routing_peer *succs, size_t n_succs,
+                             const dht_routing_peer *fingers, uint64_t now_ms);
+
+/* Freezes (true) or resumes (false) the periodic maintenance (stabilize,
+ * fix_fingers, check_predecessor), for experiments that measure a ring
+ * before it has repaired itself. */
+void dht_node_set_maintenance(dht_node *node, bool enabled, uint64_t now_ms);
+
+#endif /* DHT_NODE_H */

@@ -1,0 +1,590 @@
+/*
+ * node_route.c: recursive routing of FIND_SUCC, GET, PUT and DEL, the data
+ * operations on the local store, and the hand-off of keys to their owner.
+ *
+ * A routed request travels hop by hop. Each node either serves it (it owns
+ * the key) or forwards it and waits: the next hop first answers ACCEPTED
+ * ("I have taken it over"), which tells the forwarder that the hop is alive,
+ * then the result, which the forwarder relays to whoever asked it. A hop that
+ * does not answer within rpc_timeout_ms (after rpc_retries resends) is
+ * declared dead and the request is re-routed around it, up to
+ * route_attempts next hops per node. So failure detection is per hop and
+ * fast, while a long chain only needs route_timeout_ms end to end.
+ *
+ * "final" marks the last step: the sender believes the receiver owns the key.
+ * A receiver that disagrees (its predecessor is closer) passes it backwards.
+ * "hops" counts routing steps as the Chord paper counts path length: every
+ * forward except the final delivery from the key's predecessor to its owner.
+ * Backward steps do count, so that max_hops bounds every request.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_int.h"
+
+bool dht__owns(const dht_node *node, const dht_id *key_id) {
+  if (node->n_succs == 0) {
+    return true; /* alone: a ring of one owns every key */
+  }
+  if (node->pred == DHT__NO_PEER) {
+    return false;
+  }
+  return dht_id_in_oc(key_id, &node->peers[node->pred].id, &node->id);
+}
+
+/* The known node that most closely precedes target (fingers and successor
+ * list), or DHT__NO_PEER when none lies strictly between this node and it. */
+int32_t dht__closest_preceding(const dht_node *node, const dht_id *target) {
+  int32_t best = DHT__NO_PEER;
+  int i;
+
+#define CONSIDER(idx)                                                          \
+  do {                                                                         \
+    int32_t c_ = (idx);                                                        \
+    if (c_ != DHT__NO_PEER && c_ != best &&                                    \
+        dht_id_in_oo(&node->peers[c_].id, &node->id, target) &&                \
+        (best == DHT__NO_PEER ||                                               \
+         dht_id_in_oo(&node->peers[c_].id, &node->peers[best].id, target))) {  \
+      best = c_;                                                               \
+    }                                                                          \
+  } while (0)
+
+  for (i = DHT_ID_BITS - 1; i >= 0; i--) {
+    CONSIDER(node->fingers[i]);
+  }
+  for (i = 0; i < (int)node->n_succs; i++) {
+    CONSIDER(node->succs[i]);
+  }
+#undef CONSIDER
+  return best;
+}
+
+/* What to do with a request for key_id. */
+typedef struct route_decision {
+  bool serve;     /* answer here */
+  int32_t next;   /* otherwise: forward to this peer */
+  bool final;     /* ... telling it that it owns the key */
+  bool count_hop; /* ... and count the forward in hops */
+} route_decision;
+
+static route_decision decide(const dht_node *node, const dht_id *key_id,
+                             bool final) {
+  route_decision d = {false, DHT__NO_PEER, false, true};
+  int32_t succ;
+
+  if (dht__owns(node, key_id)) {
+    d.serve = true;
+    return d;
+  }
+  succ = node->succs[0];
+  if (dht_id_in_oc(key_id, &node->id, &node->peers[succ].id)) {
+    d.next = succ;
+    d.final = true;
+    d.count_hop = false; /* the paper's lookup ends here, at the predecessor */
+    return d;
+  }
+  if (final) {
+    /* The sender thinks the key is ours, but it lies before our
+     * predecessor: step back, or take it if we know no better. */
+    if (node->pred == DHT__NO_PEER) {
+      d.serve = true;
+    } else {
+      d.next = node->pred;
+      d.final = true;
+    }
+    return d;
+  }
+  d.next = dht__closest_preceding(node, key_id);
+  if (d.next == DHT__NO_PEER) {
+    /* Unreachable when the successor list is ordered: succ itself would be
+     * closer. Keep going rather than drop the request. */
+    d.next = succ;
+    d.final = true;
+    d.count_hop = false;
+  }
+  return d;
+}
+
+static void key_id_of(const dht_msg *msg, dht_id *key_id) {
+  if (msg->type == DHT_MSG_FIND_SUCC) {
+    *key_id = msg->target;
+  } else {
+    dht_id_hash(key_id, msg->key.p, msg->key.len);
+  }
+}
+
+/* Builds the reply of a request served here. */
+static void serve(dht_node *node, const dht_msg *req, const dht_id *key_id,
+                  dht_msg *out, dht_peer_ref *path_buf) {
+  const uint8_t *value;
+  size_t value_len;
+  int rv;
+
+  memset(out, 0, sizeof(*out));
+  out->rid = req->rid;
+  out->hops = req->hops;
+  switch (req->type) {
+  case DHT_MSG_FIND_SUCC:
+    node->counters.lookups_answered++;
+    out->type = DHT_MSG_FIND_SUCC_R;
+    out->has_peer = true;
+    dht__self_ref(node, &out->peer);
+    if (req->trace) {
+      if (req->n_path > 0) {
+        memcpy(path_buf, req->path, req->n_path * sizeof(*path_buf));
+      }
+      out->path = path_buf;
+      out->n_path = req->n_path;
+      if (out->n_path < DHT_PATH_MAX) {
+        dht__self_ref(node, &path_buf[out->n_path++]);
+      }
+    }
+    return;
+  case DHT_MSG_GET:
+    rv = dht_store_get(node->store, key_id, req->key.p, req->key.len, &value,
+                       &value_len);
+    if (rv == 0) {
+      node->counters.gets++;
+      out->type = DHT_MSG_VALUE;
+      out->value.p = value;
+      out->value.len = value_len;
+      return;
+    }
+    break;
+  case DHT_MSG_PUT:
+    rv = dht_store_put(node->store, key_id, req->key.p, req->key.len,
+                       req->value.p, req->value.len);
+    if (rv == 0) {
+      node->counters.puts++;
+      out->type = DHT_MSG_OK;
+      return;
+    }
+    break;
+  case DHT_MSG_DEL:
+    rv = dht_store_remove(node->store, key_id, req->key.p, req->key.len);
+    if (rv == 0) {
+      node->counters.dels++;
+      out->type = DHT_MSG_OK;
+      return;
+    }
+    break;
+  default:
+    assert(0 && "serve: not a routed request");
+    rv = DHT_ERR_UNEXPECTED;
+  }
+  if (rv == DHT_ERR_NOT_FOUND) {
+    node->counters.not_found++;
+  } else {
+    node->counters.store_errors++;
+    dht__log(node, DHT_LOG_ERROR, "store: %s", dht_strerror(rv));
+  }
+  out->type = DHT_MSG_ERROR;
+  out->error_code = rv;
+  out->error_msg.p = (const uint8_t *)dht_strerror(rv);
+  out->error_msg.len = strlen(dht_strerror(rv));
+}
+
+/* Sends the routed request req on to d.next as p's request. */
+static int forward(dht_node *node, dht__pending *p, const dht_msg *req,
+                   route_decision d) {
+  dht_peer_ref path[DHT_PATH_MAX];
+  dht_msg out = *req;
+
+  out.hops = req->hops + (d.count_hop ? 1u : 0u);
+  out.final = d.final;
+  if (req->trace) {
+    if (req->n_path > 0) {
+      memcpy(path, req->path, req->n_path * sizeof(*path));
+    }
+    out.path = path;
+    out.n_path = req->n_path;
+    if (out.n_path < DHT_PATH_MAX) {
+      dht__self_ref(node, &path[out.n_path++]);
+    }
+  }
+  node->counters.forwards++;
+  return dht__pending_send(node, p, &out);
+}
+
+/* Delivers a result to whoever started p, then frees p. */
+static void finish(dht_node *node, dht__pending *p, const dht_msg *result) {
+  dht__origin origin = p->origin;
+  uint32_t finger_index = p->finger_index;
+  dht_msg out;
+
+  if (origin == DHT__ORIGIN_CONN) {
+    out = *result;
+    out.rid = p->origin_rid;
+    dht__reply(node, p->origin_conn, &out);
+    dht__pending_free(node, p);
+    return;
+  }
+  dht__pending_free(node, p);
+  dht__ring_on_route_result(node, origin, finger_index, result);
+}
+
+static void finish_error(dht_node *node, dht__pending *p, int code) {
+  dht_msg err;
+  const char *text = dht_strerror(code);
+
+  memset(&err, 0, sizeof(err));
+  err.type = DHT_MSG_ERROR;
+  err.error_code = code;
+  err.error_msg.p = (const uint8_t *)text;
+  err.error_msg.len = strlen(text);
+  if (p->origin == DHT__ORIGIN_CONN) {
+    node->counters.errors_sent++;
+  }
+  finish(node, p, &err);
+}
+
+/* Routes p's stored request from here: serves it or forwards it. */
+static void route_pending(dht_node *node, dht__pending *p, int32_t first_hop) {
+  dht_msg req, result;
+  dht_peer_ref path[DHT_PATH_MAX];
+  route_decision d = {false, first_hop, false, true};
+  dht_id key_id;
+  int rv;
+
+  rv = dht_msg_decode(&req, p->req.data, p->req.len, &node->set.limits);
+  assert(rv == 0 && "a stored routed request no longer decodes");
+  key_id_of(&req, &key_id);
+  if (first_hop == DHT__NO_PEER) {
+    if (node->n_succs == 0 && node->state != DHT_NODE_JOINED) {
+      /* not in a ring: nobody to ask */
+      dht_msg_free(&req);
+      finish_error(node, p, DHT_ERR_UNAVAILABLE);
+      return;
+    }
+    d = decide(node, &key_id, req.final);
+  }
+  if (d.serve) {
+    serve(node, &req, &key_id, &result, path);
+    finish(node, p, &result);
+  } else {
+    dht__pending_retarget(node, p, d.next);
+    dht__pending_rekey(node, p);
+    rv = forward(node, p, &req, d);
+    if (rv != 0) {
+      finish_error(node, p, rv);
+    }
+  }
+  dht_msg_free(&req);
+}
+
+void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
+                        const uint8_t *body, size_t len) {
+  dht_msg result, accepted;
+  dht_peer_ref path[DHT_PATH_MAX];
+  route_decision d;
+  dht__pending *p;
+  dht_id key_id;
+  int rv;
+
+  if (msg->hops >= node->set.max_hops) {
+    node->counters.hop_limit++;
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_HOPS);
+    return;
+  }
+  key_id_of(msg, &key_id);
+  d = decide(node, &key_id, msg->final);
+  if (d.serve) {
+    serve(node, msg, &key_id, &result, path);
+    dht__reply(node, conn, &result);
+    return;
+  }
+  p = dht__pending_new(node, DHT__PEND_ROUTE, d.next);
+  if (p == NULL) {
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_FULL);
+    return;
+  }
+  p->origin = DHT__ORIGIN_CONN;
+  p->origin_conn = conn;
+  p->origin_rid = msg->rid;
+  rv = dht_buf_append(&p->req, body, len);
+  if (rv == 0) {
+    rv = forward(node, p, msg, d);
+  }
+  if (rv != 0) {
+    dht__pending_free(node, p);
+    dht__reply_error(node, conn, msg->rid, rv);
+    return;
+  }
+  memset(&accepted, 0, sizeof(accepted));
+  accepted.type = DHT_MSG_ACCEPTED;
+  accepted.rid = msg->rid;
+  dht__reply(node, conn, &accepted);
+}
+
+/*
+ * Starts a lookup on this node's own behalf (a finger, its join, a merge
+ * probe). With first_hop set the request goes there first, whatever the
+ * routing table says. The result reaches dht__ring_on_route_result(), at
+ * once when this node can answer itself. Returns 0 or DHT_ERR_FULL /
+ * DHT_ERR_NOMEM (nothing was started).
+ */
+int dht__route_start(dht_node *node, dht__origin origin, uint32_t finger_index,
+                     int32_t first_hop, const dht_msg *msg) {
+  dht_buf frame;
+  dht__pending *p;
+  int32_t holder = first_hop;
+  int rv;
+
+  if (holder == DHT__NO_PEER) {
+    holder = node->n_succs > 0 ? node->succs[0] : DHT__NO_PEER;
+  }
+  if (holder == DHT__NO_PEER) {
+    /* Alone: every lookup ends here. Answer through the same path. */
+    dht_msg self;
+    memset(&self, 0, sizeof(self));
+    self.type = DHT_MSG_FIND_SUCC_R;
+    self.has_peer = true;
+    dht__self_ref(node, &self.peer);
+    dht__ring_on_route_result(node, origin, finger_index, &self);
+    return 0;
+  }
+  p = dht__pending_new(node, DHT__PEND_ROUTE, holder);
+  if (p == NULL) {
+    return DHT_ERR_FULL;
+  }
+  p->origin = origin;
+  p->finger_index = finger_index;
+  dht_buf_init(&frame);
+  rv = dht_msg_encode(msg, &frame);
+  if (rv == 0) {
+    rv = dht_buf_append(&p->req, frame.data + DHT_FRAME_HEADER_LEN,
+                        frame.len - DHT_FRAME_HEADER_LEN);
+  }
+  dht_buf_free(&frame);
+  if (rv != 0) {
+    dht__pending_free(node, p);
+    return rv;
+  }
+  route_pending(node, p, first_hop);
+  return 0;
+}
+
+void dht__route_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
+  if (msg->type == DHT_MSG_ACCEPTED) {
+    if (!p->accepted) {
+      p->accepted = true;
+      p->deadline_ms = node->now_ms + node->set.route_timeout_ms;
+      if (p->deadline_ms < node->pending_min_deadline_ms) {
+        node->pending_min_deadline_ms = p->deadline_ms;
+      }
+    }
+    return;
+  }
+  if (msg->type == DHT_MSG_ERROR && msg->error_code == DHT_ERR_STATE &&
+      !p->accepted) {
+    /* The next hop is up but not in the ring (joining, or left): it must
+     * leave our tables, and the request goes another way. */
+    dht__declare_dead(node, p->peer, false);
+    dht__route_on_failure(node, p, DHT_ERR_UNAVAILABLE);
+    return;
+  }
+  finish(node, p, msg);
+}
+
+/*
+ * The request p forwarded failed with code: DHT_ERR_UNAVAILABLE when the next
+ * hop is dead (it has already been removed from the tables), so another way
+ * is tried; DHT_ERR_TIMEOUT when the hop accepted but no result came back.
+ */
+void dht__route_on_failure(dht_node *node, dht__pending *p, int code) {
+  bool forced_hop = p->origin == DHT__ORIGIN_JOIN ||
+                    p->origin == DHT__ORIGIN_MERGE;
+
+  if (code == DHT_ERR_UNAVAILABLE && !forced_hop &&
+      p->hops_tried + 1 < node->set.route_attempts) {
+    p->hops_tried++;
+    node->counters.forward_retries++;
+    route_pending(node, p, DHT__NO_PEER);
+    return;
+  }
+  finish_error(node, p, code);
+}
+
+/* ---- hand-off ---------------------------------------------------------------- */
+
+/* A batch being collected by the store scan. Records are laid out in buf as
+ * id (20 bytes), key length and value length (4 bytes each, native order),
+ * then the key and value bytes. */
+typedef struct handoff_batch {
+  dht_buf buf;          /* the copied records */
+  size_t n;             /* records in buf */
+  size_t bytes_max;     /* stop once buf holds this many bytes */
+  size_t items_max;     /* or this many records */
+  int err;              /* DHT_ERR_NOMEM if a copy failed */
+} handoff_batch;
+
+#define HANDOFF_REC_HEAD (DHT_ID_LEN + 8)
+
+static int handoff_collect(void *ud, const dht_id *key_id, const uint8_t *key,
+                           size_t key_len, const uint8_t *value,
+                           size_t value_len) {
+  handoff_batch *b = ud;
+  uint32_t lens[2] = {(uint32_t)key_len, (uint32_t)value_len};
+  size_t rec = HANDOFF_REC_HEAD + key_len + value_len;
+
+  if (b->n > 0 && (b->buf.len + rec > b->bytes_max || b->n >= b->items_max)) {
+    return 1;
+  }
+  if (dht_buf_reserve(&b->buf, rec) != 0) {
+    b->err = DHT_ERR_NOMEM;
+    return 1;
+  }
+  dht_buf_append(&b->buf, key_id->b, DHT_ID_LEN);
+  dht_buf_append(&b->buf, lens, sizeof(lens));
+  dht_buf_append(&b->buf, key, key_len);
+  dht_buf_append(&b->buf, value, value_len);
+  b->n++;
+  return 0;
+}
+
+/* Walks the records of a batch buffer; returns the offset of the next. */
+static size_t handoff_record(const dht_buf *buf, size_t off, dht_id *key_id,
+                             dht_kv *kv) {
+  uint32_t lens[2];
+
+  memcpy(key_id->b, buf->data + off, DHT_ID_LEN);
+  memcpy(lens, buf->data + off + DHT_ID_LEN, sizeof(lens));
+  kv->key.p = buf->data + off + HANDOFF_REC_HEAD;
+  kv->key.len = lens[0];
+  kv->value.p = kv->key.p + lens[0];
+  kv->value.len = lens[1];
+  return off + HANDOFF_REC_HEAD + lens[0] + lens[1];
+}
+
+/*
+ * Sends the next batch of keys this node holds but does not own: to its
+ * predecessor while in the ring (keys left behind when a node joined before
+ * us), or every key to its successor while leaving. One batch is in flight
+ * at a time; the next goes when the receiver has answered OK.
+ */
+void dht__handoff_pump(dht_node *node) {
+  handoff_batch batch;
+  dht__pending *p;
+  dht_kv *items;
+  dht_msg msg;
+  dht_id from, to, key_id;
+  int32_t target;
+  size_t i, off, frame_room;
+  int rv;
+
+  if (node->handoff_busy) {
+    return;
+  }
+  if (node->state == DHT_NODE_LEAVING && node->n_succs == 0) {
+    dht__leave_step(node); /* nobody to take the keys: they stay on disk */
+    return;
+  }
+  if (node->state == DHT_NODE_LEAVING) {
+    target = node->succs[0];
+    from = node->id;
+    to = node->id; /* the whole ring */
+  } else if (node->state == DHT_NODE_JOINED && node->pred != DHT__NO_PEER &&
+             node->n_succs > 0) {
+    target = node->pred;
+    from = node->id;
+    to = node->peers[node->pred].id; /* (self, pred]: not in (pred, self] */
+  } else {
+    return;
+  }
+  memset(&batch, 0, sizeof(batch));
+  dht_buf_init(&batch.buf);
+  frame_room = node->set.limits.frame_len_max - 1024;
+  batch.bytes_max = node->set.handoff_batch_bytes < frame_room
+                        ? node->set.handoff_batch_bytes
+                        : frame_room;
+  batch.items_max = node->set.limits.items_max;
+  rv = dht_store_scan(node->store, &from, &to, handoff_collect, &batch);
+  if (rv != 0 || batch.err != 0 || batch.n == 0) {
+    if (rv != 0) {
+      node->counters.store_errors++;
+    }
+    dht_buf_free(&batch.buf);
+    if (batch.n == 0 && rv == 0 && node->state == DHT_NODE_LEAVING) {
+      dht__leave_step(node);
+    }
+    return;
+  }
+  items = malloc(batch.n * sizeof(*items));
+  p = items != NULL ? dht__pending_new(node, DHT__PEND_HANDOFF, target) : NULL;
+  if (p == NULL) {
+    free(items);
+    dht_buf_free(&batch.buf);
+    return; /* retried at the next stabilize round */
+  }
+  for (i = 0, off = 0; i < batch.n; i++) {
+    off = handoff_record(&batch.buf, off, &key_id, &items[i]);
+  }
+  memset(&msg, 0, sizeof(msg));
+  msg.type = DHT_MSG_HANDOFF;
+  msg.items = items;
+  msg.n_items = batch.n;
+  rv = dht__pending_send(node, p, &msg);
+  free(items);
+  if (rv != 0) {
+    dht_buf_free(&batch.buf);
+    dht__pending_free(node, p);
+    return;
+  }
+  dht_buf_free(&p->keys);
+  p->keys = batch.buf; /* deleted locally once the receiver has them */
+  node->handoff_busy = true;
+  dht__log(node, DHT_LOG_DEBUG, "handing %zu keys to %s", batch.n,
+           node->peers[target].addr);
+}
+
+void dht__handoff_on_done(dht_node *node, dht__pending *p, bool ok) {
+  size_t off = 0, n = 0;
+  dht_id key_id;
+  dht_kv kv;
+
+  if (ok) {
+    while (off < p->keys.len) {
+      off = handoff_record(&p->keys, off, &key_id, &kv);
+      /* A key that became ours again meanwhile (our predecessor changed
+       * back) stays; the receiver's copy is handed back in due course. */
+      if (node->state == DHT_NODE_LEAVING || !dht__owns(node, &key_id)) {
+        dht_store_remove(node->store, &key_id, kv.key.p, kv.key.len);
+      }
+      n++;
+    }
+    node->counters.handoff_keys_out += n;
+  }
+  p->keys.len = 0;
+  dht__pending_free(node, p);
+  node->handoff_busy = false;
+  if (ok || node->state == DHT_NODE_LEAVING) {
+    dht__handoff_pump(node);
+  }
+}
+
+void dht__on_handoff(dht_node *node, uint64_t conn, const dht_msg *msg) {
+  dht_msg ok;
+  dht_id key_id;
+  size_t i;
+  int rv = 0;
+
+  for (i = 0; i < msg->n_items && rv == 0; i++) {
+    const dht_kv *kv = &msg->items[i];
+    dht_id_hash(&key_id, kv->key.p, kv->key.len);
+    rv = dht_store_put(node->store, &key_id, kv->key.p, kv->key.len,
+                       kv->value.p, kv->value.len);
+  }
+  if (rv != 0) {
+    node->counters.store_errors++;
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_STORE);
+    return;
+  }
+  node->counters.handoff_keys_in += msg->n_items;
+  memset(&ok, 0, sizeof(ok));
+  ok.type = DHT_MSG_OK;
+  ok.rid = msg->rid;
+  dht__reply(node, conn, &ok);
+  /* Keys that are not ours move on backwards (see dht__handoff_pump). */
+  dht__handoff_pump(node);
+}
