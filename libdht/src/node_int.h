@@ -142,6 +142,7 @@ struct dht_node {
 
   char join_addr[DHT_ADDR_LEN_MAX + 1]; /* bootstrap while JOINING */
   uint32_t join_tries;           /* join lookups sent */
+  bool rejoining;                /* joined once, found itself cut off */
   uint64_t join_retry_at_ms;     /* next join attempt, or NEVER */
 
   bool handoff_busy;             /* a HANDOFF batch is in flight */

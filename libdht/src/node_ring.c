@@ -181,7 +181,24 @@ static void fill_find_succ(dht_msg *msg, const dht_id *target, bool trace) {
   msg->trace = trace;
 }
 
+/* The address to join through on attempt k (from 0): the bootstrap first;
+ * a node re-joining after it was cut off also tries the peers it lost. */
+static const char *join_target(const dht_node *node, uint32_t k) {
+  uint32_t i, seen = 0;
+
+  if (k == 0 || !node->rejoining) {
+    return node->join_addr;
+  }
+  for (i = 0; i < DHT__LOST_MAX; i++) {
+    if (node->lost[i].addr[0] != '\0' && ++seen == k) {
+      return node->lost[i].addr;
+    }
+  }
+  return node->join_addr;
+}
+
 static void join_attempt(dht_node *node) {
+  const char *addr = join_target(node, node->join_tries);
   dht_msg msg;
   dht_id target;
   int32_t boot;
@@ -189,7 +206,7 @@ static void join_attempt(dht_node *node) {
 
   node->join_tries++;
   node->join_retry_at_ms = DHT_TIME_NEVER;
-  boot = dht__peer_intern(node, NULL, node->join_addr, strlen(node->join_addr));
+  boot = dht__peer_intern(node, NULL, addr, strlen(addr));
   /* Ask for the successor of id + 1 rather than of id: if this node is
    * restarting and the ring still lists its address, the answer is then its
    * old successor instead of itself. The trace tells the bootstrap's id. */
@@ -199,9 +216,23 @@ static void join_attempt(dht_node *node) {
            ? DHT_ERR_NOMEM
            : dht__route_start(node, DHT__ORIGIN_JOIN, 0, boot, &msg);
   if (rv != 0) {
-    node->state = DHT_NODE_IDLE;
-    dht__emit_event(node, DHT_EVENT_JOIN_FAILED, rv);
+    node->state = node->rejoining ? DHT_NODE_JOINED : DHT_NODE_IDLE;
+    if (!node->rejoining) {
+      dht__emit_event(node, DHT_EVENT_JOIN_FAILED, rv);
+    }
+    node->rejoining = false;
   }
+}
+
+/* A node that joined a ring and then lost every successor and its
+ * predecessor is a ring of one that nobody knows: it joins again, through
+ * its bootstrap or a peer it lost, keeping its keys. */
+static void rejoin(dht_node *node) {
+  dht__log(node, DHT_LOG_WARN, "cut off from the ring: joining again");
+  node->state = DHT_NODE_JOINING;
+  node->rejoining = true;
+  node->join_tries = 0;
+  join_attempt(node);
 }
 
 static void join_done(dht_node *node, const dht_msg *result) {
@@ -231,6 +262,11 @@ static void join_done(dht_node *node, const dht_msg *result) {
       dht__log(node, DHT_LOG_WARN, "join through %s failed (%s), retrying",
                node->join_addr, dht_strerror(code));
       node->join_retry_at_ms = node->now_ms + 2u * node->set.rpc_timeout_ms;
+    } else if (node->rejoining) {
+      /* Stay a ring of one and try again at the next stabilize round. */
+      dht__log(node, DHT_LOG_WARN, "re-join failed: %s", dht_strerror(code));
+      node->state = DHT_NODE_JOINED;
+      node->rejoining = false;
     } else {
       dht__log(node, DHT_LOG_ERROR, "join through %s failed: %s",
                node->join_addr, dht_strerror(code));
@@ -245,11 +281,17 @@ static void join_done(dht_node *node, const dht_msg *result) {
     dht__emit_event(node, DHT_EVENT_JOIN_FAILED, DHT_ERR_NOMEM);
     return;
   }
+  /* The owner answered the lookup itself, so it is alive even if we had
+   * given it up for dead. */
+  lost_forget(node, node->peers[idx].addr);
   node->state = DHT_NODE_JOINED;
   dht__succ_adopt(node, idx);
   schedule_maintenance(node);
   dht__log(node, DHT_LOG_INFO, "joined: successor %s", node->peers[idx].addr);
-  dht__emit_event(node, DHT_EVENT_JOINED, 0);
+  if (!node->rejoining) {
+    dht__emit_event(node, DHT_EVENT_JOINED, 0);
+  }
+  node->rejoining = false;
 }
 
 int dht__ring_create(dht_node *node) {
@@ -426,6 +468,9 @@ static void stabilize(dht_node *node) {
   node->counters.stabilize_rounds++;
   if (node->n_succs == 0) {
     if (node->pred == DHT__NO_PEER) {
+      if (node->join_addr[0] != '\0' && node->state == DHT_NODE_JOINED) {
+        rejoin(node);
+      }
       return; /* alone, and nobody has found us */
     }
     /* Alone but notified: the notifier is the rest of the ring. */
