@@ -837,25 +837,34 @@ uint64_t dht__ring_next_deadline(const dht_node *node) {
 
 /* ---- replies that describe this node ---------------------------------------- */
 
-void dht__reply_neighbors(dht_node *node, uint64_t conn, uint64_t rid) {
-  dht_peer_ref succs[DHT_SUCC_LIST_MAX];
-  dht_msg msg;
+/* Starts a reply of type that describes this node: itself, its
+ * predecessor and its successor list (written into succs). */
+static void describe_self(const dht_node *node, dht_msg *msg,
+                          dht_msg_type type, uint64_t rid,
+                          dht_peer_ref succs[DHT_SUCC_LIST_MAX]) {
   uint32_t i;
 
-  memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_NEIGHBORS;
-  msg.rid = rid;
-  msg.has_peer = true;
-  dht__self_ref(node, &msg.peer);
+  memset(msg, 0, sizeof(*msg));
+  msg->type = type;
+  msg->rid = rid;
+  msg->has_peer = true;
+  dht__self_ref(node, &msg->peer);
   if (node->pred != DHT__NO_PEER) {
-    msg.has_pred = true;
-    dht__peer_to_ref(node, node->pred, &msg.pred);
+    msg->has_pred = true;
+    dht__peer_to_ref(node, node->pred, &msg->pred);
   }
   for (i = 0; i < node->n_succs; i++) {
     dht__peer_to_ref(node, node->succs[i], &succs[i]);
   }
-  msg.succs = succs;
-  msg.n_succs = node->n_succs;
+  msg->succs = succs;
+  msg->n_succs = node->n_succs;
+}
+
+void dht__reply_neighbors(dht_node *node, uint64_t conn, uint64_t rid) {
+  dht_peer_ref succs[DHT_SUCC_LIST_MAX];
+  dht_msg msg;
+
+  describe_self(node, &msg, DHT_MSG_NEIGHBORS, rid, succs);
   dht__reply(node, conn, &msg);
 }
 
@@ -876,20 +885,7 @@ void dht__reply_stats(dht_node *node, uint64_t conn, uint64_t rid) {
   uint32_t i;
   size_t n;
 
-  memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_STATS_R;
-  msg.rid = rid;
-  msg.has_peer = true;
-  dht__self_ref(node, &msg.peer);
-  if (node->pred != DHT__NO_PEER) {
-    msg.has_pred = true;
-    dht__peer_to_ref(node, node->pred, &msg.pred);
-  }
-  for (i = 0; i < node->n_succs; i++) {
-    dht__peer_to_ref(node, node->succs[i], &succs[i]);
-  }
-  msg.succs = succs;
-  msg.n_succs = node->n_succs;
+  describe_self(node, &msg, DHT_MSG_STATS_R, rid, succs);
   for (i = 0, n = 0; i < DHT_ID_BITS; i++) {
     if (node->fingers[i] != DHT__NO_PEER &&
         (i == 0 || node->fingers[i] != node->fingers[i - 1])) {
