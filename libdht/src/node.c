@@ -706,7 +706,10 @@ static void on_request(dht_node *node, uint64_t conn, const dht_msg *msg,
     dht__reply_stats(node, conn, msg->rid);
     return;
   }
-  if (msg->type == DHT_MSG_HANDOFF) {
+  if (msg->type == DHT_MSG_HANDOFF &&
+      node->state != DHT_NODE_LEAVING && node->state != DHT_NODE_LEFT) {
+    /* Taken even while joining: that is how a new node gets its range.
+     * A node on its way out refuses, so the sender keeps the keys. */
     dht__on_handoff(node, conn, msg);
     return;
   }
@@ -741,6 +744,9 @@ static void on_request(dht_node *node, uint64_t conn, const dht_msg *msg,
     break;
   case DHT_MSG_LEAVE:
     dht__on_leave(node, conn, msg);
+    break;
+  case DHT_MSG_HANDOFF: /* refused while leaving, see above */
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_STATE);
     break;
   default:
     assert(0 && "on_request called with a reply type");

@@ -273,6 +273,35 @@ static void route_pending(dht_node *node, dht__pending *p, int32_t first_hop) {
   dht_msg_free(&req);
 }
 
+/*
+ * A leaving node is handing its keys to its successor: writes it would have
+ * served go straight there, and the local copy of any written key is dropped
+ * first, so that a later hand-off batch cannot carry an older value over the
+ * new one. Reads are served while the key is still here.
+ */
+static route_decision while_leaving(dht_node *node, const dht_msg *msg,
+                                    const dht_id *key_id, route_decision d) {
+  const uint8_t *value;
+  size_t value_len;
+
+  if (node->n_succs == 0 || msg->type == DHT_MSG_FIND_SUCC) {
+    return d;
+  }
+  if (msg->type != DHT_MSG_GET) {
+    dht_store_remove(node->store, key_id, msg->key.p, msg->key.len);
+  } else if (d.serve && dht_store_get(node->store, key_id, msg->key.p,
+                                      msg->key.len, &value, &value_len) == 0) {
+    return d;
+  }
+  if (d.serve) {
+    d.serve = false;
+    d.next = node->succs[0];
+    d.final = true;
+    d.count_hop = false;
+  }
+  return d;
+}
+
 void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
                         const uint8_t *body, size_t len) {
   dht_msg result, accepted;
@@ -289,6 +318,9 @@ void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
   }
   key_id_of(msg, &key_id);
   d = decide(node, &key_id, msg->final);
+  if (node->state == DHT_NODE_LEAVING) {
+    d = while_leaving(node, msg, &key_id, d);
+  }
   if (d.serve) {
     serve(node, msg, &key_id, &result, path);
     dht__reply(node, conn, &result);

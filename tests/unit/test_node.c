@@ -649,6 +649,59 @@ static void test_leave_hands_keys_to_successor(void **state) {
   host_free(&h);
 }
 
+/* While leaving, a node refuses keys (the sender keeps them) and sends new
+ * writes to its successor, dropping its own older copy first. */
+static void test_leaving_node_refuses_keys_and_passes_writes_on(void **state) {
+  host h;
+  dht_msg m;
+  dht_kv item;
+  out o;
+  bool forwarded = false, refused = false;
+
+  (void)state;
+  host_init(&h, "a:1", 2);
+  dht_node_create_ring(h.node, h.now);
+  notify_from(&h, "b:2");
+  drain(&h);
+  put_key(&h, "k", "old");
+  put_key(&h, "other", "x");
+  dht_node_leave(h.node, h.now);
+  drain(&h); /* the first HANDOFF batch, unanswered */
+
+  msg_init(&m, DHT_MSG_HANDOFF, 90);
+  item.key.p = (const uint8_t *)"z";
+  item.key.len = 1;
+  item.value.p = (const uint8_t *)"1";
+  item.value.len = 1;
+  m.items = &item;
+  m.n_items = 1;
+  host_recv(&h, PEER, &m);
+  msg_init(&m, DHT_MSG_PUT, 91);
+  m.key.p = (const uint8_t *)"k";
+  m.key.len = 1;
+  m.value.p = (const uint8_t *)"new";
+  m.value.len = 3;
+  m.final = true;
+  host_recv(&h, CLIENT, &m);
+  while (host_poll(&h, &o)) {
+    if (o.type == DHT_ACTION_REPLY && o.msg.rid == 90) {
+      assert_int_equal(o.msg.type, DHT_MSG_ERROR);
+      assert_int_equal(o.msg.error_code, DHT_ERR_STATE);
+      refused = true;
+    }
+    if (o.type == DHT_ACTION_SEND && o.msg.type == DHT_MSG_PUT) {
+      assert_string_equal(o.addr, "b:2");
+      assert_true(o.msg.final);
+      forwarded = true;
+    }
+    out_free(&o);
+  }
+  assert_true(refused);
+  assert_true(forwarded);
+  assert_int_equal(dht_store_count(h.store), 1); /* "other" still to go */
+  host_free(&h);
+}
+
 static void test_leave_alone_is_immediate(void **state) {
   host h;
   out o;
@@ -760,6 +813,7 @@ int main(void) {
       cmocka_unit_test(test_new_predecessor_receives_its_keys),
       cmocka_unit_test(test_handoff_in_stores_and_acks),
       cmocka_unit_test(test_leave_hands_keys_to_successor),
+      cmocka_unit_test(test_leaving_node_refuses_keys_and_passes_writes_on),
       cmocka_unit_test(test_leave_alone_is_immediate),
       cmocka_unit_test(test_leave_notice_repairs_neighbours),
       cmocka_unit_test(test_stats_reply),
