@@ -1,0 +1,718 @@
+/*
+ * bench.c: `dht bench`, a load generator for one node.
+ *
+ * One thread, one poll() loop over C connections, each keeping up to P
+ * requests in flight through the client library's pipelined layer
+ * (dht_client_send / dht_client_recv). Each request is a PUT or a GET of a
+ * key drawn uniformly from a fixed key space, from a seeded generator, so
+ * two runs with the same options send the same sequence.
+ *
+ * A GET of a key that was never put is answered NOT_FOUND: that counts as a
+ * completed operation ("not found"), not as an error, and is timed like any
+ * other. --prefill puts every key first (pipelined, not measured), so that
+ * all GETs find their key. Latencies go into a log-linear histogram (1 us
+ * resolution below 1 ms, 0.2% above), so memory does not grow with the
+ * number of requests.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <math.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "dht/err.h"
+
+#define CONNS_MAX 1024
+#define PIPELINE_MAX 1024
+#define KEYS_MAX 100000000ull
+#define DURATION_S_MAX 86400
+#define REQUESTS_MAX 1000000000000ull
+#define KEY_TEXT_MAX 32      /* "bench-" and up to 20 digits */
+#define POLL_WAIT_MS_MAX 100 /* wake up at least this often */
+
+/* Histogram: values below 2^HIST_SUB_BITS+1 us have their own bucket; above,
+ * each power of two is split into 2^HIST_SUB_BITS buckets. */
+#define HIST_SUB_BITS 9
+#define HIST_LINEAR (1u << (HIST_SUB_BITS + 1)) /* 1024 */
+#define HIST_TOP_BIT 40                         /* values capped at 2^40 us */
+#define HIST_BUCKETS                                                           \
+  (HIST_LINEAR + (HIST_TOP_BIT - HIST_SUB_BITS) * (1u << HIST_SUB_BITS))
+
+const char cli_bench_usage[] =
+    "usage: dht bench [-c N] [-P N] [--put-ratio F] [--keys N]\n"
+    "                 [--value-size N] [--duration S | --requests N]\n"
+    "                 [--prefill] [--seed N]\n"
+    "\n"
+    "Sends PUTs and GETs to the node as fast as it answers, over N\n"
+    "connections with up to P requests in flight on each (one thread, one\n"
+    "poll loop), then prints throughput and latency.\n"
+    "\n"
+    "  -c, --connections N  connections, 1..1024 [4]\n"
+    "  -P, --pipeline N     requests in flight per connection, 1..1024 [1]\n"
+    "  --put-ratio F        fraction of requests that are PUTs, 0..1 [0.5]\n"
+    "  --keys N             key space: keys bench-0 .. bench-(N-1),\n"
+    "                       1..100000000 [10000]\n"
+    "  --value-size N       bytes per value, 0..1048576 [100]\n"
+    "  --duration S         run for S seconds, 1..86400 [10]\n"
+    "  --requests N         or stop after N requests\n"
+    "  --prefill            first PUT every key of the key space (not\n"
+    "                       measured), so that every GET finds its key\n"
+    "  --seed N             seed of the key and operation sequence [1]\n"
+    "\n"
+    "Without --prefill, a GET of a key not yet put is answered NOT_FOUND:\n"
+    "it is counted under \"not found\" and timed, not counted as an error.\n"
+    "A request without a reply within --timeout-ms counts as an error\n"
+    "(timeout). Latency percentiles cover completed requests (including not\n"
+    "found), in microseconds. Exit status: 0 when the run completed and at\n"
+    "least one request succeeded; 2 when the node cannot be reached, every\n"
+    "connection was lost, or nothing succeeded.\n";
+
+/* One request in flight. */
+typedef struct slot {
+  uint64_t rid;  /* as assigned by dht_client_send */
+  int64_t t0_ns; /* when it was queued */
+  bool busy;     /* waiting for its reply */
+  bool is_put;   /* PUT, else GET */
+} slot;
+
+/* One connection of the run. */
+typedef struct bconn {
+  dht_client *c; /* its client */
+  slot *slots;   /* P of them */
+  unsigned busy; /* slots in use */
+  bool dead;     /* lost; its requests were counted as errors */
+} bconn;
+
+typedef struct bench {
+  cli_ctx *ctx;              /* global options: node, timeout, json */
+  uint64_t conns_n;          /* -c */
+  uint64_t pipeline;         /* -P: requests in flight per connection */
+  uint64_t keys;             /* --keys: size of the key space */
+  uint64_t value_size;       /* --value-size, bytes */
+  uint64_t duration_s;       /* --duration */
+  uint64_t requests;         /* --requests (when by_requests) */
+  uint64_t seed;             /* --seed */
+  double put_ratio;          /* --put-ratio */
+  bool prefill;              /* --prefill */
+  bool by_requests;          /* stop after `requests`, not after duration_s */
+  uint8_t *value;            /* value_size bytes sent with every PUT */
+  bconn *conns;              /* conns_n connections */
+  uint64_t rng;              /* xorshift64* state */
+  uint64_t next_prefill_key; /* prefill: next key index to put */
+
+  /* Counters of the phase running (reset after the prefill). */
+  uint64_t issued;       /* requests queued */
+  uint64_t ok;           /* completed: OK, VALUE or GET's NOT_FOUND */
+  uint64_t puts, gets;   /* completed or failed with a reply, by kind */
+  uint64_t not_found;    /* GETs answered NOT_FOUND (included in ok) */
+  uint64_t errors;       /* failed: error replies, timeouts, lost conns */
+  uint64_t timeouts;     /* of which no reply within the timeout */
+  uint64_t stale;        /* replies to requests already timed out */
+  char first_error[512]; /* what the first error was */
+  uint64_t *hist;        /* HIST_BUCKETS counts of latencies in us */
+  uint64_t lat_max_us;   /* largest latency seen */
+} bench;
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint64_t rng_next(bench *b) {
+  b->rng ^= b->rng >> 12;
+  b->rng ^= b->rng << 25;
+  b->rng ^= b->rng >> 27;
+  return b->rng * 0x2545F4914F6CDD1Dull;
+}
+
+/* ---- histogram ---------------------------------------------------------- */
+
+static unsigned top_bit(uint64_t v) {
+  unsigned n = 0;
+
+  while (v >>= 1) {
+    n++;
+  }
+  return n;
+}
+
+static size_t hist_index(uint64_t us) {
+  unsigned e, shift;
+
+  if (us < HIST_LINEAR) {
+    return (size_t)us;
+  }
+  if (us >= (1ull << HIST_TOP_BIT)) {
+    us = (1ull << HIST_TOP_BIT) - 1;
+  }
+  e = top_bit(us); /* >= HIST_SUB_BITS + 1 */
+  shift = e - HIST_SUB_BITS;
+  return HIST_LINEAR + (size_t)(e - HIST_SUB_BITS - 1) * (1u << HIST_SUB_BITS) +
+         (size_t)((us >> shift) - (1u << HIST_SUB_BITS));
+}
+
+/* The smallest value that falls in bucket i. */
+static uint64_t hist_value(size_t i) {
+  size_t j;
+  unsigned e;
+
+  if (i < HIST_LINEAR) {
+    return i;
+  }
+  j = i - HIST_LINEAR;
+  e = (unsigned)(j >> HIST_SUB_BITS) + HIST_SUB_BITS + 1;
+  return ((uint64_t)(1u << HIST_SUB_BITS) + (j & ((1u << HIST_SUB_BITS) - 1)))
+         << (e - HIST_SUB_BITS);
+}
+
+static void hist_add(bench *b, uint64_t us) {
+  b->hist[hist_index(us)]++;
+  if (us > b->lat_max_us) {
+    b->lat_max_us = us;
+  }
+}
+
+/* The q-quantile (0 < q <= 1) of what was recorded; 0 when empty. */
+static uint64_t hist_quantile(const bench *b, double q) {
+  uint64_t total = 0, seen = 0, rank;
+  size_t i;
+
+  for (i = 0; i < HIST_BUCKETS; i++) {
+    total += b->hist[i];
+  }
+  if (total == 0) {
+    return 0;
+  }
+  rank = (uint64_t)ceil(q * (double)total);
+  if (rank == 0) {
+    rank = 1;
+  }
+  for (i = 0; i < HIST_BUCKETS; i++) {
+    seen += b->hist[i];
+    if (seen >= rank) {
+      return hist_value(i);
+    }
+  }
+  return b->lat_max_us;
+}
+
+/* ---- the run ------------------------------------------------------------ */
+
+static void note_error(bench *b, const char *what) {
+  b->errors++;
+  if (b->first_error[0] == '\0') {
+    snprintf(b->first_error, sizeof(b->first_error), "%s", what);
+  }
+}
+
+static void conn_lost(bench *b, bconn *bc) {
+  unsigned i;
+
+  note_error(b, dht_client_last_error(bc->c));
+  /* Every request it had in flight is lost with it. */
+  for (i = 0; i < b->pipeline; i++) {
+    if (bc->slots[i].busy) {
+      bc->slots[i].busy = false;
+      b->errors++;
+    }
+  }
+  bc->busy = 0;
+  bc->dead = true;
+  dht_client_close(bc->c);
+}
+
+/* Queues one request on bc. Returns 0, 1 when the output queue is full
+ * (try later), or -1 when the connection was lost. */
+static int issue(bench *b, bconn *bc, bool measuring) {
+  char key[KEY_TEXT_MAX];
+  uint64_t k, rid;
+  dht_msg req;
+  unsigned i;
+  int n, rv;
+
+  for (i = 0; i < b->pipeline && bc->slots[i].busy; i++) {
+  }
+  memset(&req, 0, sizeof(req));
+  if (measuring) {
+    k = rng_next(b) % b->keys;
+    req.type = (double)(rng_next(b) >> 11) * 0x1.0p-53 < b->put_ratio
+                   ? DHT_MSG_PUT
+                   : DHT_MSG_GET;
+  } else {
+    k = b->next_prefill_key;
+    req.type = DHT_MSG_PUT;
+  }
+  n = snprintf(key, sizeof(key), "bench-%llu", (unsigned long long)k);
+  req.key.p = (const uint8_t *)key;
+  req.key.len = (size_t)n;
+  if (req.type == DHT_MSG_PUT) {
+    req.value.p = b->value;
+    req.value.len = b->value_size;
+  }
+  rv = dht_client_send(bc->c, &req, &rid);
+  if (rv == DHT_ERR_FULL) {
+    return 1;
+  }
+  if (rv != 0) {
+    conn_lost(b, bc);
+    return -1;
+  }
+  if (!measuring) {
+    b->next_prefill_key++;
+  }
+  bc->slots[i].busy = true;
+  bc->slots[i].rid = rid;
+  bc->slots[i].t0_ns = mono_ns();
+  bc->slots[i].is_put = req.type == DHT_MSG_PUT;
+  bc->busy++;
+  b->issued++;
+  return 0;
+}
+
+static void complete(bench *b, bconn *bc, const dht_msg *r, int64_t now) {
+  char what[512];
+  slot *s = NULL;
+  unsigned i;
+  bool good;
+
+  for (i = 0; i < b->pipeline; i++) {
+    if (bc->slots[i].busy && bc->slots[i].rid == r->rid) {
+      s = &bc->slots[i];
+      break;
+    }
+  }
+  if (s == NULL) {
+    b->stale++; /* the reply to a request that already timed out */
+    return;
+  }
+  s->busy = false;
+  bc->busy--;
+  if (s->is_put) {
+    b->puts++;
+    good = r->type == DHT_MSG_OK;
+  } else {
+    b->gets++;
+    good = r->type == DHT_MSG_VALUE;
+    if (r->type == DHT_MSG_ERROR && r->error_code == DHT_ERR_NOT_FOUND) {
+      b->not_found++;
+      good = true;
+    }
+  }
+  if (good) {
+    b->ok++;
+    hist_add(b, (uint64_t)(now - s->t0_ns) / 1000);
+    return;
+  }
+  if (r->type == DHT_MSG_ERROR) {
+    snprintf(what, sizeof(what), "%s answered ERROR %s to %s",
+             dht_client_addr(bc->c), dht_errname(r->error_code),
+             s->is_put ? "PUT" : "GET");
+  } else {
+    snprintf(what, sizeof(what), "%s answered %s to %s", dht_client_addr(bc->c),
+             dht_msg_type_name(r->type), s->is_put ? "PUT" : "GET");
+  }
+  note_error(b, what);
+}
+
+/* Takes every reply that is ready on bc. */
+static void drain(bench *b, bconn *bc) {
+  const dht_msg *r;
+  int rv;
+
+  for (;;) {
+    rv = dht_client_recv(bc->c, &r, 0);
+    if (rv == DHT_ERR_TIMEOUT) {
+      return;
+    }
+    if (rv == 0) {
+      complete(b, bc, r, mono_ns());
+      continue;
+    }
+    if (!dht_client_connected(bc->c)) {
+      conn_lost(b, bc);
+      return;
+    }
+    /* A frame that did not decode: its request will time out. */
+    note_error(b, dht_client_last_error(bc->c));
+  }
+}
+
+/* Drops requests older than the timeout, counting them as errors. Returns
+ * the earliest time one of the others will expire, or INT64_MAX. */
+static int64_t expire(bench *b, int64_t now) {
+  int64_t timeout_ns = (int64_t)b->ctx->timeout_ms * 1000000, next = INT64_MAX;
+  char what[512];
+  uint64_t c;
+  unsigned i;
+
+  for (c = 0; c < b->conns_n; c++) {
+    for (i = 0; i < b->pipeline; i++) {
+      slot *s = &b->conns[c].slots[i];
+      if (!s->busy) {
+        continue;
+      }
+      if (now - s->t0_ns >= timeout_ns) {
+        s->busy = false;
+        b->conns[c].busy--;
+        b->timeouts++;
+        snprintf(what, sizeof(what), "no reply from %s within %d ms",
+                 dht_client_addr(b->conns[c].c), b->ctx->timeout_ms);
+        note_error(b, what);
+      } else if (s->t0_ns + timeout_ns < next) {
+        next = s->t0_ns + timeout_ns;
+      }
+    }
+  }
+  return next;
+}
+
+/* Runs one phase: the prefill (measuring false: one PUT per key) or the
+ * measurement. Returns 0, or -1 when every connection was lost. */
+static int run(bench *b, bool measuring, int64_t end_ns) {
+  struct pollfd *pfds;
+  uint64_t c, in_flight, live, target;
+  int64_t now, next, wait_ns;
+  bool more;
+  size_t n;
+  int rv;
+
+  pfds = calloc(b->conns_n, sizeof(*pfds));
+  if (pfds == NULL) {
+    return -1;
+  }
+  target = measuring ? b->requests : b->keys;
+  for (;;) {
+    now = mono_ns();
+    more = measuring && !b->by_requests ? now < end_ns : b->issued < target;
+    in_flight = live = 0;
+    for (c = 0; c < b->conns_n; c++) {
+      bconn *bc = &b->conns[c];
+      while (!bc->dead && more && bc->busy < b->pipeline) {
+        if (issue(b, bc, measuring) != 0) {
+          break;
+        }
+        more = measuring && !b->by_requests ? true : b->issued < target;
+      }
+      if (!bc->dead) {
+        live++;
+        in_flight += bc->busy;
+      }
+    }
+    if (live == 0 || (!more && in_flight == 0)) {
+      break;
+    }
+    n = 0;
+    for (c = 0; c < b->conns_n; c++) {
+      if (b->conns[c].dead) {
+        continue;
+      }
+      pfds[n].fd = dht_client_fd(b->conns[c].c);
+      pfds[n].events =
+          (short)(POLLIN |
+                  (dht_client_want_write(b->conns[c].c) ? POLLOUT : 0));
+      pfds[n].revents = 0;
+      n++;
+    }
+    next = expire(b, now);
+    wait_ns = (int64_t)POLL_WAIT_MS_MAX * 1000000;
+    if (next != INT64_MAX && next - now < wait_ns) {
+      wait_ns = next - now;
+    }
+    if (measuring && !b->by_requests && more && end_ns - now < wait_ns) {
+      wait_ns = end_ns - now;
+    }
+    rv = poll(pfds, (nfds_t)n,
+              wait_ns > 0 ? (int)((wait_ns + 999999) / 1000000) : 0);
+    if (rv < 0) {
+      continue; /* EINTR */
+    }
+    n = 0;
+    for (c = 0; c < b->conns_n; c++) {
+      bconn *bc = &b->conns[c];
+      short ev;
+      if (bc->dead) {
+        continue;
+      }
+      ev = pfds[n++].revents;
+      if ((ev & POLLOUT) && dht_client_flush(bc->c) != 0) {
+        conn_lost(b, bc);
+        continue;
+      }
+      if (ev & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
+        drain(b, bc);
+      }
+    }
+    expire(b, mono_ns());
+  }
+  free(pfds);
+  for (c = 0; c < b->conns_n; c++) {
+    if (!b->conns[c].dead) {
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static void reset_counters(bench *b) {
+  b->issued = b->ok = b->puts = b->gets = 0;
+  b->not_found = b->errors = b->timeouts = b->stale = 0;
+  b->first_error[0] = '\0';
+  memset(b->hist, 0, HIST_BUCKETS * sizeof(*b->hist));
+  b->lat_max_us = 0;
+}
+
+static void report(const bench *b, double secs, double prefill_secs) {
+  uint64_t p50 = hist_quantile(b, 0.50), p99 = hist_quantile(b, 0.99),
+           p999 = hist_quantile(b, 0.999);
+  double rate = secs > 0 ? (double)b->ok / secs : 0.0;
+  FILE *f = stdout;
+
+  if (b->ctx->json) {
+    fputs("{\"ok\":true,\"command\":\"bench\",\"node\":", f);
+    cli_json_str(f, b->ctx->node);
+    fprintf(f,
+            ",\"connections\":%llu,\"pipeline\":%llu,\"put_ratio\":%g,"
+            "\"keys\":%llu,\"value_size\":%llu,\"prefill\":%s,\"seed\":%llu,",
+            (unsigned long long)b->conns_n, (unsigned long long)b->pipeline,
+            b->put_ratio, (unsigned long long)b->keys,
+            (unsigned long long)b->value_size, b->prefill ? "true" : "false",
+            (unsigned long long)b->seed);
+    if (b->prefill) {
+      fprintf(f, "\"prefill_s\":%.3f,", prefill_secs);
+    }
+    fprintf(f,
+            "\"duration_s\":%.3f,\"ops\":%llu,\"puts\":%llu,\"gets\":%llu,"
+            "\"ops_per_s\":%.1f,\"latency_us\":{\"p50\":%llu,\"p99\":%llu,"
+            "\"p999\":%llu,\"max\":%llu},\"not_found\":%llu,\"errors\":%llu,"
+            "\"timeouts\":%llu,\"first_error\":",
+            secs, (unsigned long long)b->ok, (unsigned long long)b->puts,
+            (unsigned long long)b->gets, rate, (unsigned long long)p50,
+            (unsigned long long)p99, (unsigned long long)p999,
+            (unsigned long long)b->lat_max_us, (unsigned long long)b->not_found,
+            (unsigned long long)b->errors, (unsigned long long)b->timeouts);
+    if (b->first_error[0] != '\0') {
+      cli_json_str(f, b->first_error);
+    } else {
+      fputs("null", f);
+    }
+    fputs("}\n", f);
+    return;
+  }
+  fprintf(f,
+          "bench: %s, %llu connections x %llu in flight, put ratio %.2f, "
+          "%llu keys, %llu-byte values\n",
+          b->ctx->node, (unsigned long long)b->conns_n,
+          (unsigned long long)b->pipeline, b->put_ratio,
+          (unsigned long long)b->keys, (unsigned long long)b->value_size);
+  if (b->prefill) {
+    fprintf(f, "prefill:     %llu keys in %.2f s\n",
+            (unsigned long long)b->keys, prefill_secs);
+  }
+  fprintf(f, "ops:         %llu in %.2f s (%llu puts, %llu gets)\n",
+          (unsigned long long)b->ok, secs, (unsigned long long)b->puts,
+          (unsigned long long)b->gets);
+  fprintf(f, "throughput:  %.0f ops/s\n", rate);
+  fprintf(f, "latency us:  p50 %llu  p99 %llu  p99.9 %llu  max %llu\n",
+          (unsigned long long)p50, (unsigned long long)p99,
+          (unsigned long long)p999, (unsigned long long)b->lat_max_us);
+  fprintf(f, "not found:   %llu%s\n", (unsigned long long)b->not_found,
+          b->not_found > 0 && !b->prefill ? " (GETs of keys not yet put; see "
+                                            "--prefill)"
+                                          : "");
+  fprintf(f, "errors:      %llu (%llu timeouts)\n",
+          (unsigned long long)b->errors, (unsigned long long)b->timeouts);
+  if (b->first_error[0] != '\0') {
+    fprintf(f, "first error: %s\n", b->first_error);
+  }
+}
+
+static int parse_options(bench *b, int argc, char **argv) {
+  cli_ctx *ctx = b->ctx;
+  bool have_duration = false;
+  const char *pos, *v;
+  char *end;
+  cli_args a;
+  int kind, rv;
+
+  cli_args_init(&a, argc, argv);
+  while ((kind = cli_args_next(&a, &pos)) != CLI_ARG_END) {
+    if (kind == CLI_ARG_POS) {
+      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                      "bench takes no arguments (see dht bench --help)");
+    }
+    if (cli_opt_is(&a, "-h") || cli_opt_is(&a, "--help")) {
+      fputs(cli_bench_usage, stdout);
+      return -1;
+    }
+    if (cli_global_opt(ctx, &a, &rv)) {
+      if (rv != 0) {
+        return rv;
+      }
+      continue;
+    }
+    if (cli_opt_is(&a, "--prefill")) {
+      if ((rv = cli_opt_flag(ctx, &a)) != 0) {
+        return rv;
+      }
+      b->prefill = true;
+      continue;
+    }
+    if ((cli_opt_is(&a, "-c") || cli_opt_is(&a, "--connections"))) {
+      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
+          (rv = cli_parse_u64(ctx, "-c", v, 1, CONNS_MAX, &b->conns_n)) != 0) {
+        return rv;
+      }
+    } else if (cli_opt_is(&a, "-P") || cli_opt_is(&a, "--pipeline")) {
+      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
+          (rv = cli_parse_u64(ctx, "-P", v, 1, PIPELINE_MAX, &b->pipeline)) !=
+              0) {
+        return rv;
+      }
+    } else if (cli_opt_is(&a, "--keys")) {
+      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
+          (rv = cli_parse_u64(ctx, "--keys", v, 1, KEYS_MAX, &b->keys)) != 0) {
+        return rv;
+      }
+    } else if (cli_opt_is(&a, "--value-size")) {
+      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
+          (rv = cli_parse_u64(ctx, "--value-size", v, 0, CLI_VALUE_LEN_MAX,
+                              &b->value_size)) != 0) {
+        return rv;
+      }
+    } else if (cli_opt_is(&a, "--duration")) {
+      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
+          (rv = cli_parse_u64(ctx, "--duration", v, 1, DURATION_S_MAX,
+                              &b->duration_s)) != 0) {
+        return rv;
+      }
+      have_duration = true;
+    } else if (cli_opt_is(&a, "--requests")) {
+      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
+          (rv = cli_parse_u64(ctx, "--requests", v, 1, REQUESTS_MAX,
+                              &b->requests)) != 0) {
+        return rv;
+      }
+      b->by_requests = true;
+    } else if (cli_opt_is(&a, "--seed")) {
+      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
+          (rv = cli_parse_u64(ctx, "--seed", v, 0, UINT64_MAX, &b->seed)) !=
+              0) {
+        return rv;
+      }
+    } else if (cli_opt_is(&a, "--put-ratio")) {
+      if ((rv = cli_opt_value(ctx, &a, &v)) != 0) {
+        return rv;
+      }
+      b->put_ratio = strtod(v, &end);
+      if (end == v || *end != '\0' || !(b->put_ratio >= 0.0) ||
+          !(b->put_ratio <= 1.0)) {
+        char shown[80];
+        return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                        "--put-ratio: expected a number in 0..1, got '%s'",
+                        cli_escape(shown, sizeof(shown), v, strlen(v)));
+      }
+    } else {
+      return cli_unknown_opt(ctx, &a);
+    }
+  }
+  if (have_duration && b->by_requests) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "give --duration or --requests, not both");
+  }
+  return 0;
+}
+
+int cli_bench(cli_ctx *ctx, int argc, char **argv) {
+  int64_t t0, t1, prefill_ns = 0;
+  bench b;
+  uint64_t c;
+  int rv;
+
+  memset(&b, 0, sizeof(b));
+  b.ctx = ctx;
+  b.conns_n = 4;
+  b.pipeline = 1;
+  b.put_ratio = 0.5;
+  b.keys = 10000;
+  b.value_size = 100;
+  b.duration_s = 10;
+  b.seed = 1;
+  rv = parse_options(&b, argc, argv);
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  /* xorshift must not start at 0. */
+  b.rng = b.seed ^ 0x9E3779B97F4A7C15ull;
+  if (b.rng == 0) {
+    b.rng = 1;
+  }
+  b.value = malloc(b.value_size > 0 ? b.value_size : 1);
+  b.hist = calloc(HIST_BUCKETS, sizeof(*b.hist));
+  b.conns = calloc(b.conns_n, sizeof(*b.conns));
+  if (b.value == NULL || b.hist == NULL || b.conns == NULL) {
+    rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (c = 0; c < b.value_size; c++) {
+    b.value[c] = (uint8_t)('a' + c % 26);
+  }
+  for (c = 0; c < b.conns_n; c++) {
+    b.conns[c].slots = calloc(b.pipeline, sizeof(slot));
+    if (b.conns[c].slots == NULL ||
+        dht_client_new(&b.conns[c].c, ctx->node, NULL) != 0) {
+      rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM,
+                    "cannot set up connection %llu", (unsigned long long)c);
+      goto out;
+    }
+    rv = dht_client_connect(b.conns[c].c, ctx->timeout_ms);
+    if (rv != 0) {
+      rv = cli_fail_call(ctx, b.conns[c].c, rv, NULL, 0);
+      goto out;
+    }
+  }
+
+  if (b.prefill) {
+    t0 = mono_ns();
+    if (run(&b, false, 0) != 0 || b.errors > 0) {
+      rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_UNAVAILABLE,
+                    "bench: prefill failed (%llu errors): %s",
+                    (unsigned long long)b.errors, b.first_error);
+      goto out;
+    }
+    prefill_ns = mono_ns() - t0;
+    reset_counters(&b);
+  }
+
+  t0 = mono_ns();
+  if (run(&b, true, t0 + (int64_t)b.duration_s * 1000000000) != 0) {
+    rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_UNAVAILABLE,
+                  "bench: every connection was lost: %s", b.first_error);
+    goto out;
+  }
+  t1 = mono_ns();
+  if (b.ok == 0) {
+    rv = cli_fail(ctx, CLI_EXIT_ERROR,
+                  b.timeouts > 0 ? DHT_ERR_TIMEOUT : DHT_ERR_UNAVAILABLE,
+                  "bench: no request succeeded (%llu errors): %s",
+                  (unsigned long long)b.errors, b.first_error);
+    goto out;
+  }
+  report(&b, (double)(t1 - t0) / 1e9, (double)prefill_ns / 1e9);
+  rv = CLI_EXIT_OK;
+out:
+  if (b.conns != NULL) {
+    for (c = 0; c < b.conns_n; c++) {
+      dht_client_del(b.conns[c].c);
+      free(b.conns[c].slots);
+    }
+  }
+  free(b.conns);
+  free(b.hist);
+  free(b.value);
+  return rv;
+}

@@ -1,0 +1,129 @@
+/*
+ * cli.h: what the parts of the dht command-line client share: the global
+ * options, the argument scanner, number parsing, error reporting (one line
+ * on stderr, plus a JSON object on stdout with --json) and the JSON and
+ * text output helpers (cli_out.c). The commands live in dht.c, the load
+ * generator in bench.c.
+ */
+#ifndef DHT_CLI_H
+#define DHT_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dht/client.h"
+#include "dht/id.h"
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_NOT_FOUND 1
+#define CLI_EXIT_ERROR 2
+
+#define CLI_KEY_LEN_MAX 1024u             /* the wire's default key_len_max */
+#define CLI_VALUE_LEN_MAX (1024u * 1024u) /* ... and value_len_max */
+#define CLI_TIMEOUT_MS_DEFAULT 5000
+#define CLI_TIMEOUT_MS_MAX 3600000
+#define CLI_NODE_DEFAULT "127.0.0.1:7000"
+
+#if defined(__GNUC__)
+#define CLI_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CLI_PRINTF(f, a)
+#endif
+
+/* Options every command understands, before or after the command word. */
+typedef struct cli_ctx {
+  const char *node;    /* --node, $DHT_NODE or CLI_NODE_DEFAULT */
+  int timeout_ms;      /* --timeout-ms */
+  bool json;           /* --json */
+  const char *command; /* the command word, for JSON error objects */
+} cli_ctx;
+
+/* Walks a command's arguments: options ("--name", "--name=value", "-x"),
+ * positional arguments, and "--", after which everything is positional.
+ * A lone "-" is positional. */
+typedef struct cli_args {
+  int argc;        /* arguments left to scan, from argv[i] */
+  char **argv;     /* the command's arguments (after the command word) */
+  int i;           /* next index */
+  bool opts_done;  /* "--" was seen */
+  const char *opt; /* current option's name, "--" or "-" included */
+  size_t opt_len;  /* bytes of the name (up to '=' if there is one) */
+  const char *inline_value; /* text after '=', or NULL */
+} cli_args;
+
+/* Kinds of argument cli_args_next returns. */
+enum { CLI_ARG_END, CLI_ARG_POS, CLI_ARG_OPT };
+
+void cli_args_init(cli_args *a, int argc, char **argv);
+/* Returns CLI_ARG_END, CLI_ARG_POS (*pos set) or CLI_ARG_OPT (a->opt set). */
+int cli_args_next(cli_args *a, const char **pos);
+/* True when the current option is name. */
+bool cli_opt_is(const cli_args *a, const char *name);
+/* Takes the current option's value ("--x=v" or the next argument).
+ * Returns 0, or prints the error and returns CLI_EXIT_ERROR. */
+int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value);
+/* An option that takes no value must not have "=value". Returns 0 or
+ * CLI_EXIT_ERROR (printed). */
+int cli_opt_flag(cli_ctx *ctx, const cli_args *a);
+/* Handles --node, --timeout-ms and --json wherever they appear. Returns 1
+ * when the option was one of them (and consumed), 0 when it was not, or
+ * CLI_EXIT_ERROR (printed) for a bad value; *rv gets the exit code. */
+int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv);
+/* Reports an unknown option of cmd. Returns CLI_EXIT_ERROR. */
+int cli_unknown_opt(cli_ctx *ctx, const cli_args *a);
+
+/* Parses a decimal integer in min..max for the option called name (used
+ * in the message). Returns 0 or CLI_EXIT_ERROR (printed). */
+int cli_parse_u64(cli_ctx *ctx, const char *name, const char *s, uint64_t min,
+                  uint64_t max, uint64_t *out);
+
+/*
+ * Reports an error: "dht: <message>" as one line on stderr (control bytes
+ * are escaped so that it stays one line), and with --json also
+ * {"ok":false,"command":...,"error":NAME,"code":N,"message":...} on stdout.
+ * code is the DHT_ERR_* behind it (DHT_ERR_INVAL for bad arguments).
+ * Returns exit_code.
+ */
+CLI_PRINTF(4, 5)
+int cli_fail(const cli_ctx *ctx, int exit_code, int code, const char *fmt, ...);
+
+/* Maps a failed client call to its exit code and reports it: not-found is
+ * exit 1 ("key not found: KEY" when key is not NULL), anything else exit 2
+ * with dht_client_last_error(). */
+int cli_fail_call(const cli_ctx *ctx, dht_client *c, int rv, const char *key,
+                  size_t key_len);
+
+/* Writes bytes as printable one-line text into out (size out_size, always
+ * NUL-terminated, truncated with "..."): printable ASCII as is, backslash
+ * and anything else as \\ and \xNN. Returns out. */
+char *cli_escape(char *out, size_t out_size, const void *p, size_t len);
+
+/* Flushes stdout; on failure reports "write to stdout: ..." and returns
+ * CLI_EXIT_ERROR, else returns rv. */
+int cli_finish(const cli_ctx *ctx, int rv);
+
+/* ---- JSON (cli_out.c) ---------------------------------------------------- */
+
+/* True when p[0..len) is well-formed UTF-8 (no overlongs, surrogates or
+ * code points above U+10FFFF). */
+bool cli_utf8_valid(const uint8_t *p, size_t len);
+/* A JSON string literal, quotes included, of len bytes that are valid
+ * UTF-8 (control characters, quote and backslash escaped). */
+void cli_json_str_n(FILE *f, const void *p, size_t len);
+/* The same for a C string. */
+void cli_json_str(FILE *f, const char *s);
+/* `"name":` then the bytes: as a string when valid UTF-8, else the key
+ * becomes "name_base64" and the value standard base64 (RFC 4648, padded). */
+void cli_json_bytes(FILE *f, const char *name, const void *p, size_t len);
+/* {"id":"<40 hex>","addr":"..."} */
+void cli_json_peer(FILE *f, const dht_client_peer *p);
+
+/* ---- commands ----------------------------------------------------------- */
+
+/* dht bench ...: argv holds the arguments after "bench". */
+int cli_bench(cli_ctx *ctx, int argc, char **argv);
+extern const char cli_bench_usage[];
+
+#endif /* DHT_CLI_H */

@@ -1,0 +1,371 @@
+/*
+ * cli_out.c: the dht client's shared plumbing (cli.h): argument scanning,
+ * number parsing, one-line error reports, and JSON output with byte strings
+ * that are either UTF-8 strings or base64.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "dht/err.h"
+
+/* ---- argument scanning -------------------------------------------------- */
+
+void cli_args_init(cli_args *a, int argc, char **argv) {
+  memset(a, 0, sizeof(*a));
+  a->argc = argc;
+  a->argv = argv;
+}
+
+int cli_args_next(cli_args *a, const char **pos) {
+  const char *s, *eq;
+
+  a->opt = NULL;
+  a->opt_len = 0;
+  a->inline_value = NULL;
+  for (;;) {
+    if (a->i >= a->argc) {
+      return CLI_ARG_END;
+    }
+    s = a->argv[a->i++];
+    if (!a->opts_done && strcmp(s, "--") == 0) {
+      a->opts_done = true;
+      continue;
+    }
+    if (a->opts_done || s[0] != '-' || s[1] == '\0') {
+      *pos = s;
+      return CLI_ARG_POS;
+    }
+    a->opt = s;
+    eq = s[1] == '-' ? strchr(s, '=') : NULL;
+    a->opt_len = eq != NULL ? (size_t)(eq - s) : strlen(s);
+    a->inline_value = eq != NULL ? eq + 1 : NULL;
+    return CLI_ARG_OPT;
+  }
+}
+
+bool cli_opt_is(const cli_args *a, const char *name) {
+  return a->opt != NULL && strlen(name) == a->opt_len &&
+         memcmp(a->opt, name, a->opt_len) == 0;
+}
+
+int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value) {
+  char name[64];
+
+  if (a->inline_value != NULL) {
+    *value = a->inline_value;
+    return 0;
+  }
+  if (a->i >= a->argc) {
+    cli_escape(name, sizeof(name), a->opt, a->opt_len);
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "option %s needs a value", name);
+  }
+  *value = a->argv[a->i++];
+  return 0;
+}
+
+int cli_opt_flag(cli_ctx *ctx, const cli_args *a) {
+  char name[64];
+
+  if (a->inline_value != NULL) {
+    cli_escape(name, sizeof(name), a->opt, a->opt_len);
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "option %s takes no value", name);
+  }
+  return 0;
+}
+
+int cli_unknown_opt(cli_ctx *ctx, const cli_args *a) {
+  char name[64];
+
+  cli_escape(name, sizeof(name), a->opt, strlen(a->opt));
+  if (ctx->command != NULL) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "unknown option '%s' for %s (see dht %s --help)", name,
+                    ctx->command, ctx->command);
+  }
+  return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                  "unknown option '%s' (see dht --help)", name);
+}
+
+int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv) {
+  char host[DHT_ADDR_LEN_MAX + 1], shown[300];
+  const char *v;
+  uint64_t n;
+  uint16_t port;
+
+  *rv = 0;
+  if (cli_opt_is(a, "--json")) {
+    *rv = cli_opt_flag(ctx, a);
+    if (*rv == 0) {
+      ctx->json = true;
+    }
+    return 1;
+  }
+  if (cli_opt_is(a, "--node")) {
+    if ((*rv = cli_opt_value(ctx, a, &v)) != 0) {
+      return 1;
+    }
+    if (dht_addr_parse(v, host, sizeof(host), &port) != 0) {
+      cli_escape(shown, sizeof(shown), v, strlen(v));
+      *rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                     "--node: bad address '%s' (want HOST:PORT, "
+                     "[IPV6]:PORT or NAME:PORT, port 1..65535)",
+                     shown);
+      return 1;
+    }
+    ctx->node = v;
+    return 1;
+  }
+  if (cli_opt_is(a, "--timeout-ms")) {
+    if ((*rv = cli_opt_value(ctx, a, &v)) != 0) {
+      return 1;
+    }
+    *rv = cli_parse_u64(ctx, "--timeout-ms", v, 1, CLI_TIMEOUT_MS_MAX, &n);
+    if (*rv == 0) {
+      ctx->timeout_ms = (int)n;
+    }
+    return 1;
+  }
+  return 0;
+}
+
+int cli_parse_u64(cli_ctx *ctx, const char *name, const char *s, uint64_t min,
+                  uint64_t max, uint64_t *out) {
+  char shown[80];
+  uint64_t v = 0;
+  size_t i;
+
+  for (i = 0; s[i] != '\0'; i++) {
+    if (s[i] < '0' || s[i] > '9' || v > (UINT64_MAX - 9) / 10) {
+      break;
+    }
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  }
+  if (i == 0 || s[i] != '\0' || v < min || v > max) {
+    cli_escape(shown, sizeof(shown), s, strlen(s));
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "%s: expected an integer in %llu..%llu, got '%s'", name,
+                    (unsigned long long)min, (unsigned long long)max, shown);
+  }
+  *out = v;
+  return 0;
+}
+
+/* ---- errors ------------------------------------------------------------- */
+
+char *cli_escape(char *out, size_t out_size, const void *p, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  const uint8_t *b = p;
+  size_t o = 0, i;
+
+  for (i = 0; i < len; i++) {
+    /* Room for the longest escape, "..." and the NUL. */
+    if (o + 4 + 3 + 1 > out_size) {
+      if (out_size >= 4) {
+        o = o < out_size - 4 ? o : out_size - 4;
+        memcpy(out + o, "...", 3);
+        o += 3;
+      }
+      break;
+    }
+    if (b[i] == '\\') {
+      out[o++] = '\\';
+      out[o++] = '\\';
+    } else if (b[i] >= 0x20 && b[i] < 0x7f) {
+      out[o++] = (char)b[i];
+    } else {
+      out[o++] = '\\';
+      out[o++] = 'x';
+      out[o++] = hex[b[i] >> 4];
+      out[o++] = hex[b[i] & 15];
+    }
+  }
+  if (out_size > 0) {
+    out[o < out_size ? o : out_size - 1] = '\0';
+  }
+  return out;
+}
+
+int cli_fail(const cli_ctx *ctx, int exit_code, int code, const char *fmt,
+             ...) {
+  char msg[1024], line[1024];
+  va_list ap;
+  size_t i;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  /* The parts are escaped already (escaping again would double their
+   * backslashes); this only guarantees a single line. */
+  for (i = 0; msg[i] != '\0' && i + 1 < sizeof(line); i++) {
+    line[i] = ((unsigned char)msg[i] < 0x20 || msg[i] == 0x7f) ? '?' : msg[i];
+  }
+  line[i] = '\0';
+  fflush(stdout);
+  fprintf(stderr, "dht: %s\n", line);
+  if (ctx != NULL && ctx->json) {
+    fputs("{\"ok\":false,\"command\":", stdout);
+    if (ctx->command != NULL) {
+      cli_json_str(stdout, ctx->command);
+    } else {
+      fputs("null", stdout);
+    }
+    fputs(",\"error\":", stdout);
+    cli_json_str(stdout, dht_errname(code));
+    fprintf(stdout, ",\"code\":%d,\"message\":", code);
+    cli_json_str(stdout, line);
+    fputs("}\n", stdout);
+    fflush(stdout);
+  }
+  return exit_code;
+}
+
+int cli_fail_call(const cli_ctx *ctx, dht_client *c, int rv, const char *key,
+                  size_t key_len) {
+  char shown[200];
+
+  if (rv == DHT_ERR_NOT_FOUND && key != NULL) {
+    cli_escape(shown, sizeof(shown), key, key_len);
+    return cli_fail(ctx, CLI_EXIT_NOT_FOUND, rv, "key not found: %s", shown);
+  }
+  return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_client_last_error(c));
+}
+
+int cli_finish(const cli_ctx *ctx, int rv) {
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    /* --json would write to the same broken stdout: stderr only. */
+    fprintf(stderr, "dht: write to stdout: %s\n", strerror(errno));
+    (void)ctx;
+    return CLI_EXIT_ERROR;
+  }
+  return rv;
+}
+
+/* ---- JSON --------------------------------------------------------------- */
+
+bool cli_utf8_valid(const uint8_t *p, size_t len) {
+  size_t i = 0, n, k;
+  uint32_t cp;
+
+  while (i < len) {
+    if (p[i] < 0x80) {
+      i++;
+      continue;
+    }
+    if (p[i] >= 0xc2 && p[i] <= 0xdf) {
+      n = 1;
+      cp = p[i] & 0x1fu;
+    } else if (p[i] >= 0xe0 && p[i] <= 0xef) {
+      n = 2;
+      cp = p[i] & 0x0fu;
+    } else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
+      n = 3;
+      cp = p[i] & 0x07u;
+    } else {
+      return false;
+    }
+    if (len - i <= n) {
+      return false;
+    }
+    for (k = 1; k <= n; k++) {
+      if ((p[i + k] & 0xc0) != 0x80) {
+        return false;
+      }
+      cp = cp << 6 | (p[i + k] & 0x3fu);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff)) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+void cli_json_str_n(FILE *f, const void *p, size_t len) {
+  const uint8_t *b = p;
+  size_t i;
+
+  fputc('"', f);
+  for (i = 0; i < len; i++) {
+    switch (b[i]) {
+    case '"':
+      fputs("\\\"", f);
+      break;
+    case '\\':
+      fputs("\\\\", f);
+      break;
+    case '\n':
+      fputs("\\n", f);
+      break;
+    case '\r':
+      fputs("\\r", f);
+      break;
+    case '\t':
+      fputs("\\t", f);
+      break;
+    default:
+      if (b[i] < 0x20 || b[i] == 0x7f) {
+        fprintf(f, "\\u%04x", (unsigned)b[i]);
+      } else {
+        fputc(b[i], f);
+      }
+    }
+  }
+  fputc('"', f);
+}
+
+void cli_json_str(FILE *f, const char *s) { cli_json_str_n(f, s, strlen(s)); }
+
+static void base64(FILE *f, const uint8_t *p, size_t len) {
+  static const char tbl[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  uint32_t v;
+  size_t i;
+
+  fputc('"', f);
+  for (i = 0; i + 2 < len; i += 3) {
+    v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+    fputc(tbl[v >> 18], f);
+    fputc(tbl[(v >> 12) & 63], f);
+    fputc(tbl[(v >> 6) & 63], f);
+    fputc(tbl[v & 63], f);
+  }
+  if (len - i == 1) {
+    v = (uint32_t)p[i] << 16;
+    fputc(tbl[v >> 18], f);
+    fputc(tbl[(v >> 12) & 63], f);
+    fputs("==", f);
+  } else if (len - i == 2) {
+    v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
+    fputc(tbl[v >> 18], f);
+    fputc(tbl[(v >> 12) & 63], f);
+    fputc(tbl[(v >> 6) & 63], f);
+    fputc('=', f);
+  }
+  fputc('"', f);
+}
+
+void cli_json_bytes(FILE *f, const char *name, const void *p, size_t len) {
+  if (len == 0 || cli_utf8_valid(p, len)) {
+    fprintf(f, "\"%s\":", name);
+    cli_json_str_n(f, p, len);
+  } else {
+    fprintf(f, "\"%s_base64\":", name);
+    base64(f, p, len);
+  }
+}
+
+void cli_json_peer(FILE *f, const dht_client_peer *p) {
+  char hex[DHT_ID_HEX_LEN];
+
+  fprintf(f, "{\"id\":\"%s\",\"addr\":", dht_id_hex(&p->id, hex));
+  cli_json_str(f, p->addr);
+  fputc('}', f);
+}

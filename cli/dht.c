@@ -1,0 +1,1093 @@
+/*
+ * dht.c: the dht command-line client. Parses the global options and the
+ * command, and implements put, get, del, lookup, ring, stats and ping on top
+ * of the blocking client library (dht/client.h); bench is in bench.c and
+ * the shared plumbing (arguments, errors, JSON) in cli_out.c.
+ *
+ * Conventions every command follows: exit 0 on success, 1 when get or del
+ * finds no key, 2 on any other error; each error is one line on stderr
+ * starting "dht: "; with --json, stdout carries exactly one JSON object
+ * (the result, or the error).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "cli.h"
+#include "dht/err.h"
+
+#ifndef DHT_VERSION
+#define DHT_VERSION "0.0.0"
+#endif
+
+/* How many nodes `ring` visits before it gives up [default]. */
+#define RING_NODES_DEFAULT 4096
+#define RING_NODES_MAX 65536
+
+static const char usage[] =
+    "usage: dht [--node HOST:PORT] [--timeout-ms N] [--json] COMMAND [ARGS]\n"
+    "\n"
+    "A client for a chord-dht ring. It talks to one node (dhtd), which routes\n"
+    "each request to the node that owns the key.\n"
+    "\n"
+    "Commands:\n"
+    "  put KEY [VALUE]   store VALUE under KEY (or --file PATH, or stdin)\n"
+    "  get KEY           write KEY's value to stdout, raw bytes\n"
+    "  del KEY           delete KEY\n"
+    "  lookup KEY        which node owns KEY (--trace: the route taken)\n"
+    "  ring              walk the ring by successors and list every node\n"
+    "  stats             one node's routing state and counters\n"
+    "  ping              check that the node answers\n"
+    "  bench             load generator: throughput and latency\n"
+    "  help [COMMAND]    this text, or a command's (also: dht COMMAND --help)\n"
+    "\n"
+    "Options, before or after the command:\n"
+    "  --node HOST:PORT  node to talk to: IPv4, [IPv6] or a host name; the\n"
+    "                    default is $DHT_NODE, else 127.0.0.1:7000\n"
+    "  --timeout-ms N    time limit of each request, connecting included,\n"
+    "                    1..3600000 [5000]\n"
+    "  --json            print one JSON object on stdout instead of text\n"
+    "  -h, --help        this text\n"
+    "  --version         print the version\n"
+    "Use -- to end options, e.g. dht get -- -key-with-dash.\n"
+    "\n"
+    "Keys are 1..1024 bytes, values 0..1048576 bytes (1 MiB).\n"
+    "Exit status: 0 success, 1 key not found (get, del), 2 any other error\n"
+    "(bad argument, node unreachable, timeout, error from the node). Errors\n"
+    "are one line on stderr starting \"dht: \"; with --json, stdout also gets\n"
+    "{\"ok\":false,\"error\":NAME,\"code\":N,\"message\":...}.\n"
+    "In JSON, a key or value that is valid UTF-8 is a string (\"key\",\n"
+    "\"value\"); any other is base64 under \"key_base64\" / "
+    "\"value_base64\".\n";
+
+static const char put_usage[] =
+    "usage: dht put KEY [VALUE]\n"
+    "       dht put KEY --file PATH\n"
+    "       dht put KEY < FILE\n"
+    "\n"
+    "Stores the value under KEY, replacing any older value. The value is\n"
+    "VALUE, else the contents of PATH, else all of stdin (binary-safe); at\n"
+    "most 1048576 bytes. Prints nothing on success (with --json:\n"
+    "{\"ok\":true,\"command\":\"put\",\"key\":...,\"value_len\":N}).\n"
+    "\n"
+    "  --file PATH   read the value from PATH\n";
+
+static const char get_usage[] =
+    "usage: dht get KEY\n"
+    "\n"
+    "Writes the value stored under KEY to stdout, byte for byte, with no\n"
+    "newline added. Exit 1 when there is no such key. With --json:\n"
+    "{\"ok\":true,\"command\":\"get\",\"key\":...,\"value\":...,"
+    "\"value_len\":N}\n"
+    "(\"value_base64\" instead of \"value\" when it is not valid UTF-8).\n";
+
+static const char del_usage[] =
+    "usage: dht del KEY\n"
+    "\n"
+    "Deletes KEY. Prints nothing on success. Exit 1 when the node reports\n"
+    "that there was no such key.\n";
+
+static const char lookup_usage[] =
+    "usage: dht lookup KEY [--trace]\n"
+    "\n"
+    "Asks the ring which node owns KEY (the first node at or after\n"
+    "BLAKE2b-160(KEY) on the ring) and prints its short id, address and full\n"
+    "id, the key's id and the number of routing hops.\n"
+    "\n"
+    "  --trace   also print the path: each node the lookup went through\n";
+
+static const char ring_usage[] =
+    "usage: dht ring [--max-nodes N]\n"
+    "\n"
+    "Walks the ring from the node by asking each node in turn for its STATS\n"
+    "and moving to its first successor, until the walk comes back to the\n"
+    "start. Prints each node in ring order: short id, address, predecessor's\n"
+    "address and key count.\n"
+    "\n"
+    "Problems are listed after the nodes: a node that does not answer (the\n"
+    "walk goes on from the next entry of the previous node's successor\n"
+    "list), a predecessor that is not the node before it, an id that differs\n"
+    "from the one its predecessor lists, a walk that loops without coming\n"
+    "back to the start or passes --max-nodes. Exit 0 when the ring is whole,\n"
+    "2 when there is any problem.\n"
+    "\n"
+    "  --max-nodes N   stop after N nodes, 1..65536 [4096]\n";
+
+static const char stats_usage[] =
+    "usage: dht stats\n"
+    "\n"
+    "Prints one node's routing state and counters: its id and address, its\n"
+    "predecessor, its successor list, its distinct fingers (with the range\n"
+    "of finger indexes i, finger i = successor(id + 2^i), each one covers)\n"
+    "and every counter it reports.\n";
+
+static const char ping_usage[] =
+    "usage: dht ping\n"
+    "\n"
+    "Sends PING and prints the node's id and address and the round-trip\n"
+    "time. Exit 2 when it does not answer within --timeout-ms.\n";
+
+typedef int (*cmd_fn)(cli_ctx *ctx, int argc, char **argv);
+
+typedef struct command {
+  const char *name;  /* the command word */
+  cmd_fn fn;         /* runs it; argv holds what follows the word */
+  const char *usage; /* its --help text */
+} command;
+
+/* ---- shared helpers ----------------------------------------------------- */
+
+/* The positional arguments a command takes, gathered by scan_args(). */
+typedef struct positional {
+  const char *v[2]; /* in order */
+  int n;            /* how many were given */
+} positional;
+
+/* Option handler of one command: returns 1 when it took the option, 0 when
+ * it is not one of its own, or an exit code (already printed). */
+typedef int (*opt_fn)(cli_ctx *ctx, cli_args *a, void *ud);
+
+/* Scans a command's arguments: --help, the global options, the command's
+ * own options (own may be NULL) and at most max_pos positional arguments.
+ * Returns 0, -1 after printing the help, or an exit code (printed). */
+static int scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
+                     int max_pos, positional *pos, opt_fn own, void *ud) {
+  const char *p;
+  cli_args a;
+  int kind, rv;
+
+  memset(pos, 0, sizeof(*pos));
+  cli_args_init(&a, argc, argv);
+  while ((kind = cli_args_next(&a, &p)) != CLI_ARG_END) {
+    if (kind == CLI_ARG_POS) {
+      if (pos->n >= max_pos) {
+        return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                        "too many arguments for %s (see dht %s --help)",
+                        ctx->command, ctx->command);
+      }
+      pos->v[pos->n++] = p;
+      continue;
+    }
+    if (cli_opt_is(&a, "-h") || cli_opt_is(&a, "--help")) {
+      fputs(help, stdout);
+      return -1;
+    }
+    if (cli_global_opt(ctx, &a, &rv)) {
+      if (rv != 0) {
+        return rv;
+      }
+      continue;
+    }
+    if (own != NULL) {
+      rv = own(ctx, &a, ud);
+      if (rv == 1) {
+        continue;
+      }
+      if (rv != 0) {
+        return rv;
+      }
+    }
+    return cli_unknown_opt(ctx, &a);
+  }
+  return 0;
+}
+
+/* Checks a key given on the command line: 1..1024 bytes. */
+static int check_key(cli_ctx *ctx, const char *key) {
+  size_t len = strlen(key);
+
+  if (len == 0 || len > CLI_KEY_LEN_MAX) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "key must be 1..%u bytes, got %zu", CLI_KEY_LEN_MAX, len);
+  }
+  return 0;
+}
+
+static int need_key(cli_ctx *ctx, const positional *pos) {
+  if (pos->n < 1) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "%s: missing KEY (see dht %s --help)", ctx->command,
+                    ctx->command);
+  }
+  return check_key(ctx, pos->v[0]);
+}
+
+static int open_client(cli_ctx *ctx, dht_client **c) {
+  char shown[300];
+  int rv;
+
+  rv = dht_client_new(c, ctx->node, NULL);
+  if (rv == DHT_ERR_INVAL) {
+    /* Only $DHT_NODE can get here: --node is checked when parsed. */
+    return cli_fail(
+        ctx, CLI_EXIT_ERROR, rv,
+        "bad node address '%s' (from $DHT_NODE; want HOST:PORT, "
+        "[IPV6]:PORT or NAME:PORT)",
+        cli_escape(shown, sizeof(shown), ctx->node, strlen(ctx->node)));
+  }
+  if (rv != 0) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_strerror(rv));
+  }
+  return 0;
+}
+
+static void print_peer_line(const char *label, const dht_client_peer *p) {
+  char s[DHT_ID_SHORT_LEN];
+
+  printf("%-9s %s  %s\n", label, dht_id_short(&p->id, s), p->addr);
+}
+
+/* Reads all of f into a malloc'd buffer, refusing more than the value
+ * limit. Returns 0 or an exit code (printed). */
+static int read_value(cli_ctx *ctx, FILE *f, const char *what, uint8_t **out,
+                      size_t *out_len) {
+  size_t cap = CLI_VALUE_LEN_MAX + 1, len = 0, n;
+  uint8_t *buf = malloc(cap);
+
+  if (buf == NULL) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+  }
+  while (len < cap && (n = fread(buf + len, 1, cap - len, f)) > 0) {
+    len += n;
+  }
+  if (ferror(f)) {
+    free(buf);
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL, "read %s: %s", what,
+                    strerror(errno));
+  }
+  if (len > CLI_VALUE_LEN_MAX) {
+    free(buf);
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_TOO_LARGE,
+                    "value from %s is larger than 1 MiB (%u bytes)", what,
+                    CLI_VALUE_LEN_MAX);
+  }
+  *out = buf;
+  *out_len = len;
+  return 0;
+}
+
+/* ---- put / get / del ---------------------------------------------------- */
+
+static int put_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  const char **file = ud;
+  int rv;
+
+  if (!cli_opt_is(a, "--file")) {
+    return 0;
+  }
+  rv = cli_opt_value(ctx, a, file);
+  return rv != 0 ? rv : 1;
+}
+
+static int cmd_put(cli_ctx *ctx, int argc, char **argv) {
+  const char *file = NULL, *key;
+  char shown[300];
+  uint8_t *value = NULL;
+  size_t value_len = 0;
+  positional pos;
+  dht_client *c = NULL;
+  FILE *f;
+  int rv;
+
+  rv = scan_args(ctx, argc, argv, put_usage, 2, &pos, put_opt, &file);
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  if ((rv = need_key(ctx, &pos)) != 0) {
+    return rv;
+  }
+  key = pos.v[0];
+  if (pos.n == 2 && file != NULL) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "put: give VALUE or --file, not both");
+  }
+  if (pos.n == 2) {
+    value_len = strlen(pos.v[1]);
+    if (value_len > CLI_VALUE_LEN_MAX) {
+      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_TOO_LARGE,
+                      "value is larger than 1 MiB (%u bytes)",
+                      CLI_VALUE_LEN_MAX);
+    }
+    value = malloc(value_len > 0 ? value_len : 1);
+    if (value == NULL) {
+      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+    }
+    memcpy(value, pos.v[1], value_len);
+  } else if (file != NULL) {
+    cli_escape(shown, sizeof(shown), file, strlen(file));
+    f = fopen(file, "rb");
+    if (f == NULL) {
+      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL, "cannot open %s: %s",
+                      shown, strerror(errno));
+    }
+    rv = read_value(ctx, f, shown, &value, &value_len);
+    fclose(f);
+    if (rv != 0) {
+      return rv;
+    }
+  } else if ((rv = read_value(ctx, stdin, "stdin", &value, &value_len)) != 0) {
+    return rv;
+  }
+  if ((rv = open_client(ctx, &c)) != 0) {
+    free(value);
+    return rv;
+  }
+  rv = dht_client_put(c, key, strlen(key), value, value_len, ctx->timeout_ms);
+  if (rv != 0) {
+    rv = cli_fail_call(ctx, c, rv, NULL, 0);
+  } else if (ctx->json) {
+    fputs("{\"ok\":true,\"command\":\"put\",", stdout);
+    cli_json_bytes(stdout, "key", key, strlen(key));
+    printf(",\"value_len\":%zu}\n", value_len);
+  }
+  dht_client_del(c);
+  free(value);
+  return cli_finish(ctx, rv);
+}
+
+static int cmd_get(cli_ctx *ctx, int argc, char **argv) {
+  uint8_t *value;
+  size_t value_len;
+  positional pos;
+  dht_client *c;
+  int rv;
+
+  rv = scan_args(ctx, argc, argv, get_usage, 1, &pos, NULL, NULL);
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  if ((rv = need_key(ctx, &pos)) != 0 || (rv = open_client(ctx, &c)) != 0) {
+    return rv;
+  }
+  rv = dht_client_get(c, pos.v[0], strlen(pos.v[0]), &value, &value_len,
+                      ctx->timeout_ms);
+  if (rv != 0) {
+    rv = cli_fail_call(ctx, c, rv, pos.v[0], strlen(pos.v[0]));
+  } else if (ctx->json) {
+    fputs("{\"ok\":true,\"command\":\"get\",", stdout);
+    cli_json_bytes(stdout, "key", pos.v[0], strlen(pos.v[0]));
+    fputc(',', stdout);
+    cli_json_bytes(stdout, "value", value, value_len);
+    printf(",\"value_len\":%zu}\n", value_len);
+  } else if (value_len > 0) {
+    fwrite(value, 1, value_len, stdout);
+  }
+  free(value);
+  dht_client_del(c);
+  return cli_finish(ctx, rv);
+}
+
+static int cmd_del(cli_ctx *ctx, int argc, char **argv) {
+  positional pos;
+  dht_client *c;
+  int rv;
+
+  rv = scan_args(ctx, argc, argv, del_usage, 1, &pos, NULL, NULL);
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  if ((rv = need_key(ctx, &pos)) != 0 || (rv = open_client(ctx, &c)) != 0) {
+    return rv;
+  }
+  rv = dht_client_remove(c, pos.v[0], strlen(pos.v[0]), ctx->timeout_ms);
+  if (rv != 0) {
+    rv = cli_fail_call(ctx, c, rv, pos.v[0], strlen(pos.v[0]));
+  } else if (ctx->json) {
+    fputs("{\"ok\":true,\"command\":\"del\",", stdout);
+    cli_json_bytes(stdout, "key", pos.v[0], strlen(pos.v[0]));
+    fputs("}\n", stdout);
+  }
+  dht_client_del(c);
+  return cli_finish(ctx, rv);
+}
+
+/* ---- lookup ------------------------------------------------------------- */
+
+static int lookup_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  bool *trace = ud;
+  int rv;
+
+  if (!cli_opt_is(a, "--trace")) {
+    return 0;
+  }
+  rv = cli_opt_flag(ctx, a);
+  *trace = true;
+  return rv != 0 ? rv : 1;
+}
+
+static int cmd_lookup(cli_ctx *ctx, int argc, char **argv) {
+  char hex[DHT_ID_HEX_LEN], s[DHT_ID_SHORT_LEN];
+  dht_client_lookup_result *res;
+  bool trace = false;
+  positional pos;
+  dht_client *c;
+  dht_id target;
+  size_t i;
+  int rv;
+
+  rv = scan_args(ctx, argc, argv, lookup_usage, 1, &pos, lookup_opt, &trace);
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  if ((rv = need_key(ctx, &pos)) != 0 || (rv = open_client(ctx, &c)) != 0) {
+    return rv;
+  }
+  res = malloc(sizeof(*res));
+  if (res == NULL) {
+    dht_client_del(c);
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+  }
+  dht_id_hash(&target, pos.v[0], strlen(pos.v[0]));
+  rv = dht_client_lookup(c, &target, trace, res, ctx->timeout_ms);
+  if (rv != 0) {
+    rv = cli_fail_call(ctx, c, rv, NULL, 0);
+  } else if (ctx->json) {
+    fputs("{\"ok\":true,\"command\":\"lookup\",", stdout);
+    cli_json_bytes(stdout, "key", pos.v[0], strlen(pos.v[0]));
+    printf(",\"key_id\":\"%s\",\"owner\":", dht_id_hex(&target, hex));
+    cli_json_peer(stdout, &res->owner);
+    printf(",\"hops\":%u", (unsigned)res->hops);
+    if (trace) {
+      fputs(",\"path\":[", stdout);
+      for (i = 0; i < res->n_path; i++) {
+        if (i > 0) {
+          fputc(',', stdout);
+        }
+        cli_json_peer(stdout, &res->path[i]);
+      }
+      fputc(']', stdout);
+    }
+    fputs("}\n", stdout);
+  } else {
+    print_peer_line("owner", &res->owner);
+    printf("%-9s %s\n", "owner id", dht_id_hex(&res->owner.id, hex));
+    printf("%-9s %s\n", "key id", dht_id_hex(&target, hex));
+    printf("%-9s %u\n", "hops", (unsigned)res->hops);
+    if (trace) {
+      if (res->n_path == 0) {
+        printf("path      (empty: no node recorded the route)\n");
+      } else {
+        printf("path\n");
+      }
+      for (i = 0; i < res->n_path; i++) {
+        printf("  %2zu  %s  %s\n", i + 1, dht_id_short(&res->path[i].id, s),
+               res->path[i].addr);
+      }
+    }
+  }
+  free(res);
+  dht_client_del(c);
+  return cli_finish(ctx, rv);
+}
+
+/* ---- ping --------------------------------------------------------------- */
+
+static int cmd_ping(cli_ctx *ctx, int argc, char **argv) {
+  char s[DHT_ID_SHORT_LEN], hex[DHT_ID_HEX_LEN];
+  struct timespec t0, t1;
+  dht_client_peer node;
+  positional pos;
+  dht_client *c;
+  double ms;
+  int rv;
+
+  rv = scan_args(ctx, argc, argv, ping_usage, 0, &pos, NULL, NULL);
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  if ((rv = open_client(ctx, &c)) != 0) {
+    return rv;
+  }
+  /* Connect first, so that the time shown is one round trip. */
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  rv = dht_client_connect(c, ctx->timeout_ms);
+  if (rv == 0) {
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+         (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rv = dht_client_ping(
+        c, &node,
+        ctx->timeout_ms - (int)ms > 0 ? ctx->timeout_ms - (int)ms : 0);
+  }
+  if (rv != 0) {
+    rv = cli_fail_call(ctx, c, rv, NULL, 0);
+  } else {
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+         (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    if (ctx->json) {
+      fputs("{\"ok\":true,\"command\":\"ping\",\"node\":", stdout);
+      cli_json_peer(stdout, &node);
+      printf(",\"rtt_us\":%.0f}\n", ms * 1e3);
+    } else {
+      printf("pong from %s %s (id %s) in %.3f ms\n", dht_id_short(&node.id, s),
+             node.addr, dht_id_hex(&node.id, hex), ms);
+    }
+  }
+  dht_client_del(c);
+  return cli_finish(ctx, rv);
+}
+
+/* ---- stats -------------------------------------------------------------- */
+
+static void print_stats_text(const dht_client_stats_result *st) {
+  char s[DHT_ID_SHORT_LEN], hex[DHT_ID_HEX_LEN];
+  uint32_t last;
+  size_t i, w = 0;
+
+  print_peer_line("node", &st->node);
+  printf("%-9s %s\n", "id", dht_id_hex(&st->node.id, hex));
+  if (st->has_pred) {
+    print_peer_line("pred", &st->pred);
+  } else {
+    printf("%-9s (none)\n", "pred");
+  }
+  printf("successors (%zu)\n", st->n_succs);
+  for (i = 0; i < st->n_succs; i++) {
+    printf("  %2zu  %s  %s\n", i + 1, dht_id_short(&st->succs[i].id, s),
+           st->succs[i].addr);
+  }
+  printf("fingers (%zu distinct)\n", st->n_fingers);
+  for (i = 0; i < st->n_fingers; i++) {
+    last = i + 1 < st->n_fingers ? st->fingers[i + 1].start_bit - 1
+                                 : DHT_ID_BITS - 1;
+    if (last < st->fingers[i].start_bit) {
+      last = st->fingers[i].start_bit; /* out of order: show the start */
+    }
+    printf("  %3u-%-3u  %s  %s\n", (unsigned)st->fingers[i].start_bit,
+           (unsigned)last, dht_id_short(&st->fingers[i].peer.id, s),
+           st->fingers[i].peer.addr);
+  }
+  for (i = 0; i < st->n_counters; i++) {
+    if (strlen(st->counters[i].name) > w) {
+      w = strlen(st->counters[i].name);
+    }
+  }
+  printf("counters\n");
+  for (i = 0; i < st->n_counters; i++) {
+    printf("  %-*s  %llu\n", (int)w, st->counters[i].name,
+           (unsigned long long)st->counters[i].value);
+  }
+}
+
+static void print_stats_json(const dht_client_stats_result *st) {
+  size_t i;
+
+  fputs("{\"ok\":true,\"command\":\"stats\",\"node\":", stdout);
+  cli_json_peer(stdout, &st->node);
+  fputs(",\"pred\":", stdout);
+  if (st->has_pred) {
+    cli_json_peer(stdout, &st->pred);
+  } else {
+    fputs("null", stdout);
+  }
+  fputs(",\"succs\":[", stdout);
+  for (i = 0; i < st->n_succs; i++) {
+    if (i > 0) {
+      fputc(',', stdout);
+    }
+    cli_json_peer(stdout, &st->succs[i]);
+  }
+  fputs("],\"fingers\":[", stdout);
+  for (i = 0; i < st->n_fingers; i++) {
+    printf("%s{\"start_bit\":%u,\"peer\":", i > 0 ? "," : "",
+           (unsigned)st->fingers[i].start_bit);
+    cli_json_peer(stdout, &st->fingers[i].peer);
+    fputc('}', stdout);
+  }
+  fputs("],\"counters\":{", stdout);
+  for (i = 0; i < st->n_counters; i++) {
+    if (i > 0) {
+      fputc(',', stdout);
+    }
+    cli_json_str(stdout, st->counters[i].name);
+    printf(":%llu", (unsigned long long)st->counters[i].value);
+  }
+  fputs("}}\n", stdout);
+}
+
+static int cmd_stats(cli_ctx *ctx, int argc, char **argv) {
+  dht_client_stats_result *st;
+  positional pos;
+  dht_client *c;
+  int rv;
+
+  rv = scan_args(ctx, argc, argv, stats_usage, 0, &pos, NULL, NULL);
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  if ((rv = open_client(ctx, &c)) != 0) {
+    return rv;
+  }
+  st = malloc(sizeof(*st));
+  if (st == NULL) {
+    dht_client_del(c);
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+  }
+  rv = dht_client_stats(c, st, ctx->timeout_ms);
+  if (rv != 0) {
+    rv = cli_fail_call(ctx, c, rv, NULL, 0);
+  } else if (ctx->json) {
+    print_stats_json(st);
+  } else {
+    print_stats_text(st);
+  }
+  free(st);
+  dht_client_del(c);
+  return cli_finish(ctx, rv);
+}
+
+/* ---- ring --------------------------------------------------------------- */
+
+/* One node of the walk, in ring order. */
+typedef struct ring_row {
+  dht_client_peer node; /* as it answered, or as its predecessor listed it */
+  bool reachable;       /* it answered STATS */
+  bool has_pred;        /* pred is set */
+  dht_client_peer pred; /* its predecessor */
+  bool has_keys;        /* it reported a "keys" counter */
+  uint64_t keys;        /* ... with this value */
+  char error[300];      /* why it did not answer */
+} ring_row;
+
+typedef struct ring_walk {
+  cli_ctx *ctx;
+  ring_row *rows;        /* the nodes, in walk order */
+  size_t n_rows;         /* entries used */
+  size_t cap_rows;       /* entries allocated */
+  char (*problems)[400]; /* one line each */
+  size_t n_problems;
+  size_t cap_problems;
+  size_t n_reachable;
+  const dht_id *last_reachable; /* id of the last node that answered */
+} ring_walk;
+
+CLI_PRINTF(2, 3)
+static void ring_problem(ring_walk *w, const char *fmt, ...) {
+  char(*grown)[400];
+  va_list ap;
+  size_t cap;
+
+  if (w->n_problems == w->cap_problems) {
+    cap = w->cap_problems ? 2 * w->cap_problems : 16;
+    grown = realloc(w->problems, cap * sizeof(*grown));
+    if (grown == NULL) {
+      return; /* the count below still says something went wrong */
+    }
+    w->problems = grown;
+    w->cap_problems = cap;
+  }
+  va_start(ap, fmt);
+  vsnprintf(w->problems[w->n_problems++], sizeof(w->problems[0]), fmt, ap);
+  va_end(ap);
+}
+
+static ring_row *ring_add(ring_walk *w) {
+  ring_row *grown;
+  size_t cap;
+
+  if (w->n_rows == w->cap_rows) {
+    cap = w->cap_rows ? 2 * w->cap_rows : 64;
+    grown = realloc(w->rows, cap * sizeof(*grown));
+    if (grown == NULL) {
+      return NULL;
+    }
+    w->rows = grown;
+    w->cap_rows = cap;
+  }
+  memset(&w->rows[w->n_rows], 0, sizeof(w->rows[0]));
+  return &w->rows[w->n_rows++];
+}
+
+static bool ring_seen(const ring_walk *w, const dht_id *id) {
+  size_t i;
+
+  for (i = 0; i < w->n_rows; i++) {
+    if (dht_id_eq(&w->rows[i].node.id, id)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Whether a node's predecessor fits the walk: it must be the node before
+ * it, or, when that one did not answer (it may be gone, and the ring may
+ * have closed over it already), the last node that did. */
+static bool pred_ok(const ring_walk *w, bool has_pred, const dht_id *pred,
+                    const ring_row *before) {
+  if (!has_pred) {
+    return false;
+  }
+  return dht_id_eq(pred, &before->node.id) ||
+         (!before->reachable && dht_id_eq(pred, w->last_reachable));
+}
+
+static void ring_print_row(const ring_walk *w, const ring_row *r) {
+  char s[DHT_ID_SHORT_LEN], keys[24];
+
+  if (w->ctx->json) {
+    return;
+  }
+  if (!r->reachable) {
+    printf("%-8s  %-21s  (no answer: %s)\n", dht_id_short(&r->node.id, s),
+           r->node.addr, r->error);
+    return;
+  }
+  if (r->has_keys) {
+    snprintf(keys, sizeof(keys), "%llu", (unsigned long long)r->keys);
+  } else {
+    snprintf(keys, sizeof(keys), "-");
+  }
+  printf("%-8s  %-21s  %-21s  %s\n", dht_id_short(&r->node.id, s), r->node.addr,
+         r->has_pred ? r->pred.addr : "(none)", keys);
+}
+
+static void ring_print_json(const ring_walk *w, bool closed) {
+  size_t i;
+
+  printf("{\"ok\":%s,\"command\":\"ring\",\"start\":",
+         closed && w->n_problems == 0 ? "true" : "false");
+  cli_json_str(stdout, w->ctx->node);
+  printf(",\"closed\":%s,\"size\":%zu,\"nodes\":[", closed ? "true" : "false",
+         w->n_reachable);
+  for (i = 0; i < w->n_rows; i++) {
+    const ring_row *r = &w->rows[i];
+    char hex[DHT_ID_HEX_LEN];
+    printf("%s{\"id\":\"%s\",\"addr\":", i > 0 ? "," : "",
+           dht_id_hex(&r->node.id, hex));
+    cli_json_str(stdout, r->node.addr);
+    printf(",\"reachable\":%s", r->reachable ? "true" : "false");
+    if (r->reachable) {
+      fputs(",\"pred\":", stdout);
+      if (r->has_pred) {
+        cli_json_peer(stdout, &r->pred);
+      } else {
+        fputs("null", stdout);
+      }
+      if (r->has_keys) {
+        printf(",\"keys\":%llu", (unsigned long long)r->keys);
+      } else {
+        fputs(",\"keys\":null", stdout);
+      }
+    } else {
+      fputs(",\"error\":", stdout);
+      cli_json_str(stdout, r->error);
+    }
+    fputc('}', stdout);
+  }
+  fputs("],\"problems\":[", stdout);
+  for (i = 0; i < w->n_problems; i++) {
+    if (i > 0) {
+      fputc(',', stdout);
+    }
+    cli_json_str(stdout, w->problems[i]);
+  }
+  fputs("]}\n", stdout);
+}
+
+static int ring_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  uint64_t *max = ud;
+  const char *v;
+  int rv;
+
+  if (!cli_opt_is(a, "--max-nodes")) {
+    return 0;
+  }
+  if ((rv = cli_opt_value(ctx, a, &v)) != 0 ||
+      (rv = cli_parse_u64(ctx, "--max-nodes", v, 1, RING_NODES_MAX, max)) !=
+          0) {
+    return rv;
+  }
+  return 1;
+}
+
+/*
+ * The walk. `cands` is the successor list of the last node that answered,
+ * and `cand` the next entry of it to try: normally 0, its first successor;
+ * after a node that does not answer, the one after it.
+ */
+static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
+  dht_client_peer cands[DHT_SUCC_LIST_MAX];
+  char addr[DHT_ADDR_LEN_MAX + 1], s1[DHT_ID_SHORT_LEN], s2[DHT_ID_SHORT_LEN];
+  dht_client_stats_result *st = NULL;
+  uint64_t max_nodes = RING_NODES_DEFAULT;
+  dht_id listed_id, start_id, last_reachable_id;
+  bool have_listed = false, closed = false;
+  size_t n_cands = 0, cand = 0;
+  ring_walk w;
+  positional pos;
+  dht_client *c;
+  ring_row *row, *prev;
+  int rv;
+
+  memset(&w, 0, sizeof(w));
+  w.ctx = ctx;
+  memset(&start_id, 0, sizeof(start_id));
+  memset(&listed_id, 0, sizeof(listed_id));
+  memset(&last_reachable_id, 0, sizeof(last_reachable_id));
+  w.last_reachable = &last_reachable_id;
+  rv = scan_args(ctx, argc, argv, ring_usage, 0, &pos, ring_opt, &max_nodes);
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  /* Checks the address (open_client reports a bad $DHT_NODE). */
+  if ((rv = open_client(ctx, &c)) != 0) {
+    return rv;
+  }
+  dht_client_del(c);
+  st = malloc(sizeof(*st));
+  if (st == NULL) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+  }
+  snprintf(addr, sizeof(addr), "%s", ctx->node);
+  if (!ctx->json) {
+    printf("%-8s  %-21s  %-21s  %s\n", "ID", "ADDRESS", "PREDECESSOR", "KEYS");
+  }
+  for (;;) {
+    c = NULL;
+    rv = dht_client_new(&c, addr, NULL);
+    if (rv == 0) {
+      rv = dht_client_stats(c, st, ctx->timeout_ms);
+    }
+    if (rv != 0) {
+      if (w.n_rows == 0) {
+        /* The start itself: nothing to walk. */
+        rv = c != NULL
+                 ? cli_fail_call(ctx, c, rv, NULL, 0)
+                 : cli_fail(ctx, CLI_EXIT_ERROR, rv, "bad address %s", addr);
+        dht_client_del(c);
+        goto out;
+      }
+      if ((row = ring_add(&w)) == NULL) {
+        dht_client_del(c);
+        rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+        goto out;
+      }
+      row->node.id = listed_id;
+      snprintf(row->node.addr, sizeof(row->node.addr), "%s", addr);
+      snprintf(row->error, sizeof(row->error), "%s",
+               c != NULL ? dht_client_last_error(c) : "bad address");
+      ring_print_row(&w, row);
+      ring_problem(&w, "%s %s does not answer: %s",
+                   dht_id_short(&listed_id, s1), addr, row->error);
+      dht_client_del(c);
+    } else {
+      dht_client_del(c);
+      if (have_listed && !dht_id_eq(&listed_id, &st->node.id)) {
+        ring_problem(&w,
+                     "%s answers with id %s but its predecessor lists "
+                     "it as %s",
+                     addr, dht_id_short(&st->node.id, s1),
+                     dht_id_short(&listed_id, s2));
+      }
+      if (ring_seen(&w, &st->node.id)) {
+        ring_problem(&w,
+                     "%s %s was visited before: the walk loops without "
+                     "coming back to the start",
+                     dht_id_short(&st->node.id, s1), st->node.addr);
+        break;
+      }
+      if ((row = ring_add(&w)) == NULL) {
+        rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+        goto out;
+      }
+      prev = w.n_rows >= 2 ? &w.rows[w.n_rows - 2] : NULL;
+      if (w.n_rows == 1) {
+        start_id = st->node.id;
+      }
+      w.n_reachable++;
+      row->reachable = true;
+      row->node = st->node;
+      row->has_pred = st->has_pred;
+      row->pred = st->pred;
+      row->has_keys = dht_client_stats_counter(st, "keys", &row->keys) == 0;
+      ring_print_row(&w, row);
+      if (prev != NULL && !pred_ok(&w, st->has_pred, &st->pred.id, prev)) {
+        ring_problem(&w,
+                     "%s %s has predecessor %s, but the node before it "
+                     "is %s %s",
+                     dht_id_short(&st->node.id, s1), st->node.addr,
+                     st->has_pred ? st->pred.addr : "(none)",
+                     dht_id_short(&prev->node.id, s2), prev->node.addr);
+      }
+      last_reachable_id = st->node.id;
+      n_cands = st->n_succs;
+      memcpy(cands, st->succs, n_cands * sizeof(cands[0]));
+      cand = 0;
+      if (n_cands == 0 && w.n_rows == 1) {
+        closed = true; /* a node alone, with an empty successor list */
+        break;
+      }
+      if (w.n_reachable >= max_nodes) {
+        ring_problem(&w,
+                     "stopped after %zu nodes without coming back to "
+                     "the start (--max-nodes)",
+                     w.n_reachable);
+        break;
+      }
+    }
+    /* Next: the first entry of the list not tried yet. */
+    if (cand >= n_cands) {
+      ring_problem(&w, "%s has no %ssuccessor left to try: the walk stops",
+                   w.rows[w.n_rows - 1].node.addr,
+                   n_cands > 0 ? "reachable " : "");
+      break;
+    }
+    if (dht_id_eq(&cands[cand].id, &start_id)) {
+      closed = true;
+      break;
+    }
+    if (ring_seen(&w, &cands[cand].id)) {
+      ring_problem(&w,
+                   "successor %s %s was visited before: the walk loops "
+                   "without coming back to the start",
+                   dht_id_short(&cands[cand].id, s1), cands[cand].addr);
+      break;
+    }
+    listed_id = cands[cand].id;
+    have_listed = true;
+    snprintf(addr, sizeof(addr), "%s", cands[cand].addr);
+    cand++;
+  }
+  if (closed) {
+    prev = &w.rows[w.n_rows - 1];
+    if (!pred_ok(&w, w.rows[0].has_pred, &w.rows[0].pred.id, prev)) {
+      ring_problem(&w,
+                   "start %s %s has predecessor %s, but the last node is "
+                   "%s %s",
+                   dht_id_short(&w.rows[0].node.id, s1), w.rows[0].node.addr,
+                   w.rows[0].has_pred ? w.rows[0].pred.addr : "(none)",
+                   dht_id_short(&prev->node.id, s2), prev->node.addr);
+    }
+  }
+  if (ctx->json) {
+    ring_print_json(&w, closed);
+  } else {
+    printf("ring: %zu node%s", w.n_reachable, w.n_reachable == 1 ? "" : "s");
+    if (w.n_rows > w.n_reachable) {
+      printf(" (+%zu not answering)", w.n_rows - w.n_reachable);
+    }
+    printf(", %s\n", closed ? "closed" : "NOT closed");
+    if (w.n_problems > 0) {
+      size_t i;
+      printf("problems:\n");
+      for (i = 0; i < w.n_problems; i++) {
+        printf("  - %s\n", w.problems[i]);
+      }
+    }
+  }
+  rv = cli_finish(ctx, CLI_EXIT_OK);
+  if (rv == CLI_EXIT_OK && (w.n_problems > 0 || !closed)) {
+    /* Not cli_fail: with --json the result object is already out. */
+    fprintf(stderr, "dht: ring has %zu problem%s%s\n", w.n_problems,
+            w.n_problems == 1 ? "" : "s",
+            ctx->json ? " (see \"problems\")" : " (listed above)");
+    rv = CLI_EXIT_ERROR;
+  }
+out:
+  free(st);
+  free(w.rows);
+  free(w.problems);
+  return rv;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static int cmd_bench(cli_ctx *ctx, int argc, char **argv) {
+  return cli_bench(ctx, argc, argv);
+}
+
+static int cmd_help(cli_ctx *ctx, int argc, char **argv);
+
+static const command commands[] = {
+    {"put", cmd_put, put_usage},    {"get", cmd_get, get_usage},
+    {"del", cmd_del, del_usage},    {"lookup", cmd_lookup, lookup_usage},
+    {"ring", cmd_ring, ring_usage}, {"stats", cmd_stats, stats_usage},
+    {"ping", cmd_ping, ping_usage}, {"bench", cmd_bench, cli_bench_usage},
+    {"help", cmd_help, usage},
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const command *find_command(const char *name) {
+  size_t i;
+
+  for (i = 0; i < N_COMMANDS; i++) {
+    if (strcmp(commands[i].name, name) == 0) {
+      return &commands[i];
+    }
+  }
+  return NULL;
+}
+
+static int cmd_help(cli_ctx *ctx, int argc, char **argv) {
+  const command *cmd;
+  char shown[80];
+
+  if (argc == 0) {
+    fputs(usage, stdout);
+    return cli_finish(ctx, CLI_EXIT_OK);
+  }
+  cmd = find_command(argv[0]);
+  if (argc > 1 || cmd == NULL) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "help: unknown command '%s' (see dht --help)",
+                    cli_escape(shown, sizeof(shown), argv[0], strlen(argv[0])));
+  }
+  fputs(cmd->usage, stdout);
+  return cli_finish(ctx, CLI_EXIT_OK);
+}
+
+int main(int argc, char **argv) {
+  const char *env = getenv("DHT_NODE"), *word = NULL;
+  const command *cmd;
+  char shown[80];
+  cli_ctx ctx;
+  cli_args a;
+  int kind, rv;
+
+  memset(&ctx, 0, sizeof(ctx));
+  ctx.node = env != NULL && env[0] != '\0' ? env : CLI_NODE_DEFAULT;
+  ctx.timeout_ms = CLI_TIMEOUT_MS_DEFAULT;
+  if (sodium_init() < 0) {
+    return cli_fail(&ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM,
+                    "libsodium failed to initialise");
+  }
+
+  cli_args_init(&a, argc - 1, argv + 1);
+  while ((kind = cli_args_next(&a, &word)) == CLI_ARG_OPT) {
+    if (cli_opt_is(&a, "-h") || cli_opt_is(&a, "--help")) {
+      fputs(usage, stdout);
+      return cli_finish(&ctx, CLI_EXIT_OK);
+    }
+    if (cli_opt_is(&a, "--version")) {
+      printf("dht (chord-dht) %s\n", DHT_VERSION);
+      return cli_finish(&ctx, CLI_EXIT_OK);
+    }
+    if (cli_global_opt(&ctx, &a, &rv)) {
+      if (rv != 0) {
+        return rv;
+      }
+      continue;
+    }
+    return cli_unknown_opt(&ctx, &a);
+  }
+  if (kind == CLI_ARG_END) {
+    return cli_fail(&ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "no command given (see dht --help)");
+  }
+  cmd = find_command(word);
+  if (cmd == NULL) {
+    return cli_fail(&ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "unknown command '%s' (see dht --help)",
+                    cli_escape(shown, sizeof(shown), word, strlen(word)));
+  }
+  ctx.command = cmd->name;
+  return cmd->fn(&ctx, a.argc - a.i, a.argv + a.i);
+}
