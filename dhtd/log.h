@@ -1,0 +1,22 @@
+/*
+ * log.h: the daemon's log, one line per event on stderr, each tagged with
+ * the node's short id. The node's own lines arrive through dhtd_log_node().
+ * One daemon runs per process, so the tag and the level are process-wide.
+ */
+#ifndef DHTD_LOG_H
+#define DHTD_LOG_H
+
+#include "dht/node.h"
+
+/* Sets the tag (the node's short id) and the most verbose level printed. */
+void dhtd_log_init(const char *tag, dht_log_level level);
+/* Parses "error", "warn", "info" or "debug". Returns 0 or -1. */
+int dhtd_log_level_parse(const char *s, dht_log_level *out);
+void dhtd_log(dht_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A dht_log_fn for the node: its lines already carry the tag. */
+void dhtd_log_node(void *ud, dht_log_level level, const char *line);
+/* True when lines of this level are printed (check before costly work). */
+int dhtd_log_enabled(dht_log_level level);
+
+#endif /* DHTD_LOG_H */

@@ -1,0 +1,448 @@
+/*
+ * main.c: dhtd, one Chord node as a process. Parses the flags, opens the
+ * store, starts the libuv adapter (net.c) around a dht_node, creates or
+ * joins a ring, and on SIGTERM/SIGINT leaves gracefully (hands its keys to
+ * its successor, tells its neighbours) before exiting 0.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+#include <uv.h>
+
+#include "dht/client.h"
+#include "dht/err.h"
+#include "dht/node.h"
+#include "dht/store_lmdb.h"
+#include "log.h"
+#include "net.h"
+
+#define DHTD_VERSION "0.1.0"
+/* How long a graceful leave may take before the process exits anyway. */
+#define LEAVE_TIMEOUT_MS 10000
+
+static const char usage[] =
+    "usage: dhtd --listen HOST:PORT (--data-dir DIR | --memory) [options]\n"
+    "\n"
+    "Runs one node of a Chord ring. Without --join it starts a new ring.\n"
+    "SIGTERM or SIGINT leaves gracefully: the node hands its keys to its\n"
+    "successor and tells its neighbours, then exits 0 (a second signal exits\n"
+    "at once).\n"
+    "\n"
+    "  --listen HOST:PORT     address to listen on (numeric IPv4 or [IPv6])\n"
+    "  --advertise HOST:PORT  address other nodes use to reach this one, which\n"
+    "                         also sets its ring id [the --listen address]\n"
+    "  --join HOST:PORT       join the ring this node belongs to\n"
+    "  --data-dir DIR         keep keys in an LMDB environment in DIR\n"
+    "  --memory               keep keys in memory only (lost on exit)\n"
+    "  --sync MODE            always: fsync every group commit (survives power\n"
+    "                         loss); interval: fsync every --sync-interval-ms;\n"
+    "                         none: leave flushing to the OS (survives a crash\n"
+    "                         of dhtd, not of the machine) [always]\n"
+    "  --sync-interval-ms N   with --sync interval [1000]\n"
+    "  --id HEX               40 hex digits: ring id instead of hash(advertise)\n"
+    "  --successors N         successor list length, 1..32 [2]\n"
+    "  --stabilize-ms N       stabilize interval [500]\n"
+    "  --fix-fingers-ms N     finger refresh interval [250]\n"
+    "  --ping-ms N            predecessor check interval [1000]\n"
+    "  --timeout-ms N         wait for one peer reply before resending [500]\n"
+    "  --max-conns N          open connections, both directions [1024]\n"
+    "  --out-queue-max BYTES  output queued to one connection before it is\n"
+    "                         dropped [16777216]\n"
+    "  --log-level LEVEL      error, warn, info or debug [info]\n"
+    "  --help                 this text\n"
+    "  --version              print the version\n";
+
+typedef struct options {
+  const char *listen;
+  const char *advertise;
+  const char *join;
+  const char *data_dir;
+  bool memory;
+  const char *id_hex;
+  dht_sync_mode sync;
+  uint32_t sync_interval_ms;
+  uint32_t max_conns;
+  uint64_t out_queue_max;
+  dht_log_level log_level;
+  dht_settings settings;
+} options;
+
+typedef struct daemon_state {
+  uv_loop_t *loop;
+  dht_node *node;
+  dht_store *store;
+  bool lmdb;
+  dhtd_net *net;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t leave_timer;
+  uv_timer_t sync_timer;
+  const char *join_addr;
+  int exit_code;
+  bool stopping;
+} daemon_state;
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...) {
+  va_list ap;
+
+  fputs("dhtd: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  return 2;
+}
+
+static int parse_u64(const char *flag, const char *s, uint64_t min,
+                     uint64_t max, uint64_t *out) {
+  char *end;
+  unsigned long long v;
+
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (*s == '\0' || *s == '-' || *end != '\0' || errno != 0 || v < min ||
+      v > max) {
+    return fail("%s wants a number in %llu..%llu, not '%s'", flag,
+                (unsigned long long)min, (unsigned long long)max, s);
+  }
+  *out = v;
+  return 0;
+}
+
+static int parse_u32(const char *flag, const char *s, uint32_t min,
+                     uint32_t max, uint32_t *out) {
+  uint64_t v;
+  int rv = parse_u64(flag, s, min, max, &v);
+
+  if (rv == 0) {
+    *out = (uint32_t)v;
+  }
+  return rv;
+}
+
+/* Returns 0 to run, 1 when --help/--version was served, 2 on a bad flag. */
+static int parse_args(int argc, char **argv, options *o) {
+  int i;
+
+  memset(o, 0, sizeof(*o));
+  o->sync = DHT_SYNC_ALWAYS;
+  o->sync_interval_ms = 1000;
+  o->max_conns = 1024;
+  o->out_queue_max = 16u * 1024 * 1024;
+  o->log_level = DHT_LOG_INFO;
+  dht_settings_default(&o->settings);
+
+  for (i = 1; i < argc; i++) {
+    const char *flag = argv[i];
+    const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+    bool takes_value = true;
+    int rv = 0;
+
+    if (strcmp(flag, "--help") == 0 || strcmp(flag, "-h") == 0) {
+      fputs(usage, stdout);
+      return 1;
+    }
+    if (strcmp(flag, "--version") == 0) {
+      printf("dhtd %s (protocol %d)\n", DHTD_VERSION, DHT_PROTOCOL_VERSION);
+      return 1;
+    }
+    if (strcmp(flag, "--memory") == 0) {
+      o->memory = true;
+      continue;
+    }
+    if (strncmp(flag, "--", 2) != 0) {
+      return fail("unexpected argument '%s' (see dhtd --help)", flag);
+    }
+    if (val == NULL) {
+      return fail("%s needs a value (see dhtd --help)", flag);
+    }
+    if (strcmp(flag, "--listen") == 0) {
+      o->listen = val;
+    } else if (strcmp(flag, "--advertise") == 0) {
+      o->advertise = val;
+    } else if (strcmp(flag, "--join") == 0) {
+      o->join = val;
+    } else if (strcmp(flag, "--data-dir") == 0) {
+      o->data_dir = val;
+    } else if (strcmp(flag, "--id") == 0) {
+      o->id_hex = val;
+    } else if (strcmp(flag, "--sync") == 0) {
+      if (dht_sync_mode_parse(&o->sync, val) != 0) {
+        rv = fail("--sync wants always, interval or none, not '%s'", val);
+      }
+    } else if (strcmp(flag, "--sync-interval-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 3600000, &o->sync_interval_ms);
+    } else if (strcmp(flag, "--successors") == 0) {
+      rv = parse_u32(flag, val, 1, DHT_SUCC_LIST_MAX,
+                     &o->settings.succ_list_len);
+    } else if (strcmp(flag, "--stabilize-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 3600000,
+                     &o->settings.stabilize_interval_ms);
+    } else if (strcmp(flag, "--fix-fingers-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 3600000,
+                     &o->settings.fix_fingers_interval_ms);
+    } else if (strcmp(flag, "--ping-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 3600000,
+                     &o->settings.check_pred_interval_ms);
+    } else if (strcmp(flag, "--timeout-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 600000, &o->settings.rpc_timeout_ms);
+    } else if (strcmp(flag, "--max-conns") == 0) {
+      rv = parse_u32(flag, val, 4, 1000000, &o->max_conns);
+    } else if (strcmp(flag, "--out-queue-max") == 0) {
+      rv = parse_u64(flag, val, 65536, (uint64_t)1 << 34, &o->out_queue_max);
+    } else if (strcmp(flag, "--log-level") == 0) {
+      if (dhtd_log_level_parse(val, &o->log_level) != 0) {
+        rv = fail("--log-level wants error, warn, info or debug, not '%s'",
+                  val);
+      }
+    } else {
+      takes_value = false;
+      rv = fail("unknown flag '%s' (see dhtd --help)", flag);
+    }
+    if (rv != 0) {
+      return 2;
+    }
+    if (takes_value) {
+      i++;
+    }
+  }
+  if (o->listen == NULL) {
+    return fail("--listen HOST:PORT is required (see dhtd --help)");
+  }
+  if ((o->data_dir == NULL) == !o->memory) {
+    return fail("choose one of --data-dir DIR or --memory");
+  }
+  /* A peer must be able to route a key back to us by the route timeout: a
+   * chain of forwards needs several resends' worth of time. */
+  o->settings.route_timeout_ms = 8 * o->settings.rpc_timeout_ms;
+  return 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------- */
+
+static void stop(daemon_state *d, int exit_code) {
+  if (d->stopping) {
+    return;
+  }
+  d->stopping = true;
+  d->exit_code = exit_code;
+  dhtd_net_stop(d->net);
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->leave_timer, NULL);
+  uv_close((uv_handle_t *)&d->sync_timer, NULL);
+}
+
+static void on_node_event(void *ud, dht_event event, int error) {
+  daemon_state *d = ud;
+
+  switch (event) {
+  case DHT_EVENT_JOINED:
+    dhtd_log(DHT_LOG_INFO, "joined the ring through %s", d->join_addr);
+    break;
+  case DHT_EVENT_JOIN_FAILED:
+    fail("cannot join the ring through %s: %s", d->join_addr,
+         dht_strerror(error));
+    stop(d, 1);
+    break;
+  case DHT_EVENT_LEFT:
+    dhtd_log(DHT_LOG_INFO, "left the ring; exiting");
+    stop(d, 0);
+    break;
+  }
+}
+
+static void on_leave_timeout(uv_timer_t *t) {
+  daemon_state *d = t->data;
+
+  dhtd_log(DHT_LOG_WARN, "leave did not finish in %d ms; exiting anyway",
+           LEAVE_TIMEOUT_MS);
+  stop(d, 0);
+}
+
+static void on_signal(uv_signal_t *sig, int signum) {
+  daemon_state *d = sig->data;
+
+  if (d->stopping) {
+    return;
+  }
+  if (dht_node_get_state(d->node) != DHT_NODE_JOINED ||
+      uv_is_active((uv_handle_t *)&d->leave_timer)) {
+    /* Not in a ring yet, or a second signal: go now. */
+    dhtd_log(DHT_LOG_INFO, "signal %d: exiting", signum);
+    stop(d, 0);
+    return;
+  }
+  dhtd_log(DHT_LOG_INFO, "signal %d: leaving the ring", signum);
+  dht_node_leave(d->node, uv_now(d->loop));
+  uv_timer_start(&d->leave_timer, on_leave_timeout, LEAVE_TIMEOUT_MS, 0);
+  dhtd_net_kick(d->net);
+}
+
+static void on_sync_timer(uv_timer_t *t) {
+  daemon_state *d = t->data;
+  int rv = dht_store_lmdb_sync(d->store);
+
+  if (rv != 0) {
+    dhtd_log(DHT_LOG_ERROR, "store sync failed: %s", dht_strerror(rv));
+  }
+}
+
+static int open_store(const options *o, daemon_state *d) {
+  dht_store_lmdb_options lo;
+  char err[256];
+  int rv;
+
+  if (o->memory) {
+    d->store = dht_store_mem_new();
+    return d->store != NULL ? 0 : fail("out of memory");
+  }
+  memset(&lo, 0, sizeof(lo));
+  lo.sync = o->sync;
+  lo.err = err;
+  lo.err_len = sizeof(err);
+  err[0] = '\0';
+  rv = dht_store_lmdb_open(&d->store, o->data_dir, &lo);
+  if (rv != 0) {
+    return fail("cannot open data dir %s: %s", o->data_dir,
+                err[0] != '\0' ? err : dht_strerror(rv));
+  }
+  d->lmdb = true;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  dht_node_config cfg;
+  dhtd_net_config nc;
+  daemon_state d;
+  options o;
+  dht_id id;
+  char err[256], short_id[DHT_ID_SHORT_LEN];
+  char host[DHT_ADDR_LEN_MAX + 1];
+  uint16_t port;
+  int rv;
+
+  rv = parse_args(argc, argv, &o);
+  if (rv != 0) {
+    return rv == 1 ? 0 : 2;
+  }
+  if (o.advertise == NULL) {
+    o.advertise = o.listen;
+  }
+  if (dht_addr_parse(o.advertise, host, sizeof(host), &port) != 0) {
+    return fail("bad address '%s' (want HOST:PORT, [IPv6]:PORT)", o.advertise);
+  }
+  if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
+    return fail("listening on %s: give --advertise HOST:PORT, the address "
+                "other nodes reach this one at", o.listen);
+  }
+  if (o.join != NULL && dht_addr_parse(o.join, host, sizeof(host), &port) != 0) {
+    return fail("bad --join address '%s' (want HOST:PORT)", o.join);
+  }
+  if (o.id_hex != NULL &&
+      dht_id_from_hex(&id, o.id_hex, strlen(o.id_hex)) != 0) {
+    return fail("--id wants 40 hex digits, not '%s'", o.id_hex);
+  }
+  if (sodium_init() < 0) {
+    return fail("libsodium failed to initialise");
+  }
+  signal(SIGPIPE, SIG_IGN); /* a peer that hangs up is an error code, not a
+                               reason to die */
+
+  memset(&d, 0, sizeof(d));
+  d.loop = uv_default_loop();
+  d.join_addr = o.join;
+  if (open_store(&o, &d) != 0) {
+    return 1;
+  }
+  if (d.lmdb) {
+    /* LMDB bounds key length; the wire limit must not promise more. */
+    size_t max = dht_store_lmdb_key_len_max(d.store);
+    if (max < o.settings.limits.key_len_max) {
+      o.settings.limits.key_len_max = (uint32_t)max;
+    }
+  }
+
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.addr = o.advertise;
+  cfg.id = o.id_hex != NULL ? &id : NULL;
+  cfg.store = d.store;
+  cfg.settings = o.settings;
+  randombytes_buf(&cfg.seed, sizeof(cfg.seed));
+  cfg.log = dhtd_log_node;
+  cfg.log_level = o.log_level;
+  rv = dht_node_new(&d.node, &cfg, uv_now(d.loop));
+  if (rv != 0) {
+    dht_store_del(d.store);
+    fail("cannot create the node: %s", dht_strerror(rv));
+    return 1;
+  }
+  dhtd_log_init(dht_id_short(dht_node_id(d.node), short_id), o.log_level);
+
+  memset(&nc, 0, sizeof(nc));
+  nc.listen_addr = o.listen;
+  nc.node = d.node;
+  nc.store = d.store;
+  nc.store_commit = d.lmdb ? dht_store_lmdb_commit : NULL;
+  nc.frame_len_max = o.settings.limits.frame_len_max;
+  nc.out_queue_max = o.out_queue_max;
+  nc.out_queue_pause = o.out_queue_max / 4;
+  nc.conns_max = o.max_conns;
+  nc.idle_close_ms = 60000;
+  nc.on_event = on_node_event;
+  nc.ud = &d;
+  rv = dhtd_net_start(&d.net, d.loop, &nc, err, sizeof(err));
+  if (rv != 0) {
+    fail("%s", err);
+    uv_run(d.loop, UV_RUN_DEFAULT); /* finish closing the listener */
+    dhtd_net_del(d.net);
+    dht_node_del(d.node);
+    dht_store_del(d.store);
+    return 1;
+  }
+
+  uv_signal_init(d.loop, &d.sigterm);
+  uv_signal_init(d.loop, &d.sigint);
+  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_signal, SIGINT);
+  uv_timer_init(d.loop, &d.leave_timer);
+  d.leave_timer.data = &d;
+  uv_timer_init(d.loop, &d.sync_timer);
+  d.sync_timer.data = &d;
+  if (d.lmdb && o.sync == DHT_SYNC_INTERVAL) {
+    uv_timer_start(&d.sync_timer, on_sync_timer, o.sync_interval_ms,
+                   o.sync_interval_ms);
+  }
+
+  dhtd_log(DHT_LOG_INFO, "listening on %s as %s, keys in %s (%zu stored)",
+           o.listen, o.advertise, d.lmdb ? o.data_dir : "memory",
+           dht_store_count(d.store));
+  if (o.join != NULL) {
+    rv = dht_node_join(d.node, o.join, uv_now(d.loop));
+  } else {
+    rv = dht_node_create_ring(d.node, uv_now(d.loop));
+    dhtd_log(DHT_LOG_INFO, "started a new ring");
+  }
+  if (rv != 0) {
+    fail("cannot start: %s", dht_strerror(rv));
+    stop(&d, 1);
+  }
+  dhtd_net_kick(d.net);
+
+  uv_run(d.loop, UV_RUN_DEFAULT);
+
+  dhtd_net_del(d.net);
+  dht_node_del(d.node);
+  dht_store_del(d.store); /* commits what is pending */
+  uv_loop_close(d.loop);
+  return d.exit_code;
+}

@@ -1,0 +1,60 @@
+/*
+ * net.h: the libuv adapter that puts one dht_node on the network.
+ *
+ * It owns the listener, the connections (accepted ones and the ones it opens
+ * to peers, reused and closed after idling), frame reassembly, the one timer
+ * armed from the node's next deadline, and output queues with back-pressure.
+ * Replies and sends are queued per connection during a loop iteration and
+ * written once per iteration, after the store has committed the writes they
+ * acknowledge (group commit).
+ */
+#ifndef DHTD_NET_H
+#define DHTD_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "dht/node.h"
+#include "dht/store.h"
+
+typedef struct dhtd_net dhtd_net;
+
+/* Settings of the adapter (the node has its own dht_settings). */
+typedef struct dhtd_net_config {
+  const char *listen_addr;    /* "HOST:PORT" to bind */
+  dht_node *node;             /* borrowed: the node this adapter serves */
+  dht_store *store;           /* borrowed: committed once per loop turn */
+  int (*store_commit)(dht_store *st); /* NULL for the memory store */
+  uint32_t frame_len_max;     /* frame body limit, as the node's limits */
+  size_t out_queue_max;       /* bytes queued to one connection before it is
+                                 dropped */
+  size_t out_queue_pause;     /* bytes queued to one connection before we
+                                 stop reading from it */
+  uint32_t conns_max;         /* open connections, both directions */
+  uint32_t idle_close_ms;     /* close outgoing connections idle this long */
+  void (*on_event)(void *ud, dht_event event, int error); /* node events */
+  void *ud;                   /* passed to on_event */
+} dhtd_net_config;
+
+/* Binds and listens. On failure returns a negative libuv code and writes a
+ * one-line reason into err. */
+int dhtd_net_start(dhtd_net **out, uv_loop_t *loop, const dhtd_net_config *cfg,
+                   char *err, size_t err_len);
+
+/* Runs whatever the node wants done now (drain its actions, arm the timer);
+ * call after any direct call into the node (join, leave, create_ring). */
+void dhtd_net_kick(dhtd_net *net);
+
+/* Closes every handle; the loop then ends once the close callbacks ran. */
+void dhtd_net_stop(dhtd_net *net);
+
+/* Frees the adapter after the loop has finished closing its handles. */
+void dhtd_net_del(dhtd_net *net);
+
+/* The port the listener is bound to (useful with port 0). */
+int dhtd_net_port(const dhtd_net *net);
+
+#endif /* DHTD_NET_H */

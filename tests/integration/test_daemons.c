@@ -1,0 +1,544 @@
+/*
+ * test_daemons.c: real dhtd processes on loopback, real LMDB files, real
+ * signals. One ring is built and then put through what users do to it:
+ * store keys, read them from every node, add a node, stop one gracefully,
+ * kill one and restart it on its data directory. Then the CLI's and the
+ * proc's answers to mistakes.
+ *
+ *   test_daemons PATH_TO_DHTD PATH_TO_DHT
+ *
+ * Every wait polls a condition against a deadline; every proc's pid is
+ * kept and it is only ever signalled by that pid.
+ */
+#define _DEFAULT_SOURCE
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dht/client.h"
+#include "dht/err.h"
+#include "dht/id.h"
+
+#define RING_SIZE 8
+#define NODES_MAX 10
+#define KEYS 1000
+#define CALL_MS 5000
+
+typedef struct proc {
+  pid_t pid;                /* 0 when not running */
+  int port;                 /* loopback port */
+  char addr[32];            /* "127.0.0.1:port" */
+  char dir[300];            /* data directory */
+  char log[300];            /* stderr of the process */
+  dht_id id;                /* hash of addr */
+  dht_client *client;       /* connection for the test's requests */
+} proc;
+
+static const char *dhtd_path;
+static const char *dht_path;
+static char base_dir[200];
+static proc nodes[NODES_MAX];
+static int n_nodes;
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void pause_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+/* Polls cond every 50 ms until it holds or timeout_ms passes. */
+static bool wait_for(bool (*cond)(void *), void *arg, int timeout_ms) {
+  uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+  for (;;) {
+    if (cond(arg)) {
+      return true;
+    }
+    if (now_ms() > deadline) {
+      return false;
+    }
+    pause_ms(50);
+  }
+}
+
+static int free_port(void) {
+  struct sockaddr_in sa;
+  socklen_t len = sizeof(sa);
+  int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+  assert_true(fd >= 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  port = ntohs(sa.sin_port);
+  close(fd);
+  return port;
+}
+
+/* Runs argv with stdout and stderr to out_path; returns the pid. */
+static pid_t spawn(char *const argv[], const char *out_path) {
+  pid_t pid = fork();
+
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* Waits for pid to exit; returns its exit status, or -1 after timeout_ms. */
+static int wait_exit(pid_t pid, int timeout_ms) {
+  uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+  int status;
+
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (now_ms() > deadline) {
+      return -1;
+    }
+    pause_ms(20);
+  }
+}
+
+static void node_init(proc *d, int i) {
+  memset(d, 0, sizeof(*d));
+  d->port = free_port();
+  snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", d->port);
+  snprintf(d->dir, sizeof(d->dir), "%s/node%d", base_dir, i);
+  snprintf(d->log, sizeof(d->log), "%s/node%d.log", base_dir, i);
+  dht_id_hash(&d->id, d->addr, strlen(d->addr));
+  assert_int_equal(dht_client_new(&d->client, d->addr, NULL), 0);
+}
+
+/* Starts node d, joining through join (NULL: a new ring), with timers
+ * shortened so that the ring settles in a second or two. */
+static void node_start(proc *d, const char *join) {
+  char *argv[20];
+  int n = 0;
+
+  argv[n++] = (char *)dhtd_path;
+  argv[n++] = "--listen";
+  argv[n++] = d->addr;
+  argv[n++] = "--data-dir";
+  argv[n++] = d->dir;
+  argv[n++] = "--stabilize-ms";
+  argv[n++] = "100";
+  argv[n++] = "--fix-fingers-ms";
+  argv[n++] = "50";
+  argv[n++] = "--ping-ms";
+  argv[n++] = "200";
+  argv[n++] = "--timeout-ms";
+  argv[n++] = "200";
+  argv[n++] = "--log-level";
+  argv[n++] = "debug";
+  if (join != NULL) {
+    argv[n++] = "--join";
+    argv[n++] = (char *)join;
+  }
+  argv[n] = NULL;
+  d->pid = spawn(argv, d->log);
+}
+
+static bool node_answers(void *arg) {
+  proc *d = arg;
+  return dht_client_ping(d->client, NULL, 200) == 0;
+}
+
+static void node_signal(proc *d, int sig) {
+  assert_true(d->pid > 0);
+  assert_int_equal(kill(d->pid, sig), 0);
+}
+
+static const char *key_name(int i, char *buf, size_t len) {
+  snprintf(buf, len, "key-%04d", i);
+  return buf;
+}
+
+/* The live node that owns key_id: the first live id at or after it. */
+static proc *true_owner(const dht_id *key_id) {
+  proc *best = NULL;
+  dht_id best_dist, dist;
+  int i;
+
+  for (i = 0; i < n_nodes; i++) {
+    if (nodes[i].pid == 0) {
+      continue;
+    }
+    dht_id_distance(&dist, key_id, &nodes[i].id);
+    if (best == NULL || dht_id_cmp(&dist, &best_dist) < 0) {
+      best = &nodes[i];
+      best_dist = dist;
+    }
+  }
+  return best;
+}
+
+static proc *by_addr(const char *addr) {
+  int i;
+  for (i = 0; i < n_nodes; i++) {
+    if (strcmp(nodes[i].addr, addr) == 0) {
+      return &nodes[i];
+    }
+  }
+  return NULL;
+}
+
+/* True when every live node's successor and predecessor are the true ones. */
+static bool ring_converged(void *arg) {
+  dht_client_neighbors_result nb;
+  int i;
+
+  (void)arg;
+  for (i = 0; i < n_nodes; i++) {
+    proc *d = &nodes[i], *succ, *pred;
+    dht_id next;
+    if (d->pid == 0) {
+      continue;
+    }
+    if (dht_client_neighbors(d->client, &nb, 1000) != 0 || nb.n_succs == 0 ||
+        !nb.has_pred) {
+      return false;
+    }
+    dht_id_add_pow2(&next, &d->id, 0);
+    succ = true_owner(&next);
+    pred = by_addr(nb.pred.addr);
+    if (succ == NULL || strcmp(nb.succs[0].addr, succ->addr) != 0 ||
+        pred == NULL) {
+      return false;
+    }
+    dht_id_add_pow2(&next, &pred->id, 0);
+    if (true_owner(&next) != d) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* True when every live node stores exactly the keys it owns. */
+static bool keys_where_they_belong(void *arg) {
+  dht_client_stats_result *st = malloc(sizeof(*st));
+  uint64_t held;
+  int want[NODES_MAX] = {0}, i;
+  char key[32];
+  bool ok = true;
+
+  (void)arg;
+  for (i = 0; i < KEYS; i++) {
+    dht_id kid;
+    key_name(i, key, sizeof(key));
+    dht_id_hash(&kid, key, strlen(key));
+    want[true_owner(&kid) - nodes]++;
+  }
+  for (i = 0; i < n_nodes && ok; i++) {
+    if (nodes[i].pid == 0) {
+      continue;
+    }
+    ok = dht_client_stats(nodes[i].client, st, 1000) == 0 &&
+         dht_client_stats_counter(st, "keys", &held) == 0 &&
+         held == (uint64_t)want[i];
+    if (!ok && getenv("DHT_TEST_VERBOSE") != NULL) {
+      fprintf(stderr, "node %d (%s) holds %llu keys, owns %d\n", i,
+              nodes[i].addr, (unsigned long long)held, want[i]);
+    }
+  }
+  free(st);
+  return ok;
+}
+
+/* Reads every key through node d; counts the failures. */
+static int read_all_through(proc *d, proc *skip_owner) {
+  char key[32], want[32];
+  int i, failures = 0;
+
+  for (i = 0; i < KEYS; i++) {
+    uint8_t *value;
+    size_t len;
+    dht_id kid;
+    key_name(i, key, sizeof(key));
+    if (skip_owner != NULL) {
+      dht_id_hash(&kid, key, strlen(key));
+      if (true_owner(&kid) == skip_owner) {
+        continue;
+      }
+    }
+    snprintf(want, sizeof(want), "value-%d", i);
+    if (dht_client_get(d->client, key, strlen(key), &value, &len, CALL_MS) !=
+        0) {
+      failures++;
+      continue;
+    }
+    if (len != strlen(want) || memcmp(value, want, len) != 0) {
+      failures++;
+    }
+    free(value);
+  }
+  return failures;
+}
+
+/* ---- the ring's life ------------------------------------------------------------ */
+
+static void test_ring_of_8_converges(void **state) {
+  uint64_t start;
+  int i;
+
+  (void)state;
+  for (i = 0; i < RING_SIZE; i++) {
+    node_init(&nodes[i], i);
+  }
+  n_nodes = RING_SIZE;
+  start = now_ms();
+  node_start(&nodes[0], NULL);
+  assert_true(wait_for(node_answers, &nodes[0], 5000));
+  for (i = 1; i < RING_SIZE; i++) {
+    node_start(&nodes[i], nodes[0].addr);
+  }
+  assert_true(wait_for(ring_converged, NULL, 20000));
+  print_message("ring of %d converged in %llu ms\n", RING_SIZE,
+                (unsigned long long)(now_ms() - start));
+}
+
+static void test_keys_put_through_one_node_read_through_all(void **state) {
+  char key[32], value[32];
+  int i;
+
+  (void)state;
+  for (i = 0; i < KEYS; i++) {
+    key_name(i, key, sizeof(key));
+    snprintf(value, sizeof(value), "value-%d", i);
+    assert_int_equal(dht_client_put(nodes[0].client, key, strlen(key), value,
+                                    strlen(value), CALL_MS),
+                     0);
+  }
+  for (i = 1; i < RING_SIZE; i++) {
+    assert_int_equal(read_all_through(&nodes[i], NULL), 0);
+  }
+  assert_true(wait_for(keys_where_they_belong, NULL, 5000));
+}
+
+static void test_ninth_node_takes_exactly_its_range(void **state) {
+  (void)state;
+  node_init(&nodes[n_nodes], n_nodes);
+  node_start(&nodes[n_nodes], nodes[3].addr);
+  n_nodes++;
+  assert_true(wait_for(ring_converged, NULL, 20000));
+  /* Its successor handed it the keys of its range, and only those. */
+  assert_true(wait_for(keys_where_they_belong, NULL, 10000));
+  assert_int_equal(read_all_through(&nodes[n_nodes - 1], NULL), 0);
+}
+
+static void test_sigterm_hands_keys_on(void **state) {
+  proc *d = &nodes[2];
+
+  (void)state;
+  node_signal(d, SIGTERM);
+  assert_int_equal(wait_exit(d->pid, 15000), 0);
+  d->pid = 0;
+  assert_true(wait_for(ring_converged, NULL, 20000));
+  assert_true(wait_for(keys_where_they_belong, NULL, 10000));
+  assert_int_equal(read_all_through(&nodes[0], NULL), 0);
+}
+
+static void test_sigkill_loses_only_the_dead_nodes_keys(void **state) {
+  proc *d = &nodes[5];
+
+  (void)state;
+  node_signal(d, SIGKILL);
+  assert_true(wait_exit(d->pid, 5000) >= 0);
+  /* Before any repair: every key the dead node did not own is still
+   * served, through every other node. */
+  assert_int_equal(read_all_through(&nodes[1], d), 0);
+  assert_int_equal(read_all_through(&nodes[7], d), 0);
+  d->pid = 0;
+  assert_true(wait_for(ring_converged, NULL, 20000));
+}
+
+static void test_restart_on_data_dir_brings_keys_back(void **state) {
+  proc *d = &nodes[5];
+
+  (void)state;
+  node_start(d, nodes[0].addr);
+  assert_true(wait_for(ring_converged, NULL, 20000));
+  assert_true(wait_for(keys_where_they_belong, NULL, 10000));
+  assert_int_equal(read_all_through(&nodes[4], NULL), 0);
+}
+
+/* ---- mistakes ------------------------------------------------------------------- */
+
+/* Runs the CLI; returns its exit status and its stderr in err. */
+static int run_cli(char *err, size_t err_len, const char *a1, const char *a2,
+                   const char *a3, const char *a4, const char *a5) {
+  char out_path[300];
+  char *argv[] = {(char *)dht_path, (char *)a1, (char *)a2, (char *)a3,
+                  (char *)a4,       (char *)a5, NULL};
+  FILE *f;
+  size_t n;
+  int rv;
+
+  snprintf(out_path, sizeof(out_path), "%s/cli.out", base_dir);
+  unlink(out_path);
+  rv = wait_exit(spawn(argv, out_path), 10000);
+  f = fopen(out_path, "r");
+  assert_non_null(f);
+  n = fread(err, 1, err_len - 1, f);
+  err[n] = '\0';
+  fclose(f);
+  return rv;
+}
+
+static void test_cli_exit_codes_and_messages(void **state) {
+  char err[1024], dead_addr[32];
+
+  (void)state;
+  assert_int_equal(run_cli(err, sizeof(err), "--node", nodes[0].addr, "get",
+                           "no-such-key", NULL),
+                   1);
+  assert_non_null(strstr(err, "dht: key not found: no-such-key"));
+
+  snprintf(dead_addr, sizeof(dead_addr), "127.0.0.1:%d", free_port());
+  assert_int_equal(
+      run_cli(err, sizeof(err), "--node", dead_addr, "get", "k", NULL), 2);
+  assert_non_null(strstr(err, "dht: cannot reach"));
+  assert_null(strchr(strchr(err, '\n') + 1, '\n')); /* one line */
+
+  assert_int_equal(run_cli(err, sizeof(err), "--node", nodes[0].addr, "pot",
+                           "k", NULL),
+                   2);
+  assert_non_null(strstr(err, "dht: unknown command 'pot'"));
+
+  assert_int_equal(run_cli(err, sizeof(err), "--node", "no-port", "get", "k",
+                           NULL),
+                   2);
+  assert_non_null(strstr(err, "dht: "));
+}
+
+static void read_log(const char *path, char *buf, size_t len) {
+  FILE *f = fopen(path, "r");
+  size_t n = 0;
+
+  if (f != NULL) {
+    n = fread(buf, 1, len - 1, f);
+    fclose(f);
+  }
+  buf[n] = '\0';
+}
+
+static void test_daemon_refuses_clearly(void **state) {
+  char out_path[300], out[2048], listen[32], join[32];
+  char *in_use[] = {(char *)dhtd_path, "--listen", nodes[0].addr, "--memory",
+                    NULL};
+  char *no_peer[] = {(char *)dhtd_path, "--listen", listen, "--memory",
+                     "--join", join, "--timeout-ms", "100", NULL};
+  char *bad_flag[] = {(char *)dhtd_path, "--listen", listen, "--memory",
+                      "--successors", "0", NULL};
+  uint64_t start;
+
+  (void)state;
+  snprintf(out_path, sizeof(out_path), "%s/dhtd.out", base_dir);
+  snprintf(listen, sizeof(listen), "127.0.0.1:%d", free_port());
+  snprintf(join, sizeof(join), "127.0.0.1:%d", free_port());
+
+  unlink(out_path);
+  assert_int_equal(wait_exit(spawn(in_use, out_path), 5000), 1);
+  read_log(out_path, out, sizeof(out));
+  assert_non_null(strstr(out, "dhtd: cannot listen on"));
+
+  unlink(out_path);
+  start = now_ms();
+  assert_int_equal(wait_exit(spawn(no_peer, out_path), 10000), 1);
+  read_log(out_path, out, sizeof(out));
+  assert_non_null(strstr(out, "dhtd: cannot join the ring through"));
+  print_message("unreachable --join reported after %llu ms\n",
+                (unsigned long long)(now_ms() - start));
+
+  unlink(out_path);
+  assert_int_equal(wait_exit(spawn(bad_flag, out_path), 5000), 2);
+  read_log(out_path, out, sizeof(out));
+  assert_non_null(strstr(out, "dhtd: --successors wants a number"));
+}
+
+/* ---- setup ---------------------------------------------------------------------- */
+
+static int teardown_all(void **state) {
+  int i;
+
+  (void)state;
+  for (i = 0; i < n_nodes; i++) {
+    if (nodes[i].pid > 0) {
+      kill(nodes[i].pid, SIGKILL);
+      wait_exit(nodes[i].pid, 5000);
+    }
+    dht_client_del(nodes[i].client);
+  }
+  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base_dir);
+    if (system(cmd) != 0) {
+      fprintf(stderr, "could not remove %s\n", base_dir);
+    }
+  } else {
+    fprintf(stderr, "logs and data kept in %s\n", base_dir);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_ring_of_8_converges),
+      cmocka_unit_test(test_keys_put_through_one_node_read_through_all),
+      cmocka_unit_test(test_ninth_node_takes_exactly_its_range),
+      cmocka_unit_test(test_sigterm_hands_keys_on),
+      cmocka_unit_test(test_sigkill_loses_only_the_dead_nodes_keys),
+      cmocka_unit_test(test_restart_on_data_dir_brings_keys_back),
+      cmocka_unit_test(test_cli_exit_codes_and_messages),
+      cmocka_unit_test(test_daemon_refuses_clearly),
+  };
+
+  if (argc != 3) {
+    fprintf(stderr, "usage: test_daemons PATH_TO_DHTD PATH_TO_DHT\n");
+    return 2;
+  }
+  dhtd_path = argv[1];
+  dht_path = argv[2];
+  signal(SIGPIPE, SIG_IGN);
+  snprintf(base_dir, sizeof(base_dir), "/tmp/dht-test-XXXXXX");
+  if (mkdtemp(base_dir) == NULL) {
+    perror("mkdtemp");
+    return 2;
+  }
+  return cmocka_run_group_tests(tests, NULL, teardown_all);
+}
