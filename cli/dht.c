@@ -958,7 +958,9 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   }
   if (closed) {
     prev = &w.rows[w.n_rows - 1];
-    if (!pred_ok(&w, w.rows[0].has_pred, &w.rows[0].pred.id, prev)) {
+    /* A node alone has no predecessor: a ring of one is whole. */
+    if (!(w.n_rows == 1 && !w.rows[0].has_pred) &&
+        !pred_ok(&w, w.rows[0].has_pred, &w.rows[0].pred.id, prev)) {
       ring_problem(&w,
                    "start %s %s has predecessor %s, but the last node is "
                    "%s %s",
