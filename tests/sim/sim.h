@@ -1,0 +1,68 @@
+/*
+ * sim.h: the options of dht-sim and the entry points of its modes.
+ *
+ * One flat options struct serves every mode; sim_main.c owns the table that
+ * parses it, documents it in --help and prints the non-default ones in a
+ * replay command. A field of zero means "drawn from the seed" where its
+ * comment says so: drawn values are always drawn (then overridden), so that
+ * giving one explicitly replays exactly the run that drew it.
+ */
+#ifndef SIM_H
+#define SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sim_text.h"
+
+typedef struct sim_options {
+  /* run and seeds */
+  uint64_t seed;             /* the run's seed (seeds: the first one) */
+  uint64_t count;            /* seeds: how many consecutive seeds */
+  uint32_t nodes;            /* ring size; 0: drawn in [nodes_min, nodes_max] */
+  uint32_t nodes_min;        /* smallest drawn ring */
+  uint32_t nodes_max;        /* largest drawn ring */
+  uint32_t succ_list_len;    /* successors kept; 0: drawn in 2..6 */
+  uint32_t no_faults;        /* 1: skip the fault phase */
+  uint32_t fault_ms;         /* fault phase length; 0: drawn in 20..60 s */
+  uint32_t partition_ms_max; /* longest partition */
+  uint32_t join_gap_ms;      /* mean gap between joins while building */
+  uint32_t converge_ms;      /* bound on convergence after build and heal */
+  uint32_t lookups;          /* lookups checked on the healed ring */
+  uint32_t keys;             /* fresh keys put on the healed ring */
+  uint32_t reads;            /* gets of each fresh key, from random nodes */
+  uint32_t prefault_keys;    /* keys put before the faults, checked after */
+  uint32_t log_level; /* node logs to stderr: 0 off, 1 error .. 4 debug */
+  uint32_t trace;     /* 1: print every event to stderr */
+  uint32_t progress;  /* 1: print convergence progress to stderr */
+  /* experiments */
+  uint32_t samples;   /* lookups per data point */
+  uint32_t bits_min;  /* path-length: smallest ring is 2^bits_min */
+  uint32_t bits_max;  /* path-length: largest ring is 2^bits_max */
+  uint32_t ring_size; /* failures, keys-*: nodes in the ring */
+} sim_options;
+
+/* What one run found, for the seeds mode's summary and replay line. */
+typedef struct sim_run_result {
+  bool passed;         /* every check held */
+  uint32_t nodes;      /* the ring size actually used (maybe drawn) */
+  uint64_t virtual_ms; /* virtual time the run took */
+  uint64_t digest;     /* hash of every event: equal across replays */
+} sim_run_result;
+
+/* One run of the phases build, faults, heal, check. Writes the report into
+ * report (not the replay command: the caller knows the command line). */
+void sim_run(const sim_options *o, sim_run_result *result, sim_text *report);
+
+/* The scripted regression cases; prints one line each. Returns an exit
+ * code. */
+int sim_scenarios(const sim_options *o);
+
+/* Experiments: CSV on stdout, progress on stderr. Return an exit code. */
+int sim_exp_path_length(const sim_options *o);
+int sim_exp_failures(const sim_options *o);
+int sim_exp_keys_per_node(const sim_options *o);
+int sim_exp_keys_pdf(const sim_options *o);
+int sim_exp_virtual_nodes(const sim_options *o);
+
+#endif /* SIM_H */

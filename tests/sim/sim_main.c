@@ -1,0 +1,421 @@
+/*
+ * sim_main.c: the dht-sim command line. One table of options drives the
+ * parser, --help, and the replay command a failing run prints, so the three
+ * can never disagree.
+ */
+/* write(2) for the crash handler. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sim.h"
+
+enum {
+  MODE_RUN = 1 << 0,
+  MODE_SEEDS = 1 << 1,
+  MODE_PATH = 1 << 2,
+  MODE_FAILURES = 1 << 3,
+  MODE_KEYS = 1 << 4,
+  MODE_PDF = 1 << 5,
+  MODE_VNODES = 1 << 6,
+  MODE_SCENARIOS = 1 << 7,
+};
+#define MODES_RUNNING (MODE_RUN | MODE_SEEDS)
+
+typedef struct mode_spec {
+  const char *name;
+  unsigned bit;
+  const char *help;
+} mode_spec;
+
+static const mode_spec modes[] = {
+    {"run", MODE_RUN,
+     "one run: build a ring by joins, faults, heal, require convergence,\n"
+     "                 check lookups and keys; prints a report, exit status 1\n"
+     "                 on failure"},
+    {"seeds", MODE_SEEDS,
+     "runs seeds --seed .. --seed + --count - 1, one line each; a failing\n"
+     "                 seed prints its report and the command that replays it"},
+    {"scenarios", MODE_SCENARIOS,
+     "scripted regression cases (a successor crashing as a node joins, a\n"
+     "                 long partition); each must end in a converged ring"},
+    {"path-length", MODE_PATH,
+     "CSV: lookup hops on oracle-routed rings of 2^bits-min .. 2^bits-max\n"
+     "                 nodes"},
+    {"failures", MODE_FAILURES,
+     "CSV: failed lookups right after 10..50% of --ring-size nodes fail,\n"
+     "                 maintenance frozen; succ lists of 2 and 2*log2(N),\n"
+     "                 three routing configurations"},
+    {"keys-per-node", MODE_KEYS,
+     "CSV: keys per node (mean, 1st, 99th percentile), 10^5..10^6 keys"},
+    {"keys-pdf", MODE_PDF, "CSV: distribution of keys per node, 5*10^5 keys"},
+    {"virtual-nodes", MODE_VNODES,
+     "CSV: keys per real node with 1, 2, 5, 10, 20 virtual ids, 10^6 keys"},
+};
+
+typedef struct option_spec {
+  const char *name; /* "--seed" */
+  const char *arg;  /* the argument's name in --help; NULL for a flag */
+  size_t offset;    /* of the field in sim_options */
+  unsigned width;   /* 32 or 64 bits */
+  unsigned modes;   /* MODE_* bits it applies to */
+  const char *help; /* one line */
+} option_spec;
+
+#define OPT32(name, arg, field, modes, help)                                   \
+  { name, arg, offsetof(sim_options, field), 32, modes, help }
+#define OPT64(name, arg, field, modes, help)                                   \
+  { name, arg, offsetof(sim_options, field), 64, modes, help }
+
+static const option_spec options[] = {
+    OPT64("--seed", "N", seed,
+          MODES_RUNNING | MODE_SCENARIOS | MODE_PATH | MODE_FAILURES,
+          "the seed (seeds: the first one)"),
+    OPT64("--count", "N", count, MODE_SEEDS, "number of seeds to run"),
+    OPT32(
+        "--nodes", "N", nodes, MODES_RUNNING,
+        "initial ring size; 0: drawn from the seed in [nodes-min, nodes-max]"),
+    OPT32("--nodes-min", "N", nodes_min, MODES_RUNNING, "smallest drawn ring"),
+    OPT32("--nodes-max", "N", nodes_max, MODES_RUNNING, "largest drawn ring"),
+    OPT32("--succ-list-len", "N", succ_list_len, MODES_RUNNING,
+          "successors per node; 0: drawn from the seed in 2..6"),
+    OPT32("--no-faults", NULL, no_faults, MODES_RUNNING,
+          "skip the fault phase"),
+    OPT32("--fault-ms", "MS", fault_ms, MODES_RUNNING,
+          "fault phase length; 0: drawn from the seed in 20..60 s"),
+    OPT32("--partition-ms-max", "MS", partition_ms_max, MODES_RUNNING,
+          "longest partition"),
+    OPT32(
+        "--join-gap-ms", "MS", join_gap_ms, MODES_RUNNING,
+        "mean gap between joins while building the ring (above 1000\n"
+        "                         nodes it shrinks in proportion to the ring)"),
+    OPT32("--converge-ms", "MS", converge_ms, MODES_RUNNING,
+          "convergence must happen within this after build and heal"),
+    OPT32("--lookups", "N", lookups, MODES_RUNNING,
+          "lookups checked on the healed ring"),
+    OPT32("--keys", "N", keys, MODES_RUNNING,
+          "fresh keys put and read back on the healed ring"),
+    OPT32("--reads", "N", reads, MODES_RUNNING,
+          "gets of each fresh key from random nodes"),
+    OPT32("--prefault-keys", "N", prefault_keys, MODES_RUNNING,
+          "keys put before the faults and checked after"),
+    OPT32("--log", "LEVEL", log_level, MODES_RUNNING | MODE_SCENARIOS,
+          "node logs on stderr: 0 off, 1 error, 2 warn, 3 info, 4 debug"),
+    OPT32("--trace", NULL, trace, MODES_RUNNING, "print every event on stderr"),
+    OPT32("--progress", NULL, progress, MODES_RUNNING,
+          "print convergence progress on stderr"),
+    OPT32("--samples", "N", samples, MODE_PATH | MODE_FAILURES,
+          "lookups per data point"),
+    OPT32("--bits-min", "K", bits_min, MODE_PATH, "smallest ring is 2^K nodes"),
+    OPT32("--bits-max", "K", bits_max, MODE_PATH, "largest ring is 2^K nodes"),
+    OPT32("--ring-size", "N", ring_size,
+          MODE_FAILURES | MODE_KEYS | MODE_PDF | MODE_VNODES,
+          "nodes in the ring"),
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+#define N_MODES (sizeof(modes) / sizeof(modes[0]))
+
+static void options_default(sim_options *o) {
+  memset(o, 0, sizeof(*o));
+  o->seed = 1;
+  o->count = 100;
+  o->nodes_min = 16;
+  o->nodes_max = 128;
+  o->partition_ms_max = 10000;
+  o->join_gap_ms = 50;
+  o->converge_ms = 180000;
+  o->lookups = 300;
+  o->keys = 100;
+  o->reads = 3;
+  o->prefault_keys = 200;
+  o->samples = 10000;
+  o->bits_min = 4;
+  o->bits_max = 14;
+  o->ring_size = 1024;
+}
+
+static uint64_t get_value(const sim_options *o, const option_spec *spec) {
+  const char *p = (const char *)o + spec->offset;
+  uint32_t v32;
+  uint64_t v64;
+
+  if (spec->width == 32) {
+    memcpy(&v32, p, sizeof(v32));
+    return v32;
+  }
+  memcpy(&v64, p, sizeof(v64));
+  return v64;
+}
+
+static void set_value(sim_options *o, const option_spec *spec, uint64_t v) {
+  char *p = (char *)o + spec->offset;
+  uint32_t v32 = (uint32_t)v;
+
+  if (spec->width == 32) {
+    memcpy(p, &v32, sizeof(v32));
+  } else {
+    memcpy(p, &v, sizeof(v));
+  }
+}
+
+static void usage(FILE *f) {
+  sim_options d;
+  size_t i, m;
+
+  options_default(&d);
+  fprintf(
+      f, "usage: dht-sim MODE [OPTIONS]\n"
+         "Deterministic simulator of chord-dht: many nodes in one process, a\n"
+         "virtual clock, a simulated network; everything replays from --seed.\n"
+         "\nmodes:\n");
+  for (m = 0; m < N_MODES; m++) {
+    fprintf(f, "  %-14s %s\n", modes[m].name, modes[m].help);
+  }
+  fprintf(f, "\noptions (default in brackets; modes they apply to):\n");
+  for (i = 0; i < N_OPTIONS; i++) {
+    char left[48];
+    char used[96] = "";
+    snprintf(left, sizeof(left), "%s%s%s", options[i].name,
+             options[i].arg ? " " : "", options[i].arg ? options[i].arg : "");
+    for (m = 0; m < N_MODES; m++) {
+      if (options[i].modes & modes[m].bit) {
+        if (used[0] != '\0') {
+          strncat(used, ",", sizeof(used) - strlen(used) - 1);
+        }
+        strncat(used, modes[m].name, sizeof(used) - strlen(used) - 1);
+      }
+    }
+    fprintf(f, "  %-22s %s", left, options[i].help);
+    if (options[i].arg != NULL) {
+      fprintf(f, " [%" PRIu64 "]", get_value(&d, &options[i]));
+    }
+    fprintf(f, "; %s\n", used);
+  }
+  fprintf(f,
+          "  --help                 this text\n"
+          "\nExperiments print CSV on stdout; scripts/experiments plots it.\n");
+}
+
+static int parse_number(const char *s, uint64_t max, uint64_t *out) {
+  char *end;
+  unsigned long long v;
+
+  if (s == NULL || *s < '0' || *s > '9') {
+    return -1;
+  }
+  v = strtoull(s, &end, 10);
+  if (*end != '\0' || v > max) {
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+/* Parses argv[2..]; returns 0, or prints why and returns -1. */
+static int parse_options(int argc, char **argv, unsigned mode, sim_options *o) {
+  int i;
+
+  for (i = 2; i < argc; i++) {
+    const option_spec *spec = NULL;
+    uint64_t v = 1;
+    size_t k;
+    for (k = 0; k < N_OPTIONS; k++) {
+      if (strcmp(argv[i], options[k].name) == 0) {
+        spec = &options[k];
+      }
+    }
+    if (spec == NULL || !(spec->modes & mode)) {
+      fprintf(stderr,
+              "dht-sim: unknown option for this mode: %s (see --help)\n",
+              argv[i]);
+      return -1;
+    }
+    if (spec->arg != NULL &&
+        parse_number(i + 1 < argc ? argv[i + 1] : NULL,
+                     spec->width == 32 ? UINT32_MAX : UINT64_MAX, &v) != 0) {
+      fprintf(stderr, "dht-sim: %s needs a number\n", spec->name);
+      return -1;
+    }
+    i += spec->arg != NULL;
+    set_value(o, spec, v);
+  }
+  return 0;
+}
+
+static int check_options(const sim_options *o) {
+  if (o->nodes_min < 4 || o->nodes_min > o->nodes_max ||
+      (o->nodes != 0 && o->nodes < 4)) {
+    fprintf(stderr, "dht-sim: rings need at least 4 nodes and nodes-min <= "
+                    "nodes-max\n");
+    return -1;
+  }
+  if (o->succ_list_len > 32 || o->log_level > 4) {
+    fprintf(stderr,
+            "dht-sim: --succ-list-len is at most 32, --log at most 4\n");
+    return -1;
+  }
+  if (o->bits_min < 2 || o->bits_min > o->bits_max || o->bits_max > 20 ||
+      o->samples == 0 || o->ring_size < 16) {
+    fprintf(stderr, "dht-sim: need 2 <= bits-min <= bits-max <= 20, samples "
+                    ">= 1, ring-size >= 16\n");
+    return -1;
+  }
+  return 0;
+}
+
+/* Writes the command that replays o into buf: every run option not at its
+ * default, and always the seed. */
+static void format_replay(char *buf, size_t len, const char *argv0,
+                          const sim_options *o) {
+  sim_options d;
+  size_t i, used;
+
+  options_default(&d);
+  used = (size_t)snprintf(buf, len, "replay: %s run", argv0);
+  for (i = 0; i < N_OPTIONS && used < len; i++) {
+    uint64_t v = get_value(o, &options[i]);
+    if (!(options[i].modes & MODE_RUN) ||
+        (v == get_value(&d, &options[i]) &&
+         strcmp(options[i].name, "--seed") != 0)) {
+      continue;
+    }
+    if (options[i].arg == NULL) {
+      used += (size_t)snprintf(buf + used, len - used, " %s", options[i].name);
+    } else {
+      used += (size_t)snprintf(buf + used, len - used, " %s %" PRIu64,
+                               options[i].name, v);
+    }
+  }
+  if (used < len) {
+    snprintf(buf + used, len - used, "\n");
+  }
+}
+
+/* The replay command of the run in progress, for the crash handler: a node
+ * that asserts aborts the whole process, and the seed must still be told.
+ * The only global in the simulator, because a signal handler gets nothing
+ * else. */
+static char crash_replay[1024];
+
+static void on_crash(int sig) {
+  static const char msg[] = "dht-sim: crashed (a signal) during the run of:\n";
+
+  (void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+  (void)!write(STDERR_FILENO, crash_replay, strlen(crash_replay));
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static void arm_crash_handler(const char *argv0, const sim_options *o) {
+  format_replay(crash_replay, sizeof(crash_replay), argv0, o);
+  signal(SIGABRT, on_crash);
+  signal(SIGSEGV, on_crash);
+  signal(SIGFPE, on_crash);
+  signal(SIGILL, on_crash);
+}
+
+/* Runs o and prints its report, and the replay command if it failed. */
+static bool run_and_report(const sim_options *o, const char *argv0,
+                           bool quiet) {
+  sim_run_result result;
+  sim_text report;
+  sim_options replay = *o;
+  char line[1024];
+
+  arm_crash_handler(argv0, o);
+  sim_text_init(&report);
+  sim_run(o, &result, &report);
+  if (quiet) {
+    printf("seed %" PRIu64 ": %s, %" PRIu32 " nodes, %.1f s virtual, digest "
+           "%016" PRIx64 "\n",
+           o->seed, result.passed ? "PASS" : "FAIL", result.nodes,
+           (double)result.virtual_ms / 1000.0, result.digest);
+  }
+  if (!quiet || !result.passed) {
+    sim_text_write(&report, stdout);
+  }
+  if (!result.passed) {
+    replay.nodes = result.nodes;
+    format_replay(line, sizeof(line), argv0, &replay);
+    fputs(line, stdout);
+  }
+  fflush(stdout);
+  sim_text_free(&report);
+  return result.passed;
+}
+
+static int mode_run(const sim_options *o, const char *argv0) {
+  return run_and_report(o, argv0, false) ? 0 : 1;
+}
+
+static int mode_seeds(const sim_options *o, const char *argv0) {
+  uint64_t failed = 0;
+  uint64_t i;
+
+  for (i = 0; i < o->count; i++) {
+    sim_options one = *o;
+    one.seed = o->seed + i;
+    failed += !run_and_report(&one, argv0, true);
+  }
+  printf("seeds %" PRIu64 "..%" PRIu64 ": %" PRIu64 " passed, %" PRIu64
+         " failed\n",
+         o->seed, o->seed + o->count - 1, o->count - failed, failed);
+  return failed == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  sim_options o;
+  unsigned mode = 0;
+  size_t m;
+  int i;
+
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  for (i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    }
+  }
+  for (m = 0; m < N_MODES; m++) {
+    if (strcmp(argv[1], modes[m].name) == 0) {
+      mode = modes[m].bit;
+    }
+  }
+  if (mode == 0) {
+    fprintf(stderr, "dht-sim: unknown mode %s (see --help)\n", argv[1]);
+    return 2;
+  }
+  options_default(&o);
+  if (parse_options(argc, argv, mode, &o) != 0 || check_options(&o) != 0) {
+    return 2;
+  }
+  switch (mode) {
+  case MODE_RUN:
+    return mode_run(&o, argv[0]);
+  case MODE_SEEDS:
+    return mode_seeds(&o, argv[0]);
+  case MODE_SCENARIOS:
+    return sim_scenarios(&o);
+  case MODE_PATH:
+    return sim_exp_path_length(&o);
+  case MODE_FAILURES:
+    return sim_exp_failures(&o);
+  case MODE_KEYS:
+    return sim_exp_keys_per_node(&o);
+  case MODE_PDF:
+    return sim_exp_keys_pdf(&o);
+  default:
+    return sim_exp_virtual_nodes(&o);
+  }
+}

@@ -1,0 +1,77 @@
+/*
+ * sim_queue.h: the simulator's agenda, a binary min-heap of events.
+ *
+ * Events are ordered by (virtual time, sequence number): the sequence number
+ * is given at insertion, so events due at the same millisecond run in the
+ * order they were scheduled and the run never depends on heap layout or
+ * pointer values. Each event owns its frame bytes (a copy: the node's own
+ * buffers die on its next call).
+ *
+ * The heap holds 16-byte entries (time and sequence packed into one key,
+ * and the index of the event in a pool), because popping dominates the cost
+ * of a large simulation and small entries keep it in cache.
+ */
+#ifndef SIM_QUEUE_H
+#define SIM_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The packed key gives the time SIM_QUEUE_TIME_BITS bits (about 4.6 hours
+ * of virtual time) and the sequence number the rest (10^12 events). */
+#define SIM_QUEUE_TIME_BITS 24
+#define SIM_QUEUE_TIME_MAX_MS ((UINT64_C(1) << SIM_QUEUE_TIME_BITS) - 1)
+
+typedef enum sim_event_kind {
+  SIM_EV_DELIVER,       /* a SEND's frame (or a client request) arrives at
+                           node slot on connection conn */
+  SIM_EV_DELIVER_REPLY, /* a REPLY's frame arrives at node slot */
+  SIM_EV_CLIENT_REPLY,  /* a REPLY's frame arrives at the simulated client */
+  SIM_EV_WAKE,          /* node slot's timers may be due */
+  SIM_EV_UNREACHABLE,   /* node slot learns it cannot connect to peer_slot */
+  SIM_EV_REJOIN,        /* node slot retries a join that failed */
+} sim_event_kind;
+
+typedef struct sim_event {
+  uint64_t at_ms;       /* virtual time it happens */
+  sim_event_kind kind;  /* what happens */
+  uint32_t slot;        /* the node it happens to (not CLIENT_REPLY) */
+  uint32_t incarnation; /* ...in this life: stale when the node restarted */
+  uint32_t peer_slot;   /* DELIVER: the sender (SIM_NO_SLOT: the client);
+                           UNREACHABLE: who could not be reached */
+  uint64_t conn;        /* DELIVER*, CLIENT_REPLY: connection number */
+  uint8_t *frame;       /* DELIVER*, CLIENT_REPLY: owned frame with header */
+  size_t frame_len;     /* bytes in frame */
+} sim_event;
+
+/* One heap entry: (at_ms << sequence bits | seq) and where the event is. */
+typedef struct sim_queue_entry {
+  uint64_t key;  /* orders the heap */
+  uint32_t pool; /* index of the event in sim_queue.pool */
+} sim_queue_entry;
+
+typedef struct sim_queue {
+  sim_queue_entry *heap; /* heap[0] is the earliest event */
+  size_t len;            /* events queued */
+  size_t cap;            /* heap entries allocated */
+  sim_event *pool;       /* the events themselves */
+  uint32_t *free_slots;  /* pool indices not in use */
+  size_t n_free;         /* entries in free_slots */
+  size_t pool_cap;       /* events allocated in pool (and free_slots) */
+  uint64_t next_seq;     /* sequence number of the next push */
+} sim_queue;
+
+void sim_queue_init(sim_queue *q);
+/* Frees every queued event's frame and the queue itself. */
+void sim_queue_free(sim_queue *q);
+/* Queues a copy of *ev (ownership of ev->frame moves into the queue).
+ * Aborts when out of memory or past SIM_QUEUE_TIME_MAX_MS: the simulator
+ * cannot go on. */
+void sim_queue_push(sim_queue *q, const sim_event *ev);
+/* The earliest event's time; UINT64_MAX when the queue is empty. */
+uint64_t sim_queue_peek_time(const sim_queue *q);
+/* Removes the earliest event into *out (ownership of its frame moves to the
+ * caller). Returns 0, or -1 when the queue is empty. */
+int sim_queue_pop(sim_queue *q, sim_event *out);
+
+#endif /* SIM_QUEUE_H */

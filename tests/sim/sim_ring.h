@@ -1,0 +1,64 @@
+/*
+ * sim_ring.h: the truth about the ring, computed from outside the nodes.
+ *
+ * The simulator knows every live node, so it can say what each node's
+ * routing state should be: the owner of key k is successor(k), the first
+ * live JOINED node at or clockwise after k; a node's successor list is the
+ * next live nodes, its predecessor the previous one, and finger i is
+ * successor(node + 2^i). This module builds that sorted view on demand,
+ * compares every node against it (convergence: routing, and keys at their
+ * owners), and installs it directly into nodes (the oracle routing the
+ * path-length experiments use).
+ */
+#ifndef SIM_RING_H
+#define SIM_RING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sim_world.h"
+
+typedef struct sim_ring_member {
+  dht_id id;     /* the node's ring position */
+  uint32_t slot; /* its slot in the world */
+} sim_ring_member;
+
+typedef struct sim_ring {
+  sim_ring_member *members; /* sorted by id (ties by slot) */
+  size_t n;                 /* members */
+} sim_ring;
+
+/* The running nodes in id order: only JOINED ones when joined_only. */
+void sim_ring_build(sim_ring *ring, const sim_world *w, bool joined_only);
+void sim_ring_free(sim_ring *ring);
+
+/* Index of successor(k): the first member at or clockwise after k. The
+ * ring must not be empty. */
+size_t sim_ring_successor(const sim_ring *ring, const dht_id *k);
+
+/*
+ * Compares every running node's successor list, predecessor and fingers with
+ * the truth of ring (built with joined_only). A running node that is not
+ * JOINED counts as not converged. Returns the number of nodes that differ
+ * (stopping at the first one when stop_at_first) and describes the first
+ * SIM_RING_REASONS_MAX differences in why.
+ */
+#define SIM_RING_REASONS_MAX 6
+size_t sim_ring_check_converged(const sim_ring *ring, const sim_world *w,
+                                bool stop_at_first, char *why, size_t why_len);
+
+/* Runs the world until sim_ring_check_converged() finds no difference,
+ * checking every virtual second (every 5 s above 1000 nodes). When limit_ms
+ * pass first, fails the world with the differences, naming the phase it
+ * came after. progress prints every check on stderr. Returns true when
+ * converged. */
+bool sim_ring_converge(sim_world *w, uint64_t limit_ms, bool progress,
+                       const char *after);
+
+/* Installs the true routing, with succ_list_len successors, into every
+ * member of ring (at least two members). */
+void sim_ring_install_oracle(const sim_ring *ring, sim_world *w,
+                             uint32_t succ_list_len);
+
+#endif /* SIM_RING_H */

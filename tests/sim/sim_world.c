@@ -1,0 +1,905 @@
+/*
+ * sim_world.c: the host of every simulated node (see sim_world.h): process
+ * lifecycle, the event loop, carrying out actions, the simulated client, and
+ * the structural invariants checked after every call into a node.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dht/err.h"
+#include "sim_world.h"
+
+/* A node whose deadline is still due after this many handle_expiry calls at
+ * one instant would spin forever: a livelock in the node. */
+#define SIM_EXPIRIES_AT_ONE_INSTANT_MAX 1000
+/* The port every simulated node listens on; only the host part differs. */
+#define SIM_PORT_SUFFIX ":7000"
+
+static void *xrealloc(void *p, size_t n, size_t size) {
+  void *q;
+
+  if (size != 0 && n > SIZE_MAX / size) {
+    q = NULL;
+  } else {
+    q = realloc(p, n * size);
+  }
+  if (q == NULL && n * size != 0) {
+    fprintf(stderr, "dht-sim: out of memory\n");
+    abort();
+  }
+  return q;
+}
+
+static uint8_t *copy_bytes(const uint8_t *p, size_t len) {
+  uint8_t *q = xrealloc(NULL, len ? len : 1, 1);
+  if (len > 0) {
+    memcpy(q, p, len);
+  }
+  return q;
+}
+
+void sim_world_init(sim_world *w, uint64_t seed, const dht_settings *settings) {
+  sim_rng master;
+
+  memset(w, 0, sizeof(*w));
+  sim_rng_seed(&master, seed);
+  sim_rng_fork(&master, &w->rng);
+  sim_net_init(&w->net, &master);
+  sim_queue_init(&w->queue);
+  dht_buf_init(&w->scratch);
+  w->settings = *settings;
+  w->log_level = DHT_LOG_WARN;
+}
+
+void sim_world_free(sim_world *w) {
+  size_t i;
+
+  for (i = 0; i < w->n_nodes; i++) {
+    dht_node_del(w->nodes[i].node);
+    dht_store_del(w->nodes[i].store);
+  }
+  free(w->nodes);
+  sim_world_clear_ops(w);
+  free(w->ops);
+  dht_buf_free(&w->scratch);
+  sim_queue_free(&w->queue);
+  sim_net_free(&w->net);
+  memset(w, 0, sizeof(*w));
+}
+
+void sim_world_fail(sim_world *w, const char *fmt, ...) {
+  va_list ap;
+
+  if (w->failed) {
+    return;
+  }
+  w->failed = true;
+  w->failed_at_ms = w->now_ms;
+  va_start(ap, fmt);
+  vsnprintf(w->failure, sizeof(w->failure), fmt, ap);
+  va_end(ap);
+}
+
+/* ---- addresses and connection numbers ---------------------------------- */
+
+uint32_t sim_world_slot_of(const sim_world *w, const char *addr, size_t len) {
+  size_t suffix_len = strlen(SIM_PORT_SUFFIX);
+  uint64_t slot = 0;
+  size_t i;
+
+  if (len < 2 + suffix_len || addr[0] != 'n' ||
+      memcmp(addr + len - suffix_len, SIM_PORT_SUFFIX, suffix_len) != 0) {
+    return SIM_NO_SLOT;
+  }
+  for (i = 1; i < len - suffix_len; i++) {
+    if (addr[i] < '0' || addr[i] > '9' || slot > UINT32_MAX) {
+      return SIM_NO_SLOT;
+    }
+    slot = slot * 10 + (uint64_t)(addr[i] - '0');
+  }
+  /* The exact spelling must match too: "n042:7000" is not "n00042:7000". */
+  if (slot >= w->n_nodes || w->nodes[slot].addr_len != len ||
+      memcmp(w->nodes[slot].addr, addr, len) != 0) {
+    return SIM_NO_SLOT;
+  }
+  return (uint32_t)slot;
+}
+
+static uint64_t conn_of(uint32_t slot, uint32_t incarnation) {
+  return (uint64_t)incarnation << 32 | ((uint64_t)slot + 1);
+}
+
+static uint32_t conn_slot(uint64_t conn) {
+  return (uint32_t)(conn & UINT32_MAX) - 1;
+}
+
+static uint32_t conn_incarnation(uint64_t conn) {
+  return (uint32_t)(conn >> 32);
+}
+
+/* ---- scheduling ---------------------------------------------------------- */
+
+static void push(sim_world *w, sim_event_kind kind, uint64_t at_ms,
+                 uint32_t slot, uint32_t incarnation, uint32_t peer_slot,
+                 uint64_t conn, const uint8_t *frame, size_t frame_len) {
+  sim_event ev;
+
+  ev.kind = kind;
+  ev.at_ms = at_ms;
+  ev.slot = slot;
+  ev.incarnation = incarnation;
+  ev.peer_slot = peer_slot;
+  ev.conn = conn;
+  ev.frame = frame != NULL ? copy_bytes(frame, frame_len) : NULL;
+  ev.frame_len = frame != NULL ? frame_len : 0;
+  sim_queue_push(&w->queue, &ev);
+}
+
+static void schedule_wake(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
+  uint64_t deadline = dht_node_next_deadline(n->node);
+
+  if (deadline == DHT_TIME_NEVER) {
+    return;
+  }
+  if (deadline < w->now_ms) {
+    deadline = w->now_ms;
+  }
+  /* One wake-up queued at the earliest deadline is enough: when it fires
+   * early (the deadline moved later) it re-arms for the new one. */
+  if (deadline < n->timer_at_ms) {
+    push(w, SIM_EV_WAKE, deadline, slot, n->incarnation, SIM_NO_SLOT, 0, NULL,
+         0);
+    n->timer_at_ms = deadline;
+  }
+}
+
+/* ---- structural invariants ----------------------------------------------- */
+
+/* Checks that (id, addr) names a simulated node: catches corrupted or
+ * invented peers in the node's tables. */
+static bool peer_is_real(const sim_world *w, const dht_id *id,
+                         const char *addr) {
+  uint32_t slot;
+
+  if (addr == NULL) {
+    return false;
+  }
+  slot = sim_world_slot_of(w, addr, strlen(addr));
+  return slot != SIM_NO_SLOT && dht_id_eq(&w->nodes[slot].id, id);
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15u + (h << 6) + (h >> 2);
+  return h * 0xff51afd7ed558ccdu;
+}
+
+/* Mixes a peer (its id and address bytes) into h. */
+static uint64_t mix_peer(uint64_t h, const dht_id *id, const char *addr) {
+  const char *c;
+
+  h = mix(h, dht_id_top64(id));
+  for (c = addr; c != NULL && *c != '\0'; c++) {
+    h = (h ^ (uint8_t)*c) * 0x100000001b3u; /* FNV-1a step */
+  }
+  return h;
+}
+
+/* After every call into a node: its successor list is clockwise from it,
+ * free of duplicates and of itself (unless it is the only entry), no longer
+ * than succ_list_len; its successors and predecessor are real nodes; its
+ * pending requests stay within pending_max. */
+static void check_structure(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
+  dht_id ids[DHT_SUCC_LIST_MAX];
+  const char *addrs[DHT_SUCC_LIST_MAX];
+  dht_id prev_dist, pred_id;
+  const char *pred_addr = NULL;
+  char a[DHT_ID_SHORT_LEN];
+  size_t count, i;
+  bool has_pred;
+  uint64_t hash;
+
+  if (dht_node_pending_count(n->node) > w->settings.pending_max) {
+    sim_world_fail(w, "%s has %zu requests pending, above pending_max %" PRIu32,
+                   n->addr, dht_node_pending_count(n->node),
+                   w->settings.pending_max);
+    return;
+  }
+  count = dht_node_succs(n->node, ids, addrs, DHT_SUCC_LIST_MAX);
+  has_pred = dht_node_pred(n->node, &pred_id, &pred_addr);
+  /* Most calls change no routing: skip the checks below when the ids and
+   * addresses are the ones already checked. */
+  hash = has_pred ? mix_peer(count, &pred_id, pred_addr) : mix(count, 0);
+  for (i = 0; i < count && i < DHT_SUCC_LIST_MAX; i++) {
+    hash = mix_peer(hash, &ids[i], addrs[i]);
+  }
+  if (hash == n->routing_hash) {
+    return;
+  }
+  n->routing_hash = hash;
+
+  if (count > w->settings.succ_list_len) {
+    sim_world_fail(w, "%s has %zu successors, more than succ_list_len %" PRIu32,
+                   n->addr, count, w->settings.succ_list_len);
+    return;
+  }
+  for (i = 0; i < count; i++) {
+    dht_id dist;
+    if (!peer_is_real(w, &ids[i], addrs[i])) {
+      sim_world_fail(w, "%s: successor %zu (%s, %s) is no simulated node",
+                     n->addr, i, addrs[i] ? addrs[i] : "(null)",
+                     dht_id_short(&ids[i], a));
+      return;
+    }
+    if (dht_id_eq(&ids[i], &n->id)) {
+      if (count != 1) {
+        sim_world_fail(w, "%s lists itself as successor %zu of %zu", n->addr, i,
+                       count);
+        return;
+      }
+      continue;
+    }
+    /* Strictly growing clockwise distance: ordered and free of duplicates. */
+    dht_id_distance(&dist, &n->id, &ids[i]);
+    if (i > 0 && dht_id_cmp(&dist, &prev_dist) <= 0) {
+      sim_world_fail(w,
+                     "%s: successor %zu (%s) is not clockwise after "
+                     "successor %zu (%s): duplicate or out of order",
+                     n->addr, i, addrs[i], i - 1, addrs[i - 1]);
+      return;
+    }
+    prev_dist = dist;
+  }
+  if (has_pred && !peer_is_real(w, &pred_id, pred_addr)) {
+    sim_world_fail(w, "%s: predecessor (%s, %s) is no simulated node", n->addr,
+                   pred_addr ? pred_addr : "(null)", dht_id_short(&pred_id, a));
+  }
+}
+
+/* ---- carrying out actions ------------------------------------------------ */
+
+/* Checks that a frame's header announces exactly the bytes that follow. */
+static bool frame_is_whole(sim_world *w, uint32_t slot, const dht_action *a) {
+  size_t body_len = 0;
+  int rv = dht_frame_peek(a->frame, a->frame_len,
+                          w->settings.limits.frame_len_max, &body_len);
+
+  if (rv != 0 || body_len + DHT_FRAME_HEADER_LEN != a->frame_len) {
+    sim_world_fail(w,
+                   "%s emitted a %zu-byte frame whose header is bad or "
+                   "announces %zu body bytes (%s)",
+                   w->nodes[slot].addr, a->frame_len, body_len,
+                   dht_strerror(rv));
+    return false;
+  }
+  return true;
+}
+
+static void carry_out_send(sim_world *w, uint32_t from, const dht_action *a) {
+  uint32_t to = sim_world_slot_of(w, a->addr, strlen(a->addr));
+  unsigned copies, i;
+
+  if (to == SIM_NO_SLOT) {
+    sim_world_fail(w, "%s sent to \"%s\", which is no simulated node",
+                   w->nodes[from].addr, a->addr);
+    return;
+  }
+  copies = sim_net_copies(&w->net, from, to);
+  for (i = 0; i < copies; i++) {
+    /* Addressed to the process alive now; if there is none, or it has been
+     * replaced when the frame arrives, the connection fails there. */
+    push(w, SIM_EV_DELIVER, w->now_ms + sim_net_latency_ms(&w->net), to,
+         w->nodes[to].incarnation, from,
+         conn_of(from, w->nodes[from].incarnation), a->frame, a->frame_len);
+  }
+}
+
+/* Node-to-node messages may overtake each other (a stronger test than one
+ * TCP connection, like messages on different connections); a client's
+ * connection keeps its order, as the client relies on ACCEPTED coming
+ * before the result. */
+static void carry_out_client_reply(sim_world *w, uint32_t from,
+                                   const dht_action *a) {
+  size_t index = (size_t)(a->conn & ~SIM_CLIENT_CONN);
+  uint64_t at = w->now_ms + sim_net_client_latency_ms(&w->net);
+
+  if (index >= w->ops_base && index < w->ops_base + w->n_ops) {
+    sim_op *op = sim_world_op(w, index);
+    if (at < op->last_arrival_ms) {
+      at = op->last_arrival_ms;
+    }
+    op->last_arrival_ms = at;
+  }
+  push(w, SIM_EV_CLIENT_REPLY, at, SIM_NO_SLOT, 0, from, a->conn, a->frame,
+       a->frame_len);
+}
+
+static void carry_out_reply(sim_world *w, uint32_t from, const dht_action *a) {
+  uint32_t to;
+  unsigned copies, i;
+
+  if (a->conn & SIM_CLIENT_CONN) {
+    carry_out_client_reply(w, from, a);
+    return;
+  }
+  to = conn_slot(a->conn);
+  if (to >= w->n_nodes) {
+    sim_world_fail(w,
+                   "%s replied on connection %" PRIu64
+                   ", which the simulator never opened",
+                   w->nodes[from].addr, a->conn);
+    return;
+  }
+  copies = sim_net_copies(&w->net, from, to);
+  for (i = 0; i < copies; i++) {
+    push(w, SIM_EV_DELIVER_REPLY, w->now_ms + sim_net_latency_ms(&w->net), to,
+         conn_incarnation(a->conn), from,
+         conn_of(from, w->nodes[from].incarnation), a->frame, a->frame_len);
+  }
+}
+
+static void carry_out_event(sim_world *w, uint32_t slot, const dht_action *a) {
+  sim_node *n = &w->nodes[slot];
+
+  switch (a->event) {
+  case DHT_EVENT_JOINED:
+    w->joins++;
+    break;
+  case DHT_EVENT_JOIN_FAILED:
+    /* Like a supervisor restarting a daemon whose join failed. */
+    w->join_failures++;
+    push(w, SIM_EV_REJOIN, w->now_ms + SIM_REJOIN_DELAY_MS, slot,
+         n->incarnation, SIM_NO_SLOT, 0, NULL, 0);
+    break;
+  case DHT_EVENT_LEFT:
+    sim_world_fail(w, "%s reported LEFT, but nothing asked it to leave",
+                   n->addr);
+    break;
+  }
+}
+
+void sim_world_drain(sim_world *w, uint32_t slot) {
+  dht_action a;
+
+  while (dht_node_poll_action(w->nodes[slot].node, &a)) {
+    switch (a.type) {
+    case DHT_ACTION_SEND:
+      if (frame_is_whole(w, slot, &a)) {
+        carry_out_send(w, slot, &a);
+      }
+      break;
+    case DHT_ACTION_REPLY:
+      if (frame_is_whole(w, slot, &a)) {
+        carry_out_reply(w, slot, &a);
+      }
+      break;
+    case DHT_ACTION_CLOSE:
+      sim_world_fail(w,
+                     "%s asked to close connection %" PRIu64
+                     ": it thinks a peer misbehaves, but every peer here "
+                     "runs the same code",
+                     w->nodes[slot].addr, a.conn);
+      break;
+    case DHT_ACTION_EVENT:
+      carry_out_event(w, slot, &a);
+      break;
+    }
+  }
+  check_structure(w, slot);
+  schedule_wake(w, slot);
+}
+
+/* ---- node lifecycle ------------------------------------------------------ */
+
+static void log_line(void *ud, dht_log_level level, const char *line) {
+  (void)ud;
+  (void)level;
+  fprintf(stderr, "%s\n", line);
+}
+
+uint32_t sim_world_add_node(sim_world *w) {
+  sim_node *n;
+  uint32_t slot = (uint32_t)w->n_nodes;
+
+  if (w->n_nodes == w->cap_nodes) {
+    w->cap_nodes = w->cap_nodes ? 2 * w->cap_nodes : 64;
+    w->nodes = xrealloc(w->nodes, w->cap_nodes, sizeof(*w->nodes));
+  }
+  n = &w->nodes[w->n_nodes++];
+  memset(n, 0, sizeof(*n));
+  snprintf(n->addr, sizeof(n->addr), "n%05" PRIu32 SIM_PORT_SUFFIX, slot);
+  n->addr_len = strlen(n->addr);
+  dht_id_hash(&n->id, n->addr, n->addr_len);
+  n->store = dht_store_mem_new();
+  if (n->store == NULL) {
+    fprintf(stderr, "dht-sim: out of memory (store)\n");
+    abort();
+  }
+  n->timer_at_ms = DHT_TIME_NEVER;
+  return slot;
+}
+
+void sim_world_start(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
+  dht_node_config cfg;
+  int rv;
+
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.addr = n->addr;
+  cfg.id = NULL;
+  cfg.store = n->store;
+  cfg.settings = w->settings;
+  cfg.seed = sim_rng_next(&w->rng);
+  cfg.log = w->log_on ? log_line : NULL;
+  cfg.log_ud = w;
+  cfg.log_level = w->log_level;
+  rv = dht_node_new(&n->node, &cfg, w->now_ms);
+  if (rv != 0) {
+    n->node = NULL;
+    sim_world_fail(w, "dht_node_new(%s) failed: %s", n->addr, dht_strerror(rv));
+    return;
+  }
+  n->incarnation++;
+  n->timer_at_ms = DHT_TIME_NEVER;
+  n->expiries_at_now = 0;
+  if (!dht_id_eq(dht_node_id(n->node), &n->id)) {
+    sim_world_fail(w, "%s: the node's id is not the hash of its address",
+                   n->addr);
+    return;
+  }
+  sim_world_drain(w, slot);
+}
+
+void sim_world_create_ring(sim_world *w, uint32_t slot) {
+  int rv;
+
+  if (w->nodes[slot].node == NULL) {
+    sim_world_start(w, slot);
+  }
+  if (w->failed) {
+    return;
+  }
+  rv = dht_node_create_ring(w->nodes[slot].node, w->now_ms);
+  if (rv != 0) {
+    sim_world_fail(w, "dht_node_create_ring(%s): %s", w->nodes[slot].addr,
+                   dht_strerror(rv));
+    return;
+  }
+  sim_world_drain(w, slot);
+}
+
+void sim_world_join(sim_world *w, uint32_t slot, uint32_t bootstrap) {
+  int rv;
+
+  if (w->nodes[slot].node == NULL) {
+    sim_world_start(w, slot);
+  }
+  if (w->failed) {
+    return;
+  }
+  w->nodes[slot].joins_started++;
+  rv = dht_node_join(w->nodes[slot].node, w->nodes[bootstrap].addr, w->now_ms);
+  if (rv != 0) {
+    sim_world_fail(w, "dht_node_join(%s via %s): %s", w->nodes[slot].addr,
+                   w->nodes[bootstrap].addr, dht_strerror(rv));
+    return;
+  }
+  sim_world_drain(w, slot);
+}
+
+void sim_world_crash(sim_world *w, uint32_t slot, bool refuses) {
+  sim_node *n = &w->nodes[slot];
+
+  dht_node_del(n->node);
+  n->node = NULL;
+  n->refuses = refuses;
+  n->timer_at_ms = DHT_TIME_NEVER;
+}
+
+void sim_world_set_maintenance(sim_world *w, bool enabled) {
+  size_t i;
+
+  for (i = 0; i < w->n_nodes && !w->failed; i++) {
+    if (w->nodes[i].node != NULL) {
+      dht_node_set_maintenance(w->nodes[i].node, enabled, w->now_ms);
+      sim_world_drain(w, (uint32_t)i);
+    }
+  }
+}
+
+bool sim_world_is_up(const sim_world *w, uint32_t slot) {
+  return slot < w->n_nodes && w->nodes[slot].node != NULL;
+}
+
+bool sim_world_is_joined(const sim_world *w, uint32_t slot) {
+  return sim_world_is_up(w, slot) &&
+         dht_node_get_state(w->nodes[slot].node) == DHT_NODE_JOINED;
+}
+
+size_t sim_world_count_up(const sim_world *w) {
+  size_t i, up = 0;
+
+  for (i = 0; i < w->n_nodes; i++) {
+    up += w->nodes[i].node != NULL;
+  }
+  return up;
+}
+
+uint32_t sim_world_random_joined(sim_world *w, uint32_t except) {
+  size_t i, eligible = 0, pick;
+  int probe;
+
+  if (w->n_nodes == 0) {
+    return SIM_NO_SLOT;
+  }
+  /* Probing is O(1) when most nodes are joined; the count below is the
+   * fallback for sparse rings. Both are uniform over the eligible nodes. */
+  for (probe = 0; probe < 32; probe++) {
+    uint32_t slot = (uint32_t)sim_rng_below(&w->rng, w->n_nodes);
+    if (slot != except && sim_world_is_joined(w, slot)) {
+      return slot;
+    }
+  }
+  for (i = 0; i < w->n_nodes; i++) {
+    eligible += i != except && sim_world_is_joined(w, (uint32_t)i);
+  }
+  if (eligible == 0) {
+    return SIM_NO_SLOT;
+  }
+  pick = sim_rng_below(&w->rng, eligible);
+  for (i = 0; i < w->n_nodes; i++) {
+    if (i != except && sim_world_is_joined(w, (uint32_t)i) && pick-- == 0) {
+      return (uint32_t)i;
+    }
+  }
+  return SIM_NO_SLOT;
+}
+
+/* ---- the simulated client ----------------------------------------------- */
+
+sim_op *sim_world_op(sim_world *w, size_t op_index) {
+  return &w->ops[op_index - w->ops_base];
+}
+
+void sim_world_clear_ops(sim_world *w) {
+  size_t i;
+
+  for (i = 0; i < w->n_ops; i++) {
+    free(w->ops[i].expect_value);
+  }
+  w->ops_base += w->n_ops;
+  w->n_ops = 0;
+  w->ops_outstanding = 0;
+}
+
+static size_t op_send(sim_world *w, sim_op_kind kind, uint32_t slot,
+                      dht_msg *msg) {
+  size_t index = w->ops_base + w->n_ops;
+  sim_op *op;
+  int rv;
+
+  if (w->n_ops == w->cap_ops) {
+    w->cap_ops = w->cap_ops ? 2 * w->cap_ops : 256;
+    w->ops = xrealloc(w->ops, w->cap_ops, sizeof(*w->ops));
+  }
+  op = &w->ops[w->n_ops++];
+  memset(op, 0, sizeof(*op));
+  op->kind = kind;
+  op->via_slot = slot;
+  op->sent_ms = w->now_ms;
+  op->peer_slot = SIM_NO_SLOT;
+  w->ops_outstanding++;
+
+  msg->version = DHT_PROTOCOL_VERSION;
+  msg->rid = (uint64_t)index + 1;
+  w->scratch.len = 0;
+  rv = dht_msg_encode(msg, &w->scratch);
+  if (rv != 0) {
+    sim_world_fail(w, "dht_msg_encode(%s) failed: %s",
+                   dht_msg_type_name(msg->type), dht_strerror(rv));
+    return index;
+  }
+  push(w, SIM_EV_DELIVER, w->now_ms + sim_net_client_latency_ms(&w->net), slot,
+       w->nodes[slot].incarnation, SIM_NO_SLOT, SIM_CLIENT_CONN | index,
+       w->scratch.data, w->scratch.len);
+  return index;
+}
+
+size_t sim_world_lookup(sim_world *w, uint32_t slot, const dht_id *target) {
+  dht_msg msg;
+  size_t index;
+
+  memset(&msg, 0, sizeof(msg));
+  msg.type = DHT_MSG_FIND_SUCC;
+  msg.target = *target;
+  index = op_send(w, SIM_OP_LOOKUP, slot, &msg);
+  sim_world_op(w, index)->target = *target;
+  return index;
+}
+
+size_t sim_world_get(sim_world *w, uint32_t slot, const char *key,
+                     const char *expect_value) {
+  dht_msg msg;
+  size_t index;
+  sim_op *op;
+
+  memset(&msg, 0, sizeof(msg));
+  msg.type = DHT_MSG_GET;
+  msg.key.p = (const uint8_t *)key;
+  msg.key.len = strlen(key);
+  index = op_send(w, SIM_OP_GET, slot, &msg);
+  op = sim_world_op(w, index);
+  dht_id_hash(&op->target, key, strlen(key));
+  op->expect_len = strlen(expect_value);
+  op->expect_value = copy_bytes((const uint8_t *)expect_value, op->expect_len);
+  return index;
+}
+
+size_t sim_world_put(sim_world *w, uint32_t slot, const char *key,
+                     const char *value) {
+  dht_msg msg;
+  size_t index;
+
+  memset(&msg, 0, sizeof(msg));
+  msg.type = DHT_MSG_PUT;
+  msg.key.p = (const uint8_t *)key;
+  msg.key.len = strlen(key);
+  msg.value.p = (const uint8_t *)value;
+  msg.value.len = strlen(value);
+  index = op_send(w, SIM_OP_PUT, slot, &msg);
+  dht_id_hash(&sim_world_op(w, index)->target, key, strlen(key));
+  return index;
+}
+
+static bool reply_fits(sim_op_kind kind, dht_msg_type type) {
+  if (type == DHT_MSG_ERROR) {
+    return true;
+  }
+  switch (kind) {
+  case SIM_OP_LOOKUP:
+    return type == DHT_MSG_FIND_SUCC_R;
+  case SIM_OP_GET:
+    return type == DHT_MSG_VALUE;
+  case SIM_OP_PUT:
+    return type == DHT_MSG_OK;
+  }
+  return false;
+}
+
+static void record_client_reply(sim_world *w, const sim_event *ev) {
+  size_t index = (size_t)(ev->conn & ~SIM_CLIENT_CONN);
+  const uint8_t *body = ev->frame + DHT_FRAME_HEADER_LEN;
+  size_t body_len = ev->frame_len - DHT_FRAME_HEADER_LEN;
+  sim_op *op;
+  dht_msg msg;
+  int rv;
+
+  if (index < w->ops_base) {
+    return; /* an op cleared since: nobody waits for it any more */
+  }
+  op = sim_world_op(w, index);
+  memset(&msg, 0, sizeof(msg));
+  rv = dht_msg_decode(&msg, body, body_len, &w->settings.limits);
+  if (rv != 0 || msg.rid != (uint64_t)index + 1 ||
+      (msg.type != DHT_MSG_ACCEPTED && !reply_fits(op->kind, msg.type))) {
+    sim_world_fail(w,
+                   "client request %zu via %s: bad reply from %s (decode: "
+                   "%s, rid %" PRIu64 ", type %s)",
+                   index, w->nodes[op->via_slot].addr,
+                   w->nodes[ev->peer_slot].addr, dht_strerror(rv), msg.rid,
+                   dht_msg_type_name((int)msg.type));
+    dht_msg_free(&msg);
+    return;
+  }
+  if (msg.type == DHT_MSG_ACCEPTED) {
+    /* Interim: the node forwarded the request, or (again) a node further
+     * along is routing around a failure; the result follows. */
+    op->accepts++;
+    if (op->replies > 0) {
+      sim_world_fail(w, "client request %zu via %s: ACCEPTED after the result",
+                     index, w->nodes[op->via_slot].addr);
+    }
+    dht_msg_free(&msg);
+    return;
+  }
+  if (++op->replies > 1) {
+    sim_world_fail(w,
+                   "client request %zu (sent via %s) got %" PRIu32 " results",
+                   index, w->nodes[op->via_slot].addr, op->replies);
+    dht_msg_free(&msg);
+    return;
+  }
+  w->ops_outstanding--;
+  op->replied_ms = w->now_ms;
+  op->reply_type = msg.type;
+  op->hops = msg.hops;
+  switch (msg.type) {
+  case DHT_MSG_ERROR:
+    op->error_code = msg.error_code;
+    break;
+  case DHT_MSG_FIND_SUCC_R:
+    if (msg.has_peer) {
+      uint32_t slot = sim_world_slot_of(w, (const char *)msg.peer.addr.p,
+                                        msg.peer.addr.len);
+      op->peer_id = msg.peer.id;
+      if (slot != SIM_NO_SLOT && dht_id_eq(&w->nodes[slot].id, &msg.peer.id)) {
+        op->peer_slot = slot;
+      }
+    }
+    break;
+  case DHT_MSG_VALUE:
+    op->value_ok = msg.value.len == op->expect_len &&
+                   (op->expect_len == 0 ||
+                    memcmp(msg.value.p, op->expect_value, op->expect_len) == 0);
+    break;
+  default:
+    break;
+  }
+  dht_msg_free(&msg);
+}
+
+/* ---- the event loop ------------------------------------------------------ */
+
+/* A frame reached a slot whose process is gone or was replaced. */
+static void connection_failed(sim_world *w, const sim_event *ev) {
+  const sim_node *dst = &w->nodes[ev->slot];
+  /* A live process resets a connection it does not know; a dead process's
+   * host refuses it unless the whole host is down (silence). */
+  bool refused = dst->node != NULL || dst->refuses;
+
+  if (refused && ev->peer_slot != SIM_NO_SLOT) {
+    push(w, SIM_EV_UNREACHABLE, w->now_ms + sim_net_latency_ms(&w->net),
+         ev->peer_slot, conn_incarnation(ev->conn), ev->slot, 0, NULL, 0);
+  }
+}
+
+static void deliver(sim_world *w, const sim_event *ev) {
+  sim_node *n = &w->nodes[ev->slot];
+  int rv;
+
+  rv = dht_node_recv(n->node, ev->conn, ev->frame + DHT_FRAME_HEADER_LEN,
+                     ev->frame_len - DHT_FRAME_HEADER_LEN, w->now_ms);
+  if (rv != 0) {
+    sim_world_fail(w, "%s rejected a %zu-byte frame from %s: %s", n->addr,
+                   ev->frame_len,
+                   ev->peer_slot == SIM_NO_SLOT ? "the client"
+                                                : w->nodes[ev->peer_slot].addr,
+                   dht_strerror(rv));
+  }
+  sim_world_drain(w, ev->slot);
+}
+
+static void wake(sim_world *w, const sim_event *ev) {
+  sim_node *n = &w->nodes[ev->slot];
+
+  if (ev->at_ms == n->timer_at_ms) {
+    n->timer_at_ms = DHT_TIME_NEVER;
+  }
+  if (dht_node_next_deadline(n->node) > w->now_ms) {
+    schedule_wake(w, ev->slot); /* woke early: the deadline moved later */
+    return;
+  }
+  if (n->expiry_now_ms != w->now_ms) {
+    n->expiry_now_ms = w->now_ms;
+    n->expiries_at_now = 0;
+  }
+  if (++n->expiries_at_now > SIM_EXPIRIES_AT_ONE_INSTANT_MAX) {
+    sim_world_fail(w,
+                   "%s: its deadline stays due after %d handle_expiry calls "
+                   "at one instant (livelock)",
+                   n->addr, SIM_EXPIRIES_AT_ONE_INSTANT_MAX);
+    return;
+  }
+  dht_node_handle_expiry(n->node, w->now_ms);
+  sim_world_drain(w, ev->slot);
+}
+
+static void rejoin(sim_world *w, uint32_t slot) {
+  uint32_t bootstrap;
+
+  sim_world_crash(w, slot, true);
+  bootstrap = sim_world_random_joined(w, slot);
+  if (bootstrap == SIM_NO_SLOT) {
+    sim_world_fail(w, "%s must rejoin, but no node is joined",
+                   w->nodes[slot].addr);
+    return;
+  }
+  sim_world_join(w, slot, bootstrap);
+}
+
+static void process(sim_world *w, const sim_event *ev) {
+  bool alive = ev->kind != SIM_EV_CLIENT_REPLY &&
+               w->nodes[ev->slot].node != NULL &&
+               w->nodes[ev->slot].incarnation == ev->incarnation;
+
+  w->events++;
+  w->digest = mix(w->digest, ev->at_ms);
+  w->digest = mix(w->digest, (uint64_t)ev->kind << 32 | ev->slot);
+  w->digest = mix(w->digest, ev->conn ^ ev->frame_len);
+  if (w->trace != NULL) {
+    fprintf(w->trace,
+            "%" PRIu64 " ev=%d slot=%" PRIu32 " inc=%" PRIu32 " peer=%" PRId64
+            " conn=%" PRIx64 " len=%zu%s\n",
+            ev->at_ms, (int)ev->kind, ev->slot, ev->incarnation,
+            ev->peer_slot == SIM_NO_SLOT ? (int64_t)-1 : (int64_t)ev->peer_slot,
+            ev->conn, ev->frame_len, alive ? "" : " (no such process)");
+  }
+  switch (ev->kind) {
+  case SIM_EV_DELIVER:
+    if (alive) {
+      deliver(w, ev);
+    } else {
+      connection_failed(w, ev);
+    }
+    break;
+  case SIM_EV_DELIVER_REPLY:
+    if (alive) {
+      deliver(w, ev);
+    }
+    break;
+  case SIM_EV_CLIENT_REPLY:
+    record_client_reply(w, ev);
+    break;
+  case SIM_EV_WAKE:
+    if (alive) {
+      wake(w, ev);
+    }
+    break;
+  case SIM_EV_UNREACHABLE:
+    if (alive) {
+      w->unreachable++;
+      dht_node_peer_unreachable(w->nodes[ev->slot].node,
+                                w->nodes[ev->peer_slot].addr, w->now_ms);
+      sim_world_drain(w, ev->slot);
+    }
+    break;
+  case SIM_EV_REJOIN:
+    if (alive) {
+      rejoin(w, ev->slot);
+    }
+    break;
+  }
+}
+
+void sim_world_run_until(sim_world *w, uint64_t t) {
+  sim_event ev;
+
+  while (!w->failed && sim_queue_peek_time(&w->queue) <= t) {
+    sim_queue_pop(&w->queue, &ev);
+    w->now_ms = ev.at_ms;
+    process(w, &ev);
+    free(ev.frame);
+  }
+  if (!w->failed && t > w->now_ms) {
+    w->now_ms = t;
+  }
+}
+
+void sim_world_run_ops(sim_world *w, uint64_t limit_ms) {
+  /* Steps of a few milliseconds: far below any timeout, and the check
+   * between steps is O(1). */
+  while (!w->failed && w->ops_outstanding > 0 && w->now_ms < limit_ms) {
+    uint64_t step = w->now_ms + 20;
+    sim_world_run_until(w, step < limit_ms ? step : limit_ms);
+  }
+}
+
+void sim_world_sum_counters(const sim_world *w, dht_node_counters *sum) {
+  size_t i;
+
+  memset(sum, 0, sizeof(*sum));
+  for (i = 0; i < w->n_nodes; i++) {
+    const dht_node_counters *c;
+    if (w->nodes[i].node == NULL) {
+      continue;
+    }
+    c = dht_node_get_counters(w->nodes[i].node);
+#define SIM__ADD_COUNTER(name) sum->name += c->name;
+    DHT_NODE_COUNTER_MAP(SIM__ADD_COUNTER)
+#undef SIM__ADD_COUNTER
+  }
+}
