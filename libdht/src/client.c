@@ -272,21 +272,6 @@ static void copy_peer(dht_client_peer *dst, const dht_peer_ref *src) {
   copy_printable(dst->addr, sizeof(dst->addr), src->addr.p, src->addr.len);
 }
 
-static bool is_reply_type(dht_msg_type t) {
-  switch (t) {
-  case DHT_MSG_ERROR:
-  case DHT_MSG_PONG:
-  case DHT_MSG_FIND_SUCC_R:
-  case DHT_MSG_NEIGHBORS:
-  case DHT_MSG_VALUE:
-  case DHT_MSG_OK:
-  case DHT_MSG_STATS_R:
-    return true;
-  default:
-    return false;
-  }
-}
-
 /* Gives back the reply handed out by the last call, and its bytes. */
 static void release(dht_client *c) {
   if (c->held) {
@@ -701,7 +686,8 @@ static int wait_reply(dht_client *c, int64_t deadline, int timeout_ms,
       return decode_rv;
     }
     if (rv == 1) {
-      if (c->reply.type == DHT_MSG_ACCEPTED || !is_reply_type(c->reply.type) ||
+      if (c->reply.type == DHT_MSG_ACCEPTED ||
+          !dht_msg_type_is_reply((int)c->reply.type) ||
           (match_rid && c->reply.rid != rid)) {
         continue;
       }

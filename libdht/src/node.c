@@ -653,22 +653,6 @@ static dht__bad_conn *bad_conn_slot(dht_node *node, uint64_t conn, bool add) {
   return free_slot;
 }
 
-static bool is_reply_type(dht_msg_type type) {
-  switch (type) {
-  case DHT_MSG_ERROR:
-  case DHT_MSG_PONG:
-  case DHT_MSG_FIND_SUCC_R:
-  case DHT_MSG_NEIGHBORS:
-  case DHT_MSG_VALUE:
-  case DHT_MSG_OK:
-  case DHT_MSG_STATS_R:
-  case DHT_MSG_ACCEPTED:
-    return true;
-  default:
-    return false;
-  }
-}
-
 static void on_bad_frame(dht_node *node, uint64_t conn, const dht_msg *msg,
                          int code) {
   dht__bad_conn *b = bad_conn_slot(node, conn, true);
@@ -681,7 +665,7 @@ static void on_bad_frame(dht_node *node, uint64_t conn, const dht_msg *msg,
   }
   /* Never answer a reply or a NOTIFY: its rid is not ours to answer, and
    * errors answering errors could loop. */
-  if (dht_msg_can_reply(msg) && !is_reply_type(msg->type) &&
+  if (dht_msg_can_reply(msg) && !dht_msg_type_is_reply((int)msg->type) &&
       msg->type != DHT_MSG_NOTIFY) {
     dht__reply_error(node, conn, msg->rid, code);
   }
@@ -793,7 +777,7 @@ int dht_node_recv(dht_node *node, uint64_t conn, const uint8_t *body,
     if (b != NULL) {
       b->conn = 0; /* a good frame ends a run of bad ones */
     }
-    if (is_reply_type(msg.type)) {
+    if (dht_msg_type_is_reply((int)msg.type)) {
       on_reply(node, &msg);
     } else {
       on_request(node, conn, &msg, body, len);

@@ -135,6 +135,22 @@ const char *dht_msg_type_name(int type) {
   }
 }
 
+bool dht_msg_type_is_reply(int type) {
+  switch (type) {
+  case DHT_MSG_ERROR:
+  case DHT_MSG_PONG:
+  case DHT_MSG_FIND_SUCC_R:
+  case DHT_MSG_NEIGHBORS:
+  case DHT_MSG_VALUE:
+  case DHT_MSG_OK:
+  case DHT_MSG_STATS_R:
+  case DHT_MSG_ACCEPTED:
+    return true;
+  default:
+    return false;
+  }
+}
+
 void dht_wire_limits_default(dht_wire_limits *lim) {
   lim->frame_len_max = 4u * 1024 * 1024;
   lim->key_len_max = 1024;

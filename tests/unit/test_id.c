@@ -17,21 +17,9 @@
 #include "dht/err.h"
 #include "dht/id.h"
 
+#include "test_util.h"
+
 /* ---- helpers ------------------------------------------------------------ */
-
-static dht_id id_u64(uint64_t v) {
-  dht_id id;
-
-  dht_id_from_u64(&id, v);
-  return id;
-}
-
-static dht_id id_max(void) {
-  dht_id id;
-
-  memset(id.b, 0xff, sizeof(id.b));
-  return id;
-}
 
 /* The id 2^i, built by hand rather than with dht_id_add_pow2. */
 static dht_id id_pow2(unsigned i) {
@@ -68,16 +56,6 @@ static dht_id id_add(const dht_id *a, const dht_id *b) {
     carry = sum >> 8;
   }
   return out;
-}
-
-static uint64_t xorshift64(uint64_t *s) {
-  uint64_t x = *s;
-
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  *s = x;
-  return x;
 }
 
 /* Random ids biased toward the hard cases: runs of 0x00 and 0xff bytes

@@ -20,6 +20,8 @@
 #include "dht/id.h"
 #include "dht/store.h"
 
+#include "test_util.h"
+
 /* ---- helpers ------------------------------------------------------------ */
 
 /* Enough for every scan in these tests, including the randomized one. */
@@ -68,20 +70,6 @@ static seen *scan_all(dht_store *st, const dht_id *from, const dht_id *to,
   s->stop_after = stop_after;
   assert_int_equal(dht_store_scan(st, from, to, collect, s), 0);
   return s;
-}
-
-static dht_id id_u64(uint64_t v) {
-  dht_id id;
-
-  dht_id_from_u64(&id, v);
-  return id;
-}
-
-static dht_id id_max(void) {
-  dht_id id;
-
-  memset(id.b, 0xff, sizeof(id.b));
-  return id;
 }
 
 static void put_str(dht_store *st, const dht_id *id, const char *key,
@@ -544,16 +532,6 @@ typedef struct model {
   model_rec recs[MODEL_MAX]; /* in insertion order, no duplicates */
   size_t n;                  /* records in use */
 } model;
-
-static uint64_t xorshift64(uint64_t *s) {
-  uint64_t x = *s;
-
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  *s = x;
-  return x;
-}
 
 static int model_find(const model *m, const dht_id *id, const char *key,
                       size_t key_len) {

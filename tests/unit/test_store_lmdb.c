@@ -41,6 +41,8 @@
 #include "dht/store.h"
 #include "dht/store_lmdb.h"
 
+#include "test_util.h"
+
 /* ---- temporary directories and the fixture ------------------------------- */
 
 /* Removes path and everything under it; errors are ignored (a test that
@@ -151,20 +153,6 @@ static void reopen(fixture *f, const dht_store_lmdb_options *opt) {
 }
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static dht_id id_u64(uint64_t v) {
-  dht_id id;
-
-  dht_id_from_u64(&id, v);
-  return id;
-}
-
-static dht_id id_max(void) {
-  dht_id id;
-
-  memset(id.b, 0xff, sizeof(id.b));
-  return id;
-}
 
 /* Puts, then commits when the fixture says so. */
 static void fput(fixture *f, const dht_id *id, const char *key,
@@ -1466,16 +1454,6 @@ static void test_on_disk_format(void **state) {
 }
 
 /* ---- randomized comparison with the memory store ------------------------- */
-
-static uint64_t xorshift64(uint64_t *s) {
-  uint64_t x = *s;
-
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  *s = x;
-  return x;
-}
 
 /* Ids from a small pool (0, the maximum, 24 points spread over the ring)
  * plus some random full-width ones, so equal ids and interval ends that

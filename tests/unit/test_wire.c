@@ -28,6 +28,8 @@
 
 #include "dht/err.h"
 #include "dht/wire.h"
+
+#include "test_util.h"
 #include "mp_check.h"
 
 #define MIB (1024u * 1024u)
@@ -2324,16 +2326,6 @@ static void test_mp_check(void **state) {
 
 /* ---- tests: mutation -------------------------------------------------------
  */
-
-static uint64_t xorshift64(uint64_t *s) {
-  uint64_t x = *s;
-
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  *s = x;
-  return x;
-}
 
 static bool is_decode_error(int rv) {
   switch (rv) {

@@ -63,6 +63,10 @@ typedef enum dht_msg_type {
 /* "FIND_SUCC" for DHT_MSG_FIND_SUCC; "UNKNOWN" for values outside the map. */
 const char *dht_msg_type_name(int type);
 
+/* True for the types that answer a request (ERROR, PONG, ..., STATS_R) and
+ * for the interim ACCEPTED; false for requests, NOTIFY and unknown types. */
+bool dht_msg_type_is_reply(int type);
+
 /* A byte string borrowed from somewhere else (a frame, the caller). */
 typedef struct dht_bytes {
   const uint8_t *p; /* first byte; may be NULL when len == 0 */
