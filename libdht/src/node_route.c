@@ -397,14 +397,32 @@ int dht__route_start(dht_node *node, dht__origin origin, uint32_t finger_index,
   return 0;
 }
 
+/* Tells whoever sent p's request that it is still being worked on. */
+static void keepalive_upstream(dht_node *node, const dht__pending *p) {
+  dht_msg accepted;
+
+  if (p->origin == DHT__ORIGIN_CONN) {
+    memset(&accepted, 0, sizeof(accepted));
+    accepted.type = DHT_MSG_ACCEPTED;
+    accepted.rid = p->origin_rid;
+    dht__reply(node, p->origin_conn, &accepted);
+  }
+}
+
 void dht__route_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
   if (msg->type == DHT_MSG_ACCEPTED) {
-    if (!p->accepted) {
-      p->accepted = true;
-      p->deadline_ms = node->now_ms + node->set.route_timeout_ms;
-      if (p->deadline_ms < node->pending_min_deadline_ms) {
-        node->pending_min_deadline_ms = p->deadline_ms;
-      }
+    /* The first ACCEPTED says the next hop took the request over; later
+     * ones say a node further along is routing around a failure and still
+     * working on it. Each restarts the wait, and the later ones travel on
+     * upstream, so that no hop gives up on a path that is making progress
+     * (every node re-routes a bounded number of times, so this ends). */
+    if (p->accepted) {
+      keepalive_upstream(node, p);
+    }
+    p->accepted = true;
+    p->deadline_ms = node->now_ms + node->set.route_timeout_ms;
+    if (p->deadline_ms < node->pending_min_deadline_ms) {
+      node->pending_min_deadline_ms = p->deadline_ms;
     }
     return;
   }
@@ -432,6 +450,7 @@ void dht__route_on_failure(dht_node *node, dht__pending *p, int code) {
       p->hops_tried + 1 < node->set.route_attempts) {
     p->hops_tried++;
     node->counters.forward_retries++;
+    keepalive_upstream(node, p);
     route_pending(node, p, DHT__NO_PEER);
     return;
   }
