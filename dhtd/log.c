@@ -28,8 +28,6 @@ int dhtd_log_level_parse(const char *s, dht_log_level *out) {
   return -1;
 }
 
-int dhtd_log_enabled(dht_log_level level) { return level <= log_level; }
-
 void dhtd_log(dht_log_level level, const char *fmt, ...) {
   char line[512];
   va_list ap;

@@ -16,7 +16,5 @@ void dhtd_log(dht_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* A dht_log_fn for the node: its lines already carry the tag. */
 void dhtd_log_node(void *ud, dht_log_level level, const char *line);
-/* True when lines of this level are printed (check before costly work). */
-int dhtd_log_enabled(dht_log_level level);
 
 #endif /* DHTD_LOG_H */

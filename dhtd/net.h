@@ -54,7 +54,4 @@ void dhtd_net_stop(dhtd_net *net);
 /* Frees the adapter after the loop has finished closing its handles. */
 void dhtd_net_del(dhtd_net *net);
 
-/* The port the listener is bound to (useful with port 0). */
-int dhtd_net_port(const dhtd_net *net);
-
 #endif /* DHTD_NET_H */
