@@ -269,10 +269,6 @@ void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later) {
 
 /* ---- pending requests ------------------------------------------------------- */
 
-uint32_t dht__rpc_wait_ms(const dht_node *node) {
-  return node->set.rpc_timeout_ms;
-}
-
 /*
  * Takes a free pending slot for a request of kind to peer (which it holds).
  * Slots are allocated one by one and never move, so a dht__pending pointer
@@ -342,7 +338,7 @@ void dht__pending_rekey(dht_node *node, dht__pending *p) {
   p->rid = node->rid_counter << DHT__RID_SLOT_BITS | p->slot;
 }
 
-dht__pending *dht__pending_find(dht_node *node, uint64_t rid) {
+static dht__pending *pending_find(dht_node *node, uint64_t rid) {
   uint64_t slot = rid & (DHT__PENDING_HARD_MAX - 1);
   dht__pending *p;
 
@@ -442,7 +438,7 @@ int dht__pending_send(dht_node *node, dht__pending *p, dht_msg *msg) {
   }
   p->sends = 1;
   p->accepted = false;
-  pending_arm(node, p, dht__rpc_wait_ms(node));
+  pending_arm(node, p, node->set.rpc_timeout_ms);
   return outbox_send_frame(node, p->peer, &p->frame);
 }
 
@@ -452,7 +448,9 @@ int dht__send(dht_node *node, int32_t peer, dht_msg *msg) {
   int rv;
 
   dht_buf_init(&frame);
-  msg->rid = ++node->rid_counter << DHT__RID_SLOT_BITS; /* slot 0: no match */
+  /* A fresh counter value: no pending request holds this rid, so a reply
+   * (NOTIFY has none) could never be mistaken for another's. */
+  msg->rid = ++node->rid_counter << DHT__RID_SLOT_BITS;
   rv = dht_msg_encode(msg, &frame);
   if (rv == 0) {
     rv = outbox_send_frame(node, peer, &frame);
@@ -738,7 +736,7 @@ static void on_request(dht_node *node, uint64_t conn, const dht_msg *msg,
 }
 
 static void on_reply(dht_node *node, const dht_msg *msg) {
-  dht__pending *p = dht__pending_find(node, msg->rid);
+  dht__pending *p = pending_find(node, msg->rid);
 
   if (p == NULL) {
     /* Late (after a timeout and retry), duplicated, or bogus. */
@@ -862,7 +860,7 @@ static void pending_expire(dht_node *node) {
       any = true;
       if (!p->accepted && p->sends <= node->set.rpc_retries) {
         p->sends++;
-        p->deadline_ms = node->now_ms + dht__rpc_wait_ms(node);
+        p->deadline_ms = node->now_ms + node->set.rpc_timeout_ms;
         outbox_send_frame(node, p->peer, &p->frame);
       } else {
         pending_timeout(node, p);

@@ -174,7 +174,6 @@ void dht__self_ref(const dht_node *node, dht_peer_ref *ref);
 void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later);
 dht__pending *dht__pending_new(dht_node *node, dht__pending_kind kind,
                                int32_t peer);
-dht__pending *dht__pending_find(dht_node *node, uint64_t rid);
 void dht__pending_free(dht_node *node, dht__pending *p);
 void dht__pending_rekey(dht_node *node, dht__pending *p);
 void dht__pending_retarget(dht_node *node, dht__pending *p, int32_t peer);
@@ -183,7 +182,6 @@ int dht__send(dht_node *node, int32_t peer, dht_msg *msg);
 int dht__reply(dht_node *node, uint64_t conn, dht_msg *msg);
 void dht__reply_error(dht_node *node, uint64_t conn, uint64_t rid, int code);
 void dht__emit_event(dht_node *node, dht_event event, int error);
-uint32_t dht__rpc_wait_ms(const dht_node *node);
 
 /* node_route.c */
 void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
@@ -195,8 +193,6 @@ void dht__route_on_failure(dht_node *node, dht__pending *p, int code);
 void dht__on_handoff(dht_node *node, uint64_t conn, const dht_msg *msg);
 void dht__handoff_pump(dht_node *node);
 void dht__handoff_on_done(dht_node *node, dht__pending *p, bool ok);
-bool dht__owns(const dht_node *node, const dht_id *key_id);
-int32_t dht__closest_preceding(const dht_node *node, const dht_id *target);
 
 /* node_ring.c */
 int dht__ring_create(dht_node *node);
@@ -216,9 +212,7 @@ void dht__ring_on_route_result(dht_node *node, dht__origin origin,
 void dht__on_ring_failure(dht_node *node, dht__pending *p);
 void dht__leave_step(dht_node *node);
 void dht__succ_remove(dht_node *node, int32_t idx);
-void dht__succ_adopt(dht_node *node, int32_t idx);
 void dht__set_pred(dht_node *node, int32_t idx);
-void dht__stabilize_soon(dht_node *node);
 void dht__reply_neighbors(dht_node *node, uint64_t conn, uint64_t rid);
 void dht__reply_stats(dht_node *node, uint64_t conn, uint64_t rid);
 

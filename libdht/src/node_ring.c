@@ -25,7 +25,7 @@ static void schedule_maintenance(dht_node *node) {
   node->check_pred_at_ms = jittered(node, node->set.check_pred_interval_ms);
 }
 
-void dht__stabilize_soon(dht_node *node) {
+static void stabilize_soon(dht_node *node) {
   node->stabilize_at_ms = node->now_ms;
 }
 
@@ -117,7 +117,7 @@ static void succs_set(dht_node *node, int32_t *cands, size_t n) {
   }
 }
 
-void dht__succ_adopt(dht_node *node, int32_t idx) {
+static void succ_adopt(dht_node *node, int32_t idx) {
   int32_t cands[DHT_SUCC_LIST_MAX + 1];
 
   cands[0] = idx;
@@ -156,7 +156,7 @@ void dht__succ_remove(dht_node *node, int32_t idx) {
     }
   }
   succs_set(node, cands, n);
-  dht__stabilize_soon(node);
+  stabilize_soon(node);
 }
 
 void dht__set_pred(dht_node *node, int32_t idx) {
@@ -285,7 +285,7 @@ static void join_done(dht_node *node, const dht_msg *result) {
    * given it up for dead. */
   lost_forget(node, node->peers[idx].addr);
   node->state = DHT_NODE_JOINED;
-  dht__succ_adopt(node, idx);
+  succ_adopt(node, idx);
   schedule_maintenance(node);
   dht__log(node, DHT_LOG_INFO, "joined: successor %s", node->peers[idx].addr);
   if (!node->rejoining) {
@@ -474,7 +474,7 @@ static void stabilize(dht_node *node) {
       return; /* alone, and nobody has found us */
     }
     /* Alone but notified: the notifier is the rest of the ring. */
-    dht__succ_adopt(node, node->pred);
+    succ_adopt(node, node->pred);
     if (node->n_succs == 0) {
       return;
     }
@@ -533,7 +533,7 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
     return;
   }
   if (node->succs[0] != asked) {
-    dht__stabilize_soon(node); /* learn the new successor's list */
+    stabilize_soon(node); /* learn the new successor's list */
   }
   memset(&notify, 0, sizeof(notify));
   notify.type = DHT_MSG_NOTIFY;
@@ -560,7 +560,7 @@ void dht__on_notify(dht_node *node, const dht_msg *msg) {
     dht__set_pred(node, n);
   }
   if (node->n_succs == 0) {
-    dht__succ_adopt(node, n); /* a ring of two */
+    succ_adopt(node, n); /* a ring of two */
   }
   dht__peer_release(node, n);
 }
@@ -704,8 +704,8 @@ static void merge_done(dht_node *node, const dht_msg *result) {
   if (idx != DHT__NO_PEER) {
     dht__log(node, DHT_LOG_INFO, "merging: %s is closer than our successor",
              node->peers[idx].addr);
-    dht__succ_adopt(node, idx);
-    dht__stabilize_soon(node);
+    succ_adopt(node, idx);
+    stabilize_soon(node);
   }
 }
 

@@ -23,7 +23,7 @@
 
 #include "node_int.h"
 
-bool dht__owns(const dht_node *node, const dht_id *key_id) {
+static bool owns(const dht_node *node, const dht_id *key_id) {
   if (node->n_succs == 0) {
     return true; /* alone: a ring of one owns every key */
   }
@@ -35,7 +35,7 @@ bool dht__owns(const dht_node *node, const dht_id *key_id) {
 
 /* The known node that most closely precedes target (fingers and successor
  * list), or DHT__NO_PEER when none lies strictly between this node and it. */
-int32_t dht__closest_preceding(const dht_node *node, const dht_id *target) {
+static int32_t closest_preceding(const dht_node *node, const dht_id *target) {
   int32_t best = DHT__NO_PEER;
   int i;
 
@@ -73,7 +73,7 @@ static route_decision decide(const dht_node *node, const dht_id *key_id,
   route_decision d = {false, DHT__NO_PEER, false, true};
   int32_t succ;
 
-  if (dht__owns(node, key_id)) {
+  if (owns(node, key_id)) {
     d.serve = true;
     return d;
   }
@@ -95,7 +95,7 @@ static route_decision decide(const dht_node *node, const dht_id *key_id,
     }
     return d;
   }
-  d.next = dht__closest_preceding(node, key_id);
+  d.next = closest_preceding(node, key_id);
   if (d.next == DHT__NO_PEER) {
     /* Unreachable when the successor list is ordered: succ itself would be
      * closer. Keep going rather than drop the request. */
@@ -599,7 +599,7 @@ void dht__handoff_on_done(dht_node *node, dht__pending *p, bool ok) {
       off = handoff_record(&p->keys, off, &key_id, &kv);
       /* A key that became ours again meanwhile (our predecessor changed
        * back) stays; the receiver's copy is handed back in due course. */
-      if (node->state == DHT_NODE_LEAVING || !dht__owns(node, &key_id)) {
+      if (node->state == DHT_NODE_LEAVING || !owns(node, &key_id)) {
         dht_store_remove(node->store, &key_id, kv.key.p, kv.key.len);
       }
       n++;
