@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -496,6 +497,83 @@ static void test_daemon_refuses_clearly(void **state) {
   assert_non_null(strstr(out, "dhtd: --successors wants a number"));
 }
 
+/* Connects a raw TCP socket to d, for bytes no client would send. */
+static int raw_connect(const proc *d) {
+  struct sockaddr_in sa;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  assert_true(fd >= 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)d->port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  return fd;
+}
+
+/* True when the daemon closes fd (read sees EOF or a reset) within 5 s. */
+static bool closed_by_peer(int fd) {
+  struct timeval tv = {5, 0};
+  char buf[4096];
+  ssize_t n;
+
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  do {
+    n = read(fd, buf, sizeof(buf)); /* ERROR replies, then the close */
+  } while (n > 0);
+  return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/* Garbage and an absurd frame length get the connection closed, and the
+ * node goes on serving everyone else. */
+static void test_bad_bytes_close_only_their_connection(void **state) {
+  /* A 3-byte body that is not msgpack (0xc1 is reserved), eight times. */
+  static const uint8_t junk[] = {0, 0, 0, 3, 0xc1, 0xc1, 0xc1};
+  /* A header that announces 2 GiB. */
+  static const uint8_t huge[] = {0x80, 0, 0, 0};
+  proc *d = &nodes[0];
+  int fd, i;
+
+  (void)state;
+  fd = raw_connect(d);
+  for (i = 0; i < 8; i++) {
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+  }
+  assert_true(closed_by_peer(fd));
+  close(fd);
+
+  fd = raw_connect(d);
+  assert_int_equal(write(fd, huge, sizeof(huge)), (ssize_t)sizeof(huge));
+  assert_true(closed_by_peer(fd));
+  close(fd);
+
+  assert_int_equal(dht_client_ping(d->client, NULL, CALL_MS), 0);
+  assert_int_equal(read_all_through(d, NULL), 0);
+}
+
+static void test_ring_of_one_is_whole(void **state) {
+  char out_path[300], out[2048], listen[32];
+  char *argv[] = {(char *)dhtd_path, "--listen", listen, "--memory", NULL};
+  proc lone;
+  pid_t pid;
+
+  (void)state;
+  snprintf(out_path, sizeof(out_path), "%s/lone.out", base_dir);
+  snprintf(listen, sizeof(listen), "127.0.0.1:%d", free_port());
+  pid = spawn(argv, out_path);
+  memset(&lone, 0, sizeof(lone));
+  assert_int_equal(dht_client_new(&lone.client, listen, NULL), 0);
+  assert_true(wait_for(node_answers, &lone, 5000));
+  dht_client_del(lone.client);
+  /* A node alone has no predecessor; the walk must call that whole. */
+  assert_int_equal(run_cli(out, sizeof(out), "--node", listen, "ring", NULL,
+                           NULL),
+                   0);
+  assert_non_null(strstr(out, "ring: 1 node, closed"));
+  kill(pid, SIGKILL);
+  wait_exit(pid, 5000);
+}
+
 /* ---- setup ---------------------------------------------------------------------- */
 
 static int teardown_all(void **state) {
@@ -528,7 +606,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_ninth_node_takes_exactly_its_range),
       cmocka_unit_test(test_sigterm_hands_keys_on),
       cmocka_unit_test(test_sigkill_any_node_then_restart),
+      cmocka_unit_test(test_bad_bytes_close_only_their_connection),
       cmocka_unit_test(test_cli_exit_codes_and_messages),
+      cmocka_unit_test(test_ring_of_one_is_whole),
       cmocka_unit_test(test_daemon_refuses_clearly),
   };
 

@@ -178,19 +178,6 @@ static int fdel(fixture *f, const dht_id *id, const char *key) {
   return rc;
 }
 
-static void assert_get_str(dht_store *st, const dht_id *id, const char *key,
-                           const char *value) {
-  const uint8_t *v = NULL;
-  size_t v_len = 0;
-
-  assert_int_equal(
-      dht_store_get(st, id, (const uint8_t *)key, strlen(key), &v, &v_len), 0);
-  assert_int_equal(v_len, strlen(value));
-  if (v_len > 0) {
-    assert_memory_equal(v, value, v_len);
-  }
-}
-
 static int get_str(dht_store *st, const dht_id *id, const char *key) {
   const uint8_t *v;
   size_t v_len;
