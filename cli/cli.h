@@ -126,4 +126,12 @@ void cli_json_peer(FILE *f, const dht_client_peer *p);
 int cli_bench(cli_ctx *ctx, int argc, char **argv);
 extern const char cli_bench_usage[];
 
+/* dht check ...: walks the ring and verifies its invariants (check.c). */
+int cli_check(cli_ctx *ctx, int argc, char **argv);
+extern const char cli_check_usage[];
+
+/* dht load ...: a bounded put/get workload for churn experiments (load.c). */
+int cli_load(cli_ctx *ctx, int argc, char **argv);
+extern const char cli_load_usage[];
+
 #endif /* DHT_CLI_H */

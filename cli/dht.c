@@ -45,6 +45,8 @@ static const char usage[] =
     "  stats             one node's routing state and counters\n"
     "  ping              check that the node answers\n"
     "  bench             load generator: throughput and latency\n"
+    "  check             walk the ring and verify it and its replicas\n"
+    "  load              bounded put/get workload, one CSV row a second\n"
     "  help [COMMAND]    this text, or a command's (also: dht COMMAND --help)\n"
     "\n"
     "Options, before or after the command:\n"
@@ -1013,6 +1015,7 @@ static const command commands[] = {
     {"del", cmd_del, del_usage},    {"lookup", cmd_lookup, lookup_usage},
     {"ring", cmd_ring, ring_usage}, {"stats", cmd_stats, stats_usage},
     {"ping", cmd_ping, ping_usage}, {"bench", cmd_bench, cli_bench_usage},
+    {"check", cli_check, cli_check_usage}, {"load", cli_load, cli_load_usage},
     {"help", cmd_help, usage},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -32,8 +32,8 @@
  * promises 1..64 bytes to whoever prints them. */
 #define COUNTER_NAME_LEN_MAX 64
 
-/* Entries in the body map, known and unknown keys together. v1 knows 18
- * keys and no message uses more than 8 of them; the cap leaves room for
+/* Entries in the body map, known and unknown keys together. v1 knows 25
+ * keys and no message uses more than 9 of them; the cap leaves room for
  * later versions and keeps the duplicate-key check over unknown keys (which
  * has no table to lean on) quadratic in a small number. */
 #define BODY_KEYS_MAX 64
@@ -62,6 +62,13 @@ enum field {
   F_COUNTERS,
   F_CODE,
   F_MSG,
+  F_FROM,
+  F_TO,
+  F_LIMIT,
+  F_MORE,
+  F_PREDS,
+  F_DIGESTS,
+  F_BUCKETS,
   F_COUNT
 };
 
@@ -80,6 +87,10 @@ static const struct field_name {
     [F_PATH] = {"path", 4},   [F_FINGERS] = {"fingers", 7},
     [F_ITEMS] = {"items", 5}, [F_COUNTERS] = {"counters", 8},
     [F_CODE] = {"code", 4},   [F_MSG] = {"msg", 3},
+    [F_FROM] = {"from", 4},   [F_TO] = {"to", 2},
+    [F_LIMIT] = {"limit", 5}, [F_MORE] = {"more", 4},
+    [F_PREDS] = {"preds", 5}, [F_DIGESTS] = {"digests", 7},
+    [F_BUCKETS] = {"buckets", 7},
 };
 
 /* Per message type, the fields beyond v/t/rid that it carries and the ones
@@ -98,7 +109,8 @@ static const struct type_fields {
                            FB(F_TARGET)},
     [DHT_MSG_FIND_SUCC_R] = {FB(F_PEER) | FB(F_HOPS) | FB(F_PATH), FB(F_PEER)},
     [DHT_MSG_GET_NEIGHBORS] = {0, 0},
-    [DHT_MSG_NEIGHBORS] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS),
+    [DHT_MSG_NEIGHBORS] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) |
+                               FB(F_PREDS),
                            FB(F_PEER) | FB(F_SUCCS)},
     [DHT_MSG_NOTIFY] = {FB(F_PEER), FB(F_PEER)},
     [DHT_MSG_GET] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL), FB(F_KEY)},
@@ -112,10 +124,19 @@ static const struct type_fields {
                        FB(F_PEER) | FB(F_SUCCS)},
     [DHT_MSG_STATS] = {0, 0},
     [DHT_MSG_STATS_R] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) | FB(F_FINGERS) |
-                             FB(F_COUNTERS),
+                             FB(F_COUNTERS) | FB(F_PREDS),
                          FB(F_PEER) | FB(F_SUCCS) | FB(F_FINGERS) |
                              FB(F_COUNTERS)},
     [DHT_MSG_ACCEPTED] = {0, 0},
+    [DHT_MSG_REPLICATE] = {FB(F_ITEMS), FB(F_ITEMS)},
+    [DHT_MSG_SYNC] = {FB(F_FROM) | FB(F_TO) | FB(F_DIGESTS),
+                      FB(F_FROM) | FB(F_TO) | FB(F_DIGESTS)},
+    [DHT_MSG_SYNC_R] = {FB(F_BUCKETS) | FB(F_ITEMS) | FB(F_MORE),
+                        FB(F_BUCKETS) | FB(F_ITEMS)},
+    [DHT_MSG_FETCH] = {FB(F_KEY), FB(F_KEY)},
+    [DHT_MSG_RECORD] = {FB(F_ITEMS), FB(F_ITEMS)},
+    [DHT_MSG_SCAN] = {FB(F_FROM) | FB(F_LIMIT), FB(F_FROM) | FB(F_LIMIT)},
+    [DHT_MSG_SCAN_R] = {FB(F_ITEMS) | FB(F_MORE), FB(F_ITEMS)},
 };
 
 _Static_assert(sizeof(type_fields) / sizeof(type_fields[0]) ==
@@ -145,10 +166,20 @@ bool dht_msg_type_is_reply(int type) {
   case DHT_MSG_OK:
   case DHT_MSG_STATS_R:
   case DHT_MSG_ACCEPTED:
+  case DHT_MSG_SYNC_R:
+  case DHT_MSG_RECORD:
+  case DHT_MSG_SCAN_R:
     return true;
   default:
     return false;
   }
+}
+
+int dht_version_cmp(const dht_version *a, const dht_version *b) {
+  if (a->hlc != b->hlc) {
+    return a->hlc < b->hlc ? -1 : 1;
+  }
+  return dht_id_cmp(&a->writer, &b->writer);
 }
 
 void dht_wire_limits_default(dht_wire_limits *lim) {
@@ -260,6 +291,24 @@ static int check_encodable(const dht_msg *msg, uint32_t uses) {
   }
   if ((uses & FB(F_PATH)) && !peers_ok(msg->path, msg->n_path, DHT_PATH_MAX)) {
     return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_PREDS)) &&
+      !peers_ok(msg->preds, msg->n_preds, DHT_SUCC_LIST_MAX)) {
+    return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_DIGESTS)) &&
+      (msg->n_digests == 0 || msg->n_digests > DHT_SYNC_BUCKETS_MAX)) {
+    return DHT_ERR_INVAL;
+  }
+  if (uses & FB(F_BUCKETS)) {
+    if (msg->n_buckets > DHT_SYNC_BUCKETS_MAX) {
+      return DHT_ERR_INVAL;
+    }
+    for (i = 0; i < msg->n_buckets; i++) {
+      if (msg->buckets[i] >= DHT_SYNC_BUCKETS_MAX) {
+        return DHT_ERR_INVAL;
+      }
+    }
   }
   if (uses & FB(F_FINGERS)) {
     if (msg->n_fingers > DHT_ID_BITS) {
@@ -393,9 +442,15 @@ static void pack_field(msgpack_packer *pk, const dht_msg *msg, enum field f) {
   case F_ITEMS:
     msgpack_pack_array(pk, msg->n_items);
     for (i = 0; i < msg->n_items; i++) {
-      msgpack_pack_array(pk, 2);
-      pack_bin(pk, &msg->items[i].key);
-      pack_bin(pk, &msg->items[i].value);
+      const dht_kv *kv = &msg->items[i];
+      msgpack_pack_array(pk, kv->has_version ? 5 : 2);
+      pack_bin(pk, &kv->key);
+      pack_bin(pk, &kv->value);
+      if (kv->has_version) {
+        msgpack_pack_uint64(pk, kv->version.hlc);
+        msgpack_pack_bin_with_body(pk, kv->version.writer.b, DHT_ID_LEN);
+        pack_bool(pk, kv->tombstone);
+      }
     }
     break;
   case F_COUNTERS:
@@ -411,6 +466,34 @@ static void pack_field(msgpack_packer *pk, const dht_msg *msg, enum field f) {
     break;
   case F_MSG:
     msgpack_pack_str_with_body(pk, msg->error_msg.p, msg->error_msg.len);
+    break;
+  case F_FROM:
+    msgpack_pack_bin_with_body(pk, msg->from.b, DHT_ID_LEN);
+    break;
+  case F_TO:
+    msgpack_pack_bin_with_body(pk, msg->to.b, DHT_ID_LEN);
+    break;
+  case F_LIMIT:
+    msgpack_pack_uint32(pk, msg->limit);
+    break;
+  case F_MORE:
+    pack_bool(pk, msg->more);
+    break;
+  case F_PREDS:
+    pack_peers(pk, msg->preds, msg->n_preds);
+    break;
+  case F_DIGESTS:
+    msgpack_pack_array(pk, msg->n_digests);
+    for (i = 0; i < msg->n_digests; i++) {
+      msgpack_pack_bin_with_body(pk, msg->digests + i * DHT_DIGEST_LEN,
+                                 DHT_DIGEST_LEN);
+    }
+    break;
+  case F_BUCKETS:
+    msgpack_pack_array(pk, msg->n_buckets);
+    for (i = 0; i < msg->n_buckets; i++) {
+      msgpack_pack_uint16(pk, msg->buckets[i]);
+    }
     break;
   case F_COUNT:
     break;
@@ -661,14 +744,26 @@ static int get_items(const decoder *d, const msgpack_object *o, dht_msg *msg) {
   for (i = 0; i < n; i++) {
     const msgpack_object *e = &o->via.array.ptr[i];
 
-    /* Elements after the value are room for later versions (a version
-     * stamp, a tombstone flag): a v1 receiver skips them. */
-    if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 2) {
+    /* [key, value] or [key, value, hlc, writer, tombstone]; elements
+     * after those are room for later revisions and are skipped. */
+    if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 2 ||
+        (e->via.array.size > 2 && e->via.array.size < 5)) {
       return DHT_ERR_BAD_TYPE;
     }
+    memset(&items[i], 0, sizeof(items[i]));
     rv = get_bin(&e->via.array.ptr[0], &items[i].key);
     if (rv == 0) {
       rv = get_bin(&e->via.array.ptr[1], &items[i].value);
+    }
+    if (rv == 0 && e->via.array.size >= 5) {
+      items[i].has_version = true;
+      rv = get_uint(&e->via.array.ptr[2], &items[i].version.hlc);
+      if (rv == 0) {
+        rv = get_id(&e->via.array.ptr[3], &items[i].version.writer);
+      }
+      if (rv == 0) {
+        rv = get_bool(&e->via.array.ptr[4], &items[i].tombstone);
+      }
     }
     if (rv != 0) {
       return rv;
@@ -680,6 +775,70 @@ static int get_items(const decoder *d, const msgpack_object *o, dht_msg *msg) {
   }
   msg->items = items;
   msg->n_items = n;
+  return 0;
+}
+
+/* digests: [bin DHT_DIGEST_LEN, ...], 1..DHT_SYNC_BUCKETS_MAX of them,
+ * copied into one zone array. */
+static int get_digests(const decoder *d, const msgpack_object *o,
+                       dht_msg *msg) {
+  uint8_t *digests;
+  size_t i, n;
+
+  if (o->type != MSGPACK_OBJECT_ARRAY) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  n = o->via.array.size;
+  if (n == 0 || n > DHT_SYNC_BUCKETS_MAX) {
+    return DHT_ERR_TOO_MANY;
+  }
+  digests = zone_array(d->zone, n, DHT_DIGEST_LEN);
+  if (digests == NULL) {
+    return DHT_ERR_NOMEM;
+  }
+  for (i = 0; i < n; i++) {
+    const msgpack_object *e = &o->via.array.ptr[i];
+    if (e->type != MSGPACK_OBJECT_BIN || e->via.bin.size != DHT_DIGEST_LEN) {
+      return DHT_ERR_BAD_TYPE;
+    }
+    memcpy(digests + i * DHT_DIGEST_LEN, e->via.bin.ptr, DHT_DIGEST_LEN);
+  }
+  msg->digests = digests;
+  msg->n_digests = n;
+  return 0;
+}
+
+/* buckets: [uint < DHT_SYNC_BUCKETS_MAX, ...], at most that many. */
+static int get_buckets(const decoder *d, const msgpack_object *o,
+                       dht_msg *msg) {
+  uint16_t *buckets;
+  uint64_t u;
+  size_t i, n;
+  int rv;
+
+  if (o->type != MSGPACK_OBJECT_ARRAY) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  n = o->via.array.size;
+  if (n > DHT_SYNC_BUCKETS_MAX) {
+    return DHT_ERR_TOO_MANY;
+  }
+  buckets = zone_array(d->zone, n, sizeof(*buckets));
+  if (buckets == NULL && n > 0) {
+    return DHT_ERR_NOMEM;
+  }
+  for (i = 0; i < n; i++) {
+    rv = get_uint(&o->via.array.ptr[i], &u);
+    if (rv != 0) {
+      return rv;
+    }
+    if (u >= DHT_SYNC_BUCKETS_MAX) {
+      return DHT_ERR_TOO_LARGE;
+    }
+    buckets[i] = (uint16_t)u;
+  }
+  msg->buckets = buckets;
+  msg->n_buckets = n;
   return 0;
 }
 
@@ -797,6 +956,24 @@ static int decode_field(const decoder *d, enum field f, const msgpack_object *o,
       rv = DHT_ERR_TOO_LARGE;
     }
     return rv;
+  case F_FROM:
+    return get_id(o, &msg->from);
+  case F_TO:
+    return get_id(o, &msg->to);
+  case F_LIMIT:
+    rv = get_uint(o, &u);
+    if (rv == 0) {
+      msg->limit = u > UINT32_MAX ? UINT32_MAX : (uint32_t)u;
+    }
+    return rv;
+  case F_MORE:
+    return get_bool(o, &msg->more);
+  case F_PREDS:
+    return get_peers(d, o, DHT_SUCC_LIST_MAX, &msg->preds, &msg->n_preds);
+  case F_DIGESTS:
+    return get_digests(d, o, msg);
+  case F_BUCKETS:
+    return get_buckets(d, o, msg);
   default: /* v, t and rid are read by decode_body */
     return 0;
   }

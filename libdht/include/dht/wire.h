@@ -29,9 +29,10 @@
 #define DHT_HOPS_MAX 64       /* forwards before a lookup is abandoned */
 #define DHT_COUNTERS_MAX 256  /* counters in a STATS reply */
 #define DHT_NESTING_MAX 8     /* msgpack containers inside containers */
+#define DHT_DIGEST_LEN 16     /* bytes in one anti-entropy bucket digest */
+#define DHT_SYNC_BUCKETS_MAX 256 /* buckets a SYNC may split its range into */
 
-/* Message types. The numbers are the wire values and never change; 18..31
- * are reserved for replication and anti-entropy. */
+/* Message types. The numbers are the wire values and never change. */
 #define DHT_MSG_TYPE_MAP(X)                                                    \
   X(ERROR, 0)         /* reply: code, msg */                                   \
   X(PING, 1)          /* request: - */                                         \
@@ -49,8 +50,15 @@
   X(HANDOFF, 13)      /* request: items (keys the receiver now owns) */        \
   X(LEAVE, 14)        /* request: peer (leaving), pred, succs */               \
   X(STATS, 15)        /* request: - */                                         \
-  X(STATS_R, 16)      /* reply: peer, pred, succs, fingers, counters */     \
-  X(ACCEPTED, 17)     /* interim reply to a routed request: forwarded */
+  X(STATS_R, 16)      /* reply: peer, pred, succs, preds, fingers, counters */ \
+  X(ACCEPTED, 17)     /* interim reply to a request: taken over, wait */      \
+  X(REPLICATE, 18)    /* request: items (versioned records to merge) */       \
+  X(SYNC, 19)         /* request: from, to, digests (one per bucket) */       \
+  X(SYNC_R, 20)       /* reply: buckets that differ, items in them, more */   \
+  X(FETCH, 21)        /* request: key (one record, wherever it is held) */    \
+  X(RECORD, 22)       /* reply to FETCH: items (none or the record) */        \
+  X(SCAN, 23)         /* request: from, limit (list the records held) */      \
+  X(SCAN_R, 24)       /* reply: items (keys and versions, no values), more */
 
 typedef enum dht_msg_type {
 #define DHT__MSG_ENUM(name, value) DHT_MSG_##name = (value),
@@ -58,12 +66,12 @@ typedef enum dht_msg_type {
 #undef DHT__MSG_ENUM
 } dht_msg_type;
 
-#define DHT_MSG_TYPE_LAST DHT_MSG_ACCEPTED
+#define DHT_MSG_TYPE_LAST DHT_MSG_SCAN_R
 
 /* "FIND_SUCC" for DHT_MSG_FIND_SUCC; "UNKNOWN" for values outside the map. */
 const char *dht_msg_type_name(int type);
 
-/* True for the types that answer a request (ERROR, PONG, ..., STATS_R) and
+/* True for the types that answer a request (ERROR, PONG, ..., SCAN_R) and
  * for the interim ACCEPTED; false for requests, NOTIFY and unknown types. */
 bool dht_msg_type_is_reply(int type);
 
@@ -85,10 +93,24 @@ typedef struct dht_finger_ref {
   dht_peer_ref peer;  /* the node that finger points to */
 } dht_finger_ref;
 
-/* One key-value pair moved by HANDOFF. */
+/* The version of a stored value: a hybrid logical clock stamp (physical
+ * milliseconds << 16 | logical counter) and the id of the node that
+ * coordinated the write. Versions order writes: last writer wins. */
+typedef struct dht_version {
+  uint64_t hlc;  /* the stamp; 0 for data written before versions */
+  dht_id writer; /* breaks ties between equal stamps */
+} dht_version;
+
+/* <0, 0 or >0 as a is older than, equal to or newer than b. */
+int dht_version_cmp(const dht_version *a, const dht_version *b);
+
+/* One record moved by HANDOFF, REPLICATE, SYNC_R, RECORD or SCAN_R. */
 typedef struct dht_kv {
-  dht_bytes key;   /* 1..key_len_max bytes */
-  dht_bytes value; /* 0..value_len_max bytes */
+  dht_bytes key;       /* 1..key_len_max bytes */
+  dht_bytes value;     /* 0..value_len_max bytes (empty in SCAN_R) */
+  bool has_version;    /* version and tombstone were on the wire */
+  bool tombstone;      /* the key was deleted at version */
+  dht_version version; /* when and by whom it was written */
 } dht_kv;
 
 /* One named counter of a STATS reply. */
@@ -108,6 +130,10 @@ typedef struct dht_msg {
   uint64_t rid;      /* request id; a reply echoes its request's */
 
   dht_id target;   /* FIND_SUCC: the id whose successor is wanted */
+  dht_id from;     /* SYNC, SCAN: the range starts just after from */
+  dht_id to;       /* SYNC: ... and ends at to, inclusive */
+  uint32_t limit;  /* SCAN: at most this many items in the reply */
+  bool more;       /* SYNC_R, SCAN_R: the reply was cut short */
   uint32_t hops;   /* forwards so far (requests) or in all (replies) */
   bool trace;      /* FIND_SUCC: record the path */
   bool final;      /* GET/PUT/DEL: the sender believes the receiver owns key */
@@ -121,12 +147,18 @@ typedef struct dht_msg {
 
   dht_peer_ref *succs;     /* NEIGHBORS, LEAVE, STATS_R: successor list */
   size_t n_succs;          /* at most DHT_SUCC_LIST_MAX */
+  dht_peer_ref *preds;     /* NEIGHBORS, STATS_R: predecessor list */
+  size_t n_preds;          /* at most DHT_SUCC_LIST_MAX */
   dht_peer_ref *path;      /* FIND_SUCC, FIND_SUCC_R: nodes visited */
   size_t n_path;           /* at most DHT_PATH_MAX */
   dht_finger_ref *fingers; /* STATS_R: distinct fingers */
   size_t n_fingers;        /* at most DHT_ID_BITS */
-  dht_kv *items;           /* HANDOFF */
+  dht_kv *items;           /* HANDOFF, REPLICATE, SYNC_R, RECORD, SCAN_R */
   size_t n_items;          /* at most limits->items_max */
+  const uint8_t *digests;  /* SYNC: n_digests * DHT_DIGEST_LEN bytes */
+  size_t n_digests;        /* 1..DHT_SYNC_BUCKETS_MAX */
+  uint16_t *buckets;       /* SYNC_R: indexes (< n_digests) that differ */
+  size_t n_buckets;        /* at most DHT_SYNC_BUCKETS_MAX */
   dht_counter *counters;   /* STATS_R */
   size_t n_counters;       /* at most DHT_COUNTERS_MAX */
 
