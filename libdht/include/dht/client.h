@@ -180,6 +180,31 @@ bool dht_client_connected(const dht_client *c);
  * client stays usable and reconnects on the next blocking call. */
 void dht_client_close(dht_client *c);
 
+/*
+ * Extra nodes to fall back on: when the current node cannot be reached (or
+ * keeps failing) a retrying call moves on to the next address in this list,
+ * round-robin, starting over from dht_client_new's address. The addresses
+ * are copied; n == 0 clears the list.
+ * Returns 0, DHT_ERR_INVAL (a bad address, more than 64) or DHT_ERR_NOMEM.
+ */
+int dht_client_set_fallbacks(dht_client *c, const char *const *addrs,
+                             size_t n);
+
+/*
+ * Turns retries on or off (off by default). With retries on, put, get,
+ * remove and lookup retry a transient failure (the node cannot be reached
+ * or closed the connection, an attempt timed out, or the node answered
+ * UNAVAILABLE, TIMEOUT, STATE, HOPS or FULL) with a short backoff, moving
+ * to the next fallback node when the node itself is the problem, until the
+ * call's timeout_ms is used up. Each attempt gets a share of what remains,
+ * so that a dead node cannot eat the whole deadline. NOT_FOUND, TOO_LARGE
+ * and other definite answers are returned at once.
+ */
+void dht_client_set_retry(dht_client *c, bool on);
+
+/* Attempts made by the last blocking call (1 when it did not retry). */
+unsigned dht_client_last_attempts(const dht_client *c);
+
 /* ---- blocking calls ----------------------------------------------------- */
 
 /*
