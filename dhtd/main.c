@@ -48,11 +48,23 @@ static const char usage[] =
     "                         of dhtd, not of the machine) [always]\n"
     "  --sync-interval-ms N   with --sync interval [1000]\n"
     "  --id HEX               40 hex digits: ring id instead of hash(advertise)\n"
-    "  --successors N         successor list length, 1..32 [2]\n"
+    "  --successors N         successor list length, 1..32 [4]\n"
+    "  --replicas N           copies of each key, the owner's included, on\n"
+    "                         the owner and its successors; at most\n"
+    "                         --successors + 1 [3]\n"
+    "  --anti-entropy-ms N    compare digests with each replica this often\n"
+    "                         [1000]\n"
+    "  --repair-rate BYTES    repair traffic per second, at least 1024\n"
+    "                         [8388608]\n"
+    "  --tombstone-grace-ms N how long a delete is remembered; a node down for\n"
+    "                         longer must rejoin with an empty --data-dir\n"
+    "                         [3600000]\n"
     "  --stabilize-ms N       stabilize interval [500]\n"
     "  --fix-fingers-ms N     finger refresh interval [250]\n"
     "  --ping-ms N            predecessor check interval [1000]\n"
-    "  --timeout-ms N         wait for one peer reply before resending [500]\n"
+    "  --timeout-ms N         longest wait for one peer reply before resending;\n"
+    "                         the wait adapts to measured round trips [500]\n"
+    "  --rto-min-ms N         shortest wait for one peer reply [100]\n"
     "  --max-conns N          open connections, both directions [1024]\n"
     "  --out-queue-max BYTES  output queued to one connection before it is\n"
     "                         dropped [16777216]\n"
@@ -183,6 +195,18 @@ static int parse_args(int argc, char **argv, options *o) {
     } else if (strcmp(flag, "--successors") == 0) {
       rv = parse_u32(flag, val, 1, DHT_SUCC_LIST_MAX,
                      &o->settings.succ_list_len);
+    } else if (strcmp(flag, "--replicas") == 0) {
+      rv = parse_u32(flag, val, 1, DHT_SUCC_LIST_MAX, &o->settings.replicas);
+    } else if (strcmp(flag, "--anti-entropy-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 3600000, &o->settings.sync_interval_ms);
+    } else if (strcmp(flag, "--repair-rate") == 0) {
+      rv = parse_u32(flag, val, 1024, UINT32_MAX,
+                     &o->settings.repair_bytes_per_s);
+    } else if (strcmp(flag, "--tombstone-grace-ms") == 0) {
+      rv = parse_u32(flag, val, 1, UINT32_MAX,
+                     &o->settings.tombstone_grace_ms);
+    } else if (strcmp(flag, "--rto-min-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 600000, &o->settings.rto_min_ms);
     } else if (strcmp(flag, "--stabilize-ms") == 0) {
       rv = parse_u32(flag, val, 1, 3600000,
                      &o->settings.stabilize_interval_ms);
@@ -219,6 +243,14 @@ static int parse_args(int argc, char **argv, options *o) {
   }
   if ((o->data_dir == NULL) == !o->memory) {
     return fail("choose one of --data-dir DIR or --memory");
+  }
+  if (o->settings.replicas > o->settings.succ_list_len + 1) {
+    return fail("--replicas %u needs --successors %u or more: replicas live "
+                "on the successors",
+                o->settings.replicas, o->settings.replicas - 1);
+  }
+  if (o->settings.rto_min_ms > o->settings.rpc_timeout_ms) {
+    o->settings.rto_min_ms = o->settings.rpc_timeout_ms;
   }
   /* A peer must be able to route a key back to us by the route timeout: a
    * chain of forwards needs several resends' worth of time. */
@@ -321,6 +353,7 @@ static int open_store(const options *o, daemon_state *d) {
 
 int main(int argc, char **argv) {
   dht_node_config cfg;
+  uv_timeval64_t wall;
   dhtd_net_config nc;
   daemon_state d;
   options o;
@@ -377,6 +410,9 @@ int main(int argc, char **argv) {
   cfg.store = d.store;
   cfg.settings = o.settings;
   randombytes_buf(&cfg.seed, sizeof(cfg.seed));
+  if (uv_gettimeofday(&wall) == 0) {
+    cfg.wall_ms = (uint64_t)wall.tv_sec * 1000 + (uint64_t)wall.tv_usec / 1000;
+  }
   cfg.log = dhtd_log_node;
   cfg.log_level = o.log_level;
   rv = dht_node_new(&d.node, &cfg, uv_now(d.loop));

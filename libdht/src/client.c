@@ -16,6 +16,10 @@
  * grown while one is held: every entry point releases it first. Compaction
  * happens once per read, not once per frame, so that a burst of small
  * pipelined replies costs one memmove.
+ *
+ * Retries (off unless dht_client_set_retry) wrap the blocking key calls:
+ * call_retry() runs attempts, each with its own deadline cut from the
+ * call's, and moves through the primary address and the fallbacks.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -44,6 +48,10 @@
 #define ERR_TEXT_MAX 512
 /* Default output queue bound: sixteen 1 MiB values. */
 #define OUT_LEN_MAX_DEFAULT (16u * 1024u * 1024u)
+/* Retries: the shortest share of the deadline an attempt gets (unless less
+ * remains), and the pause between attempts on the same node. */
+#define ATTEMPT_MS_MIN 250
+#define BACKOFF_MS 25
 /* Longest DNS name (RFC 1035) and label. */
 #define NAME_LEN_MAX 253
 #define LABEL_LEN_MAX 63
@@ -54,12 +62,23 @@
 #define DHT__PRINTF(f, a)
 #endif
 
-struct dht_client {
-  dht_client_settings settings;    /* copied at _new */
-  char addr[DHT_ADDR_LEN_MAX + 1]; /* as given to _new */
+/* One node the client may talk to: the primary address or a fallback. */
+typedef struct client_node {
+  char addr[DHT_ADDR_LEN_MAX + 1]; /* as given */
   char host[DHT_ADDR_LEN_MAX + 1]; /* addr without port and brackets */
   uint16_t port;                   /* addr's port */
-  int fd;                          /* the connection, -1 when closed */
+} client_node;
+
+struct dht_client {
+  dht_client_settings settings; /* copied at _new */
+  client_node primary;          /* the address given to _new */
+  client_node *fallbacks;       /* copies of set_fallbacks' addresses */
+  size_t n_fallbacks;           /* entries in fallbacks */
+  size_t cur;                   /* node in use: 0 primary, i fallbacks[i-1] */
+  const client_node *node;      /* the node in use (primary or a fallback) */
+  bool retry;                   /* dht_client_set_retry */
+  unsigned attempts;            /* dht_client_last_attempts */
+  int fd;                       /* the connection (to node), -1 when closed */
 
   dht_buf out;    /* queued request frames */
   size_t out_off; /* bytes of out already written */
@@ -310,14 +329,16 @@ int dht_client_new(dht_client **out, const char *addr,
   } else {
     dht_client_settings_default(&c->settings);
   }
-  if (dht_addr_parse(addr, c->host, sizeof(c->host), &c->port) != 0 ||
+  if (dht_addr_parse(addr, c->primary.host, sizeof(c->primary.host),
+                     &c->primary.port) != 0 ||
       c->settings.limits.frame_len_max == 0 ||
       c->settings.limits.addr_len_max > DHT_ADDR_LEN_MAX ||
       c->settings.out_len_max == 0) {
     free(c);
     return DHT_ERR_INVAL;
   }
-  snprintf(c->addr, sizeof(c->addr), "%s", addr);
+  snprintf(c->primary.addr, sizeof(c->primary.addr), "%s", addr);
+  c->node = &c->primary;
   c->fd = -1;
   c->next_rid = 1;
   dht_buf_init(&c->out);
@@ -349,10 +370,59 @@ void dht_client_del(dht_client *c) {
   dht_client_close(c);
   dht_buf_free(&c->out);
   dht_buf_free(&c->in);
+  free(c->fallbacks);
   free(c);
 }
 
-const char *dht_client_addr(const dht_client *c) { return c->addr; }
+const char *dht_client_addr(const dht_client *c) { return c->primary.addr; }
+
+const char *dht_client_current_addr(const dht_client *c) {
+  return c->node->addr;
+}
+
+int dht_client_set_fallbacks(dht_client *c, const char *const *addrs,
+                             size_t n) {
+  client_node *list = NULL;
+  size_t i;
+
+  if ((addrs == NULL && n > 0) || n > DHT_CLIENT_FALLBACKS_MAX) {
+    set_err(c, "invalid fallback list");
+    return DHT_ERR_INVAL;
+  }
+  if (n > 0) {
+    list = calloc(n, sizeof(*list));
+    if (list == NULL) {
+      set_err(c, "out of memory for %zu fallback addresses", n);
+      return DHT_ERR_NOMEM;
+    }
+  }
+  for (i = 0; i < n; i++) {
+    if (dht_addr_parse(addrs[i], list[i].host, sizeof(list[i].host),
+                       &list[i].port) != 0) {
+      copy_printable(list[0].addr, sizeof(list[0].addr),
+                     (const uint8_t *)addrs[i],
+                     addrs[i] != NULL ? strnlen(addrs[i], 64) : 0);
+      set_err(c, "bad fallback address '%s'", list[0].addr);
+      free(list);
+      return DHT_ERR_INVAL;
+    }
+    snprintf(list[i].addr, sizeof(list[i].addr), "%s", addrs[i]);
+  }
+  if (c->cur != 0) {
+    /* The connection belongs to an entry that is going away. */
+    dht_client_close(c);
+  }
+  free(c->fallbacks);
+  c->fallbacks = list;
+  c->n_fallbacks = n;
+  c->cur = 0;
+  c->node = &c->primary;
+  return 0;
+}
+
+void dht_client_set_retry(dht_client *c, bool on) { c->retry = on; }
+
+unsigned dht_client_last_attempts(const dht_client *c) { return c->attempts; }
 
 const char *dht_client_last_error(const dht_client *c) { return c->err; }
 
@@ -414,17 +484,17 @@ static int connect_wait(int fd, int64_t deadline, int *err) {
 static int connect_until(dht_client *c, int64_t deadline, int timeout_ms) {
   struct addrinfo hints, *res = NULL, *ai;
   char port_str[8], numeric[INET6_ADDRSTRLEN] = "";
-  bool is_numeric = host_is_numeric(c->host);
+  bool is_numeric = host_is_numeric(c->node->host);
   int rv, fd, err = 0, one = 1;
 
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV | (is_numeric ? AI_NUMERICHOST : 0);
-  snprintf(port_str, sizeof(port_str), "%u", (unsigned)c->port);
-  rv = getaddrinfo(c->host, port_str, &hints, &res);
+  snprintf(port_str, sizeof(port_str), "%u", (unsigned)c->node->port);
+  rv = getaddrinfo(c->node->host, port_str, &hints, &res);
   if (rv != 0) {
-    set_err(c, "cannot resolve %s: %s", c->host,
+    set_err(c, "cannot resolve %s: %s", c->node->host,
             rv == EAI_SYSTEM ? strerror(errno) : gai_strerror(rv));
     return DHT_ERR_UNAVAILABLE;
   }
@@ -451,11 +521,11 @@ static int connect_until(dht_client *c, int64_t deadline, int timeout_ms) {
         close(fd);
         freeaddrinfo(res);
         if (is_numeric) {
-          set_err(c, "cannot reach %s: connect timed out after %d ms", c->addr,
-                  timeout_ms);
+          set_err(c, "cannot reach %s: connect timed out after %d ms",
+                  c->node->addr, timeout_ms);
         } else {
           set_err(c, "cannot reach %s (%s): connect timed out after %d ms",
-                  c->addr, numeric, timeout_ms);
+                  c->node->addr, numeric, timeout_ms);
         }
         return DHT_ERR_TIMEOUT;
       }
@@ -475,9 +545,10 @@ static int connect_until(dht_client *c, int64_t deadline, int timeout_ms) {
   }
   freeaddrinfo(res);
   if (is_numeric) {
-    set_err(c, "cannot reach %s: %s", c->addr, strerror(err));
+    set_err(c, "cannot reach %s: %s", c->node->addr, strerror(err));
   } else {
-    set_err(c, "cannot reach %s (%s): %s", c->addr, numeric, strerror(err));
+    set_err(c, "cannot reach %s (%s): %s", c->node->addr, numeric,
+            strerror(err));
   }
   return DHT_ERR_UNAVAILABLE;
 }
@@ -504,7 +575,7 @@ int dht_client_flush(dht_client *c) {
   ssize_t n;
 
   if (c->fd < 0) {
-    set_err(c, "not connected to %s", c->addr);
+    set_err(c, "not connected to %s", c->node->addr);
     return DHT_ERR_UNAVAILABLE;
   }
   while (c->out_off < c->out.len) {
@@ -517,7 +588,7 @@ int dht_client_flush(dht_client *c) {
       return 0;
     }
     if (n < 0) {
-      set_err(c, "write to %s: %s", c->addr, strerror(errno));
+      set_err(c, "write to %s: %s", c->node->addr, strerror(errno));
       dht_client_close(c);
       return DHT_ERR_UNAVAILABLE;
     }
@@ -537,7 +608,7 @@ int dht_client_send(dht_client *c, dht_msg *req, uint64_t *rid) {
     return DHT_ERR_INVAL;
   }
   if (c->fd < 0) {
-    set_err(c, "not connected to %s", c->addr);
+    set_err(c, "not connected to %s", c->node->addr);
     return DHT_ERR_UNAVAILABLE;
   }
   /* Move the unwritten tail to the front, so the queue never creeps. */
@@ -557,7 +628,7 @@ int dht_client_send(dht_client *c, dht_msg *req, uint64_t *rid) {
   }
   if (before > 0 && c->out.len > c->settings.out_len_max) {
     c->out.len = before;
-    set_err(c, "output queue to %s is full (%zu bytes unsent)", c->addr,
+    set_err(c, "output queue to %s is full (%zu bytes unsent)", c->node->addr,
             before);
     return DHT_ERR_FULL;
   }
@@ -599,7 +670,7 @@ static int read_some(dht_client *c) {
   }
   rv = dht_buf_reserve(&c->in, want);
   if (rv != 0) {
-    set_err(c, "out of memory reading from %s", c->addr);
+    set_err(c, "out of memory reading from %s", c->node->addr);
     return rv;
   }
   for (;;) {
@@ -617,9 +688,9 @@ static int read_some(dht_client *c) {
     return 0;
   }
   if (n == 0) {
-    set_err(c, "%s closed the connection", c->addr);
+    set_err(c, "%s closed the connection", c->node->addr);
   } else {
-    set_err(c, "read from %s: %s", c->addr, strerror(errno));
+    set_err(c, "read from %s: %s", c->node->addr, strerror(errno));
   }
   dht_client_close(c);
   return DHT_ERR_UNAVAILABLE;
@@ -646,7 +717,8 @@ static int take_frame(dht_client *c, int *decode_rv) {
     set_err(c,
             "%s sent a frame of %zu bytes, above the limit of %u; "
             "connection closed",
-            c->addr, body_len, (unsigned)c->settings.limits.frame_len_max);
+            c->node->addr, body_len,
+            (unsigned)c->settings.limits.frame_len_max);
     dht_client_close(c);
     return DHT_ERR_TOO_LARGE;
   }
@@ -681,7 +753,7 @@ static int wait_reply(dht_client *c, int64_t deadline, int timeout_ms,
       if (match_rid && dht_msg_can_reply(&c->reply) && c->reply.rid != rid) {
         continue; /* garbled, but not ours */
       }
-      set_err(c, "undecodable reply from %s: %s", c->addr,
+      set_err(c, "undecodable reply from %s: %s", c->node->addr,
               dht_strerror(decode_rv));
       return decode_rv;
     }
@@ -695,11 +767,11 @@ static int wait_reply(dht_client *c, int64_t deadline, int timeout_ms,
       return 0;
     }
     if (c->fd < 0) {
-      set_err(c, "not connected to %s", c->addr);
+      set_err(c, "not connected to %s", c->node->addr);
       return DHT_ERR_UNAVAILABLE;
     }
     if (polled && remaining_ms(deadline) == 0) {
-      set_err(c, "no reply from %s within %d ms", c->addr, timeout_ms);
+      set_err(c, "no reply from %s within %d ms", c->node->addr, timeout_ms);
       return DHT_ERR_TIMEOUT;
     }
     pfd.fd = c->fd;
@@ -711,12 +783,12 @@ static int wait_reply(dht_client *c, int64_t deadline, int timeout_ms,
       if (errno == EINTR) {
         continue;
       }
-      set_err(c, "poll on %s: %s", c->addr, strerror(errno));
+      set_err(c, "poll on %s: %s", c->node->addr, strerror(errno));
       dht_client_close(c);
       return DHT_ERR_UNAVAILABLE;
     }
     if (pfd.revents & POLLNVAL) {
-      set_err(c, "connection to %s is not open", c->addr);
+      set_err(c, "connection to %s is not open", c->node->addr);
       c->fd = -1; /* not ours to close any more */
       dht_client_close(c);
       return DHT_ERR_UNAVAILABLE;
@@ -789,45 +861,171 @@ static int call_until(dht_client *c, dht_msg *req, const dht_msg **reply,
 
 int dht_client_call(dht_client *c, dht_msg *req, const dht_msg **reply,
                     int timeout_ms) {
+  c->attempts = 0;
   if (req == NULL || reply == NULL || timeout_ms < 0) {
     set_err(c, "invalid argument");
     return DHT_ERR_INVAL;
   }
+  c->attempts = 1;
   return call_until(c, req, reply, now_ms() + timeout_ms, timeout_ms);
 }
 
-/* Calls, then turns an ERROR reply into its code and a reply of another
- * type than expect into DHT_ERR_UNEXPECTED. */
-static int call_expect(dht_client *c, dht_msg *req, dht_msg_type expect,
-                       const dht_msg **reply, int timeout_ms) {
+/* One attempt: calls, then turns an ERROR reply into its code (and sets
+ * *answered) and a reply of another type than expect into
+ * DHT_ERR_UNEXPECTED. */
+static int call_expect_until(dht_client *c, dht_msg *req, dht_msg_type expect,
+                             const dht_msg **reply, int64_t deadline,
+                             int timeout_ms, bool *answered) {
   char msg[DHT_ADDR_LEN_MAX + 1];
   const dht_msg *r;
   int rv;
 
-  rv = dht_client_call(c, req, &r, timeout_ms);
+  *answered = false;
+  rv = call_until(c, req, &r, deadline, timeout_ms);
   if (rv != 0) {
     return rv;
   }
   if (r->type == DHT_MSG_ERROR) {
     copy_printable(msg, sizeof(msg), r->error_msg.p, r->error_msg.len);
-    set_err(c, "%s answered ERROR %s (%d)%s%s", c->addr,
+    set_err(c, "%s answered ERROR %s (%d)%s%s", c->node->addr,
             dht_errname(r->error_code), (int)r->error_code,
             msg[0] != '\0' ? ": " : "", msg);
+    *answered = true;
     /* The decoder guarantees a negative code; keep it so if not. */
     return r->error_code < 0 ? (int)r->error_code : DHT_ERR_UNEXPECTED;
   }
   if (r->type != expect) {
-    set_err(c, "%s answered %s to %s", c->addr, dht_msg_type_name(r->type),
-            dht_msg_type_name(req->type));
+    set_err(c, "%s answered %s to %s", c->node->addr,
+            dht_msg_type_name(r->type), dht_msg_type_name(req->type));
     return DHT_ERR_UNEXPECTED;
   }
   *reply = r;
   return 0;
 }
 
+/* What a failed attempt calls for. */
+typedef enum retry_kind {
+  RETRY_NONE, /* a definite answer: return it */
+  RETRY_SAME, /* the node answered for the ring: ask it again */
+  RETRY_NEXT  /* the node itself is the problem: move on */
+} retry_kind;
+
+static retry_kind retry_kind_of(int rv, bool answered) {
+  if (answered) {
+    switch (rv) {
+    case DHT_ERR_UNAVAILABLE:
+    case DHT_ERR_TIMEOUT:
+    case DHT_ERR_HOPS:
+      return RETRY_SAME;
+    case DHT_ERR_STATE:
+    case DHT_ERR_FULL:
+      return RETRY_NEXT;
+    default:
+      return RETRY_NONE;
+    }
+  }
+  /* Our own side: cannot connect, connection lost, attempt timed out, the
+   * output queue is stuck. Anything else (a reply that does not decode, an
+   * oversized frame, the wrong reply type) would happen again. */
+  switch (rv) {
+  case DHT_ERR_UNAVAILABLE:
+  case DHT_ERR_TIMEOUT:
+  case DHT_ERR_FULL:
+    return RETRY_NEXT;
+  default:
+    return RETRY_NONE;
+  }
+}
+
+/* Switches to the next address, round-robin over primary + fallbacks,
+ * dropping the connection to the current one. */
+static void next_node(dht_client *c) {
+  dht_client_close(c);
+  c->cur = (c->cur + 1) % (c->n_fallbacks + 1);
+  c->node = c->cur == 0 ? &c->primary : &c->fallbacks[c->cur - 1];
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts;
+
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/*
+ * Runs req until it succeeds, fails for good or the deadline fixed here
+ * passes; one attempt only when may_retry is false or retries are off.
+ * Every attempt sends req afresh (a new rid), so a late reply to an
+ * earlier attempt is skipped.
+ */
+static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
+                      const dht_msg **reply, int timeout_ms, bool may_retry) {
+  char err[ERR_TEXT_MAX];
+  int64_t start = now_ms(), deadline = start + timeout_ms;
+  size_t n_nodes = c->n_fallbacks + 1, tried = 1;
+  bool retry = may_retry && c->retry, answered;
+  retry_kind kind;
+  int rv, left, share;
+
+  c->attempts = 0;
+  if (timeout_ms < 0) {
+    set_err(c, "negative timeout");
+    return DHT_ERR_INVAL;
+  }
+  for (;;) {
+    left = remaining_ms(deadline);
+    share = left;
+    if (retry && left / 2 > ATTEMPT_MS_MIN) {
+      share = left / 2;
+    } else if (retry && left > ATTEMPT_MS_MIN) {
+      share = ATTEMPT_MS_MIN;
+    }
+    c->attempts++;
+    rv = call_expect_until(c, req, expect, reply, now_ms() + share, share,
+                           &answered);
+    if (rv == 0 || !retry) {
+      return rv;
+    }
+    kind = retry_kind_of(rv, answered);
+    if (kind == RETRY_NONE || remaining_ms(deadline) == 0) {
+      break;
+    }
+    if (kind == RETRY_NEXT) {
+      next_node(c);
+    }
+    /* A node not tried yet in this call goes at once; otherwise pause, so
+     * that a ring in the middle of repairing itself gets a moment. */
+    if (kind == RETRY_SAME || tried >= n_nodes) {
+      left = remaining_ms(deadline);
+      sleep_ms(left < BACKOFF_MS ? left : BACKOFF_MS);
+      if (remaining_ms(deadline) == 0) {
+        break;
+      }
+    } else {
+      tried++;
+    }
+  }
+  if (c->attempts > 1) {
+    snprintf(err, sizeof(err), "%s", c->err);
+    set_err(c, "%s (gave up after %u attempts in %lld ms)", err, c->attempts,
+            (long long)(now_ms() - start));
+  }
+  return rv;
+}
+
+/* A single attempt with the whole timeout (stats, neighbors, ping, scan:
+ * questions for one particular node). */
+static int call_expect(dht_client *c, dht_msg *req, dht_msg_type expect,
+                       const dht_msg **reply, int timeout_ms) {
+  return call_retry(c, req, expect, reply, timeout_ms, false);
+}
+
 /* Checks a key (and value) against the limits before anything is sent. */
 static int check_kv(dht_client *c, const void *key, size_t key_len,
                     size_t value_len) {
+  c->attempts = 0;
   if (key == NULL || key_len == 0) {
     set_err(c, "empty key");
     return DHT_ERR_INVAL;
@@ -858,6 +1056,7 @@ int dht_client_ping(dht_client *c, dht_client_peer *node, int timeout_ms) {
   dht_msg req;
   int rv;
 
+  c->attempts = 0;
   memset(&req, 0, sizeof(req));
   req.type = DHT_MSG_PING;
   rv = call_expect(c, &req, DHT_MSG_PONG, &r, timeout_ms);
@@ -873,6 +1072,7 @@ int dht_client_put(dht_client *c, const void *key, size_t key_len,
   dht_msg req;
   int rv;
 
+  c->attempts = 0;
   if (value == NULL && value_len > 0) {
     set_err(c, "no value");
     return DHT_ERR_INVAL;
@@ -884,7 +1084,7 @@ int dht_client_put(dht_client *c, const void *key, size_t key_len,
   key_req(&req, DHT_MSG_PUT, key, key_len);
   req.value.p = value;
   req.value.len = value_len;
-  return call_expect(c, &req, DHT_MSG_OK, &r, timeout_ms);
+  return call_retry(c, &req, DHT_MSG_OK, &r, timeout_ms, true);
 }
 
 int dht_client_get(dht_client *c, const void *key, size_t key_len,
@@ -894,6 +1094,7 @@ int dht_client_get(dht_client *c, const void *key, size_t key_len,
   uint8_t *copy;
   int rv;
 
+  c->attempts = 0;
   if (value == NULL || value_len == NULL) {
     set_err(c, "invalid argument");
     return DHT_ERR_INVAL;
@@ -905,7 +1106,7 @@ int dht_client_get(dht_client *c, const void *key, size_t key_len,
     return rv;
   }
   key_req(&req, DHT_MSG_GET, key, key_len);
-  rv = call_expect(c, &req, DHT_MSG_VALUE, &r, timeout_ms);
+  rv = call_retry(c, &req, DHT_MSG_VALUE, &r, timeout_ms, true);
   if (rv != 0) {
     return rv;
   }
@@ -933,7 +1134,7 @@ int dht_client_remove(dht_client *c, const void *key, size_t key_len,
     return rv;
   }
   key_req(&req, DHT_MSG_DEL, key, key_len);
-  return call_expect(c, &req, DHT_MSG_OK, &r, timeout_ms);
+  return call_retry(c, &req, DHT_MSG_OK, &r, timeout_ms, true);
 }
 
 int dht_client_lookup(dht_client *c, const dht_id *target, bool trace,
@@ -943,6 +1144,7 @@ int dht_client_lookup(dht_client *c, const dht_id *target, bool trace,
   size_t i;
   int rv;
 
+  c->attempts = 0;
   if (target == NULL || out == NULL) {
     set_err(c, "invalid argument");
     return DHT_ERR_INVAL;
@@ -951,7 +1153,7 @@ int dht_client_lookup(dht_client *c, const dht_id *target, bool trace,
   req.type = DHT_MSG_FIND_SUCC;
   req.target = *target;
   req.trace = trace;
-  rv = call_expect(c, &req, DHT_MSG_FIND_SUCC_R, &r, timeout_ms);
+  rv = call_retry(c, &req, DHT_MSG_FIND_SUCC_R, &r, timeout_ms, true);
   if (rv != 0) {
     return rv;
   }
@@ -964,10 +1166,11 @@ int dht_client_lookup(dht_client *c, const dht_id *target, bool trace,
   return 0;
 }
 
-/* Copies pred and succs, which NEIGHBORS and STATS_R share. */
+/* Copies pred, succs and preds, which NEIGHBORS and STATS_R share. */
 static void copy_ring(const dht_msg *r, dht_client_peer *node, bool *has_pred,
                       dht_client_peer *pred, dht_client_peer *succs,
-                      size_t *n_succs) {
+                      size_t *n_succs, dht_client_peer *preds,
+                      size_t *n_preds) {
   size_t i;
 
   copy_peer(node, &r->peer);
@@ -981,6 +1184,10 @@ static void copy_ring(const dht_msg *r, dht_client_peer *node, bool *has_pred,
   for (i = 0; i < *n_succs; i++) {
     copy_peer(&succs[i], &r->succs[i]);
   }
+  *n_preds = r->n_preds < DHT_SUCC_LIST_MAX ? r->n_preds : DHT_SUCC_LIST_MAX;
+  for (i = 0; i < *n_preds; i++) {
+    copy_peer(&preds[i], &r->preds[i]);
+  }
 }
 
 int dht_client_neighbors(dht_client *c, dht_client_neighbors_result *out,
@@ -989,6 +1196,7 @@ int dht_client_neighbors(dht_client *c, dht_client_neighbors_result *out,
   dht_msg req;
   int rv;
 
+  c->attempts = 0;
   if (out == NULL) {
     set_err(c, "invalid argument");
     return DHT_ERR_INVAL;
@@ -1000,7 +1208,7 @@ int dht_client_neighbors(dht_client *c, dht_client_neighbors_result *out,
     return rv;
   }
   copy_ring(r, &out->node, &out->has_pred, &out->pred, out->succs,
-            &out->n_succs);
+            &out->n_succs, out->preds, &out->n_preds);
   return 0;
 }
 
@@ -1011,6 +1219,7 @@ int dht_client_stats(dht_client *c, dht_client_stats_result *out,
   size_t i;
   int rv;
 
+  c->attempts = 0;
   if (out == NULL) {
     set_err(c, "invalid argument");
     return DHT_ERR_INVAL;
@@ -1022,7 +1231,7 @@ int dht_client_stats(dht_client *c, dht_client_stats_result *out,
     return rv;
   }
   copy_ring(r, &out->node, &out->has_pred, &out->pred, out->succs,
-            &out->n_succs);
+            &out->n_succs, out->preds, &out->n_preds);
   out->n_fingers = r->n_fingers < DHT_ID_BITS ? r->n_fingers : DHT_ID_BITS;
   for (i = 0; i < out->n_fingers; i++) {
     out->fingers[i].start_bit = r->fingers[i].start_bit;
@@ -1049,4 +1258,70 @@ int dht_client_stats_counter(const dht_client_stats_result *stats,
     }
   }
   return DHT_ERR_NOT_FOUND;
+}
+
+/* ---- scan --------------------------------------------------------------- */
+
+void dht_client_scan_result_free(dht_client_scan_result *res) {
+  if (res == NULL) {
+    return;
+  }
+  free(res->items);
+  free(res->keys_);
+  memset(res, 0, sizeof(*res));
+}
+
+int dht_client_scan(dht_client *c, const dht_id *from, uint32_t limit,
+                    dht_client_scan_result *out, int timeout_ms) {
+  const dht_msg *r;
+  dht_msg req;
+  size_t i, total = 0, off = 0;
+  int rv;
+
+  if (out != NULL) {
+    memset(out, 0, sizeof(*out));
+  }
+  if (from == NULL || out == NULL || limit == 0) {
+    c->attempts = 0;
+    set_err(c, "invalid argument");
+    return DHT_ERR_INVAL;
+  }
+  memset(&req, 0, sizeof(req));
+  req.type = DHT_MSG_SCAN;
+  req.from = *from;
+  req.limit = limit;
+  rv = call_expect(c, &req, DHT_MSG_SCAN_R, &r, timeout_ms);
+  if (rv != 0) {
+    return rv;
+  }
+  /* Each key is at most key_len_max and n_items at most items_max (the
+   * decoder saw to it), so the sum cannot overflow. */
+  for (i = 0; i < r->n_items; i++) {
+    total += r->items[i].key.len;
+  }
+  if (r->n_items > 0) {
+    out->items = calloc(r->n_items, sizeof(*out->items));
+    out->keys_ = malloc(total > 0 ? total : 1);
+    if (out->items == NULL || out->keys_ == NULL) {
+      dht_client_scan_result_free(out);
+      set_err(c, "out of memory for a scan of %zu items", r->n_items);
+      return DHT_ERR_NOMEM;
+    }
+  }
+  for (i = 0; i < r->n_items; i++) {
+    const dht_kv *kv = &r->items[i];
+    dht_client_scan_item *it = &out->items[i];
+
+    memcpy(out->keys_ + off, kv->key.p, kv->key.len);
+    it->key = out->keys_ + off;
+    it->key_len = kv->key.len;
+    off += kv->key.len;
+    dht_id_hash(&it->key_id, kv->key.p, kv->key.len);
+    it->has_version = kv->has_version;
+    it->tombstone = kv->tombstone;
+    it->version = kv->version;
+  }
+  out->n_items = r->n_items;
+  out->more = r->more;
+  return 0;
 }

@@ -13,11 +13,13 @@
 
 void dht_settings_default(dht_settings *s) {
   memset(s, 0, sizeof(*s));
-  s->succ_list_len = 2;
+  s->succ_list_len = 4;
+  s->replicas = 3;
   s->stabilize_interval_ms = 500;
   s->fix_fingers_interval_ms = 250;
   s->check_pred_interval_ms = 1000;
   s->rpc_timeout_ms = 500;
+  s->rto_min_ms = 100;
   s->rpc_retries = 1;
   s->route_timeout_ms = 4000;
   s->route_attempts = 3;
@@ -26,6 +28,10 @@ void dht_settings_default(dht_settings *s) {
   s->handoff_batch_bytes = 256 * 1024;
   s->join_attempts = 3;
   s->bad_frames_max = 8;
+  s->sync_interval_ms = 1000;
+  s->sync_buckets = 64;
+  s->repair_bytes_per_s = 8u * 1024 * 1024;
+  s->tombstone_grace_ms = 60u * 60 * 1000;
   dht_wire_limits_default(&s->limits);
 }
 
@@ -42,9 +48,16 @@ int dht_settings_check(const dht_settings *s) {
       s->join_attempts < 1 || s->bad_frames_max < 1) {
     return DHT_ERR_INVAL;
   }
+  if (s->replicas < 1 || s->replicas > s->succ_list_len + 1 ||
+      s->replicas > DHT_SUCC_LIST_MAX || s->rto_min_ms < 1 ||
+      s->rto_min_ms > s->rpc_timeout_ms || s->sync_interval_ms < 1 ||
+      s->sync_buckets < 1 || s->sync_buckets > DHT_SYNC_BUCKETS_MAX ||
+      s->repair_bytes_per_s < 1024 || s->tombstone_grace_ms < 1) {
+    return DHT_ERR_INVAL;
+  }
   if (l->addr_len_max < 1 || l->addr_len_max > DHT_ADDR_LEN_MAX ||
       l->key_len_max < 1 || l->frame_len_max < 64 || l->items_max < 1 ||
-      /* a HANDOFF batch of one maximal pair must fit in a frame */
+      /* a HANDOFF batch of one maximal record must fit in a frame */
       (uint64_t)l->key_len_max + l->value_len_max + 256 > l->frame_len_max) {
     return DHT_ERR_INVAL;
   }
@@ -256,6 +269,7 @@ void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later) {
   if (node->pred == idx) {
     dht__set_pred(node, DHT__NO_PEER);
   }
+  dht__preds_truncate_at(node, idx);
   for (i = 0; i < node->cap_pending; i++) {
     dht__pending *q = node->pending[i];
     if (q != NULL && q->rid != 0 && q->peer == idx && !q->accepted) {
@@ -265,6 +279,40 @@ void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later) {
     }
   }
   dht__peer_release(node, idx);
+}
+
+/* ---- round-trip times ------------------------------------------------------- */
+
+/* How long to wait for peer's reply: its smoothed round-trip time plus four
+ * deviations (RFC 6298), within [rto_min_ms, rpc_timeout_ms]; the longest
+ * until the peer has been measured. */
+uint32_t dht__rto(const dht_node *node, int32_t peer) {
+  const dht__peer *p = &node->peers[peer];
+  uint32_t rto;
+
+  if (!p->rtt_known) {
+    return node->set.rpc_timeout_ms;
+  }
+  rto = p->srtt_ms + 4 * p->rttvar_ms;
+  if (rto < node->set.rto_min_ms) {
+    return node->set.rto_min_ms;
+  }
+  return rto < node->set.rpc_timeout_ms ? rto : node->set.rpc_timeout_ms;
+}
+
+static void rtt_sample(dht_node *node, int32_t peer, uint64_t rtt_ms) {
+  dht__peer *p = &node->peers[peer];
+  uint32_t r = rtt_ms > UINT32_MAX / 8 ? UINT32_MAX / 8 : (uint32_t)rtt_ms;
+
+  if (!p->rtt_known) {
+    p->srtt_ms = r;
+    p->rttvar_ms = r / 2;
+    p->rtt_known = true;
+    return;
+  }
+  p->rttvar_ms = (3 * p->rttvar_ms + (p->srtt_ms > r ? p->srtt_ms - r
+                                                     : r - p->srtt_ms)) / 4;
+  p->srtt_ms = (7 * p->srtt_ms + r) / 8;
 }
 
 /* ---- pending requests ------------------------------------------------------- */
@@ -321,6 +369,8 @@ dht__pending *dht__pending_new(dht_node *node, dht__pending_kind kind,
   p->origin_conn = 0;
   p->origin_rid = 0;
   p->finger_index = 0;
+  p->ctx = 0;
+  p->ctx_gen = 0;
   p->deadline_ms = DHT_TIME_NEVER;
   p->frame.len = 0;
   p->req.len = 0;
@@ -438,7 +488,8 @@ int dht__pending_send(dht_node *node, dht__pending *p, dht_msg *msg) {
   }
   p->sends = 1;
   p->accepted = false;
-  pending_arm(node, p, node->set.rpc_timeout_ms);
+  p->sent_ms = node->now_ms;
+  pending_arm(node, p, dht__rto(node, p->peer));
   return outbox_send_frame(node, p->peer, &p->frame);
 }
 
@@ -597,6 +648,7 @@ int dht_node_new(dht_node **pnode, const dht_node_config *cfg,
   node->fix_fingers_at_ms = DHT_TIME_NEVER;
   node->check_pred_at_ms = DHT_TIME_NEVER;
   node->join_retry_at_ms = DHT_TIME_NEVER;
+  dht__repl_init(node, cfg->wall_ms);
   dht_buf_init(&node->arena);
   *pnode = node;
   return 0;
@@ -618,6 +670,7 @@ void dht_node_del(dht_node *node) {
     }
   }
   free(node->pending);
+  dht__repl_free(node);
   free(node->peers);
   free(node->outbox);
   dht_buf_free(&node->arena);
@@ -688,8 +741,8 @@ static void on_request(dht_node *node, uint64_t conn, const dht_msg *msg,
     dht__reply_stats(node, conn, msg->rid);
     return;
   }
-  if (msg->type == DHT_MSG_HANDOFF &&
-      node->state != DHT_NODE_LEAVING && node->state != DHT_NODE_LEFT) {
+  if (msg->type == DHT_MSG_HANDOFF && node->state != DHT_NODE_LEAVING &&
+      node->state != DHT_NODE_LEFT) {
     /* Taken even while joining: that is how a new node gets its range.
      * A node on its way out refuses, so the sender keeps the keys. */
     dht__on_handoff(node, conn, msg);
@@ -730,6 +783,18 @@ static void on_request(dht_node *node, uint64_t conn, const dht_msg *msg,
   case DHT_MSG_HANDOFF: /* refused while leaving, see above */
     dht__reply_error(node, conn, msg->rid, DHT_ERR_STATE);
     break;
+  case DHT_MSG_REPLICATE:
+    dht__on_replicate(node, conn, msg);
+    break;
+  case DHT_MSG_SYNC:
+    dht__on_sync(node, conn, msg);
+    break;
+  case DHT_MSG_FETCH:
+    dht__on_fetch(node, conn, msg);
+    break;
+  case DHT_MSG_SCAN:
+    dht__on_scan(node, conn, msg);
+    break;
   default:
     assert(0 && "on_request called with a reply type");
   }
@@ -743,6 +808,9 @@ static void on_reply(dht_node *node, const dht_msg *msg) {
     node->counters.replies_unmatched++;
     return;
   }
+  if (p->sends == 1 && !p->accepted) {
+    rtt_sample(node, p->peer, node->now_ms - p->sent_ms);
+  }
   switch (p->kind) {
   case DHT__PEND_ROUTE:
     dht__route_on_reply(node, p, msg);
@@ -751,6 +819,12 @@ static void on_reply(dht_node *node, const dht_msg *msg) {
     if (msg->type != DHT_MSG_ACCEPTED) {
       dht__handoff_on_done(node, p, msg->type == DHT_MSG_OK);
     }
+    break;
+  case DHT__PEND_REPLICATE:
+  case DHT__PEND_CONSULT:
+  case DHT__PEND_SYNC:
+  case DHT__PEND_PUSH:
+    dht__repl_on_reply(node, p, msg);
     break;
   default:
     dht__ring_on_reply(node, p, msg);
@@ -833,6 +907,12 @@ static void pending_timeout(dht_node *node, dht__pending *p) {
     dht__declare_dead(node, p->peer, true);
     dht__handoff_on_done(node, p, false);
     break;
+  case DHT__PEND_REPLICATE:
+  case DHT__PEND_CONSULT:
+  case DHT__PEND_SYNC:
+  case DHT__PEND_PUSH:
+    dht__repl_on_failure(node, p);
+    break;
   default:
     dht__on_ring_failure(node, p);
     break;
@@ -859,8 +939,10 @@ static void pending_expire(dht_node *node) {
       }
       any = true;
       if (!p->accepted && p->sends <= node->set.rpc_retries) {
+        /* back off: the peer may only be slow */
+        p->deadline_ms =
+            node->now_ms + ((uint64_t)dht__rto(node, p->peer) << p->sends);
         p->sends++;
-        p->deadline_ms = node->now_ms + node->set.rpc_timeout_ms;
         outbox_send_frame(node, p->peer, &p->frame);
       } else {
         pending_timeout(node, p);
@@ -880,14 +962,18 @@ void dht_node_handle_expiry(dht_node *node, uint64_t now_ms) {
   enter(node, now_ms);
   pending_expire(node);
   dht__ring_timers(node);
+  dht__repl_timers(node);
   leave_call(node);
 }
 
 uint64_t dht_node_next_deadline(const dht_node *node) {
-  uint64_t ring = dht__ring_next_deadline(node);
+  uint64_t t = dht__ring_next_deadline(node);
+  uint64_t repl = dht__repl_next_deadline(node);
 
-  return ring < node->pending_min_deadline_ms ? ring
-                                              : node->pending_min_deadline_ms;
+  if (repl < t) {
+    t = repl;
+  }
+  return t < node->pending_min_deadline_ms ? t : node->pending_min_deadline_ms;
 }
 
 /* ---- accessors -------------------------------------------------------------- */
@@ -909,6 +995,21 @@ bool dht_node_pred(const dht_node *node, dht_id *id, const char **addr) {
     *addr = node->peers[node->pred].addr;
   }
   return true;
+}
+
+size_t dht_node_preds(const dht_node *node, dht_id *ids, const char **addrs,
+                      size_t max) {
+  size_t i;
+
+  for (i = 0; i < node->n_preds && i < max; i++) {
+    if (ids != NULL) {
+      ids[i] = node->peers[node->preds[i]].id;
+    }
+    if (addrs != NULL) {
+      addrs[i] = node->peers[node->preds[i]].addr;
+    }
+  }
+  return node->n_preds;
 }
 
 size_t dht_node_succs(const dht_node *node, dht_id *ids, const char **addrs,

@@ -1,8 +1,8 @@
 /*
  * node_int.h: the inside of a dht_node, shared by node.c (lifecycle, peers,
- * pending requests, outbox, dispatch), node_route.c (routed requests, data
- * operations, key hand-off) and node_ring.c (join, stabilize, fingers,
- * predecessor checks, leave).
+ * pending requests, outbox, dispatch), node_route.c (routed requests, key
+ * hand-off), node_ring.c (join, stabilize, fingers, predecessor checks,
+ * leave) and node_repl.c (versions, replicated writes, reads, anti-entropy).
  *
  * Invariants kept by every function here:
  *  - the successor list never holds this node, holds no peer twice, and is
@@ -35,6 +35,9 @@
 typedef struct dht__peer {
   dht_id id;                       /* ring position, when id_known */
   bool id_known;                   /* false for a bootstrap not yet heard */
+  bool rtt_known;                  /* srtt_ms and rttvar_ms are measured */
+  uint32_t srtt_ms;                /* smoothed round-trip time */
+  uint32_t rttvar_ms;              /* its mean deviation */
   uint32_t refs;                   /* holders of this slot; 0 means free */
   char addr[DHT_ADDR_LEN_MAX + 1]; /* "host:port", NUL-terminated */
 } dht__peer;
@@ -47,12 +50,16 @@ typedef struct dht__lost {
 } dht__lost;
 
 typedef enum dht__pending_kind {
-  DHT__PEND_PING_PRED, /* check_predecessor's PING */
+  DHT__PEND_PRED,      /* check_predecessor's GET_NEIGHBORS */
   DHT__PEND_STABILIZE, /* GET_NEIGHBORS to the first successor */
   DHT__PEND_ROUTE,     /* a routed request forwarded to the next hop */
   DHT__PEND_HANDOFF,   /* a batch of keys sent to their new owner */
   DHT__PEND_LEAVE,     /* LEAVE notice to a neighbour */
   DHT__PEND_PROBE,     /* PING to a lost peer */
+  DHT__PEND_REPLICATE, /* a new write sent to one replica (ctx: write) */
+  DHT__PEND_CONSULT,   /* FETCH to the successor before serving a key */
+  DHT__PEND_SYNC,      /* anti-entropy digests to a replica (ctx: sync) */
+  DHT__PEND_PUSH,      /* anti-entropy records to a replica (ctx: sync) */
 } dht__pending_kind;
 
 /* Who is waiting for the result of a DHT__PEND_ROUTE. */
@@ -70,6 +77,9 @@ typedef struct dht__pending {
   dht__pending_kind kind;  /* what the request is for */
   int32_t peer;            /* the peer asked (holds a ref) */
   uint64_t deadline_ms;    /* when to resend or give up */
+  uint64_t sent_ms;        /* when frame was first sent, for RTT samples */
+  uint32_t ctx;            /* REPLICATE: write slot; SYNC, PUSH: sync slot */
+  uint64_t ctx_gen;        /* REPLICATE: the write's generation */
   uint32_t sends;          /* times frame went to this peer */
   uint32_t hops_tried;     /* ROUTE: next hops tried so far */
   bool accepted;           /* ROUTE: the next hop has taken over */
@@ -79,7 +89,7 @@ typedef struct dht__pending {
   uint64_t origin_rid;     /* ROUTE, ORIGIN_CONN: their request id */
   uint32_t finger_index;   /* ROUTE, ORIGIN_FINGER */
   dht_buf req;             /* ROUTE: the request body, as the origin sent it */
-  dht_buf keys;            /* HANDOFF: (id, key length, key) of keys sent */
+  dht_buf keys;            /* HANDOFF, PUSH: the records sent */
 } dht__pending;
 
 /* One action waiting for dht_node_poll_action(); byte fields are offsets
@@ -93,6 +103,50 @@ typedef struct dht__outbox_entry {
   size_t frame_off; /* SEND, REPLY: the frame in the arena */
   size_t frame_len;
 } dht__outbox_entry;
+
+/* A write this node coordinates as the key's owner: stored here, sent to
+ * each replica position, answered once every live one has it durably. */
+typedef struct dht__write {
+  uint64_t gen;                       /* 0 = free slot */
+  uint64_t origin_conn;               /* who to answer */
+  uint64_t origin_rid;                /* ... with this request id */
+  uint32_t hops;                      /* echoed in the answer */
+  uint32_t sends;                     /* REPLICATE frames sent, bounded */
+  dht_id key_id;                      /* the key's ring position */
+  dht_buf key;                        /* the key bytes */
+  dht_buf record;                     /* the record as stored */
+  dht_id acked[DHT_SUCC_LIST_MAX];    /* replicas that have it */
+  uint32_t n_acked;
+  dht_id busy[DHT_SUCC_LIST_MAX];     /* replicas asked, not yet answered */
+  uint32_t n_busy;
+} dht__write;
+
+/* Anti-entropy with one replica: digests of this node's range go out; the
+ * replica answers which buckets differ (and its records in them); this node
+ * then pushes its own records of those buckets, rate-limited. */
+typedef struct dht__sync {
+  int32_t peer;                 /* the replica (holds a ref); NO_PEER = free */
+  bool pushing;                 /* digests answered, records going out */
+  bool waiting;                 /* push paused by the repair rate limit */
+  dht_id from, to;              /* the range synced: (from, to] */
+  uint32_t n_buckets;           /* digests the range was split into */
+  uint64_t mask[DHT_SYNC_BUCKETS_MAX / 64]; /* buckets that differ */
+  bool has_cursor;              /* cursor is set */
+  dht_id cursor;                /* the push resumes after this key id */
+  uint64_t started_ms;          /* when the exchange began */
+  uint64_t pushed;              /* records pushed so far */
+} dht__sync;
+
+/* Records copied out of a store scan (hand-off, repair, SCAN), to send once
+ * the scan is over; node_repl.c lays them out. */
+typedef struct dht__batch {
+  dht_buf buf;      /* the copied records */
+  size_t n;         /* records in buf */
+  size_t bytes_max; /* stop before buf passes this many bytes */
+  size_t items_max; /* or holds this many records */
+  bool full;        /* stopped by a limit: more records remain */
+  int err;          /* DHT_ERR_NOMEM if a copy failed */
+} dht__batch;
 
 /* Undecodable frames seen in a row on one connection. */
 typedef struct dht__bad_conn {
@@ -121,6 +175,9 @@ struct dht_node {
   int32_t cap_peers;             /* slots allocated */
 
   int32_t pred;                  /* predecessor, or DHT__NO_PEER */
+  int32_t preds[DHT_SUCC_LIST_MAX]; /* predecessor list: pred, its pred...;
+                                    preds[0] == pred when n_preds > 0 */
+  uint32_t n_preds;              /* entries in preds */
   int32_t succs[DHT_SUCC_LIST_MAX]; /* successor list, closest first */
   uint32_t n_succs;              /* entries in succs; 0 = alone */
   int32_t fingers[DHT_ID_BITS];  /* finger i = successor(id + 2^i) */
@@ -155,6 +212,18 @@ struct dht_node {
   size_t outbox_head;            /* next entry to poll */
   dht_buf arena;                 /* frames and addresses of the outbox */
 
+  uint64_t hlc;                  /* hybrid logical clock, see node_repl.c */
+  uint64_t wall_base_ms;         /* wall clock at created_ms */
+  uint64_t created_ms;           /* now_ms at dht_node_new */
+  bool range_fresh;              /* synced with succs[0] since pred changed */
+  uint64_t sync_at_ms;           /* next anti-entropy round */
+  dht__write *writes;            /* replicated writes in flight */
+  uint32_t cap_writes;           /* slots allocated */
+  uint64_t write_gen;            /* last generation handed out */
+  dht__sync syncs[DHT_SUCC_LIST_MAX]; /* anti-entropy sessions */
+  int64_t repair_tokens;         /* bytes the repair may still send now */
+  uint64_t repair_tokens_ms;     /* when repair_tokens was last topped up */
+
   dht__bad_conn bad_conns[DHT__BAD_CONNS]; /* per-connection garbage */
   dht_node_counters counters;    /* what happened, for STATS */
 };
@@ -183,6 +252,8 @@ int dht__reply(dht_node *node, uint64_t conn, dht_msg *msg);
 void dht__reply_error(dht_node *node, uint64_t conn, uint64_t rid, int code);
 void dht__emit_event(dht_node *node, dht_event event, int error);
 
+uint32_t dht__rto(const dht_node *node, int32_t peer);
+
 /* node_route.c */
 void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
                         const uint8_t *body, size_t len);
@@ -193,6 +264,7 @@ void dht__route_on_failure(dht_node *node, dht__pending *p, int code);
 void dht__on_handoff(dht_node *node, uint64_t conn, const dht_msg *msg);
 void dht__handoff_pump(dht_node *node);
 void dht__handoff_on_done(dht_node *node, dht__pending *p, bool ok);
+bool dht__owns(const dht_node *node, const dht_id *key_id);
 
 /* node_ring.c */
 int dht__ring_create(dht_node *node);
@@ -213,7 +285,36 @@ void dht__on_ring_failure(dht_node *node, dht__pending *p);
 void dht__leave_step(dht_node *node);
 void dht__succ_remove(dht_node *node, int32_t idx);
 void dht__set_pred(dht_node *node, int32_t idx);
+void dht__preds_truncate_at(dht_node *node, int32_t idx);
 void dht__reply_neighbors(dht_node *node, uint64_t conn, uint64_t rid);
 void dht__reply_stats(dht_node *node, uint64_t conn, uint64_t rid);
+
+/* node_repl.c */
+void dht__repl_init(dht_node *node, uint64_t wall_ms);
+void dht__repl_free(dht_node *node);
+bool dht__holds_range(const dht_node *node, const dht_id *key_id);
+bool dht__may_serve_replica(dht_node *node, const dht_msg *req,
+                            const dht_id *key_id);
+void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
+                     const dht_msg *req, const dht_id *key_id,
+                     const uint8_t *body, size_t len, bool as_replica);
+int dht__merge_item(dht_node *node, const dht_kv *kv, bool *changed);
+int dht__item_of_record(const uint8_t *rec, size_t rec_len, dht_kv *kv);
+void dht__batch_init(dht__batch *b, const dht_node *node);
+int dht__batch_collect(void *ud, const dht_id *key_id, const uint8_t *key,
+                       size_t key_len, const uint8_t *rec, size_t rec_len);
+size_t dht__batch_next(const dht_buf *buf, size_t off, dht_id *key_id,
+                       dht_kv *kv);
+dht_kv *dht__batch_items(const dht__batch *b);
+void dht__on_replicate(dht_node *node, uint64_t conn, const dht_msg *msg);
+void dht__on_fetch(dht_node *node, uint64_t conn, const dht_msg *msg);
+void dht__on_sync(dht_node *node, uint64_t conn, const dht_msg *msg);
+void dht__on_scan(dht_node *node, uint64_t conn, const dht_msg *msg);
+void dht__repl_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg);
+void dht__repl_on_failure(dht_node *node, dht__pending *p);
+void dht__repl_on_pred_change(dht_node *node);
+void dht__repl_on_succs_change(dht_node *node);
+void dht__repl_timers(dht_node *node);
+uint64_t dht__repl_next_deadline(const dht_node *node);
 
 #endif /* DHT_NODE_INT_H */

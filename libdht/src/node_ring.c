@@ -77,6 +77,7 @@ static void succs_set(dht_node *node, int32_t *cands, size_t n) {
   int32_t kept[2 * DHT_SUCC_LIST_MAX + 1];
   int32_t old_first = node->n_succs > 0 ? node->succs[0] : DHT__NO_PEER;
   size_t i, n_kept = 0;
+  bool replicas_before;
   uint32_t j;
 
   assert(n <= 2 * DHT_SUCC_LIST_MAX + 1);
@@ -108,8 +109,13 @@ static void succs_set(dht_node *node, int32_t *cands, size_t n) {
   for (j = 0; j < node->n_succs; j++) {
     dht__peer_release(node, node->succs[j]);
   }
+  replicas_before = n_kept != node->n_succs ||
+                    memcmp(node->succs, kept, n_kept * sizeof(kept[0])) != 0;
   memcpy(node->succs, kept, n_kept * sizeof(kept[0]));
   node->n_succs = (uint32_t)n_kept;
+  if (replicas_before) {
+    dht__repl_on_succs_change(node);
+  }
   if ((n_kept > 0 ? kept[0] : DHT__NO_PEER) != old_first) {
     node->counters.succ_changes++;
     dht__log(node, DHT_LOG_DEBUG, "successor is now %s",
@@ -159,11 +165,32 @@ void dht__succ_remove(dht_node *node, int32_t idx) {
   stabilize_soon(node);
 }
 
+/* Drops idx and every predecessor beyond it from the predecessor list. */
+void dht__preds_truncate_at(dht_node *node, int32_t idx) {
+  uint32_t i;
+
+  for (i = 0; i < node->n_preds && node->preds[i] != idx; i++) {
+  }
+  while (node->n_preds > i) {
+    dht__peer_release(node, node->preds[--node->n_preds]);
+  }
+}
+
 void dht__set_pred(dht_node *node, int32_t idx) {
   if (node->pred == idx) {
     return;
   }
   dht__slot_set(node, &node->pred, idx);
+  /* The list beyond the new predecessor is learnt again from it. */
+  while (node->n_preds > 0) {
+    dht__peer_release(node, node->preds[--node->n_preds]);
+  }
+  if (idx != DHT__NO_PEER) {
+    dht__peer_hold(node, idx);
+    node->preds[node->n_preds++] = idx;
+    node->check_pred_at_ms = node->now_ms;
+  }
+  dht__repl_on_pred_change(node);
   node->counters.pred_changes++;
   dht__log(node, DHT_LOG_DEBUG, "predecessor is now %s",
            idx != DHT__NO_PEER ? node->peers[idx].addr : "(unknown)");
@@ -625,17 +652,44 @@ static void check_predecessor(dht_node *node) {
   dht__pending *p;
   dht_msg msg;
 
-  if (node->pred == DHT__NO_PEER || pending_of_kind(node, DHT__PEND_PING_PRED)) {
+  if (node->pred == DHT__NO_PEER || pending_of_kind(node, DHT__PEND_PRED)) {
     return;
   }
-  p = dht__pending_new(node, DHT__PEND_PING_PRED, node->pred);
+  p = dht__pending_new(node, DHT__PEND_PRED, node->pred);
   if (p == NULL) {
     return;
   }
   memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_PING;
+  msg.type = DHT_MSG_GET_NEIGHBORS; /* alive, and who precedes it */
   if (dht__pending_send(node, p, &msg) != 0) {
     dht__pending_free(node, p);
+  }
+}
+
+/* The predecessor described itself: our predecessor list is it, then its
+ * own list, up to where the ring wraps back to us. */
+static void preds_learn(dht_node *node, const dht_msg *msg) {
+  size_t i;
+  uint32_t k;
+
+  while (node->n_preds > 1) { /* keep preds[0]: it is the predecessor */
+    dht__peer_release(node, node->preds[--node->n_preds]);
+  }
+  for (i = 0; i < msg->n_preds && node->n_preds < DHT_SUCC_LIST_MAX; i++) {
+    int32_t idx;
+    bool dup = false;
+    if (peer_is_self(node, &msg->preds[i])) {
+      break; /* a ring this short wraps: the list is complete */
+    }
+    idx = dht__peer_intern_ref(node, &msg->preds[i]);
+    for (k = 0; k < node->n_preds; k++) {
+      dup = dup || node->preds[k] == idx;
+    }
+    if (idx == DHT__NO_PEER || dup) {
+      break;
+    }
+    dht__peer_hold(node, idx);
+    node->preds[node->n_preds++] = idx;
   }
 }
 
@@ -733,12 +787,16 @@ void dht__ring_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
   int32_t peer = p->peer;
 
   switch (p->kind) {
-  case DHT__PEND_PING_PRED:
-    if (msg->type != DHT_MSG_PONG) {
+  case DHT__PEND_PRED:
+    if (msg->type != DHT_MSG_NEIGHBORS) {
       dht__on_ring_failure(node, p);
       return;
     }
-    break;
+    dht__pending_free(node, p);
+    if (peer == node->pred) {
+      preds_learn(node, msg);
+    }
+    return;
   case DHT__PEND_STABILIZE:
     if (msg->type != DHT_MSG_NEIGHBORS) {
       dht__on_ring_failure(node, p);
@@ -776,7 +834,7 @@ void dht__on_ring_failure(dht_node *node, dht__pending *p) {
   dht__peer_hold(node, peer);
   dht__pending_free(node, p);
   switch (kind) {
-  case DHT__PEND_PING_PRED:
+  case DHT__PEND_PRED:
   case DHT__PEND_STABILIZE:
     dht__declare_dead(node, peer, true);
     break;
@@ -838,10 +896,12 @@ uint64_t dht__ring_next_deadline(const dht_node *node) {
 /* ---- replies that describe this node ---------------------------------------- */
 
 /* Starts a reply of type that describes this node: itself, its
- * predecessor and its successor list (written into succs). */
+ * predecessor, its successor and predecessor lists (written into succs and
+ * preds). */
 static void describe_self(const dht_node *node, dht_msg *msg,
                           dht_msg_type type, uint64_t rid,
-                          dht_peer_ref succs[DHT_SUCC_LIST_MAX]) {
+                          dht_peer_ref succs[DHT_SUCC_LIST_MAX],
+                          dht_peer_ref preds[DHT_SUCC_LIST_MAX]) {
   uint32_t i;
 
   memset(msg, 0, sizeof(*msg));
@@ -858,13 +918,18 @@ static void describe_self(const dht_node *node, dht_msg *msg,
   }
   msg->succs = succs;
   msg->n_succs = node->n_succs;
+  for (i = 0; i < node->n_preds; i++) {
+    dht__peer_to_ref(node, node->preds[i], &preds[i]);
+  }
+  msg->preds = preds;
+  msg->n_preds = node->n_preds;
 }
 
 void dht__reply_neighbors(dht_node *node, uint64_t conn, uint64_t rid) {
-  dht_peer_ref succs[DHT_SUCC_LIST_MAX];
+  dht_peer_ref succs[DHT_SUCC_LIST_MAX], preds[DHT_SUCC_LIST_MAX];
   dht_msg msg;
 
-  describe_self(node, &msg, DHT_MSG_NEIGHBORS, rid, succs);
+  describe_self(node, &msg, DHT_MSG_NEIGHBORS, rid, succs, preds);
   dht__reply(node, conn, &msg);
 }
 
@@ -877,15 +942,15 @@ static const char *const counter_names[] = {
 #define N_COUNTERS (sizeof(counter_names) / sizeof(counter_names[0]))
 
 void dht__reply_stats(dht_node *node, uint64_t conn, uint64_t rid) {
-  dht_peer_ref succs[DHT_SUCC_LIST_MAX];
+  dht_peer_ref succs[DHT_SUCC_LIST_MAX], preds[DHT_SUCC_LIST_MAX];
   dht_finger_ref fingers[DHT_ID_BITS];
-  dht_counter counters[N_COUNTERS + 3];
+  dht_counter counters[N_COUNTERS + 5];
   const uint64_t *values = (const uint64_t *)&node->counters;
   dht_msg msg;
   uint32_t i;
   size_t n;
 
-  describe_self(node, &msg, DHT_MSG_STATS_R, rid, succs);
+  describe_self(node, &msg, DHT_MSG_STATS_R, rid, succs, preds);
   for (i = 0, n = 0; i < DHT_ID_BITS; i++) {
     if (node->fingers[i] != DHT__NO_PEER &&
         (i == 0 || node->fingers[i] != node->fingers[i - 1])) {
@@ -910,6 +975,12 @@ void dht__reply_stats(dht_node *node, uint64_t conn, uint64_t rid) {
   counters[i].name.p = (const uint8_t *)"state";
   counters[i].name.len = 5;
   counters[i++].value = (uint64_t)node->state;
+  counters[i].name.p = (const uint8_t *)"replicas";
+  counters[i].name.len = 8;
+  counters[i++].value = node->set.replicas;
+  counters[i].name.p = (const uint8_t *)"range_fresh";
+  counters[i].name.len = 11;
+  counters[i++].value = node->range_fresh;
   msg.counters = counters;
   msg.n_counters = i;
   dht__reply(node, conn, &msg);

@@ -1,6 +1,7 @@
 /*
- * node_route.c: recursive routing of FIND_SUCC, GET, PUT and DEL, the data
- * operations on the local store, and the hand-off of keys to their owner.
+ * node_route.c: recursive routing of FIND_SUCC, GET, PUT and DEL to the node
+ * that serves them (node_repl.c serves the data operations), and the
+ * hand-off of keys to where they belong.
  *
  * A routed request travels hop by hop. Each node either serves it (it owns
  * the key) or forwards it and waits: the next hop first answers ACCEPTED
@@ -23,7 +24,7 @@
 
 #include "node_int.h"
 
-static bool owns(const dht_node *node, const dht_id *key_id) {
+bool dht__owns(const dht_node *node, const dht_id *key_id) {
   if (node->n_succs == 0) {
     return true; /* alone: a ring of one owns every key */
   }
@@ -73,7 +74,7 @@ static route_decision decide(const dht_node *node, const dht_id *key_id,
   route_decision d = {false, DHT__NO_PEER, false, true};
   int32_t succ;
 
-  if (owns(node, key_id)) {
+  if (dht__owns(node, key_id)) {
     d.serve = true;
     return d;
   }
@@ -114,75 +115,26 @@ static void key_id_of(const dht_msg *msg, dht_id *key_id) {
   }
 }
 
-/* Builds the reply of a request served here. */
-static void serve(dht_node *node, const dht_msg *req, const dht_id *key_id,
-                  dht_msg *out, dht_peer_ref *path_buf) {
-  const uint8_t *value;
-  size_t value_len;
-  int rv;
-
+/* Builds the answer to a FIND_SUCC that ends here: this node owns target. */
+static void serve_lookup(dht_node *node, const dht_msg *req, dht_msg *out,
+                         dht_peer_ref *path_buf) {
   memset(out, 0, sizeof(*out));
   out->rid = req->rid;
   out->hops = req->hops;
-  switch (req->type) {
-  case DHT_MSG_FIND_SUCC:
-    node->counters.lookups_answered++;
-    out->type = DHT_MSG_FIND_SUCC_R;
-    out->has_peer = true;
-    dht__self_ref(node, &out->peer);
-    if (req->trace) {
-      if (req->n_path > 0) {
-        memcpy(path_buf, req->path, req->n_path * sizeof(*path_buf));
-      }
-      out->path = path_buf;
-      out->n_path = req->n_path;
-      if (out->n_path < DHT_PATH_MAX) {
-        dht__self_ref(node, &path_buf[out->n_path++]);
-      }
+  node->counters.lookups_answered++;
+  out->type = DHT_MSG_FIND_SUCC_R;
+  out->has_peer = true;
+  dht__self_ref(node, &out->peer);
+  if (req->trace) {
+    if (req->n_path > 0) {
+      memcpy(path_buf, req->path, req->n_path * sizeof(*path_buf));
     }
-    return;
-  case DHT_MSG_GET:
-    rv = dht_store_get(node->store, key_id, req->key.p, req->key.len, &value,
-                       &value_len);
-    if (rv == 0) {
-      node->counters.gets++;
-      out->type = DHT_MSG_VALUE;
-      out->value.p = value;
-      out->value.len = value_len;
-      return;
+    out->path = path_buf;
+    out->n_path = req->n_path;
+    if (out->n_path < DHT_PATH_MAX) {
+      dht__self_ref(node, &path_buf[out->n_path++]);
     }
-    break;
-  case DHT_MSG_PUT:
-    rv = dht_store_put(node->store, key_id, req->key.p, req->key.len,
-                       req->value.p, req->value.len);
-    if (rv == 0) {
-      node->counters.puts++;
-      out->type = DHT_MSG_OK;
-      return;
-    }
-    break;
-  case DHT_MSG_DEL:
-    rv = dht_store_remove(node->store, key_id, req->key.p, req->key.len);
-    if (rv == 0) {
-      node->counters.dels++;
-      out->type = DHT_MSG_OK;
-      return;
-    }
-    break;
-  default:
-    assert(0 && "serve: not a routed request");
-    rv = DHT_ERR_UNEXPECTED;
   }
-  if (rv == DHT_ERR_NOT_FOUND) {
-    node->counters.not_found++;
-  } else {
-    node->counters.store_errors++;
-    dht__log(node, DHT_LOG_ERROR, "store: %s", dht_strerror(rv));
-  }
-  out->type = DHT_MSG_ERROR;
-  out->error_code = rv;
-  out->error_msg.p = (const uint8_t *)dht_strerror(rv);
-  out->error_msg.len = strlen(dht_strerror(rv));
 }
 
 /* Sends the routed request req on to d.next as p's request. */
@@ -259,8 +211,15 @@ static void route_pending(dht_node *node, dht__pending *p, int32_t first_hop) {
     }
     d = decide(node, &key_id, req.final);
   }
-  if (d.serve) {
-    serve(node, &req, &key_id, &result, path);
+  if (req.type != DHT_MSG_FIND_SUCC && p->origin == DHT__ORIGIN_CONN &&
+      (d.serve || dht__may_serve_replica(node, &req, &key_id))) {
+    /* Answered by node_repl.c, which may keep the request a while longer
+     * (it waits for replicas): it gets its own copy, p is done. */
+    dht__serve_data(node, p->origin_conn, p->origin_rid, &req, &key_id,
+                    p->req.data, p->req.len, !d.serve);
+    dht__pending_free(node, p);
+  } else if (d.serve) {
+    serve_lookup(node, &req, &result, path);
     finish(node, p, &result);
   } else {
     dht__pending_retarget(node, p, d.next);
@@ -276,8 +235,9 @@ static void route_pending(dht_node *node, dht__pending *p, int32_t first_hop) {
 /*
  * A leaving node is handing its keys to its successor: writes it would have
  * served go straight there, and the local copy of any written key is dropped
- * first, so that a later hand-off batch cannot carry an older value over the
- * new one. Reads are served while the key is still here.
+ * first, so that a later hand-off batch cannot carry the older value over
+ * the new one (whose stamp comes from another node's clock, which may lag
+ * this one's). Reads are served while the key is still here.
  */
 static route_decision while_leaving(dht_node *node, const dht_msg *msg,
                                     const dht_id *key_id, route_decision d) {
@@ -321,8 +281,13 @@ void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
   if (node->state == DHT_NODE_LEAVING) {
     d = while_leaving(node, msg, &key_id, d);
   }
+  if (msg->type != DHT_MSG_FIND_SUCC &&
+      (d.serve || dht__may_serve_replica(node, msg, &key_id))) {
+    dht__serve_data(node, conn, msg->rid, msg, &key_id, body, len, !d.serve);
+    return;
+  }
   if (d.serve) {
-    serve(node, msg, &key_id, &result, path);
+    serve_lookup(node, msg, &result, path);
     dht__reply(node, conn, &result);
     return;
   }
@@ -459,69 +424,21 @@ void dht__route_on_failure(dht_node *node, dht__pending *p, int code) {
 
 /* ---- hand-off ---------------------------------------------------------------- */
 
-/* A batch being collected by the store scan. Records are laid out in buf as
- * id (20 bytes), key length and value length (4 bytes each, native order),
- * then the key and value bytes. */
-typedef struct handoff_batch {
-  dht_buf buf;          /* the copied records */
-  size_t n;             /* records in buf */
-  size_t bytes_max;     /* stop once buf holds this many bytes */
-  size_t items_max;     /* or this many records */
-  int err;              /* DHT_ERR_NOMEM if a copy failed */
-} handoff_batch;
-
-#define HANDOFF_REC_HEAD (DHT_ID_LEN + 8)
-
-static int handoff_collect(void *ud, const dht_id *key_id, const uint8_t *key,
-                           size_t key_len, const uint8_t *value,
-                           size_t value_len) {
-  handoff_batch *b = ud;
-  uint32_t lens[2] = {(uint32_t)key_len, (uint32_t)value_len};
-  size_t rec = HANDOFF_REC_HEAD + key_len + value_len;
-
-  if (b->n > 0 && (b->buf.len + rec > b->bytes_max || b->n >= b->items_max)) {
-    return 1;
-  }
-  if (dht_buf_reserve(&b->buf, rec) != 0) {
-    b->err = DHT_ERR_NOMEM;
-    return 1;
-  }
-  dht_buf_append(&b->buf, key_id->b, DHT_ID_LEN);
-  dht_buf_append(&b->buf, lens, sizeof(lens));
-  dht_buf_append(&b->buf, key, key_len);
-  dht_buf_append(&b->buf, value, value_len);
-  b->n++;
-  return 0;
-}
-
-/* Walks the records of a batch buffer; returns the offset of the next. */
-static size_t handoff_record(const dht_buf *buf, size_t off, dht_id *key_id,
-                             dht_kv *kv) {
-  uint32_t lens[2];
-
-  memcpy(key_id->b, buf->data + off, DHT_ID_LEN);
-  memcpy(lens, buf->data + off + DHT_ID_LEN, sizeof(lens));
-  kv->key.p = buf->data + off + HANDOFF_REC_HEAD;
-  kv->key.len = lens[0];
-  kv->value.p = kv->key.p + lens[0];
-  kv->value.len = lens[1];
-  return off + HANDOFF_REC_HEAD + lens[0] + lens[1];
-}
-
 /*
- * Sends the next batch of keys this node holds but does not own: to its
- * predecessor while in the ring (keys left behind when a node joined before
- * us), or every key to its successor while leaving. One batch is in flight
- * at a time; the next goes when the receiver has answered OK.
+ * Sends the next batch of records this node holds but should not: while in
+ * the ring, the keys outside the ranges it owns or replicates go to the
+ * farthest predecessor whose range it replicates (which passes on what is
+ * not its own either); while leaving, every key goes to its successor. One
+ * batch is in flight at a time; the next goes when the receiver has
+ * answered OK, and the sent records are deleted here only then.
  */
 void dht__handoff_pump(dht_node *node) {
-  handoff_batch batch;
+  dht__batch batch;
   dht__pending *p;
   dht_kv *items;
   dht_msg msg;
-  dht_id from, to, key_id;
+  dht_id from, to;
   int32_t target;
-  size_t i, off, frame_room;
   int rv;
 
   if (node->handoff_busy) {
@@ -535,22 +452,16 @@ void dht__handoff_pump(dht_node *node) {
     target = node->succs[0];
     from = node->id;
     to = node->id; /* the whole ring */
-  } else if (node->state == DHT_NODE_JOINED && node->pred != DHT__NO_PEER &&
-             node->n_succs > 0) {
-    target = node->pred;
+  } else if (node->state == DHT_NODE_JOINED && node->n_succs > 0 &&
+             node->n_preds >= node->set.replicas) {
+    target = node->preds[node->set.replicas - 1];
     from = node->id;
-    to = node->peers[node->pred].id; /* (self, pred]: not in (pred, self] */
+    to = node->peers[target].id; /* not in (to, self] */
   } else {
     return;
   }
-  memset(&batch, 0, sizeof(batch));
-  dht_buf_init(&batch.buf);
-  frame_room = node->set.limits.frame_len_max - 1024;
-  batch.bytes_max = node->set.handoff_batch_bytes < frame_room
-                        ? node->set.handoff_batch_bytes
-                        : frame_room;
-  batch.items_max = node->set.limits.items_max;
-  rv = dht_store_scan(node->store, &from, &to, handoff_collect, &batch);
+  dht__batch_init(&batch, node);
+  rv = dht_store_scan(node->store, &from, &to, dht__batch_collect, &batch);
   if (rv != 0 || batch.err != 0 || batch.n == 0) {
     if (rv != 0) {
       node->counters.store_errors++;
@@ -561,15 +472,12 @@ void dht__handoff_pump(dht_node *node) {
     }
     return;
   }
-  items = malloc(batch.n * sizeof(*items));
+  items = dht__batch_items(&batch);
   p = items != NULL ? dht__pending_new(node, DHT__PEND_HANDOFF, target) : NULL;
   if (p == NULL) {
     free(items);
     dht_buf_free(&batch.buf);
     return; /* retried at the next stabilize round */
-  }
-  for (i = 0, off = 0; i < batch.n; i++) {
-    off = handoff_record(&batch.buf, off, &key_id, &items[i]);
   }
   memset(&msg, 0, sizeof(msg));
   msg.type = DHT_MSG_HANDOFF;
@@ -592,14 +500,21 @@ void dht__handoff_pump(dht_node *node) {
 void dht__handoff_on_done(dht_node *node, dht__pending *p, bool ok) {
   size_t off = 0, n = 0;
   dht_id key_id;
-  dht_kv kv;
+  dht_kv kv, now;
+  const uint8_t *rec;
+  size_t rec_len;
 
   if (ok) {
     while (off < p->keys.len) {
-      off = handoff_record(&p->keys, off, &key_id, &kv);
-      /* A key that became ours again meanwhile (our predecessor changed
-       * back) stays; the receiver's copy is handed back in due course. */
-      if (node->state == DHT_NODE_LEAVING || !owns(node, &key_id)) {
+      off = dht__batch_next(&p->keys, off, &key_id, &kv);
+      /* A key that is ours again meanwhile (the neighbourhood changed back)
+       * stays, and so does one rewritten since it was sent. */
+      if ((node->state == DHT_NODE_LEAVING ||
+           !dht__holds_range(node, &key_id)) &&
+          dht_store_get(node->store, &key_id, kv.key.p, kv.key.len, &rec,
+                        &rec_len) == 0 &&
+          dht__item_of_record(rec, rec_len, &now) == 0 &&
+          dht_version_cmp(&now.version, &kv.version) == 0) {
         dht_store_remove(node->store, &key_id, kv.key.p, kv.key.len);
       }
       n++;
@@ -616,18 +531,14 @@ void dht__handoff_on_done(dht_node *node, dht__pending *p, bool ok) {
 
 void dht__on_handoff(dht_node *node, uint64_t conn, const dht_msg *msg) {
   dht_msg ok;
-  dht_id key_id;
   size_t i;
+  bool changed;
   int rv = 0;
 
   for (i = 0; i < msg->n_items && rv == 0; i++) {
-    const dht_kv *kv = &msg->items[i];
-    dht_id_hash(&key_id, kv->key.p, kv->key.len);
-    rv = dht_store_put(node->store, &key_id, kv->key.p, kv->key.len,
-                       kv->value.p, kv->value.len);
+    rv = dht__merge_item(node, &msg->items[i], &changed);
   }
   if (rv != 0) {
-    node->counters.store_errors++;
     dht__reply_error(node, conn, msg->rid, DHT_ERR_STORE);
     return;
   }

@@ -39,6 +39,7 @@
 #define RING_SIZE 8
 #define NODES_MAX 10
 #define KEYS 1000
+#define REPLICAS 3 /* dhtd's default */
 #define CALL_MS 5000
 
 typedef struct proc {
@@ -209,6 +210,15 @@ static proc *true_owner(const dht_id *key_id) {
   return best;
 }
 
+static int live_count(void) {
+  int i, n = 0;
+
+  for (i = 0; i < n_nodes; i++) {
+    n += nodes[i].pid != 0;
+  }
+  return n;
+}
+
 static proc *by_addr(const char *addr) {
   int i;
   for (i = 0; i < n_nodes; i++) {
@@ -251,19 +261,26 @@ static bool ring_converged(void *arg) {
 }
 
 /* True when every live node stores exactly the keys it owns. */
+/* Every key is on its owner and the owner's REPLICAS - 1 successors, and
+ * nowhere else: each live node holds exactly the keys it should. */
 static bool keys_where_they_belong(void *arg) {
   dht_client_stats_result *st = malloc(sizeof(*st));
   uint64_t held;
-  int want[NODES_MAX] = {0}, i;
+  int want[NODES_MAX] = {0}, i, r;
   char key[32];
   bool ok = true;
 
   (void)arg;
   for (i = 0; i < KEYS; i++) {
     dht_id kid;
+    proc *holder;
     key_name(i, key, sizeof(key));
     dht_id_hash(&kid, key, strlen(key));
-    want[true_owner(&kid) - nodes]++;
+    for (r = 0; r < REPLICAS && r < live_count(); r++) {
+      holder = true_owner(&kid);
+      want[holder - nodes]++;
+      dht_id_add_pow2(&kid, &holder->id, 0); /* next: its successor */
+    }
   }
   for (i = 0; i < n_nodes && ok; i++) {
     if (nodes[i].pid == 0) {

@@ -16,12 +16,15 @@
  *     rid that dht_client_send assigned. Nothing here blocks except recv, and
  *     only up to its timeout, so one poll() loop can drive many clients.
  *
- * Nothing is retried: a call that fails returns its error and the caller
- * decides. A timed-out request is not cancelled (the protocol cannot); its
- * late reply is dropped by the blocking calls because its rid is no longer
- * awaited. The socket is closed on an I/O error, when the peer closes it and
- * when a reply frame is longer than frame_len_max; the next blocking call
- * (or dht_client_connect) opens a new one.
+ * By default nothing is retried: a call that fails returns its error and
+ * the caller decides. dht_client_set_retry() turns on retries (and the use
+ * of the nodes given to dht_client_set_fallbacks()) for put, get, remove
+ * and lookup, still within the call's timeout_ms. A timed-out request is
+ * not cancelled (the protocol cannot); its late reply is dropped by the
+ * blocking calls because its rid is no longer awaited. The socket is
+ * closed on an I/O error, when the peer closes it and when a reply frame
+ * is longer than frame_len_max; the next blocking call (or
+ * dht_client_connect) opens a new one.
  *
  * Every failing call leaves a one-line, human-readable explanation in
  * dht_client_last_error() ("cannot reach 127.0.0.1:7000: Connection
@@ -106,6 +109,10 @@ typedef struct dht_client_neighbors {
   dht_client_peer pred;                     /* its predecessor */
   size_t n_succs;                           /* entries in succs, may be 0 */
   dht_client_peer succs[DHT_SUCC_LIST_MAX]; /* successor list, nearest first */
+  size_t n_preds;                           /* entries in preds; 0 when the
+                                               node does not send the list */
+  dht_client_peer preds[DHT_SUCC_LIST_MAX]; /* predecessor list, nearest
+                                               first */
 } dht_client_neighbors_result;
 
 /* One run of equal fingers in a STATS reply. */
@@ -128,11 +135,40 @@ typedef struct dht_client_stats {
   dht_client_peer pred;                     /* its predecessor */
   size_t n_succs;                           /* entries in succs */
   dht_client_peer succs[DHT_SUCC_LIST_MAX]; /* successor list, nearest first */
+  size_t n_preds;                           /* entries in preds; 0 when the
+                                               node does not send the list */
+  dht_client_peer preds[DHT_SUCC_LIST_MAX]; /* predecessor list, nearest
+                                               first */
   size_t n_fingers;                         /* entries in fingers */
   dht_client_finger fingers[DHT_ID_BITS];   /* one per run of equal fingers */
   size_t n_counters;                        /* entries in counters */
   dht_client_counter counters[DHT_COUNTERS_MAX]; /* in the order sent */
 } dht_client_stats_result;
+
+/* One record a node holds, as SCAN lists it (no value). */
+typedef struct dht_client_scan_item {
+  const uint8_t *key;  /* key_len bytes, owned by the scan result */
+  size_t key_len;      /* 1..key_len_max */
+  dht_id key_id;       /* dht_id_hash(key): its place on the ring */
+  bool has_version;    /* version and tombstone were sent */
+  bool tombstone;      /* the key was deleted at version */
+  dht_version version; /* when and by whom it was last written */
+} dht_client_scan_item;
+
+/* The answer to SCAN: one page of the records a node holds, in ring order
+ * of their key ids. Storage the caller owns: release it with
+ * dht_client_scan_result_free(). */
+typedef struct dht_client_scan_result {
+  size_t n_items;              /* entries in items */
+  dht_client_scan_item *items; /* malloc'd; NULL when there are none */
+  bool more;                   /* the node cut the reply short: go on from
+                                  items[n_items - 1].key_id */
+  uint8_t *keys_;              /* one allocation holding every key */
+} dht_client_scan_result;
+
+/* Frees what a scan result holds and zeroes it. Safe on a zeroed result
+ * and on one a failed dht_client_scan() left. NULL is a no-op. */
+void dht_client_scan_result_free(dht_client_scan_result *res);
 
 /* Finds the counter called name (for example "keys", "pending", "state").
  * Returns 0 and sets *value, or DHT_ERR_NOT_FOUND. */
@@ -180,30 +216,58 @@ bool dht_client_connected(const dht_client *c);
  * client stays usable and reconnects on the next blocking call. */
 void dht_client_close(dht_client *c);
 
+/* The most fallback addresses one client takes. */
+#define DHT_CLIENT_FALLBACKS_MAX 64
+
 /*
  * Extra nodes to fall back on: when the current node cannot be reached (or
- * keeps failing) a retrying call moves on to the next address in this list,
- * round-robin, starting over from dht_client_new's address. The addresses
- * are copied; n == 0 clears the list.
- * Returns 0, DHT_ERR_INVAL (a bad address, more than 64) or DHT_ERR_NOMEM.
+ * is itself the problem, see dht_client_set_retry) a retrying call moves on
+ * to the next address in this list, round-robin, starting over from
+ * dht_client_new's address after the last one. Calls without retries use
+ * the current node only. The addresses are copied (each checked as by
+ * dht_addr_parse); n == 0 clears the list. When the client was using a
+ * fallback, it closes that connection and goes back to dht_client_new's
+ * address. On error the list is left as it was.
+ * Returns 0, DHT_ERR_INVAL (a bad address, addrs NULL with n > 0, more
+ * than DHT_CLIENT_FALLBACKS_MAX) or DHT_ERR_NOMEM.
  */
-int dht_client_set_fallbacks(dht_client *c, const char *const *addrs,
-                             size_t n);
+int dht_client_set_fallbacks(dht_client *c, const char *const *addrs, size_t n);
+
+/* The most fallback addresses one client takes. */
+#define DHT_CLIENT_FALLBACKS_MAX 64
 
 /*
  * Turns retries on or off (off by default). With retries on, put, get,
- * remove and lookup retry a transient failure (the node cannot be reached
- * or closed the connection, an attempt timed out, or the node answered
- * UNAVAILABLE, TIMEOUT, STATE, HOPS or FULL) with a short backoff, moving
- * to the next fallback node when the node itself is the problem, until the
- * call's timeout_ms is used up. Each attempt gets a share of what remains,
- * so that a dead node cannot eat the whole deadline. NOT_FOUND, TOO_LARGE
- * and other definite answers are returned at once.
+ * remove and lookup retry a transient failure until the call's timeout_ms
+ * is used up; the deadline stays the one fixed when the call started.
+ * Transient: the node cannot be reached or closed the connection, an
+ * attempt timed out, or the node answered UNAVAILABLE, TIMEOUT, STATE,
+ * HOPS or FULL. NOT_FOUND, TOO_LARGE, a reply of the wrong type, a reply
+ * that does not decode and every other answer are returned at once.
+ *
+ * Each attempt may use max(remaining / 2, min(remaining, 250 ms)) of what
+ * remains, so that a dead or hung node cannot eat the whole deadline while
+ * a request that the ring needs a few hundred ms to re-route still gets
+ * the time to complete. Between attempts on the same node the client
+ * waits 25 ms (never past the deadline).
+ *
+ * When the node itself is the problem (cannot connect, connection closed,
+ * no reply within the attempt's share, STATE, FULL) the next attempt goes
+ * to the next fallback address, and the connection is closed. When the
+ * node answered for the ring (UNAVAILABLE, TIMEOUT, HOPS) the next attempt
+ * goes to the same node, which re-routes it. A PUT or DEL retried after an
+ * attempt timed out may be applied twice; versions make that harmless.
+ * The last error text tells how many attempts were made.
  */
 void dht_client_set_retry(dht_client *c, bool on);
 
-/* Attempts made by the last blocking call (1 when it did not retry). */
+/* Attempts made by the last blocking call: 1 when it did not retry, 0
+ * when it failed before sending anything (bad arguments). */
 unsigned dht_client_last_attempts(const dht_client *c);
+
+/* The address of the node the client uses now: dht_client_new's address
+ * unless a retrying call moved on to a fallback. */
+const char *dht_client_current_addr(const dht_client *c);
 
 /* ---- blocking calls ----------------------------------------------------- */
 
@@ -260,6 +324,20 @@ int dht_client_neighbors(dht_client *c, dht_client_neighbors_result *out,
 /* STATS: the node's routing state and counters. */
 int dht_client_stats(dht_client *c, dht_client_stats_result *out,
                      int timeout_ms);
+
+/*
+ * SCAN: lists up to limit (>= 1) of the records the node itself holds
+ * (owned or replicated, tombstones included), keys and versions without
+ * values, in ring order of their key ids starting just after from and
+ * wrapping around. When out->more is set the node stopped early: ask again
+ * from the last item's key_id. A node does not know where a paged walk
+ * began, so the caller stops when the ids come round to its start.
+ * *out is overwritten (free a previous result first); on error it is
+ * zeroed. A node without SCAN answers DHT_ERR_UNKNOWN_TYPE.
+ * Returns 0 or the codes listed above (DHT_ERR_INVAL also for limit 0).
+ */
+int dht_client_scan(dht_client *c, const dht_id *from, uint32_t limit,
+                    dht_client_scan_result *out, int timeout_ms);
 
 /*
  * Sends req (any request type; req->rid is overwritten with a fresh rid)

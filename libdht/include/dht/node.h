@@ -47,11 +47,16 @@ typedef void (*dht_log_fn)(void *ud, dht_log_level level, const char *line);
 
 /* Tunables. dht_settings_default() fills in the defaults given here. */
 typedef struct dht_settings {
-  uint32_t succ_list_len;           /* successors kept, 1..DHT_SUCC_LIST_MAX: 2 */
+  uint32_t succ_list_len;           /* successors kept, 1..DHT_SUCC_LIST_MAX: 4 */
+  uint32_t replicas;                /* copies of each key, owner included,
+                                       1..succ_list_len + 1: 3 */
   uint32_t stabilize_interval_ms;   /* ask the successor for its view: 500 */
   uint32_t fix_fingers_interval_ms; /* refresh the next finger: 250 */
   uint32_t check_pred_interval_ms;  /* ping the predecessor: 1000 */
-  uint32_t rpc_timeout_ms;          /* wait for one reply: 500 */
+  uint32_t rpc_timeout_ms;          /* longest wait for one reply: 500 */
+  uint32_t rto_min_ms;              /* shortest wait: the wait adapts to each
+                                       peer's measured round trips within
+                                       [rto_min_ms, rpc_timeout_ms]: 100 */
   uint32_t rpc_retries;             /* resends before a peer is dead: 1 */
   uint32_t route_timeout_ms;        /* wait for a forwarded result: 4000 */
   uint32_t route_attempts;          /* next hops tried per forward: 3 */
@@ -60,6 +65,11 @@ typedef struct dht_settings {
   uint32_t handoff_batch_bytes;     /* bytes of keys per HANDOFF: 256 KiB */
   uint32_t join_attempts;           /* FIND_SUCC tries on the bootstrap: 3 */
   uint32_t bad_frames_max;          /* undecodable frames before CLOSE: 8 */
+  uint32_t sync_interval_ms;        /* anti-entropy with each replica: 1000 */
+  uint32_t sync_buckets;            /* digests per anti-entropy round,
+                                       1..DHT_SYNC_BUCKETS_MAX: 64 */
+  uint32_t repair_bytes_per_s;      /* repair traffic cap: 8 MiB/s */
+  uint32_t tombstone_grace_ms;      /* deletes remembered for: 1 hour */
   dht_wire_limits limits;           /* decoder limits */
 } dht_settings;
 
@@ -75,6 +85,9 @@ typedef struct dht_node_config {
   dht_store *store;      /* where this node's keys live */
   dht_settings settings; /* tunables */
   uint64_t seed;         /* seeds the node's generator (request ids, jitter) */
+  uint64_t wall_ms;      /* wall-clock time (ms since the Unix epoch) at the
+                            now_ms given to dht_node_new: versions stamp
+                            writes with it (0: count from the node's start) */
   dht_log_fn log;        /* may be NULL */
   void *log_ud;          /* passed to log */
   dht_log_level log_level; /* lines above this level are not formatted */
@@ -137,7 +150,18 @@ typedef struct dht_action {
   X(stabilize_rounds)     /* stabilize rounds started */                       \
   X(succ_changes)         /* times the first successor changed */              \
   X(pred_changes)         /* times the predecessor changed */                  \
-  X(fingers_fixed)        /* finger lookups completed */
+  X(fingers_fixed)        /* finger lookups completed */                      \
+  X(writes_acked)         /* writes acknowledged after replication */         \
+  X(writes_failed)        /* writes no replica could take */                  \
+  X(replicate_keys_in)    /* records merged from REPLICATE */                 \
+  X(replica_reads)        /* GETs served by a replica, not the owner */       \
+  X(consults)             /* requests checked against the successor first */  \
+  X(sync_rounds)          /* anti-entropy exchanges started */                \
+  X(sync_buckets_differ)  /* digest buckets found out of sync */              \
+  X(repair_keys_in)       /* records repaired here by anti-entropy */         \
+  X(repair_keys_out)      /* records pushed to a replica by anti-entropy */   \
+  X(repair_ms_last)       /* how long the last repair push took */            \
+  X(tombstones_collected) /* deletes forgotten after their grace period */
 
 typedef struct dht_node_counters {
 #define DHT__COUNTER_FIELD(name) uint64_t name;
@@ -193,6 +217,9 @@ const dht_id *dht_node_id(const dht_node *node);
 const char *dht_node_addr(const dht_node *node);
 /* The predecessor, if known. addr points into the node. */
 bool dht_node_pred(const dht_node *node, dht_id *id, const char **addr);
+/* Number of predecessors known (nearest first); writes up to max. */
+size_t dht_node_preds(const dht_node *node, dht_id *ids, const char **addrs,
+                      size_t max);
 /* Number of successors known; writes up to max of them. */
 size_t dht_node_succs(const dht_node *node, dht_id *ids, const char **addrs,
                       size_t max);

@@ -1,0 +1,1214 @@
+/*
+ * node_repl.c: replication. Every key lives on its owner and on the owner's
+ * next replicas - 1 successors; this file keeps those copies right.
+ *
+ * Versions. A stored record is the value behind a small header: a version
+ * (a hybrid logical clock stamp and the id of the owner that took the
+ * write) and a tombstone flag. Copies reconcile by last writer wins on the
+ * version, so records may arrive in any order, twice, or late. A delete
+ * writes a tombstone, which anti-entropy carries like a value and which is
+ * forgotten tombstone_grace_ms after it was written; a replica that was away
+ * longer than that could bring the value back (docs/DESIGN.md).
+ *
+ * Writes. The owner stamps the write, stores it, sends it to each replica
+ * position (its first replicas - 1 successors) and answers OK only once
+ * every one of them that is alive has answered, and a replica answers only
+ * once the record is durable (dhtd writes replies after its group commit).
+ * A replica found dead is replaced by the next successor, so an OK means
+ * the record is on every live replica of the moment, and at least on two
+ * nodes unless the ring has one.
+ *
+ * Reads. The owner answers from its store. While it has not yet exchanged
+ * digests with its successor since its range last changed (it just joined,
+ * restarted, or took over a dead predecessor's range), it first fetches the
+ * key from that successor and keeps the newer record: a stale owner never
+ * answers alone. A replica answers a GET sent to it as the last step when
+ * it holds the key, which is how a read gets around a dead owner at once.
+ *
+ * Repair (anti-entropy). Every sync_interval_ms, and soon after the
+ * neighbourhood changes, the owner splits its range into sync_buckets
+ * buckets, digests each and sends the digests to each replica. The replica
+ * answers which buckets differ and its own records in them; the owner keeps
+ * the newer of each and pushes its records of those buckets back, in
+ * batches, at most repair_bytes_per_s. An in-sync pair exchanges one digest
+ * message each way. Keys a node holds outside the ranges it owns or
+ * replicates are handed back to where they belong (node_route.c).
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "node_int.h"
+
+/* Stored record: magic, flags, hlc (8 bytes, big-endian), writer id, value. */
+#define RECORD_MAGIC 0xd7
+#define RECORD_TOMBSTONE 0x01
+#define RECORD_HEAD_LEN (2 + 8 + DHT_ID_LEN)
+/* Expired tombstones collected per digest pass; the rest go next round. */
+#define GC_PER_PASS 1024
+/* The first anti-entropy round after a change waits this long, so that a
+ * burst of changes (a join moves pred and succs) costs one round. */
+#define SYNC_SOON_MS 50
+/* SCAN replies carry at most this many records. */
+#define SCAN_LIMIT_MAX 4096
+
+/* ---- versions and records ----------------------------------------------------- */
+
+static uint64_t physical_ms(const dht_node *node) {
+  return node->wall_base_ms + (node->now_ms - node->created_ms);
+}
+
+/* A stamp newer than every stamp this node has issued or seen. */
+static uint64_t hlc_tick(dht_node *node) {
+  uint64_t pt = physical_ms(node) << 16;
+
+  node->hlc = pt > node->hlc ? pt : node->hlc + 1;
+  return node->hlc;
+}
+
+static void hlc_observe(dht_node *node, uint64_t stamp) {
+  if (stamp > node->hlc) {
+    node->hlc = stamp;
+  }
+}
+
+static bool tombstone_expired(const dht_node *node, uint64_t stamp) {
+  return (stamp >> 16) + node->set.tombstone_grace_ms < physical_ms(node);
+}
+
+/* Parses a stored record into kv's value, version and tombstone. Values
+ * stored before versions existed (no header) read as version 0. */
+int dht__item_of_record(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
+  uint32_t i;
+
+  kv->has_version = true;
+  if (rec_len < RECORD_HEAD_LEN || rec[0] != RECORD_MAGIC) {
+    memset(&kv->version, 0, sizeof(kv->version));
+    kv->tombstone = false;
+    kv->value.p = rec;
+    kv->value.len = rec_len;
+    return 0;
+  }
+  kv->tombstone = (rec[1] & RECORD_TOMBSTONE) != 0;
+  kv->version.hlc = 0;
+  for (i = 0; i < 8; i++) {
+    kv->version.hlc = kv->version.hlc << 8 | rec[2 + i];
+  }
+  memcpy(kv->version.writer.b, rec + 10, DHT_ID_LEN);
+  kv->value.p = rec + RECORD_HEAD_LEN;
+  kv->value.len = rec_len - RECORD_HEAD_LEN;
+  return 0;
+}
+
+/* Replaces out's contents with the stored form of kv. */
+static int record_build(dht_buf *out, const dht_kv *kv) {
+  uint8_t head[RECORD_HEAD_LEN];
+  int i;
+
+  head[0] = RECORD_MAGIC;
+  head[1] = kv->tombstone ? RECORD_TOMBSTONE : 0;
+  for (i = 0; i < 8; i++) {
+    head[2 + i] = (uint8_t)(kv->version.hlc >> (56 - 8 * i));
+  }
+  memcpy(head + 10, kv->version.writer.b, DHT_ID_LEN);
+  out->len = 0;
+  if (dht_buf_reserve(out, sizeof(head) + kv->value.len) != 0) {
+    return DHT_ERR_NOMEM;
+  }
+  dht_buf_append(out, head, sizeof(head));
+  dht_buf_append(out, kv->value.p, kv->value.len);
+  return 0;
+}
+
+/* Looks key up. Returns 0 with *kv filled (pointing into the store, valid
+ * until its next call), DHT_ERR_NOT_FOUND or DHT_ERR_STORE. */
+static int record_get(dht_node *node, const dht_id *key_id, const uint8_t *key,
+                      size_t key_len, dht_kv *kv) {
+  const uint8_t *rec;
+  size_t rec_len;
+  int rv;
+
+  rv = dht_store_get(node->store, key_id, key, key_len, &rec, &rec_len);
+  if (rv != 0) {
+    return rv;
+  }
+  kv->key.p = key;
+  kv->key.len = key_len;
+  return dht__item_of_record(rec, rec_len, kv);
+}
+
+/*
+ * Stores kv unless this node already has the key at the same or a newer
+ * version (or kv is a tombstone past its grace period). *changed says
+ * whether the store was written. Returns 0, DHT_ERR_NOMEM or DHT_ERR_STORE.
+ */
+int dht__merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
+  dht_kv in = *kv, have;
+  dht_buf rec;
+  dht_id key_id;
+  int rv;
+
+  *changed = false;
+  if (!in.has_version) {
+    memset(&in.version, 0, sizeof(in.version));
+    in.tombstone = false;
+  }
+  if (in.tombstone && tombstone_expired(node, in.version.hlc)) {
+    return 0;
+  }
+  hlc_observe(node, in.version.hlc);
+  dht_id_hash(&key_id, in.key.p, in.key.len);
+  rv = record_get(node, &key_id, in.key.p, in.key.len, &have);
+  if (rv == 0 && dht_version_cmp(&have.version, &in.version) >= 0) {
+    return 0;
+  }
+  if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
+    node->counters.store_errors++;
+    return rv;
+  }
+  dht_buf_init(&rec);
+  rv = record_build(&rec, &in);
+  if (rv == 0) {
+    rv = dht_store_put(node->store, &key_id, in.key.p, in.key.len, rec.data,
+                       rec.len);
+    if (rv != 0) {
+      node->counters.store_errors++;
+    }
+  }
+  dht_buf_free(&rec);
+  *changed = rv == 0;
+  return rv;
+}
+
+/* Merges every item of msg; returns how many changed the store, or a
+ * negative error. */
+static long merge_items(dht_node *node, const dht_msg *msg) {
+  long n = 0;
+  size_t i;
+  bool changed;
+  int rv;
+
+  for (i = 0; i < msg->n_items; i++) {
+    rv = dht__merge_item(node, &msg->items[i], &changed);
+    if (rv != 0) {
+      return rv;
+    }
+    n += changed;
+  }
+  return n;
+}
+
+/* ---- who holds what ------------------------------------------------------------- */
+
+/* The farthest predecessor whose range this node replicates, of the
+ * replicas - 1 it should; DHT__NO_PEER when it knows none. */
+static int32_t farthest_replicated_pred(const dht_node *node) {
+  uint32_t n = node->n_preds;
+
+  if (n > node->set.replicas) {
+    n = node->set.replicas;
+  }
+  return n > 0 ? node->preds[n - 1] : DHT__NO_PEER;
+}
+
+/* True when key_id lies in the ranges this node owns or replicates,
+ * (preds[replicas - 1], self]. Until it knows that many predecessors (a
+ * ring of at most replicas nodes, or a list still being learnt), it keeps
+ * everything. */
+bool dht__holds_range(const dht_node *node, const dht_id *key_id) {
+  uint32_t r = node->set.replicas;
+
+  if (node->n_succs == 0 || node->n_preds < r) {
+    return true;
+  }
+  return dht_id_in_oc(key_id, &node->peers[node->preds[r - 1]].id, &node->id);
+}
+
+/* Replica positions a write goes to: the first replicas - 1 successors. */
+static uint32_t replica_positions(const dht_node *node) {
+  uint32_t n = node->set.replicas - 1;
+
+  return n < node->n_succs ? n : node->n_succs;
+}
+
+/*
+ * A GET sent here as the last step for a key this node does not own: the
+ * sender's owner is dead, or its view is behind. Serve it when this node
+ * replicates the key's range and holds a record of it, so the read needs
+ * no detour through a failed owner.
+ */
+bool dht__may_serve_replica(dht_node *node, const dht_msg *req,
+                            const dht_id *key_id) {
+  int32_t far = farthest_replicated_pred(node);
+  dht_kv kv;
+
+  if (req->type != DHT_MSG_GET || !req->final || far == DHT__NO_PEER ||
+      !dht_id_in_oc(key_id, &node->peers[far].id, &node->id)) {
+    return false;
+  }
+  return record_get(node, key_id, req->key.p, req->key.len, &kv) == 0;
+}
+
+/* ---- serving GET, PUT and DEL -------------------------------------------------- */
+
+static void reply_ok(dht_node *node, uint64_t conn, uint64_t rid,
+                     uint32_t hops) {
+  dht_msg ok;
+
+  memset(&ok, 0, sizeof(ok));
+  ok.type = DHT_MSG_OK;
+  ok.rid = rid;
+  ok.hops = hops;
+  dht__reply(node, conn, &ok);
+}
+
+static void reply_accepted(dht_node *node, uint64_t conn, uint64_t rid) {
+  dht_msg accepted;
+
+  memset(&accepted, 0, sizeof(accepted));
+  accepted.type = DHT_MSG_ACCEPTED;
+  accepted.rid = rid;
+  dht__reply(node, conn, &accepted);
+}
+
+static void serve_get(dht_node *node, uint64_t conn, uint64_t rid,
+                      const dht_msg *req, const dht_id *key_id) {
+  dht_msg out;
+  dht_kv kv;
+  int rv;
+
+  rv = record_get(node, key_id, req->key.p, req->key.len, &kv);
+  if (rv == 0 && kv.tombstone) {
+    rv = DHT_ERR_NOT_FOUND;
+  }
+  if (rv != 0) {
+    if (rv == DHT_ERR_NOT_FOUND) {
+      node->counters.not_found++;
+    } else {
+      node->counters.store_errors++;
+    }
+    dht__reply_error(node, conn, rid, rv);
+    return;
+  }
+  node->counters.gets++;
+  memset(&out, 0, sizeof(out));
+  out.type = DHT_MSG_VALUE;
+  out.rid = rid;
+  out.hops = req->hops;
+  out.value = kv.value;
+  dht__reply(node, conn, &out);
+}
+
+static dht__write *write_alloc(dht_node *node) {
+  dht__write *w;
+  uint32_t i;
+
+  for (i = 0; i < node->cap_writes; i++) {
+    if (node->writes[i].gen == 0) {
+      break;
+    }
+  }
+  if (i == node->cap_writes) {
+    uint32_t cap = node->cap_writes ? node->cap_writes * 2 : 16;
+    dht__write *ws = realloc(node->writes, (size_t)cap * sizeof(*ws));
+    if (ws == NULL) {
+      return NULL;
+    }
+    memset(ws + node->cap_writes, 0,
+           (size_t)(cap - node->cap_writes) * sizeof(*ws));
+    node->writes = ws;
+    node->cap_writes = cap;
+  }
+  w = &node->writes[i];
+  w->gen = ++node->write_gen;
+  w->n_acked = 0;
+  w->n_busy = 0;
+  w->sends = 0;
+  w->key.len = 0;
+  w->record.len = 0;
+  return w;
+}
+
+static bool id_listed(const dht_id *list, uint32_t n, const dht_id *id) {
+  uint32_t i;
+
+  for (i = 0; i < n; i++) {
+    if (dht_id_eq(&list[i], id)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static void id_unlist(dht_id *list, uint32_t *n, const dht_id *id) {
+  uint32_t i;
+
+  for (i = 0; i < *n; i++) {
+    if (dht_id_eq(&list[i], id)) {
+      list[i] = list[--*n];
+      return;
+    }
+  }
+}
+
+static void write_finish(dht_node *node, dht__write *w) {
+  if (w->n_acked > 0 || replica_positions(node) == 0) {
+    node->counters.writes_acked++;
+    reply_ok(node, w->origin_conn, w->origin_rid, w->hops);
+  } else {
+    node->counters.writes_failed++;
+    dht__reply_error(node, w->origin_conn, w->origin_rid,
+                     DHT_ERR_UNAVAILABLE);
+  }
+  w->gen = 0;
+}
+
+/* Sends w to every replica position that neither has it nor is being asked,
+ * and answers the writer once nobody is left to ask. A write sends at most
+ * twice per position, so replacing dead replicas ends. */
+static void write_fill(dht_node *node, dht__write *w) {
+  uint32_t n = replica_positions(node), i;
+  uint32_t sends_max = 2 * (node->set.replicas - 1);
+
+  for (i = 0; i < n && w->sends < sends_max; i++) {
+    int32_t peer = node->succs[i];
+    const dht_id *id = &node->peers[peer].id;
+    dht__pending *p;
+    dht_msg msg;
+    dht_kv item;
+
+    if (id_listed(w->acked, w->n_acked, id) ||
+        id_listed(w->busy, w->n_busy, id)) {
+      continue;
+    }
+    p = dht__pending_new(node, DHT__PEND_REPLICATE, peer);
+    if (p == NULL) {
+      break;
+    }
+    p->ctx = (uint32_t)(w - node->writes);
+    p->ctx_gen = w->gen;
+    memset(&item, 0, sizeof(item));
+    item.key.p = w->key.data;
+    item.key.len = w->key.len;
+    dht__item_of_record(w->record.data, w->record.len, &item);
+    memset(&msg, 0, sizeof(msg));
+    msg.type = DHT_MSG_REPLICATE;
+    msg.items = &item;
+    msg.n_items = 1;
+    if (dht__pending_send(node, p, &msg) != 0) {
+      dht__pending_free(node, p);
+      break;
+    }
+    w->sends++;
+    w->busy[w->n_busy++] = *id;
+  }
+  if (w->n_busy == 0) {
+    write_finish(node, w);
+  }
+}
+
+/* Stamps, stores and replicates a PUT (or, with tombstone, a DEL). */
+static void serve_write(dht_node *node, uint64_t conn, uint64_t rid,
+                        const dht_msg *req, const dht_id *key_id,
+                        bool tombstone) {
+  dht__write *w;
+  dht_buf rec;
+  dht_kv kv;
+  int rv;
+
+  if (tombstone) {
+    rv = record_get(node, key_id, req->key.p, req->key.len, &kv);
+    if (rv == 0 && kv.tombstone) {
+      rv = DHT_ERR_NOT_FOUND;
+    }
+    if (rv != 0) {
+      node->counters.not_found += rv == DHT_ERR_NOT_FOUND;
+      dht__reply_error(node, conn, rid, rv);
+      return;
+    }
+  }
+  memset(&kv, 0, sizeof(kv));
+  kv.key = req->key;
+  kv.value = req->value;
+  kv.has_version = true;
+  kv.tombstone = tombstone;
+  kv.version.hlc = hlc_tick(node);
+  kv.version.writer = node->id;
+  dht_buf_init(&rec);
+  rv = record_build(&rec, &kv);
+  if (rv == 0) {
+    rv = dht_store_put(node->store, key_id, req->key.p, req->key.len, rec.data,
+                       rec.len);
+    if (rv != 0) {
+      node->counters.store_errors++;
+      dht__log(node, DHT_LOG_ERROR, "store: %s", dht_strerror(rv));
+      rv = DHT_ERR_STORE;
+    }
+  }
+  if (rv != 0) {
+    dht_buf_free(&rec);
+    dht__reply_error(node, conn, rid, rv);
+    return;
+  }
+  if (tombstone) {
+    node->counters.dels++;
+  } else {
+    node->counters.puts++;
+  }
+  if (replica_positions(node) == 0) {
+    dht_buf_free(&rec);
+    node->counters.writes_acked++;
+    reply_ok(node, conn, rid, req->hops);
+    return;
+  }
+  w = write_alloc(node);
+  if (w == NULL || dht_buf_append(&w->key, req->key.p, req->key.len) != 0) {
+    if (w != NULL) {
+      w->gen = 0;
+    }
+    dht_buf_free(&rec);
+    dht__reply_error(node, conn, rid, DHT_ERR_NOMEM);
+    return;
+  }
+  dht_buf_free(&w->record);
+  w->record = rec;
+  w->key_id = *key_id;
+  w->origin_conn = conn;
+  w->origin_rid = rid;
+  w->hops = req->hops;
+  reply_accepted(node, conn, rid);
+  write_fill(node, w);
+}
+
+/* Asks the successor for its record of the key before serving req, whose
+ * frame body is kept. Returns 0, or an error when nothing was sent. */
+static int consult(dht_node *node, uint64_t conn, uint64_t rid,
+                   const dht_msg *req, const uint8_t *body, size_t len) {
+  dht__pending *p;
+  dht_msg fetch;
+
+  p = dht__pending_new(node, DHT__PEND_CONSULT, node->succs[0]);
+  if (p == NULL) {
+    return DHT_ERR_FULL;
+  }
+  p->origin_conn = conn;
+  p->origin_rid = rid;
+  memset(&fetch, 0, sizeof(fetch));
+  fetch.type = DHT_MSG_FETCH;
+  fetch.key = req->key;
+  if (dht_buf_append(&p->req, body, len) != 0 ||
+      dht__pending_send(node, p, &fetch) != 0) {
+    dht__pending_free(node, p);
+    return DHT_ERR_NOMEM;
+  }
+  node->counters.consults++;
+  reply_accepted(node, conn, rid);
+  return 0;
+}
+
+/*
+ * Serves a GET, PUT or DEL that reached the node responsible for it, and
+ * answers (conn, rid). as_replica: a GET served by a replica (see
+ * dht__may_serve_replica). body is the request's frame body, kept when the
+ * owner must consult its successor first; NULL means it already has.
+ */
+void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
+                     const dht_msg *req, const dht_id *key_id,
+                     const uint8_t *body, size_t len, bool as_replica) {
+  if (as_replica) {
+    node->counters.replica_reads++;
+    serve_get(node, conn, rid, req, key_id);
+    return;
+  }
+  if (!node->range_fresh && body != NULL && node->n_succs > 0 &&
+      consult(node, conn, rid, req, body, len) == 0) {
+    return;
+  }
+  switch (req->type) {
+  case DHT_MSG_GET:
+    serve_get(node, conn, rid, req, key_id);
+    break;
+  case DHT_MSG_PUT:
+    serve_write(node, conn, rid, req, key_id, false);
+    break;
+  case DHT_MSG_DEL:
+    serve_write(node, conn, rid, req, key_id, true);
+    break;
+  default:
+    assert(0 && "dht__serve_data: not a data request");
+  }
+}
+
+/* The successor answered a consult (or failed to): keep the newer record,
+ * then serve the request kept in p. */
+static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
+  uint64_t conn = p->origin_conn, rid = p->origin_rid;
+  dht_msg req;
+  dht_id key_id;
+  int rv;
+
+  if (msg != NULL && msg->type == DHT_MSG_RECORD) {
+    merge_items(node, msg);
+  }
+  rv = dht_msg_decode(&req, p->req.data, p->req.len, &node->set.limits);
+  assert(rv == 0 && "a kept request no longer decodes");
+  (void)rv;
+  dht__pending_free(node, p);
+  dht_id_hash(&key_id, req.key.p, req.key.len);
+  dht__serve_data(node, conn, rid, &req, &key_id, NULL, 0, false);
+  dht_msg_free(&req);
+}
+
+/* ---- requests from other nodes ---------------------------------------------------- */
+
+void dht__on_replicate(dht_node *node, uint64_t conn, const dht_msg *msg) {
+  long n;
+
+  if (node->state != DHT_NODE_JOINED) {
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_STATE);
+    return;
+  }
+  n = merge_items(node, msg);
+  if (n < 0) {
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_STORE);
+    return;
+  }
+  node->counters.replicate_keys_in += (uint64_t)n;
+  reply_ok(node, conn, msg->rid, 0);
+}
+
+void dht__on_fetch(dht_node *node, uint64_t conn, const dht_msg *msg) {
+  dht_msg out;
+  dht_kv kv;
+  dht_id key_id;
+
+  memset(&out, 0, sizeof(out));
+  out.type = DHT_MSG_RECORD;
+  out.rid = msg->rid;
+  dht_id_hash(&key_id, msg->key.p, msg->key.len);
+  if (record_get(node, &key_id, msg->key.p, msg->key.len, &kv) == 0) {
+    out.items = &kv;
+    out.n_items = 1;
+  }
+  dht__reply(node, conn, &out);
+}
+
+/* ---- record batches ------------------------------------------------------------ */
+
+/* A record copied out of a store scan is laid out in a batch buffer as the
+ * key id, the key and record lengths (4 bytes each, native order), then the
+ * key and record bytes. */
+#define BATCH_REC_HEAD (DHT_ID_LEN + 8)
+
+static int batch_add(dht__batch *b, const dht_id *key_id, const uint8_t *key,
+                     size_t key_len, const uint8_t *rec, size_t rec_len) {
+  uint32_t lens[2] = {(uint32_t)key_len, (uint32_t)rec_len};
+  size_t size = BATCH_REC_HEAD + key_len + rec_len;
+
+  if (b->n > 0 && (b->buf.len + size > b->bytes_max || b->n >= b->items_max)) {
+    b->full = true;
+    return 1;
+  }
+  if (dht_buf_reserve(&b->buf, size) != 0) {
+    b->err = DHT_ERR_NOMEM;
+    return 1;
+  }
+  dht_buf_append(&b->buf, key_id->b, DHT_ID_LEN);
+  dht_buf_append(&b->buf, lens, sizeof(lens));
+  dht_buf_append(&b->buf, key, key_len);
+  dht_buf_append(&b->buf, rec, rec_len);
+  b->n++;
+  return 0;
+}
+
+void dht__batch_init(dht__batch *b, const dht_node *node) {
+  size_t frame_room = node->set.limits.frame_len_max - 1024;
+
+  memset(b, 0, sizeof(*b));
+  dht_buf_init(&b->buf);
+  b->bytes_max = node->set.handoff_batch_bytes < frame_room
+                     ? node->set.handoff_batch_bytes
+                     : frame_room;
+  b->items_max = node->set.limits.items_max;
+}
+
+int dht__batch_collect(void *ud, const dht_id *key_id, const uint8_t *key,
+                       size_t key_len, const uint8_t *rec, size_t rec_len) {
+  return batch_add((dht__batch *)ud, key_id, key, key_len, rec, rec_len);
+}
+
+size_t dht__batch_next(const dht_buf *buf, size_t off, dht_id *key_id,
+                       dht_kv *kv) {
+  uint32_t lens[2];
+
+  memcpy(key_id->b, buf->data + off, DHT_ID_LEN);
+  memcpy(lens, buf->data + off + DHT_ID_LEN, sizeof(lens));
+  memset(kv, 0, sizeof(*kv));
+  kv->key.p = buf->data + off + BATCH_REC_HEAD;
+  kv->key.len = lens[0];
+  dht__item_of_record(kv->key.p + lens[0], lens[1], kv);
+  return off + BATCH_REC_HEAD + lens[0] + lens[1];
+}
+
+/* Decodes a batch's records into a malloc'd item array (NULL on failure). */
+dht_kv *dht__batch_items(const dht__batch *b) {
+  dht_kv *items = malloc((b->n > 0 ? b->n : 1) * sizeof(*items));
+  dht_id key_id;
+  size_t i, off = 0;
+
+  if (items != NULL) {
+    for (i = 0; i < b->n; i++) {
+      off = dht__batch_next(&b->buf, off, &key_id, &items[i]);
+    }
+  }
+  return items;
+}
+
+/* ---- anti-entropy ------------------------------------------------------------- */
+
+/* What one pass over a range computes: a digest per bucket, and the keys of
+ * expired tombstones to forget. */
+typedef struct digest_pass {
+  dht_node *node;
+  const dht_id *from;   /* the range (from, to] */
+  double width;         /* its size as a fraction of the ring, in (0, 1] */
+  uint32_t n_buckets;
+  uint8_t digests[DHT_SYNC_BUCKETS_MAX][DHT_DIGEST_LEN];
+  dht__batch expired;   /* tombstones past their grace */
+  const uint64_t *mask; /* with batch: the buckets whose records to copy */
+  dht__batch *batch;    /* where they go */
+} digest_pass;
+
+static double range_width(const dht_id *from, const dht_id *to) {
+  double w = dht_id_distance_frac(from, to);
+
+  return w > 0 ? w : 1.0; /* (a, a] is the whole ring */
+}
+
+static uint32_t bucket_of(const digest_pass *d, const dht_id *key_id) {
+  double x = dht_id_distance_frac(d->from, key_id) / d->width;
+  uint32_t b = (uint32_t)(x * d->n_buckets);
+
+  return b < d->n_buckets ? b : d->n_buckets - 1;
+}
+
+static bool mask_has(const uint64_t *mask, uint32_t b) {
+  return (mask[b / 64] >> (b % 64)) & 1u;
+}
+
+static int digest_visit(void *ud, const dht_id *key_id, const uint8_t *key,
+                        size_t key_len, const uint8_t *rec, size_t rec_len) {
+  digest_pass *d = ud;
+  uint8_t in[DHT_ID_LEN + 8 + DHT_ID_LEN + 1], h[DHT_DIGEST_LEN];
+  uint32_t b = bucket_of(d, key_id), i;
+  dht_kv kv;
+
+  dht__item_of_record(rec, rec_len, &kv);
+  if (kv.tombstone && tombstone_expired(d->node, kv.version.hlc)) {
+    if (d->expired.n < GC_PER_PASS) {
+      batch_add(&d->expired, key_id, key, key_len, rec, 0);
+    }
+    return 0; /* forgotten: in no digest */
+  }
+  if (d->batch != NULL) {
+    return mask_has(d->mask, b)
+               ? batch_add(d->batch, key_id, key, key_len, rec, rec_len)
+               : 0;
+  }
+  memcpy(in, key_id->b, DHT_ID_LEN);
+  for (i = 0; i < 8; i++) {
+    in[DHT_ID_LEN + i] = (uint8_t)(kv.version.hlc >> (56 - 8 * i));
+  }
+  memcpy(in + DHT_ID_LEN + 8, kv.version.writer.b, DHT_ID_LEN);
+  in[sizeof(in) - 1] = kv.tombstone;
+  crypto_generichash(h, sizeof(h), in, sizeof(in), NULL, 0);
+  for (i = 0; i < DHT_DIGEST_LEN; i++) {
+    d->digests[b][i] ^= h[i]; /* XOR: the order of records does not matter */
+  }
+  return 0;
+}
+
+/* Scans (from, to]: digests (batch NULL) or copies the records of the
+ * buckets in mask into batch, starting after start. Forgets expired
+ * tombstones on the way. Returns 0 or DHT_ERR_STORE. */
+static int digest_range(dht_node *node, digest_pass *d, const dht_id *from,
+                        const dht_id *to, uint32_t n_buckets,
+                        const dht_id *start) {
+  dht_id key_id;
+  dht_kv kv;
+  size_t off = 0;
+  int rv;
+
+  memset(d->digests, 0, sizeof(d->digests));
+  d->node = node;
+  d->from = from;
+  d->width = range_width(from, to);
+  d->n_buckets = n_buckets;
+  dht__batch_init(&d->expired, node);
+  rv = dht_store_scan(node->store, start != NULL ? start : from, to,
+                      digest_visit, d);
+  while (off < d->expired.buf.len) {
+    off = dht__batch_next(&d->expired.buf, off, &key_id, &kv);
+    if (dht_store_remove(node->store, &key_id, kv.key.p, kv.key.len) == 0) {
+      node->counters.tombstones_collected++;
+    }
+  }
+  dht_buf_free(&d->expired.buf);
+  if (rv != 0) {
+    node->counters.store_errors++;
+  }
+  return rv;
+}
+
+static dht__sync *sync_of(dht_node *node, int32_t peer) {
+  uint32_t i;
+
+  for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
+    if (node->syncs[i].peer == peer) {
+      return &node->syncs[i];
+    }
+  }
+  return NULL;
+}
+
+static void sync_end(dht_node *node, dht__sync *s) {
+  if (s->pushed > 0) {
+    node->counters.repair_ms_last = node->now_ms - s->started_ms;
+    dht__log(node, DHT_LOG_INFO,
+             "repair: %llu records pushed to %s in %llu ms",
+             (unsigned long long)s->pushed, node->peers[s->peer].addr,
+             (unsigned long long)(node->now_ms - s->started_ms));
+  }
+  dht__peer_release(node, s->peer);
+  s->peer = DHT__NO_PEER;
+}
+
+static void tokens_refill(dht_node *node) {
+  int64_t rate = node->set.repair_bytes_per_s;
+  uint64_t dt = node->now_ms - node->repair_tokens_ms;
+
+  if (dt > 0) {
+    int64_t add = dt >= 1000 ? rate : (int64_t)(rate * (int64_t)dt / 1000);
+    node->repair_tokens =
+        node->repair_tokens + add > rate ? rate : node->repair_tokens + add;
+    node->repair_tokens_ms = node->now_ms;
+  }
+}
+
+/* Sends the next batch of this node's records in the buckets that differ,
+ * or ends the exchange when none is left. */
+static void push_next(dht_node *node, dht__sync *s) {
+  uint32_t slot = (uint32_t)(s - node->syncs);
+  digest_pass *d;
+  dht__batch batch;
+  dht__pending *p = NULL;
+  dht_kv *items;
+  dht_msg msg;
+  int rv;
+
+  tokens_refill(node);
+  if (node->repair_tokens <= 0) {
+    s->waiting = true;
+    return;
+  }
+  s->waiting = false;
+  if (s->has_cursor && dht_id_eq(&s->cursor, &s->to)) {
+    sync_end(node, s);
+    return;
+  }
+  d = malloc(sizeof(*d));
+  if (d == NULL) {
+    sync_end(node, s);
+    return;
+  }
+  dht__batch_init(&batch, node);
+  d->mask = s->mask;
+  d->batch = &batch;
+  rv = digest_range(node, d, &s->from, &s->to, s->n_buckets,
+                    s->has_cursor ? &s->cursor : NULL);
+  free(d);
+  items = rv == 0 && batch.err == 0 && batch.n > 0 ? dht__batch_items(&batch)
+                                                   : NULL;
+  if (items != NULL) {
+    p = dht__pending_new(node, DHT__PEND_PUSH, s->peer);
+  }
+  if (p == NULL) {
+    free(items);
+    dht_buf_free(&batch.buf);
+    sync_end(node, s);
+    return;
+  }
+  p->ctx = slot;
+  memset(&msg, 0, sizeof(msg));
+  msg.type = DHT_MSG_REPLICATE;
+  msg.items = items;
+  msg.n_items = batch.n;
+  rv = dht__pending_send(node, p, &msg);
+  free(items);
+  if (rv != 0) {
+    dht_buf_free(&batch.buf);
+    dht__pending_free(node, p);
+    sync_end(node, s);
+    return;
+  }
+  node->repair_tokens -= (int64_t)batch.buf.len;
+  dht_buf_free(&p->keys);
+  p->keys = batch.buf;
+}
+
+static void push_done(dht_node *node, dht__pending *p, bool ok) {
+  dht__sync *s = &node->syncs[p->ctx];
+  dht_id key_id;
+  dht_kv kv;
+  size_t off = 0, n = 0;
+
+  while (off < p->keys.len) {
+    off = dht__batch_next(&p->keys, off, &key_id, &kv);
+    n++;
+  }
+  p->keys.len = 0;
+  dht__pending_free(node, p);
+  if (!ok) {
+    sync_end(node, s);
+    return;
+  }
+  s->cursor = key_id;
+  s->has_cursor = true;
+  s->pushed += n;
+  node->counters.repair_keys_out += n;
+  push_next(node, s);
+}
+
+/* The replica answered the digests: keep its newer records, then push ours
+ * of the buckets that differ. */
+static void sync_answered(dht_node *node, dht__pending *p, const dht_msg *msg) {
+  dht__sync *s = &node->syncs[p->ctx];
+  long n;
+  size_t i;
+
+  dht__pending_free(node, p);
+  if (msg->type != DHT_MSG_SYNC_R) {
+    sync_end(node, s);
+    return;
+  }
+  n = merge_items(node, msg);
+  if (n > 0) {
+    node->counters.repair_keys_in += (uint64_t)n;
+  }
+  if (!msg->more && n >= 0 && node->n_succs > 0 &&
+      node->succs[0] == s->peer && node->pred != DHT__NO_PEER &&
+      dht_id_eq(&s->from, &node->peers[node->pred].id)) {
+    node->range_fresh = true;
+  }
+  memset(s->mask, 0, sizeof(s->mask));
+  for (i = 0; i < msg->n_buckets; i++) {
+    if (msg->buckets[i] < s->n_buckets) {
+      s->mask[msg->buckets[i] / 64] |= 1ull << (msg->buckets[i] % 64);
+    }
+  }
+  node->counters.sync_buckets_differ += msg->n_buckets;
+  if (msg->n_buckets == 0) {
+    sync_end(node, s);
+    return;
+  }
+  s->pushing = true;
+  push_next(node, s);
+}
+
+/* Starts an exchange with every replica that has none going. */
+static void sync_round(dht_node *node) {
+  uint32_t n = replica_positions(node), i;
+  digest_pass *d = NULL;
+  dht_msg msg;
+
+  if (node->state != DHT_NODE_JOINED) {
+    return;
+  }
+  if (n == 0) {
+    node->range_fresh = true; /* alone, or no replicas: nobody to be behind */
+    return;
+  }
+  if (node->pred == DHT__NO_PEER) {
+    return;
+  }
+  for (i = 0; i < n; i++) {
+    int32_t peer = node->succs[i];
+    dht__sync *s;
+    dht__pending *p;
+
+    if (sync_of(node, peer) != NULL) {
+      continue;
+    }
+    if (d == NULL) {
+      d = malloc(sizeof(*d));
+      if (d == NULL) {
+        return;
+      }
+      d->batch = NULL;
+      if (digest_range(node, d, &node->peers[node->pred].id, &node->id,
+                       node->set.sync_buckets, NULL) != 0) {
+        break;
+      }
+    }
+    s = sync_of(node, DHT__NO_PEER);
+    p = s != NULL ? dht__pending_new(node, DHT__PEND_SYNC, peer) : NULL;
+    if (p == NULL) {
+      break;
+    }
+    memset(s, 0, sizeof(*s));
+    s->peer = peer;
+    dht__peer_hold(node, peer);
+    s->from = node->peers[node->pred].id;
+    s->to = node->id;
+    s->n_buckets = node->set.sync_buckets;
+    s->started_ms = node->now_ms;
+    p->ctx = (uint32_t)(s - node->syncs);
+    memset(&msg, 0, sizeof(msg));
+    msg.type = DHT_MSG_SYNC;
+    msg.from = s->from;
+    msg.to = s->to;
+    msg.digests = &d->digests[0][0];
+    msg.n_digests = s->n_buckets;
+    node->counters.sync_rounds++;
+    if (dht__pending_send(node, p, &msg) != 0) {
+      dht__pending_free(node, p);
+      sync_end(node, s);
+    }
+  }
+  free(d);
+}
+
+void dht__on_sync(dht_node *node, uint64_t conn, const dht_msg *msg) {
+  uint16_t differ[DHT_SYNC_BUCKETS_MAX];
+  uint64_t mask[DHT_SYNC_BUCKETS_MAX / 64] = {0};
+  digest_pass *d = malloc(sizeof(*d));
+  dht__batch batch;
+  dht_kv *items = NULL;
+  dht_msg out;
+  size_t n = 0;
+  uint32_t b;
+
+  if (d == NULL) {
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_NOMEM);
+    return;
+  }
+  d->batch = NULL;
+  if (digest_range(node, d, &msg->from, &msg->to, (uint32_t)msg->n_digests,
+                   NULL) != 0) {
+    free(d);
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_STORE);
+    return;
+  }
+  for (b = 0; b < msg->n_digests; b++) {
+    if (memcmp(d->digests[b], msg->digests + b * DHT_DIGEST_LEN,
+               DHT_DIGEST_LEN) != 0) {
+      differ[n++] = (uint16_t)b;
+      mask[b / 64] |= 1ull << (b % 64);
+    }
+  }
+  dht__batch_init(&batch, node);
+  batch.bytes_max /= 2; /* the owner pushes back as much: keep room */
+  if (n > 0) {
+    d->mask = mask;
+    d->batch = &batch;
+    digest_range(node, d, &msg->from, &msg->to, (uint32_t)msg->n_digests,
+                 NULL);
+    items = dht__batch_items(&batch);
+  }
+  free(d);
+  memset(&out, 0, sizeof(out));
+  out.type = DHT_MSG_SYNC_R;
+  out.rid = msg->rid;
+  out.buckets = differ;
+  out.n_buckets = n;
+  out.items = items;
+  out.n_items = items != NULL ? batch.n : 0;
+  out.more = batch.full || batch.err != 0;
+  dht__reply(node, conn, &out);
+  free(items);
+  dht_buf_free(&batch.buf);
+}
+
+/* ---- listing what a node holds (dht check) ------------------------------------ */
+
+void dht__on_scan(dht_node *node, uint64_t conn, const dht_msg *msg) {
+  dht__batch batch;
+  dht_kv *items;
+  dht_msg out;
+  size_t i;
+
+  dht__batch_init(&batch, node);
+  batch.items_max = msg->limit < SCAN_LIMIT_MAX ? msg->limit : SCAN_LIMIT_MAX;
+  if (batch.items_max == 0) {
+    batch.items_max = 1;
+  }
+  if (dht_store_scan(node->store, &msg->from, &msg->from, dht__batch_collect,
+                     &batch) != 0 ||
+      batch.err != 0 || (items = dht__batch_items(&batch)) == NULL) {
+    dht_buf_free(&batch.buf);
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_STORE);
+    return;
+  }
+  for (i = 0; i < batch.n; i++) {
+    items[i].value.len = 0; /* keys and versions only */
+  }
+  memset(&out, 0, sizeof(out));
+  out.type = DHT_MSG_SCAN_R;
+  out.rid = msg->rid;
+  out.items = items;
+  out.n_items = batch.n;
+  out.more = batch.full;
+  dht__reply(node, conn, &out);
+  free(items);
+  dht_buf_free(&batch.buf);
+}
+
+/* ---- replies, failures, timers ------------------------------------------------- */
+
+static dht__write *write_of(dht_node *node, const dht__pending *p) {
+  dht__write *w = &node->writes[p->ctx];
+
+  return p->ctx < node->cap_writes && w->gen == p->ctx_gen ? w : NULL;
+}
+
+static void replicate_done(dht_node *node, dht__pending *p, bool ok) {
+  dht__write *w = write_of(node, p);
+  dht_id id = node->peers[p->peer].id;
+
+  dht__pending_free(node, p);
+  if (w == NULL) {
+    return;
+  }
+  id_unlist(w->busy, &w->n_busy, &id);
+  if (ok && w->n_acked < DHT_SUCC_LIST_MAX) {
+    w->acked[w->n_acked++] = id;
+  }
+  write_fill(node, w);
+}
+
+void dht__repl_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
+  if (msg->type == DHT_MSG_ACCEPTED) {
+    return;
+  }
+  switch (p->kind) {
+  case DHT__PEND_REPLICATE:
+    replicate_done(node, p, msg->type == DHT_MSG_OK);
+    break;
+  case DHT__PEND_CONSULT:
+    consult_done(node, p, msg);
+    break;
+  case DHT__PEND_SYNC:
+    sync_answered(node, p, msg);
+    break;
+  case DHT__PEND_PUSH:
+    push_done(node, p, msg->type == DHT_MSG_OK);
+    break;
+  default:
+    assert(0 && "dht__repl_on_reply: not a replication request");
+  }
+}
+
+void dht__repl_on_failure(dht_node *node, dht__pending *p) {
+  int32_t peer = p->peer;
+
+  dht__peer_hold(node, peer);
+  switch (p->kind) {
+  case DHT__PEND_REPLICATE:
+    replicate_done(node, p, false);
+    break;
+  case DHT__PEND_CONSULT:
+    consult_done(node, p, NULL);
+    break;
+  case DHT__PEND_SYNC:
+    sync_end(node, &node->syncs[p->ctx]);
+    dht__pending_free(node, p);
+    break;
+  case DHT__PEND_PUSH:
+    push_done(node, p, false);
+    break;
+  default:
+    assert(0 && "dht__repl_on_failure: not a replication request");
+  }
+  dht__declare_dead(node, peer, true);
+  dht__peer_release(node, peer);
+}
+
+static void sync_soon(dht_node *node) {
+  uint64_t soon = node->now_ms + SYNC_SOON_MS;
+
+  if (node->sync_at_ms > soon) {
+    node->sync_at_ms = soon;
+  }
+}
+
+void dht__repl_on_pred_change(dht_node *node) {
+  node->range_fresh = node->n_succs == 0;
+  sync_soon(node);
+}
+
+void dht__repl_on_succs_change(dht_node *node) { sync_soon(node); }
+
+void dht__repl_timers(dht_node *node) {
+  uint32_t i;
+
+  if (node->state != DHT_NODE_JOINED || !node->maintenance) {
+    return;
+  }
+  if (node->sync_at_ms <= node->now_ms) {
+    node->sync_at_ms = node->now_ms + node->set.sync_interval_ms;
+    sync_round(node);
+  }
+  for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
+    dht__sync *s = &node->syncs[i];
+    if (s->peer != DHT__NO_PEER && s->waiting) {
+      push_next(node, s);
+    }
+  }
+}
+
+uint64_t dht__repl_next_deadline(const dht_node *node) {
+  uint64_t t = node->sync_at_ms;
+  uint32_t i;
+
+  if (node->state != DHT_NODE_JOINED || !node->maintenance) {
+    return DHT_TIME_NEVER;
+  }
+  for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
+    if (node->syncs[i].peer != DHT__NO_PEER && node->syncs[i].waiting) {
+      /* tokens come back at repair_bytes_per_s: wake when some have */
+      uint64_t wait = (uint64_t)(-node->repair_tokens) * 1000u /
+                          node->set.repair_bytes_per_s + 1;
+      if (node->now_ms + wait < t) {
+        t = node->now_ms + wait;
+      }
+    }
+  }
+  return t;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+void dht__repl_init(dht_node *node, uint64_t wall_ms) {
+  uint32_t i;
+
+  node->wall_base_ms = wall_ms;
+  node->created_ms = node->now_ms;
+  node->sync_at_ms = node->now_ms; /* a first round as soon as it joins */
+  node->repair_tokens = node->set.repair_bytes_per_s;
+  node->repair_tokens_ms = node->now_ms;
+  for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
+    node->syncs[i].peer = DHT__NO_PEER;
+  }
+}
+
+void dht__repl_free(dht_node *node) {
+  uint32_t i;
+
+  for (i = 0; i < node->cap_writes; i++) {
+    dht_buf_free(&node->writes[i].key);
+    dht_buf_free(&node->writes[i].record);
+  }
+  free(node->writes);
+}
