@@ -25,6 +25,8 @@
 #define CLI_TIMEOUT_MS_DEFAULT 5000
 #define CLI_TIMEOUT_MS_MAX 3600000
 #define CLI_NODE_DEFAULT "127.0.0.1:7000"
+/* Addresses in a --node list: the first and its fallbacks. */
+#define CLI_NODES_MAX (1 + DHT_CLIENT_FALLBACKS_MAX)
 
 #if defined(__GNUC__)
 #define CLI_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -34,10 +36,16 @@
 
 /* Options every command understands, before or after the command word. */
 typedef struct cli_ctx {
-  const char *node;    /* --node, $DHT_NODE or CLI_NODE_DEFAULT */
-  int timeout_ms;      /* --timeout-ms */
-  bool json;           /* --json */
+  /* The first address of --node, $DHT_NODE or CLI_NODE_DEFAULT. */
+  const char *node;
+  const char *fallbacks[CLI_NODES_MAX - 1]; /* the list's other addresses */
+  size_t n_fallbacks;                       /* entries in fallbacks */
+  bool no_retry;                            /* --no-retry */
+  int timeout_ms;                           /* --timeout-ms */
+  bool json;                                /* --json */
   const char *command; /* the command word, for JSON error objects */
+  char nodes_[CLI_NODES_MAX][DHT_ADDR_LEN_MAX + 1]; /* behind node and
+                                                       fallbacks */
 } cli_ctx;
 
 /* Walks a command's arguments: options ("--name", "--name=value", "-x"),
@@ -67,9 +75,24 @@ int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value);
 /* An option that takes no value must not have "=value". Returns 0 or
  * CLI_EXIT_ERROR (printed). */
 int cli_opt_flag(cli_ctx *ctx, const cli_args *a);
-/* Handles --node, --timeout-ms and --json wherever they appear. Returns 1
- * when the option was one of them (and consumed), 0 when it was not, or
- * CLI_EXIT_ERROR (printed) for a bad value; *rv gets the exit code. */
+/*
+ * Sets ctx->node and ctx->fallbacks from a comma-separated address list
+ * (copied). strict (--node) checks every address and reports a bad one
+ * (returns CLI_EXIT_ERROR, ctx unchanged); otherwise ($DHT_NODE) nothing is
+ * checked here, so that a bad address is reported only by a command that
+ * uses it (cli_open_client), and a list that cannot be split (too long,
+ * too many entries) is kept whole as ctx->node. Returns 0 or
+ * CLI_EXIT_ERROR.
+ */
+int cli_set_nodes(cli_ctx *ctx, const char *list, bool strict);
+/* Creates a client for ctx->node with ctx->fallbacks, retrying when retry
+ * is set and --no-retry was not given. Returns 0, or an exit code (printed:
+ * a bad $DHT_NODE address, out of memory). */
+int cli_open_client(cli_ctx *ctx, bool retry, dht_client **out);
+/* Handles --node, --timeout-ms, --no-retry and --json wherever they
+ * appear. Returns 1 when the option was one of them (and consumed), 0 when
+ * it was not, or CLI_EXIT_ERROR (printed) for a bad value; *rv gets the
+ * exit code. */
 int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv);
 /* Reports an unknown option of cmd. Returns CLI_EXIT_ERROR. */
 int cli_unknown_opt(cli_ctx *ctx, const cli_args *a);

@@ -93,11 +93,94 @@ int cli_unknown_opt(cli_ctx *ctx, const cli_args *a) {
                   "unknown option '%s' (see dht --help)", name);
 }
 
+int cli_set_nodes(cli_ctx *ctx, const char *list, bool strict) {
+  char one[DHT_ADDR_LEN_MAX + 1], host[DHT_ADDR_LEN_MAX + 1], shown[300];
+  const char *p, *comma;
+  size_t n = 0, len;
+  uint16_t port;
+
+  /* Check everything first, then copy: a bad list leaves ctx as it was. */
+  for (p = list;; p = comma + 1) {
+    comma = strchr(p, ',');
+    len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+    if (++n > CLI_NODES_MAX || len > DHT_ADDR_LEN_MAX) {
+      if (!strict) {
+        /* Kept whole: the command that uses it reports it. */
+        ctx->node = list;
+        ctx->n_fallbacks = 0;
+        return 0;
+      }
+      if (n > CLI_NODES_MAX) {
+        return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                        "--node: more than %d addresses", CLI_NODES_MAX);
+      }
+      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                      "--node: address '%s' is longer than %d bytes",
+                      cli_escape(shown, sizeof(shown), p, len),
+                      DHT_ADDR_LEN_MAX);
+    }
+    memcpy(one, p, len);
+    one[len] = '\0';
+    if (strict && dht_addr_parse(one, host, sizeof(host), &port) != 0) {
+      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                      "--node: bad address '%s' (want HOST:PORT, "
+                      "[IPV6]:PORT or NAME:PORT, port 1..65535; several "
+                      "are separated by commas)",
+                      cli_escape(shown, sizeof(shown), p, len));
+    }
+    if (comma == NULL) {
+      break;
+    }
+  }
+  for (n = 0, p = list;; p = comma + 1, n++) {
+    comma = strchr(p, ',');
+    len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+    memcpy(ctx->nodes_[n], p, len);
+    ctx->nodes_[n][len] = '\0';
+    if (n > 0) {
+      ctx->fallbacks[n - 1] = ctx->nodes_[n];
+    }
+    if (comma == NULL) {
+      break;
+    }
+  }
+  ctx->node = ctx->nodes_[0];
+  ctx->n_fallbacks = n;
+  return 0;
+}
+
+int cli_open_client(cli_ctx *ctx, bool retry, dht_client **out) {
+  char shown[300];
+  int rv;
+
+  *out = NULL;
+  rv = dht_client_new(out, ctx->node, NULL);
+  if (rv == DHT_ERR_INVAL) {
+    /* Only $DHT_NODE can get here: --node is checked when parsed. */
+    return cli_fail(
+        ctx, CLI_EXIT_ERROR, rv,
+        "bad node address '%s' (from $DHT_NODE; want HOST:PORT, "
+        "[IPV6]:PORT or NAME:PORT, several separated by commas)",
+        cli_escape(shown, sizeof(shown), ctx->node, strlen(ctx->node)));
+  }
+  if (rv != 0) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_strerror(rv));
+  }
+  rv = dht_client_set_fallbacks(*out, ctx->fallbacks, ctx->n_fallbacks);
+  if (rv != 0) {
+    rv = cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s%s", dht_client_last_error(*out),
+                  rv == DHT_ERR_INVAL ? " (from $DHT_NODE)" : "");
+    dht_client_del(*out);
+    *out = NULL;
+    return rv;
+  }
+  dht_client_set_retry(*out, retry && !ctx->no_retry);
+  return 0;
+}
+
 int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv) {
-  char host[DHT_ADDR_LEN_MAX + 1], shown[300];
   const char *v;
   uint64_t n;
-  uint16_t port;
 
   *rv = 0;
   if (cli_opt_is(a, "--json")) {
@@ -107,19 +190,18 @@ int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv) {
     }
     return 1;
   }
+  if (cli_opt_is(a, "--no-retry")) {
+    *rv = cli_opt_flag(ctx, a);
+    if (*rv == 0) {
+      ctx->no_retry = true;
+    }
+    return 1;
+  }
   if (cli_opt_is(a, "--node")) {
     if ((*rv = cli_opt_value(ctx, a, &v)) != 0) {
       return 1;
     }
-    if (dht_addr_parse(v, host, sizeof(host), &port) != 0) {
-      cli_escape(shown, sizeof(shown), v, strlen(v));
-      *rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                     "--node: bad address '%s' (want HOST:PORT, "
-                     "[IPV6]:PORT or NAME:PORT, port 1..65535)",
-                     shown);
-      return 1;
-    }
-    ctx->node = v;
+    *rv = cli_set_nodes(ctx, v, true);
     return 1;
   }
   if (cli_opt_is(a, "--timeout-ms")) {

@@ -31,7 +31,8 @@
 #define RING_NODES_MAX 65536
 
 static const char usage[] =
-    "usage: dht [--node HOST:PORT] [--timeout-ms N] [--json] COMMAND [ARGS]\n"
+    "usage: dht [--node HOST:PORT[,HOST:PORT...]] [--timeout-ms N]\n"
+    "           [--no-retry] [--json] COMMAND [ARGS]\n"
     "\n"
     "A client for a chord-dht ring. It talks to one node (dhtd), which routes\n"
     "each request to the node that owns the key.\n"
@@ -51,9 +52,17 @@ static const char usage[] =
     "\n"
     "Options, before or after the command:\n"
     "  --node HOST:PORT  node to talk to: IPv4, [IPv6] or a host name; the\n"
-    "                    default is $DHT_NODE, else 127.0.0.1:7000\n"
-    "  --timeout-ms N    time limit of each request, connecting included,\n"
-    "                    1..3600000 [5000]\n"
+    "                    default is $DHT_NODE, else 127.0.0.1:7000. A\n"
+    "                    comma-separated list adds fallbacks: put, get, del\n"
+    "                    and lookup move on to the next address when a node\n"
+    "                    fails, check starts from the first that answers;\n"
+    "                    the other commands use the first address only\n"
+    "  --timeout-ms N    time limit of each request, connecting and retries\n"
+    "                    included, 1..3600000 [5000]\n"
+    "  --no-retry        put, get, del and lookup make one attempt; by\n"
+    "                    default they retry transient failures (a node\n"
+    "                    unreachable or busy, the ring repairing itself)\n"
+    "                    within --timeout-ms\n"
     "  --json            print one JSON object on stdout instead of text\n"
     "  -h, --help        this text\n"
     "  --version         print the version\n"
@@ -220,23 +229,17 @@ static int need_key(cli_ctx *ctx, const positional *pos) {
   return check_key(ctx, pos->v[0]);
 }
 
+/* The key commands retry (unless --no-retry); the others ask one node a
+ * question about itself. */
 static int open_client(cli_ctx *ctx, dht_client **c) {
-  char shown[300];
-  int rv;
+  static const char *const retrying[] = {"put", "get", "del", "lookup"};
+  bool retry = false;
+  size_t i;
 
-  rv = dht_client_new(c, ctx->node, NULL);
-  if (rv == DHT_ERR_INVAL) {
-    /* Only $DHT_NODE can get here: --node is checked when parsed. */
-    return cli_fail(
-        ctx, CLI_EXIT_ERROR, rv,
-        "bad node address '%s' (from $DHT_NODE; want HOST:PORT, "
-        "[IPV6]:PORT or NAME:PORT)",
-        cli_escape(shown, sizeof(shown), ctx->node, strlen(ctx->node)));
+  for (i = 0; i < sizeof(retrying) / sizeof(retrying[0]); i++) {
+    retry = retry || strcmp(ctx->command, retrying[i]) == 0;
   }
-  if (rv != 0) {
-    return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_strerror(rv));
-  }
-  return 0;
+  return cli_open_client(ctx, retry, c);
 }
 
 static void print_peer_line(const char *label, const dht_client_peer *p) {
@@ -1058,7 +1061,8 @@ int main(int argc, char **argv) {
   int kind, rv;
 
   memset(&ctx, 0, sizeof(ctx));
-  ctx.node = env != NULL && env[0] != '\0' ? env : CLI_NODE_DEFAULT;
+  (void)cli_set_nodes(
+      &ctx, env != NULL && env[0] != '\0' ? env : CLI_NODE_DEFAULT, false);
   ctx.timeout_ms = CLI_TIMEOUT_MS_DEFAULT;
   if (sodium_init() < 0) {
     return cli_fail(&ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM,

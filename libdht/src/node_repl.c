@@ -102,6 +102,10 @@ int dht__item_of_record(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
   return 0;
 }
 
+int dht_record_parse(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
+  return dht__item_of_record(rec, rec_len, kv);
+}
+
 /* Replaces out's contents with the stored form of kv. */
 static int record_build(dht_buf *out, const dht_kv *kv) {
   uint8_t head[RECORD_HEAD_LEN];

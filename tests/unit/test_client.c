@@ -11,7 +11,11 @@
  * cmocka (which is not thread-safe): it records what went wrong in
  * srv.fail, and the test checks that after joining it.
  *
- * Timing tests assert only a generous upper bound (5x the timeout).
+ * Timing tests assert only a generous upper bound (5x the timeout), except
+ * the retry tests, whose point is that the whole call stays within its
+ * deadline (they allow 500 ms of slack). Retry tests that need the client
+ * to come back after it closed use srv_start_multi: the server accepts
+ * connections until the test opens the gate.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -27,6 +31,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -56,6 +61,8 @@ struct srv {
   char addr[32];    /* "127.0.0.1:PORT" */
   srv_fn fn;        /* the scenario, run once per accepted connection */
   int n_conns;      /* connections to accept, one after another */
+  bool multi;       /* accept until the gate opens, n_conns is ignored */
+  int arg;          /* a number for the scenario, set before it starts */
   int conn_index;   /* which one fn is serving (0-based) */
   int gate[2];      /* a pipe the test writes to when a scenario may go on */
   pthread_t thread; /* runs srv_main */
@@ -202,10 +209,45 @@ static void srv_wait_gate(srv *s) {
   }
 }
 
+/* Accepts connections one after another until the gate opens. */
+static void srv_main_multi(srv *s) {
+  struct pollfd pfd[2];
+  int fd;
+
+  for (s->conn_index = 0;; s->conn_index++) {
+    pfd[0].fd = s->lfd;
+    pfd[0].events = POLLIN;
+    pfd[1].fd = s->gate[0];
+    pfd[1].events = POLLIN;
+    pfd[0].revents = pfd[1].revents = 0;
+    if (poll(pfd, 2, -1) < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      srv_failf(s, "poll failed");
+      return;
+    }
+    if (pfd[1].revents != 0) {
+      return;
+    }
+    fd = accept(s->lfd, NULL, NULL);
+    if (fd < 0) {
+      srv_failf(s, "accept failed");
+      return;
+    }
+    s->fn(s, fd);
+    close(fd);
+  }
+}
+
 static void *srv_main(void *arg) {
   srv *s = arg;
   int fd;
 
+  if (s->multi) {
+    srv_main_multi(s);
+    return NULL;
+  }
   for (s->conn_index = 0; s->conn_index < s->n_conns; s->conn_index++) {
     fd = accept(s->lfd, NULL, NULL);
     if (fd < 0) {
@@ -218,13 +260,16 @@ static void *srv_main(void *arg) {
   return NULL;
 }
 
-static void srv_start_n(srv *s, srv_fn fn, int n_conns) {
+static void srv_start_full(srv *s, srv_fn fn, int n_conns, bool multi,
+                           int arg) {
   struct sockaddr_in sin;
   socklen_t len = sizeof(sin);
 
   memset(s, 0, sizeof(*s));
   s->fn = fn;
   s->n_conns = n_conns;
+  s->multi = multi;
+  s->arg = arg;
   s->lfd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(s->lfd >= 0);
   memset(&sin, 0, sizeof(sin));
@@ -240,11 +285,23 @@ static void srv_start_n(srv *s, srv_fn fn, int n_conns) {
   assert_int_equal(pthread_create(&s->thread, NULL, srv_main, s), 0);
 }
 
+static void srv_start_n(srv *s, srv_fn fn, int n_conns) {
+  srv_start_full(s, fn, n_conns, false, 0);
+}
+
 static void srv_start(srv *s, srv_fn fn) { srv_start_n(s, fn, 1); }
+
+/* Any number of connections, until srv_stop_multi. */
+static void srv_start_multi(srv *s, srv_fn fn, int arg) {
+  srv_start_full(s, fn, 0, true, arg);
+}
 
 static void srv_open_gate(srv *s) {
   assert_int_equal(write(s->gate[1], "x", 1), 1);
 }
+
+/* Ends a multi server (after its clients closed) and joins it. */
+static void srv_stop_multi(srv *s);
 
 /* Joins the thread and checks that it saw nothing wrong. */
 static void srv_join(srv *s) {
@@ -261,6 +318,11 @@ static void srv_join(srv *s) {
   if (s->fail[0] != '\0') {
     fail_msg("server: %s", s->fail);
   }
+}
+
+static void srv_stop_multi(srv *s) {
+  srv_open_gate(s);
+  srv_join(s);
 }
 
 static dht_id id_n(unsigned n) {
@@ -489,7 +551,7 @@ static void s_reorder(srv *s, int fd) {
  * fixed, made-up routing state, until EOF. */
 static void s_info(srv *s, int fd) {
   dht_peer_ref me = peer_n(10, "127.0.0.1:7000");
-  dht_peer_ref succs[2], path[3];
+  dht_peer_ref succs[2], preds[3], path[3];
   dht_finger_ref fingers[3];
   dht_counter counters[3];
   static const char *names[3] = {"keys", "pending", "state"};
@@ -499,6 +561,9 @@ static void s_info(srv *s, int fd) {
 
   succs[0] = peer_n(11, "127.0.0.1:7001");
   succs[1] = peer_n(12, "[::1]:7002");
+  preds[0] = peer_n(9, "127.0.0.1:6999");
+  preds[1] = peer_n(8, "127.0.0.1:6998");
+  preds[2] = peer_n(7, "127.0.0.1:6997");
   for (i = 0; i < 3; i++) {
     path[i] = peer_n(20 + i, "10.0.0.1:4000");
     fingers[i].start_bit = i * 50;
@@ -515,6 +580,8 @@ static void s_info(srv *s, int fd) {
     m.pred = peer_n(9, "127.0.0.1:6999");
     m.succs = succs;
     m.n_succs = 2;
+    m.preds = preds;
+    m.n_preds = 3;
     switch (req.type) {
     case DHT_MSG_STATS:
       m.type = DHT_MSG_STATS_R;
@@ -527,6 +594,7 @@ static void s_info(srv *s, int fd) {
     case DHT_MSG_GET_NEIGHBORS:
       m.type = DHT_MSG_NEIGHBORS;
       m.has_pred = false;
+      m.n_preds = 2;
       srv_send(s, fd, &m);
       break;
     case DHT_MSG_FIND_SUCC:
@@ -609,6 +677,91 @@ static void s_close_then_pong(srv *s, int fd) {
 static void s_stuck(srv *s, int fd) {
   srv_wait_gate(s);
   srv_wait_eof(fd);
+}
+
+/* Reads requests and never answers, until EOF (no request is fine: a
+ * retrying client may connect just as its deadline passes). */
+static void s_mute(srv *s, int fd) {
+  uint8_t *body;
+  dht_msg req;
+
+  while (srv_recv(s, fd, &req, &body) == 0) {
+    srv_done(&req, body);
+  }
+  srv_done(&req, body);
+}
+
+/* Answers the first s->arg requests (over all connections) with ERROR
+ * UNAVAILABLE, the next ones as s_kv does. */
+static void s_flaky(srv *s, int fd) {
+  uint8_t *body;
+  dht_msg req, m;
+
+  while (srv_recv(s, fd, &req, &body) == 0) {
+    if (s->requests <= s->arg) {
+      srv_send_error(s, fd, req.rid, DHT_ERR_UNAVAILABLE, "owner is gone");
+    } else if (req.type == DHT_MSG_GET) {
+      memset(&m, 0, sizeof(m));
+      m.type = DHT_MSG_VALUE;
+      m.rid = req.rid;
+      m.value.p = (const uint8_t *)"v";
+      m.value.len = 1;
+      srv_send(s, fd, &m);
+    } else {
+      srv_send_type(s, fd, DHT_MSG_OK, req.rid);
+    }
+    srv_done(&req, body);
+  }
+  srv_done(&req, body);
+}
+
+/* Answers every request with ERROR s->arg. */
+static void s_error(srv *s, int fd) {
+  uint8_t *body;
+  dht_msg req;
+
+  while (srv_recv(s, fd, &req, &body) == 0) {
+    srv_send_error(s, fd, req.rid, s->arg, "no");
+    srv_done(&req, body);
+  }
+  srv_done(&req, body);
+}
+
+/* SCAN: from == id_n(5) and limit == 3 get three records and more; any
+ * other SCAN gets ERROR UNKNOWN_TYPE, as from a node that predates it. */
+static void s_scan(srv *s, int fd) {
+  static const char *keys[3] = {"alpha", "b", "tomb"};
+  dht_id want = id_n(5);
+  dht_kv items[3];
+  uint8_t *body;
+  dht_msg req, m;
+  unsigned i;
+
+  memset(items, 0, sizeof(items));
+  for (i = 0; i < 3; i++) {
+    items[i].key.p = (const uint8_t *)keys[i];
+    items[i].key.len = strlen(keys[i]);
+    items[i].has_version = i > 0;
+    items[i].version.hlc = 1000u + i;
+    items[i].version.writer = id_n(40 + i);
+    items[i].tombstone = i == 2;
+  }
+  while (srv_recv(s, fd, &req, &body) == 0) {
+    if (req.type == DHT_MSG_SCAN && dht_id_eq(&req.from, &want) &&
+        req.limit == 3) {
+      memset(&m, 0, sizeof(m));
+      m.type = DHT_MSG_SCAN_R;
+      m.rid = req.rid;
+      m.items = items;
+      m.n_items = 3;
+      m.more = true;
+      srv_send(s, fd, &m);
+    } else {
+      srv_send_error(s, fd, req.rid, DHT_ERR_UNKNOWN_TYPE, "what is that");
+    }
+    srv_done(&req, body);
+  }
+  srv_done(&req, body);
 }
 
 /* ---- tests: address parsing --------------------------------------------- */
@@ -791,15 +944,13 @@ static void test_new_bad_address(void **state) {
   dht_client_del(NULL);
 }
 
-static void test_connect_refused(void **state) {
+/* "127.0.0.1:PORT" for a port that was just free (bound, noted, closed),
+ * where a connect is refused. */
+static void refused_addr(char *addr, size_t addr_len) {
   struct sockaddr_in sin;
   socklen_t len = sizeof(sin);
-  char addr[32], want[96];
-  dht_client *c;
   int fd;
 
-  (void)state;
-  /* A port that was just free: bind it, note it, close it. */
   fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
   memset(&sin, 0, sizeof(sin));
@@ -808,7 +959,15 @@ static void test_connect_refused(void **state) {
   assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
   assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
   close(fd);
-  snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+  snprintf(addr, addr_len, "127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+}
+
+static void test_connect_refused(void **state) {
+  char addr[32], want[96];
+  dht_client *c;
+
+  (void)state;
+  refused_addr(addr, sizeof(addr));
 
   c = client_for(addr);
   assert_string_equal(dht_client_last_error(c), "");
@@ -1049,11 +1208,18 @@ static void test_stats_neighbors_lookup(void **state) {
   assert_int_equal(dht_client_stats_counter(st, "state", &v), 0);
   assert_int_equal(v, 44);
   assert_int_equal(dht_client_stats_counter(st, "nope", &v), DHT_ERR_NOT_FOUND);
+  assert_int_equal(st->n_preds, 3);
+  assert_string_equal(st->preds[0].addr, "127.0.0.1:6999");
+  want = id_n(7);
+  assert_true(dht_id_eq(&st->preds[2].id, &want));
+  assert_int_equal(dht_client_last_attempts(c), 1);
 
   assert_int_equal(dht_client_neighbors(c, &nb, TIMEOUT_MS), 0);
   assert_false(nb.has_pred);
   assert_int_equal(nb.n_succs, 2);
   assert_string_equal(nb.succs[1].addr, "[::1]:7002");
+  assert_int_equal(nb.n_preds, 2);
+  assert_string_equal(nb.preds[1].addr, "127.0.0.1:6998");
 
   assert_int_equal(dht_client_lookup(c, &target, false, &lk, TIMEOUT_MS), 0);
   want = id_n(11);
@@ -1205,6 +1371,270 @@ static void test_output_queue_full(void **state) {
   free(big);
 }
 
+/* ---- tests: retries and fallbacks --------------------------------------- */
+
+static void test_fallback_when_refused(void **state) {
+  char dead[32];
+  const char *fb[1];
+  uint8_t *v;
+  size_t vlen;
+  dht_client *c;
+  srv s;
+
+  (void)state;
+  refused_addr(dead, sizeof(dead));
+  srv_start(&s, s_kv);
+  c = client_for(dead);
+  fb[0] = s.addr;
+  assert_int_equal(dht_client_set_fallbacks(c, fb, 1), 0);
+  assert_string_equal(dht_client_current_addr(c), dead);
+  /* Without retries the fallback is not used. */
+  assert_int_equal(dht_client_put(c, "k", 1, "v", 1, TIMEOUT_MS),
+                   DHT_ERR_UNAVAILABLE);
+  assert_int_equal(dht_client_last_attempts(c), 1);
+  assert_non_null(strstr(dht_client_last_error(c), "Connection refused"));
+  /* With them, the put goes to the fallback... */
+  dht_client_set_retry(c, true);
+  assert_int_equal(dht_client_put(c, "k", 1, "v", 1, TIMEOUT_MS), 0);
+  assert_int_equal(dht_client_last_attempts(c), 2);
+  assert_string_equal(dht_client_current_addr(c), s.addr);
+  assert_string_equal(dht_client_addr(c), dead);
+  /* ...and the client stays there. */
+  assert_int_equal(dht_client_get(c, "k", 1, &v, &vlen, TIMEOUT_MS), 0);
+  assert_int_equal(dht_client_last_attempts(c), 1);
+  assert_int_equal(vlen, 1);
+  free(v);
+  /* A new list takes the client back to its first address. */
+  assert_int_equal(dht_client_set_fallbacks(c, NULL, 0), 0);
+  assert_string_equal(dht_client_current_addr(c), dead);
+  assert_false(dht_client_connected(c));
+  dht_client_del(c);
+  srv_join(&s);
+  assert_int_equal(s.requests, 2);
+}
+
+static void test_retry_transient_errors(void **state) {
+  uint8_t *v;
+  size_t vlen;
+  dht_client *c;
+  srv s;
+
+  (void)state;
+  /* Off: the first UNAVAILABLE comes back as is. */
+  srv_start_full(&s, s_flaky, 1, false, 1);
+  c = client_for(s.addr);
+  assert_int_equal(dht_client_get(c, "k", 1, &v, &vlen, TIMEOUT_MS),
+                   DHT_ERR_UNAVAILABLE);
+  assert_int_equal(dht_client_last_attempts(c), 1);
+  assert_null(v);
+  assert_non_null(strstr(dht_client_last_error(c), "UNAVAILABLE"));
+  dht_client_del(c);
+  srv_join(&s);
+  assert_int_equal(s.requests, 1);
+
+  /* On: two UNAVAILABLE, then the VALUE, all on the same connection. */
+  srv_start_full(&s, s_flaky, 1, false, 2);
+  c = client_for(s.addr);
+  dht_client_set_retry(c, true);
+  assert_int_equal(dht_client_get(c, "k", 1, &v, &vlen, TIMEOUT_MS), 0);
+  assert_int_equal(dht_client_last_attempts(c), 3);
+  assert_int_equal(vlen, 1);
+  assert_memory_equal(v, "v", 1);
+  free(v);
+  dht_client_del(c);
+  srv_join(&s);
+  assert_int_equal(s.requests, 3);
+}
+
+static void test_retry_definite_answers(void **state) {
+  static const int codes[] = {DHT_ERR_NOT_FOUND, DHT_ERR_TOO_LARGE,
+                              DHT_ERR_STORE, -77};
+  uint8_t *v;
+  size_t vlen, i;
+  dht_client *c;
+  srv s;
+
+  (void)state;
+  for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+    srv_start_full(&s, s_error, 1, false, codes[i]);
+    c = client_for(s.addr);
+    dht_client_set_retry(c, true);
+    assert_int_equal(dht_client_get(c, "k", 1, &v, &vlen, TIMEOUT_MS),
+                     codes[i]);
+    assert_int_equal(dht_client_last_attempts(c), 1);
+    dht_client_del(c);
+    srv_join(&s);
+    assert_int_equal(s.requests, 1);
+  }
+  /* A wrong reply type is not retried either. */
+  srv_start(&s, s_noise);
+  c = client_for(s.addr);
+  dht_client_set_retry(c, true);
+  assert_int_equal(dht_client_put(c, "k", 1, "v", 1, TIMEOUT_MS),
+                   DHT_ERR_UNEXPECTED);
+  assert_int_equal(dht_client_last_attempts(c), 1);
+  dht_client_del(c);
+  srv_join(&s);
+  /* Bad arguments make no attempt at all. */
+  c = client_for("127.0.0.1:1");
+  dht_client_set_retry(c, true);
+  assert_int_equal(dht_client_put(c, "", 0, "v", 1, TIMEOUT_MS), DHT_ERR_INVAL);
+  assert_int_equal(dht_client_last_attempts(c), 0);
+  dht_client_del(c);
+}
+
+/* A node that accepts and never answers: the call keeps retrying (a new
+ * connection each time) and still ends by its deadline. */
+static void test_retry_respects_deadline(void **state) {
+  const int timeout_ms = 1000;
+  int64_t t0, elapsed;
+  uint8_t *v;
+  size_t vlen;
+  dht_client *c;
+  srv s;
+
+  (void)state;
+  srv_start_multi(&s, s_mute, 0);
+  c = client_for(s.addr);
+  dht_client_set_retry(c, true);
+  t0 = mono_ms();
+  assert_int_equal(dht_client_get(c, "k", 1, &v, &vlen, timeout_ms),
+                   DHT_ERR_TIMEOUT);
+  elapsed = mono_ms() - t0;
+  assert_true(elapsed >= timeout_ms - 10);
+  assert_true(elapsed < timeout_ms + 500);
+  assert_true(dht_client_last_attempts(c) >= 2);
+  assert_non_null(strstr(dht_client_last_error(c), "attempts"));
+  /* A zero timeout still makes exactly one attempt. */
+  assert_int_equal(dht_client_get(c, "k", 1, &v, &vlen, 0), DHT_ERR_TIMEOUT);
+  assert_int_equal(dht_client_last_attempts(c), 1);
+  dht_client_del(c);
+  srv_stop_multi(&s);
+  assert_true(s.conn_index >= 2);
+}
+
+/* A hung entry node gets only its share of the deadline; the fallback
+ * answers in the time that is left. */
+static void test_retry_hung_node_moves_on(void **state) {
+  const int timeout_ms = 2000;
+  const char *fb[1];
+  int64_t t0, elapsed;
+  dht_client *c;
+  srv hung, good;
+
+  (void)state;
+  srv_start_multi(&hung, s_mute, 0);
+  srv_start(&good, s_kv);
+  c = client_for(hung.addr);
+  fb[0] = good.addr;
+  assert_int_equal(dht_client_set_fallbacks(c, fb, 1), 0);
+  dht_client_set_retry(c, true);
+  t0 = mono_ms();
+  assert_int_equal(dht_client_put(c, "k", 1, "v", 1, timeout_ms), 0);
+  elapsed = mono_ms() - t0;
+  assert_int_equal(dht_client_last_attempts(c), 2);
+  assert_true(elapsed >= timeout_ms / 2 - 10);
+  assert_true(elapsed < timeout_ms);
+  assert_string_equal(dht_client_current_addr(c), good.addr);
+  dht_client_del(c);
+  srv_join(&good);
+  srv_stop_multi(&hung);
+  assert_int_equal(good.requests, 1);
+}
+
+/* STATE means the node itself cannot serve (joining, leaving): the next
+ * attempt goes to the fallback at once. */
+static void test_retry_state_moves_on(void **state) {
+  const char *fb[1];
+  dht_client_lookup_result lk;
+  dht_id target = id_n(10);
+  dht_client *c;
+  srv leaving, good;
+
+  (void)state;
+  srv_start_full(&leaving, s_error, 1, false, DHT_ERR_STATE);
+  srv_start(&good, s_info);
+  c = client_for(leaving.addr);
+  fb[0] = good.addr;
+  assert_int_equal(dht_client_set_fallbacks(c, fb, 1), 0);
+  dht_client_set_retry(c, true);
+  assert_int_equal(dht_client_lookup(c, &target, false, &lk, TIMEOUT_MS), 0);
+  assert_int_equal(dht_client_last_attempts(c), 2);
+  assert_string_equal(lk.owner.addr, "127.0.0.1:7001");
+  dht_client_del(c);
+  srv_join(&leaving);
+  srv_join(&good);
+  assert_int_equal(leaving.requests, 1);
+}
+
+static void test_fallbacks_bad(void **state) {
+  const char *addrs[DHT_CLIENT_FALLBACKS_MAX + 1];
+  const char *bad[2] = {"127.0.0.1:2", "nope"};
+  dht_client *c;
+  size_t i;
+
+  (void)state;
+  for (i = 0; i < DHT_CLIENT_FALLBACKS_MAX + 1; i++) {
+    addrs[i] = "127.0.0.1:2";
+  }
+  c = client_for("127.0.0.1:1");
+  assert_int_equal(dht_client_set_fallbacks(c, addrs, DHT_CLIENT_FALLBACKS_MAX),
+                   0);
+  assert_int_equal(
+      dht_client_set_fallbacks(c, addrs, DHT_CLIENT_FALLBACKS_MAX + 1),
+      DHT_ERR_INVAL);
+  assert_int_equal(dht_client_set_fallbacks(c, NULL, 1), DHT_ERR_INVAL);
+  assert_int_equal(dht_client_set_fallbacks(c, bad, 2), DHT_ERR_INVAL);
+  assert_non_null(strstr(dht_client_last_error(c), "nope"));
+  assert_int_equal(dht_client_set_fallbacks(c, NULL, 0), 0);
+  dht_client_del(c);
+}
+
+/* ---- tests: scan -------------------------------------------------------- */
+
+static void test_scan(void **state) {
+  dht_client_scan_result res;
+  dht_id from = id_n(5), other = id_n(6), want;
+  dht_client *c;
+  srv s;
+
+  (void)state;
+  srv_start(&s, s_scan);
+  c = client_for(s.addr);
+  assert_int_equal(dht_client_scan(c, &from, 3, &res, TIMEOUT_MS), 0);
+  assert_int_equal(res.n_items, 3);
+  assert_true(res.more);
+  assert_int_equal(res.items[0].key_len, 5);
+  assert_memory_equal(res.items[0].key, "alpha", 5);
+  dht_id_hash(&want, "alpha", 5);
+  assert_true(dht_id_eq(&res.items[0].key_id, &want));
+  assert_false(res.items[0].has_version);
+  assert_int_equal(res.items[1].key_len, 1);
+  assert_memory_equal(res.items[1].key, "b", 1);
+  assert_true(res.items[1].has_version);
+  assert_int_equal(res.items[1].version.hlc, 1001);
+  want = id_n(41);
+  assert_true(dht_id_eq(&res.items[1].version.writer, &want));
+  assert_false(res.items[1].tombstone);
+  assert_true(res.items[2].tombstone);
+  assert_memory_equal(res.items[2].key, "tomb", 4);
+  dht_client_scan_result_free(&res);
+  assert_null(res.items);
+  assert_int_equal(res.n_items, 0);
+  dht_client_scan_result_free(&res);
+  dht_client_scan_result_free(NULL);
+  /* A node without SCAN. */
+  assert_int_equal(dht_client_scan(c, &other, 3, &res, TIMEOUT_MS),
+                   DHT_ERR_UNKNOWN_TYPE);
+  assert_int_equal(res.n_items, 0);
+  assert_null(res.items);
+  assert_int_equal(dht_client_scan(c, &from, 0, &res, TIMEOUT_MS),
+                   DHT_ERR_INVAL);
+  dht_client_del(c);
+  srv_join(&s);
+  assert_int_equal(s.requests, 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_addr_parse_good),
@@ -1226,6 +1656,14 @@ int main(void) {
       cmocka_unit_test(test_pipelined_out_of_order),
       cmocka_unit_test(test_pipelined_garbled_frame),
       cmocka_unit_test(test_output_queue_full),
+      cmocka_unit_test(test_fallback_when_refused),
+      cmocka_unit_test(test_retry_transient_errors),
+      cmocka_unit_test(test_retry_definite_answers),
+      cmocka_unit_test(test_retry_respects_deadline),
+      cmocka_unit_test(test_retry_hung_node_moves_on),
+      cmocka_unit_test(test_retry_state_moves_on),
+      cmocka_unit_test(test_fallbacks_bad),
+      cmocka_unit_test(test_scan),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,7 +5,8 @@
  * Round trips cover every message type with every field, empty and at its
  * limit. Rejections are built by hand with msgpack-c's own packer, so they do
  * not depend on the encoder under test; the per-type schema below is written
- * out again from docs/PROTOCOL.md on purpose, for the same reason. Every
+ * out again from docs/PROTOCOL.md (and, for the replication types, from the
+ * type map in wire.h) on purpose, for the same reason. Every
  * decode of hostile input runs on an exact-size heap copy, so that ASan
  * catches a read one byte past the end. The mutation test is deterministic
  * (fixed-seed xorshift) and is meant to run under ASan and UBSan.
@@ -38,6 +39,7 @@
 #define ERROR_MSG_MAX 256u     /* ... error_msg_len_max */
 #define COUNTER_NAME_MAX 64u   /* wire.h: counter names are 1..64 bytes */
 #define ITEMS_N 300            /* items in the largest HANDOFF sample */
+#define DIGESTS_LEN_MAX (DHT_SYNC_BUCKETS_MAX * DHT_DIGEST_LEN) /* in a SYNC */
 #define MUTATION_ROUNDS 20000u /* iterations of the mutation test */
 
 /* ---- fixtures ------------------------------------------------------------ */
@@ -48,7 +50,11 @@ static dht_peer_ref g_peers[DHT_PATH_MAX + 1];     /* short addresses */
 static dht_peer_ref g_peers_max[DHT_PATH_MAX + 1]; /* 255-byte addresses */
 static dht_finger_ref g_fingers[DHT_ID_BITS + 1];
 static char g_item_key[ITEMS_N][16];
-static dht_kv g_items[ITEMS_N];
+static dht_kv g_items[ITEMS_N];      /* [key, value]: no version */
+static dht_kv g_vitems[ITEMS_N];     /* versioned, every third a tombstone */
+static dht_kv g_scan_items[ITEMS_N]; /* g_vitems without values: SCAN_R */
+static dht_kv g_record_max;          /* key and value at their limits */
+static uint16_t g_buckets[DHT_SYNC_BUCKETS_MAX]; /* 0..255 */
 static char g_counter_name[DHT_COUNTERS_MAX + 1][COUNTER_NAME_MAX + 2];
 static dht_counter g_counters[DHT_COUNTERS_MAX + 1];
 static uint8_t g_big[VALUE_MAX + 1]; /* one byte more than any limit */
@@ -93,6 +99,27 @@ static int setup_fixtures(void **state) {
     snprintf(g_item_key[i], sizeof(g_item_key[i]), "key-%u", i);
     g_items[i].key = cs(g_item_key[i]);
     g_items[i].value = bs(g_big, i % 37); /* includes empty values */
+    /* The first three (the V_MID sample) hold hlc 0, the largest hlc and a
+     * tombstone; tombstones carry no value, as a node sends them. */
+    g_vitems[i].key = g_items[i].key;
+    g_vitems[i].has_version = true;
+    g_vitems[i].tombstone = i % 3 == 1;
+    g_vitems[i].value =
+        g_vitems[i].tombstone ? bs(NULL, 0) : bs(g_big + i, 1 + i % 29);
+    g_vitems[i].version.hlc = i == 0   ? 0
+                              : i == 1 ? UINT64_MAX
+                                       : (1700000000000ull + i) << 16 | i;
+    g_vitems[i].version.writer = id_n(200 + i);
+    g_scan_items[i] = g_vitems[i];
+    g_scan_items[i].value = bs(NULL, 0);
+  }
+  g_record_max.key = bs(g_big, KEY_MAX);
+  g_record_max.value = bs(g_big, VALUE_MAX);
+  g_record_max.has_version = true;
+  g_record_max.version.hlc = UINT64_MAX;
+  g_record_max.version.writer = id_max();
+  for (i = 0; i < DHT_SYNC_BUCKETS_MAX; i++) {
+    g_buckets[i] = (uint16_t)i;
   }
   /* Unique names of every length 1..64: the decimal index, then '_' up to
    * the length (the digits end where the '_' start, so no two are equal). */
@@ -169,6 +196,10 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     }
     m->succs = (dht_peer_ref *)peers + 1;
     m->n_succs = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_SUCC_LIST_MAX;
+    if (t != DHT_MSG_LEAVE) {
+      m->preds = (dht_peer_ref *)peers + 20;
+      m->n_preds = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_SUCC_LIST_MAX;
+    }
     if (t == DHT_MSG_STATS_R) {
       m->fingers = g_fingers;
       m->n_fingers = v == V_MIN ? 0 : v == V_MID ? 4 : DHT_ID_BITS;
@@ -179,9 +210,13 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
   case DHT_MSG_GET:
   case DHT_MSG_PUT:
   case DHT_MSG_DEL:
+  case DHT_MSG_FETCH:
     m->key = v == V_MIN   ? cs("k")
              : v == V_MID ? cs("user:42")
                           : bs(g_big, KEY_MAX);
+    if (t == DHT_MSG_FETCH) {
+      break; /* a FETCH is not routed: no hops, no final */
+    }
     m->hops = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_HOPS_MAX;
     m->final = v != V_MIN;
     if (t == DHT_MSG_PUT) {
@@ -202,6 +237,40 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
   case DHT_MSG_HANDOFF:
     m->items = g_items;
     m->n_items = v == V_MIN ? 0 : v == V_MID ? 3 : ITEMS_N;
+    break;
+  case DHT_MSG_REPLICATE:
+    m->items = g_vitems;
+    m->n_items = v == V_MIN ? 0 : v == V_MID ? 3 : ITEMS_N;
+    break;
+  case DHT_MSG_SYNC:
+    if (v != V_MIN) {
+      m->from = id_n(40 + (unsigned)v);
+      m->to = v == V_MID ? id_n(45) : id_max();
+    }
+    m->digests = g_big + v;
+    m->n_digests = v == V_MIN ? 1 : v == V_MID ? 4 : DHT_SYNC_BUCKETS_MAX;
+    break;
+  case DHT_MSG_SYNC_R:
+    m->buckets = v == V_MID ? g_buckets + DHT_SYNC_BUCKETS_MAX - 3 : g_buckets;
+    m->n_buckets = v == V_MIN ? 0 : v == V_MID ? 3 : DHT_SYNC_BUCKETS_MAX;
+    m->items = g_vitems;
+    m->n_items = v == V_MIN ? 0 : v == V_MID ? 3 : ITEMS_N;
+    m->more = v != V_MIN;
+    break;
+  case DHT_MSG_RECORD: /* none, a tombstone, the largest record */
+    m->items = v == V_MAX ? &g_record_max : g_vitems + 1;
+    m->n_items = v == V_MIN ? 0 : 1;
+    break;
+  case DHT_MSG_SCAN:
+    if (v != V_MIN) {
+      m->from = v == V_MID ? id_n(46) : id_max();
+    }
+    m->limit = v == V_MIN ? 0 : v == V_MID ? 100 : UINT32_MAX;
+    break;
+  case DHT_MSG_SCAN_R:
+    m->items = g_scan_items;
+    m->n_items = v == V_MIN ? 0 : v == V_MID ? 3 : ITEMS_N;
+    m->more = v != V_MIN;
     break;
   default: /* PING, GET_NEIGHBORS, STATS, ACCEPTED: header only */
     break;
@@ -229,6 +298,10 @@ static void assert_msg_eq(const dht_msg *a, const dht_msg *b) {
   assert_int_equal(a->type, b->type);
   assert_true(a->rid == b->rid);
   assert_memory_equal(a->target.b, b->target.b, DHT_ID_LEN);
+  assert_memory_equal(a->from.b, b->from.b, DHT_ID_LEN);
+  assert_memory_equal(a->to.b, b->to.b, DHT_ID_LEN);
+  assert_int_equal(a->limit, b->limit);
+  assert_int_equal(a->more, b->more);
   assert_int_equal(a->hops, b->hops);
   assert_int_equal(a->trace, b->trace);
   assert_int_equal(a->final, b->final);
@@ -246,6 +319,10 @@ static void assert_msg_eq(const dht_msg *a, const dht_msg *b) {
   for (i = 0; i < a->n_succs; i++) {
     assert_peer_eq(&a->succs[i], &b->succs[i]);
   }
+  assert_int_equal(a->n_preds, b->n_preds);
+  for (i = 0; i < a->n_preds; i++) {
+    assert_peer_eq(&a->preds[i], &b->preds[i]);
+  }
   assert_int_equal(a->n_path, b->n_path);
   for (i = 0; i < a->n_path; i++) {
     assert_peer_eq(&a->path[i], &b->path[i]);
@@ -259,6 +336,21 @@ static void assert_msg_eq(const dht_msg *a, const dht_msg *b) {
   for (i = 0; i < a->n_items; i++) {
     assert_bytes_eq(a->items[i].key, b->items[i].key);
     assert_bytes_eq(a->items[i].value, b->items[i].value);
+    assert_int_equal(a->items[i].has_version, b->items[i].has_version);
+    if (a->items[i].has_version) { /* else neither travels */
+      assert_true(a->items[i].version.hlc == b->items[i].version.hlc);
+      assert_memory_equal(a->items[i].version.writer.b,
+                          b->items[i].version.writer.b, DHT_ID_LEN);
+      assert_int_equal(a->items[i].tombstone, b->items[i].tombstone);
+    }
+  }
+  assert_int_equal(a->n_digests, b->n_digests);
+  if (a->n_digests > 0) {
+    assert_memory_equal(a->digests, b->digests, a->n_digests * DHT_DIGEST_LEN);
+  }
+  assert_int_equal(a->n_buckets, b->n_buckets);
+  for (i = 0; i < a->n_buckets; i++) {
+    assert_int_equal(a->buckets[i], b->buckets[i]);
   }
   assert_int_equal(a->n_counters, b->n_counters);
   for (i = 0; i < a->n_counters; i++) {
@@ -289,6 +381,9 @@ static void assert_borrowed(const dht_msg *m, const uint8_t *body, size_t len) {
   }
   for (i = 0; i < m->n_succs; i++) {
     assert_in(m->succs[i].addr, body, len);
+  }
+  for (i = 0; i < m->n_preds; i++) {
+    assert_in(m->preds[i].addr, body, len);
   }
 }
 
@@ -345,8 +440,9 @@ static outcome decode_lim(const void *body, size_t len,
   if (o.rv != 0) {
     /* On error only version, type, rid and can_reply may be set. */
     assert_null(msg.zone_);
-    assert_int_equal(msg.n_succs + msg.n_path + msg.n_fingers + msg.n_items +
-                         msg.n_counters + msg.key.len + msg.value.len,
+    assert_int_equal(msg.n_succs + msg.n_preds + msg.n_path + msg.n_fingers +
+                         msg.n_items + msg.n_counters + msg.n_digests +
+                         msg.n_buckets + msg.key.len + msg.value.len,
                      0);
   }
   dht_msg_free(&msg);
@@ -402,6 +498,21 @@ static void mp_peer(mp *m, unsigned n) {
   mp_s(m, g_addr[n % DHT_PATH_MAX]);
 }
 
+/* A versioned item: [key, value, hlc, writer id_n(writer_n), tombstone]. */
+static void mp_vitem(mp *m, const char *key, const char *value, uint64_t hlc,
+                     unsigned writer_n, bool tombstone) {
+  mp_arr(m, 5);
+  mp_bin(m, key, strlen(key));
+  mp_bin(m, value, strlen(value));
+  mp_u(m, hlc);
+  mp_id(m, writer_n);
+  if (tombstone) {
+    msgpack_pack_true(&m->pk);
+  } else {
+    msgpack_pack_false(&m->pk);
+  }
+}
+
 /* The three header entries: "v", "t", "rid". */
 static void mp_hdr(mp *m, uint64_t v, uint64_t t, uint64_t rid) {
   mp_s(m, "v");
@@ -435,7 +546,10 @@ enum kind {
   K_ITEMS,
   K_COUNTERS,
   K_CODE,
-  K_STR
+  K_STR,
+  K_LIMIT,
+  K_DIGESTS,
+  K_BUCKETS
 };
 
 static const struct field_spec {
@@ -447,6 +561,9 @@ static const struct field_spec {
     {"peer", K_PEER},         {"pred", K_PRED},       {"succs", K_PEERS},
     {"path", K_PEERS},        {"fingers", K_FINGERS}, {"items", K_ITEMS},
     {"counters", K_COUNTERS}, {"code", K_CODE},       {"msg", K_STR},
+    {"from", K_ID},           {"to", K_ID},           {"limit", K_LIMIT},
+    {"more", K_BOOL},         {"preds", K_PEERS},     {"digests", K_DIGESTS},
+    {"buckets", K_BUCKETS},
 };
 
 static enum kind kind_of(const char *name) {
@@ -474,7 +591,7 @@ static const type_spec type_specs[] = {
     {DHT_MSG_FIND_SUCC, {"target", NULL}, {"hops", "trace", "path", NULL}},
     {DHT_MSG_FIND_SUCC_R, {"peer", NULL}, {"hops", "path", NULL}},
     {DHT_MSG_GET_NEIGHBORS, {NULL}, {NULL}},
-    {DHT_MSG_NEIGHBORS, {"peer", "succs", NULL}, {"pred", NULL}},
+    {DHT_MSG_NEIGHBORS, {"peer", "succs", NULL}, {"pred", "preds", NULL}},
     {DHT_MSG_NOTIFY, {"peer", NULL}, {NULL}},
     {DHT_MSG_GET, {"key", NULL}, {"hops", "final", NULL}},
     {DHT_MSG_PUT, {"key", "value", NULL}, {"hops", "final", NULL}},
@@ -486,8 +603,15 @@ static const type_spec type_specs[] = {
     {DHT_MSG_STATS, {NULL}, {NULL}},
     {DHT_MSG_STATS_R,
      {"peer", "succs", "fingers", "counters", NULL},
-     {"pred", NULL}},
+     {"pred", "preds", NULL}},
     {DHT_MSG_ACCEPTED, {NULL}, {NULL}},
+    {DHT_MSG_REPLICATE, {"items", NULL}, {NULL}},
+    {DHT_MSG_SYNC, {"from", "to", "digests", NULL}, {NULL}},
+    {DHT_MSG_SYNC_R, {"buckets", "items", NULL}, {"more", NULL}},
+    {DHT_MSG_FETCH, {"key", NULL}, {NULL}},
+    {DHT_MSG_RECORD, {"items", NULL}, {NULL}},
+    {DHT_MSG_SCAN, {"from", "limit", NULL}, {NULL}},
+    {DHT_MSG_SCAN_R, {"items", NULL}, {"more", NULL}},
 };
 #define N_TYPE_SPECS (sizeof(type_specs) / sizeof(type_specs[0]))
 
@@ -499,6 +623,9 @@ static void pack_good(mp *m, enum kind k) {
     break;
   case K_HOPS:
     mp_u(m, 3);
+    break;
+  case K_LIMIT: /* over DHT_HOPS_MAX: limit has no cap of its own */
+    mp_u(m, 1000);
     break;
   case K_BOOL:
     msgpack_pack_true(&m->pk);
@@ -527,11 +654,22 @@ static void pack_good(mp *m, enum kind k) {
     mp_u(m, DHT_ID_BITS - 1);
     mp_peer(m, 8);
     break;
-  case K_ITEMS:
-    mp_arr(m, 1);
+  case K_ITEMS: /* either form, in any type that carries items */
+    mp_arr(m, 2);
     mp_arr(m, 2);
     mp_bin(m, "k", 1);
     mp_bin(m, "v", 1);
+    mp_vitem(m, "k2", "v2", 12345, 3, false);
+    break;
+  case K_DIGESTS:
+    mp_arr(m, 2);
+    mp_bin(m, g_big, DHT_DIGEST_LEN);
+    mp_bin(m, g_big + DHT_DIGEST_LEN, DHT_DIGEST_LEN);
+    break;
+  case K_BUCKETS:
+    mp_arr(m, 2);
+    mp_u(m, 0);
+    mp_u(m, DHT_SYNC_BUCKETS_MAX - 1);
     break;
   case K_COUNTERS:
     mp_map(m, 1);
@@ -576,6 +714,7 @@ static bool pack_bad(mp *m, enum kind k, int variant) {
       return false;
     }
   case K_HOPS:
+  case K_LIMIT:
     switch (variant) {
     case 0:
       mp_s(m, "3");
@@ -778,6 +917,135 @@ static bool pack_bad(mp *m, enum kind k, int variant) {
       mp_arr(m, 1);
       mp_arr(m, 0);
       return true;
+    case 6: /* [key, value, hlc]: versions come whole or not at all */
+      mp_arr(m, 1);
+      mp_arr(m, 3);
+      mp_bin(m, "k", 1);
+      mp_bin(m, "v", 1);
+      mp_u(m, 1);
+      return true;
+    case 7: /* a good item, then [key, value, hlc, writer] */
+      mp_arr(m, 2);
+      mp_vitem(m, "k", "v", 1, 2, false);
+      mp_arr(m, 4);
+      mp_bin(m, "k", 1);
+      mp_bin(m, "v", 1);
+      mp_u(m, 1);
+      mp_id(m, 2);
+      return true;
+    case 8: /* hlc as a string, negative, a float */
+    case 9:
+    case 10:
+      mp_arr(m, 1);
+      mp_arr(m, 5);
+      mp_bin(m, "k", 1);
+      mp_bin(m, "v", 1);
+      if (variant == 8) {
+        mp_s(m, "1");
+      } else if (variant == 9) {
+        mp_i(m, -1);
+      } else {
+        msgpack_pack_double(&m->pk, 1.0);
+      }
+      mp_id(m, 2);
+      msgpack_pack_false(&m->pk);
+      return true;
+    case 11: /* writer 19 or 21 bytes, or a str */
+    case 12:
+    case 13:
+      mp_arr(m, 1);
+      mp_arr(m, 5);
+      mp_bin(m, "k", 1);
+      mp_bin(m, "v", 1);
+      mp_u(m, 1);
+      if (variant == 11) {
+        mp_bin(m, id19, sizeof(id19));
+      } else if (variant == 12) {
+        mp_bin(m, id21, sizeof(id21));
+      } else {
+        mp_sn(m, id.b, DHT_ID_LEN);
+      }
+      msgpack_pack_false(&m->pk);
+      return true;
+    case 14: /* tombstone as 1, nil */
+    case 15:
+      mp_arr(m, 1);
+      mp_arr(m, 5);
+      mp_bin(m, "k", 1);
+      mp_bin(m, "v", 1);
+      mp_u(m, 1);
+      mp_id(m, 2);
+      if (variant == 14) {
+        mp_u(m, 1);
+      } else {
+        mp_nil(m);
+      }
+      return true;
+    default:
+      return false;
+    }
+  case K_DIGESTS:
+    switch (variant) {
+    case 0:
+      mp_map(m, 0);
+      return true;
+    case 1: /* one digest, not in an array */
+      mp_bin(m, g_big, DHT_DIGEST_LEN);
+      return true;
+    case 2:
+      mp_arr(m, 1);
+      mp_sn(m, g_big, DHT_DIGEST_LEN);
+      return true;
+    case 3:
+      mp_arr(m, 1);
+      mp_bin(m, g_big, DHT_DIGEST_LEN - 1);
+      return true;
+    case 4:
+      mp_arr(m, 2);
+      mp_bin(m, g_big, DHT_DIGEST_LEN);
+      mp_bin(m, g_big, DHT_DIGEST_LEN + 1);
+      return true;
+    case 5:
+      mp_arr(m, 2);
+      mp_bin(m, g_big, DHT_DIGEST_LEN);
+      mp_u(m, 5);
+      return true;
+    case 6:
+      mp_arr(m, 1);
+      mp_nil(m);
+      return true;
+    default:
+      return false;
+    }
+  case K_BUCKETS:
+    switch (variant) {
+    case 0:
+      mp_map(m, 0);
+      return true;
+    case 1: /* one bucket, not in an array */
+      mp_u(m, 3);
+      return true;
+    case 2:
+      mp_arr(m, 1);
+      mp_s(m, "1");
+      return true;
+    case 3:
+      mp_arr(m, 1);
+      mp_i(m, -1);
+      return true;
+    case 4:
+      mp_arr(m, 1);
+      msgpack_pack_true(&m->pk);
+      return true;
+    case 5:
+      mp_arr(m, 1);
+      msgpack_pack_double(&m->pk, 1.0);
+      return true;
+    case 6:
+      mp_arr(m, 2);
+      mp_u(m, 0);
+      mp_nil(m);
+      return true;
     default:
       return false;
     }
@@ -896,9 +1164,49 @@ static void test_type_names(void **state) {
   assert_string_equal(dht_msg_type_name(DHT_MSG_FIND_SUCC), "FIND_SUCC");
   assert_string_equal(dht_msg_type_name(DHT_MSG_FIND_SUCC_R), "FIND_SUCC_R");
   assert_string_equal(dht_msg_type_name(DHT_MSG_STATS_R), "STATS_R");
+  assert_string_equal(dht_msg_type_name(DHT_MSG_ACCEPTED), "ACCEPTED");
+  assert_string_equal(dht_msg_type_name(18), "REPLICATE");
+  assert_string_equal(dht_msg_type_name(19), "SYNC");
+  assert_string_equal(dht_msg_type_name(20), "SYNC_R");
+  assert_string_equal(dht_msg_type_name(21), "FETCH");
+  assert_string_equal(dht_msg_type_name(22), "RECORD");
+  assert_string_equal(dht_msg_type_name(23), "SCAN");
+  assert_string_equal(dht_msg_type_name(24), "SCAN_R");
+  assert_int_equal(DHT_MSG_TYPE_LAST, 24);
   assert_string_equal(dht_msg_type_name(DHT_MSG_TYPE_LAST + 1), "UNKNOWN");
   assert_string_equal(dht_msg_type_name(-1), "UNKNOWN");
   assert_string_equal(dht_msg_type_name(31), "UNKNOWN");
+}
+
+/* Which types answer a request, written out from wire.h's type map. */
+static void test_type_is_reply(void **state) {
+  static const bool is_reply[] = {
+      [DHT_MSG_ERROR] = true,         [DHT_MSG_PING] = false,
+      [DHT_MSG_PONG] = true,          [DHT_MSG_FIND_SUCC] = false,
+      [DHT_MSG_FIND_SUCC_R] = true,   [DHT_MSG_GET_NEIGHBORS] = false,
+      [DHT_MSG_NEIGHBORS] = true,     [DHT_MSG_NOTIFY] = false,
+      [DHT_MSG_GET] = false,          [DHT_MSG_PUT] = false,
+      [DHT_MSG_DEL] = false,          [DHT_MSG_VALUE] = true,
+      [DHT_MSG_OK] = true,            [DHT_MSG_HANDOFF] = false,
+      [DHT_MSG_LEAVE] = false,        [DHT_MSG_STATS] = false,
+      [DHT_MSG_STATS_R] = true,       [DHT_MSG_ACCEPTED] = true,
+      [DHT_MSG_REPLICATE] = false,    [DHT_MSG_SYNC] = false,
+      [DHT_MSG_SYNC_R] = true,        [DHT_MSG_FETCH] = false,
+      [DHT_MSG_RECORD] = true,        [DHT_MSG_SCAN] = false,
+      [DHT_MSG_SCAN_R] = true,
+  };
+  int t;
+
+  (void)state;
+  assert_int_equal(sizeof(is_reply) / sizeof(is_reply[0]),
+                   DHT_MSG_TYPE_LAST + 1);
+  for (t = 0; t <= DHT_MSG_TYPE_LAST; t++) {
+    if (dht_msg_type_is_reply(t) != is_reply[t]) {
+      fail_msg("%s: is_reply %d", dht_msg_type_name(t), !is_reply[t]);
+    }
+  }
+  assert_false(dht_msg_type_is_reply(DHT_MSG_TYPE_LAST + 1));
+  assert_false(dht_msg_type_is_reply(-1));
 }
 
 static void test_limits_default(void **state) {
@@ -1083,6 +1391,15 @@ static void test_encode_pred_only_when_set(void **state) {
   m.has_pred = true;
   assert_int_equal(dht_msg_encode(&m, &buf), 0);
   assert_true(contains(buf.data, buf.len, "\xa4pred"));
+  /* preds, unlike pred, is an array and always there, even empty; LEAVE
+   * does not carry it at all. */
+  assert_true(contains(buf.data, buf.len, "\xa5preds\x90"));
+  buf.len = 0;
+  sample_msg(&m, DHT_MSG_LEAVE, V_MID);
+  m.preds = g_peers;
+  m.n_preds = 2; /* ignored: LEAVE has no preds */
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_false(contains(buf.data, buf.len, "\xa5preds"));
   /* A PING carries exactly v, t, rid: a fixmap of 3. */
   buf.len = 0;
   sample_msg(&m, DHT_MSG_PING, V_MIN);
