@@ -39,7 +39,6 @@
 #define ERROR_MSG_MAX 256u     /* ... error_msg_len_max */
 #define COUNTER_NAME_MAX 64u   /* wire.h: counter names are 1..64 bytes */
 #define ITEMS_N 300            /* items in the largest HANDOFF sample */
-#define DIGESTS_LEN_MAX (DHT_SYNC_BUCKETS_MAX * DHT_DIGEST_LEN) /* in a SYNC */
 #define MUTATION_ROUNDS 20000u /* iterations of the mutation test */
 
 /* ---- fixtures ------------------------------------------------------------ */
@@ -1181,18 +1180,18 @@ static void test_type_names(void **state) {
 /* Which types answer a request, written out from wire.h's type map. */
 static void test_type_is_reply(void **state) {
   static const bool is_reply[] = {
-      [DHT_MSG_ERROR] = true,         [DHT_MSG_PING] = false,
-      [DHT_MSG_PONG] = true,          [DHT_MSG_FIND_SUCC] = false,
-      [DHT_MSG_FIND_SUCC_R] = true,   [DHT_MSG_GET_NEIGHBORS] = false,
-      [DHT_MSG_NEIGHBORS] = true,     [DHT_MSG_NOTIFY] = false,
-      [DHT_MSG_GET] = false,          [DHT_MSG_PUT] = false,
-      [DHT_MSG_DEL] = false,          [DHT_MSG_VALUE] = true,
-      [DHT_MSG_OK] = true,            [DHT_MSG_HANDOFF] = false,
-      [DHT_MSG_LEAVE] = false,        [DHT_MSG_STATS] = false,
-      [DHT_MSG_STATS_R] = true,       [DHT_MSG_ACCEPTED] = true,
-      [DHT_MSG_REPLICATE] = false,    [DHT_MSG_SYNC] = false,
-      [DHT_MSG_SYNC_R] = true,        [DHT_MSG_FETCH] = false,
-      [DHT_MSG_RECORD] = true,        [DHT_MSG_SCAN] = false,
+      [DHT_MSG_ERROR] = true,       [DHT_MSG_PING] = false,
+      [DHT_MSG_PONG] = true,        [DHT_MSG_FIND_SUCC] = false,
+      [DHT_MSG_FIND_SUCC_R] = true, [DHT_MSG_GET_NEIGHBORS] = false,
+      [DHT_MSG_NEIGHBORS] = true,   [DHT_MSG_NOTIFY] = false,
+      [DHT_MSG_GET] = false,        [DHT_MSG_PUT] = false,
+      [DHT_MSG_DEL] = false,        [DHT_MSG_VALUE] = true,
+      [DHT_MSG_OK] = true,          [DHT_MSG_HANDOFF] = false,
+      [DHT_MSG_LEAVE] = false,      [DHT_MSG_STATS] = false,
+      [DHT_MSG_STATS_R] = true,     [DHT_MSG_ACCEPTED] = true,
+      [DHT_MSG_REPLICATE] = false,  [DHT_MSG_SYNC] = false,
+      [DHT_MSG_SYNC_R] = true,      [DHT_MSG_FETCH] = false,
+      [DHT_MSG_RECORD] = true,      [DHT_MSG_SCAN] = false,
       [DHT_MSG_SCAN_R] = true,
   };
   int t;
@@ -1502,9 +1501,19 @@ static void test_encode_refuses(void **state) {
   dht_msg m;
 
   (void)state;
+  memset(&bad_item, 0, sizeof(bad_item));
   sample_msg(&m, DHT_MSG_NEIGHBORS, V_MID);
   m.n_succs = DHT_SUCC_LIST_MAX + 1;
   m.succs = g_peers;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  /* preds: the same cap as succs, in both types that carry it. */
+  sample_msg(&m, DHT_MSG_NEIGHBORS, V_MID);
+  m.n_preds = DHT_SUCC_LIST_MAX + 1;
+  m.preds = g_peers;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_STATS_R, V_MID);
+  m.n_preds = DHT_SUCC_LIST_MAX + 1;
+  m.preds = g_peers;
   expect_encode_fails(&m, DHT_ERR_INVAL);
 
   sample_msg(&m, DHT_MSG_FIND_SUCC, V_MID);
@@ -1551,6 +1560,12 @@ static void test_encode_refuses(void **state) {
   m.succs = bad_peers;
   m.n_succs = 2;
   expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_NEIGHBORS, V_MID);
+  m.preds = bad_peers;
+  m.n_preds = 2;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  bad_peers[1].addr = bs(g_addr_max, DHT_ADDR_LEN_MAX + 1);
+  expect_encode_fails(&m, DHT_ERR_INVAL);
 
   /* Keys must not be empty; items too. */
   sample_msg(&m, DHT_MSG_GET, V_MID);
@@ -1561,6 +1576,14 @@ static void test_encode_refuses(void **state) {
   bad_item.value = cs("v");
   m.items = &bad_item;
   m.n_items = 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  bad_item.has_version = true; /* in a versioned item as well */
+  sample_msg(&m, DHT_MSG_REPLICATE, V_MID);
+  m.items = &bad_item;
+  m.n_items = 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_FETCH, V_MID);
+  m.key = bs(NULL, 0);
   expect_encode_fails(&m, DHT_ERR_INVAL);
 
   /* Error codes are negative. */
@@ -1576,6 +1599,38 @@ static void test_encode_refuses(void **state) {
   expect_encode_fails(&m, DHT_ERR_INVAL);
   m.type = (dht_msg_type)1000;
   expect_encode_fails(&m, DHT_ERR_INVAL);
+}
+
+/* SYNC needs 1..256 digests; SYNC_R's buckets are at most 256 values, each
+ * below 256. */
+static void test_encode_refuses_sync(void **state) {
+  uint16_t buckets[DHT_SYNC_BUCKETS_MAX + 1];
+  dht_msg m;
+
+  (void)state;
+  sample_msg(&m, DHT_MSG_SYNC, V_MID);
+  m.n_digests = 0;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  m.digests = NULL;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  sample_msg(&m, DHT_MSG_SYNC, V_MID);
+  m.n_digests = DHT_SYNC_BUCKETS_MAX + 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  m.n_digests = DHT_SYNC_BUCKETS_MAX; /* the limit itself passes */
+  roundtrip(&m);
+
+  memset(buckets, 0, sizeof(buckets));
+  sample_msg(&m, DHT_MSG_SYNC_R, V_MID);
+  m.buckets = buckets;
+  m.n_buckets = DHT_SYNC_BUCKETS_MAX + 1; /* every value valid */
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  m.n_buckets = 3;
+  buckets[2] = DHT_SYNC_BUCKETS_MAX;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  buckets[2] = UINT16_MAX;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  buckets[2] = DHT_SYNC_BUCKETS_MAX - 1;
+  roundtrip(&m);
 }
 
 /* ---- tests: the decoder rejects --------------------------------------------
@@ -1662,7 +1717,7 @@ static void test_wrong_types(void **state) {
       }
     }
   }
-  assert_true(tried > 150);
+  assert_true(tried > 300);
 }
 
 static void test_header_fields(void **state) {
@@ -2053,17 +2108,18 @@ static void test_oversized_lengths(void **state) {
   mp_free(&m);
 }
 
-/* addr in every place a peer appears: peer, pred, succs, path, fingers;
- * empty, over the hard cap, and over a configured limit. */
+/* addr in every place a peer appears: peer, pred, succs, path, fingers,
+ * preds; empty, over the hard cap, and over a configured limit. */
 static void test_oversized_addr(void **state) {
-  static const char *where[] = {"peer", "pred", "succs", "path", "fingers"};
+  static const char *where[] = {"peer", "pred",    "succs",
+                                "path", "fingers", "preds"};
   const size_t lens[] = {0, DHT_ADDR_LEN_MAX + 1, 9};
   dht_wire_limits def = lim_default(), small = lim_default();
   size_t w, l;
 
   (void)state;
   small.addr_len_max = 8;
-  for (w = 0; w < 5; w++) {
+  for (w = 0; w < 6; w++) {
     for (l = 0; l < 3; l++) {
       int rv;
       mp m;
@@ -2073,7 +2129,7 @@ static void test_oversized_addr(void **state) {
         mp_s(&m, "peer");
         mp_peer(&m, 1);
       } else { /* the others: STATS_R, which has them all */
-        begin_one(&m, DHT_MSG_STATS_R, w == 1 ? 5 : 4);
+        begin_one(&m, DHT_MSG_STATS_R, w == 1 || w == 5 ? 5 : 4);
         if (w != 0) {
           mp_s(&m, "peer");
           mp_peer(&m, 1);
@@ -2090,7 +2146,7 @@ static void test_oversized_addr(void **state) {
         mp_map(&m, 0);
       }
       mp_s(&m, where[w]);
-      if (w == 2 || w == 3) {
+      if (w == 2 || w == 3 || w == 5) {
         mp_arr(&m, 1);
       } else if (w == 4) {
         mp_arr(&m, 1);
@@ -2129,6 +2185,51 @@ static void test_counts_over_caps(void **state) {
   }
   assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_MANY);
   mp_free(&m);
+
+  /* preds: 32, like succs, in NEIGHBORS and STATS_R; 32 itself passes */
+  for (i = 0; i < 2; i++) {
+    unsigned n;
+
+    for (n = DHT_SUCC_LIST_MAX; n <= DHT_SUCC_LIST_MAX + 1; n++) {
+      unsigned j;
+
+      if (i == 0) {
+        begin_one(&m, DHT_MSG_NEIGHBORS, 3);
+      } else {
+        begin_one(&m, DHT_MSG_STATS_R, 5);
+        mp_s(&m, "fingers");
+        mp_arr(&m, 0);
+        mp_s(&m, "counters");
+        mp_map(&m, 0);
+      }
+      mp_s(&m, "peer");
+      mp_peer(&m, 1);
+      mp_s(&m, "succs");
+      mp_arr(&m, 0);
+      mp_s(&m, "preds");
+      mp_arr(&m, n);
+      for (j = 0; j < n; j++) {
+        mp_peer(&m, j);
+      }
+      if (n == DHT_SUCC_LIST_MAX) {
+        dht_msg msg;
+
+        assert_int_equal(
+            dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim),
+            0);
+        assert_int_equal(msg.n_preds, DHT_SUCC_LIST_MAX);
+        assert_int_equal(msg.n_succs, 0);
+        assert_memory_equal(msg.preds[31].id.b, id_n(31).b, DHT_ID_LEN);
+        dht_msg_free(&msg);
+      } else {
+        outcome o = decode_mp(&m);
+
+        assert_int_equal(o.rv, DHT_ERR_TOO_MANY);
+        assert_true(o.can_reply);
+      }
+      mp_free(&m);
+    }
+  }
 
   /* path: 64 */
   begin_one(&m, DHT_MSG_FIND_SUCC, 2);
@@ -2189,6 +2290,26 @@ static void test_counts_over_caps(void **state) {
   }
   assert_int_equal(decode_mp_lim(&m, &lim).rv, DHT_ERR_TOO_MANY);
   assert_int_equal(decode_mp(&m).rv, 0);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_REPLICATE, 1);
+  mp_s(&m, "items");
+  mp_arr(&m, 4);
+  for (i = 0; i < 4; i++) {
+    mp_vitem(&m, "k", "v", i, i, false);
+  }
+  assert_int_equal(decode_mp_lim(&m, &lim).rv, DHT_ERR_TOO_MANY);
+  assert_int_equal(decode_mp(&m).rv, 0);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_REPLICATE, 1);
+  mp_s(&m, "items");
+  mp_arr(&m, 1);
+  mp_arr(&m, 5);
+  mp_bin(&m, g_big, KEY_MAX + 1);
+  mp_bin(&m, "v", 1);
+  mp_u(&m, 1);
+  mp_id(&m, 1);
+  msgpack_pack_false(&m.pk);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
   mp_free(&m);
   begin_one(&m, DHT_MSG_HANDOFF, 1);
   mp_s(&m, "items");
@@ -2360,6 +2481,17 @@ static void test_duplicate_keys(void **state) {
   assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
   mp_free(&m);
 
+  /* A replication key. */
+  begin_one(&m, DHT_MSG_SCAN, 3);
+  mp_s(&m, "from");
+  mp_id(&m, 1);
+  mp_s(&m, "limit");
+  mp_u(&m, 1);
+  mp_s(&m, "from");
+  mp_id(&m, 2);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
+  mp_free(&m);
+
   /* Unknown keys. */
   begin_one(&m, DHT_MSG_PING, 3);
   mp_s(&m, "zz");
@@ -2473,17 +2605,22 @@ static void test_accepts_what_v1_ignores(void **state) {
 
   (void)state;
   /* Unknown keys of every msgpack type, a known key unused by the type
-   * (with a wrong type, even), pred as nil, items with extra elements,
-   * fields in any order, integers in wider encodings than needed. */
+   * (with a wrong type, even), pred as nil, items with elements after the
+   * version, fields in any order, integers in wider encodings than needed. */
   mp_init(&m);
   mp_map(&m, 11);
   mp_s(&m, "items");
   mp_arr(&m, 2);
-  mp_arr(&m, 4);
+  mp_arr(&m, 7);
   mp_bin(&m, "k1", 2);
   mp_bin(&m, "v1", 2);
-  mp_u(&m, 12345);
+  mp_raw(&m, "\xcf\x00\x00\x00\x00\x00\x00\x30\x39", 9); /* 12345 */
+  mp_id(&m, 5);
+  msgpack_pack_true(&m.pk);
   mp_s(&m, "ignored");
+  mp_map(&m, 1); /* a container too: skipped whole */
+  mp_u(&m, 1);
+  mp_arr(&m, 0);
   mp_arr(&m, 2);
   mp_bin(&m, "k2", 2);
   mp_bin(&m, "", 0);
@@ -2516,6 +2653,11 @@ static void test_accepts_what_v1_ignores(void **state) {
   assert_int_equal(msg.n_items, 2);
   assert_memory_equal(msg.items[0].key.p, "k1", 2);
   assert_memory_equal(msg.items[0].value.p, "v1", 2);
+  assert_true(msg.items[0].has_version);
+  assert_true(msg.items[0].version.hlc == 12345);
+  assert_memory_equal(msg.items[0].version.writer.b, id_n(5).b, DHT_ID_LEN);
+  assert_true(msg.items[0].tombstone);
+  assert_false(msg.items[1].has_version);
   assert_int_equal(msg.items[1].value.len, 0);
   assert_int_equal(msg.value.len, 0);
   assert_false(msg.has_pred);
@@ -2538,6 +2680,417 @@ static void test_accepts_what_v1_ignores(void **state) {
   assert_int_equal(msg.n_succs, 1);
   dht_msg_free(&msg);
   mp_free(&m);
+
+  /* The replication keys where a type does not use them, with wrong types
+   * and out-of-range values: LEAVE has no preds, FETCH no limit or more,
+   * RECORD no digests or buckets, SCAN no to. */
+  begin_one(&m, DHT_MSG_LEAVE, 3);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_arr(&m, 0);
+  mp_s(&m, "preds");
+  mp_s(&m, "not peers");
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_int_equal(msg.n_preds, 0);
+  assert_null(msg.preds);
+  dht_msg_free(&msg);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_FETCH, 3);
+  mp_s(&m, "key");
+  mp_bin(&m, "k", 1);
+  mp_s(&m, "limit");
+  mp_i(&m, -1);
+  mp_s(&m, "more");
+  mp_u(&m, 1);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_int_equal(msg.limit, 0);
+  assert_false(msg.more);
+  dht_msg_free(&msg);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_RECORD, 3);
+  mp_s(&m, "items");
+  mp_arr(&m, 0);
+  mp_s(&m, "digests");
+  mp_arr(&m, 0);
+  mp_s(&m, "buckets");
+  mp_arr(&m, 1);
+  mp_u(&m, 9999);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_int_equal(msg.n_items, 0);
+  assert_int_equal(msg.n_digests + msg.n_buckets, 0);
+  dht_msg_free(&msg);
+  mp_free(&m);
+  begin_one(&m, DHT_MSG_SCAN, 3);
+  mp_s(&m, "to");
+  mp_u(&m, 1);
+  mp_s(&m, "from");
+  mp_id(&m, 8);
+  mp_s(&m, "limit");
+  mp_u(&m, 10);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_memory_equal(msg.from.b, id_n(8).b, DHT_ID_LEN);
+  assert_int_equal(msg.limit, 10);
+  dht_msg_free(&msg);
+  mp_free(&m);
+}
+
+/* ---- tests: versioned items, SYNC, SYNC_R, SCAN ---------------------------
+ */
+
+/* The types whose items may be versioned; HANDOFF accepts both forms too. */
+static const int item_types[] = {DHT_MSG_HANDOFF, DHT_MSG_REPLICATE,
+                                 DHT_MSG_SYNC_R, DHT_MSG_RECORD,
+                                 DHT_MSG_SCAN_R};
+#define N_ITEM_TYPES (sizeof(item_types) / sizeof(item_types[0]))
+
+/* Starts a body of item-carrying type t with its other required fields
+ * (SYNC_R's buckets), then the key "items": the caller packs the array. */
+static void begin_items(mp *m, int t) {
+  begin_one(m, t, t == DHT_MSG_SYNC_R ? 2 : 1);
+  if (t == DHT_MSG_SYNC_R) {
+    mp_s(m, "buckets");
+    mp_arr(m, 0);
+  }
+  mp_s(m, "items");
+}
+
+static void test_items_versions(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_kv items[5];
+  dht_msg m, out;
+  dht_buf buf;
+  size_t i, k;
+  mp want;
+
+  (void)state;
+  /* Versioned and plain items side by side; hlc at 0, 1 and its largest,
+   * writers at both ends of the ring, tombstones with and without a value
+   * (the codec does not require a tombstone to be empty). */
+  memset(items, 0, sizeof(items));
+  items[0].key = cs("plain");
+  items[0].value = cs("v0");
+  items[1].key = cs("old");
+  items[1].value = cs("v1");
+  items[1].has_version = true;
+  items[1].version.hlc = 0;
+  items[2].key = cs("gone");
+  items[2].has_version = true;
+  items[2].tombstone = true;
+  items[2].version.hlc = 1;
+  items[2].version.writer = id_max();
+  items[3].key = cs("newest");
+  items[3].value = cs("v3");
+  items[3].has_version = true;
+  items[3].version.hlc = UINT64_MAX;
+  items[3].version.writer = id_n(9);
+  items[4].key = cs("gone-but-valued");
+  items[4].value = cs("v4");
+  items[4].has_version = true;
+  items[4].tombstone = true;
+  items[4].version.hlc = 0x0000018b2f3a4c5dull << 16 | 7;
+  items[4].version.writer = id_n(10);
+
+  for (k = 0; k < N_ITEM_TYPES; k++) {
+    sample_msg(&m, item_types[k], V_MID);
+    m.items = items;
+    m.n_items = 5;
+    dht_buf_init(&buf);
+    assert_int_equal(dht_msg_encode(&m, &buf), 0);
+    assert_int_equal(dht_msg_decode(&out, buf.data + DHT_FRAME_HEADER_LEN,
+                                    buf.len - DHT_FRAME_HEADER_LEN, &lim),
+                     0);
+    assert_int_equal(out.type, item_types[k]);
+    assert_int_equal(out.n_items, 5);
+    for (i = 0; i < 5; i++) {
+      assert_bytes_eq(out.items[i].key, items[i].key);
+      assert_bytes_eq(out.items[i].value, items[i].value);
+      assert_int_equal(out.items[i].has_version, items[i].has_version);
+      assert_int_equal(out.items[i].tombstone, items[i].tombstone);
+      assert_true(out.items[i].version.hlc == items[i].version.hlc);
+      assert_memory_equal(out.items[i].version.writer.b,
+                          items[i].version.writer.b, DHT_ID_LEN);
+    }
+    dht_msg_free(&out);
+    dht_buf_free(&buf);
+  }
+
+  /* A plain item travels as [key, value] even if the caller left a stale
+   * tombstone or version in it: the decoder reports neither. */
+  sample_msg(&m, DHT_MSG_REPLICATE, V_MIN);
+  items[0].tombstone = true;
+  items[0].version.hlc = 99;
+  m.items = items;
+  m.n_items = 1;
+  dht_buf_init(&buf);
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_int_equal(dht_msg_decode(&out, buf.data + DHT_FRAME_HEADER_LEN,
+                                  buf.len - DHT_FRAME_HEADER_LEN, &lim),
+                   0);
+  assert_false(out.items[0].has_version);
+  assert_false(out.items[0].tombstone);
+  assert_true(out.items[0].version.hlc == 0);
+  dht_msg_free(&out);
+
+  /* The encoder's bytes, against a body packed by hand from the spec:
+   * v, t, rid, items; [key, value, hlc, writer, tombstone]. */
+  buf.len = 0;
+  m.rid = 5;
+  m.items = items + 2;
+  m.n_items = 3;
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  mp_init(&want);
+  mp_map(&want, 4);
+  mp_hdr(&want, 1, DHT_MSG_REPLICATE, 5);
+  mp_s(&want, "items");
+  mp_arr(&want, 3);
+  mp_arr(&want, 5);
+  mp_bin(&want, "gone", 4);
+  mp_bin(&want, "", 0);
+  mp_u(&want, 1);
+  mp_bin(&want, items[2].version.writer.b, DHT_ID_LEN);
+  msgpack_pack_true(&want.pk);
+  mp_vitem(&want, "newest", "v3", UINT64_MAX, 9, false);
+  mp_vitem(&want, "gone-but-valued", "v4", items[4].version.hlc, 10, true);
+  assert_int_equal(buf.len - DHT_FRAME_HEADER_LEN, want.sb.size);
+  assert_memory_equal(buf.data + DHT_FRAME_HEADER_LEN, want.sb.data,
+                      want.sb.size);
+  mp_free(&want);
+  dht_buf_free(&buf);
+}
+
+/* An item is [key, value] or [key, value, hlc, writer, tombstone]; sizes 3
+ * and 4 are neither, in every type that carries items, and in any position
+ * of the array. Size 6 and more: the extra elements are skipped. */
+static void test_items_sizes(void **state) {
+  dht_wire_limits lim = lim_default();
+  size_t k;
+  uint32_t size;
+
+  (void)state;
+  for (k = 0; k < N_ITEM_TYPES; k++) {
+    for (size = 0; size <= 7; size++) {
+      bool good = size == 2 || size >= 5;
+      uint32_t j;
+      dht_msg msg;
+      outcome o;
+      mp m;
+
+      begin_items(&m, item_types[k]);
+      mp_arr(&m, 2);
+      mp_vitem(&m, "first", "ok", 3, 4, false); /* a good item first */
+      mp_arr(&m, size);
+      for (j = 0; j < size; j++) {
+        switch (j) {
+        case 0:
+          mp_bin(&m, "key", 3);
+          break;
+        case 1:
+          mp_bin(&m, "val", 3);
+          break;
+        case 2:
+          mp_u(&m, 77);
+          break;
+        case 3:
+          mp_id(&m, 6);
+          break;
+        case 4:
+          msgpack_pack_true(&m.pk);
+          break;
+        default:
+          mp_s(&m, "later");
+          break;
+        }
+      }
+      o = decode_mp(&m);
+      if (o.rv != (good ? 0 : DHT_ERR_BAD_TYPE)) {
+        fail_msg("%s: item of %u elements: got %d",
+                 dht_msg_type_name(item_types[k]), (unsigned)size, o.rv);
+      }
+      assert_true(o.can_reply);
+      if (good) {
+        assert_int_equal(
+            dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim),
+            0);
+        assert_int_equal(msg.n_items, 2);
+        assert_true(msg.items[0].has_version);
+        assert_true(msg.items[0].version.hlc == 3);
+        assert_bytes_eq(msg.items[1].key, cs("key"));
+        assert_bytes_eq(msg.items[1].value, cs("val"));
+        assert_int_equal(msg.items[1].has_version, size >= 5);
+        if (size >= 5) {
+          assert_true(msg.items[1].version.hlc == 77);
+          assert_memory_equal(msg.items[1].version.writer.b, id_n(6).b,
+                              DHT_ID_LEN);
+          assert_true(msg.items[1].tombstone);
+        }
+        dht_msg_free(&msg);
+      }
+      mp_free(&m);
+    }
+  }
+}
+
+/* Packs a SYNC body with n digests, the last one last_len bytes long. */
+static void mp_sync(mp *m, size_t n, size_t last_len) {
+  size_t i;
+
+  begin_one(m, DHT_MSG_SYNC, 3);
+  mp_s(m, "from");
+  mp_id(m, 1);
+  mp_s(m, "to");
+  mp_id(m, 2);
+  mp_s(m, "digests");
+  mp_arr(m, n);
+  for (i = 0; i < n; i++) {
+    mp_bin(m, g_big + i * DHT_DIGEST_LEN,
+           i + 1 == n ? last_len : DHT_DIGEST_LEN);
+  }
+}
+
+static void test_sync_digests(void **state) {
+  static const size_t good_n[] = {1, 2, DHT_SYNC_BUCKETS_MAX};
+  dht_wire_limits lim = lim_default();
+  dht_msg msg;
+  outcome o;
+  size_t i;
+  mp m;
+
+  (void)state;
+  /* 1..256 digests, copied out in order. */
+  for (i = 0; i < sizeof(good_n) / sizeof(good_n[0]); i++) {
+    mp_sync(&m, good_n[i], DHT_DIGEST_LEN);
+    assert_int_equal(
+        dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+    assert_int_equal(msg.type, DHT_MSG_SYNC);
+    assert_memory_equal(msg.from.b, id_n(1).b, DHT_ID_LEN);
+    assert_memory_equal(msg.to.b, id_n(2).b, DHT_ID_LEN);
+    assert_int_equal(msg.n_digests, good_n[i]);
+    assert_memory_equal(msg.digests, g_big, good_n[i] * DHT_DIGEST_LEN);
+    dht_msg_free(&msg);
+    mp_free(&m);
+  }
+
+  /* None, or one more than the cap. */
+  mp_sync(&m, 0, DHT_DIGEST_LEN);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_TOO_MANY);
+  assert_true(o.can_reply);
+  mp_free(&m);
+  mp_sync(&m, DHT_SYNC_BUCKETS_MAX + 1, DHT_DIGEST_LEN);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_TOO_MANY);
+  assert_true(o.can_reply);
+  mp_free(&m);
+
+  /* A digest of 15 or 17 bytes (or none), alone or after good ones. */
+  for (i = 0; i < 2; i++) {
+    size_t n = i == 0 ? 1 : 5;
+
+    mp_sync(&m, n, DHT_DIGEST_LEN - 1);
+    assert_int_equal(decode_mp(&m).rv, DHT_ERR_BAD_TYPE);
+    mp_free(&m);
+    mp_sync(&m, n, DHT_DIGEST_LEN + 1);
+    assert_int_equal(decode_mp(&m).rv, DHT_ERR_BAD_TYPE);
+    mp_free(&m);
+    mp_sync(&m, n, 0);
+    assert_int_equal(decode_mp(&m).rv, DHT_ERR_BAD_TYPE);
+    mp_free(&m);
+  }
+}
+
+/* Packs a SYNC_R body with n buckets 0, 1, ..., the last one last. */
+static void mp_sync_r(mp *m, size_t n, uint64_t last) {
+  size_t i;
+
+  begin_one(m, DHT_MSG_SYNC_R, 2);
+  mp_s(m, "items");
+  mp_arr(m, 0);
+  mp_s(m, "buckets");
+  mp_arr(m, n);
+  for (i = 0; i < n; i++) {
+    mp_u(m, i + 1 == n ? last : i);
+  }
+}
+
+static void test_sync_r_buckets(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_msg msg;
+  outcome o;
+  size_t i;
+  mp m;
+
+  (void)state;
+  /* None, and all 256 with the largest last; "more" absent is false. */
+  mp_sync_r(&m, 0, 0);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_int_equal(msg.n_buckets, 0);
+  assert_false(msg.more);
+  dht_msg_free(&msg);
+  mp_free(&m);
+  mp_sync_r(&m, DHT_SYNC_BUCKETS_MAX, DHT_SYNC_BUCKETS_MAX - 1);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_int_equal(msg.n_buckets, DHT_SYNC_BUCKETS_MAX);
+  for (i = 0; i < DHT_SYNC_BUCKETS_MAX; i++) {
+    assert_int_equal(msg.buckets[i], i);
+  }
+  dht_msg_free(&msg);
+  mp_free(&m);
+
+  /* A bucket index of 256 or more, alone or after good ones. */
+  mp_sync_r(&m, 1, DHT_SYNC_BUCKETS_MAX);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_TOO_LARGE);
+  assert_true(o.can_reply);
+  mp_free(&m);
+  mp_sync_r(&m, 10, DHT_SYNC_BUCKETS_MAX);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+  mp_sync_r(&m, 3, 65536); /* would wrap to 0 in a uint16 */
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+  mp_sync_r(&m, 2, UINT64_MAX);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&m);
+
+  /* More buckets than a SYNC can have. */
+  mp_sync_r(&m, DHT_SYNC_BUCKETS_MAX + 1, 0);
+  o = decode_mp(&m);
+  assert_int_equal(o.rv, DHT_ERR_TOO_MANY);
+  assert_true(o.can_reply);
+  mp_free(&m);
+}
+
+/* limit is any uint; one beyond 32 bits reads as the largest uint32. */
+static void test_scan_limit(void **state) {
+  static const uint64_t limits[] = {0, 1, UINT32_MAX, (uint64_t)UINT32_MAX + 1,
+                                    UINT64_MAX};
+  dht_wire_limits lim = lim_default();
+  dht_msg msg;
+  size_t i;
+  mp m;
+
+  (void)state;
+  for (i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+    begin_one(&m, DHT_MSG_SCAN, 2);
+    mp_s(&m, "limit");
+    mp_u(&m, limits[i]);
+    mp_s(&m, "from");
+    mp_id(&m, 12);
+    assert_int_equal(
+        dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+    assert_true(msg.limit ==
+                (limits[i] > UINT32_MAX ? UINT32_MAX : (uint32_t)limits[i]));
+    assert_memory_equal(msg.from.b, id_n(12).b, DHT_ID_LEN);
+    dht_msg_free(&msg);
+    mp_free(&m);
+  }
 }
 
 static void test_free_is_idempotent(void **state) {
@@ -2775,6 +3328,7 @@ static void test_mutation(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_type_names),
+      cmocka_unit_test(test_type_is_reply),
       cmocka_unit_test(test_limits_default),
       cmocka_unit_test(test_frame_peek),
       cmocka_unit_test(test_roundtrip_every_type),
@@ -2786,6 +3340,7 @@ int main(void) {
       cmocka_unit_test(test_encode_pred_only_when_set),
       cmocka_unit_test(test_encode_exact_bytes),
       cmocka_unit_test(test_encode_refuses),
+      cmocka_unit_test(test_encode_refuses_sync),
       cmocka_unit_test(test_schema_builder_is_valid),
       cmocka_unit_test(test_missing_required_fields),
       cmocka_unit_test(test_wrong_types),
@@ -2806,6 +3361,11 @@ int main(void) {
       cmocka_unit_test(test_body_keys_max),
       cmocka_unit_test(test_ids_must_be_20_bytes),
       cmocka_unit_test(test_accepts_what_v1_ignores),
+      cmocka_unit_test(test_items_versions),
+      cmocka_unit_test(test_items_sizes),
+      cmocka_unit_test(test_sync_digests),
+      cmocka_unit_test(test_sync_r_buckets),
+      cmocka_unit_test(test_scan_limit),
       cmocka_unit_test(test_free_is_idempotent),
       cmocka_unit_test(test_mp_check),
       cmocka_unit_test(test_mutation),
