@@ -1117,7 +1117,10 @@ void dht__repl_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
 void dht__repl_on_failure(dht_node *node, dht__pending *p) {
   int32_t peer = p->peer;
 
+  /* Out of the tables first, so that a write looking for another replica
+   * does not pick the dead one again. */
   dht__peer_hold(node, peer);
+  dht__declare_dead(node, peer, true);
   switch (p->kind) {
   case DHT__PEND_REPLICATE:
     replicate_done(node, p, false);
@@ -1135,7 +1138,6 @@ void dht__repl_on_failure(dht_node *node, dht__pending *p) {
   default:
     assert(0 && "dht__repl_on_failure: not a replication request");
   }
-  dht__declare_dead(node, peer, true);
   dht__peer_release(node, peer);
 }
 

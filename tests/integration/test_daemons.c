@@ -37,7 +37,9 @@
 #include "dht/id.h"
 
 #define RING_SIZE 8
-#define NODES_MAX 10
+#define NODES_MAX 16
+#define BIG_RING 16 /* the two-at-once test grows the ring to this */
+#define GET_DEADLINE_MS 1000 /* a user's get, retries included */
 #define KEYS 1000
 #define REPLICAS 3 /* dhtd's default */
 #define CALL_MS 5000
@@ -585,6 +587,101 @@ static void test_ring_of_one_is_whole(void **state) {
   wait_exit(pid, 5000);
 }
 
+/* ---- two at once ------------------------------------------------------------- */
+
+static bool check_passes(void *arg) {
+  char out[4096];
+  proc *via = arg;
+
+  return run_cli(out, sizeof(out), "--node", via->addr, "check", NULL, NULL) ==
+         0;
+}
+
+static int by_ring_position(const void *a, const void *b) {
+  return dht_id_cmp(&(*(proc *const *)a)->id, &(*(proc *const *)b)->id);
+}
+
+/* Two nodes die at once, ring neighbours included: every key stays readable
+ * within a user's deadline (the client retrying on other nodes), and the
+ * ring restores R copies of every key, as dht check confirms. */
+static void test_sigkill_two_at_once_loses_nothing(void **state) {
+  static const int pairs[][2] = {{0, 1}, {7, 8}, {14, 15}, {3, 10}};
+  const char *fallbacks[BIG_RING];
+  proc *ring[BIG_RING], *a, *b, *reader;
+  dht_client *c;
+  char key[32], want[32];
+  size_t k, n_fallbacks;
+  int i, failures;
+
+  (void)state;
+  for (i = 0; i < n_nodes; i++) {
+    if (nodes[i].pid == 0) {
+      node_start(&nodes[i], nodes[0].addr);
+    }
+  }
+  for (i = n_nodes; i < BIG_RING; i++) {
+    node_init(&nodes[i], i);
+    node_start(&nodes[i], nodes[0].addr);
+  }
+  n_nodes = BIG_RING;
+  assert_true(wait_for(ring_converged, NULL, 30000));
+  assert_true(wait_for(keys_where_they_belong, NULL, 20000));
+  for (i = 0; i < BIG_RING; i++) {
+    ring[i] = &nodes[i];
+  }
+  qsort(ring, BIG_RING, sizeof(ring[0]), by_ring_position);
+
+  for (k = 0; k < sizeof(pairs) / sizeof(pairs[0]); k++) {
+    uint64_t t0, worst = 0;
+    a = ring[pairs[k][0]];
+    b = ring[pairs[k][1]];
+    reader = ring[(pairs[k][1] + 2) % BIG_RING];
+    node_signal(a, SIGKILL);
+    node_signal(b, SIGKILL);
+    t0 = now_ms();
+    assert_true(wait_exit(a->pid, 5000) >= 0);
+    assert_true(wait_exit(b->pid, 5000) >= 0);
+    a->pid = b->pid = 0;
+
+    assert_int_equal(dht_client_new(&c, reader->addr, NULL), 0);
+    for (i = 0, n_fallbacks = 0; i < BIG_RING; i++) {
+      if (ring[i]->pid != 0 && ring[i] != reader) {
+        fallbacks[n_fallbacks++] = ring[i]->addr;
+      }
+    }
+    assert_int_equal(dht_client_set_fallbacks(c, fallbacks, n_fallbacks), 0);
+    dht_client_set_retry(c, true);
+    for (i = 0, failures = 0; i < KEYS; i++) {
+      uint8_t *value;
+      size_t len;
+      uint64_t t = now_ms();
+      key_name(i, key, sizeof(key));
+      snprintf(want, sizeof(want), "value-%d", i);
+      if (dht_client_get(c, key, strlen(key), &value, &len, GET_DEADLINE_MS) !=
+          0) {
+        failures++;
+        continue;
+      }
+      failures += len != strlen(want) || memcmp(value, want, len) != 0;
+      free(value);
+      worst = now_ms() - t > worst ? now_ms() - t : worst;
+    }
+    dht_client_del(c);
+    assert_int_equal(failures, 0);
+    assert_true(wait_for(check_passes, reader, 15000));
+    print_message("killed %s and %s (%s): every key read, slowest get %llu "
+                  "ms; dht check passes %llu ms after the kill\n",
+                  a->addr, b->addr,
+                  pairs[k][1] - pairs[k][0] == 1 ? "neighbours" : "apart",
+                  (unsigned long long)worst,
+                  (unsigned long long)(now_ms() - t0));
+    node_start(a, reader->addr);
+    node_start(b, reader->addr);
+    assert_true(wait_for(ring_converged, NULL, 30000));
+    assert_true(wait_for(check_passes, reader, 15000));
+  }
+}
+
 /* ---- setup ---------------------------------------------------------------------- */
 
 static int teardown_all(void **state) {
@@ -621,6 +718,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_cli_exit_codes_and_messages),
       cmocka_unit_test(test_ring_of_one_is_whole),
       cmocka_unit_test(test_daemon_refuses_clearly),
+      cmocka_unit_test(test_sigkill_two_at_once_loses_nothing),
   };
 
   if (argc != 3) {
