@@ -214,7 +214,7 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
              : v == V_MID ? cs("user:42")
                           : bs(g_big, KEY_MAX);
     if (t == DHT_MSG_FETCH) {
-      break; /* a FETCH is not routed: no hops, no final */
+      break; /* FETCH carries the key only: no hops, no final */
     }
     m->hops = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_HOPS_MAX;
     m->final = v != V_MIN;
