@@ -49,9 +49,11 @@
 /* Default output queue bound: sixteen 1 MiB values. */
 #define OUT_LEN_MAX_DEFAULT (16u * 1024u * 1024u)
 /* Retries: the shortest share of the deadline an attempt gets (unless less
- * remains), and the pause between attempts on the same node. */
+ * remains), and the pause before an attempt on a node already tried in the
+ * call, doubled each time up to the maximum. */
 #define ATTEMPT_MS_MIN 250
-#define BACKOFF_MS 25
+#define BACKOFF_MS_MIN 25
+#define BACKOFF_MS_MAX 200
 /* Longest DNS name (RFC 1035) and label. */
 #define NAME_LEN_MAX 253
 #define LABEL_LEN_MAX 63
@@ -966,8 +968,8 @@ static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
   int64_t start = now_ms(), deadline = start + timeout_ms;
   size_t n_nodes = c->n_fallbacks + 1, tried = 1;
   bool retry = may_retry && c->retry, answered;
+  int rv, left, share, backoff_ms = BACKOFF_MS_MIN;
   retry_kind kind;
-  int rv, left, share;
 
   c->attempts = 0;
   if (timeout_ms < 0) {
@@ -996,10 +998,13 @@ static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
       next_node(c);
     }
     /* A node not tried yet in this call goes at once; otherwise pause, so
-     * that a ring in the middle of repairing itself gets a moment. */
+     * that a ring in the middle of repairing itself gets a moment, and
+     * nodes that are all down are not hammered until the deadline. */
     if (kind == RETRY_SAME || tried >= n_nodes) {
       left = remaining_ms(deadline);
-      sleep_ms(left < BACKOFF_MS ? left : BACKOFF_MS);
+      sleep_ms(left < backoff_ms ? left : backoff_ms);
+      backoff_ms =
+          2 * backoff_ms < BACKOFF_MS_MAX ? 2 * backoff_ms : BACKOFF_MS_MAX;
       if (remaining_ms(deadline) == 0) {
         break;
       }

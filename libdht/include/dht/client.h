@@ -200,9 +200,10 @@ const char *dht_client_addr(const dht_client *c);
 const char *dht_client_last_error(const dht_client *c);
 
 /*
- * Connects unless already connected, trying each address the host resolves
- * to in turn, each with a non-blocking connect; the whole attempt ends by
- * the deadline.
+ * Connects to the current node (dht_client_current_addr) unless already
+ * connected, trying each address the host resolves to in turn, each with a
+ * non-blocking connect; the whole attempt ends by the deadline. Does not
+ * move on to a fallback.
  * Returns 0, DHT_ERR_UNAVAILABLE (resolution failed, or every address
  * refused or failed), DHT_ERR_TIMEOUT, DHT_ERR_INVAL (timeout_ms < 0) or
  * DHT_ERR_NOMEM.
@@ -248,8 +249,9 @@ int dht_client_set_fallbacks(dht_client *c, const char *const *addrs, size_t n);
  * Each attempt may use max(remaining / 2, min(remaining, 250 ms)) of what
  * remains, so that a dead or hung node cannot eat the whole deadline while
  * a request that the ring needs a few hundred ms to re-route still gets
- * the time to complete. Between attempts on the same node the client
- * waits 25 ms (never past the deadline).
+ * the time to complete. Before an attempt on a node already tried in this
+ * call the client pauses 25 ms, doubling up to 200 ms (never past the
+ * deadline); a fallback not tried yet is asked at once.
  *
  * When the node itself is the problem (cannot connect, connection closed,
  * no reply within the attempt's share, STATE, FULL) the next attempt goes
