@@ -215,7 +215,10 @@ struct dht_node {
   uint64_t hlc;                  /* hybrid logical clock, see node_repl.c */
   uint64_t wall_base_ms;         /* wall clock at created_ms */
   uint64_t created_ms;           /* now_ms at dht_node_new */
-  bool range_fresh;              /* synced with succs[0] since pred changed */
+  bool range_fresh;              /* synced with every replica position
+                                    since the predecessor last changed */
+  dht_id synced[DHT_SUCC_LIST_MAX]; /* replicas fully synced since then */
+  uint32_t n_synced;
   uint64_t sync_at_ms;           /* next anti-entropy round */
   dht__write *writes;            /* replicated writes in flight */
   uint32_t cap_writes;           /* slots allocated */

@@ -19,10 +19,11 @@
  * nodes unless the ring has one.
  *
  * Reads. The owner answers from its store. While it has not yet exchanged
- * digests with its successor since its range last changed (it just joined,
+ * digests with every replica since its range last changed (it just joined,
  * restarted, or took over a dead predecessor's range), it first fetches the
- * key from that successor and keeps the newer record: a stale owner never
- * answers alone. A replica answers a GET sent to it as the last step when
+ * key from each of them and keeps the newest record: a stale owner never
+ * answers alone, nor trusts one replica that may be as new to the range as
+ * it is (two neighbours restarted together). A replica answers a GET sent to it as the last step when
  * it holds the key, which is how a read gets around a dead owner at once.
  *
  * Repair (anti-entropy). Every sync_interval_ms, and soon after the
@@ -486,8 +487,9 @@ static void serve_write(dht_node *node, uint64_t conn, uint64_t rid,
   write_fill(node, w);
 }
 
-/* Asks the successor for its record of the key before serving req, whose
- * frame body is kept. Returns 0, or an error when nothing was sent. */
+/* Asks each replica position in turn for its record of the key before
+ * serving req, whose frame body is kept; p->ctx is the position asked.
+ * Returns 0, or an error when nothing was sent. */
 static int consult(dht_node *node, uint64_t conn, uint64_t rid,
                    const dht_msg *req, const uint8_t *body, size_t len) {
   dht__pending *p;
@@ -545,24 +547,42 @@ void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
   }
 }
 
-/* The successor answered a consult (or failed to): keep the newer record,
- * then serve the request kept in p. */
+/* A replica answered a consult (msg NULL: it failed, and is already out of
+ * the successor list): keep the newer record, ask the next position, and
+ * once all have been asked, serve the request kept in p. */
 static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
   uint64_t conn = p->origin_conn, rid = p->origin_rid;
   dht_msg req;
   dht_id key_id;
   int rv;
 
-  if (msg != NULL && msg->type == DHT_MSG_RECORD) {
-    merge_items(node, msg);
-  }
   rv = dht_msg_decode(&req, p->req.data, p->req.len, &node->set.limits);
   assert(rv == 0 && "a kept request no longer decodes");
   (void)rv;
-  dht__pending_free(node, p);
+  if (msg != NULL) {
+    if (msg->type == DHT_MSG_RECORD) {
+      merge_items(node, msg);
+    }
+    p->ctx++; /* on failure the next peer has moved into this position */
+  }
+  if (p->ctx < replica_positions(node) &&
+      ++p->hops_tried < 2 * node->set.replicas) {
+    dht_msg fetch;
+    memset(&fetch, 0, sizeof(fetch));
+    fetch.type = DHT_MSG_FETCH;
+    fetch.key = req.key;
+    dht__pending_retarget(node, p, node->succs[p->ctx]);
+    dht__pending_rekey(node, p);
+    if (dht__pending_send(node, p, &fetch) == 0) {
+      dht_msg_free(&req);
+      return;
+    }
+  }
+  /* req borrows p's buffer: serve before p's slot can be reused. */
   dht_id_hash(&key_id, req.key.p, req.key.len);
   dht__serve_data(node, conn, rid, &req, &key_id, NULL, 0, false);
   dht_msg_free(&req);
+  dht__pending_free(node, p);
 }
 
 /* ---- requests from other nodes ---------------------------------------------------- */
@@ -777,6 +797,24 @@ static dht__sync *sync_of(dht_node *node, int32_t peer) {
   return NULL;
 }
 
+/* The replica peer has given this node every record of its range that this
+ * node lacked: once every replica position has, the node is in sync. */
+static void fresh_note(dht_node *node, int32_t peer) {
+  uint32_t n = replica_positions(node), i;
+
+  if (node->n_synced < DHT_SUCC_LIST_MAX &&
+      !id_listed(node->synced, node->n_synced, &node->peers[peer].id)) {
+    node->synced[node->n_synced++] = node->peers[peer].id;
+  }
+  for (i = 0; i < n; i++) {
+    if (!id_listed(node->synced, node->n_synced,
+                   &node->peers[node->succs[i]].id)) {
+      return;
+    }
+  }
+  node->range_fresh = true;
+}
+
 static void sync_end(dht_node *node, dht__sync *s) {
   if (s->pushed > 0) {
     node->counters.repair_ms_last = node->now_ms - s->started_ms;
@@ -901,10 +939,9 @@ static void sync_answered(dht_node *node, dht__pending *p, const dht_msg *msg) {
   if (n > 0) {
     node->counters.repair_keys_in += (uint64_t)n;
   }
-  if (!msg->more && n >= 0 && node->n_succs > 0 &&
-      node->succs[0] == s->peer && node->pred != DHT__NO_PEER &&
+  if (!msg->more && n >= 0 && node->pred != DHT__NO_PEER &&
       dht_id_eq(&s->from, &node->peers[node->pred].id)) {
-    node->range_fresh = true;
+    fresh_note(node, s->peer);
   }
   memset(s->mask, 0, sizeof(s->mask));
   for (i = 0; i < msg->n_buckets; i++) {
@@ -1151,6 +1188,7 @@ static void sync_soon(dht_node *node) {
 
 void dht__repl_on_pred_change(dht_node *node) {
   node->range_fresh = node->n_succs == 0;
+  node->n_synced = 0;
   sync_soon(node);
 }
 
