@@ -2,8 +2,9 @@
  * cli.h: what the parts of the dht command-line client share: the global
  * options, the argument scanner, number parsing, error reporting (one line
  * on stderr, plus a JSON object on stdout with --json) and the JSON and
- * text output helpers (cli_out.c). The commands live in dht.c, the load
- * generator in bench.c.
+ * text output helpers (cli_out.c). The commands live in dht.c, except the
+ * benchmark (bench.c), the ring checker (check.c) and the churn workload
+ * (load.c).
  */
 #ifndef DHT_CLI_H
 #define DHT_CLI_H
