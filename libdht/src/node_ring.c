@@ -667,7 +667,8 @@ static void check_predecessor(dht_node *node) {
 }
 
 /* The predecessor described itself: our predecessor list is it, then its
- * own list, up to where the ring wraps back to us. */
+ * own list, up to where the ring wraps back to us, and only as long as
+ * replication needs (a deeper entry would only take longer to settle). */
 static void preds_learn(dht_node *node, const dht_msg *msg) {
   size_t i;
   uint32_t k;
@@ -675,7 +676,7 @@ static void preds_learn(dht_node *node, const dht_msg *msg) {
   while (node->n_preds > 1) { /* keep preds[0]: it is the predecessor */
     dht__peer_release(node, node->preds[--node->n_preds]);
   }
-  for (i = 0; i < msg->n_preds && node->n_preds < DHT_SUCC_LIST_MAX; i++) {
+  for (i = 0; i < msg->n_preds && node->n_preds < node->set.replicas; i++) {
     int32_t idx;
     bool dup = false;
     if (peer_is_self(node, &msg->preds[i])) {
