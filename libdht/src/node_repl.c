@@ -423,8 +423,14 @@ static void serve_write(dht_node *node, uint64_t conn, uint64_t rid,
   dht_kv kv;
   int rv;
 
+  rv = record_get(node, key_id, req->key.p, req->key.len, &kv);
+  if (rv == 0) {
+    /* The new version must beat the one it replaces, even when this node's
+     * wall clock is now behind the one that stamped it (a clock stepped
+     * back, a data directory moved to another host). */
+    hlc_observe(node, kv.version.hlc);
+  }
   if (tombstone) {
-    rv = record_get(node, key_id, req->key.p, req->key.len, &kv);
     if (rv == 0 && kv.tombstone) {
       rv = DHT_ERR_NOT_FOUND;
     }

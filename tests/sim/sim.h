@@ -24,7 +24,9 @@ typedef struct sim_options {
   uint32_t nodes_max;        /* largest drawn ring */
   uint32_t succ_list_len;    /* successors kept; 0: drawn in 2..6 */
   uint32_t no_faults;        /* 1: skip the fault phase */
-  uint32_t fault_ms;         /* fault phase length; 0: drawn in 20..60 s */
+  uint32_t fault_ms;         /* fault phase length; 0: drawn in 20 s ..
+                                fault_ms_max */
+  uint32_t fault_ms_max;     /* longest drawn fault phase */
   uint32_t partition_ms_max; /* longest partition */
   uint32_t join_gap_ms;      /* mean gap between joins while building */
   uint32_t converge_ms;      /* bound on convergence after build and heal */
@@ -32,6 +34,21 @@ typedef struct sim_options {
   uint32_t keys;             /* fresh keys put on the healed ring */
   uint32_t reads;            /* gets of each fresh key, from random nodes */
   uint32_t prefault_keys;    /* keys put before the faults, checked after */
+  uint32_t replicas;         /* copies of each key; 0: the core's default */
+  uint32_t core_replicas;    /* settings.replicas the nodes get, when it
+                                should differ from what the checks expect
+                                (replicas); 0: the same */
+  uint32_t repair_ms;        /* bound on anti-entropy restoring R copies
+                                once the ring has converged */
+  /* crashes and burst */
+  uint32_t workload_keys;    /* keys the client puts and gets */
+  uint32_t crashes;          /* crashes: nodes crashed one after another */
+  uint32_t crash_gap_ms;     /* crashes: time between two membership
+                                changes (a crash or a restart) */
+  uint32_t clock_skew_ms;    /* crashes: wall clocks off by up to this */
+  uint32_t burst_k;          /* burst: nodes crashed at once; 0: 2 + seed % 3 */
+  uint32_t burst_layout;     /* burst: 1 adjacent, 2 anywhere; 0: adjacent
+                                when seed / 3 is even */
   uint32_t log_level; /* node logs to stderr: 0 off, 1 error .. 4 debug */
   uint32_t trace;     /* 1: print every event to stderr */
   uint32_t progress;  /* 1: print convergence progress to stderr */
@@ -48,11 +65,23 @@ typedef struct sim_run_result {
   uint32_t nodes;      /* the ring size actually used (maybe drawn) */
   uint64_t virtual_ms; /* virtual time the run took */
   uint64_t digest;     /* hash of every event: equal across replays */
+  char summary[256];   /* crashes, burst: one line of what the run did */
+  uint64_t lost;       /* acknowledged keys lost (burst: with all copies
+                          on crashed nodes) */
+  uint64_t expect_lost; /* burst: keys whose every copy was on a crashed
+                           node at the crash */
 } sim_run_result;
 
 /* One run of the phases build, faults, heal, check. Writes the report into
  * report (not the replay command: the caller knows the command line). */
 void sim_run(const sim_options *o, sim_run_result *result, sim_text *report);
+
+/* One run of sequential crashes under a workload (sim_crashes.c). */
+void sim_crashes_run(const sim_options *o, sim_run_result *result,
+                     sim_text *report);
+/* One run of k simultaneous crashes (sim_crashes.c). */
+void sim_burst_run(const sim_options *o, sim_run_result *result,
+                   sim_text *report);
 
 /* The scripted regression cases; prints one line each. Returns an exit
  * code. */

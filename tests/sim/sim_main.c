@@ -26,8 +26,12 @@ enum {
   MODE_PDF = 1 << 5,
   MODE_VNODES = 1 << 6,
   MODE_SCENARIOS = 1 << 7,
+  MODE_CRASHES = 1 << 8,
+  MODE_BURST = 1 << 9,
 };
 #define MODES_RUNNING (MODE_RUN | MODE_SEEDS)
+#define MODES_CRASHING (MODE_CRASHES | MODE_BURST)
+#define MODES_RINGS (MODES_RUNNING | MODES_CRASHING)
 
 typedef struct mode_spec {
   const char *name;
@@ -43,6 +47,19 @@ static const mode_spec modes[] = {
     {"seeds", MODE_SEEDS,
      "runs seeds --seed .. --seed + --count - 1, one line each; a failing\n"
      "                 seed prints its report and the command that replays it"},
+    {"crashes", MODE_CRASHES,
+     "seeds --seed .. --seed + --count - 1: nodes crash one at a time\n"
+     "                 (--crash-gap-ms apart, some restart on their disks)\n"
+     "                 under puts and gets; no acknowledged write may be\n"
+     "                 lost, no get may return a value older than the last\n"
+     "                 put acknowledged before it started, and R copies must\n"
+     "                 be back before the next crash"},
+    {"burst", MODE_BURST,
+     "seeds --seed .. --seed + --count - 1: k nodes crash at once\n"
+     "                 (adjacent or anywhere; any six seeds in a row cover\n"
+     "                 k = 2, 3, 4 both ways); exactly the keys that had\n"
+     "                 every copy on them are lost, every other key is back\n"
+     "                 on its R holders"},
     {"scenarios", MODE_SCENARIOS,
      "scripted regression cases (a successor crashing as a node joins, a\n"
      "                 long partition); each must end in a converged ring"},
@@ -76,27 +93,42 @@ typedef struct option_spec {
 
 static const option_spec options[] = {
     OPT64("--seed", "N", seed,
-          MODES_RUNNING | MODE_SCENARIOS | MODE_PATH | MODE_FAILURES,
-          "the seed (seeds: the first one)"),
-    OPT64("--count", "N", count, MODE_SEEDS, "number of seeds to run"),
+          MODES_RINGS | MODE_SCENARIOS | MODE_PATH | MODE_FAILURES,
+          "the seed (seeds, crashes, burst: the first one)"),
+    OPT64("--count", "N", count, MODE_SEEDS | MODES_CRASHING,
+          "number of seeds to run"),
     OPT32(
-        "--nodes", "N", nodes, MODES_RUNNING,
+        "--nodes", "N", nodes, MODES_RINGS,
         "initial ring size; 0: drawn from the seed in [nodes-min, nodes-max]"),
-    OPT32("--nodes-min", "N", nodes_min, MODES_RUNNING, "smallest drawn ring"),
-    OPT32("--nodes-max", "N", nodes_max, MODES_RUNNING, "largest drawn ring"),
-    OPT32("--succ-list-len", "N", succ_list_len, MODES_RUNNING,
-          "successors per node; 0: drawn from the seed in 2..6"),
+    OPT32("--nodes-min", "N", nodes_min, MODES_RINGS, "smallest drawn ring"),
+    OPT32("--nodes-max", "N", nodes_max, MODES_RINGS, "largest drawn ring"),
+    OPT32("--succ-list-len", "N", succ_list_len, MODES_RINGS,
+          "successors per node; 0: drawn from the seed in 2..6 (at least\n"
+          "                         replicas - 1)"),
+    OPT32("--replicas", "N", replicas, MODES_RINGS | MODE_SCENARIOS,
+          "copies of each key (settings.replicas); 0: the core's default"),
+    OPT32("--core-replicas", "N", core_replicas, MODES_RINGS | MODE_SCENARIOS,
+          "settings.replicas given to the nodes, when it should differ\n"
+          "                         from --replicas, which the checks expect\n"
+          "                         (shows them catch a core that keeps fewer\n"
+          "                         copies); 0: the same"),
+    OPT32("--repair-ms", "MS", repair_ms, MODES_RINGS,
+          "anti-entropy must restore R copies within this once the ring\n"
+          "                         has converged"),
     OPT32("--no-faults", NULL, no_faults, MODES_RUNNING,
           "skip the fault phase"),
     OPT32("--fault-ms", "MS", fault_ms, MODES_RUNNING,
-          "fault phase length; 0: drawn from the seed in 20..60 s"),
+          "fault phase length; 0: drawn from the seed in 20 s ..\n"
+          "                         fault-ms-max"),
+    OPT32("--fault-ms-max", "MS", fault_ms_max, MODES_RUNNING,
+          "longest drawn fault phase"),
     OPT32("--partition-ms-max", "MS", partition_ms_max, MODES_RUNNING,
           "longest partition"),
     OPT32(
         "--join-gap-ms", "MS", join_gap_ms, MODES_RUNNING,
         "mean gap between joins while building the ring (above 1000\n"
         "                         nodes it shrinks in proportion to the ring)"),
-    OPT32("--converge-ms", "MS", converge_ms, MODES_RUNNING,
+    OPT32("--converge-ms", "MS", converge_ms, MODES_RINGS,
           "convergence must happen within this after build and heal"),
     OPT32("--lookups", "N", lookups, MODES_RUNNING,
           "lookups checked on the healed ring"),
@@ -106,10 +138,24 @@ static const option_spec options[] = {
           "gets of each fresh key from random nodes"),
     OPT32("--prefault-keys", "N", prefault_keys, MODES_RUNNING,
           "keys put before the faults and checked after"),
-    OPT32("--log", "LEVEL", log_level, MODES_RUNNING | MODE_SCENARIOS,
+    OPT32("--workload-keys", "N", workload_keys, MODES_CRASHING,
+          "keys the client puts (crashes: and overwrites) and gets"),
+    OPT32("--crashes", "N", crashes, MODE_CRASHES,
+          "nodes crashed one after another"),
+    OPT32("--crash-gap-ms", "MS", crash_gap_ms, MODE_CRASHES,
+          "time between two changes (a crash or a restart); repair must\n"
+          "                         be over within it"),
+    OPT32("--clock-skew-ms", "MS", clock_skew_ms, MODE_CRASHES,
+          "each process's wall clock is off by up to this"),
+    OPT32("--burst-k", "K", burst_k, MODE_BURST,
+          "nodes crashed at once; 0: 2 + seed % 3"),
+    OPT32("--burst-layout", "N", burst_layout, MODE_BURST,
+          "1: adjacent on the ring, 2: anywhere; 0: adjacent when\n"
+          "                         seed / 3 is even"),
+    OPT32("--log", "LEVEL", log_level, MODES_RINGS | MODE_SCENARIOS,
           "node logs on stderr: 0 off, 1 error, 2 warn, 3 info, 4 debug"),
-    OPT32("--trace", NULL, trace, MODES_RUNNING, "print every event on stderr"),
-    OPT32("--progress", NULL, progress, MODES_RUNNING,
+    OPT32("--trace", NULL, trace, MODES_RINGS, "print every event on stderr"),
+    OPT32("--progress", NULL, progress, MODES_RINGS,
           "print convergence progress on stderr"),
     OPT32("--samples", "N", samples, MODE_PATH | MODE_FAILURES,
           "lookups per data point"),
@@ -130,12 +176,17 @@ static void options_default(sim_options *o) {
   o->nodes_min = 16;
   o->nodes_max = 128;
   o->partition_ms_max = 10000;
+  o->fault_ms_max = 60000;
   o->join_gap_ms = 50;
   o->converge_ms = 180000;
   o->lookups = 300;
   o->keys = 100;
   o->reads = 3;
   o->prefault_keys = 200;
+  o->repair_ms = 30000;
+  o->workload_keys = 100;
+  o->crashes = 8;
+  o->crash_gap_ms = 10000;
   o->samples = 10000;
   o->bits_min = 4;
   o->bits_max = 14;
@@ -262,6 +313,15 @@ static int check_options(const sim_options *o) {
             "dht-sim: --succ-list-len is at most 32, --log at most 4\n");
     return -1;
   }
+  if (o->replicas > 33 || o->core_replicas > 33 || o->workload_keys == 0 || o->burst_layout > 2 ||
+      (o->burst_k != 0 && o->burst_k + 1 > o->nodes_min) ||
+      o->clock_skew_ms > 3600000) {
+    fprintf(stderr, "dht-sim: need --replicas and --core-replicas <= 33, "
+                    "--workload-keys >= 1, "
+                    "--burst-layout <= 2, --burst-k < nodes-min, "
+                    "--clock-skew-ms <= 1 hour\n");
+    return -1;
+  }
   if (o->bits_min < 2 || o->bits_min > o->bits_max || o->bits_max > 20 ||
       o->samples == 0 || o->ring_size < 16) {
     fprintf(stderr, "dht-sim: need 2 <= bits-min <= bits-max <= 20, samples "
@@ -271,20 +331,25 @@ static int check_options(const sim_options *o) {
   return 0;
 }
 
-/* Writes the command that replays o into buf: every run option not at its
- * default, and always the seed. */
+/* Writes the command that replays o's seed in mode into buf: every option
+ * of the mode not at its default, and always the seed (with --count 1 for
+ * the modes that run many seeds). */
 static void format_replay(char *buf, size_t len, const char *argv0,
-                          const sim_options *o) {
+                          const mode_spec *mode, const sim_options *o) {
   sim_options d;
   size_t i, used;
 
   options_default(&d);
-  used = (size_t)snprintf(buf, len, "replay: %s run", argv0);
+  used = (size_t)snprintf(buf, len, "replay: %s %s", argv0, mode->name);
   for (i = 0; i < N_OPTIONS && used < len; i++) {
     uint64_t v = get_value(o, &options[i]);
-    if (!(options[i].modes & MODE_RUN) ||
-        (v == get_value(&d, &options[i]) &&
-         strcmp(options[i].name, "--seed") != 0)) {
+    bool always = strcmp(options[i].name, "--seed") == 0;
+    if (strcmp(options[i].name, "--count") == 0) {
+      v = 1;
+      always = true;
+    }
+    if (!(options[i].modes & mode->bit) ||
+        (v == get_value(&d, &options[i]) && !always)) {
       continue;
     }
     if (options[i].arg == NULL) {
@@ -314,65 +379,89 @@ static void on_crash(int sig) {
   raise(sig);
 }
 
-static void arm_crash_handler(const char *argv0, const sim_options *o) {
-  format_replay(crash_replay, sizeof(crash_replay), argv0, o);
+static void arm_crash_handler(const char *argv0, const mode_spec *mode,
+                              const sim_options *o) {
+  format_replay(crash_replay, sizeof(crash_replay), argv0, mode, o);
   signal(SIGABRT, on_crash);
   signal(SIGSEGV, on_crash);
   signal(SIGFPE, on_crash);
   signal(SIGILL, on_crash);
 }
 
-/* Runs o and prints its report, and the replay command if it failed. */
+typedef void (*run_fn)(const sim_options *o, sim_run_result *result,
+                       sim_text *report);
+
+/* Runs o and prints its report (quiet: one line, the report only on
+ * failure), and the replay command if it failed. */
 static bool run_and_report(const sim_options *o, const char *argv0,
-                           bool quiet) {
-  sim_run_result result;
+                           const mode_spec *mode, run_fn fn, bool quiet,
+                           sim_run_result *result) {
   sim_text report;
   sim_options replay = *o;
   char line[1024];
 
-  arm_crash_handler(argv0, o);
+  arm_crash_handler(argv0, mode, o);
   sim_text_init(&report);
-  sim_run(o, &result, &report);
+  memset(result, 0, sizeof(*result));
+  fn(o, result, &report);
   if (quiet) {
     printf("seed %" PRIu64 ": %s, %" PRIu32 " nodes, %.1f s virtual, digest "
-           "%016" PRIx64 "\n",
-           o->seed, result.passed ? "PASS" : "FAIL", result.nodes,
-           (double)result.virtual_ms / 1000.0, result.digest);
+           "%016" PRIx64 "%s%s\n",
+           o->seed, result->passed ? "PASS" : "FAIL", result->nodes,
+           (double)result->virtual_ms / 1000.0, result->digest,
+           result->summary[0] != '\0' ? "; " : "", result->summary);
   }
-  if (!quiet || !result.passed) {
+  if (!quiet || !result->passed) {
     sim_text_write(&report, stdout);
   }
-  if (!result.passed) {
-    replay.nodes = result.nodes;
-    format_replay(line, sizeof(line), argv0, &replay);
+  if (!result->passed) {
+    replay.nodes = result->nodes;
+    format_replay(line, sizeof(line), argv0, mode, &replay);
     fputs(line, stdout);
   }
   fflush(stdout);
   sim_text_free(&report);
-  return result.passed;
+  return result->passed;
 }
 
-static int mode_run(const sim_options *o, const char *argv0) {
-  return run_and_report(o, argv0, false) ? 0 : 1;
+static int mode_run(const sim_options *o, const char *argv0,
+                    const mode_spec *mode) {
+  sim_run_result result;
+
+  return run_and_report(o, argv0, mode, sim_run, false, &result) ? 0 : 1;
 }
 
-static int mode_seeds(const sim_options *o, const char *argv0) {
-  uint64_t failed = 0;
+/* Runs seeds o->seed .. o->seed + o->count - 1, one line each. */
+static int mode_seeds(const sim_options *o, const char *argv0,
+                      const mode_spec *mode, run_fn fn) {
+  uint64_t failed = 0, lost = 0, expect_lost = 0;
+  sim_run_result result;
   uint64_t i;
 
   for (i = 0; i < o->count; i++) {
     sim_options one = *o;
     one.seed = o->seed + i;
-    failed += !run_and_report(&one, argv0, true);
+    /* One seed (a replay) prints its whole report. */
+    failed += !run_and_report(&one, argv0, mode, fn, o->count > 1, &result);
+    lost += result.lost;
+    expect_lost += result.expect_lost;
   }
-  printf("seeds %" PRIu64 "..%" PRIu64 ": %" PRIu64 " passed, %" PRIu64
-         " failed\n",
-         o->seed, o->seed + o->count - 1, o->count - failed, failed);
+  printf("%s %" PRIu64 "..%" PRIu64 ": %" PRIu64 " passed, %" PRIu64
+         " failed",
+         mode->bit == MODE_RUN ? "seeds" : mode->name, o->seed,
+         o->seed + o->count - 1, o->count - failed, failed);
+  if (mode->bit == MODE_BURST) {
+    printf("; %" PRIu64 " keys lost in all, %" PRIu64
+           " had every copy on crashed nodes",
+           lost, expect_lost);
+  }
+  printf("\n");
   return failed == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
   sim_options o;
+  const mode_spec *spec = NULL;
   unsigned mode = 0;
   size_t m;
   int i;
@@ -390,6 +479,7 @@ int main(int argc, char **argv) {
   for (m = 0; m < N_MODES; m++) {
     if (strcmp(argv[1], modes[m].name) == 0) {
       mode = modes[m].bit;
+      spec = &modes[m];
     }
   }
   if (mode == 0) {
@@ -402,9 +492,13 @@ int main(int argc, char **argv) {
   }
   switch (mode) {
   case MODE_RUN:
-    return mode_run(&o, argv[0]);
+    return mode_run(&o, argv[0], spec);
   case MODE_SEEDS:
-    return mode_seeds(&o, argv[0]);
+    return mode_seeds(&o, argv[0], &modes[0], sim_run);
+  case MODE_CRASHES:
+    return mode_seeds(&o, argv[0], spec, sim_crashes_run);
+  case MODE_BURST:
+    return mode_seeds(&o, argv[0], spec, sim_burst_run);
   case MODE_SCENARIOS:
     return sim_scenarios(&o);
   case MODE_PATH:

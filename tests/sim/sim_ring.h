@@ -6,8 +6,8 @@
  * live JOINED node at or clockwise after k; a node's successor list is the
  * next live nodes, its predecessor the previous one, and finger i is
  * successor(node + 2^i). This module builds that sorted view on demand,
- * compares every node against it (convergence: routing, and keys at their
- * owners), and installs it directly into nodes (the oracle routing the
+ * compares every node against it (convergence: routing, and no live key
+ * outside the ranges a node owns or replicates), and installs it directly into nodes (the oracle routing the
  * path-length experiments use).
  */
 #ifndef SIM_RING_H
@@ -37,6 +37,16 @@ void sim_ring_free(sim_ring *ring);
  * ring must not be empty. */
 size_t sim_ring_successor(const sim_ring *ring, const dht_id *k);
 
+/* The nodes that should hold key_id: its owner and the next replicas - 1
+ * members (all of them in a smaller ring), owner first. Writes their slots
+ * into slots (room for replicas) and returns how many. */
+size_t sim_ring_holders(const sim_ring *ring, const dht_id *key_id,
+                        uint32_t replicas, uint32_t *slots);
+
+/* Live (not tombstone) records of st whose key id is in (from, to]. */
+size_t sim_store_count_live(dht_store *st, const dht_id *from,
+                            const dht_id *to);
+
 /*
  * Compares every running node's successor list, predecessor and fingers with
  * the truth of ring (built with joined_only). A running node that is not
@@ -49,7 +59,7 @@ size_t sim_ring_check_converged(const sim_ring *ring, const sim_world *w,
                                 bool stop_at_first, char *why, size_t why_len);
 
 /* Runs the world until sim_ring_check_converged() finds no difference,
- * checking every virtual second (every 5 s above 1000 nodes). When limit_ms
+ * checking every virtual second. When limit_ms
  * pass first, fails the world with the differences, naming the phase it
  * came after. progress prints every check on stderr. Returns true when
  * converged. */

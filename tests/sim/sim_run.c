@@ -5,17 +5,20 @@
  *
  *   build    the first node creates the ring, the others join through random
  *            joined nodes a few milliseconds apart; the ring must converge;
- *            then keys are put (the "pre-fault keys") and must land at their
- *            owners
+ *            then keys are put (the "pre-fault keys") and must land on
+ *            their R holders (the owner and the next R - 1 nodes)
  *   faults   crashes (store kept), restarts, fresh joins, message loss,
  *            duplication, slow messages and partitions, at rates drawn from
  *            the seed (swarm testing), for a bounded virtual time
  *   heal     faults stop, partitions end, crashed nodes are restarted or stay
- *            down as the seed decides; the ring must converge again
- *   check    lookups must name the true owner; fresh puts must land at the
- *            owner and be read back from other nodes; the pre-fault keys and
- *            the puts acknowledged during the faults must still be found,
- *            unless their only copy is on a node that stays down
+ *            down as the seed decides; the ring must converge again, and no
+ *            node may keep a key outside the ranges it owns or replicates
+ *   check    lookups must name the true owner; fresh puts must land on
+ *            their R holders and be read back from other nodes; anti-entropy
+ *            must bring every pre-fault key and every put acknowledged during
+ *            the faults back to exactly its R holders, unless all its copies
+ *            are on disks of nodes that stay down (lost, counted: all its
+ *            holders crashed before repair); and each must read back
  *
  * The structural invariants of every node are checked by sim_world after
  * every call into it, in every phase.
@@ -27,6 +30,7 @@
 
 #include "dht/err.h"
 #include "sim.h"
+#include "sim_keys.h"
 #include "sim_ring.h"
 #include "sim_world.h"
 
@@ -40,10 +44,14 @@
 /* On a converged, idle ring a node has only maintenance requests in flight;
  * more than this means pending requests leak. */
 #define PENDING_AT_REST_MAX 64
+/* Anti-entropy is checked this often while it repairs the kept keys. */
+#define REPAIR_POLL_MS 250
 /* Time allowed after the last client request before judging. */
 #define OPS_GRACE_MS (SIM_CLIENT_TIMEOUT_MS + 1000)
 #define KEY_LEN_MAX 32
 #define VALUE_LEN_MAX 48
+/* The shortest fault phase drawn (unless fault_ms_max is shorter). */
+#define FAULT_MS_MIN 20000
 /* The partitions of a run never overlap: each has its own window. */
 #define PARTITIONS_MAX 2
 
@@ -51,6 +59,7 @@
 typedef struct swarm {
   uint32_t nodes;           /* initial ring size */
   uint32_t succ_list_len;   /* successors every node keeps */
+  uint32_t replicas;        /* copies of each key (settings.replicas) */
   uint64_t fault_ms;        /* length of the fault phase */
   sim_net_faults net;       /* loss, duplication, slow messages */
   double crash_fraction;    /* of the initial ring, crashed over the phase */
@@ -128,7 +137,9 @@ static void draw_swarm(run *r, sim_rng *g) {
    * an option given explicitly then replays the run that drew it. */
   sw->nodes = (uint32_t)sim_rng_between(g, o->nodes_min, o->nodes_max);
   sw->succ_list_len = (uint32_t)sim_rng_between(g, 2, 6);
-  sw->fault_ms = sim_rng_between(g, 20000, 60000);
+  sw->fault_ms = sim_rng_between(
+      g, o->fault_ms_max < FAULT_MS_MIN ? o->fault_ms_max : FAULT_MS_MIN,
+      o->fault_ms_max);
   loss_on = sim_rng_chance(g, 0.5);
   loss = 0.05 * sim_rng_unit(g);
   sw->net.loss = loss_on ? loss : 0.0;
@@ -151,6 +162,11 @@ static void draw_swarm(run *r, sim_rng *g) {
   }
   if (o->fault_ms != 0) {
     sw->fault_ms = o->fault_ms;
+  }
+  sw->replicas = o->replicas != 0 ? o->replicas : sim_default_replicas();
+  /* A node replicates on its successors: it must keep that many. */
+  if (sw->succ_list_len + 1 < sw->replicas) {
+    sw->succ_list_len = sw->replicas - 1;
   }
 }
 
@@ -239,32 +255,26 @@ static void describe_reply(const sim_world *w, const sim_op *op, char *buf,
   }
 }
 
-static bool store_holds(dht_store *st, const key_record *k) {
-  dht_id key_id;
-  const uint8_t *value;
-  size_t value_len;
-
-  dht_id_hash(&key_id, k->key, strlen(k->key));
-  if (dht_store_get(st, &key_id, (const uint8_t *)k->key, strlen(k->key),
-                    &value, &value_len) != 0) {
-    return false;
-  }
-  return value_len == strlen(k->value) &&
-         memcmp(value, k->value, value_len) == 0;
+/* Describes a key's placement failure: which holder lacks it. */
+static void fail_placement(sim_world *w, const char *what, const char *key,
+                           const sim_placement *p) {
+  sim_world_fail(w,
+                 "%s %s: holder %s does not hold it (%zu of its %zu holders "
+                 "do)",
+                 what, key,
+                 p->missing_slot == SIM_NO_SLOT
+                     ? "?"
+                     : w->nodes[p->missing_slot].addr,
+                 p->held, p->holders);
 }
 
-static uint32_t owner_of(const sim_ring *ring, const char *key) {
-  dht_id key_id;
-
-  dht_id_hash(&key_id, key, strlen(key));
-  return ring->members[sim_ring_successor(ring, &key_id)].slot;
-}
-
-/* Puts keys[0..n) through random nodes; every put must be acknowledged and
- * land at the key's owner. */
+/* Puts keys[0..n) through random nodes; every put must be acknowledged and,
+ * the ring being converged, be on all its R holders by then: the owner
+ * answers only once every live replica has the record. */
 static void put_keys(run *r, const key_record *keys, size_t n) {
   sim_world *w = &r->w;
   size_t first = w->ops_base + w->n_ops;
+  sim_placement pl;
   sim_ring ring;
   size_t i;
 
@@ -276,18 +286,16 @@ static void put_keys(run *r, const key_record *keys, size_t n) {
   sim_ring_build(&ring, w, true);
   for (i = 0; i < n && !w->failed; i++) {
     const sim_op *op = sim_world_op(w, first + i);
-    uint32_t owner = owner_of(&ring, keys[i].key);
-    char got[96];
+    char got[96], what[128];
     if (!answered_in_time(op) || op->reply_type != DHT_MSG_OK) {
       describe_reply(w, op, got, sizeof(got));
       sim_world_fail(w, "put of %s via %s on a converged ring: %s", keys[i].key,
                      w->nodes[op->via_slot].addr, got);
-    } else if (!store_holds(w->nodes[owner].store, &keys[i])) {
-      sim_world_fail(w,
-                     "put of %s via %s was acknowledged but its owner %s "
-                     "does not hold it",
-                     keys[i].key, w->nodes[op->via_slot].addr,
-                     w->nodes[owner].addr);
+    } else if (!sim_key_placed(w, &ring, keys[i].key, sim_value_equals,
+                               keys[i].value, &pl)) {
+      snprintf(what, sizeof(what), "put via %s was acknowledged, but key",
+               w->nodes[op->via_slot].addr);
+      fail_placement(w, what, keys[i].key, &pl);
     }
   }
   sim_ring_free(&ring);
@@ -345,8 +353,9 @@ static void phase_build(run *r) {
   put_keys(r, r->kept, r->n_prefault);
   if (!w->failed) {
     sim_text_printf(r->report,
-                    "build: %zu pre-fault keys stored at their owners\n",
-                    r->n_prefault);
+                    "build: %zu pre-fault keys stored on their %" PRIu32
+                    " holders\n",
+                    r->n_prefault, r->sw.replicas);
   }
 }
 
@@ -626,56 +635,90 @@ static void check_fresh_keys(run *r) {
   }
   if (!r->w.failed) {
     sim_text_printf(r->report,
-                    "check: %" PRIu32 " fresh keys stored at their owners and "
-                    "read back %" PRIu32 " times each\n",
-                    r->o->keys, r->o->reads);
+                    "check: %" PRIu32 " fresh keys stored on their %" PRIu32
+                    " holders and read back %" PRIu32 " times each\n",
+                    r->o->keys, r->sw.replicas, r->o->reads);
   }
   free(keys);
 }
 
 /*
- * A kept key (put before the faults, or acknowledged during them) must be
- * found, unless the only copy is on a node that stays down: lost, as
- * expected without replication. Convergence already required every running
- * node to hold only keys it owns, so a kept key that its owner does not hold
- * is either on a stopped node's disk or destroyed, which is a bug.
+ * A kept key (put before the faults, or acknowledged during them) must come
+ * back to all its R holders once anti-entropy has run, unless no running
+ * node has a copy: then all its copies are on disks of nodes that stay down
+ * (all its holders crashed before repair could copy it elsewhere), and it
+ * counts as lost. A key on no disk at all, running or stopped, was
+ * destroyed: a bug, since a node deletes a record only after handing it to
+ * another. Convergence already required that no node keeps a key outside
+ * the ranges it owns or replicates, so "all R holders" is "exactly them".
+ * Every key found must then read back through the ring.
  */
 static void check_kept_keys(run *r) {
   sim_world *w = &r->w;
   key_record *found = calloc(r->n_kept ? r->n_kept : 1, sizeof(*found));
-  size_t n_found = 0, lost = 0;
-  sim_ring ring;
-  size_t i, j;
+  bool *settled = calloc(r->n_kept ? r->n_kept : 1, sizeof(*settled));
+  size_t n_found = 0, lost = 0, waiting = r->n_kept;
+  uint64_t start = w->now_ms;
+  sim_placement pl;
+  size_t i, first_waiting = 0;
 
-  if (found == NULL) {
+  if (found == NULL || settled == NULL) {
     fprintf(stderr, "dht-sim: out of memory (keys)\n");
     abort();
   }
-  sim_ring_build(&ring, w, true);
-  for (i = 0; i < r->n_kept && !w->failed; i++) {
-    const key_record *k = &r->kept[i];
-    bool held_down = false;
-    if (store_holds(w->nodes[owner_of(&ring, k->key)].store, k)) {
-      found[n_found++] = *k;
-      continue;
-    }
-    for (j = 0; j < w->n_nodes; j++) {
-      if (!sim_world_is_up(w, (uint32_t)j) &&
-          store_holds(w->nodes[j].store, k)) {
-        held_down = true;
+  while (!w->failed) {
+    sim_ring ring;
+    sim_ring_build(&ring, w, true);
+    waiting = 0;
+    for (i = 0; i < r->n_kept && !w->failed; i++) {
+      const key_record *k = &r->kept[i];
+      if (settled[i]) {
+        continue;
+      }
+      if (sim_key_placed(w, &ring, k->key, sim_value_equals, k->value, &pl)) {
+        settled[i] = true;
+        found[n_found++] = *k;
+        continue;
+      }
+      sim_key_copies(w, k->key, sim_value_equals, k->value, &pl);
+      if (pl.running_copies == 0 && pl.stopped_copies > 0) {
+        settled[i] = true;
+        lost++;
+      } else if (pl.running_copies == 0) {
+        sim_world_fail(w,
+                       "%s key %s is on no running node nor on the disk of "
+                       "a stopped one: destroyed",
+                       i < r->n_prefault ? "pre-fault" : "acknowledged",
+                       k->key);
+      } else if (waiting++ == 0) {
+        first_waiting = i;
       }
     }
-    if (held_down) {
-      lost++;
-    } else {
-      sim_world_fail(w,
-                     "%s key %s is on no running node nor on the disk of a "
-                     "stopped one: destroyed",
-                     i < r->n_prefault ? "pre-fault" : "acknowledged", k->key);
+    sim_ring_free(&ring);
+    if (waiting == 0 || w->failed) {
+      break;
     }
+    if (w->now_ms - start >= r->o->repair_ms) {
+      const key_record *k = &r->kept[first_waiting];
+      char what[160];
+      sim_ring_build(&ring, w, true);
+      sim_key_placed(w, &ring, k->key, sim_value_equals, k->value, &pl);
+      sim_ring_free(&ring);
+      snprintf(what, sizeof(what),
+               "%zu keys are still not on all their holders %.1f s after "
+               "the ring converged, e.g. %s key",
+               waiting, secs(w->now_ms - start),
+               first_waiting < r->n_prefault ? "pre-fault" : "acknowledged");
+      fail_placement(w, what, k->key, &pl);
+      break;
+    }
+    sim_world_run_until(w, w->now_ms + REPAIR_POLL_MS);
   }
-  sim_ring_free(&ring);
   if (!w->failed) {
+    sim_text_printf(r->report,
+                    "check: anti-entropy put every kept key with a running "
+                    "copy back on its %" PRIu32 " holders in %.2f s\n",
+                    r->sw.replicas, secs(w->now_ms - start));
     read_keys(r, found, n_found, 1);
   }
   if (!w->failed) {
@@ -685,13 +728,23 @@ static void check_kept_keys(run *r) {
                     r->n_prefault, r->n_kept - r->n_prefault, n_found, lost);
   }
   free(found);
+  free(settled);
 }
 
 static void check_at_rest(run *r) {
   sim_world *w = &r->w;
+  char why[SIM_FAILURE_LEN];
+  sim_ring ring;
   size_t i;
 
   sim_world_run_until(w, w->now_ms + 2000);
+  /* Still converged, and repair put no key where it does not belong. */
+  sim_ring_build(&ring, w, true);
+  if (!w->failed &&
+      sim_ring_check_converged(&ring, w, false, why, sizeof(why)) != 0) {
+    sim_world_fail(w, "at rest, after the checks: %s", why);
+  }
+  sim_ring_free(&ring);
   for (i = 0; i < w->n_nodes && !w->failed; i++) {
     if (sim_world_is_up(w, (uint32_t)i) &&
         dht_node_pending_count(w->nodes[i].node) > PENDING_AT_REST_MAX) {
@@ -709,8 +762,14 @@ static void report_swarm(run *r) {
 
   sim_text_printf(r->report,
                   "dht-sim run: seed %" PRIu64 ", %" PRIu32
-                  " nodes, succ_list_len %" PRIu32 "\n",
-                  r->o->seed, sw->nodes, sw->succ_list_len);
+                  " nodes, succ_list_len %" PRIu32 ", replicas %" PRIu32 "\n",
+                  r->o->seed, sw->nodes, sw->succ_list_len, sw->replicas);
+  if (r->w.settings.replicas != sw->replicas) {
+    sim_text_printf(r->report,
+                    "core-replicas: the nodes keep %" PRIu32
+                    " copies of each key, the checks expect %" PRIu32 "\n",
+                    r->w.settings.replicas, sw->replicas);
+  }
   if (r->o->no_faults) {
     sim_text_printf(r->report, "swarm: no faults\n");
     return;
@@ -745,6 +804,13 @@ static void report_totals(run *r) {
                   c.forwards, c.rpc_timeouts, c.peers_failed,
                   c.replies_unmatched, c.hop_limit, c.handoff_keys_out);
   sim_text_printf(r->report,
+                  "replication: writes acked %" PRIu64 ", failed %" PRIu64
+                  "; replica reads %" PRIu64 ", consults %" PRIu64
+                  "; sync rounds %" PRIu64 ", records repaired in %" PRIu64
+                  ", out %" PRIu64 "\n",
+                  c.writes_acked, c.writes_failed, c.replica_reads, c.consults,
+                  c.sync_rounds, c.repair_keys_in, c.repair_keys_out);
+  sim_text_printf(r->report,
                   "events %" PRIu64 ", virtual time %.1f s, digest %016" PRIx64
                   "\n",
                   w->events, secs(w->now_ms), w->digest);
@@ -766,7 +832,12 @@ void sim_run(const sim_options *o, sim_run_result *result, sim_text *report) {
 
   dht_settings_default(&settings);
   settings.succ_list_len = r.sw.succ_list_len;
+  settings.replicas = o->core_replicas != 0 ? o->core_replicas : r.sw.replicas;
+  if (settings.succ_list_len + 1 < settings.replicas) {
+    settings.succ_list_len = settings.replicas - 1;
+  }
   sim_world_init(&r.w, sim_rng_next(&master), &settings);
+  r.w.replicas = r.sw.replicas;
   r.w.log_on = o->log_level > 0;
   r.w.log_level = (dht_log_level)(o->log_level > 0 ? o->log_level - 1 : 0);
   r.w.trace = o->trace ? stderr : NULL;
@@ -781,13 +852,13 @@ void sim_run(const sim_options *o, sim_run_result *result, sim_text *report) {
   }
   if (!r.w.failed) {
     r.phase = "check";
+    check_kept_keys(&r);
+  }
+  if (!r.w.failed) {
     check_lookups(&r);
   }
   if (!r.w.failed) {
     check_fresh_keys(&r);
-  }
-  if (!r.w.failed) {
-    check_kept_keys(&r);
   }
   if (!r.w.failed) {
     check_at_rest(&r);

@@ -51,6 +51,7 @@ void sim_world_init(sim_world *w, uint64_t seed, const dht_settings *settings) {
   sim_queue_init(&w->queue);
   dht_buf_init(&w->scratch);
   w->settings = *settings;
+  w->replicas = settings->replicas;
   w->log_level = DHT_LOG_WARN;
 }
 
@@ -434,6 +435,13 @@ void sim_world_start(sim_world *w, uint32_t slot) {
   cfg.store = n->store;
   cfg.settings = w->settings;
   cfg.seed = sim_rng_next(&w->rng);
+  /* Like dhtd, which gives the real wall clock: versions are stamped with
+   * it, so every process must see time go on across restarts. */
+  cfg.wall_ms = SIM_WALL_EPOCH_MS + w->now_ms + (uint64_t)n->wall_offset_ms;
+  if (w->clock_skew_ms > 0) {
+    cfg.wall_ms = cfg.wall_ms - w->clock_skew_ms +
+                  sim_rng_below(&w->rng, 2 * (uint64_t)w->clock_skew_ms + 1);
+  }
   cfg.log = w->log_on ? log_line : NULL;
   cfg.log_ud = w;
   cfg.log_level = w->log_level;
@@ -570,6 +578,7 @@ void sim_world_clear_ops(sim_world *w) {
 
   for (i = 0; i < w->n_ops; i++) {
     free(w->ops[i].expect_value);
+    free(w->ops[i].value);
   }
   w->ops_base += w->n_ops;
   w->n_ops = 0;
@@ -735,6 +744,8 @@ static void record_client_reply(sim_world *w, const sim_event *ev) {
     op->value_ok = msg.value.len == op->expect_len &&
                    (op->expect_len == 0 ||
                     memcmp(msg.value.p, op->expect_value, op->expect_len) == 0);
+    op->value = copy_bytes(msg.value.p, msg.value.len);
+    op->value_len = msg.value.len;
     break;
   default:
     break;

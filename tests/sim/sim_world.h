@@ -35,6 +35,9 @@
 #define SIM_REJOIN_DELAY_MS 1000    /* wait after a JOIN_FAILED */
 #define SIM_CLIENT_TIMEOUT_MS 10000 /* a request unanswered by then failed */
 #define SIM_FAILURE_LEN 1024
+/* The simulated wall clock (given to nodes as dht_node_config.wall_ms) reads
+ * this at virtual time 0: 2024-01-01, so versions look like real ones. */
+#define SIM_WALL_EPOCH_MS UINT64_C(1704067200000)
 
 typedef struct sim_node {
   char addr[SIM_ADDR_LEN];  /* "n00042:7000": the slot number is in it */
@@ -51,6 +54,8 @@ typedef struct sim_node {
   uint64_t expiry_now_ms;   /* time of the last handle_expiry call... */
   uint32_t expiries_at_now; /* ...and how many calls at that same time */
   uint32_t joins_started;   /* join attempts, restarts included */
+  int64_t wall_offset_ms;   /* added to the wall clock its processes get
+                               at start (scripted clock errors) */
 } sim_node;
 
 typedef enum sim_op_kind {
@@ -79,6 +84,8 @@ typedef struct sim_op {
                                names no node or not the one with that id */
   uint32_t hops;            /* FIND_SUCC_R, VALUE, OK: hops reported */
   bool value_ok;            /* VALUE: equal to expect_value */
+  uint8_t *value;           /* VALUE: the bytes returned (owned) */
+  size_t value_len;         /* bytes in value */
 } sim_op;
 
 typedef struct sim_world {
@@ -87,6 +94,11 @@ typedef struct sim_world {
   sim_net net;             /* latency, loss, partitions */
   sim_rng rng;             /* node seeds, bootstrap choices */
   dht_settings settings;   /* every node's settings */
+  uint32_t replicas;       /* copies of each key the checks expect:
+                              settings.replicas unless a run wants to see
+                              the checks catch a core that keeps fewer */
+  uint32_t clock_skew_ms;  /* each process's wall clock is off by a draw in
+                              [-clock_skew_ms, +clock_skew_ms] */
   dht_log_level log_level; /* node log lines up to this level go to stderr */
   bool log_on;             /* node logging enabled at all */
   FILE *trace;             /* every event printed here when not NULL */
