@@ -309,6 +309,9 @@ int dht__batch_collect(void *ud, const dht_id *key_id, const uint8_t *key,
 size_t dht__batch_next(const dht_buf *buf, size_t off, dht_id *key_id,
                        dht_kv *kv);
 dht_kv *dht__batch_items(const dht__batch *b);
+dht__pending *dht__batch_send(dht_node *node, dht__batch *b,
+                              dht__pending_kind kind, int32_t peer,
+                              dht_msg_type type);
 void dht__on_replicate(dht_node *node, uint64_t conn, const dht_msg *msg);
 void dht__on_fetch(dht_node *node, uint64_t conn, const dht_msg *msg);
 void dht__on_sync(dht_node *node, uint64_t conn, const dht_msg *msg);

@@ -696,6 +696,38 @@ dht_kv *dht__batch_items(const dht__batch *b) {
   return items;
 }
 
+/* Sends b's records to peer as one request of type (HANDOFF, REPLICATE),
+ * tracked as a pending request of kind that keeps the records in p->keys
+ * for when the answer comes. Returns that request, or NULL when nothing
+ * could be sent; either way b's buffer has been taken. */
+dht__pending *dht__batch_send(dht_node *node, dht__batch *b,
+                              dht__pending_kind kind, int32_t peer,
+                              dht_msg_type type) {
+  dht_kv *items = dht__batch_items(b);
+  dht__pending *p = items != NULL ? dht__pending_new(node, kind, peer) : NULL;
+  dht_msg msg;
+
+  if (p != NULL) {
+    memset(&msg, 0, sizeof(msg));
+    msg.type = type;
+    msg.items = items;
+    msg.n_items = b->n;
+    if (dht__pending_send(node, p, &msg) != 0) {
+      dht__pending_free(node, p);
+      p = NULL;
+    }
+  }
+  free(items);
+  if (p == NULL) {
+    dht_buf_free(&b->buf);
+    return NULL;
+  }
+  dht_buf_free(&p->keys);
+  p->keys = b->buf;
+  dht_buf_init(&b->buf);
+  return p;
+}
+
 /* ---- anti-entropy ------------------------------------------------------------- */
 
 /* What one pass over a range computes: a digest per bucket, and the keys of
@@ -851,9 +883,8 @@ static void push_next(dht_node *node, dht__sync *s) {
   uint32_t slot = (uint32_t)(s - node->syncs);
   digest_pass *d;
   dht__batch batch;
-  dht__pending *p = NULL;
-  dht_kv *items;
-  dht_msg msg;
+  dht__pending *p;
+  int64_t bytes;
   int rv;
 
   tokens_refill(node);
@@ -877,33 +908,18 @@ static void push_next(dht_node *node, dht__sync *s) {
   rv = digest_range(node, d, &s->from, &s->to, s->n_buckets,
                     s->has_cursor ? &s->cursor : NULL);
   free(d);
-  items = rv == 0 && batch.err == 0 && batch.n > 0 ? dht__batch_items(&batch)
-                                                   : NULL;
-  if (items != NULL) {
-    p = dht__pending_new(node, DHT__PEND_PUSH, s->peer);
-  }
+  bytes = (int64_t)batch.buf.len;
+  p = rv == 0 && batch.err == 0 && batch.n > 0
+          ? dht__batch_send(node, &batch, DHT__PEND_PUSH, s->peer,
+                            DHT_MSG_REPLICATE)
+          : NULL;
   if (p == NULL) {
-    free(items);
     dht_buf_free(&batch.buf);
-    sync_end(node, s);
+    sync_end(node, s); /* nothing left to push, or it could not go */
     return;
   }
   p->ctx = slot;
-  memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_REPLICATE;
-  msg.items = items;
-  msg.n_items = batch.n;
-  rv = dht__pending_send(node, p, &msg);
-  free(items);
-  if (rv != 0) {
-    dht_buf_free(&batch.buf);
-    dht__pending_free(node, p);
-    sync_end(node, s);
-    return;
-  }
-  node->repair_tokens -= (int64_t)batch.buf.len;
-  dht_buf_free(&p->keys);
-  p->keys = batch.buf;
+  node->repair_tokens -= bytes;
 }
 
 static void push_done(dht_node *node, dht__pending *p, bool ok) {

@@ -435,8 +435,6 @@ void dht__route_on_failure(dht_node *node, dht__pending *p, int code) {
 void dht__handoff_pump(dht_node *node) {
   dht__batch batch;
   dht__pending *p;
-  dht_kv *items;
-  dht_msg msg;
   dht_id from, to;
   int32_t target;
   int rv;
@@ -472,26 +470,12 @@ void dht__handoff_pump(dht_node *node) {
     }
     return;
   }
-  items = dht__batch_items(&batch);
-  p = items != NULL ? dht__pending_new(node, DHT__PEND_HANDOFF, target) : NULL;
+  /* The records are deleted here once the receiver has them. */
+  p = dht__batch_send(node, &batch, DHT__PEND_HANDOFF, target,
+                      DHT_MSG_HANDOFF);
   if (p == NULL) {
-    free(items);
-    dht_buf_free(&batch.buf);
     return; /* retried at the next stabilize round */
   }
-  memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_HANDOFF;
-  msg.items = items;
-  msg.n_items = batch.n;
-  rv = dht__pending_send(node, p, &msg);
-  free(items);
-  if (rv != 0) {
-    dht_buf_free(&batch.buf);
-    dht__pending_free(node, p);
-    return;
-  }
-  dht_buf_free(&p->keys);
-  p->keys = batch.buf; /* deleted locally once the receiver has them */
   node->handoff_busy = true;
   dht__log(node, DHT_LOG_DEBUG, "handing %zu keys to %s", batch.n,
            node->peers[target].addr);
