@@ -454,6 +454,8 @@ static int mode_seeds(const sim_options *o, const char *argv0,
     printf("; %" PRIu64 " keys lost in all, %" PRIu64
            " had every copy on crashed nodes",
            lost, expect_lost);
+  } else if (mode->bit == MODE_RUN) {
+    printf("; %" PRIu64 " kept keys lost with nodes that stay down", lost);
   }
   printf("\n");
   return failed == 0 ? 0 : 1;

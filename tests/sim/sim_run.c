@@ -105,6 +105,7 @@ typedef struct run {
   size_t n_fault_puts;   /* records in fault_puts */
   size_t cap_fault_puts; /* records allocated in fault_puts */
   uint64_t crashes, restarts, fresh_joins, partitions_done, fault_ops;
+  size_t lost; /* kept keys whose copies are all on nodes that stay down */
 } run;
 
 /* Makes room for one more element in a growable array. */
@@ -721,6 +722,7 @@ static void check_kept_keys(run *r) {
                     r->sw.replicas, secs(w->now_ms - start));
     read_keys(r, found, n_found, 1);
   }
+  r->lost = lost;
   if (!w->failed) {
     sim_text_printf(r->report,
                     "check: %zu pre-fault and %zu acknowledged fault-phase "
@@ -874,6 +876,12 @@ void sim_run(const sim_options *o, sim_run_result *result, sim_text *report) {
   result->nodes = r.sw.nodes;
   result->virtual_ms = r.w.now_ms;
   result->digest = r.w.digest;
+  result->lost = r.lost;
+  if (r.n_kept > 0) {
+    snprintf(result->summary, sizeof(result->summary),
+             "%zu kept keys, %zu lost with nodes that stay down", r.n_kept,
+             r.lost);
+  }
   sim_world_free(&r.w);
   free(r.restart_at_ms);
   free(r.kept);

@@ -1,7 +1,8 @@
 /*
  * sim_scenarios.c: scripted regression cases. Each one sets up an exact
- * situation that once broke the ring (or that the random runs reach only
- * rarely) and requires the ring to converge afterwards. Unlike a seed of
+ * situation that once broke the ring or lost a write (or that the random
+ * runs reach only rarely) and requires the ring to converge, or the write
+ * to read back, afterwards. Unlike a seed of
  * the random runs, a script keeps testing the same situation when the
  * simulator's own random choices change.
  */
