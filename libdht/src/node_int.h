@@ -126,7 +126,6 @@ typedef struct dht__write {
  * then pushes its own records of those buckets, rate-limited. */
 typedef struct dht__sync {
   int32_t peer;                 /* the replica (holds a ref); NO_PEER = free */
-  bool pushing;                 /* digests answered, records going out */
   bool waiting;                 /* push paused by the repair rate limit */
   dht_id from, to;              /* the range synced: (from, to] */
   uint32_t n_buckets;           /* digests the range was split into */
@@ -267,7 +266,6 @@ void dht__route_on_failure(dht_node *node, dht__pending *p, int code);
 void dht__on_handoff(dht_node *node, uint64_t conn, const dht_msg *msg);
 void dht__handoff_pump(dht_node *node);
 void dht__handoff_on_done(dht_node *node, dht__pending *p, bool ok);
-bool dht__owns(const dht_node *node, const dht_id *key_id);
 
 /* node_ring.c */
 int dht__ring_create(dht_node *node);

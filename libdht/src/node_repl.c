@@ -976,7 +976,6 @@ static void sync_answered(dht_node *node, dht__pending *p, const dht_msg *msg) {
     sync_end(node, s);
     return;
   }
-  s->pushing = true;
   push_next(node, s);
 }
 

@@ -24,7 +24,7 @@
 
 #include "node_int.h"
 
-bool dht__owns(const dht_node *node, const dht_id *key_id) {
+static bool owns(const dht_node *node, const dht_id *key_id) {
   if (node->n_succs == 0) {
     return true; /* alone: a ring of one owns every key */
   }
@@ -74,7 +74,7 @@ static route_decision decide(const dht_node *node, const dht_id *key_id,
   route_decision d = {false, DHT__NO_PEER, false, true};
   int32_t succ;
 
-  if (dht__owns(node, key_id)) {
+  if (owns(node, key_id)) {
     d.serve = true;
     return d;
   }
