@@ -224,6 +224,21 @@ static const char *join_target(const dht_node *node, uint32_t k) {
   return node->join_addr;
 }
 
+/* Join tries a round may make: join_attempts through the bootstrap; a node
+ * re-joining also tries every peer it lost once, since any of them (not
+ * only the first few, which may be dead for good) may be back in a ring. */
+static uint32_t join_tries_max(const dht_node *node) {
+  uint32_t i, n = 1;
+
+  if (!node->rejoining) {
+    return node->set.join_attempts;
+  }
+  for (i = 0; i < DHT__LOST_MAX; i++) {
+    n += node->lost[i].addr[0] != '\0';
+  }
+  return n > node->set.join_attempts ? n : node->set.join_attempts;
+}
+
 static void join_attempt(dht_node *node) {
   const char *addr = join_target(node, node->join_tries);
   dht_msg msg;
@@ -285,7 +300,7 @@ static void join_done(dht_node *node, const dht_msg *result) {
   if (succ == NULL) {
     int code = result->type == DHT_MSG_ERROR ? result->error_code
                                              : DHT_ERR_UNAVAILABLE;
-    if (node->join_tries < node->set.join_attempts) {
+    if (node->join_tries < join_tries_max(node)) {
       dht__log(node, DHT_LOG_WARN, "join through %s failed (%s), retrying",
                node->join_addr, dht_strerror(code));
       node->join_retry_at_ms = node->now_ms + 2u * node->set.rpc_timeout_ms;

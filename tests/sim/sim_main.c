@@ -49,11 +49,12 @@ static const mode_spec modes[] = {
      "                 seed prints its report and the command that replays it"},
     {"crashes", MODE_CRASHES,
      "seeds --seed .. --seed + --count - 1: nodes crash one at a time\n"
-     "                 (--crash-gap-ms apart, some restart on their disks)\n"
-     "                 under puts and gets; no acknowledged write may be\n"
-     "                 lost, no get may return a value older than the last\n"
-     "                 put acknowledged before it started, and R copies must\n"
-     "                 be back before the next crash"},
+     "                 (--crash-gap-ms apart, some restart on their disks,\n"
+     "                 some reboot at once) under puts and gets; no\n"
+     "                 acknowledged write may be lost, no get may return a\n"
+     "                 value older than the last put acknowledged before it\n"
+     "                 started, and R copies must be back before the next\n"
+     "                 change"},
     {"burst", MODE_BURST,
      "seeds --seed .. --seed + --count - 1: k nodes crash at once\n"
      "                 (adjacent or anywhere; any six seeds in a row cover\n"
@@ -62,7 +63,10 @@ static const mode_spec modes[] = {
      "                 on its R holders"},
     {"scenarios", MODE_SCENARIOS,
      "scripted regression cases (a successor crashing as a node joins, a\n"
-     "                 long partition); each must end in a converged ring"},
+     "                 long partition, an owner's clock stepping back, a node\n"
+     "                 cut off with a dead bootstrap); each must end in a\n"
+     "                 converged ring with its writes; cases marked as known\n"
+     "                 core bugs must fail"},
     {"path-length", MODE_PATH,
      "CSV: lookup hops on oracle-routed rings of 2^bits-min .. 2^bits-max\n"
      "                 nodes"},
@@ -114,7 +118,7 @@ static const option_spec options[] = {
           "                         copies); 0: the same"),
     OPT32("--repair-ms", "MS", repair_ms, MODES_RINGS,
           "anti-entropy must restore R copies within this once the ring\n"
-          "                         has converged"),
+          "                         has converged (burst: after the crash)"),
     OPT32("--no-faults", NULL, no_faults, MODES_RUNNING,
           "skip the fault phase"),
     OPT32("--fault-ms", "MS", fault_ms, MODES_RUNNING,
@@ -143,8 +147,8 @@ static const option_spec options[] = {
     OPT32("--crashes", "N", crashes, MODE_CRASHES,
           "nodes crashed one after another"),
     OPT32("--crash-gap-ms", "MS", crash_gap_ms, MODE_CRASHES,
-          "time between two changes (a crash or a restart); repair must\n"
-          "                         be over within it"),
+          "time between two changes (a crash, a restart or a reboot);\n"
+          "                         repair must be over within it"),
     OPT32("--clock-skew-ms", "MS", clock_skew_ms, MODE_CRASHES,
           "each process's wall clock is off by up to this"),
     OPT32("--burst-k", "K", burst_k, MODE_BURST,

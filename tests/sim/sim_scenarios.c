@@ -87,6 +87,63 @@ static void long_partition(sim_world *w) {
   sim_ring_converge(w, CONVERGE_MS, false, "partition");
 }
 
+/*
+ * Regression (found by `dht-sim run --seed 95 --nodes 21 --nodes-max 88
+ * --fault-ms-max 30000`; fixed in node_ring.c, where a re-joining node now
+ * tries every peer on its lost list each round). A node whose bootstrap
+ * has died for good loses, one after another, its successor and its
+ * predecessor (both die for good too), then is cut off from everybody by a
+ * partition, long enough to declare every peer dead. Alone, it re-joins in
+ * rounds of join_attempts (3) tries: its bootstrap, then the first and the
+ * second peer of its lost list - the three dead nodes, every round, while
+ * the live peers it lost in the partition, further down the list, were
+ * never tried. It is JOINING almost all the time, so it neither probed them
+ * nor let the ring merge it back, and it stayed out of the ring for ever.
+ */
+static void cut_off_with_dead_bootstrap(sim_world *w) {
+  uint32_t x, bootstrap, succ, pred;
+  sim_ring ring;
+  size_t at, i;
+
+  build_ring(w, 12);
+  if (w->failed) {
+    return;
+  }
+  bootstrap = sim_world_random_joined(w, SIM_NO_SLOT);
+  x = sim_world_add_node(w);
+  sim_world_join(w, x, bootstrap);
+  sim_ring_converge(w, CONVERGE_MS, false, "join");
+  if (w->failed) {
+    return;
+  }
+  /* Its bootstrap dies, then its successor and its predecessor: the dead
+   * neighbours fill the head of its lost list. */
+  sim_ring_build(&ring, w, true);
+  at = sim_ring_successor(&ring, &w->nodes[x].id);
+  succ = ring.members[(at + 1) % ring.n].slot;
+  pred = ring.members[(at + ring.n - 1) % ring.n].slot;
+  sim_ring_free(&ring);
+  if (bootstrap == succ || bootstrap == pred) {
+    sim_world_fail(w, "the bootstrap is a neighbour: pick another seed");
+    return;
+  }
+  sim_world_crash(w, bootstrap, true);
+  sim_world_crash(w, succ, true);
+  sim_world_crash(w, pred, true);
+  sim_ring_converge(w, CONVERGE_MS, false, "crashes");
+  if (w->failed) {
+    return;
+  }
+  /* Cut off from everybody for 30 s, then the partition heals. */
+  for (i = 0; i < w->n_nodes; i++) {
+    sim_net_set_side(&w->net, (uint32_t)i, i == x ? 1 : 0);
+  }
+  sim_net_partition(&w->net);
+  sim_world_run_until(w, w->now_ms + 30000);
+  sim_net_heal_partition(&w->net);
+  sim_ring_converge(w, CONVERGE_MS, false, "partition");
+}
+
 /* ---- helpers for the scenarios that look at keys ---------------------------- */
 
 /* The slot of key's owner on the ring as it is. */
@@ -217,6 +274,7 @@ static const scenario scenarios[] = {
     {"successor-crash-at-join", successor_crash_at_join, NULL},
     {"long-partition", long_partition, NULL},
     {"owner-clock-steps-back", owner_clock_steps_back, NULL},
+    {"cut-off-with-dead-bootstrap", cut_off_with_dead_bootstrap, NULL},
 };
 
 int sim_scenarios(const sim_options *o) {
