@@ -300,7 +300,6 @@ void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
                      const dht_msg *req, const dht_id *key_id,
                      const uint8_t *body, size_t len, bool as_replica);
 int dht__merge_item(dht_node *node, const dht_kv *kv, bool *changed);
-int dht__item_of_record(const uint8_t *rec, size_t rec_len, dht_kv *kv);
 void dht__batch_init(dht__batch *b, const dht_node *node);
 int dht__batch_collect(void *ud, const dht_id *key_id, const uint8_t *key,
                        size_t key_len, const uint8_t *rec, size_t rec_len);

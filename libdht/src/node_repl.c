@@ -79,9 +79,8 @@ static bool tombstone_expired(const dht_node *node, uint64_t stamp) {
   return (stamp >> 16) + node->set.tombstone_grace_ms < physical_ms(node);
 }
 
-/* Parses a stored record into kv's value, version and tombstone. Values
- * stored before versions existed (no header) read as version 0. */
-int dht__item_of_record(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
+/* Values stored before versions existed (no header) read as version 0. */
+void dht_record_parse(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
   uint32_t i;
 
   kv->has_version = true;
@@ -90,7 +89,7 @@ int dht__item_of_record(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
     kv->tombstone = false;
     kv->value.p = rec;
     kv->value.len = rec_len;
-    return 0;
+    return;
   }
   kv->tombstone = (rec[1] & RECORD_TOMBSTONE) != 0;
   kv->version.hlc = 0;
@@ -100,11 +99,6 @@ int dht__item_of_record(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
   memcpy(kv->version.writer.b, rec + 10, DHT_ID_LEN);
   kv->value.p = rec + RECORD_HEAD_LEN;
   kv->value.len = rec_len - RECORD_HEAD_LEN;
-  return 0;
-}
-
-int dht_record_parse(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
-  return dht__item_of_record(rec, rec_len, kv);
 }
 
 /* Replaces out's contents with the stored form of kv. */
@@ -141,7 +135,8 @@ static int record_get(dht_node *node, const dht_id *key_id, const uint8_t *key,
   }
   kv->key.p = key;
   kv->key.len = key_len;
-  return dht__item_of_record(rec, rec_len, kv);
+  dht_record_parse(rec, rec_len, kv);
+  return 0;
 }
 
 /*
@@ -397,7 +392,7 @@ static void write_fill(dht_node *node, dht__write *w) {
     memset(&item, 0, sizeof(item));
     item.key.p = w->key.data;
     item.key.len = w->key.len;
-    dht__item_of_record(w->record.data, w->record.len, &item);
+    dht_record_parse(w->record.data, w->record.len, &item);
     memset(&msg, 0, sizeof(msg));
     msg.type = DHT_MSG_REPLICATE;
     msg.items = &item;
@@ -678,7 +673,7 @@ size_t dht__batch_next(const dht_buf *buf, size_t off, dht_id *key_id,
   memset(kv, 0, sizeof(*kv));
   kv->key.p = buf->data + off + BATCH_REC_HEAD;
   kv->key.len = lens[0];
-  dht__item_of_record(kv->key.p + lens[0], lens[1], kv);
+  dht_record_parse(kv->key.p + lens[0], lens[1], kv);
   return off + BATCH_REC_HEAD + lens[0] + lens[1];
 }
 
@@ -767,7 +762,7 @@ static int digest_visit(void *ud, const dht_id *key_id, const uint8_t *key,
   uint32_t b = bucket_of(d, key_id), i;
   dht_kv kv;
 
-  dht__item_of_record(rec, rec_len, &kv);
+  dht_record_parse(rec, rec_len, &kv);
   if (kv.tombstone && tombstone_expired(d->node, kv.version.hlc)) {
     if (d->expired.n < GC_PER_PASS) {
       batch_add(&d->expired, key_id, key, key_len, rec, 0);

@@ -496,10 +496,11 @@ void dht__handoff_on_done(dht_node *node, dht__pending *p, bool ok) {
       if ((node->state == DHT_NODE_LEAVING ||
            !dht__holds_range(node, &key_id)) &&
           dht_store_get(node->store, &key_id, kv.key.p, kv.key.len, &rec,
-                        &rec_len) == 0 &&
-          dht__item_of_record(rec, rec_len, &now) == 0 &&
-          dht_version_cmp(&now.version, &kv.version) == 0) {
-        dht_store_remove(node->store, &key_id, kv.key.p, kv.key.len);
+                        &rec_len) == 0) {
+        dht_record_parse(rec, rec_len, &now);
+        if (dht_version_cmp(&now.version, &kv.version) == 0) {
+          dht_store_remove(node->store, &key_id, kv.key.p, kv.key.len);
+        }
       }
       n++;
     }

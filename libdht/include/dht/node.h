@@ -230,8 +230,8 @@ const dht_node_counters *dht_node_get_counters(const dht_node *node);
 
 /* Reads a record as a node stores it (value bytes behind a version header)
  * into kv's value, version and tombstone; kv->key is left alone. For hosts
- * and tests that look into a node's store. Returns 0. */
-int dht_record_parse(const uint8_t *rec, size_t rec_len, dht_kv *kv);
+ * and tests that look into a node's store. */
+void dht_record_parse(const uint8_t *rec, size_t rec_len, dht_kv *kv);
 /* Requests in flight. */
 size_t dht_node_pending_count(const dht_node *node);
 
