@@ -937,8 +937,8 @@ static void print_json(const check *k, bool ok, int64_t elapsed_ms) {
 
 /* ---- the command -------------------------------------------------------- */
 
-static int check_opt(check *k, cli_args *a) {
-  cli_ctx *ctx = k->ctx;
+static int check_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  check *k = ud;
   const char *v;
   int rv;
 
@@ -977,40 +977,6 @@ static int check_opt(check *k, cli_args *a) {
   return 0;
 }
 
-/* Returns 0, -1 after printing the help, or an exit code (printed). */
-static int check_args(check *k, int argc, char **argv) {
-  const char *pos;
-  cli_args a;
-  int kind, rv;
-
-  cli_args_init(&a, argc, argv);
-  while ((kind = cli_args_next(&a, &pos)) != CLI_ARG_END) {
-    if (kind == CLI_ARG_POS) {
-      return cli_fail(k->ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                      "check takes no arguments (see dht check --help)");
-    }
-    if (cli_opt_is(&a, "-h") || cli_opt_is(&a, "--help")) {
-      fputs(cli_check_usage, stdout);
-      return -1;
-    }
-    if (cli_global_opt(k->ctx, &a, &rv)) {
-      if (rv != 0) {
-        return rv;
-      }
-      continue;
-    }
-    rv = check_opt(k, &a);
-    if (rv == 1) {
-      continue;
-    }
-    if (rv != 0) {
-      return rv;
-    }
-    return cli_unknown_opt(k->ctx, &a);
-  }
-  return 0;
-}
-
 static void check_free(check *k) {
   size_t i;
 
@@ -1029,6 +995,7 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
   dht_client_neighbors_result *nb = NULL;
   dht_client_stats_result *st = NULL;
   int64_t t0 = mono_ms(), elapsed_ms;
+  cli_positional pos;
   bool ok;
   check k;
   int rv;
@@ -1038,7 +1005,8 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
   k.max_nodes = CHECK_NODES_DEFAULT;
   k.sample = CHECK_SAMPLE_DEFAULT;
   k.replicas = CHECK_REPLICAS_DEFAULT;
-  rv = check_args(&k, argc, argv);
+  rv = cli_scan_args(ctx, argc, argv, cli_check_usage, 0, &pos, check_opt,
+                     &k);
   if (rv != 0) {
     return rv < 0 ? cli_finish(ctx, CLI_EXIT_OK) : rv;
   }

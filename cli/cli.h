@@ -98,6 +98,23 @@ int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv);
 /* Reports an unknown option of cmd. Returns CLI_EXIT_ERROR. */
 int cli_unknown_opt(cli_ctx *ctx, const cli_args *a);
 
+/* The positional arguments a command takes, gathered by cli_scan_args(). */
+typedef struct cli_positional {
+  const char *v[2]; /* in order */
+  int n;            /* how many were given */
+} cli_positional;
+
+/* Option handler of one command: returns 1 when it took the option, 0 when
+ * it is not one of its own, or an exit code (already printed). */
+typedef int (*cli_opt_fn)(cli_ctx *ctx, cli_args *a, void *ud);
+
+/* Scans a command's arguments: --help, the global options, the command's
+ * own options (own may be NULL) and at most max_pos (0..2) positional
+ * arguments. Returns 0, -1 after printing the help, or an exit code
+ * (printed). */
+int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
+                  int max_pos, cli_positional *pos, cli_opt_fn own, void *ud);
+
 /* Parses a decimal integer in min..max for the option called name (used
  * in the message). Returns 0 or CLI_EXIT_ERROR (printed). */
 int cli_parse_u64(cli_ctx *ctx, const char *name, const char *s, uint64_t min,

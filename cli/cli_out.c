@@ -451,3 +451,50 @@ void cli_json_peer(FILE *f, const dht_client_peer *p) {
   cli_json_str(f, p->addr);
   fputc('}', f);
 }
+
+int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
+                  int max_pos, cli_positional *pos, cli_opt_fn own, void *ud) {
+  const char *p;
+  cli_args a;
+  int kind, rv;
+
+  memset(pos, 0, sizeof(*pos));
+  cli_args_init(&a, argc, argv);
+  while ((kind = cli_args_next(&a, &p)) != CLI_ARG_END) {
+    if (kind == CLI_ARG_POS) {
+      if (max_pos == 0) {
+        return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                        "%s takes no arguments (see dht %s --help)",
+                        ctx->command, ctx->command);
+      }
+      if (pos->n >= max_pos) {
+        return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                        "too many arguments for %s (see dht %s --help)",
+                        ctx->command, ctx->command);
+      }
+      pos->v[pos->n++] = p;
+      continue;
+    }
+    if (cli_opt_is(&a, "-h") || cli_opt_is(&a, "--help")) {
+      fputs(help, stdout);
+      return -1;
+    }
+    if (cli_global_opt(ctx, &a, &rv)) {
+      if (rv != 0) {
+        return rv;
+      }
+      continue;
+    }
+    if (own != NULL) {
+      rv = own(ctx, &a, ud);
+      if (rv == 1) {
+        continue;
+      }
+      if (rv != 0) {
+        return rv;
+      }
+    }
+    return cli_unknown_opt(ctx, &a);
+  }
+  return 0;
+}

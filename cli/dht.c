@@ -154,61 +154,6 @@ typedef struct command {
 
 /* ---- shared helpers ----------------------------------------------------- */
 
-/* The positional arguments a command takes, gathered by scan_args(). */
-typedef struct positional {
-  const char *v[2]; /* in order */
-  int n;            /* how many were given */
-} positional;
-
-/* Option handler of one command: returns 1 when it took the option, 0 when
- * it is not one of its own, or an exit code (already printed). */
-typedef int (*opt_fn)(cli_ctx *ctx, cli_args *a, void *ud);
-
-/* Scans a command's arguments: --help, the global options, the command's
- * own options (own may be NULL) and at most max_pos positional arguments.
- * Returns 0, -1 after printing the help, or an exit code (printed). */
-static int scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
-                     int max_pos, positional *pos, opt_fn own, void *ud) {
-  const char *p;
-  cli_args a;
-  int kind, rv;
-
-  memset(pos, 0, sizeof(*pos));
-  cli_args_init(&a, argc, argv);
-  while ((kind = cli_args_next(&a, &p)) != CLI_ARG_END) {
-    if (kind == CLI_ARG_POS) {
-      if (pos->n >= max_pos) {
-        return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                        "too many arguments for %s (see dht %s --help)",
-                        ctx->command, ctx->command);
-      }
-      pos->v[pos->n++] = p;
-      continue;
-    }
-    if (cli_opt_is(&a, "-h") || cli_opt_is(&a, "--help")) {
-      fputs(help, stdout);
-      return -1;
-    }
-    if (cli_global_opt(ctx, &a, &rv)) {
-      if (rv != 0) {
-        return rv;
-      }
-      continue;
-    }
-    if (own != NULL) {
-      rv = own(ctx, &a, ud);
-      if (rv == 1) {
-        continue;
-      }
-      if (rv != 0) {
-        return rv;
-      }
-    }
-    return cli_unknown_opt(ctx, &a);
-  }
-  return 0;
-}
-
 /* Checks a key given on the command line: 1..1024 bytes. */
 static int check_key(cli_ctx *ctx, const char *key) {
   size_t len = strlen(key);
@@ -220,7 +165,7 @@ static int check_key(cli_ctx *ctx, const char *key) {
   return 0;
 }
 
-static int need_key(cli_ctx *ctx, const positional *pos) {
+static int need_key(cli_ctx *ctx, const cli_positional *pos) {
   if (pos->n < 1) {
     return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
                     "%s: missing KEY (see dht %s --help)", ctx->command,
@@ -295,12 +240,12 @@ static int cmd_put(cli_ctx *ctx, int argc, char **argv) {
   char shown[300];
   uint8_t *value = NULL;
   size_t value_len = 0;
-  positional pos;
+  cli_positional pos;
   dht_client *c = NULL;
   FILE *f;
   int rv;
 
-  rv = scan_args(ctx, argc, argv, put_usage, 2, &pos, put_opt, &file);
+  rv = cli_scan_args(ctx, argc, argv, put_usage, 2, &pos, put_opt, &file);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }
@@ -359,11 +304,11 @@ static int cmd_put(cli_ctx *ctx, int argc, char **argv) {
 static int cmd_get(cli_ctx *ctx, int argc, char **argv) {
   uint8_t *value;
   size_t value_len;
-  positional pos;
+  cli_positional pos;
   dht_client *c;
   int rv;
 
-  rv = scan_args(ctx, argc, argv, get_usage, 1, &pos, NULL, NULL);
+  rv = cli_scan_args(ctx, argc, argv, get_usage, 1, &pos, NULL, NULL);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }
@@ -389,11 +334,11 @@ static int cmd_get(cli_ctx *ctx, int argc, char **argv) {
 }
 
 static int cmd_del(cli_ctx *ctx, int argc, char **argv) {
-  positional pos;
+  cli_positional pos;
   dht_client *c;
   int rv;
 
-  rv = scan_args(ctx, argc, argv, del_usage, 1, &pos, NULL, NULL);
+  rv = cli_scan_args(ctx, argc, argv, del_usage, 1, &pos, NULL, NULL);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }
@@ -430,13 +375,14 @@ static int cmd_lookup(cli_ctx *ctx, int argc, char **argv) {
   char hex[DHT_ID_HEX_LEN], s[DHT_ID_SHORT_LEN];
   dht_client_lookup_result *res;
   bool trace = false;
-  positional pos;
+  cli_positional pos;
   dht_client *c;
   dht_id target;
   size_t i;
   int rv;
 
-  rv = scan_args(ctx, argc, argv, lookup_usage, 1, &pos, lookup_opt, &trace);
+  rv = cli_scan_args(ctx, argc, argv, lookup_usage, 1, &pos, lookup_opt,
+                     &trace);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }
@@ -497,12 +443,12 @@ static int cmd_ping(cli_ctx *ctx, int argc, char **argv) {
   char s[DHT_ID_SHORT_LEN], hex[DHT_ID_HEX_LEN];
   struct timespec t0, t1;
   dht_client_peer node;
-  positional pos;
+  cli_positional pos;
   dht_client *c;
   double ms;
   int rv;
 
-  rv = scan_args(ctx, argc, argv, ping_usage, 0, &pos, NULL, NULL);
+  rv = cli_scan_args(ctx, argc, argv, ping_usage, 0, &pos, NULL, NULL);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }
@@ -620,11 +566,11 @@ static void print_stats_json(const dht_client_stats_result *st) {
 
 static int cmd_stats(cli_ctx *ctx, int argc, char **argv) {
   dht_client_stats_result *st;
-  positional pos;
+  cli_positional pos;
   dht_client *c;
   int rv;
 
-  rv = scan_args(ctx, argc, argv, stats_usage, 0, &pos, NULL, NULL);
+  rv = cli_scan_args(ctx, argc, argv, stats_usage, 0, &pos, NULL, NULL);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }
@@ -827,7 +773,7 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   bool have_listed = false, closed = false;
   size_t n_cands = 0, cand = 0;
   ring_walk w;
-  positional pos;
+  cli_positional pos;
   dht_client *c;
   ring_row *row, *prev;
   int rv;
@@ -838,7 +784,7 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   memset(&listed_id, 0, sizeof(listed_id));
   memset(&last_reachable_id, 0, sizeof(last_reachable_id));
   w.last_reachable = &last_reachable_id;
-  rv = scan_args(ctx, argc, argv, ring_usage, 0, &pos, ring_opt, &max_nodes);
+  rv = cli_scan_args(ctx, argc, argv, ring_usage, 0, &pos, ring_opt, &max_nodes);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }

@@ -981,7 +981,9 @@ typedef struct num_opt {
   uint64_t *dst;
 } num_opt;
 
-static int parse_options(load *l, int argc, char **argv) {
+/* load's own options, for cli_scan_args(). */
+static int load_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  load *l = ud;
   const num_opt num_opts[] = {
       {"--rate", 1, RATE_MAX, &l->rate},
       {"--duration", 1, DURATION_S_MAX, &l->duration_s},
@@ -992,68 +994,43 @@ static int parse_options(load *l, int argc, char **argv) {
       {"--value-size", VALUE_HEAD_MAX - 16, VALUE_SIZE_MAX, &l->value_size},
       {"--verify-s", 1, VERIFY_S_MAX, &l->verify_s},
   };
-  cli_ctx *ctx = l->ctx;
-  const char *pos, *v;
-  cli_args a;
+  const size_t n_num = sizeof(num_opts) / sizeof(num_opts[0]);
+  const char *v;
   size_t i;
-  int kind, rv;
+  int rv;
 
-  cli_args_init(&a, argc, argv);
-  while ((kind = cli_args_next(&a, &pos)) != CLI_ARG_END) {
-    if (kind == CLI_ARG_POS) {
-      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                      "load takes no arguments (see dht load --help)");
-    }
-    if (cli_opt_is(&a, "-h") || cli_opt_is(&a, "--help")) {
-      fputs(cli_load_usage, stdout);
-      return -1;
-    }
-    if (cli_global_opt(ctx, &a, &rv)) {
-      if (rv != 0) {
-        return rv;
-      }
-      continue;
-    }
-    if (cli_opt_is(&a, "--no-verify")) {
-      if ((rv = cli_opt_flag(ctx, &a)) != 0) {
-        return rv;
-      }
-      l->verify = false;
-      continue;
-    }
-    for (i = 0; i < sizeof(num_opts) / sizeof(num_opts[0]); i++) {
-      if (cli_opt_is(&a, num_opts[i].name)) {
-        break;
-      }
-    }
-    if (i == sizeof(num_opts) / sizeof(num_opts[0]) &&
-        !cli_opt_is(&a, "--get-ratio") && !cli_opt_is(&a, "--csv") &&
-        !cli_opt_is(&a, "--prefix") && !cli_opt_is(&a, "--lost-csv")) {
-      return cli_unknown_opt(ctx, &a);
-    }
-    if ((rv = cli_opt_value(ctx, &a, &v)) != 0) {
+  if (cli_opt_is(a, "--no-verify")) {
+    if ((rv = cli_opt_flag(ctx, a)) != 0) {
       return rv;
     }
-    if (i < sizeof(num_opts) / sizeof(num_opts[0])) {
-      rv = cli_parse_u64(ctx, num_opts[i].name, v, num_opts[i].min,
-                         num_opts[i].max, num_opts[i].dst);
-    } else if (cli_opt_is(&a, "--get-ratio")) {
-      rv = parse_ratio(ctx, "--get-ratio", v, &l->get_ratio);
-    } else if (cli_opt_is(&a, "--csv")) {
-      l->csv_path = v;
-    } else if (cli_opt_is(&a, "--lost-csv")) {
-      l->lost_path = v;
-    } else if (strlen(v) > PREFIX_LEN_MAX) { /* --prefix */
-      rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                    "--prefix: at most %d bytes", PREFIX_LEN_MAX);
-    } else {
-      snprintf(l->prefix, sizeof(l->prefix), "%s", v);
-    }
-    if (rv != 0) {
-      return rv;
-    }
+    l->verify = false;
+    return 1;
   }
-  return 0;
+  for (i = 0; i < n_num && !cli_opt_is(a, num_opts[i].name); i++) {
+  }
+  if (i == n_num && !cli_opt_is(a, "--get-ratio") && !cli_opt_is(a, "--csv") &&
+      !cli_opt_is(a, "--prefix") && !cli_opt_is(a, "--lost-csv")) {
+    return 0;
+  }
+  if ((rv = cli_opt_value(ctx, a, &v)) != 0) {
+    return rv;
+  }
+  if (i < n_num) {
+    rv = cli_parse_u64(ctx, num_opts[i].name, v, num_opts[i].min,
+                       num_opts[i].max, num_opts[i].dst);
+  } else if (cli_opt_is(a, "--get-ratio")) {
+    rv = parse_ratio(ctx, "--get-ratio", v, &l->get_ratio);
+  } else if (cli_opt_is(a, "--csv")) {
+    l->csv_path = v;
+  } else if (cli_opt_is(a, "--lost-csv")) {
+    l->lost_path = v;
+  } else if (strlen(v) > PREFIX_LEN_MAX) { /* --prefix */
+    rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                  "--prefix: at most %d bytes", PREFIX_LEN_MAX);
+  } else {
+    snprintf(l->prefix, sizeof(l->prefix), "%s", v);
+  }
+  return rv != 0 ? rv : 1;
 }
 
 /* Appends the comma-separated addresses in list to l->nodes, checking
@@ -1164,6 +1141,7 @@ static int ping_nodes(load *l) {
 }
 
 int cli_load(cli_ctx *ctx, int argc, char **argv) {
+  cli_positional pos;
   struct timespec now_rt;
   int64_t t_end;
   uint64_t c, k;
@@ -1189,7 +1167,7 @@ int cli_load(cli_ctx *ctx, int argc, char **argv) {
   pthread_mutex_init(&l.mu, NULL);
   pthread_cond_init(&l.key_freed, NULL);
 
-  rv = parse_options(&l, argc, argv);
+  rv = cli_scan_args(ctx, argc, argv, cli_load_usage, 0, &pos, load_opt, &l);
   if (rv != 0) {
     rv = rv < 0 ? CLI_EXIT_OK : rv;
     goto out;
