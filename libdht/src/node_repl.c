@@ -23,8 +23,9 @@
  * restarted, or took over a dead predecessor's range), it first fetches the
  * key from each of them and keeps the newest record: a stale owner never
  * answers alone, nor trusts one replica that may be as new to the range as
- * it is (two neighbours restarted together). A replica answers a GET sent to it as the last step when
- * it holds the key, which is how a read gets around a dead owner at once.
+ * it is (two neighbours restarted together). A replica answers a GET sent
+ * to it as the last step when it holds the key, which is how a read gets
+ * around a dead owner at once.
  *
  * Repair (anti-entropy). Every sync_interval_ms, and soon after the
  * neighbourhood changes, the owner splits its range into sync_buckets
@@ -33,7 +34,7 @@
  * the newer of each and pushes its records of those buckets back, in
  * batches, at most repair_bytes_per_s. An in-sync pair exchanges one digest
  * message each way. Keys a node holds outside the ranges it owns or
- * replicates are handed back to where they belong (node_route.c).
+ * replicates are handed back to where they belong (node_handoff.c).
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -41,7 +42,7 @@
 
 #include <sodium.h>
 
-#include "node_int.h"
+#include "node_repl.h"
 
 /* Stored record: magic, flags, hlc (8 bytes, big-endian), writer id, value. */
 #define RECORD_MAGIC 0xd7
@@ -55,23 +56,26 @@
 /* SCAN replies carry at most this many records. */
 #define SCAN_LIMIT_MAX 4096
 
+/* The kinds of request this layer sends; defined with their handlers. */
+static const dht__pending_ops replicate_ops, consult_ops, sync_ops, push_ops;
+
 /* ---- versions and records ----------------------------------------------------- */
 
 static uint64_t physical_ms(const dht_node *node) {
-  return node->wall_base_ms + (node->now_ms - node->created_ms);
+  return node->repl.wall_base_ms + (node->now_ms - node->repl.created_ms);
 }
 
 /* A stamp newer than every stamp this node has issued or seen. */
 static uint64_t hlc_tick(dht_node *node) {
   uint64_t pt = physical_ms(node) << 16;
 
-  node->hlc = pt > node->hlc ? pt : node->hlc + 1;
-  return node->hlc;
+  node->repl.hlc = pt > node->repl.hlc ? pt : node->repl.hlc + 1;
+  return node->repl.hlc;
 }
 
 static void hlc_observe(dht_node *node, uint64_t stamp) {
-  if (stamp > node->hlc) {
-    node->hlc = stamp;
+  if (stamp > node->repl.hlc) {
+    node->repl.hlc = stamp;
   }
 }
 
@@ -264,15 +268,6 @@ static void reply_ok(dht_node *node, uint64_t conn, uint64_t rid,
   dht__reply(node, conn, &ok);
 }
 
-static void reply_accepted(dht_node *node, uint64_t conn, uint64_t rid) {
-  dht_msg accepted;
-
-  memset(&accepted, 0, sizeof(accepted));
-  accepted.type = DHT_MSG_ACCEPTED;
-  accepted.rid = rid;
-  dht__reply(node, conn, &accepted);
-}
-
 static void serve_get(dht_node *node, uint64_t conn, uint64_t rid,
                       const dht_msg *req, const dht_id *key_id) {
   dht_msg out;
@@ -305,24 +300,24 @@ static dht__write *write_alloc(dht_node *node) {
   dht__write *w;
   uint32_t i;
 
-  for (i = 0; i < node->cap_writes; i++) {
-    if (node->writes[i].gen == 0) {
+  for (i = 0; i < node->repl.cap_writes; i++) {
+    if (node->repl.writes[i].gen == 0) {
       break;
     }
   }
-  if (i == node->cap_writes) {
-    uint32_t cap = node->cap_writes ? node->cap_writes * 2 : 16;
-    dht__write *ws = realloc(node->writes, (size_t)cap * sizeof(*ws));
+  if (i == node->repl.cap_writes) {
+    uint32_t cap = node->repl.cap_writes ? node->repl.cap_writes * 2 : 16;
+    dht__write *ws = realloc(node->repl.writes, (size_t)cap * sizeof(*ws));
     if (ws == NULL) {
       return NULL;
     }
-    memset(ws + node->cap_writes, 0,
-           (size_t)(cap - node->cap_writes) * sizeof(*ws));
-    node->writes = ws;
-    node->cap_writes = cap;
+    memset(ws + node->repl.cap_writes, 0,
+           (size_t)(cap - node->repl.cap_writes) * sizeof(*ws));
+    node->repl.writes = ws;
+    node->repl.cap_writes = cap;
   }
-  w = &node->writes[i];
-  w->gen = ++node->write_gen;
+  w = &node->repl.writes[i];
+  w->gen = ++node->repl.write_gen;
   w->n_acked = 0;
   w->n_busy = 0;
   w->sends = 0;
@@ -383,12 +378,12 @@ static void write_fill(dht_node *node, dht__write *w) {
         id_listed(w->busy, w->n_busy, id)) {
       continue;
     }
-    p = dht__pending_new(node, DHT__PEND_REPLICATE, peer);
+    p = dht__pending_new(node, &replicate_ops, peer);
     if (p == NULL) {
       break;
     }
-    p->ctx = (uint32_t)(w - node->writes);
-    p->ctx_gen = w->gen;
+    p->u.replicate.write = (uint32_t)(w - node->repl.writes);
+    p->u.replicate.gen = w->gen;
     memset(&item, 0, sizeof(item));
     item.key.p = w->key.data;
     item.key.len = w->key.len;
@@ -484,34 +479,34 @@ static void serve_write(dht_node *node, uint64_t conn, uint64_t rid,
   w->origin_conn = conn;
   w->origin_rid = rid;
   w->hops = req->hops;
-  reply_accepted(node, conn, rid);
+  dht__reply_accepted(node, conn, rid);
   write_fill(node, w);
 }
 
 /* Asks each replica position in turn for its record of the key before
- * serving req, whose frame body is kept; p->ctx is the position asked.
- * Returns 0, or an error when nothing was sent. */
+ * serving req, whose frame body is kept. Returns 0, or an error when
+ * nothing was sent. */
 static int consult(dht_node *node, uint64_t conn, uint64_t rid,
                    const dht_msg *req, const uint8_t *body, size_t len) {
   dht__pending *p;
   dht_msg fetch;
 
-  p = dht__pending_new(node, DHT__PEND_CONSULT, node->succs[0]);
+  p = dht__pending_new(node, &consult_ops, node->succs[0]);
   if (p == NULL) {
     return DHT_ERR_FULL;
   }
-  p->origin_conn = conn;
-  p->origin_rid = rid;
+  p->u.consult.origin_conn = conn;
+  p->u.consult.origin_rid = rid;
   memset(&fetch, 0, sizeof(fetch));
   fetch.type = DHT_MSG_FETCH;
   fetch.key = req->key;
-  if (dht_buf_append(&p->req, body, len) != 0 ||
+  if (dht_buf_append(&p->kept, body, len) != 0 ||
       dht__pending_send(node, p, &fetch) != 0) {
     dht__pending_free(node, p);
     return DHT_ERR_NOMEM;
   }
   node->counters.consults++;
-  reply_accepted(node, conn, rid);
+  dht__reply_accepted(node, conn, rid);
   return 0;
 }
 
@@ -529,7 +524,7 @@ void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
     serve_get(node, conn, rid, req, key_id);
     return;
   }
-  if (!node->range_fresh && body != NULL && node->n_succs > 0 &&
+  if (!node->repl.range_fresh && body != NULL && node->n_succs > 0 &&
       consult(node, conn, rid, req, body, len) == 0) {
     return;
   }
@@ -552,27 +547,28 @@ void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
  * the successor list): keep the newer record, ask the next position, and
  * once all have been asked, serve the request kept in p. */
 static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
-  uint64_t conn = p->origin_conn, rid = p->origin_rid;
+  dht__consult_state *c = &p->u.consult;
+  uint64_t conn = c->origin_conn, rid = c->origin_rid;
   dht_msg req;
   dht_id key_id;
   int rv;
 
-  rv = dht_msg_decode(&req, p->req.data, p->req.len, &node->set.limits);
+  rv = dht_msg_decode(&req, p->kept.data, p->kept.len, &node->set.limits);
   assert(rv == 0 && "a kept request no longer decodes");
   (void)rv;
   if (msg != NULL) {
     if (msg->type == DHT_MSG_RECORD) {
       merge_items(node, msg);
     }
-    p->ctx++; /* on failure the next peer has moved into this position */
+    c->position++; /* on failure the next peer has moved into it */
   }
-  if (p->ctx < replica_positions(node) &&
-      ++p->hops_tried < 2 * node->set.replicas) {
+  if (c->position < replica_positions(node) &&
+      ++c->tries < 2 * node->set.replicas) {
     dht_msg fetch;
     memset(&fetch, 0, sizeof(fetch));
     fetch.type = DHT_MSG_FETCH;
     fetch.key = req.key;
-    dht__pending_retarget(node, p, node->succs[p->ctx]);
+    dht__pending_retarget(node, p, node->succs[c->position]);
     dht__pending_rekey(node, p);
     if (dht__pending_send(node, p, &fetch) == 0) {
       dht_msg_free(&req);
@@ -588,13 +584,11 @@ static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
 
 /* ---- requests from other nodes ---------------------------------------------------- */
 
-void dht__on_replicate(dht_node *node, uint64_t conn, const dht_msg *msg) {
+void dht__on_replicate(dht_node *node, const dht__request *in) {
+  const dht_msg *msg = in->msg;
+  uint64_t conn = in->conn;
   long n;
 
-  if (node->state != DHT_NODE_JOINED) {
-    dht__reply_error(node, conn, msg->rid, DHT_ERR_STATE);
-    return;
-  }
   n = merge_items(node, msg);
   if (n < 0) {
     dht__reply_error(node, conn, msg->rid, DHT_ERR_STORE);
@@ -604,7 +598,9 @@ void dht__on_replicate(dht_node *node, uint64_t conn, const dht_msg *msg) {
   reply_ok(node, conn, msg->rid, 0);
 }
 
-void dht__on_fetch(dht_node *node, uint64_t conn, const dht_msg *msg) {
+void dht__on_fetch(dht_node *node, const dht__request *in) {
+  const dht_msg *msg = in->msg;
+  uint64_t conn = in->conn;
   dht_msg out;
   dht_kv kv;
   dht_id key_id;
@@ -692,14 +688,14 @@ dht_kv *dht__batch_items(const dht__batch *b) {
 }
 
 /* Sends b's records to peer as one request of type (HANDOFF, REPLICATE),
- * tracked as a pending request of kind that keeps the records in p->keys
- * for when the answer comes. Returns that request, or NULL when nothing
- * could be sent; either way b's buffer has been taken. */
+ * tracked as a pending request of kind ops that keeps the records in its
+ * kept buffer for when the answer comes. Returns that request, or NULL when
+ * nothing could be sent; either way b's buffer has been taken. */
 dht__pending *dht__batch_send(dht_node *node, dht__batch *b,
-                              dht__pending_kind kind, int32_t peer,
+                              const dht__pending_ops *ops, int32_t peer,
                               dht_msg_type type) {
   dht_kv *items = dht__batch_items(b);
-  dht__pending *p = items != NULL ? dht__pending_new(node, kind, peer) : NULL;
+  dht__pending *p = items != NULL ? dht__pending_new(node, ops, peer) : NULL;
   dht_msg msg;
 
   if (p != NULL) {
@@ -717,8 +713,8 @@ dht__pending *dht__batch_send(dht_node *node, dht__batch *b,
     dht_buf_free(&b->buf);
     return NULL;
   }
-  dht_buf_free(&p->keys);
-  p->keys = b->buf;
+  dht_buf_free(&p->kept);
+  p->kept = b->buf;
   dht_buf_init(&b->buf);
   return p;
 }
@@ -823,8 +819,8 @@ static dht__sync *sync_of(dht_node *node, int32_t peer) {
   uint32_t i;
 
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    if (node->syncs[i].peer == peer) {
-      return &node->syncs[i];
+    if (node->repl.syncs[i].peer == peer) {
+      return &node->repl.syncs[i];
     }
   }
   return NULL;
@@ -835,17 +831,18 @@ static dht__sync *sync_of(dht_node *node, int32_t peer) {
 static void fresh_note(dht_node *node, int32_t peer) {
   uint32_t n = replica_positions(node), i;
 
-  if (node->n_synced < DHT_SUCC_LIST_MAX &&
-      !id_listed(node->synced, node->n_synced, &node->peers[peer].id)) {
-    node->synced[node->n_synced++] = node->peers[peer].id;
+  if (node->repl.n_synced < DHT_SUCC_LIST_MAX &&
+      !id_listed(node->repl.synced, node->repl.n_synced,
+                 &node->peers[peer].id)) {
+    node->repl.synced[node->repl.n_synced++] = node->peers[peer].id;
   }
   for (i = 0; i < n; i++) {
-    if (!id_listed(node->synced, node->n_synced,
+    if (!id_listed(node->repl.synced, node->repl.n_synced,
                    &node->peers[node->succs[i]].id)) {
       return;
     }
   }
-  node->range_fresh = true;
+  node->repl.range_fresh = true;
 }
 
 static void sync_end(dht_node *node, dht__sync *s) {
@@ -862,20 +859,21 @@ static void sync_end(dht_node *node, dht__sync *s) {
 
 static void tokens_refill(dht_node *node) {
   int64_t rate = node->set.repair_bytes_per_s;
-  uint64_t dt = node->now_ms - node->repair_tokens_ms;
+  uint64_t dt = node->now_ms - node->repl.repair_tokens_ms;
 
   if (dt > 0) {
     int64_t add = dt >= 1000 ? rate : (int64_t)(rate * (int64_t)dt / 1000);
-    node->repair_tokens =
-        node->repair_tokens + add > rate ? rate : node->repair_tokens + add;
-    node->repair_tokens_ms = node->now_ms;
+    node->repl.repair_tokens = node->repl.repair_tokens + add > rate
+                                   ? rate
+                                   : node->repl.repair_tokens + add;
+    node->repl.repair_tokens_ms = node->now_ms;
   }
 }
 
 /* Sends the next batch of this node's records in the buckets that differ,
  * or ends the exchange when none is left. */
 static void push_next(dht_node *node, dht__sync *s) {
-  uint32_t slot = (uint32_t)(s - node->syncs);
+  uint32_t slot = (uint32_t)(s - node->repl.syncs);
   digest_pass *d;
   dht__batch batch;
   dht__pending *p;
@@ -883,7 +881,7 @@ static void push_next(dht_node *node, dht__sync *s) {
   int rv;
 
   tokens_refill(node);
-  if (node->repair_tokens <= 0) {
+  if (node->repl.repair_tokens <= 0) {
     s->waiting = true;
     return;
   }
@@ -905,7 +903,7 @@ static void push_next(dht_node *node, dht__sync *s) {
   free(d);
   bytes = (int64_t)batch.buf.len;
   p = rv == 0 && batch.err == 0 && batch.n > 0
-          ? dht__batch_send(node, &batch, DHT__PEND_PUSH, s->peer,
+          ? dht__batch_send(node, &batch, &push_ops, s->peer,
                             DHT_MSG_REPLICATE)
           : NULL;
   if (p == NULL) {
@@ -913,21 +911,23 @@ static void push_next(dht_node *node, dht__sync *s) {
     sync_end(node, s); /* nothing left to push, or it could not go */
     return;
   }
-  p->ctx = slot;
-  node->repair_tokens -= bytes;
+  p->u.sync.session = slot;
+  node->repl.repair_tokens -= bytes;
 }
 
-static void push_done(dht_node *node, dht__pending *p, bool ok) {
-  dht__sync *s = &node->syncs[p->ctx];
+/* The replica answered a push (msg NULL: it failed): the next batch goes,
+ * or the exchange ends. */
+static void push_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
+  dht__sync *s = &node->repl.syncs[p->u.sync.session];
+  bool ok = msg != NULL && msg->type == DHT_MSG_OK;
   dht_id key_id;
   dht_kv kv;
   size_t off = 0, n = 0;
 
-  while (off < p->keys.len) {
-    off = dht__batch_next(&p->keys, off, &key_id, &kv);
+  while (off < p->kept.len) {
+    off = dht__batch_next(&p->kept, off, &key_id, &kv);
     n++;
   }
-  p->keys.len = 0;
   dht__pending_free(node, p);
   if (!ok) {
     sync_end(node, s);
@@ -940,15 +940,16 @@ static void push_done(dht_node *node, dht__pending *p, bool ok) {
   push_next(node, s);
 }
 
-/* The replica answered the digests: keep its newer records, then push ours
- * of the buckets that differ. */
-static void sync_answered(dht_node *node, dht__pending *p, const dht_msg *msg) {
-  dht__sync *s = &node->syncs[p->ctx];
+/* The replica answered the digests (msg NULL: it failed): keep its newer
+ * records, then push ours of the buckets that differ. */
+static void sync_answered(dht_node *node, dht__pending *p,
+                          const dht_msg *msg) {
+  dht__sync *s = &node->repl.syncs[p->u.sync.session];
   long n;
   size_t i;
 
   dht__pending_free(node, p);
-  if (msg->type != DHT_MSG_SYNC_R) {
+  if (msg == NULL || msg->type != DHT_MSG_SYNC_R) {
     sync_end(node, s);
     return;
   }
@@ -984,7 +985,8 @@ static void sync_round(dht_node *node) {
     return;
   }
   if (n == 0) {
-    node->range_fresh = true; /* alone, or no replicas: nobody to be behind */
+    node->repl.range_fresh =
+        true; /* alone, or no replicas: nobody to be behind */
     return;
   }
   if (node->pred == DHT__NO_PEER) {
@@ -1010,7 +1012,7 @@ static void sync_round(dht_node *node) {
       }
     }
     s = sync_of(node, DHT__NO_PEER);
-    p = s != NULL ? dht__pending_new(node, DHT__PEND_SYNC, peer) : NULL;
+    p = s != NULL ? dht__pending_new(node, &sync_ops, peer) : NULL;
     if (p == NULL) {
       break;
     }
@@ -1021,7 +1023,7 @@ static void sync_round(dht_node *node) {
     s->to = node->id;
     s->n_buckets = node->set.sync_buckets;
     s->started_ms = node->now_ms;
-    p->ctx = (uint32_t)(s - node->syncs);
+    p->u.sync.session = (uint32_t)(s - node->repl.syncs);
     memset(&msg, 0, sizeof(msg));
     msg.type = DHT_MSG_SYNC;
     msg.from = s->from;
@@ -1037,7 +1039,9 @@ static void sync_round(dht_node *node) {
   free(d);
 }
 
-void dht__on_sync(dht_node *node, uint64_t conn, const dht_msg *msg) {
+void dht__on_sync(dht_node *node, const dht__request *in) {
+  const dht_msg *msg = in->msg;
+  uint64_t conn = in->conn;
   uint16_t differ[DHT_SYNC_BUCKETS_MAX];
   uint64_t mask[DHT_SYNC_BUCKETS_MAX / 64] = {0};
   digest_pass *d = malloc(sizeof(*d));
@@ -1090,7 +1094,9 @@ void dht__on_sync(dht_node *node, uint64_t conn, const dht_msg *msg) {
 
 /* ---- listing what a node holds (dht check) ------------------------------------ */
 
-void dht__on_scan(dht_node *node, uint64_t conn, const dht_msg *msg) {
+void dht__on_scan(dht_node *node, const dht__request *in) {
+  const dht_msg *msg = in->msg;
+  uint64_t conn = in->conn;
   dht__batch batch;
   dht_kv *items;
   dht_msg out;
@@ -1125,12 +1131,18 @@ void dht__on_scan(dht_node *node, uint64_t conn, const dht_msg *msg) {
 /* ---- replies, failures, timers ------------------------------------------------- */
 
 static dht__write *write_of(dht_node *node, const dht__pending *p) {
-  dht__write *w = &node->writes[p->ctx];
+  const dht__replicate_state *r = &p->u.replicate;
 
-  return p->ctx < node->cap_writes && w->gen == p->ctx_gen ? w : NULL;
+  return r->write < node->repl.cap_writes &&
+                 node->repl.writes[r->write].gen == r->gen
+             ? &node->repl.writes[r->write]
+             : NULL;
 }
 
-static void replicate_done(dht_node *node, dht__pending *p, bool ok) {
+/* A replica answered a write (msg NULL: it failed): the write asks
+ * another position, or answers its writer once nobody is left to ask. */
+static void replicate_done(dht_node *node, dht__pending *p,
+                           const dht_msg *msg) {
   dht__write *w = write_of(node, p);
   dht_id id = node->peers[p->peer].id;
 
@@ -1139,72 +1151,64 @@ static void replicate_done(dht_node *node, dht__pending *p, bool ok) {
     return;
   }
   id_unlist(w->busy, &w->n_busy, &id);
-  if (ok && w->n_acked < DHT_SUCC_LIST_MAX) {
+  if (msg != NULL && msg->type == DHT_MSG_OK &&
+      w->n_acked < DHT_SUCC_LIST_MAX) {
     w->acked[w->n_acked++] = id;
   }
   write_fill(node, w);
 }
 
-void dht__repl_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
-  if (msg->type == DHT_MSG_ACCEPTED) {
-    return;
-  }
-  switch (p->kind) {
-  case DHT__PEND_REPLICATE:
-    replicate_done(node, p, msg->type == DHT_MSG_OK);
-    break;
-  case DHT__PEND_CONSULT:
-    consult_done(node, p, msg);
-    break;
-  case DHT__PEND_SYNC:
-    sync_answered(node, p, msg);
-    break;
-  case DHT__PEND_PUSH:
-    push_done(node, p, msg->type == DHT_MSG_OK);
-    break;
-  default:
-    assert(0 && "dht__repl_on_reply: not a replication request");
-  }
-}
-
-void dht__repl_on_failure(dht_node *node, dht__pending *p) {
+/* A replication request got no answer: its peer leaves the tables first,
+ * so that a write looking for another replica does not pick the dead one
+ * again; then done learns of the failure. */
+static void failed_then(dht_node *node, dht__pending *p,
+                        void (*done)(dht_node *, dht__pending *,
+                                     const dht_msg *)) {
   int32_t peer = p->peer;
 
-  /* Out of the tables first, so that a write looking for another replica
-   * does not pick the dead one again. */
   dht__peer_hold(node, peer);
   dht__declare_dead(node, peer, true);
-  switch (p->kind) {
-  case DHT__PEND_REPLICATE:
-    replicate_done(node, p, false);
-    break;
-  case DHT__PEND_CONSULT:
-    consult_done(node, p, NULL);
-    break;
-  case DHT__PEND_SYNC:
-    sync_end(node, &node->syncs[p->ctx]);
-    dht__pending_free(node, p);
-    break;
-  case DHT__PEND_PUSH:
-    push_done(node, p, false);
-    break;
-  default:
-    assert(0 && "dht__repl_on_failure: not a replication request");
-  }
+  done(node, p, NULL);
   dht__peer_release(node, peer);
 }
+
+static void replicate_failed(dht_node *node, dht__pending *p) {
+  failed_then(node, p, replicate_done);
+}
+
+static void consult_failed(dht_node *node, dht__pending *p) {
+  failed_then(node, p, consult_done);
+}
+
+static void sync_failed(dht_node *node, dht__pending *p) {
+  failed_then(node, p, sync_answered);
+}
+
+static void push_failed(dht_node *node, dht__pending *p) {
+  failed_then(node, p, push_done);
+}
+
+/* Replicas never answer these with ACCEPTED, but one would be ignored. */
+static const dht__pending_ops replicate_ops = {
+    "replicate", false, replicate_done, replicate_failed};
+static const dht__pending_ops consult_ops = {"consult", false, consult_done,
+                                             consult_failed};
+static const dht__pending_ops sync_ops = {"sync", false, sync_answered,
+                                          sync_failed};
+static const dht__pending_ops push_ops = {"push", false, push_done,
+                                          push_failed};
 
 static void sync_soon(dht_node *node) {
   uint64_t soon = node->now_ms + SYNC_SOON_MS;
 
-  if (node->sync_at_ms > soon) {
-    node->sync_at_ms = soon;
+  if (node->repl.sync_at_ms > soon) {
+    node->repl.sync_at_ms = soon;
   }
 }
 
 void dht__repl_on_pred_change(dht_node *node) {
-  node->range_fresh = node->n_succs == 0;
-  node->n_synced = 0;
+  node->repl.range_fresh = node->n_succs == 0;
+  node->repl.n_synced = 0;
   sync_soon(node);
 }
 
@@ -1216,12 +1220,12 @@ void dht__repl_timers(dht_node *node) {
   if (node->state != DHT_NODE_JOINED || !node->maintenance) {
     return;
   }
-  if (node->sync_at_ms <= node->now_ms) {
-    node->sync_at_ms = node->now_ms + node->set.sync_interval_ms;
+  if (node->repl.sync_at_ms <= node->now_ms) {
+    node->repl.sync_at_ms = node->now_ms + node->set.sync_interval_ms;
     sync_round(node);
   }
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    dht__sync *s = &node->syncs[i];
+    dht__sync *s = &node->repl.syncs[i];
     if (s->peer != DHT__NO_PEER && s->waiting) {
       push_next(node, s);
     }
@@ -1229,16 +1233,17 @@ void dht__repl_timers(dht_node *node) {
 }
 
 uint64_t dht__repl_next_deadline(const dht_node *node) {
-  uint64_t t = node->sync_at_ms;
+  uint64_t t = node->repl.sync_at_ms;
   uint32_t i;
 
   if (node->state != DHT_NODE_JOINED || !node->maintenance) {
     return DHT_TIME_NEVER;
   }
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    if (node->syncs[i].peer != DHT__NO_PEER && node->syncs[i].waiting) {
+    if (node->repl.syncs[i].peer != DHT__NO_PEER &&
+        node->repl.syncs[i].waiting) {
       /* tokens come back at repair_bytes_per_s: wake when some have */
-      uint64_t wait = (uint64_t)(-node->repair_tokens) * 1000u /
+      uint64_t wait = (uint64_t)(-node->repl.repair_tokens) * 1000u /
                           node->set.repair_bytes_per_s + 1;
       if (node->now_ms + wait < t) {
         t = node->now_ms + wait;
@@ -1253,22 +1258,22 @@ uint64_t dht__repl_next_deadline(const dht_node *node) {
 void dht__repl_init(dht_node *node, uint64_t wall_ms) {
   uint32_t i;
 
-  node->wall_base_ms = wall_ms;
-  node->created_ms = node->now_ms;
-  node->sync_at_ms = node->now_ms; /* a first round as soon as it joins */
-  node->repair_tokens = node->set.repair_bytes_per_s;
-  node->repair_tokens_ms = node->now_ms;
+  node->repl.wall_base_ms = wall_ms;
+  node->repl.created_ms = node->now_ms;
+  node->repl.sync_at_ms = node->now_ms; /* a first round as soon as it joins */
+  node->repl.repair_tokens = node->set.repair_bytes_per_s;
+  node->repl.repair_tokens_ms = node->now_ms;
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    node->syncs[i].peer = DHT__NO_PEER;
+    node->repl.syncs[i].peer = DHT__NO_PEER;
   }
 }
 
 void dht__repl_free(dht_node *node) {
   uint32_t i;
 
-  for (i = 0; i < node->cap_writes; i++) {
-    dht_buf_free(&node->writes[i].key);
-    dht_buf_free(&node->writes[i].record);
+  for (i = 0; i < node->repl.cap_writes; i++) {
+    dht_buf_free(&node->repl.writes[i].key);
+    dht_buf_free(&node->repl.writes[i].record);
   }
-  free(node->writes);
+  free(node->repl.writes);
 }

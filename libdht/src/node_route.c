@@ -1,7 +1,8 @@
 /*
  * node_route.c: recursive routing of FIND_SUCC, GET, PUT and DEL to the node
- * that serves them (node_repl.c serves the data operations), and the
- * hand-off of keys to where they belong.
+ * that serves them (node_repl.c serves the data operations), for clients,
+ * other nodes, and this node's own lookups (node_ring.c's join, fingers and
+ * merges, which pass a completion handler).
  *
  * A routed request travels hop by hop. Each node either serves it (it owns
  * the key) or forwards it and waits: the next hop first answers ACCEPTED
@@ -22,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node_int.h"
+#include "node_route.h"
+
+static const dht__pending_ops route_ops;
 
 static bool owns(const dht_node *node, const dht_id *key_id) {
   if (node->n_succs == 0) {
@@ -161,19 +164,18 @@ static int forward(dht_node *node, dht__pending *p, const dht_msg *req,
 
 /* Delivers a result to whoever started p, then frees p. */
 static void finish(dht_node *node, dht__pending *p, const dht_msg *result) {
-  dht__origin origin = p->origin;
-  uint32_t finger_index = p->finger_index;
+  dht__route_state r = p->u.route;
   dht_msg out;
 
-  if (origin == DHT__ORIGIN_CONN) {
+  if (r.done == NULL) {
     out = *result;
-    out.rid = p->origin_rid;
-    dht__reply(node, p->origin_conn, &out);
+    out.rid = r.origin_rid;
+    dht__reply(node, r.origin_conn, &out);
     dht__pending_free(node, p);
     return;
   }
   dht__pending_free(node, p);
-  dht__ring_on_route_result(node, origin, finger_index, result);
+  r.done(node, r.done_arg, result);
 }
 
 static void finish_error(dht_node *node, dht__pending *p, int code) {
@@ -185,7 +187,7 @@ static void finish_error(dht_node *node, dht__pending *p, int code) {
   err.error_code = code;
   err.error_msg.p = (const uint8_t *)text;
   err.error_msg.len = strlen(text);
-  if (p->origin == DHT__ORIGIN_CONN) {
+  if (p->u.route.done == NULL) {
     node->counters.errors_sent++;
   }
   finish(node, p, &err);
@@ -199,7 +201,7 @@ static void route_pending(dht_node *node, dht__pending *p, int32_t first_hop) {
   dht_id key_id;
   int rv;
 
-  rv = dht_msg_decode(&req, p->req.data, p->req.len, &node->set.limits);
+  rv = dht_msg_decode(&req, p->kept.data, p->kept.len, &node->set.limits);
   assert(rv == 0 && "a stored routed request no longer decodes");
   key_id_of(&req, &key_id);
   if (first_hop == DHT__NO_PEER) {
@@ -211,12 +213,12 @@ static void route_pending(dht_node *node, dht__pending *p, int32_t first_hop) {
     }
     d = decide(node, &key_id, req.final);
   }
-  if (req.type != DHT_MSG_FIND_SUCC && p->origin == DHT__ORIGIN_CONN &&
+  if (req.type != DHT_MSG_FIND_SUCC && p->u.route.done == NULL &&
       (d.serve || dht__may_serve_replica(node, &req, &key_id))) {
     /* Answered by node_repl.c, which may keep the request a while longer
      * (it waits for replicas): it gets its own copy, p is done. */
-    dht__serve_data(node, p->origin_conn, p->origin_rid, &req, &key_id,
-                    p->req.data, p->req.len, !d.serve);
+    dht__serve_data(node, p->u.route.origin_conn, p->u.route.origin_rid, &req,
+                    &key_id, p->kept.data, p->kept.len, !d.serve);
     dht__pending_free(node, p);
   } else if (d.serve) {
     serve_lookup(node, &req, &result, path);
@@ -262,9 +264,10 @@ static route_decision while_leaving(dht_node *node, const dht_msg *msg,
   return d;
 }
 
-void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
-                        const uint8_t *body, size_t len) {
-  dht_msg result, accepted;
+void dht__route_request(dht_node *node, const dht__request *in) {
+  const dht_msg *msg = in->msg;
+  uint64_t conn = in->conn;
+  dht_msg result;
   dht_peer_ref path[DHT_PATH_MAX];
   route_decision d;
   dht__pending *p;
@@ -283,7 +286,8 @@ void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
   }
   if (msg->type != DHT_MSG_FIND_SUCC &&
       (d.serve || dht__may_serve_replica(node, msg, &key_id))) {
-    dht__serve_data(node, conn, msg->rid, msg, &key_id, body, len, !d.serve);
+    dht__serve_data(node, conn, msg->rid, msg, &key_id, in->body, in->len,
+                    !d.serve);
     return;
   }
   if (d.serve) {
@@ -291,15 +295,14 @@ void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
     dht__reply(node, conn, &result);
     return;
   }
-  p = dht__pending_new(node, DHT__PEND_ROUTE, d.next);
+  p = dht__pending_new(node, &route_ops, d.next);
   if (p == NULL) {
     dht__reply_error(node, conn, msg->rid, DHT_ERR_FULL);
     return;
   }
-  p->origin = DHT__ORIGIN_CONN;
-  p->origin_conn = conn;
-  p->origin_rid = msg->rid;
-  rv = dht_buf_append(&p->req, body, len);
+  p->u.route.origin_conn = conn;
+  p->u.route.origin_rid = msg->rid;
+  rv = dht_buf_append(&p->kept, in->body, in->len);
   if (rv == 0) {
     rv = forward(node, p, msg, d);
   }
@@ -308,21 +311,19 @@ void dht__route_request(dht_node *node, uint64_t conn, const dht_msg *msg,
     dht__reply_error(node, conn, msg->rid, rv);
     return;
   }
-  memset(&accepted, 0, sizeof(accepted));
-  accepted.type = DHT_MSG_ACCEPTED;
-  accepted.rid = msg->rid;
-  dht__reply(node, conn, &accepted);
+  dht__reply_accepted(node, conn, msg->rid);
 }
 
 /*
  * Starts a lookup on this node's own behalf (a finger, its join, a merge
  * probe). With first_hop set the request goes there first, whatever the
- * routing table says. The result reaches dht__ring_on_route_result(), at
- * once when this node can answer itself. Returns 0 or DHT_ERR_FULL /
- * DHT_ERR_NOMEM (nothing was started).
+ * routing table says, and a failure there ends it. The result reaches
+ * done(node, done_arg, result), at once when this node can answer itself.
+ * Returns 0 or DHT_ERR_FULL / DHT_ERR_NOMEM (nothing was started, done is
+ * not called).
  */
-int dht__route_start(dht_node *node, dht__origin origin, uint32_t finger_index,
-                     int32_t first_hop, const dht_msg *msg) {
+int dht__route_start(dht_node *node, int32_t first_hop, const dht_msg *msg,
+                     dht__lookup_done_fn done, uint32_t done_arg) {
   dht_buf frame;
   dht__pending *p;
   int32_t holder = first_hop;
@@ -338,19 +339,20 @@ int dht__route_start(dht_node *node, dht__origin origin, uint32_t finger_index,
     self.type = DHT_MSG_FIND_SUCC_R;
     self.has_peer = true;
     dht__self_ref(node, &self.peer);
-    dht__ring_on_route_result(node, origin, finger_index, &self);
+    done(node, done_arg, &self);
     return 0;
   }
-  p = dht__pending_new(node, DHT__PEND_ROUTE, holder);
+  p = dht__pending_new(node, &route_ops, holder);
   if (p == NULL) {
     return DHT_ERR_FULL;
   }
-  p->origin = origin;
-  p->finger_index = finger_index;
+  p->u.route.done = done;
+  p->u.route.done_arg = done_arg;
+  p->u.route.pinned = first_hop != DHT__NO_PEER;
   dht_buf_init(&frame);
   rv = dht_msg_encode(msg, &frame);
   if (rv == 0) {
-    rv = dht_buf_append(&p->req, frame.data + DHT_FRAME_HEADER_LEN,
+    rv = dht_buf_append(&p->kept, frame.data + DHT_FRAME_HEADER_LEN,
                         frame.len - DHT_FRAME_HEADER_LEN);
   }
   dht_buf_free(&frame);
@@ -364,17 +366,15 @@ int dht__route_start(dht_node *node, dht__origin origin, uint32_t finger_index,
 
 /* Tells whoever sent p's request that it is still being worked on. */
 static void keepalive_upstream(dht_node *node, const dht__pending *p) {
-  dht_msg accepted;
-
-  if (p->origin == DHT__ORIGIN_CONN) {
-    memset(&accepted, 0, sizeof(accepted));
-    accepted.type = DHT_MSG_ACCEPTED;
-    accepted.rid = p->origin_rid;
-    dht__reply(node, p->origin_conn, &accepted);
+  if (p->u.route.done == NULL) {
+    dht__reply_accepted(node, p->u.route.origin_conn, p->u.route.origin_rid);
   }
 }
 
-void dht__route_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
+static void route_on_failure(dht_node *node, dht__pending *p, int code);
+
+static void route_on_reply(dht_node *node, dht__pending *p,
+                           const dht_msg *msg) {
   if (msg->type == DHT_MSG_ACCEPTED) {
     /* The first ACCEPTED says the next hop took the request over; later
      * ones say a node further along is routing around a failure and still
@@ -385,10 +385,7 @@ void dht__route_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
       keepalive_upstream(node, p);
     }
     p->accepted = true;
-    p->deadline_ms = node->now_ms + node->set.route_timeout_ms;
-    if (p->deadline_ms < node->pending_min_deadline_ms) {
-      node->pending_min_deadline_ms = p->deadline_ms;
-    }
+    dht__pending_rearm(node, p, node->set.route_timeout_ms);
     return;
   }
   if (msg->type == DHT_MSG_ERROR && msg->error_code == DHT_ERR_STATE &&
@@ -396,7 +393,7 @@ void dht__route_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
     /* The next hop is up but not in the ring (joining, or left): it must
      * leave our tables, and the request goes another way. */
     dht__declare_dead(node, p->peer, false);
-    dht__route_on_failure(node, p, DHT_ERR_UNAVAILABLE);
+    route_on_failure(node, p, DHT_ERR_UNAVAILABLE);
     return;
   }
   finish(node, p, msg);
@@ -407,13 +404,12 @@ void dht__route_on_reply(dht_node *node, dht__pending *p, const dht_msg *msg) {
  * hop is dead (it has already been removed from the tables), so another way
  * is tried; DHT_ERR_TIMEOUT when the hop accepted but no result came back.
  */
-void dht__route_on_failure(dht_node *node, dht__pending *p, int code) {
-  bool forced_hop = p->origin == DHT__ORIGIN_JOIN ||
-                    p->origin == DHT__ORIGIN_MERGE;
+static void route_on_failure(dht_node *node, dht__pending *p, int code) {
+  dht__route_state *r = &p->u.route;
 
-  if (code == DHT_ERR_UNAVAILABLE && !forced_hop &&
-      p->hops_tried + 1 < node->set.route_attempts) {
-    p->hops_tried++;
+  if (code == DHT_ERR_UNAVAILABLE && !r->pinned &&
+      r->hops_tried + 1 < node->set.route_attempts) {
+    r->hops_tried++;
     node->counters.forward_retries++;
     keepalive_upstream(node, p);
     route_pending(node, p, DHT__NO_PEER);
@@ -422,116 +418,17 @@ void dht__route_on_failure(dht_node *node, dht__pending *p, int code) {
   finish_error(node, p, code);
 }
 
-/* ---- hand-off ---------------------------------------------------------------- */
-
-/*
- * Sends the next batch of records this node holds but should not: while in
- * the ring, the keys outside the ranges it owns or replicates go to the
- * farthest predecessor whose range it replicates (which passes on what is
- * not its own either); while leaving, every key goes to its successor. One
- * batch is in flight at a time; the next goes when the receiver has
- * answered OK, and the sent records are deleted here only then.
- */
-void dht__handoff_pump(dht_node *node) {
-  dht__batch batch;
-  dht__pending *p;
-  dht_id from, to;
-  int32_t target;
-  int rv;
-
-  if (node->handoff_busy) {
-    return;
-  }
-  if (node->state == DHT_NODE_LEAVING && node->n_succs == 0) {
-    dht__leave_step(node); /* nobody to take the keys: they stay on disk */
-    return;
-  }
-  if (node->state == DHT_NODE_LEAVING) {
-    target = node->succs[0];
-    from = node->id;
-    to = node->id; /* the whole ring */
-  } else if (node->state == DHT_NODE_JOINED && node->n_succs > 0 &&
-             node->n_preds >= node->set.replicas) {
-    target = node->preds[node->set.replicas - 1];
-    from = node->id;
-    to = node->peers[target].id; /* not in (to, self] */
+/* No answer from the next hop in time. */
+static void route_on_timeout(dht_node *node, dht__pending *p) {
+  if (p->accepted) {
+    /* The next hop is alive; something further along is not. */
+    route_on_failure(node, p, DHT_ERR_TIMEOUT);
   } else {
-    return;
-  }
-  dht__batch_init(&batch, node);
-  rv = dht_store_scan(node->store, &from, &to, dht__batch_collect, &batch);
-  if (rv != 0 || batch.err != 0 || batch.n == 0) {
-    if (rv != 0) {
-      node->counters.store_errors++;
-    }
-    dht_buf_free(&batch.buf);
-    if (batch.n == 0 && rv == 0 && node->state == DHT_NODE_LEAVING) {
-      dht__leave_step(node);
-    }
-    return;
-  }
-  /* The records are deleted here once the receiver has them. */
-  p = dht__batch_send(node, &batch, DHT__PEND_HANDOFF, target,
-                      DHT_MSG_HANDOFF);
-  if (p == NULL) {
-    return; /* retried at the next stabilize round */
-  }
-  node->handoff_busy = true;
-  dht__log(node, DHT_LOG_DEBUG, "handing %zu keys to %s", batch.n,
-           node->peers[target].addr);
-}
-
-void dht__handoff_on_done(dht_node *node, dht__pending *p, bool ok) {
-  size_t off = 0, n = 0;
-  dht_id key_id;
-  dht_kv kv, now;
-  const uint8_t *rec;
-  size_t rec_len;
-
-  if (ok) {
-    while (off < p->keys.len) {
-      off = dht__batch_next(&p->keys, off, &key_id, &kv);
-      /* A key that is ours again meanwhile (the neighbourhood changed back)
-       * stays, and so does one rewritten since it was sent. */
-      if ((node->state == DHT_NODE_LEAVING ||
-           !dht__holds_range(node, &key_id)) &&
-          dht_store_get(node->store, &key_id, kv.key.p, kv.key.len, &rec,
-                        &rec_len) == 0) {
-        dht_record_parse(rec, rec_len, &now);
-        if (dht_version_cmp(&now.version, &kv.version) == 0) {
-          dht_store_remove(node->store, &key_id, kv.key.p, kv.key.len);
-        }
-      }
-      n++;
-    }
-    node->counters.handoff_keys_out += n;
-  }
-  p->keys.len = 0;
-  dht__pending_free(node, p);
-  node->handoff_busy = false;
-  if (ok || node->state == DHT_NODE_LEAVING) {
-    dht__handoff_pump(node);
+    dht__declare_dead(node, p->peer, true);
+    route_on_failure(node, p, DHT_ERR_UNAVAILABLE);
   }
 }
 
-void dht__on_handoff(dht_node *node, uint64_t conn, const dht_msg *msg) {
-  dht_msg ok;
-  size_t i;
-  bool changed;
-  int rv = 0;
-
-  for (i = 0; i < msg->n_items && rv == 0; i++) {
-    rv = dht__merge_item(node, &msg->items[i], &changed);
-  }
-  if (rv != 0) {
-    dht__reply_error(node, conn, msg->rid, DHT_ERR_STORE);
-    return;
-  }
-  node->counters.handoff_keys_in += msg->n_items;
-  memset(&ok, 0, sizeof(ok));
-  ok.type = DHT_MSG_OK;
-  ok.rid = msg->rid;
-  dht__reply(node, conn, &ok);
-  /* Keys that are not ours move on backwards (see dht__handoff_pump). */
-  dht__handoff_pump(node);
-}
+/* ACCEPTED says the next hop took the request over, or still works on it. */
+static const dht__pending_ops route_ops = {"route", true, route_on_reply,
+                                           route_on_timeout};

@@ -161,7 +161,9 @@ typedef struct dht_action {
   X(repair_keys_in)       /* records repaired here by anti-entropy */         \
   X(repair_keys_out)      /* records pushed to a replica by anti-entropy */   \
   X(repair_ms_last)       /* how long the last repair push took */            \
-  X(tombstones_collected) /* deletes forgotten after their grace period */
+  X(tombstones_collected) /* deletes forgotten after their grace period */ \
+  X(send_failures)        /* frames to peers that could not be queued */     \
+  X(reply_failures)       /* replies that could not be queued */
 
 typedef struct dht_node_counters {
 #define DHT__COUNTER_FIELD(name) uint64_t name;
@@ -234,6 +236,14 @@ const dht_node_counters *dht_node_get_counters(const dht_node *node);
 void dht_record_parse(const uint8_t *rec, size_t rec_len, dht_kv *kv);
 /* Requests in flight. */
 size_t dht_node_pending_count(const dht_node *node);
+
+/* Checks the node's internal invariants (listed in libdht/src/node_state.h:
+ * routing lists, peer reference counts, the pending table). For simulators
+ * and tests, which call it after every call into the node; it walks the
+ * node's tables once. Returns true when all hold, else false with the
+ * first broken one described in why (why_len bytes, NUL-terminated). */
+bool dht_node_check_invariants(const dht_node *node, char *why,
+                               size_t why_len);
 
 /*
  * For simulators and experiments only: installs routing state computed by an

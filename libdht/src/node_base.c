@@ -1,0 +1,635 @@
+/*
+ * node_base.c: the bottom layer of a dht_node (node_base.h): the peer
+ * table, requests in flight with their deadlines and resends, the outbox of
+ * actions, round-trip times, logging and the random generator.
+ *
+ * A request's kind is a table of handlers (dht__pending_ops) that the layer
+ * sending it defines; this file calls them when the answer comes or the
+ * request fails, and never looks at what a kind keeps.
+ */
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_base.h"
+
+/* A request's buffers above this size are freed when it ends, so that a
+ * burst of big hand-off batches does not pin its memory for good. */
+#define PENDING_BUF_KEEP_BYTES 4096
+
+/* ---- lifecycle, logging and randomness ------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+int dht__base_init(dht_node *node, const dht_node_config *cfg,
+                   uint64_t now_ms) {
+  size_t addr_len = strlen(cfg->addr);
+  uint64_t seed = cfg->seed;
+
+  if (addr_len == 0 || addr_len > cfg->settings.limits.addr_len_max) {
+    return DHT_ERR_INVAL;
+  }
+  node->set = cfg->settings;
+  memcpy(node->addr, cfg->addr, addr_len + 1);
+  if (cfg->id != NULL) {
+    node->id = *cfg->id;
+  } else {
+    dht_id_hash(&node->id, cfg->addr, addr_len);
+  }
+  dht_id_short(&node->id, node->short_id);
+  node->store = cfg->store;
+  node->log = cfg->log;
+  node->log_ud = cfg->log_ud;
+  node->log_level = cfg->log_level;
+  node->rng[0] = splitmix64(&seed);
+  node->rng[1] = splitmix64(&seed);
+  node->now_ms = now_ms;
+  /* Request ids start at a random point so that a restarted node does not
+   * reuse the ids its previous life had in flight. */
+  node->rid_counter = dht__rand(node) >> (DHT__RID_SLOT_BITS + 1);
+  node->pending_min_deadline_ms = DHT_TIME_NEVER;
+  dht_buf_init(&node->arena);
+  return 0;
+}
+
+void dht__base_free(dht_node *node) {
+  uint32_t i;
+
+  for (i = 0; i < node->cap_pending; i++) {
+    dht__pending *p = node->pending[i];
+    if (p != NULL) {
+      dht_buf_free(&p->frame);
+      dht_buf_free(&p->kept);
+      free(p);
+    }
+  }
+  free(node->pending);
+  free(node->peers);
+  free(node->outbox);
+  dht_buf_free(&node->arena);
+}
+
+void dht__log(dht_node *node, dht_log_level level, const char *fmt, ...) {
+  char line[512];
+  int n;
+  va_list ap;
+
+  if (node->log == NULL || level > node->log_level) {
+    return;
+  }
+  n = snprintf(line, sizeof(line), "%s t=%llu ", node->short_id,
+               (unsigned long long)node->now_ms);
+  if (n < 0 || (size_t)n >= sizeof(line)) {
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+  va_end(ap);
+  node->log(node->log_ud, level, line);
+}
+
+/* xorshift128+: small, fast, and good enough for request ids and jitter. */
+uint64_t dht__rand(dht_node *node) {
+  uint64_t s1 = node->rng[0];
+  const uint64_t s0 = node->rng[1];
+
+  node->rng[0] = s0;
+  s1 ^= s1 << 23;
+  node->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+  return node->rng[1] + s0;
+}
+
+/* ---- peers ---------------------------------------------------------------- */
+
+int32_t dht__peer_find(const dht_node *node, const char *addr,
+                       size_t addr_len) {
+  int32_t i;
+
+  for (i = 0; i < node->n_peers; i++) {
+    const dht__peer *p = &node->peers[i];
+    if (p->refs > 0 && strlen(p->addr) == addr_len &&
+        memcmp(p->addr, addr, addr_len) == 0) {
+      return i;
+    }
+  }
+  return DHT__NO_PEER;
+}
+
+/*
+ * Finds or adds the peer at addr and returns its index with refs unchanged
+ * (a new slot starts with refs == 0 and is reclaimed unless the caller holds
+ * it before the next intern). id may be NULL when unknown. Returns
+ * DHT__NO_PEER when the table cannot grow or addr is unusable.
+ */
+int32_t dht__peer_intern(dht_node *node, const dht_id *id, const char *addr,
+                         size_t addr_len) {
+  int32_t idx, i;
+  dht__peer *p;
+
+  if (addr_len == 0 || addr_len > DHT_ADDR_LEN_MAX) {
+    return DHT__NO_PEER;
+  }
+  idx = dht__peer_find(node, addr, addr_len);
+  if (idx != DHT__NO_PEER) {
+    p = &node->peers[idx];
+    if (id != NULL && (!p->id_known || !dht_id_eq(&p->id, id))) {
+      /* The address now answers with another id (restarted with a new
+       * identity): trust the latest word. */
+      p->id = *id;
+      p->id_known = true;
+    }
+    return idx;
+  }
+  for (i = 0; i < node->n_peers; i++) {
+    if (node->peers[i].refs == 0) {
+      break;
+    }
+  }
+  if (i == node->n_peers) {
+    if (node->n_peers == node->cap_peers) {
+      int32_t cap = node->cap_peers ? node->cap_peers * 2 : 16;
+      dht__peer *peers = realloc(node->peers, (size_t)cap * sizeof(*peers));
+      if (peers == NULL) {
+        return DHT__NO_PEER;
+      }
+      node->peers = peers;
+      node->cap_peers = cap;
+    }
+    node->n_peers++;
+  }
+  p = &node->peers[i];
+  memset(p, 0, sizeof(*p));
+  memcpy(p->addr, addr, addr_len);
+  p->addr[addr_len] = '\0';
+  if (id != NULL) {
+    p->id = *id;
+    p->id_known = true;
+  }
+  return i;
+}
+
+int32_t dht__peer_intern_ref(dht_node *node, const dht_peer_ref *ref) {
+  return dht__peer_intern(node, &ref->id, (const char *)ref->addr.p,
+                          ref->addr.len);
+}
+
+void dht__peer_hold(dht_node *node, int32_t idx) {
+  assert(idx >= 0 && idx < node->n_peers && "holding a peer that is not");
+  node->peers[idx].refs++;
+}
+
+void dht__peer_release(dht_node *node, int32_t idx) {
+  assert(idx >= 0 && idx < node->n_peers && node->peers[idx].refs > 0 &&
+         "releasing a peer nobody holds");
+  node->peers[idx].refs--;
+}
+
+/* Points a routing entry at idx (or DHT__NO_PEER), moving the reference. */
+void dht__slot_set(dht_node *node, int32_t *slot, int32_t idx) {
+  if (*slot == idx) {
+    return;
+  }
+  if (idx != DHT__NO_PEER) {
+    dht__peer_hold(node, idx);
+  }
+  if (*slot != DHT__NO_PEER) {
+    dht__peer_release(node, *slot);
+  }
+  *slot = idx;
+}
+
+void dht__peer_to_ref(const dht_node *node, int32_t idx, dht_peer_ref *ref) {
+  const dht__peer *p = &node->peers[idx];
+
+  ref->id = p->id;
+  ref->addr.p = (const uint8_t *)p->addr;
+  ref->addr.len = strlen(p->addr);
+}
+
+void dht__self_ref(const dht_node *node, dht_peer_ref *ref) {
+  ref->id = node->id;
+  ref->addr.p = (const uint8_t *)node->addr;
+  ref->addr.len = strlen(node->addr);
+}
+
+/* True when ref names this node's own address. */
+bool dht__ref_is_self(const dht_node *node, const dht_peer_ref *ref) {
+  return ref->addr.len == strlen(node->addr) &&
+         memcmp(ref->addr.p, node->addr, ref->addr.len) == 0;
+}
+
+/* ---- round-trip times ------------------------------------------------------- */
+
+/* How long to wait for peer's reply: its smoothed round-trip time plus four
+ * deviations (RFC 6298), within [rto_min_ms, rpc_timeout_ms]; the longest
+ * until the peer has been measured. */
+uint32_t dht__rto(const dht_node *node, int32_t peer) {
+  const dht__peer *p = &node->peers[peer];
+  uint32_t rto;
+
+  if (!p->rtt_known) {
+    return node->set.rpc_timeout_ms;
+  }
+  rto = p->srtt_ms + 4 * p->rttvar_ms;
+  if (rto < node->set.rto_min_ms) {
+    return node->set.rto_min_ms;
+  }
+  return rto < node->set.rpc_timeout_ms ? rto : node->set.rpc_timeout_ms;
+}
+
+static void rtt_sample(dht_node *node, int32_t peer, uint64_t rtt_ms) {
+  dht__peer *p = &node->peers[peer];
+  uint32_t r = rtt_ms > UINT32_MAX / 8 ? UINT32_MAX / 8 : (uint32_t)rtt_ms;
+
+  if (!p->rtt_known) {
+    p->srtt_ms = r;
+    p->rttvar_ms = r / 2;
+    p->rtt_known = true;
+    return;
+  }
+  p->rttvar_ms = (3 * p->rttvar_ms + (p->srtt_ms > r ? p->srtt_ms - r
+                                                     : r - p->srtt_ms)) / 4;
+  p->srtt_ms = (7 * p->srtt_ms + r) / 8;
+}
+
+/* ---- pending requests ------------------------------------------------------- */
+
+/*
+ * Takes a free pending slot for a request of kind ops to peer (which it
+ * holds). Slots are allocated one by one and never move, so a dht__pending
+ * pointer stays valid while other requests come and go. Returns NULL when
+ * settings.pending_max requests are in flight or memory runs out.
+ */
+dht__pending *dht__pending_new(dht_node *node, const dht__pending_ops *ops,
+                               int32_t peer) {
+  dht__pending *p = NULL;
+  uint32_t i;
+
+  for (i = 0; i < node->cap_pending; i++) {
+    if (node->pending[i] == NULL || node->pending[i]->rid == 0) {
+      break;
+    }
+  }
+  if (i == node->cap_pending) {
+    uint32_t cap = node->cap_pending ? node->cap_pending * 2 : 64;
+    dht__pending **slots;
+    if (node->cap_pending >= node->set.pending_max) {
+      node->counters.pending_full++;
+      return NULL;
+    }
+    if (cap > node->set.pending_max) {
+      cap = node->set.pending_max;
+    }
+    slots = realloc(node->pending, (size_t)cap * sizeof(*slots));
+    if (slots == NULL) {
+      return NULL;
+    }
+    memset(slots + node->cap_pending, 0,
+           (size_t)(cap - node->cap_pending) * sizeof(*slots));
+    node->pending = slots;
+    node->cap_pending = cap;
+  }
+  if (node->pending[i] == NULL) {
+    node->pending[i] = calloc(1, sizeof(dht__pending));
+    if (node->pending[i] == NULL) {
+      return NULL;
+    }
+  }
+  p = node->pending[i];
+  p->slot = i;
+  p->ops = ops;
+  p->peer = peer;
+  p->sends = 0;
+  p->accepted = false;
+  p->deadline_ms = DHT_TIME_NEVER;
+  p->frame.len = 0;
+  p->kept.len = 0;
+  memset(&p->u, 0, sizeof(p->u));
+  dht__peer_hold(node, peer);
+  dht__pending_rekey(node, p);
+  node->n_pending++;
+  DHT__DEBUG_CHECK(node, pending);
+  return p;
+}
+
+/* Gives p a fresh request id, so that a late reply to an earlier attempt
+ * cannot be mistaken for the answer to the next one. */
+void dht__pending_rekey(dht_node *node, dht__pending *p) {
+  node->rid_counter++;
+  p->rid = node->rid_counter << DHT__RID_SLOT_BITS | p->slot;
+}
+
+static dht__pending *pending_find(dht_node *node, uint64_t rid) {
+  uint64_t slot = rid & (DHT__PENDING_HARD_MAX - 1);
+  dht__pending *p;
+
+  if (rid == 0 || slot >= node->cap_pending) {
+    return NULL;
+  }
+  p = node->pending[slot];
+  return p != NULL && p->rid == rid ? p : NULL;
+}
+
+static void buf_shrink(dht_buf *b) {
+  if (b->cap > PENDING_BUF_KEEP_BYTES) {
+    dht_buf_free(b);
+  }
+  b->len = 0;
+}
+
+/* Frees p's slot for reuse; small buffers stay for the next request. */
+void dht__pending_free(dht_node *node, dht__pending *p) {
+  assert(p->rid != 0 && "freeing a request twice");
+  dht__peer_release(node, p->peer);
+  buf_shrink(&p->frame);
+  buf_shrink(&p->kept);
+  p->rid = 0;
+  node->n_pending--;
+  DHT__DEBUG_CHECK(node, pending);
+}
+
+/* Moves p to another peer (a new next hop), keeping the reference count. */
+void dht__pending_retarget(dht_node *node, dht__pending *p, int32_t peer) {
+  dht__peer_hold(node, peer);
+  dht__peer_release(node, p->peer);
+  p->peer = peer;
+}
+
+/* Sets p's deadline wait_ms from now. */
+void dht__pending_rearm(dht_node *node, dht__pending *p, uint64_t wait_ms) {
+  p->deadline_ms = node->now_ms + wait_ms;
+  if (p->deadline_ms < node->pending_min_deadline_ms) {
+    node->pending_min_deadline_ms = p->deadline_ms;
+  }
+}
+
+/* p fails at its first deadline instead of being resent. */
+void dht__pending_no_resend(dht__pending *p, const dht_node *node) {
+  p->sends = node->set.rpc_retries + 1;
+}
+
+/* Every request in flight to peer that it has not taken over fails at the
+ * next expiry pass, without resends: the peer is known to be gone. */
+void dht__pending_fail_peer(dht_node *node, int32_t peer) {
+  uint32_t i;
+
+  for (i = 0; i < node->cap_pending; i++) {
+    dht__pending *p = node->pending[i];
+    if (p != NULL && p->rid != 0 && p->peer == peer && !p->accepted) {
+      dht__pending_no_resend(p, node);
+      dht__pending_rearm(node, p, 0);
+    }
+  }
+}
+
+/* Hands a reply to the request it answers. */
+void dht__pending_on_reply(dht_node *node, const dht_msg *msg) {
+  dht__pending *p = pending_find(node, msg->rid);
+
+  if (p == NULL) {
+    /* Late (after a timeout and retry), duplicated, or bogus. */
+    node->counters.replies_unmatched++;
+    return;
+  }
+  if (p->sends == 1 && !p->accepted) {
+    rtt_sample(node, p->peer, node->now_ms - p->sent_ms);
+  }
+  if (msg->type != DHT_MSG_ACCEPTED || p->ops->takes_accepted) {
+    p->ops->on_reply(node, p, msg);
+  }
+}
+
+static void outbox_send_frame(dht_node *node, int32_t peer,
+                              const dht_buf *frame);
+
+void dht__pending_expire(dht_node *node) {
+  uint64_t min = DHT_TIME_NEVER;
+  uint32_t i, round;
+  bool any = true;
+
+  if (node->now_ms < node->pending_min_deadline_ms) {
+    return;
+  }
+  /* A handler may make other requests due at once (a peer declared dead
+   * fails everything sent to it), so go round until nothing is due; the
+   * bound only guards against a bug turning this into a spin. */
+  for (round = 0; any && round < 8; round++) {
+    any = false;
+    for (i = 0; i < node->cap_pending; i++) {
+      dht__pending *p = node->pending[i];
+      if (p == NULL || p->rid == 0 || p->deadline_ms > node->now_ms) {
+        continue;
+      }
+      any = true;
+      if (!p->accepted && p->sends <= node->set.rpc_retries) {
+        /* back off: the peer may only be slow */
+        p->deadline_ms =
+            node->now_ms + ((uint64_t)dht__rto(node, p->peer) << p->sends);
+        p->sends++;
+        outbox_send_frame(node, p->peer, &p->frame);
+      } else {
+        node->counters.rpc_timeouts++;
+        p->ops->on_failure(node, p);
+      }
+    }
+  }
+  for (i = 0; i < node->cap_pending; i++) {
+    const dht__pending *p = node->pending[i];
+    if (p != NULL && p->rid != 0 && p->deadline_ms < min) {
+      min = p->deadline_ms;
+    }
+  }
+  node->pending_min_deadline_ms = min;
+}
+
+/* ---- the outbox ------------------------------------------------------------- */
+
+/* Forgets the actions already polled, once all of them have been. */
+void dht__outbox_compact(dht_node *node) {
+  if (node->outbox_head == node->outbox_len) {
+    node->outbox_head = 0;
+    node->outbox_len = 0;
+    node->arena.len = 0;
+  }
+}
+
+bool dht__outbox_poll(dht_node *node, dht_action *out) {
+  const dht__outbox_entry *e;
+
+  if (node->outbox_head == node->outbox_len) {
+    return false;
+  }
+  e = &node->outbox[node->outbox_head++];
+  memset(out, 0, sizeof(*out));
+  out->type = e->type;
+  out->conn = e->conn;
+  out->event = e->event;
+  out->error = e->error;
+  if (e->type == DHT_ACTION_SEND) {
+    out->addr = (const char *)node->arena.data + e->addr_off;
+  }
+  if (e->type == DHT_ACTION_SEND || e->type == DHT_ACTION_REPLY) {
+    out->frame = node->arena.data + e->frame_off;
+    out->frame_len = e->frame_len;
+  }
+  return true;
+}
+
+static dht__outbox_entry *outbox_push(dht_node *node, dht_action_type type) {
+  dht__outbox_entry *e;
+
+  if (node->outbox_len == node->outbox_cap) {
+    size_t cap = node->outbox_cap ? node->outbox_cap * 2 : 64;
+    dht__outbox_entry *entries =
+        realloc(node->outbox, cap * sizeof(*entries));
+    if (entries == NULL) {
+      return NULL;
+    }
+    node->outbox = entries;
+    node->outbox_cap = cap;
+  }
+  e = &node->outbox[node->outbox_len++];
+  memset(e, 0, sizeof(*e));
+  e->type = type;
+  return e;
+}
+
+/* A frame that could not be queued: the asker times out and the request
+ * fails there, so losing it is not fatal, but it must not go unnoticed. */
+static void send_failed(dht_node *node, const char *addr, int code) {
+  node->counters.send_failures++;
+  dht__log(node, DHT_LOG_WARN, "frame to %s dropped: %s", addr,
+           dht_strerror(code));
+}
+
+/* Queues SEND of an already encoded frame to peer. */
+static void outbox_send_frame(dht_node *node, int32_t peer,
+                              const dht_buf *frame) {
+  const char *addr = node->peers[peer].addr;
+  size_t addr_len = strlen(addr) + 1;
+  size_t addr_off = node->arena.len;
+  dht__outbox_entry *e;
+
+  if (dht_buf_reserve(&node->arena, addr_len + frame->len) != 0 ||
+      (e = outbox_push(node, DHT_ACTION_SEND)) == NULL) {
+    send_failed(node, addr, DHT_ERR_NOMEM);
+    return;
+  }
+  dht_buf_append(&node->arena, addr, addr_len);
+  e->addr_off = addr_off;
+  e->frame_off = node->arena.len;
+  e->frame_len = frame->len;
+  dht_buf_append(&node->arena, frame->data, frame->len);
+  node->counters.frames_out++;
+}
+
+/* Encodes msg with p's rid, remembers the frame for resends, sends it to p's
+ * peer and arms the reply deadline. Returns 0, DHT_ERR_NOMEM or
+ * DHT_ERR_INVAL (msg breaks a hard cap: a bug); on an error nothing was
+ * sent and the caller still owns p. */
+int dht__pending_send(dht_node *node, dht__pending *p, dht_msg *msg) {
+  int rv;
+
+  msg->rid = p->rid;
+  p->frame.len = 0;
+  rv = dht_msg_encode(msg, &p->frame);
+  if (rv != 0) {
+    send_failed(node, node->peers[p->peer].addr, rv);
+    return rv;
+  }
+  p->sends = 1;
+  p->accepted = false;
+  p->sent_ms = node->now_ms;
+  dht__pending_rearm(node, p, dht__rto(node, p->peer));
+  outbox_send_frame(node, p->peer, &p->frame);
+  return 0;
+}
+
+/* Sends a message that expects no reply (NOTIFY). */
+void dht__send(dht_node *node, int32_t peer, dht_msg *msg) {
+  dht_buf frame;
+  int rv;
+
+  dht_buf_init(&frame);
+  /* A fresh counter value: no pending request holds this rid, so a reply
+   * (NOTIFY has none) could never be mistaken for another's. */
+  msg->rid = ++node->rid_counter << DHT__RID_SLOT_BITS;
+  rv = dht_msg_encode(msg, &frame);
+  if (rv == 0) {
+    outbox_send_frame(node, peer, &frame);
+  } else {
+    send_failed(node, node->peers[peer].addr, rv);
+  }
+  dht_buf_free(&frame);
+}
+
+/* Queues msg as the reply on conn. A reply that cannot be queued is counted
+ * and logged here; the asker then times out. */
+void dht__reply(dht_node *node, uint64_t conn, dht_msg *msg) {
+  size_t off = node->arena.len;
+  dht__outbox_entry *e;
+  int rv;
+
+  rv = dht_msg_encode(msg, &node->arena);
+  if (rv == 0 && (e = outbox_push(node, DHT_ACTION_REPLY)) != NULL) {
+    e->conn = conn;
+    e->frame_off = off;
+    e->frame_len = node->arena.len - off;
+    node->counters.frames_out++;
+    return;
+  }
+  node->arena.len = off;
+  node->counters.reply_failures++;
+  dht__log(node, DHT_LOG_WARN, "reply on conn %llu dropped: %s",
+           (unsigned long long)conn,
+           dht_strerror(rv != 0 ? rv : DHT_ERR_NOMEM));
+}
+
+void dht__reply_error(dht_node *node, uint64_t conn, uint64_t rid, int code) {
+  dht_msg msg;
+  const char *text = dht_strerror(code);
+
+  memset(&msg, 0, sizeof(msg));
+  msg.type = DHT_MSG_ERROR;
+  msg.rid = rid;
+  msg.error_code = code;
+  msg.error_msg.p = (const uint8_t *)text;
+  msg.error_msg.len = strlen(text);
+  node->counters.errors_sent++;
+  dht__reply(node, conn, &msg);
+}
+
+/* Tells the asker on conn that its request rid is being worked on. */
+void dht__reply_accepted(dht_node *node, uint64_t conn, uint64_t rid) {
+  dht_msg accepted;
+
+  memset(&accepted, 0, sizeof(accepted));
+  accepted.type = DHT_MSG_ACCEPTED;
+  accepted.rid = rid;
+  dht__reply(node, conn, &accepted);
+}
+
+void dht__emit_event(dht_node *node, dht_event event, int error) {
+  dht__outbox_entry *e = outbox_push(node, DHT_ACTION_EVENT);
+
+  if (e != NULL) {
+    e->event = event;
+    e->error = error;
+  }
+}
+
+void dht__emit_close(dht_node *node, uint64_t conn) {
+  dht__outbox_entry *e = outbox_push(node, DHT_ACTION_CLOSE);
+
+  if (e != NULL) {
+    e->conn = conn;
+    node->counters.closes++;
+  }
+}

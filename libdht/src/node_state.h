@@ -1,0 +1,328 @@
+/*
+ * node_state.h: what a dht_node holds, every layer's part of it, and the
+ * invariants that hold between calls. Types only: the functions of each
+ * layer are declared in its own header, which includes the one of the layer
+ * below, so that a layer sees only the functions it may call.
+ *
+ * The layers, lowest first (docs/DESIGN.md says why this order;
+ * tests/check_layers.sh checks it on the compiled library):
+ *   node_check    reads every layer's state to verify the invariants below
+ *   node_base     peers, pending requests, outbox, round-trip times, logging
+ *   node_table    successor and predecessor lists, fingers, lost peers
+ *   node_repl     versions, replicated writes, reads, anti-entropy
+ *   node_route    routed requests            node_handoff  keys to new owners
+ *   node_ring     join, stabilize, fingers, predecessor checks, leave
+ *   node          the public API and the dispatch table
+ * A layer calls only layers below it. Events travel up through the hooks
+ * node.c registers (dht__hooks) and the completion handler a request kind
+ * carries (dht__pending_ops, dht__lookup_done_fn).
+ *
+ * Invariants between calls (node_check.c verifies each one):
+ *  - the successor list never holds this node, holds no peer twice, is in
+ *    clockwise order from this node, holds only peers of known id and is no
+ *    longer than succ_list_len;
+ *  - preds[0] == pred whenever n_preds > 0, and n_preds == 0 when pred is
+ *    unknown; the predecessor list holds no peer twice and not this node;
+ *  - a peer slot's refs counts exactly the routing entries (successors,
+ *    predecessor and its list, fingers), pending requests and anti-entropy
+ *    sessions that hold its index; a slot with refs == 0 is free for reuse;
+ *  - a pending slot is free exactly when its rid is 0; a live one's rid ends
+ *    in its slot number, and n_pending counts the live ones; no live
+ *    request's deadline is before pending_min_deadline_ms;
+ *  - a replicated write's acked and busy lists are disjoint.
+ */
+#ifndef DHT_NODE_STATE_H
+#define DHT_NODE_STATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dht/err.h"
+#include "dht/node.h"
+
+#define DHT__NO_PEER (-1)
+/* Peers declared dead that the node keeps probing, so that two halves of a
+ * ring split by a partition find each other again once it heals. */
+#define DHT__LOST_MAX 16
+/* How long a lost peer is probed before it is forgotten. */
+#define DHT__LOST_TTL_MS (10u * 60u * 1000u)
+/* Connections whose undecodable frames are being counted. */
+#define DHT__BAD_CONNS 32
+/* Request ids: the low bits index the pending slot, the rest is a counter. */
+#define DHT__RID_SLOT_BITS 24
+#define DHT__PENDING_HARD_MAX (1u << DHT__RID_SLOT_BITS)
+
+typedef struct dht__pending dht__pending;
+
+/* ---- base: peers, pending requests, outbox --------------------------------- */
+
+/* A node this one knows by address. */
+typedef struct dht__peer {
+  dht_id id;                       /* ring position, when id_known */
+  bool id_known;                   /* false for a bootstrap not yet heard */
+  bool rtt_known;                  /* srtt_ms and rttvar_ms are measured */
+  uint32_t srtt_ms;                /* smoothed round-trip time */
+  uint32_t rttvar_ms;              /* its mean deviation */
+  uint32_t refs;                   /* holders of this slot; 0 means free */
+  char addr[DHT_ADDR_LEN_MAX + 1]; /* "host:port", NUL-terminated */
+} dht__peer;
+
+/* What a kind of request does when its answer comes or it fails; each
+ * layer defines the kinds it sends, as static tables. */
+typedef struct dht__pending_ops {
+  const char *name;     /* for logs and invariant reports */
+  bool takes_accepted;  /* an ACCEPTED reply goes to on_reply; otherwise
+                           it is dropped, and the request waits on */
+  /* A reply matched the request. The handler either frees p or leaves it
+   * in flight (after ACCEPTED, or a re-send). */
+  void (*on_reply)(dht_node *node, dht__pending *p, const dht_msg *msg);
+  /* No reply after the resends, or the peer is known to be unreachable or
+   * dead. The handler frees p or sends it elsewhere. */
+  void (*on_failure)(dht_node *node, dht__pending *p);
+} dht__pending_ops;
+
+/* The result of a lookup this node started on its own behalf (node_route.c
+ * calls it with a FIND_SUCC_R or an ERROR; arg is what the starter gave). */
+typedef void (*dht__lookup_done_fn)(dht_node *node, uint32_t arg,
+                                    const dht_msg *result);
+
+/* A routed request forwarded to the next hop (node_route.c). Its body, as
+ * the origin sent it, is in the request's kept buffer. */
+typedef struct dht__route_state {
+  uint64_t origin_conn;     /* connection to relay the result on, when done
+                               is NULL */
+  uint64_t origin_rid;      /* ... under the origin's request id */
+  dht__lookup_done_fn done; /* this node's own lookup: its completion */
+  uint32_t done_arg;        /* passed to done */
+  bool pinned;              /* the first hop was the starter's choice: a
+                               failure there ends the lookup */
+  uint32_t hops_tried;      /* next hops tried so far */
+} dht__route_state;
+
+/* REPLICATE of one new write to one replica (node_repl.c). */
+typedef struct dht__replicate_state {
+  uint32_t write; /* slot in repl.writes */
+  uint64_t gen;   /* that write's generation: a stale slot is ignored */
+} dht__replicate_state;
+
+/* FETCH to the replica positions before the owner serves a request
+ * (node_repl.c). The request's body is in the kept buffer. */
+typedef struct dht__consult_state {
+  uint64_t origin_conn; /* who to answer */
+  uint64_t origin_rid;  /* ... with this request id */
+  uint32_t position;    /* the replica position being asked */
+  uint32_t tries;       /* FETCHes sent, bounded */
+} dht__consult_state;
+
+/* SYNC digests, or a PUSH of records, in one anti-entropy session
+ * (node_repl.c). A PUSH keeps the records it sent in the kept buffer. */
+typedef struct dht__sync_state {
+  uint32_t session; /* slot in repl.syncs */
+} dht__sync_state;
+
+/* A request in flight. The common part is the base layer's; u is the
+ * kind's own, read only by the layer that owns ops. */
+struct dht__pending {
+  uint64_t rid;                /* 0 = free slot */
+  uint32_t slot;               /* index in dht_node.pending, the rid's low
+                                  bits */
+  const dht__pending_ops *ops; /* the kind: its handlers */
+  int32_t peer;                /* the peer asked (holds a ref) */
+  uint64_t deadline_ms;        /* when to resend or give up */
+  uint64_t sent_ms;            /* when frame was first sent, for RTT */
+  uint32_t sends;              /* times frame went to this peer */
+  bool accepted;               /* the peer answered ACCEPTED: it is alive
+                                  and has taken the request over, so it is
+                                  neither resent nor failed with the peer */
+  dht_buf frame;               /* the frame last sent, for resending */
+  dht_buf kept;                /* bytes the kind keeps for its handlers */
+  union {
+    dht__route_state route;
+    dht__replicate_state replicate;
+    dht__consult_state consult;
+    dht__sync_state sync;
+  } u;
+};
+
+/* One action waiting for dht_node_poll_action(); byte fields are offsets
+ * into the outbox arena, which may move while actions are added. */
+typedef struct dht__outbox_entry {
+  dht_action_type type;
+  dht_event event;
+  int error;
+  uint64_t conn;
+  size_t addr_off;  /* SEND: NUL-terminated address in the arena */
+  size_t frame_off; /* SEND, REPLY: the frame in the arena */
+  size_t frame_len;
+} dht__outbox_entry;
+
+/* Undecodable frames seen in a row on one connection (node.c). */
+typedef struct dht__bad_conn {
+  uint64_t conn;  /* 0 = free slot */
+  uint32_t count; /* consecutive bad frames */
+} dht__bad_conn;
+
+/* ---- table: the routing state ------------------------------------------------ */
+
+/* A peer declared dead, probed now and then in case it was only cut off. */
+typedef struct dht__lost {
+  dht_id id;                       /* its ring position */
+  uint64_t lost_at_ms;             /* when it was declared dead */
+  char addr[DHT_ADDR_LEN_MAX + 1]; /* where to probe it; "" = free slot */
+} dht__lost;
+
+/* Events of the lower layers that upper ones act on; node.c fills these in
+ * at creation. */
+typedef struct dht__hooks {
+  /* node_table.c: the predecessor changed (it may now be unknown). */
+  void (*pred_changed)(dht_node *node);
+  /* node_table.c: the successor list changed. */
+  void (*succs_changed)(dht_node *node);
+  /* node_table.c: a successor was removed (failed or left). */
+  void (*succ_lost)(dht_node *node);
+  /* node_handoff.c: a leaving node has nothing left to hand on. */
+  void (*handoff_drained)(dht_node *node);
+} dht__hooks;
+
+/* ---- repl: versions, writes, anti-entropy ----------------------------------- */
+
+/* A write this node coordinates as the key's owner: stored here, sent to
+ * each replica position, answered once every live one has it durably. */
+typedef struct dht__write {
+  uint64_t gen;                       /* 0 = free slot */
+  uint64_t origin_conn;               /* who to answer */
+  uint64_t origin_rid;                /* ... with this request id */
+  uint32_t hops;                      /* echoed in the answer */
+  uint32_t sends;                     /* REPLICATE frames sent, bounded */
+  dht_id key_id;                      /* the key's ring position */
+  dht_buf key;                        /* the key bytes */
+  dht_buf record;                     /* the record as stored */
+  dht_id acked[DHT_SUCC_LIST_MAX];    /* replicas that have it */
+  uint32_t n_acked;
+  dht_id busy[DHT_SUCC_LIST_MAX];     /* replicas asked, not yet answered */
+  uint32_t n_busy;
+} dht__write;
+
+/* Anti-entropy with one replica: digests of this node's range go out; the
+ * replica answers which buckets differ (and its records in them); this node
+ * then pushes its own records of those buckets, rate-limited. */
+typedef struct dht__sync {
+  int32_t peer;                 /* the replica (holds a ref); NO_PEER = free */
+  bool waiting;                 /* push paused by the repair rate limit */
+  dht_id from, to;              /* the range synced: (from, to] */
+  uint32_t n_buckets;           /* digests the range was split into */
+  uint64_t mask[DHT_SYNC_BUCKETS_MAX / 64]; /* buckets that differ */
+  bool has_cursor;              /* cursor is set */
+  dht_id cursor;                /* the push resumes after this key id */
+  uint64_t started_ms;          /* when the exchange began */
+  uint64_t pushed;              /* records pushed so far */
+} dht__sync;
+
+/* Records copied out of a store scan (hand-off, repair, SCAN), to send once
+ * the scan is over; node_repl.c lays them out. */
+typedef struct dht__batch {
+  dht_buf buf;      /* the copied records */
+  size_t n;         /* records in buf */
+  size_t bytes_max; /* stop before buf passes this many bytes */
+  size_t items_max; /* or holds this many records */
+  bool full;        /* stopped by a limit: more records remain */
+  int err;          /* DHT_ERR_NOMEM if a copy failed */
+} dht__batch;
+
+/* node_repl.c's state. */
+typedef struct dht__repl {
+  uint64_t hlc;                  /* hybrid logical clock, see node_repl.c */
+  uint64_t wall_base_ms;         /* wall clock at created_ms */
+  uint64_t created_ms;           /* now_ms at dht_node_new */
+  bool range_fresh;              /* synced with every replica position
+                                    since the predecessor last changed */
+  dht_id synced[DHT_SUCC_LIST_MAX]; /* replicas fully synced since then */
+  uint32_t n_synced;
+  uint64_t sync_at_ms;           /* next anti-entropy round */
+  dht__write *writes;            /* replicated writes in flight */
+  uint32_t cap_writes;           /* slots allocated */
+  uint64_t write_gen;            /* last generation handed out */
+  dht__sync syncs[DHT_SUCC_LIST_MAX]; /* anti-entropy sessions */
+  int64_t repair_tokens;         /* bytes the repair may still send now */
+  uint64_t repair_tokens_ms;     /* when repair_tokens was last topped up */
+} dht__repl;
+
+/* ---- ring: maintenance, join, leave ------------------------------------------ */
+
+/* node_ring.c's state. */
+typedef struct dht__ring {
+  uint32_t next_finger;          /* the finger fix_fingers refreshes next */
+  uint32_t next_probe;           /* round-robin position in lost */
+  uint64_t stabilize_at_ms;      /* next stabilize */
+  uint64_t fix_fingers_at_ms;    /* next fix_fingers */
+  uint64_t check_pred_at_ms;     /* next check_predecessor and probe */
+  bool stabilize_busy;           /* a stabilize GET_NEIGHBORS is in flight */
+  bool pred_check_busy;          /* a check_predecessor is in flight */
+  bool probe_busy;               /* a PING to a lost peer is in flight */
+  bool finger_lookup_busy;       /* a finger lookup is in flight */
+
+  char join_addr[DHT_ADDR_LEN_MAX + 1]; /* bootstrap while JOINING */
+  uint32_t join_tries;           /* join lookups sent */
+  bool rejoining;                /* joined once, found itself cut off */
+  uint64_t join_retry_at_ms;     /* next join attempt, or NEVER */
+
+  uint32_t leave_acks_wanted;    /* LEAVING: LEAVE notices not yet settled */
+  bool leave_notified;           /* LEAVING: LEAVE notices sent */
+} dht__ring;
+
+/* ---- the node ------------------------------------------------------------------ */
+
+struct dht_node {
+  /* base (node_base.c), read by every layer */
+  dht_settings set;              /* tunables, copied at creation */
+  dht_id id;                     /* this node's ring position */
+  char addr[DHT_ADDR_LEN_MAX + 1]; /* advertised address */
+  char short_id[DHT_ID_SHORT_LEN]; /* log tag */
+  dht_store *store;              /* borrowed from the host */
+  dht_log_fn log;                /* host's log sink, may be NULL */
+  void *log_ud;                  /* passed to log */
+  dht_log_level log_level;       /* lines above it are not formatted */
+  uint64_t rng[2];               /* xorshift128+ state, seeded by the host */
+  uint64_t now_ms;               /* time of the call in progress */
+  bool in_call;                  /* guards against re-entry */
+  dht_node_state state;          /* lifecycle, set by node_ring.c */
+  bool maintenance;              /* periodic repair enabled */
+  dht__hooks hooks;              /* upper layers' event handlers */
+
+  dht__peer *peers;              /* known peers, indexed by int32_t */
+  int32_t n_peers;               /* slots in use or used once */
+  int32_t cap_peers;             /* slots allocated */
+
+  dht__pending **pending;        /* requests in flight, by slot; a slot's
+                                    struct never moves once allocated */
+  uint32_t cap_pending;          /* slots allocated */
+  uint32_t n_pending;            /* slots in use */
+  uint64_t rid_counter;          /* high bits of the next request id */
+  uint64_t pending_min_deadline_ms; /* no pending deadline is earlier */
+
+  dht__outbox_entry *outbox;     /* actions not yet polled */
+  size_t outbox_len;             /* entries queued */
+  size_t outbox_cap;             /* entries allocated */
+  size_t outbox_head;            /* next entry to poll */
+  dht_buf arena;                 /* frames and addresses of the outbox */
+
+  dht_node_counters counters;    /* what happened, for STATS */
+
+  /* table (node_table.c), the only layer that writes these */
+  int32_t pred;                  /* predecessor, or DHT__NO_PEER */
+  int32_t preds[DHT_SUCC_LIST_MAX]; /* predecessor list: pred, its pred...;
+                                    preds[0] == pred when n_preds > 0 */
+  uint32_t n_preds;              /* entries in preds */
+  int32_t succs[DHT_SUCC_LIST_MAX]; /* successor list, closest first */
+  uint32_t n_succs;              /* entries in succs; 0 = alone */
+  int32_t fingers[DHT_ID_BITS];  /* finger i = successor(id + 2^i) */
+  dht__lost lost[DHT__LOST_MAX]; /* peers declared dead, still probed */
+
+  dht__repl repl;                /* node_repl.c */
+  bool handoff_busy;             /* node_handoff.c: a batch is in flight */
+  dht__ring ring;                /* node_ring.c */
+  dht__bad_conn bad_conns[DHT__BAD_CONNS]; /* node.c: per-connection
+                                              garbage */
+};
+
+#endif /* DHT_NODE_STATE_H */
