@@ -199,11 +199,15 @@ static void check_structure(sim_world *w, uint32_t slot) {
   const char *addrs[DHT_SUCC_LIST_MAX];
   dht_id prev_dist, pred_id;
   const char *pred_addr = NULL;
-  char a[DHT_ID_SHORT_LEN];
+  char a[DHT_ID_SHORT_LEN], why[256];
   size_t count, i;
   bool has_pred;
   uint64_t hash;
 
+  if (!dht_node_check_invariants(n->node, why, sizeof(why))) {
+    sim_world_fail(w, "%s: invariant broken: %s", n->addr, why);
+    return;
+  }
   if (dht_node_pending_count(n->node) > w->settings.pending_max) {
     sim_world_fail(w, "%s has %zu requests pending, above pending_max %" PRIu32,
                    n->addr, dht_node_pending_count(n->node),
