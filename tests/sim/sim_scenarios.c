@@ -109,8 +109,17 @@ static void cut_off_with_dead_bootstrap(sim_world *w) {
   if (w->failed) {
     return;
   }
-  bootstrap = sim_world_random_joined(w, SIM_NO_SLOT);
+  /* x's neighbours-to-be are known before it joins (its id is the hash of
+   * its address); its bootstrap is any other node. */
   x = sim_world_add_node(w);
+  sim_ring_build(&ring, w, true);
+  at = sim_ring_successor(&ring, &w->nodes[x].id);
+  succ = ring.members[at].slot;
+  pred = ring.members[(at + ring.n - 1) % ring.n].slot;
+  sim_ring_free(&ring);
+  do {
+    bootstrap = sim_world_random_joined(w, SIM_NO_SLOT);
+  } while (bootstrap == succ || bootstrap == pred);
   sim_world_join(w, x, bootstrap);
   sim_ring_converge(w, CONVERGE_MS, false, "join");
   if (w->failed) {
@@ -118,15 +127,6 @@ static void cut_off_with_dead_bootstrap(sim_world *w) {
   }
   /* Its bootstrap dies, then its successor and its predecessor: the dead
    * neighbours fill the head of its lost list. */
-  sim_ring_build(&ring, w, true);
-  at = sim_ring_successor(&ring, &w->nodes[x].id);
-  succ = ring.members[(at + 1) % ring.n].slot;
-  pred = ring.members[(at + ring.n - 1) % ring.n].slot;
-  sim_ring_free(&ring);
-  if (bootstrap == succ || bootstrap == pred) {
-    sim_world_fail(w, "the bootstrap is a neighbour: pick another seed");
-    return;
-  }
   sim_world_crash(w, bootstrap, true);
   sim_world_crash(w, succ, true);
   sim_world_crash(w, pred, true);
