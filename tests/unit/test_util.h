@@ -38,6 +38,15 @@ static inline dht_id id_max(void) {
   return id;
 }
 
+/* The id top * 2^152: top / 256 of the way round the ring. */
+static inline dht_id id_top(uint8_t top) {
+  dht_id id;
+
+  memset(id.b, 0, sizeof(id.b));
+  id.b[0] = top;
+  return id;
+}
+
 /* xorshift64: the next number of the sequence seeded by *s (never 0). */
 static inline uint64_t xorshift64(uint64_t *s) {
   uint64_t x = *s;

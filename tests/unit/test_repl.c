@@ -1,0 +1,1148 @@
+/*
+ * test_repl.c: replication (node_repl.c) seen from outside one node, with
+ * three copies of each key. The test plays the six other nodes of a ring of
+ * seven around node A, answering A's frames as they would, and checks what
+ * they and A's clients see: which records A sends to whom and when, what it
+ * answers, and the records left in its store.
+ *
+ * The ring, clockwise, each id a fraction of the way round:
+ *
+ *   p2 0x20 | p1 0x40 | p0 0x60 | A 0x80 | s1 0xa0 | s2 0xc0 | s3 0xe0
+ *
+ * A owns (p0, A]; it replicates (p1, p0] for p0 and (p2, p1] for p1; its
+ * writes go to s1 and s2, and s3 stands in for a replica that fails. A keeps
+ * five successors (s1, s2, s3, p2, p1), so that it still knows some after
+ * a write has tried all it may: with none left it would take itself for a
+ * ring of one, which needs no replica.
+ */
+/* cmocka.h needs these four first, in this order. */
+/* clang-format off */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "dht/err.h"
+#include "dht/node.h"
+
+#include "test_util.h"
+
+#define CLIENT 7 /* connection number of the test's client */
+#define PEER 9   /* connection number of a peer's connection to A */
+
+/* A's wall clock when it is created at HOST_START_MS. */
+#define WALL_MS 1700000000000ull
+#define SYNC_BUCKETS 8
+#define SYNC_INTERVAL_MS 1000
+#define RPC_TIMEOUT_MS 500
+#define SUCC_LIST_LEN 5
+
+typedef struct member {
+  const char *addr; /* where A sends to it */
+  uint8_t top;      /* its id is top * 2^152 */
+} member;
+
+enum { P2, P1, P0, A, S1, S2, S3, RING_N };
+
+static const member ring[RING_N] = {
+    {"p2:1", 0x20}, {"p1:1", 0x40}, {"p0:1", 0x60}, {"a:1", 0x80},
+    {"s1:1", 0xa0}, {"s2:1", 0xc0}, {"s3:1", 0xe0},
+};
+
+static dht_id member_id(int i) { return id_top(ring[i].top); }
+
+static void member_ref(int i, dht_peer_ref *ref) {
+  ref->id = member_id(i);
+  ref->addr = bytes_of(ring[i].addr);
+}
+
+static int member_at(const char *addr) {
+  int i;
+
+  for (i = 0; i < RING_N; i++) {
+    if (strcmp(ring[i].addr, addr) == 0) {
+      return i;
+    }
+  }
+  fail_msg("A sent to %s, not a member of the ring", addr);
+  return -1;
+}
+
+/* The member that owns id: the first at or after it, clockwise. */
+static int owner_of(const dht_id *id) {
+  int i;
+
+  for (i = 0; i < RING_N; i++) {
+    dht_id pred = member_id((i + RING_N - 1) % RING_N), self = member_id(i);
+    if (dht_id_in_oc(id, &pred, &self)) {
+      return i;
+    }
+  }
+  fail_msg("no owner");
+  return -1;
+}
+
+/* The time A stamps a write with when the test's clock reads now. */
+static uint64_t hlc_at(uint64_t now) {
+  return (WALL_MS + now - HOST_START_MS) << 16;
+}
+
+/* A key that member `owner` owns: key<i> for the first i from *next on. */
+static void key_owned_by(char *buf, size_t len, int owner, int *next) {
+  dht_id from = member_id((owner + RING_N - 1) % RING_N), to = member_id(owner);
+
+  name_in(buf, len, "key", "", &from, &to, next);
+}
+
+/* Ring upkeep: frames that keep A's routing state, not its records. */
+static bool is_upkeep(dht_msg_type type) {
+  return type == DHT_MSG_GET_NEIGHBORS || type == DHT_MSG_FIND_SUCC ||
+         type == DHT_MSG_PING || type == DHT_MSG_NOTIFY;
+}
+
+/* Answers what A sent in a as the member it went to would, with its place
+ * in the ring; a replica has every record already (in sync, nothing to
+ * fetch). */
+static void answer_as_ring(fake_host *h, const host_action *a) {
+  int m = member_at(a->addr), i;
+  dht_peer_ref succs[SUCC_LIST_LEN], preds[3], path[1];
+  dht_msg r;
+
+  msg_init(&r, DHT_MSG_OK, a->msg.rid);
+  switch (a->msg.type) {
+  case DHT_MSG_GET_NEIGHBORS:
+    r.type = DHT_MSG_NEIGHBORS;
+    r.has_peer = true;
+    member_ref(m, &r.peer);
+    r.has_pred = true;
+    member_ref((m + RING_N - 1) % RING_N, &r.pred);
+    for (i = 0; i < SUCC_LIST_LEN; i++) {
+      member_ref((m + 1 + i) % RING_N, &succs[i]);
+    }
+    for (i = 0; i < 3; i++) {
+      member_ref((m + RING_N - 1 - i) % RING_N, &preds[i]);
+    }
+    r.succs = succs;
+    r.n_succs = SUCC_LIST_LEN;
+    r.preds = preds;
+    r.n_preds = 3;
+    break;
+  case DHT_MSG_FIND_SUCC:
+    r.type = DHT_MSG_FIND_SUCC_R;
+    r.has_peer = true;
+    member_ref(owner_of(&a->msg.target), &r.peer);
+    if (a->msg.trace) {
+      member_ref(m, &path[0]);
+      r.path = path;
+      r.n_path = 1;
+    }
+    break;
+  case DHT_MSG_PING:
+    r.type = DHT_MSG_PONG;
+    r.has_peer = true;
+    member_ref(m, &r.peer);
+    break;
+  case DHT_MSG_NOTIFY:
+    return;
+  case DHT_MSG_SYNC:
+    r.type = DHT_MSG_SYNC_R;
+    break;
+  case DHT_MSG_FETCH:
+    r.type = DHT_MSG_RECORD;
+    break;
+  case DHT_MSG_REPLICATE:
+  case DHT_MSG_HANDOFF:
+    break;
+  default:
+    fail_msg("A sent %s to %s", dht_msg_type_name((int)a->msg.type), a->addr);
+  }
+  assert_int_equal(host_recv(h, PEER, &r), 0);
+}
+
+/* Takes A's next action that is not ring upkeep, answering upkeep as the
+ * ring would and letting time run to A's next deadline, but not past
+ * until_ms. False when none came by then; the clock then reads until_ms. */
+static bool next_action(fake_host *h, uint64_t until_ms, host_action *a) {
+  int rounds;
+
+  for (rounds = 0; rounds < 100000; rounds++) {
+    uint64_t next;
+    while (host_poll(h, a)) {
+      if (a->type != DHT_ACTION_SEND || !is_upkeep(a->msg.type)) {
+        return true;
+      }
+      answer_as_ring(h, a);
+      action_free(a);
+    }
+    next = dht_node_next_deadline(h->node);
+    if (next > until_ms) {
+      h->now = until_ms > h->now ? until_ms : h->now;
+      return false;
+    }
+    h->now = next > h->now ? next : h->now;
+    dht_node_handle_expiry(h->node, h->now);
+  }
+  fail_msg("A keeps waking up without end");
+  return false;
+}
+
+/* A's STATS counter name, as a client asking would see it. */
+static uint64_t stats_counter(fake_host *h, const char *name) {
+  host_action a;
+  uint64_t value;
+  dht_msg m;
+
+  msg_init(&m, DHT_MSG_STATS, 999);
+  host_recv(h, CLIENT, &m);
+  host_expect_reply(h, &a, CLIENT, DHT_MSG_STATS_R, 999);
+  value = stats_value(&a.msg, name);
+  action_free(&a);
+  return value;
+}
+
+/*
+ * A joins the ring through p2 and the test answers for everyone: the
+ * lookup finds s1, s1's neighbours give the successor list, p0 notifies A
+ * as its stabilize would once s1 names A, p0's neighbours give the
+ * predecessor list, and a digest exchange with s1 and s2 puts A in sync.
+ * Maintenance stays on only with maintenance: otherwise A talks only when
+ * a test makes it.
+ */
+static void ring_join(fake_host *h, bool maintenance) {
+  dht_id id = member_id(A), ids[SUCC_LIST_LEN + 1];
+  dht_settings s;
+  host_action a;
+  dht_msg notify;
+  int i;
+
+  dht_settings_default(&s);
+  s.succ_list_len = SUCC_LIST_LEN;
+  s.replicas = 3;
+  s.sync_buckets = SYNC_BUCKETS;
+  s.sync_interval_ms = SYNC_INTERVAL_MS;
+  s.rpc_timeout_ms = RPC_TIMEOUT_MS;
+  /* Replies come at once here, which would shrink every wait to rto_min:
+   * the waits stay rpc_timeout_ms, so that a failure's schedule is fixed. */
+  s.rto_min_ms = RPC_TIMEOUT_MS;
+  host_init(h, ring[A].addr, &id, &s, WALL_MS);
+  assert_int_equal(dht_node_join(h->node, ring[P2].addr, h->now), 0);
+  while (next_action(h, HOST_START_MS + 3000, &a)) {
+    if (a.type == DHT_ACTION_EVENT) {
+      assert_int_equal(a.event, DHT_EVENT_JOINED);
+      msg_init(&notify, DHT_MSG_NOTIFY, 1);
+      notify.has_peer = true;
+      member_ref(P0, &notify.peer);
+      assert_int_equal(host_recv(h, PEER, &notify), 0);
+    } else {
+      assert_int_equal(a.type, DHT_ACTION_SEND);
+      answer_as_ring(h, &a);
+    }
+    action_free(&a);
+  }
+  assert_int_equal(dht_node_get_state(h->node), DHT_NODE_JOINED);
+  assert_int_equal(dht_node_succs(h->node, ids, NULL, SUCC_LIST_LEN + 1),
+                   SUCC_LIST_LEN);
+  for (i = 0; i < SUCC_LIST_LEN; i++) {
+    dht_id want = member_id((S1 + i) % RING_N);
+    assert_true(dht_id_eq(&ids[i], &want));
+  }
+  assert_int_equal(dht_node_preds(h->node, ids, NULL, SUCC_LIST_LEN + 1), 3);
+  for (i = 0; i < 3; i++) {
+    dht_id want = member_id(P0 - i);
+    assert_true(dht_id_eq(&ids[i], &want));
+  }
+  assert_int_equal(dht_node_pending_count(h->node), 0);
+  assert_int_equal(stats_counter(h, "range_fresh"), 1);
+  if (!maintenance) {
+    dht_node_set_maintenance(h->node, false, h->now);
+  }
+  host_expect_none(h);
+}
+
+/* ---- helpers for the exchanges ------------------------------------------------ */
+
+static void client_request(fake_host *h, dht_msg_type type, uint64_t rid,
+                           const char *key, const char *value, bool final) {
+  host_data_request(h, CLIENT, type, rid, key, value, final);
+}
+
+/* Sends A one record in a message of type (REPLICATE or HANDOFF), as a
+ * peer would, and expects its OK and nothing else. */
+static void record_in(fake_host *h, dht_msg_type type, dht_kv kv) {
+  host_records_in(h, PEER, type, &kv, 1, 4242);
+  host_expect_none(h);
+}
+
+/* Expects the client's GET of key (rid) to be answered VALUE value, or
+ * NOT_FOUND when value is NULL. */
+static void expect_get(fake_host *h, uint64_t rid, const char *key,
+                       const char *value) {
+  host_action a;
+
+  client_request(h, DHT_MSG_GET, rid, key, NULL, false);
+  if (value != NULL) {
+    host_expect_reply(h, &a, CLIENT, DHT_MSG_VALUE, rid);
+    assert_true(bytes_eq_str(a.msg.value, value));
+    action_free(&a);
+  } else {
+    host_expect_error(h, CLIENT, rid, DHT_ERR_NOT_FOUND);
+  }
+  host_expect_none(h);
+}
+
+/* Expects a to be a REPLICATE to member m of exactly kv. */
+static void assert_replicate(const host_action *a, int m, const dht_kv *kv) {
+  const dht_kv *item;
+
+  assert_int_equal(a->type, DHT_ACTION_SEND);
+  assert_string_equal(a->addr, ring[m].addr);
+  assert_int_equal(a->msg.type, DHT_MSG_REPLICATE);
+  assert_int_equal(a->msg.n_items, 1);
+  item = &a->msg.items[0];
+  assert_int_equal(item->key.len, kv->key.len);
+  assert_memory_equal(item->key.p, kv->key.p, kv->key.len);
+  assert_true(item->has_version);
+  assert_int_equal(item->tombstone, kv->tombstone);
+  assert_int_equal(dht_version_cmp(&item->version, &kv->version), 0);
+  if (!kv->tombstone) {
+    assert_int_equal(item->value.len, kv->value.len);
+    assert_memory_equal(item->value.p, kv->value.p, kv->value.len);
+  }
+}
+
+/* The REPLICATEs of one write, to s1 and s2, kept to be answered. */
+typedef struct write_out {
+  host_actions sent;        /* what A sent when it took the write */
+  const host_action *to_s1; /* in sent: the REPLICATE to s1 */
+  const host_action *to_s2; /* ... and to s2 */
+} write_out;
+
+/* The client's write (PUT with value, or DEL) of key as rid: expects, in
+ * any order, the ACCEPTED, a REPLICATE of want to s1 and one to s2, and
+ * nothing else. Free w->sent after. */
+static void write_sent(fake_host *h, dht_msg_type type, uint64_t rid,
+                       const char *key, const char *value, const dht_kv *want,
+                       write_out *w) {
+  client_request(h, type, rid, key, value, false);
+  host_take_all(h, &w->sent);
+  assert_int_equal(w->sent.n, 3);
+  only_reply(&w->sent, CLIENT, rid, DHT_MSG_ACCEPTED);
+  w->to_s1 = only_send(&w->sent, ring[S1].addr, DHT_MSG_REPLICATE);
+  assert_replicate(w->to_s1, S1, want);
+  w->to_s2 = only_send(&w->sent, ring[S2].addr, DHT_MSG_REPLICATE);
+  assert_replicate(w->to_s2, S2, want);
+}
+
+/* ---- writes ------------------------------------------------------------------- */
+
+/* A, in its ring, takes the client's PUT (rid) of "v1" for a key it owns,
+ * written into key: want is the record it must send to s1 and s2, and w
+ * what it sent (write_sent). */
+static void put_taken(fake_host *h, uint64_t rid, char key[16], dht_kv *want,
+                      write_out *w) {
+  dht_id writer = member_id(A);
+  int next = 0;
+
+  ring_join(h, false);
+  key_owned_by(key, 16, A, &next);
+  *want = kv_of(key, "v1", version_of(hlc_at(h->now), &writer), false);
+  write_sent(h, DHT_MSG_PUT, rid, key, "v1", want, w);
+  assert_record(h->store, key, "v1", want->version, false);
+}
+
+/* A PUT is stored with a version (A's clock, A's id) and sent to exactly
+ * the first two successors; the client's OK, with its rid, comes once both
+ * have answered OK and not before, in whichever order they answer. */
+static void test_put_is_replicated_to_the_first_two_successors(void **state) {
+  fake_host h;
+  write_out w;
+  host_action a;
+  char key[16];
+  dht_kv want;
+
+  (void)state;
+  put_taken(&h, 501, key, &want, &w);
+  host_answer(&h, PEER, w.to_s2, DHT_MSG_OK);
+  host_expect_none(&h);
+  host_answer(&h, PEER, w.to_s2, DHT_MSG_OK); /* a duplicate is no second ack */
+  host_expect_none(&h);
+  host_answer(&h, PEER, w.to_s1, DHT_MSG_OK);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_OK, 501);
+  action_free(&a);
+  host_expect_none(&h);
+  host_actions_free(&w.sent);
+  expect_get(&h, 502, key, "v1");
+  host_free(&h);
+}
+
+/* A replica that does not answer is asked again after rpc_timeout_ms, and
+ * found dead after twice that again; then, not sooner, the next successor
+ * takes its place, and the client's OK waits for that one. */
+static void
+test_silent_replica_is_replaced_by_the_next_successor(void **state) {
+  dht_id succs[2], s3 = member_id(S3);
+  fake_host h;
+  write_out w;
+  host_action a;
+  char key[16];
+  dht_kv want;
+
+  (void)state;
+  put_taken(&h, 503, key, &want, &w);
+  host_answer(&h, PEER, w.to_s1, DHT_MSG_OK);
+  host_expect_none(&h);
+
+  host_advance(&h, RPC_TIMEOUT_MS - 1);
+  host_expect_none(&h);
+  host_advance(&h, 1);
+  host_expect_one(&h, &a, DHT_ACTION_SEND, DHT_MSG_REPLICATE);
+  assert_replicate(&a, S2, &want);
+  assert_int_equal(a.msg.rid, w.to_s2->msg.rid); /* the same request again */
+  action_free(&a);
+
+  host_advance(&h, 2 * RPC_TIMEOUT_MS - 1);
+  host_expect_none(&h);
+  host_advance(&h, 1);
+  host_expect_one(&h, &a, DHT_ACTION_SEND, DHT_MSG_REPLICATE);
+  assert_replicate(&a, S3, &want);
+  assert_int_equal(dht_node_succs(h.node, succs, NULL, 2), SUCC_LIST_LEN - 1);
+  assert_true(dht_id_eq(&succs[1], &s3));
+
+  host_answer(&h, PEER, w.to_s2, DHT_MSG_OK); /* too late: s2 is gone */
+  host_expect_none(&h);
+  host_answer(&h, PEER, &a, DHT_MSG_OK);
+  action_free(&a);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_OK, 503);
+  action_free(&a);
+  host_expect_none(&h);
+  host_actions_free(&w.sent);
+  host_free(&h);
+}
+
+/* When no replica ever answers, each replica position is tried twice (s1
+ * and s2, then s3 and p2 in their places), and once those four are found
+ * dead the write fails with UNAVAILABLE, never OK. */
+static void test_write_fails_when_no_replica_answers(void **state) {
+  static const int tried[] = {S1, S2, S3, P2};
+  uint64_t start;
+  fake_host h;
+  write_out w;
+  host_actions all;
+  char key[16];
+  dht_kv want;
+  size_t i;
+
+  (void)state;
+  put_taken(&h, 504, key, &want, &w);
+  start = h.now;
+  host_actions_free(&w.sent);
+
+  /* Each try: resent after rpc_timeout_ms, dead twice that later. */
+  host_advance(&h, RPC_TIMEOUT_MS);
+  host_take_all(&h, &all);
+  assert_int_equal(all.n, 2);
+  only_send(&all, ring[S1].addr, DHT_MSG_REPLICATE);
+  only_send(&all, ring[S2].addr, DHT_MSG_REPLICATE);
+  host_actions_free(&all);
+  host_advance(&h, 2 * RPC_TIMEOUT_MS);
+  host_take_all(&h, &all);
+  for (i = 2; i < 4; i++) {
+    assert_replicate(only_send(&all, ring[tried[i]].addr, DHT_MSG_REPLICATE),
+                     tried[i], &want);
+  }
+  for (i = 0; i < all.n; i++) { /* and maybe a keepalive to the client */
+    assert_true(all.a[i].type == DHT_ACTION_SEND ||
+                all.a[i].msg.type == DHT_MSG_ACCEPTED);
+  }
+  host_actions_free(&all);
+  host_advance(&h, RPC_TIMEOUT_MS);
+  host_take_all(&h, &all);
+  assert_int_equal(all.n, 2);
+  host_actions_free(&all);
+  host_advance(&h, 2 * RPC_TIMEOUT_MS - 1);
+  host_expect_none(&h);
+  host_advance(&h, 1);
+  host_expect_error(&h, CLIENT, 504, DHT_ERR_UNAVAILABLE);
+  host_expect_none(&h); /* no fifth replica is asked */
+  assert_int_equal(h.now - start, 6 * RPC_TIMEOUT_MS);
+  host_free(&h);
+}
+
+/* A DEL writes a tombstone, newer than the value, sent to the replicas like
+ * a value; the OK waits for both, and then the key reads as missing. A
+ * second DEL finds nothing to delete and sends nothing. */
+static void test_del_writes_a_tombstone_replicated_like_a_value(void **state) {
+  dht_id writer = member_id(A);
+  fake_host h;
+  write_out w;
+  host_action a;
+  char key[16];
+  dht_kv value, tomb;
+
+  (void)state;
+  put_taken(&h, 505, key, &value, &w);
+  host_answer(&h, PEER, w.to_s1, DHT_MSG_OK);
+  host_answer(&h, PEER, w.to_s2, DHT_MSG_OK);
+  host_actions_free(&w.sent);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_OK, 505);
+  action_free(&a);
+
+  h.now += 3;
+  tomb = kv_of(key, "", version_of(hlc_at(h.now), &writer), true);
+  write_sent(&h, DHT_MSG_DEL, 506, key, NULL, &tomb, &w);
+  assert_record(h.store, key, "", tomb.version, true);
+  host_answer(&h, PEER, w.to_s1, DHT_MSG_OK);
+  host_expect_none(&h);
+  host_answer(&h, PEER, w.to_s2, DHT_MSG_OK);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_OK, 506);
+  action_free(&a);
+  host_expect_none(&h);
+  host_actions_free(&w.sent);
+  expect_get(&h, 507, key, NULL);
+
+  client_request(&h, DHT_MSG_DEL, 508, key, NULL, false);
+  host_expect_error(&h, CLIENT, 508, DHT_ERR_NOT_FOUND);
+  host_expect_none(&h);
+  host_free(&h);
+}
+
+/* ---- merging by version ------------------------------------------------------- */
+
+/*
+ * Records of one key arrive in messages of type (REPLICATE or HANDOFF) with
+ * older, equal and newer versions: a version is its stamp, then its
+ * writer's id on equal stamps, and only a newer one replaces the record.
+ */
+static void merges_by_version(dht_msg_type type) {
+  dht_id w4 = id_u64(4), w5 = id_u64(5), w6 = id_u64(6), w1 = id_u64(1);
+  dht_id wmax = id_max();
+  uint64_t t = hlc_at(HOST_START_MS);
+  fake_host h;
+  char key[16], fresh[16];
+  dht_kv two[2];
+  int next = 0;
+
+  ring_join(&h, false);
+  key_owned_by(key, sizeof(key), A, &next);
+  key_owned_by(fresh, sizeof(fresh), A, &next);
+  record_in(&h, type, kv_of(key, "base", version_of(t, &w5), false));
+  assert_record(h.store, key, "base", version_of(t, &w5), false);
+
+  record_in(&h, type,
+            kv_of(key, "older stamp, larger writer", version_of(t - 1, &wmax),
+                  false));
+  record_in(&h, type,
+            kv_of(key, "the same version", version_of(t, &w5), false));
+  record_in(
+      &h, type,
+      kv_of(key, "same stamp, smaller writer", version_of(t, &w4), false));
+  assert_record(h.store, key, "base", version_of(t, &w5), false);
+  expect_get(&h, 510, key, "base");
+
+  record_in(&h, type,
+            kv_of(key, "same stamp, larger writer", version_of(t, &w6), false));
+  assert_record(h.store, key, "same stamp, larger writer", version_of(t, &w6),
+                false);
+  record_in(
+      &h, type,
+      kv_of(key, "newer stamp, smaller writer", version_of(t + 1, &w1), false));
+  assert_record(h.store, key, "newer stamp, smaller writer",
+                version_of(t + 1, &w1), false);
+  expect_get(&h, 511, key, "newer stamp, smaller writer");
+
+  /* Several records in one message are merged each on its own. */
+  two[0] = kv_of(key, "stale", version_of(t, &w6), false);
+  two[1] = kv_of(fresh, "new key", version_of(t, &w1), false);
+  host_records_in(&h, PEER, type, two, 2, 512);
+  host_expect_none(&h);
+  assert_record(h.store, key, "newer stamp, smaller writer",
+                version_of(t + 1, &w1), false);
+  assert_record(h.store, fresh, "new key", version_of(t, &w1), false);
+  host_free(&h);
+}
+
+static void test_replicate_merges_by_version(void **state) {
+  (void)state;
+  merges_by_version(DHT_MSG_REPLICATE);
+}
+
+static void test_handoff_merges_by_version(void **state) {
+  (void)state;
+  merges_by_version(DHT_MSG_HANDOFF);
+}
+
+/* A tombstone beats an older value and hides the key; an older value does
+ * not bring it back, a newer one does; an older tombstone deletes nothing.
+ * A tombstone of a key never seen is kept, so a late value stays dead. */
+static void test_tombstones_merge_by_version(void **state) {
+  dht_id w = id_u64(5);
+  uint64_t t = hlc_at(HOST_START_MS);
+  fake_host h;
+  char key[16], unseen[16];
+  int next = 0;
+
+  (void)state;
+  ring_join(&h, false);
+  key_owned_by(key, sizeof(key), A, &next);
+  key_owned_by(unseen, sizeof(unseen), A, &next);
+  record_in(&h, DHT_MSG_REPLICATE, kv_of(key, "v", version_of(t, &w), false));
+  record_in(&h, DHT_MSG_REPLICATE, kv_of(key, "", version_of(t + 1, &w), true));
+  assert_record(h.store, key, "", version_of(t + 1, &w), true);
+  expect_get(&h, 520, key, NULL);
+
+  record_in(&h, DHT_MSG_REPLICATE, kv_of(key, "v", version_of(t, &w), false));
+  assert_record(h.store, key, "", version_of(t + 1, &w), true);
+  expect_get(&h, 521, key, NULL);
+
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(key, "back", version_of(t + 2, &w), false));
+  expect_get(&h, 522, key, "back");
+  record_in(&h, DHT_MSG_REPLICATE, kv_of(key, "", version_of(t + 1, &w), true));
+  assert_record(h.store, key, "back", version_of(t + 2, &w), false);
+  expect_get(&h, 523, key, "back");
+
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(unseen, "", version_of(t + 5, &w), true));
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(unseen, "late", version_of(t + 4, &w), false));
+  assert_record(h.store, unseen, "", version_of(t + 5, &w), true);
+  expect_get(&h, 524, unseen, NULL);
+  host_free(&h);
+}
+
+/* ---- consulting the replicas -------------------------------------------------- */
+
+/* The id of n, a node that joins between p0 and A. */
+#define N_TOP 0x70
+
+/* A key in A's range once n is its predecessor, (n, A]. */
+static void key_after_n(char *buf, size_t len, int *next) {
+  dht_id n_id = id_top(N_TOP), a_id = member_id(A);
+
+  name_in(buf, len, "key", "", &n_id, &a_id, next);
+}
+
+/* A, in sync, holding key (in (n, A]) at version held unless that is NULL,
+ * learns of its new predecessor n: its range is new, and it is not in sync
+ * until it has exchanged digests with its replicas again. */
+static void new_predecessor(fake_host *h, char *key, size_t len,
+                            const dht_kv *held, int *next) {
+  dht_msg notify;
+
+  ring_join(h, false);
+  key_after_n(key, len, next);
+  if (held != NULL) {
+    dht_kv kv = *held;
+    kv.key = bytes_of(key);
+    record_in(h, DHT_MSG_REPLICATE, kv);
+  }
+  msg_init(&notify, DHT_MSG_NOTIFY, 2);
+  notify.has_peer = true;
+  notify.peer.id = id_top(N_TOP);
+  notify.peer.addr = bytes_of("n:1");
+  assert_int_equal(host_recv(h, PEER, &notify), 0);
+  host_expect_none(h);
+}
+
+/* Expects A's next actions to be a FETCH of key to member m and, maybe,
+ * ACCEPTED to the client's request rid, and answers the FETCH with a
+ * RECORD of *rec, or of nothing when rec is NULL. */
+static void fetch_answered(fake_host *h, uint64_t rid, int m, const char *key,
+                           const dht_kv *rec) {
+  const host_action *fetch;
+  host_actions all;
+  dht_msg r;
+  dht_kv kv;
+  size_t i;
+
+  host_take_all(h, &all);
+  fetch = only_send(&all, ring[m].addr, DHT_MSG_FETCH);
+  assert_true(bytes_eq_str(fetch->msg.key, key));
+  for (i = 0; i < all.n; i++) { /* one position at a time, no answer yet */
+    assert_true(&all.a[i] == fetch ||
+                (all.a[i].type == DHT_ACTION_REPLY && all.a[i].conn == CLIENT &&
+                 all.a[i].msg.rid == rid &&
+                 all.a[i].msg.type == DHT_MSG_ACCEPTED));
+  }
+  msg_init(&r, DHT_MSG_RECORD, fetch->msg.rid);
+  if (rec != NULL) {
+    kv = *rec;
+    kv.key = bytes_of(key);
+    r.items = &kv;
+    r.n_items = 1;
+  }
+  assert_int_equal(host_recv(h, PEER, &r), 0);
+  host_actions_free(&all);
+}
+
+/* An owner not in sync asks each replica position for the key before it
+ * answers, and serves the newest record it learnt (here s2's) and keeps it. */
+static void test_owner_not_in_sync_consults_every_replica(void **state) {
+  dht_id w = id_u64(5);
+  uint64_t t = hlc_at(HOST_START_MS);
+  dht_kv mine = kv_of("", "mine", version_of(t, &w), false);
+  dht_kv from_s1 = kv_of("", "from s1", version_of(t + 1, &w), false);
+  dht_kv from_s2 = kv_of("", "from s2", version_of(t + 2, &w), false);
+  fake_host h;
+  host_action a;
+  char key[16];
+  int next = 0;
+
+  (void)state;
+  new_predecessor(&h, key, sizeof(key), &mine, &next);
+  client_request(&h, DHT_MSG_GET, 601, key, NULL, false);
+  fetch_answered(&h, 601, S1, key, &from_s1);
+  fetch_answered(&h, 601, S2, key, &from_s2);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_VALUE, 601);
+  assert_true(bytes_eq_str(a.msg.value, "from s2"));
+  action_free(&a);
+  host_expect_none(&h);
+  assert_record(h.store, key, "from s2", from_s2.version, false);
+  host_free(&h);
+}
+
+/* Older or missing records at the replicas change nothing: the owner's own
+ * record is served; a key nobody has is NOT_FOUND, after both were asked. */
+static void test_consult_keeps_the_owners_newer_record(void **state) {
+  dht_id w = id_u64(5);
+  uint64_t t = hlc_at(HOST_START_MS);
+  dht_kv mine = kv_of("", "mine", version_of(t + 5, &w), false);
+  dht_kv older = kv_of("", "older", version_of(t + 1, &w), false);
+  fake_host h;
+  host_action a;
+  char key[16], missing[16];
+  int next = 0;
+
+  (void)state;
+  new_predecessor(&h, key, sizeof(key), &mine, &next);
+  key_after_n(missing, sizeof(missing), &next);
+  client_request(&h, DHT_MSG_GET, 602, key, NULL, false);
+  fetch_answered(&h, 602, S1, key, &older);
+  fetch_answered(&h, 602, S2, key, NULL);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_VALUE, 602);
+  assert_true(bytes_eq_str(a.msg.value, "mine"));
+  action_free(&a);
+  host_expect_none(&h);
+  assert_record(h.store, key, "mine", mine.version, false);
+
+  client_request(&h, DHT_MSG_GET, 603, missing, NULL, false);
+  fetch_answered(&h, 603, S1, missing, NULL);
+  fetch_answered(&h, 603, S2, missing, NULL);
+  host_expect_error(&h, CLIENT, 603, DHT_ERR_NOT_FOUND);
+  host_expect_none(&h);
+  host_free(&h);
+}
+
+/* A write while not in sync consults too, and its version beats the record
+ * a replica had, even one stamped by a clock a minute ahead of A's. */
+static void
+test_write_while_not_in_sync_beats_the_replicas_record(void **state) {
+  dht_id w = id_u64(5), a_id = member_id(A);
+  uint64_t ahead = hlc_at(HOST_START_MS + 60000);
+  dht_kv theirs = kv_of("", "theirs", version_of(ahead, &w), false);
+  fake_host h;
+  host_actions all;
+  char key[16];
+  dht_kv kv;
+  size_t i;
+  int next = 0;
+
+  (void)state;
+  new_predecessor(&h, key, sizeof(key), NULL, &next);
+  client_request(&h, DHT_MSG_PUT, 604, key, "mine", false);
+  fetch_answered(&h, 604, S1, key, &theirs);
+  fetch_answered(&h, 604, S2, key, NULL);
+  assert_true(store_record(h.store, key, &kv));
+  assert_true(bytes_eq_str(kv.value, "mine"));
+  assert_true(kv.version.hlc > ahead);
+  assert_true(dht_id_eq(&kv.version.writer, &a_id));
+  host_take_all(&h, &all);
+  assert_replicate(only_send(&all, ring[S1].addr, DHT_MSG_REPLICATE), S1, &kv);
+  assert_replicate(only_send(&all, ring[S2].addr, DHT_MSG_REPLICATE), S2, &kv);
+  for (i = 0; i < all.n; i++) { /* the client may hear ACCEPTED again */
+    assert_true(all.a[i].type == DHT_ACTION_SEND ||
+                all.a[i].msg.type == DHT_MSG_ACCEPTED);
+  }
+  host_actions_free(&all);
+  host_free(&h);
+}
+
+/* ---- anti-entropy ------------------------------------------------------------- */
+
+/* The bucket of x when (from, to] is split in n, per docs/PROTOCOL.md. */
+static uint32_t bucket_of(const dht_id *from, const dht_id *to, uint32_t n,
+                          const dht_id *x) {
+  double width = dht_id_distance_frac(from, to);
+  uint32_t b;
+
+  if (width <= 0) {
+    width = 1.0; /* (a, a] is the whole ring */
+  }
+  b = (uint32_t)(dht_id_distance_frac(from, x) / width * n);
+  return b < n ? b : n - 1;
+}
+
+/* The digests of a range, computed from a store as a replica would. */
+typedef struct digests {
+  const dht_id *from; /* the range (from, to] */
+  const dht_id *to;
+  uint8_t d[SYNC_BUCKETS][DHT_DIGEST_LEN]; /* one per bucket */
+} digests;
+
+static int digest_visit(void *ud, const dht_id *key_id, const uint8_t *key,
+                        size_t key_len, const uint8_t *rec, size_t rec_len) {
+  digests *ds = ud;
+  uint8_t in[DHT_ID_LEN + 8 + DHT_ID_LEN + 1], h[DHT_DIGEST_LEN];
+  uint32_t b = bucket_of(ds->from, ds->to, SYNC_BUCKETS, key_id);
+  dht_kv kv;
+  int i;
+
+  (void)key;
+  (void)key_len;
+  /* No tombstone here is past its grace period: every record counts. */
+  dht_record_parse(rec, rec_len, &kv);
+  memcpy(in, key_id->b, DHT_ID_LEN);
+  for (i = 0; i < 8; i++) {
+    in[DHT_ID_LEN + i] = (uint8_t)(kv.version.hlc >> (56 - 8 * i));
+  }
+  memcpy(in + DHT_ID_LEN + 8, kv.version.writer.b, DHT_ID_LEN);
+  in[sizeof(in) - 1] = kv.tombstone ? 1 : 0;
+  crypto_generichash(h, sizeof(h), in, sizeof(in), NULL, 0);
+  for (i = 0; i < DHT_DIGEST_LEN; i++) {
+    ds->d[b][i] ^= h[i];
+  }
+  return 0;
+}
+
+/* Expects a to be A's SYNC of its range (p0, A] to member m, its digests
+ * those of what A's store holds there. */
+static void assert_sync(fake_host *h, const host_action *a, int m) {
+  dht_id from = member_id(P0), to = member_id(A);
+  digests want;
+
+  assert_int_equal(a->type, DHT_ACTION_SEND);
+  assert_string_equal(a->addr, ring[m].addr);
+  assert_int_equal(a->msg.type, DHT_MSG_SYNC);
+  assert_true(dht_id_eq(&a->msg.from, &from));
+  assert_true(dht_id_eq(&a->msg.to, &to));
+  assert_int_equal(a->msg.n_digests, SYNC_BUCKETS);
+  memset(&want, 0, sizeof(want));
+  want.from = &from;
+  want.to = &to;
+  assert_int_equal(dht_store_scan(h->store, &from, &to, digest_visit, &want),
+                   0);
+  assert_memory_equal(a->msg.digests, want.d, sizeof(want.d));
+}
+
+/* Runs A until its next anti-entropy round, answering ring upkeep, and
+ * returns its SYNCs, in either order, to s1 in to_s1 and s2 in to_s2:
+ * exactly those two, and no other replication frame before them. */
+static void sync_round(fake_host *h, host_action *to_s1, host_action *to_s2) {
+  host_action first, second;
+
+  assert_true(next_action(h, h->now + 2 * SYNC_INTERVAL_MS, &first));
+  assert_true(next_action(h, h->now, &second)); /* at the same time */
+  if (strcmp(first.addr, ring[S1].addr) == 0) {
+    *to_s1 = first;
+    *to_s2 = second;
+  } else {
+    *to_s1 = second;
+    *to_s2 = first;
+  }
+  assert_sync(h, to_s1, S1);
+  assert_sync(h, to_s2, S2);
+}
+
+/* Answers A's SYNC in a: the buckets that differ and the replica's
+ * records in them (none of either: in sync). */
+static void sync_answer(fake_host *h, const host_action *a,
+                        const uint16_t *buckets, size_t n_buckets,
+                        dht_kv *items, size_t n_items) {
+  dht_msg r;
+
+  msg_init(&r, DHT_MSG_SYNC_R, a->msg.rid);
+  r.buckets = (uint16_t *)buckets;
+  r.n_buckets = n_buckets;
+  r.items = items;
+  r.n_items = n_items;
+  assert_int_equal(host_recv(h, PEER, &r), 0);
+}
+
+/* Every sync_interval_ms exactly, A sends the digests of its range to each
+ * replica (s1, s2; not s3): its own records, not the ones it keeps for its
+ * predecessors. A replica that answers "in sync" hears nothing more. */
+static void test_sync_digests_go_to_each_replica_every_interval(void **state) {
+  dht_id w = id_u64(5);
+  uint64_t t = hlc_at(HOST_START_MS), first_round;
+  fake_host h;
+  host_action to_s1, to_s2;
+  char key[16];
+  int next = 0, i;
+
+  (void)state;
+  ring_join(&h, true);
+  for (i = 0; i < 6; i++) {
+    key_owned_by(key, sizeof(key), A, &next);
+    record_in(&h, DHT_MSG_REPLICATE,
+              kv_of(key, "v", version_of(t + (uint64_t)i, &w), i == 5));
+  }
+  key_owned_by(key, sizeof(key), P0, &next); /* replicated, not in the range */
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(key, "p0's", version_of(t, &w), false));
+
+  sync_round(&h, &to_s1, &to_s2);
+  first_round = h.now;
+  sync_answer(&h, &to_s1, NULL, 0, NULL, 0);
+  sync_answer(&h, &to_s2, NULL, 0, NULL, 0);
+  action_free(&to_s1);
+  action_free(&to_s2);
+
+  /* Nothing but upkeep until the next round, a full interval later. */
+  sync_round(&h, &to_s1, &to_s2);
+  assert_int_equal(h.now, first_round + SYNC_INTERVAL_MS);
+  action_free(&to_s1);
+  action_free(&to_s2);
+  host_free(&h);
+}
+
+/* Keys of A's range sorted by digest bucket: three in bucket x, one in y
+ * and one in z, three different buckets. */
+typedef struct bucket_keys {
+  uint16_t x, y, z; /* three different buckets */
+  char in_x[3][16]; /* keys in bucket x */
+  char in_y[16];    /* a key in bucket y */
+  char in_z[16];    /* a key in bucket z */
+} bucket_keys;
+
+static void bucket_keys_find(bucket_keys *bk) {
+  dht_id from = member_id(P0), to = member_id(A), id;
+  int next = 0, n_x = 0;
+  bool y = false, z = false;
+  char key[16];
+
+  key_owned_by(key, sizeof(key), A, &next);
+  id = key_id_of(key);
+  bk->x = (uint16_t)bucket_of(&from, &to, SYNC_BUCKETS, &id);
+  strcpy(bk->in_x[n_x++], key);
+  while (n_x < 3 || !y || !z) {
+    uint16_t b;
+    key_owned_by(key, sizeof(key), A, &next);
+    id = key_id_of(key);
+    b = (uint16_t)bucket_of(&from, &to, SYNC_BUCKETS, &id);
+    if (b == bk->x && n_x < 3) {
+      strcpy(bk->in_x[n_x++], key);
+    } else if (b != bk->x && !y) {
+      bk->y = b;
+      strcpy(bk->in_y, key);
+      y = true;
+    } else if (b != bk->x && y && b != bk->y && !z) {
+      bk->z = b;
+      strcpy(bk->in_z, key);
+      z = true;
+    }
+  }
+}
+
+/*
+ * s1 answers that buckets x and y differ, with its records there: a newer
+ * version of one of A's keys and a key A lacks. A keeps both, then pushes
+ * its own records of x and y to s1 with REPLICATE (the merged ones
+ * included, at their merged versions), and nothing of bucket z, which is
+ * in sync; s2, in sync, gets nothing. Once s1 has the push, the exchange
+ * is over.
+ */
+static void test_sync_repairs_differing_buckets_both_ways(void **state) {
+  dht_id w = id_u64(5), w9 = id_u64(9);
+  uint64_t t = hlc_at(HOST_START_MS);
+  bucket_keys bk;
+  fake_host h;
+  host_action to_s1, to_s2, push;
+  const char *pushed[4];
+  dht_kv theirs[2];
+  uint16_t differ[2];
+  size_t k;
+
+  (void)state;
+  ring_join(&h, true);
+  bucket_keys_find(&bk);
+  /* in_x[0]: both have it, s1 newer; in_x[1]: only A; in_x[2]: only s1. */
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(bk.in_x[0], "a's", version_of(t, &w), false));
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(bk.in_x[1], "a's", version_of(t, &w), false));
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(bk.in_y, "a's", version_of(t, &w), false));
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(bk.in_z, "a's", version_of(t, &w), false));
+  theirs[0] = kv_of(bk.in_x[0], "s1's", version_of(t + 3, &w9), false);
+  theirs[1] = kv_of(bk.in_x[2], "s1's", version_of(t + 1, &w9), false);
+  differ[0] = bk.x;
+  differ[1] = bk.y;
+
+  sync_round(&h, &to_s1, &to_s2);
+  sync_answer(&h, &to_s2, NULL, 0, NULL, 0);
+  host_expect_none(&h);
+  sync_answer(&h, &to_s1, differ, 2, theirs, 2);
+  action_free(&to_s1);
+  action_free(&to_s2);
+  assert_record(h.store, bk.in_x[0], "s1's", theirs[0].version, false);
+  assert_record(h.store, bk.in_x[2], "s1's", theirs[1].version, false);
+  assert_record(h.store, bk.in_x[1], "a's", version_of(t, &w), false);
+
+  host_expect_one(&h, &push, DHT_ACTION_SEND, DHT_MSG_REPLICATE);
+  assert_string_equal(push.addr, ring[S1].addr);
+  pushed[0] = bk.in_x[0];
+  pushed[1] = bk.in_x[1];
+  pushed[2] = bk.in_x[2];
+  pushed[3] = bk.in_y;
+  assert_item_keys(&push.msg, pushed, 4);
+  for (k = 0; k < push.msg.n_items; k++) {
+    assert_item_as_stored(h.store, &push.msg.items[k]);
+  }
+  host_answer(&h, PEER, &push, DHT_MSG_OK);
+  action_free(&push);
+  host_expect_none(&h);
+
+  /* Nothing more until the next round. */
+  sync_round(&h, &to_s1, &to_s2);
+  action_free(&to_s1);
+  action_free(&to_s2);
+  host_free(&h);
+}
+
+/* ---- replica reads ------------------------------------------------------------ */
+
+/* Expects the request just sent to be passed on: ACCEPTED to its sender, the
+ * request to member m with final set, and no answer. */
+static void expect_passed_to(fake_host *h, uint64_t conn, uint64_t rid, int m,
+                             dht_msg_type type, const char *key) {
+  host_action a;
+  bool sent = false, accepted = false;
+
+  while (host_poll(h, &a)) {
+    if (a.type == DHT_ACTION_SEND) {
+      assert_false(sent);
+      assert_string_equal(a.addr, ring[m].addr);
+      assert_int_equal(a.msg.type, type);
+      assert_true(a.msg.final);
+      assert_true(bytes_eq_str(a.msg.key, key));
+      sent = true;
+    } else {
+      assert_int_equal(a.type, DHT_ACTION_REPLY);
+      assert_int_equal(a.conn, conn);
+      assert_int_equal(a.msg.rid, rid);
+      assert_int_equal(a.msg.type, DHT_MSG_ACCEPTED);
+      accepted = true;
+    }
+    action_free(&a);
+  }
+  assert_true(sent);
+  assert_true(accepted);
+}
+
+/* Sends A a GET or PUT of key from a peer that believes A owns it. */
+static void final_request(fake_host *h, dht_msg_type type, uint64_t rid,
+                          const char *key) {
+  dht_msg m;
+
+  msg_init(&m, type, rid);
+  m.key = bytes_of(key);
+  if (type == DHT_MSG_PUT) {
+    m.value = bytes_of("new");
+  }
+  m.final = true;
+  m.hops = 2;
+  assert_int_equal(host_recv(h, PEER, &m), 0);
+}
+
+/*
+ * A GET marked final for a key A replicates for p0 or p1 and holds is
+ * answered from A's store (a tombstone as NOT_FOUND) without asking anyone.
+ * Passed back towards the owner instead: the same GET without final, a
+ * final GET of a replicated key A does not hold or of a key it holds outside
+ * the ranges it replicates, and a final PUT.
+ */
+static void test_replica_answers_a_final_get_from_its_store(void **state) {
+  dht_id w = id_u64(5);
+  uint64_t t = hlc_at(HOST_START_MS);
+  fake_host h;
+  host_action a;
+  char of_p0[16], of_p1[16], gone[16], absent[16], of_p2[16];
+  bool routed = false;
+  int next = 0;
+
+  (void)state;
+  ring_join(&h, false);
+  key_owned_by(of_p0, sizeof(of_p0), P0, &next);
+  key_owned_by(of_p1, sizeof(of_p1), P1, &next);
+  key_owned_by(gone, sizeof(gone), P0, &next);
+  key_owned_by(absent, sizeof(absent), P0, &next);
+  key_owned_by(of_p2, sizeof(of_p2), P2, &next);
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(of_p0, "p0's", version_of(t, &w), false));
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(of_p1, "p1's", version_of(t, &w), false));
+  record_in(&h, DHT_MSG_REPLICATE, kv_of(gone, "", version_of(t, &w), true));
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(of_p2, "p2's", version_of(t, &w), false));
+
+  final_request(&h, DHT_MSG_GET, 701, of_p0);
+  host_expect_reply(&h, &a, PEER, DHT_MSG_VALUE, 701);
+  assert_true(bytes_eq_str(a.msg.value, "p0's"));
+  assert_int_equal(a.msg.hops, 2);
+  action_free(&a);
+  host_expect_none(&h);
+  final_request(&h, DHT_MSG_GET, 702, of_p1);
+  host_expect_reply(&h, &a, PEER, DHT_MSG_VALUE, 702);
+  assert_true(bytes_eq_str(a.msg.value, "p1's"));
+  action_free(&a);
+  host_expect_none(&h);
+  final_request(&h, DHT_MSG_GET, 703, gone);
+  host_expect_error(&h, PEER, 703, DHT_ERR_NOT_FOUND);
+  host_expect_none(&h);
+
+  client_request(&h, DHT_MSG_GET, 704, of_p0, NULL, false);
+  while (host_poll(&h, &a)) { /* routed towards p0, not answered here */
+    routed =
+        routed || (a.type == DHT_ACTION_SEND && a.msg.type == DHT_MSG_GET &&
+                   bytes_eq_str(a.msg.key, of_p0));
+    assert_false(a.type == DHT_ACTION_REPLY && a.msg.type != DHT_MSG_ACCEPTED);
+    action_free(&a);
+  }
+  assert_true(routed);
+  final_request(&h, DHT_MSG_GET, 705, absent);
+  expect_passed_to(&h, PEER, 705, P0, DHT_MSG_GET, absent);
+  final_request(&h, DHT_MSG_GET, 706, of_p2);
+  expect_passed_to(&h, PEER, 706, P0, DHT_MSG_GET, of_p2);
+  final_request(&h, DHT_MSG_PUT, 707, of_p0);
+  expect_passed_to(&h, PEER, 707, P0, DHT_MSG_PUT, of_p0);
+  assert_record(h.store, of_p0, "p0's", version_of(t, &w), false);
+  host_free(&h);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_put_is_replicated_to_the_first_two_successors),
+      cmocka_unit_test(test_silent_replica_is_replaced_by_the_next_successor),
+      cmocka_unit_test(test_write_fails_when_no_replica_answers),
+      cmocka_unit_test(test_del_writes_a_tombstone_replicated_like_a_value),
+      cmocka_unit_test(test_replicate_merges_by_version),
+      cmocka_unit_test(test_handoff_merges_by_version),
+      cmocka_unit_test(test_tombstones_merge_by_version),
+      cmocka_unit_test(test_owner_not_in_sync_consults_every_replica),
+      cmocka_unit_test(test_consult_keeps_the_owners_newer_record),
+      cmocka_unit_test(test_write_while_not_in_sync_beats_the_replicas_record),
+      cmocka_unit_test(test_sync_digests_go_to_each_replica_every_interval),
+      cmocka_unit_test(test_sync_repairs_differing_buckets_both_ways),
+      cmocka_unit_test(test_replica_answers_a_final_get_from_its_store),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
