@@ -10,13 +10,12 @@
  * A GET of a key that was never put is answered NOT_FOUND: that counts as a
  * completed operation ("not found"), not as an error, and is timed like any
  * other. --prefill puts every key first (pipelined, not measured), so that
- * all GETs find their key. Latencies go into a log-linear histogram (1 us
- * resolution below 1 ms, 0.2% above), so memory does not grow with the
- * number of requests.
+ * all GETs find their key. Latencies go into the shared log-linear
+ * histogram (hist.c: exact below 1024 us, 0.2% above), so memory does not
+ * grow with the number of requests.
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <math.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,14 +31,6 @@
 #define REQUESTS_MAX 1000000000000ull
 #define KEY_TEXT_MAX 32      /* "bench-" and up to 20 digits */
 #define POLL_WAIT_MS_MAX 100 /* wake up at least this often */
-
-/* Histogram: values below 2^HIST_SUB_BITS+1 us have their own bucket; above,
- * each power of two is split into 2^HIST_SUB_BITS buckets. */
-#define HIST_SUB_BITS 9
-#define HIST_LINEAR (1u << (HIST_SUB_BITS + 1)) /* 1024 */
-#define HIST_TOP_BIT 40                         /* values capped at 2^40 us */
-#define HIST_BUCKETS                                                           \
-  (HIST_LINEAR + (HIST_TOP_BIT - HIST_SUB_BITS) * (1u << HIST_SUB_BITS))
 
 const char cli_bench_usage[] =
     "usage: dht bench [-c N] [-P N] [--put-ratio F] [--keys N]\n"
@@ -112,8 +103,7 @@ typedef struct bench {
   uint64_t timeouts;     /* of which no reply within the timeout */
   uint64_t stale;        /* replies to requests already timed out */
   char first_error[512]; /* what the first error was */
-  uint64_t *hist;        /* HIST_BUCKETS counts of latencies in us */
-  uint64_t lat_max_us;   /* largest latency seen */
+  cli_hist lat;          /* latencies of completed requests, in us */
 } bench;
 
 static int64_t mono_ns(void) {
@@ -128,77 +118,6 @@ static uint64_t rng_next(bench *b) {
   b->rng ^= b->rng << 25;
   b->rng ^= b->rng >> 27;
   return b->rng * 0x2545F4914F6CDD1Dull;
-}
-
-/* ---- histogram ---------------------------------------------------------- */
-
-static unsigned top_bit(uint64_t v) {
-  unsigned n = 0;
-
-  while (v >>= 1) {
-    n++;
-  }
-  return n;
-}
-
-static size_t hist_index(uint64_t us) {
-  unsigned e, shift;
-
-  if (us < HIST_LINEAR) {
-    return (size_t)us;
-  }
-  if (us >= (1ull << HIST_TOP_BIT)) {
-    us = (1ull << HIST_TOP_BIT) - 1;
-  }
-  e = top_bit(us); /* >= HIST_SUB_BITS + 1 */
-  shift = e - HIST_SUB_BITS;
-  return HIST_LINEAR + (size_t)(e - HIST_SUB_BITS - 1) * (1u << HIST_SUB_BITS) +
-         (size_t)((us >> shift) - (1u << HIST_SUB_BITS));
-}
-
-/* The smallest value that falls in bucket i. */
-static uint64_t hist_value(size_t i) {
-  size_t j;
-  unsigned e;
-
-  if (i < HIST_LINEAR) {
-    return i;
-  }
-  j = i - HIST_LINEAR;
-  e = (unsigned)(j >> HIST_SUB_BITS) + HIST_SUB_BITS + 1;
-  return ((uint64_t)(1u << HIST_SUB_BITS) + (j & ((1u << HIST_SUB_BITS) - 1)))
-         << (e - HIST_SUB_BITS);
-}
-
-static void hist_add(bench *b, uint64_t us) {
-  b->hist[hist_index(us)]++;
-  if (us > b->lat_max_us) {
-    b->lat_max_us = us;
-  }
-}
-
-/* The q-quantile (0 < q <= 1) of what was recorded; 0 when empty. */
-static uint64_t hist_quantile(const bench *b, double q) {
-  uint64_t total = 0, seen = 0, rank;
-  size_t i;
-
-  for (i = 0; i < HIST_BUCKETS; i++) {
-    total += b->hist[i];
-  }
-  if (total == 0) {
-    return 0;
-  }
-  rank = (uint64_t)ceil(q * (double)total);
-  if (rank == 0) {
-    rank = 1;
-  }
-  for (i = 0; i < HIST_BUCKETS; i++) {
-    seen += b->hist[i];
-    if (seen >= rank) {
-      return hist_value(i);
-    }
-  }
-  return b->lat_max_us;
 }
 
 /* ---- the run ------------------------------------------------------------ */
@@ -305,7 +224,7 @@ static void complete(bench *b, bconn *bc, const dht_msg *r, int64_t now) {
   }
   if (good) {
     b->ok++;
-    hist_add(b, (uint64_t)(now - s->t0_ns) / 1000);
+    cli_hist_add(&b->lat, (uint64_t)(now - s->t0_ns) / 1000);
     return;
   }
   if (r->type == DHT_MSG_ERROR) {
@@ -462,13 +381,13 @@ static void reset_counters(bench *b) {
   b->issued = b->ok = b->puts = b->gets = 0;
   b->not_found = b->errors = b->timeouts = b->stale = 0;
   b->first_error[0] = '\0';
-  memset(b->hist, 0, HIST_BUCKETS * sizeof(*b->hist));
-  b->lat_max_us = 0;
+  cli_hist_reset(&b->lat);
 }
 
 static void report(const bench *b, double secs, double prefill_secs) {
-  uint64_t p50 = hist_quantile(b, 0.50), p99 = hist_quantile(b, 0.99),
-           p999 = hist_quantile(b, 0.999);
+  uint64_t p50 = cli_hist_quantile(&b->lat, 0.50),
+           p99 = cli_hist_quantile(&b->lat, 0.99),
+           p999 = cli_hist_quantile(&b->lat, 0.999);
   double rate = secs > 0 ? (double)b->ok / secs : 0.0;
   FILE *f = stdout;
 
@@ -493,7 +412,7 @@ static void report(const bench *b, double secs, double prefill_secs) {
             secs, (unsigned long long)b->ok, (unsigned long long)b->puts,
             (unsigned long long)b->gets, rate, (unsigned long long)p50,
             (unsigned long long)p99, (unsigned long long)p999,
-            (unsigned long long)b->lat_max_us, (unsigned long long)b->not_found,
+            (unsigned long long)b->lat.max_us, (unsigned long long)b->not_found,
             (unsigned long long)b->errors, (unsigned long long)b->timeouts);
     if (b->first_error[0] != '\0') {
       cli_json_str(f, b->first_error);
@@ -519,7 +438,7 @@ static void report(const bench *b, double secs, double prefill_secs) {
   fprintf(f, "throughput:  %.0f ops/s\n", rate);
   fprintf(f, "latency us:  p50 %llu  p99 %llu  p99.9 %llu  max %llu\n",
           (unsigned long long)p50, (unsigned long long)p99,
-          (unsigned long long)p999, (unsigned long long)b->lat_max_us);
+          (unsigned long long)p999, (unsigned long long)b->lat.max_us);
   fprintf(f, "not found:   %llu%s\n", (unsigned long long)b->not_found,
           b->not_found > 0 && !b->prefill ? " (GETs of keys not yet put; see "
                                             "--prefill)"
@@ -652,9 +571,8 @@ int cli_bench(cli_ctx *ctx, int argc, char **argv) {
     b.rng = 1;
   }
   b.value = malloc(b.value_size > 0 ? b.value_size : 1);
-  b.hist = calloc(HIST_BUCKETS, sizeof(*b.hist));
   b.conns = calloc(b.conns_n, sizeof(*b.conns));
-  if (b.value == NULL || b.hist == NULL || b.conns == NULL) {
+  if (b.value == NULL || cli_hist_init(&b.lat) != 0 || b.conns == NULL) {
     rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
     goto out;
   }
@@ -712,7 +630,7 @@ out:
     }
   }
   free(b.conns);
-  free(b.hist);
+  cli_hist_free(&b.lat);
   free(b.value);
   return rv;
 }

@@ -2,9 +2,9 @@
  * cli.h: what the parts of the dht command-line client share: the global
  * options, the argument scanner, number parsing, error reporting (one line
  * on stderr, plus a JSON object on stdout with --json) and the JSON and
- * text output helpers (cli_out.c). The commands live in dht.c, except the
- * benchmark (bench.c), the ring checker (check.c) and the churn workload
- * (load.c).
+ * text output helpers (cli_out.c), and the latency histogram of bench and
+ * load (hist.c). The commands live in dht.c, except the benchmark
+ * (bench.c), the ring checker (check.c) and the churn workload (load.c).
  */
 #ifndef DHT_CLI_H
 #define DHT_CLI_H
@@ -160,6 +160,38 @@ void cli_json_str(FILE *f, const char *s);
 void cli_json_bytes(FILE *f, const char *name, const void *p, size_t len);
 /* {"id":"<40 hex>","addr":"..."} */
 void cli_json_peer(FILE *f, const dht_client_peer *p);
+
+/* ---- latency histogram (hist.c) ----------------------------------------- */
+
+/* Each power of two of microseconds above 1023 is split into 2^SUB_BITS
+ * buckets: a quantile is exact below 1024 us and at most 0.2% low above.
+ * Values from 2^TOP_BIT us (12.7 days) on share the last bucket. */
+#define CLI_HIST_SUB_BITS 9
+#define CLI_HIST_TOP_BIT 40
+#define CLI_HIST_BUCKETS                                                       \
+  ((1u << (CLI_HIST_SUB_BITS + 1)) +                                           \
+   (CLI_HIST_TOP_BIT - CLI_HIST_SUB_BITS - 1) * (1u << CLI_HIST_SUB_BITS))
+
+/* Latencies in microseconds, in fixed memory. */
+typedef struct cli_hist {
+  uint64_t *counts; /* CLI_HIST_BUCKETS of them */
+  uint64_t total;   /* values added */
+  uint64_t max_us;  /* the largest value added, exactly */
+} cli_hist;
+
+/* Sets h up empty. Returns 0 or DHT_ERR_NOMEM. */
+int cli_hist_init(cli_hist *h);
+/* Releases what cli_hist_init took; h is left zeroed. */
+void cli_hist_free(cli_hist *h);
+/* Empties h. */
+void cli_hist_reset(cli_hist *h);
+void cli_hist_add(cli_hist *h, uint64_t us);
+/* The nearest-rank q-quantile (0 < q <= 1) of what was added, as the
+ * smallest value of its bucket; 0 when h is empty. */
+uint64_t cli_hist_quantile(const cli_hist *h, double q);
+/* The nearest rank of the q-quantile among n values: ceil(q * n) within
+ * 1..n, 1-based; 0 when n is 0. */
+uint64_t cli_nearest_rank(uint64_t n, double q);
 
 /* ---- commands ----------------------------------------------------------- */
 

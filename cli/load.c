@@ -36,7 +36,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,15 +60,6 @@
 #define VERIFY_PAUSE_MS 1000     /* between verification passes */
 #define ERR_CODES 32             /* counters per -code; larger go to [0] */
 #define NOTE_LEN 768 /* one failure described: key, node's error, ... */
-
-/* Latency histogram, in us: exact below 2^HIST_EXACT_BITS, above it each
- * power of two split into 2^HIST_SUB_BITS buckets (0.8% resolution). */
-#define HIST_EXACT_BITS 8
-#define HIST_SUB_BITS 7
-#define HIST_TOP_BIT 40
-#define HIST_BUCKETS                                                           \
-  ((1u << HIST_EXACT_BITS) +                                                   \
-   (HIST_TOP_BIT - HIST_EXACT_BITS + 1) * (1u << HIST_SUB_BITS))
 
 const char cli_load_usage[] =
     "usage: dht load [--rate OPS] [--duration S] [--keys K] [--get-ratio F]\n"
@@ -210,8 +200,7 @@ struct load {
   uint64_t retries;          /* attempts beyond the first, all calls */
   uint64_t err_counts[ERR_CODES]; /* failed calls by -code ([0]: other) */
   char first_error[NOTE_LEN]; /* what the first failure was */
-  uint64_t *hist;            /* HIST_BUCKETS latency counts, in us */
-  uint64_t lat_max_us;       /* largest latency of a succeeded op */
+  cli_hist lat;              /* latencies of succeeded ops, in us */
 
   /* Read-back. */
   uint64_t *vkeys;           /* key indexes still to confirm */
@@ -251,69 +240,7 @@ static uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-/* ---- histogram ---------------------------------------------------------- */
-
-static unsigned top_bit(uint64_t v) {
-  unsigned n = 0;
-
-  while (v >>= 1) {
-    n++;
-  }
-  return n;
-}
-
-static size_t hist_index(uint64_t us) {
-  unsigned e;
-
-  if (us < (1u << HIST_EXACT_BITS)) {
-    return (size_t)us;
-  }
-  if (us >= (1ull << HIST_TOP_BIT)) {
-    us = (1ull << HIST_TOP_BIT) - 1;
-  }
-  e = top_bit(us); /* HIST_EXACT_BITS .. HIST_TOP_BIT - 1 */
-  return (1u << HIST_EXACT_BITS) +
-         (size_t)(e - HIST_EXACT_BITS) * (1u << HIST_SUB_BITS) +
-         (size_t)((us >> (e - HIST_SUB_BITS)) & ((1u << HIST_SUB_BITS) - 1));
-}
-
-/* The smallest value that falls in bucket i. */
-static uint64_t hist_value(size_t i) {
-  size_t j;
-  unsigned e;
-
-  if (i < (1u << HIST_EXACT_BITS)) {
-    return i;
-  }
-  j = i - (1u << HIST_EXACT_BITS);
-  e = (unsigned)(j >> HIST_SUB_BITS) + HIST_EXACT_BITS;
-  return ((uint64_t)(1u << HIST_SUB_BITS) + (j & ((1u << HIST_SUB_BITS) - 1)))
-         << (e - HIST_SUB_BITS);
-}
-
-/* Nearest-rank q-quantile of the histogram, in us; 0 when empty. */
-static uint64_t hist_quantile(const load *l, double q) {
-  uint64_t total = 0, seen = 0, rank;
-  size_t i;
-
-  for (i = 0; i < HIST_BUCKETS; i++) {
-    total += l->hist[i];
-  }
-  if (total == 0) {
-    return 0;
-  }
-  rank = (uint64_t)ceil(q * (double)total);
-  if (rank == 0) {
-    rank = 1;
-  }
-  for (i = 0; i < HIST_BUCKETS; i++) {
-    seen += l->hist[i];
-    if (seen >= rank) {
-      return hist_value(i);
-    }
-  }
-  return l->lat_max_us;
-}
+/* ---- per-second percentiles --------------------------------------------- */
 
 static int cmp_u32(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -323,16 +250,9 @@ static int cmp_u32(const void *a, const void *b) {
 
 /* Nearest-rank q-quantile of a sorted array, in us; 0 when empty. */
 static uint32_t sorted_quantile(const uint32_t *v, size_t n, double q) {
-  size_t rank;
+  uint64_t rank = cli_nearest_rank(n, q);
 
-  if (n == 0) {
-    return 0;
-  }
-  rank = (size_t)ceil(q * (double)n);
-  if (rank == 0) {
-    rank = 1;
-  }
-  return v[rank - 1];
+  return rank > 0 ? v[rank - 1] : 0;
 }
 
 /* ---- keys and values ---------------------------------------------------- */
@@ -448,10 +368,7 @@ static void op_ended(load *l, uint64_t r, bool ok, int64_t lat_ns) {
   }
   row->ok++;
   l->ok++;
-  l->hist[hist_index(us)]++;
-  if (us > l->lat_max_us) {
-    l->lat_max_us = us;
-  }
+  cli_hist_add(&l->lat, us);
   if (row->n_lat == row->cap_lat) {
     size_t cap = row->cap_lat > 0 ? row->cap_lat * 2 : 64;
     uint32_t *p = realloc(row->lat_us, cap * sizeof(*p));
@@ -826,7 +743,8 @@ static bool run_clean(const load *l) {
 }
 
 static void report(const load *l, double secs) {
-  uint64_t p50 = hist_quantile(l, 0.50), p99 = hist_quantile(l, 0.99);
+  uint64_t p50 = cli_hist_quantile(&l->lat, 0.50),
+           p99 = cli_hist_quantile(&l->lat, 0.99);
   double ratio = l->total_ops > 0 ? (double)l->ok / (double)l->total_ops : 0;
   FILE *f = stdout;
   bool first = true;
@@ -857,7 +775,7 @@ static void report(const load *l, double secs) {
             secs, l->total_ops, l->ok, l->failed, l->late, ratio, l->puts,
             l->puts_acked, l->acked_late, l->gets, l->stale,
             l->stale_failed_put, l->lost_reads, l->garbled, l->retries,
-            (double)p50 / 1e3, (double)p99 / 1e3, (double)l->lat_max_us / 1e3);
+            (double)p50 / 1e3, (double)p99 / 1e3, (double)l->lat.max_us / 1e3);
     for (i = 1; i < ERR_CODES; i++) {
       if (l->err_counts[i] > 0) {
         fprintf(f, "%s\"%s\":%" PRIu64, first ? "" : ",", dht_errname(-i),
@@ -906,7 +824,7 @@ static void report(const load *l, double secs) {
   fprintf(f,
           "latency ms:   p50 %.3f  p99 %.3f  max %.3f (succeeded ops, from "
           "when due)\n",
-          (double)p50 / 1e3, (double)p99 / 1e3, (double)l->lat_max_us / 1e3);
+          (double)p50 / 1e3, (double)p99 / 1e3, (double)l->lat.max_us / 1e3);
   fprintf(f,
           "puts:         %" PRIu64 " (%" PRIu64 " acknowledged, %" PRIu64
           " of them after the deadline); gets: %" PRIu64 "\n",
@@ -1178,9 +1096,9 @@ int cli_load(cli_ctx *ctx, int argc, char **argv) {
   l.total_ops = l.rate * l.duration_s;
   l.ks = calloc(l.keys, sizeof(*l.ks));
   l.rows = calloc(l.duration_s, sizeof(*l.rows));
-  l.hist = calloc(HIST_BUCKETS, sizeof(*l.hist));
   l.workers = calloc(l.conns_n, sizeof(*l.workers));
-  if (l.ks == NULL || l.rows == NULL || l.hist == NULL || l.workers == NULL) {
+  if (l.ks == NULL || l.rows == NULL || cli_hist_init(&l.lat) != 0 ||
+      l.workers == NULL) {
     rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
     goto out;
   }
@@ -1267,7 +1185,7 @@ out:
   free(l.workers);
   free(l.ks);
   free(l.rows);
-  free(l.hist);
+  cli_hist_free(&l.lat);
   free(l.vkeys);
   pthread_cond_destroy(&l.key_freed);
   pthread_mutex_destroy(&l.mu);
