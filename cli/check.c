@@ -27,6 +27,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -937,44 +938,29 @@ static void print_json(const check *k, bool ok, int64_t elapsed_ms) {
 
 /* ---- the command -------------------------------------------------------- */
 
+/* check's numeric options, with their defaults. */
+static const cli_num_opt check_num_opts[] = {
+    {"--max-nodes", NULL, 1, CHECK_NODES_MAX, CHECK_NODES_DEFAULT,
+     offsetof(check, max_nodes)},
+    {"--replicas", NULL, 1, CHECK_REPLICAS_MAX, CHECK_REPLICAS_DEFAULT,
+     offsetof(check, replicas)},
+    {"--sample", NULL, 1, CHECK_SAMPLE_MAX, CHECK_SAMPLE_DEFAULT,
+     offsetof(check, sample)},
+};
+
 static int check_opt(cli_ctx *ctx, cli_args *a, void *ud) {
   check *k = ud;
-  const char *v;
   int rv;
 
-  if (cli_opt_is(a, "--ring-only")) {
-    if ((rv = cli_opt_flag(ctx, a)) != 0) {
-      return rv;
-    }
-    k->ring_only = true;
-    return 1;
+  if ((rv = cli_flag_take(ctx, a, "--ring-only", &k->ring_only, true)) != 0) {
+    return rv;
   }
-  if (cli_opt_is(a, "--max-nodes")) {
-    if ((rv = cli_opt_value(ctx, a, &v)) != 0 ||
-        (rv = cli_parse_u64(ctx, "--max-nodes", v, 1, CHECK_NODES_MAX,
-                            &k->max_nodes)) != 0) {
-      return rv;
-    }
-    return 1;
-  }
-  if (cli_opt_is(a, "--replicas")) {
-    if ((rv = cli_opt_value(ctx, a, &v)) != 0 ||
-        (rv = cli_parse_u64(ctx, "--replicas", v, 1, CHECK_REPLICAS_MAX,
-                            &k->replicas)) != 0) {
-      return rv;
-    }
+  rv = cli_num_opts_take(ctx, a, check_num_opts, CLI_COUNT_OF(check_num_opts),
+                         k);
+  if (rv == 1 && cli_opt_is(a, "--replicas")) {
     k->replicas_given = true;
-    return 1;
   }
-  if (cli_opt_is(a, "--sample")) {
-    if ((rv = cli_opt_value(ctx, a, &v)) != 0 ||
-        (rv = cli_parse_u64(ctx, "--sample", v, 1, CHECK_SAMPLE_MAX,
-                            &k->sample)) != 0) {
-      return rv;
-    }
-    return 1;
-  }
-  return 0;
+  return rv;
 }
 
 static void check_free(check *k) {
@@ -1002,9 +988,7 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
 
   memset(&k, 0, sizeof(k));
   k.ctx = ctx;
-  k.max_nodes = CHECK_NODES_DEFAULT;
-  k.sample = CHECK_SAMPLE_DEFAULT;
-  k.replicas = CHECK_REPLICAS_DEFAULT;
+  cli_num_opts_default(check_num_opts, CLI_COUNT_OF(check_num_opts), &k);
   rv = cli_scan_args(ctx, argc, argv, cli_check_usage, 0, &pos, check_opt,
                      &k);
   if (rv != 0) {

@@ -29,6 +29,9 @@
 /* Addresses in a --node list: the first and its fallbacks. */
 #define CLI_NODES_MAX (1 + DHT_CLIENT_FALLBACKS_MAX)
 
+/* Entries of an array. */
+#define CLI_COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
 #if defined(__GNUC__)
 #define CLI_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
@@ -76,6 +79,30 @@ int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value);
 /* An option that takes no value must not have "=value". Returns 0 or
  * CLI_EXIT_ERROR (printed). */
 int cli_opt_flag(cli_ctx *ctx, const cli_args *a);
+/* When the current option is name, an option without a value: sets *flag
+ * to value. Returns 1 when it was name, 0 when not, or CLI_EXIT_ERROR
+ * (printed) for "name=value". */
+int cli_flag_take(cli_ctx *ctx, const cli_args *a, const char *name,
+                  bool *flag, bool value);
+
+/* One numeric option of a command, in the command's table of them: its
+ * value goes to a uint64_t field of the command's state. */
+typedef struct cli_num_opt {
+  const char *name;  /* "--keys"; messages call the option by it */
+  const char *alias; /* another spelling ("--connections" for "-c"), or NULL */
+  uint64_t min, max; /* the values it accepts */
+  uint64_t dflt;     /* its value when it is not given */
+  size_t offset;     /* of its field in the state (offsetof) */
+} cli_num_opt;
+
+/* Sets the field of each of opts[0..n) in state to its default. */
+void cli_num_opts_default(const cli_num_opt *opts, size_t n, void *state);
+/* When the current option is one of opts[0..n), parses its value into its
+ * field of state. Returns 1 when it was one of them, 0 when not, or
+ * CLI_EXIT_ERROR (printed) for a missing or bad value. */
+int cli_num_opts_take(cli_ctx *ctx, cli_args *a, const cli_num_opt *opts,
+                      size_t n, void *state);
+
 /*
  * Sets ctx->node and ctx->fallbacks from a comma-separated address list
  * (copied). strict (--node) checks every address and reports a bad one
@@ -119,6 +146,10 @@ int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
  * in the message). Returns 0 or CLI_EXIT_ERROR (printed). */
 int cli_parse_u64(cli_ctx *ctx, const char *name, const char *s, uint64_t min,
                   uint64_t max, uint64_t *out);
+/* Parses a fraction in 0..1 for the option called name (used in the
+ * message). Returns 0 or CLI_EXIT_ERROR (printed). */
+int cli_parse_ratio(cli_ctx *ctx, const char *name, const char *s,
+                    double *out);
 
 /*
  * Reports an error: "dht: <message>" as one line on stderr (control bytes

@@ -53,29 +53,73 @@ bool cli_opt_is(const cli_args *a, const char *name) {
          memcmp(a->opt, name, a->opt_len) == 0;
 }
 
-int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value) {
+/* Reports "option NAME <what>" about the current option. Returns
+ * CLI_EXIT_ERROR. */
+static int opt_error(cli_ctx *ctx, const cli_args *a, const char *what) {
   char name[64];
 
+  cli_escape(name, sizeof(name), a->opt, a->opt_len);
+  return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL, "option %s %s", name,
+                  what);
+}
+
+int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value) {
   if (a->inline_value != NULL) {
     *value = a->inline_value;
     return 0;
   }
   if (a->i >= a->argc) {
-    cli_escape(name, sizeof(name), a->opt, a->opt_len);
-    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                    "option %s needs a value", name);
+    return opt_error(ctx, a, "needs a value");
   }
   *value = a->argv[a->i++];
   return 0;
 }
 
 int cli_opt_flag(cli_ctx *ctx, const cli_args *a) {
-  char name[64];
+  return a->inline_value != NULL ? opt_error(ctx, a, "takes no value") : 0;
+}
 
-  if (a->inline_value != NULL) {
-    cli_escape(name, sizeof(name), a->opt, a->opt_len);
-    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                    "option %s takes no value", name);
+int cli_flag_take(cli_ctx *ctx, const cli_args *a, const char *name,
+                  bool *flag, bool value) {
+  int rv;
+
+  if (!cli_opt_is(a, name)) {
+    return 0;
+  }
+  if ((rv = cli_opt_flag(ctx, a)) != 0) {
+    return rv;
+  }
+  *flag = value;
+  return 1;
+}
+
+void cli_num_opts_default(const cli_num_opt *opts, size_t n, void *state) {
+  size_t i;
+
+  for (i = 0; i < n; i++) {
+    *(uint64_t *)((char *)state + opts[i].offset) = opts[i].dflt;
+  }
+}
+
+int cli_num_opts_take(cli_ctx *ctx, cli_args *a, const cli_num_opt *opts,
+                      size_t n, void *state) {
+  const cli_num_opt *o;
+  const char *v;
+  size_t i;
+  int rv;
+
+  for (i = 0; i < n; i++) {
+    o = &opts[i];
+    if (!cli_opt_is(a, o->name) &&
+        (o->alias == NULL || !cli_opt_is(a, o->alias))) {
+      continue;
+    }
+    if ((rv = cli_opt_value(ctx, a, &v)) != 0 ||
+        (rv = cli_parse_u64(ctx, o->name, v, o->min, o->max,
+                            (uint64_t *)((char *)state + o->offset))) != 0) {
+      return rv;
+    }
+    return 1;
   }
   return 0;
 }
@@ -181,20 +225,13 @@ int cli_open_client(cli_ctx *ctx, bool retry, dht_client **out) {
 int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv) {
   const char *v;
   uint64_t n;
+  int taken;
 
   *rv = 0;
-  if (cli_opt_is(a, "--json")) {
-    *rv = cli_opt_flag(ctx, a);
-    if (*rv == 0) {
-      ctx->json = true;
-    }
-    return 1;
-  }
-  if (cli_opt_is(a, "--no-retry")) {
-    *rv = cli_opt_flag(ctx, a);
-    if (*rv == 0) {
-      ctx->no_retry = true;
-    }
+  if ((taken = cli_flag_take(ctx, a, "--json", &ctx->json, true)) != 0 ||
+      (taken = cli_flag_take(ctx, a, "--no-retry", &ctx->no_retry, true)) !=
+          0) {
+    *rv = taken == 1 ? 0 : taken;
     return 1;
   }
   if (cli_opt_is(a, "--node")) {
@@ -236,6 +273,21 @@ int cli_parse_u64(cli_ctx *ctx, const char *name, const char *s, uint64_t min,
                     (unsigned long long)min, (unsigned long long)max, shown);
   }
   *out = v;
+  return 0;
+}
+
+int cli_parse_ratio(cli_ctx *ctx, const char *name, const char *s,
+                    double *out) {
+  char shown[80];
+  char *end;
+  double d = strtod(s, &end);
+
+  if (end == s || *end != '\0' || !(d >= 0.0) || !(d <= 1.0)) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "%s: expected a number in 0..1, got '%s'", name,
+                    cli_escape(shown, sizeof(shown), s, strlen(s)));
+  }
+  *out = d;
   return 0;
 }
 

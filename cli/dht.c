@@ -360,15 +360,7 @@ static int cmd_del(cli_ctx *ctx, int argc, char **argv) {
 /* ---- lookup ------------------------------------------------------------- */
 
 static int lookup_opt(cli_ctx *ctx, cli_args *a, void *ud) {
-  bool *trace = ud;
-  int rv;
-
-  if (!cli_opt_is(a, "--trace")) {
-    return 0;
-  }
-  rv = cli_opt_flag(ctx, a);
-  *trace = true;
-  return rv != 0 ? rv : 1;
+  return cli_flag_take(ctx, a, "--trace", ud, true);
 }
 
 static int cmd_lookup(cli_ctx *ctx, int argc, char **argv) {
@@ -743,20 +735,14 @@ static void ring_print_json(const ring_walk *w, bool closed) {
   fputs("]}\n", stdout);
 }
 
-static int ring_opt(cli_ctx *ctx, cli_args *a, void *ud) {
-  uint64_t *max = ud;
-  const char *v;
-  int rv;
+/* ring's one option; its state is the uint64_t it sets. */
+static const cli_num_opt ring_num_opts[] = {
+    {"--max-nodes", NULL, 1, RING_NODES_MAX, RING_NODES_DEFAULT, 0},
+};
 
-  if (!cli_opt_is(a, "--max-nodes")) {
-    return 0;
-  }
-  if ((rv = cli_opt_value(ctx, a, &v)) != 0 ||
-      (rv = cli_parse_u64(ctx, "--max-nodes", v, 1, RING_NODES_MAX, max)) !=
-          0) {
-    return rv;
-  }
-  return 1;
+static int ring_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  return cli_num_opts_take(ctx, a, ring_num_opts, CLI_COUNT_OF(ring_num_opts),
+                           ud);
 }
 
 /*
@@ -768,7 +754,7 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   dht_client_peer cands[DHT_SUCC_LIST_MAX];
   char addr[DHT_ADDR_LEN_MAX + 1], s1[DHT_ID_SHORT_LEN], s2[DHT_ID_SHORT_LEN];
   dht_client_stats_result *st = NULL;
-  uint64_t max_nodes = RING_NODES_DEFAULT;
+  uint64_t max_nodes;
   dht_id listed_id, start_id, last_reachable_id;
   bool have_listed = false, closed = false;
   size_t n_cands = 0, cand = 0;
@@ -784,6 +770,7 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   memset(&listed_id, 0, sizeof(listed_id));
   memset(&last_reachable_id, 0, sizeof(last_reachable_id));
   w.last_reachable = &last_reachable_id;
+  cli_num_opts_default(ring_num_opts, CLI_COUNT_OF(ring_num_opts), &max_nodes);
   rv = cli_scan_args(ctx, argc, argv, ring_usage, 0, &pos, ring_opt, &max_nodes);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;

@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -877,67 +878,39 @@ static void report(const load *l, double secs) {
 
 /* ---- options and set-up ------------------------------------------------- */
 
-static int parse_ratio(cli_ctx *ctx, const char *name, const char *v,
-                       double *out) {
-  char shown[80];
-  char *end;
-  double d = strtod(v, &end);
-
-  if (end == v || *end != '\0' || !(d >= 0.0) || !(d <= 1.0)) {
-    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                    "%s: expected a number in 0..1, got '%s'", name,
-                    cli_escape(shown, sizeof(shown), v, strlen(v)));
-  }
-  *out = d;
-  return 0;
-}
-
-/* One numeric option: name, bounds and where it goes. */
-typedef struct num_opt {
-  const char *name;
-  uint64_t min, max;
-  uint64_t *dst;
-} num_opt;
+/* load's numeric options, with their defaults. */
+static const cli_num_opt load_num_opts[] = {
+    {"--rate", NULL, 1, RATE_MAX, 200, offsetof(load, rate)},
+    {"--duration", NULL, 1, DURATION_S_MAX, 60, offsetof(load, duration_s)},
+    {"--keys", NULL, 1, KEYS_MAX, 1000, offsetof(load, keys)},
+    {"--deadline-ms", NULL, 1, DEADLINE_MS_MAX, 1000,
+     offsetof(load, deadline_ms)},
+    {"--connections", NULL, 1, CONNS_MAX, 16, offsetof(load, conns_n)},
+    {"--seed", NULL, 0, UINT64_MAX, 1, offsetof(load, seed)},
+    {"--value-size", NULL, VALUE_HEAD_MAX - 16, VALUE_SIZE_MAX, 100,
+     offsetof(load, value_size)},
+    {"--verify-s", NULL, 1, VERIFY_S_MAX, 30, offsetof(load, verify_s)},
+};
 
 /* load's own options, for cli_scan_args(). */
 static int load_opt(cli_ctx *ctx, cli_args *a, void *ud) {
   load *l = ud;
-  const num_opt num_opts[] = {
-      {"--rate", 1, RATE_MAX, &l->rate},
-      {"--duration", 1, DURATION_S_MAX, &l->duration_s},
-      {"--keys", 1, KEYS_MAX, &l->keys},
-      {"--deadline-ms", 1, DEADLINE_MS_MAX, &l->deadline_ms},
-      {"--connections", 1, CONNS_MAX, &l->conns_n},
-      {"--seed", 0, UINT64_MAX, &l->seed},
-      {"--value-size", VALUE_HEAD_MAX - 16, VALUE_SIZE_MAX, &l->value_size},
-      {"--verify-s", 1, VERIFY_S_MAX, &l->verify_s},
-  };
-  const size_t n_num = sizeof(num_opts) / sizeof(num_opts[0]);
   const char *v;
-  size_t i;
   int rv;
 
-  if (cli_opt_is(a, "--no-verify")) {
-    if ((rv = cli_opt_flag(ctx, a)) != 0) {
-      return rv;
-    }
-    l->verify = false;
-    return 1;
+  if ((rv = cli_flag_take(ctx, a, "--no-verify", &l->verify, false)) != 0) {
+    return rv;
   }
-  for (i = 0; i < n_num && !cli_opt_is(a, num_opts[i].name); i++) {
-  }
-  if (i == n_num && !cli_opt_is(a, "--get-ratio") && !cli_opt_is(a, "--csv") &&
+  if (!cli_opt_is(a, "--get-ratio") && !cli_opt_is(a, "--csv") &&
       !cli_opt_is(a, "--prefix") && !cli_opt_is(a, "--lost-csv")) {
-    return 0;
+    return cli_num_opts_take(ctx, a, load_num_opts,
+                             CLI_COUNT_OF(load_num_opts), l);
   }
   if ((rv = cli_opt_value(ctx, a, &v)) != 0) {
     return rv;
   }
-  if (i < n_num) {
-    rv = cli_parse_u64(ctx, num_opts[i].name, v, num_opts[i].min,
-                       num_opts[i].max, num_opts[i].dst);
-  } else if (cli_opt_is(a, "--get-ratio")) {
-    rv = parse_ratio(ctx, "--get-ratio", v, &l->get_ratio);
+  if (cli_opt_is(a, "--get-ratio")) {
+    rv = cli_parse_ratio(ctx, "--get-ratio", v, &l->get_ratio);
   } else if (cli_opt_is(a, "--csv")) {
     l->csv_path = v;
   } else if (cli_opt_is(a, "--lost-csv")) {
@@ -1068,15 +1041,8 @@ int cli_load(cli_ctx *ctx, int argc, char **argv) {
 
   memset(&l, 0, sizeof(l));
   l.ctx = ctx;
-  l.rate = 200;
-  l.duration_s = 60;
-  l.keys = 1000;
+  cli_num_opts_default(load_num_opts, CLI_COUNT_OF(load_num_opts), &l);
   l.get_ratio = 0.5;
-  l.deadline_ms = 1000;
-  l.conns_n = 16;
-  l.seed = 1;
-  l.value_size = 100;
-  l.verify_s = 30;
   l.verify = true;
   clock_gettime(CLOCK_REALTIME, &now_rt);
   snprintf(l.prefix, sizeof(l.prefix), "load-%llx-",
