@@ -17,6 +17,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <poll.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,7 +49,7 @@ const char cli_bench_usage[] =
     "                       1..100000000 [10000]\n"
     "  --value-size N       bytes per value, 0..1048576 [100]\n"
     "  --duration S         run for S seconds, 1..86400 [10]\n"
-    "  --requests N         or stop after N requests\n"
+    "  --requests N         or stop after N requests, 1..1000000000000\n"
     "  --prefill            first PUT every key of the key space (not\n"
     "                       measured), so that every GET finds its key\n"
     "  --seed N             seed of the key and operation sequence [1]\n"
@@ -58,8 +59,9 @@ const char cli_bench_usage[] =
     "A request without a reply within --timeout-ms counts as an error\n"
     "(timeout). Latency percentiles cover completed requests (including not\n"
     "found), in microseconds. Exit status: 0 when the run completed and at\n"
-    "least one request succeeded; 2 when the node cannot be reached, every\n"
-    "connection was lost, or nothing succeeded.\n";
+    "least one request succeeded; 2 on bad arguments, when the node cannot\n"
+    "be reached, the prefill has an error, every connection was lost, or\n"
+    "nothing succeeded.\n";
 
 /* One request in flight. */
 typedef struct slot {
@@ -88,7 +90,9 @@ typedef struct bench {
   uint64_t seed;             /* --seed */
   double put_ratio;          /* --put-ratio */
   bool prefill;              /* --prefill */
-  bool by_requests;          /* stop after `requests`, not after duration_s */
+  bool by_requests;          /* --requests: stop after `requests`, not after
+                                duration_s */
+  bool duration_given;       /* --duration was given */
   uint8_t *value;            /* value_size bytes sent with every PUT */
   bconn *conns;              /* conns_n connections */
   uint64_t rng;              /* xorshift64* state */
@@ -450,120 +454,64 @@ static void report(const bench *b, double secs, double prefill_secs) {
   }
 }
 
-static int parse_options(bench *b, int argc, char **argv) {
-  cli_ctx *ctx = b->ctx;
-  bool have_duration = false;
-  const char *pos, *v;
-  char *end;
-  cli_args a;
-  int kind, rv;
+/* bench's numeric options, with their defaults. */
+static const cli_num_opt bench_num_opts[] = {
+    {"-c", "--connections", 1, CONNS_MAX, 4, offsetof(bench, conns_n)},
+    {"-P", "--pipeline", 1, PIPELINE_MAX, 1, offsetof(bench, pipeline)},
+    {"--keys", NULL, 1, KEYS_MAX, 10000, offsetof(bench, keys)},
+    {"--value-size", NULL, 0, CLI_VALUE_LEN_MAX, 100,
+     offsetof(bench, value_size)},
+    {"--duration", NULL, 1, DURATION_S_MAX, 10, offsetof(bench, duration_s)},
+    {"--requests", NULL, 1, REQUESTS_MAX, 0, /* unused unless given */
+     offsetof(bench, requests)},
+    {"--seed", NULL, 0, UINT64_MAX, 1, offsetof(bench, seed)},
+};
 
-  cli_args_init(&a, argc, argv);
-  while ((kind = cli_args_next(&a, &pos)) != CLI_ARG_END) {
-    if (kind == CLI_ARG_POS) {
-      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                      "bench takes no arguments (see dht bench --help)");
-    }
-    if (cli_opt_is(&a, "-h") || cli_opt_is(&a, "--help")) {
-      fputs(cli_bench_usage, stdout);
-      return -1;
-    }
-    if (cli_global_opt(ctx, &a, &rv)) {
-      if (rv != 0) {
-        return rv;
-      }
-      continue;
-    }
-    if (cli_opt_is(&a, "--prefill")) {
-      if ((rv = cli_opt_flag(ctx, &a)) != 0) {
-        return rv;
-      }
-      b->prefill = true;
-      continue;
-    }
-    if ((cli_opt_is(&a, "-c") || cli_opt_is(&a, "--connections"))) {
-      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
-          (rv = cli_parse_u64(ctx, "-c", v, 1, CONNS_MAX, &b->conns_n)) != 0) {
-        return rv;
-      }
-    } else if (cli_opt_is(&a, "-P") || cli_opt_is(&a, "--pipeline")) {
-      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
-          (rv = cli_parse_u64(ctx, "-P", v, 1, PIPELINE_MAX, &b->pipeline)) !=
-              0) {
-        return rv;
-      }
-    } else if (cli_opt_is(&a, "--keys")) {
-      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
-          (rv = cli_parse_u64(ctx, "--keys", v, 1, KEYS_MAX, &b->keys)) != 0) {
-        return rv;
-      }
-    } else if (cli_opt_is(&a, "--value-size")) {
-      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
-          (rv = cli_parse_u64(ctx, "--value-size", v, 0, CLI_VALUE_LEN_MAX,
-                              &b->value_size)) != 0) {
-        return rv;
-      }
-    } else if (cli_opt_is(&a, "--duration")) {
-      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
-          (rv = cli_parse_u64(ctx, "--duration", v, 1, DURATION_S_MAX,
-                              &b->duration_s)) != 0) {
-        return rv;
-      }
-      have_duration = true;
-    } else if (cli_opt_is(&a, "--requests")) {
-      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
-          (rv = cli_parse_u64(ctx, "--requests", v, 1, REQUESTS_MAX,
-                              &b->requests)) != 0) {
-        return rv;
-      }
-      b->by_requests = true;
-    } else if (cli_opt_is(&a, "--seed")) {
-      if ((rv = cli_opt_value(ctx, &a, &v)) != 0 ||
-          (rv = cli_parse_u64(ctx, "--seed", v, 0, UINT64_MAX, &b->seed)) !=
-              0) {
-        return rv;
-      }
-    } else if (cli_opt_is(&a, "--put-ratio")) {
-      if ((rv = cli_opt_value(ctx, &a, &v)) != 0) {
-        return rv;
-      }
-      b->put_ratio = strtod(v, &end);
-      if (end == v || *end != '\0' || !(b->put_ratio >= 0.0) ||
-          !(b->put_ratio <= 1.0)) {
-        char shown[80];
-        return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                        "--put-ratio: expected a number in 0..1, got '%s'",
-                        cli_escape(shown, sizeof(shown), v, strlen(v)));
-      }
-    } else {
-      return cli_unknown_opt(ctx, &a);
-    }
+/* bench's own options, for cli_scan_args(). */
+static int bench_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  bench *b = ud;
+  const char *v;
+  int rv;
+
+  if ((rv = cli_flag_take(ctx, a, "--prefill", &b->prefill, true)) != 0) {
+    return rv;
   }
-  if (have_duration && b->by_requests) {
-    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
-                    "give --duration or --requests, not both");
+  if (cli_opt_is(a, "--put-ratio")) {
+    if ((rv = cli_opt_value(ctx, a, &v)) != 0 ||
+        (rv = cli_parse_ratio(ctx, "--put-ratio", v, &b->put_ratio)) != 0) {
+      return rv;
+    }
+    return 1;
   }
-  return 0;
+  rv = cli_num_opts_take(ctx, a, bench_num_opts, CLI_COUNT_OF(bench_num_opts),
+                         b);
+  if (rv == 1 && cli_opt_is(a, "--duration")) {
+    b->duration_given = true;
+  }
+  if (rv == 1 && cli_opt_is(a, "--requests")) {
+    b->by_requests = true;
+  }
+  return rv;
 }
 
 int cli_bench(cli_ctx *ctx, int argc, char **argv) {
   int64_t t0, t1, prefill_ns = 0;
+  cli_positional pos;
   bench b;
   uint64_t c;
   int rv;
 
   memset(&b, 0, sizeof(b));
   b.ctx = ctx;
-  b.conns_n = 4;
-  b.pipeline = 1;
+  cli_num_opts_default(bench_num_opts, CLI_COUNT_OF(bench_num_opts), &b);
   b.put_ratio = 0.5;
-  b.keys = 10000;
-  b.value_size = 100;
-  b.duration_s = 10;
-  b.seed = 1;
-  rv = parse_options(&b, argc, argv);
+  rv = cli_scan_args(ctx, argc, argv, cli_bench_usage, 0, &pos, bench_opt, &b);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  if (b.duration_given && b.by_requests) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "give --duration or --requests, not both");
   }
   /* xorshift must not start at 0. */
   b.rng = b.seed ^ 0x9E3779B97F4A7C15ull;

@@ -76,9 +76,6 @@ bool cli_opt_is(const cli_args *a, const char *name);
 /* Takes the current option's value ("--x=v" or the next argument).
  * Returns 0, or prints the error and returns CLI_EXIT_ERROR. */
 int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value);
-/* An option that takes no value must not have "=value". Returns 0 or
- * CLI_EXIT_ERROR (printed). */
-int cli_opt_flag(cli_ctx *ctx, const cli_args *a);
 /* When the current option is name, an option without a value: sets *flag
  * to value. Returns 1 when it was name, 0 when not, or CLI_EXIT_ERROR
  * (printed) for "name=value". */

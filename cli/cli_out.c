@@ -75,19 +75,13 @@ int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value) {
   return 0;
 }
 
-int cli_opt_flag(cli_ctx *ctx, const cli_args *a) {
-  return a->inline_value != NULL ? opt_error(ctx, a, "takes no value") : 0;
-}
-
 int cli_flag_take(cli_ctx *ctx, const cli_args *a, const char *name,
                   bool *flag, bool value) {
-  int rv;
-
   if (!cli_opt_is(a, name)) {
     return 0;
   }
-  if ((rv = cli_opt_flag(ctx, a)) != 0) {
-    return rv;
+  if (a->inline_value != NULL) {
+    return opt_error(ctx, a, "takes no value");
   }
   *flag = value;
   return 1;
