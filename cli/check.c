@@ -3,11 +3,11 @@
  * must satisfy, for people, tests and the churn script (which runs it every
  * second, so it has to be quick).
  *
- * Ring: the walk follows first successors (GET_NEIGHBORS) from the start
- * node until it comes back; every node must answer, ids must increase
- * around the ring and wrap exactly once, each node must be its successor's
- * predecessor, and each successor and predecessor list must name the next
- * and previous nodes of the walk.
+ * Ring: the walk (walk.c, the same as dht ring's) follows first successors
+ * (GET_NEIGHBORS) from the start node until it comes back; every node must
+ * answer, ids must increase around the ring and wrap exactly once, each
+ * node must be its successor's predecessor, and each successor and
+ * predecessor list must name the next and previous nodes of the walk.
  *
  * Replicas: every node lists the records it holds (SCAN, paged); a key
  * belongs on the first min(R, N) nodes at or after its id. Keys with a
@@ -45,9 +45,10 @@
 #define SCAN_PAGE_LEN 1000 /* records asked for per SCAN */
 #define PROBLEMS_SHOWN 20  /* in the text output */
 #define PROBLEMS_KEPT 1000 /* in memory and in the JSON output */
-#define PROBLEM_LEN 480    /* bytes of one problem line */
 #define HOLDERS_SHOWN 4    /* nodes named in one replica problem */
 #define KEY_SHOWN_LEN 80   /* bytes of an escaped key in a problem */
+/* Bytes of one problem line; the walk's (walk.c) must fit. */
+#define PROBLEM_LEN CLI_WALK_PROBLEM_LEN
 
 const char cli_check_usage[] =
     "usage: dht check [--max-nodes N] [--replicas N] [--sample N]\n"
@@ -232,77 +233,31 @@ static const char *node_name(const check_node *n, char *buf, size_t len) {
   return buf;
 }
 
-static bool visited(const check *k, const dht_id *id) {
-  size_t i;
-
-  for (i = 0; i < k->n_nodes; i++) {
-    if (dht_id_eq(&k->nodes[i].self.id, id)) {
-      return true;
-    }
-  }
-  return false;
-}
-
-static bool is_dead(const check *k, const dht_id *id) {
-  size_t i;
-
-  for (i = 0; i < k->n_dead; i++) {
-    if (dht_id_eq(&k->dead[i].id, id)) {
-      return true;
-    }
-  }
-  return false;
-}
-
-static void node_fill(check_node *n, const dht_client_peer *self, bool has_pred,
-                      const dht_client_peer *pred, const dht_client_peer *succs,
-                      size_t n_succs, const dht_client_peer *preds,
-                      size_t n_preds) {
+static void node_fill(check_node *n, const dht_client_stats_result *a) {
   size_t i;
 
   memset(n, 0, sizeof(*n));
-  n->self = *self;
-  n->has_pred = has_pred;
-  if (has_pred) {
-    n->pred = pred->id;
+  n->self = a->node;
+  n->has_pred = a->has_pred;
+  if (a->has_pred) {
+    n->pred = a->pred.id;
   }
-  n->n_succs = n_succs;
-  for (i = 0; i < n_succs; i++) {
-    n->succs[i] = succs[i].id;
+  n->n_succs = a->n_succs;
+  for (i = 0; i < a->n_succs; i++) {
+    n->succs[i] = a->succs[i].id;
   }
-  n->n_preds = n_preds;
-  for (i = 0; i < n_preds; i++) {
-    n->preds[i] = preds[i].id;
+  n->n_preds = a->n_preds;
+  for (i = 0; i < a->n_preds; i++) {
+    n->preds[i] = a->preds[i].id;
   }
 }
 
 /* ---- the walk ----------------------------------------------------------- */
 
-/* Asks addr for its neighbours. Returns 0, or the client's error with its
- * text in err. */
-static int ask_neighbors(check *k, const char *addr,
-                         dht_client_neighbors_result *nb, char *err,
-                         size_t err_len) {
-  dht_client *c = NULL;
-  int rv;
-
-  rv = dht_client_new(&c, addr, NULL);
-  if (rv != 0) {
-    snprintf(err, err_len, "bad address %s", addr);
-    return rv;
-  }
-  rv = dht_client_neighbors(c, nb, k->ctx->timeout_ms);
-  if (rv != 0) {
-    snprintf(err, err_len, "%s", dht_client_last_error(c));
-  }
-  dht_client_del(c);
-  return rv;
-}
-
 /*
  * Finds the start: the first address of the --node list whose node answers
- * STATS (which also carries the "replicas" counter). Returns 0 with the
- * first node added, or an exit code (printed).
+ * STATS (which also carries the "replicas" counter). Returns 0 with st
+ * filled, or an exit code (printed).
  */
 static int walk_start(check *k, dht_client_stats_result *st) {
   char err[PROBLEM_LEN] = "", shown[300];
@@ -348,110 +303,35 @@ static int walk_start(check *k, dht_client_stats_result *st) {
                       ? v
                       : CHECK_REPLICAS_DEFAULT;
   }
-  k->nodes = malloc(sizeof(k->nodes[0]));
-  if (k->nodes == NULL) {
-    return cli_fail(k->ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
-  }
-  k->cap_nodes = 1;
-  node_fill(&k->nodes[0], &st->node, st->has_pred, &st->pred, st->succs,
-            st->n_succs, st->preds, st->n_preds);
-  k->n_nodes = 1;
   return 0;
 }
 
-/*
- * Follows successors from the start until the walk comes back. cands is the
- * successor list of the last node that answered; after a successor that
- * does not answer (a problem) the walk goes on with the next entry, so that
- * one dead node does not hide the rest of the ring. Returns 0 or an exit
- * code (printed: out of memory).
- */
-static int walk(check *k, dht_client_stats_result *st,
-                dht_client_neighbors_result *nb) {
-  dht_client_peer cands[DHT_SUCC_LIST_MAX];
-  char err[PROBLEM_LEN], a[300], b[300];
-  const dht_id *start_id;
-  size_t n_cands, cand, from;
-  check_node *n;
+/* cli_walk's step: an answering node joins the walk, another the nodes
+ * that did not answer. Returns 0 or CLI_EXIT_ERROR (printed). */
+static int walk_step(void *ud, const cli_walk_step *s) {
+  check *k = ud;
   void *p;
-  int rv;
 
-  n_cands = st->n_succs;
-  memcpy(cands, st->succs, n_cands * sizeof(cands[0]));
-  for (;;) {
-    start_id = &k->nodes[0].self.id;
-    from = k->n_nodes - 1;
-    if (n_cands == 0 && k->n_nodes == 1) {
-      k->closed = true; /* a node alone, with an empty successor list */
-      return 0;
-    }
-    for (cand = 0; cand < n_cands; cand++) {
-      if (dht_id_eq(&cands[cand].id, start_id)) {
-        k->closed = true;
-        return 0;
-      }
-      if (visited(k, &cands[cand].id)) {
-        problem(k, P_WALK,
-                "walk loops: %s lists %s as successor %zu, visited before, "
-                "without coming back to the start",
-                node_name(&k->nodes[from], a, sizeof(a)),
-                name_of(k, &cands[cand].id, b, sizeof(b)), cand + 1);
-        return 0;
-      }
-      if (is_dead(k, &cands[cand].id)) {
-        continue; /* reported already */
-      }
-      rv = ask_neighbors(k, cands[cand].addr, nb, err, sizeof(err));
-      if (rv == 0) {
-        break;
-      }
-      problem(k, P_WALK, "%s %s (successor %zu of %s) does not answer: %s",
-              dht_id_short(&cands[cand].id, a), cands[cand].addr, cand + 1,
-              node_name(&k->nodes[from], b, sizeof(b)), err);
-      p = grow(k->dead, &k->cap_dead, k->n_dead, sizeof(k->dead[0]));
-      if (p == NULL) {
-        return cli_fail(k->ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
-      }
-      k->dead = p;
-      k->dead[k->n_dead++] = cands[cand];
-    }
-    if (cand == n_cands) {
-      problem(k, P_WALK, "%s has no %ssuccessor left to try: the walk stops",
-              node_name(&k->nodes[from], a, sizeof(a)),
-              n_cands > 0 ? "answering " : "");
-      return 0;
-    }
-    if (!dht_id_eq(&nb->node.id, &cands[cand].id)) {
-      problem(k, P_WALK, "%s answers with id %s, but %s lists it as %s",
-              cands[cand].addr, dht_id_short(&nb->node.id, a),
-              node_name(&k->nodes[from], b, sizeof(b)),
-              dht_id_short(&cands[cand].id, err));
-      if (visited(k, &nb->node.id)) {
-        problem(k, P_WALK,
-                "walk loops: %s was visited before, without coming back "
-                "to the start",
-                name_of(k, &nb->node.id, a, sizeof(a)));
-        return 0;
-      }
-    }
-    if (k->n_nodes >= k->max_nodes) {
-      problem(k, P_WALK,
-              "stopped after %zu nodes without coming back to the start "
-              "(--max-nodes)",
-              k->n_nodes);
-      return 0;
-    }
-    p = grow(k->nodes, &k->cap_nodes, k->n_nodes, sizeof(k->nodes[0]));
+  if (s->answer == NULL) {
+    p = grow(k->dead, &k->cap_dead, k->n_dead, sizeof(k->dead[0]));
     if (p == NULL) {
       return cli_fail(k->ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
     }
-    k->nodes = p;
-    n = &k->nodes[k->n_nodes++];
-    node_fill(n, &nb->node, nb->has_pred, &nb->pred, nb->succs, nb->n_succs,
-              nb->preds, nb->n_preds);
-    n_cands = nb->n_succs;
-    memcpy(cands, nb->succs, n_cands * sizeof(cands[0]));
+    k->dead = p;
+    k->dead[k->n_dead++] = *s->node;
+    return 0;
   }
+  p = grow(k->nodes, &k->cap_nodes, k->n_nodes, sizeof(k->nodes[0]));
+  if (p == NULL) {
+    return cli_fail(k->ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+  }
+  k->nodes = p;
+  node_fill(&k->nodes[k->n_nodes++], s->answer);
+  return 0;
+}
+
+static void walk_problem(void *ud, const char *line) {
+  problem(ud, P_WALK, "%s", line);
 }
 
 /* ---- ring invariants ---------------------------------------------------- */
@@ -978,10 +858,10 @@ static void check_free(check *k) {
 }
 
 int cli_check(cli_ctx *ctx, int argc, char **argv) {
-  dht_client_neighbors_result *nb = NULL;
   dht_client_stats_result *st = NULL;
   int64_t t0 = mono_ms(), elapsed_ms;
   cli_positional pos;
+  cli_walk walk;
   bool ok;
   check k;
   int rv;
@@ -995,12 +875,18 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
     return rv < 0 ? cli_finish(ctx, CLI_EXIT_OK) : rv;
   }
   st = malloc(sizeof(*st));
-  nb = malloc(sizeof(*nb));
-  if (st == NULL || nb == NULL) {
+  if (st == NULL) {
     rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
     goto out;
   }
-  if ((rv = walk_start(&k, st)) != 0 || (rv = walk(&k, st, nb)) != 0) {
+  walk.ctx = ctx;
+  walk.max_nodes = k.max_nodes;
+  walk.ask_stats = false;
+  walk.step = walk_step;
+  walk.problem = walk_problem;
+  walk.ud = &k;
+  if ((rv = walk_start(&k, st)) != 0 ||
+      (rv = cli_walk_ring(&walk, st, &k.closed)) != 0) {
     goto out;
   }
   if (k.closed) {
@@ -1034,7 +920,6 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
   }
 out:
   free(st);
-  free(nb);
   check_free(&k);
   return rv;
 }

@@ -2,9 +2,10 @@
  * cli.h: what the parts of the dht command-line client share: the global
  * options, the argument scanner, number parsing, error reporting (one line
  * on stderr, plus a JSON object on stdout with --json) and the JSON and
- * text output helpers (cli_out.c), and the latency histogram of bench and
- * load (hist.c). The commands live in dht.c, except the benchmark
- * (bench.c), the ring checker (check.c) and the churn workload (load.c).
+ * text output helpers (cli_out.c), the latency histogram of bench and load
+ * (hist.c) and the ring walk of ring and check (walk.c). The commands live
+ * in dht.c, except the benchmark (bench.c), the ring checker (check.c) and
+ * the churn workload (load.c).
  */
 #ifndef DHT_CLI_H
 #define DHT_CLI_H
@@ -220,6 +221,46 @@ uint64_t cli_hist_quantile(const cli_hist *h, double q);
 /* The nearest rank of the q-quantile among n values: ceil(q * n) within
  * 1..n, 1-based; 0 when n is 0. */
 uint64_t cli_nearest_rank(uint64_t n, double q);
+
+/* ---- ring walk (walk.c) ------------------------------------------------- */
+
+#define CLI_WALK_PROBLEM_LEN 480 /* bytes of one problem line, NUL included */
+
+/* One node the walk reached, as the step callback sees it. Valid only
+ * during the call. */
+typedef struct cli_walk_step {
+  const dht_client_peer *node; /* as it answered, or as it was listed */
+  /* What it answered (fingers and counters only when the walk asks
+   * STATS), or NULL when it did not answer. */
+  const dht_client_stats_result *answer;
+  const char *error; /* why it did not answer, else "" */
+} cli_walk_step;
+
+/* How to walk the ring and whom to tell. */
+typedef struct cli_walk {
+  cli_ctx *ctx;       /* --timeout-ms of each request */
+  uint64_t max_nodes; /* answering nodes, the start included, before the
+                         walk gives up */
+  bool ask_stats;     /* ask each node STATS, counters included, rather
+                         than the lighter GET_NEIGHBORS */
+  /* Each node reached, in walk order, the start first. Returns 0, or an
+   * exit code (printed) that ends the walk. */
+  int (*step)(void *ud, const cli_walk_step *s);
+  /* Each problem of the walk, as one line. */
+  void (*problem)(void *ud, const char *line);
+  void *ud; /* for step and problem */
+} cli_walk;
+
+/*
+ * Walks the ring from the node whose STATS answer is start (the caller
+ * chose it and asked it) by first successors until the walk comes back.
+ * After a successor that does not answer the walk goes on with the next
+ * entry of the list that named it. Sets *closed when the walk came back
+ * to the start. Returns 0, or an exit code (printed: out of memory, or
+ * step's).
+ */
+int cli_walk_ring(const cli_walk *w, const dht_client_stats_result *start,
+                  bool *closed);
 
 /* ---- commands ----------------------------------------------------------- */
 

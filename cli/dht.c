@@ -602,19 +602,19 @@ typedef struct ring_row {
 
 typedef struct ring_walk {
   cli_ctx *ctx;
-  ring_row *rows;        /* the nodes, in walk order */
-  size_t n_rows;         /* entries used */
-  size_t cap_rows;       /* entries allocated */
-  char (*problems)[400]; /* one line each */
-  size_t n_problems;
-  size_t cap_problems;
-  size_t n_reachable;
-  const dht_id *last_reachable; /* id of the last node that answered */
+  ring_row *rows;                         /* the nodes, in walk order */
+  size_t n_rows;                          /* entries used */
+  size_t cap_rows;                        /* entries allocated */
+  char (*problems)[CLI_WALK_PROBLEM_LEN]; /* one line each */
+  size_t n_problems;                      /* lines used */
+  size_t cap_problems;                    /* lines allocated */
+  size_t n_reachable;                     /* rows that answered */
+  dht_id last_reachable; /* id of the last node that answered */
 } ring_walk;
 
 CLI_PRINTF(2, 3)
 static void ring_problem(ring_walk *w, const char *fmt, ...) {
-  char(*grown)[400];
+  char(*grown)[CLI_WALK_PROBLEM_LEN];
   va_list ap;
   size_t cap;
 
@@ -649,17 +649,6 @@ static ring_row *ring_add(ring_walk *w) {
   return &w->rows[w->n_rows++];
 }
 
-static bool ring_seen(const ring_walk *w, const dht_id *id) {
-  size_t i;
-
-  for (i = 0; i < w->n_rows; i++) {
-    if (dht_id_eq(&w->rows[i].node.id, id)) {
-      return true;
-    }
-  }
-  return false;
-}
-
 /* Whether a node's predecessor fits the walk: it must be the node before
  * it, or, when that one did not answer (it may be gone, and the ring may
  * have closed over it already), the last node that did. */
@@ -669,7 +658,7 @@ static bool pred_ok(const ring_walk *w, bool has_pred, const dht_id *pred,
     return false;
   }
   return dht_id_eq(pred, &before->node.id) ||
-         (!before->reachable && dht_id_eq(pred, w->last_reachable));
+         (!before->reachable && dht_id_eq(pred, &w->last_reachable));
 }
 
 static void ring_print_row(const ring_walk *w, const ring_row *r) {
@@ -745,31 +734,63 @@ static int ring_opt(cli_ctx *ctx, cli_args *a, void *ud) {
                            ud);
 }
 
-/*
- * The walk. `cands` is the successor list of the last node that answered,
- * and `cand` the next entry of it to try: normally 0, its first successor;
- * after a node that does not answer, the one after it.
- */
+/* cli_walk's step: one row, printed as it comes, and the check of its
+ * predecessor against the row before. Returns 0 or CLI_EXIT_ERROR
+ * (printed). */
+static int ring_step(void *ud, const cli_walk_step *s) {
+  const dht_client_stats_result *st = s->answer;
+  char s1[DHT_ID_SHORT_LEN], s2[DHT_ID_SHORT_LEN];
+  ring_walk *w = ud;
+  ring_row *row, *prev;
+
+  if ((row = ring_add(w)) == NULL) {
+    return cli_fail(w->ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+  }
+  row->node = *s->node;
+  if (st == NULL) {
+    snprintf(row->error, sizeof(row->error), "%s", s->error);
+    ring_print_row(w, row);
+    return 0;
+  }
+  prev = w->n_rows >= 2 ? &w->rows[w->n_rows - 2] : NULL;
+  w->n_reachable++;
+  row->reachable = true;
+  row->has_pred = st->has_pred;
+  row->pred = st->pred;
+  row->has_keys = dht_client_stats_counter(st, "keys", &row->keys) == 0;
+  ring_print_row(w, row);
+  if (prev != NULL && !pred_ok(w, st->has_pred, &st->pred.id, prev)) {
+    ring_problem(w,
+                 "%s %s has predecessor %s, but the node before it "
+                 "is %s %s",
+                 dht_id_short(&st->node.id, s1), st->node.addr,
+                 st->has_pred ? st->pred.addr : "(none)",
+                 dht_id_short(&prev->node.id, s2), prev->node.addr);
+  }
+  w->last_reachable = st->node.id;
+  return 0;
+}
+
+static void ring_walk_problem(void *ud, const char *line) {
+  ring_problem(ud, "%s", line);
+}
+
+/* The walk itself is cli_walk_ring's (walk.c, shared with check), asking
+ * every node STATS for its key count. */
 static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
-  dht_client_peer cands[DHT_SUCC_LIST_MAX];
-  char addr[DHT_ADDR_LEN_MAX + 1], s1[DHT_ID_SHORT_LEN], s2[DHT_ID_SHORT_LEN];
+  char s1[DHT_ID_SHORT_LEN], s2[DHT_ID_SHORT_LEN];
   dht_client_stats_result *st = NULL;
   uint64_t max_nodes;
-  dht_id listed_id, start_id, last_reachable_id;
-  bool have_listed = false, closed = false;
-  size_t n_cands = 0, cand = 0;
-  ring_walk w;
+  bool closed = false;
   cli_positional pos;
+  const ring_row *prev;
+  cli_walk walk;
+  ring_walk w;
   dht_client *c;
-  ring_row *row, *prev;
   int rv;
 
   memset(&w, 0, sizeof(w));
   w.ctx = ctx;
-  memset(&start_id, 0, sizeof(start_id));
-  memset(&listed_id, 0, sizeof(listed_id));
-  memset(&last_reachable_id, 0, sizeof(last_reachable_id));
-  w.last_reachable = &last_reachable_id;
   cli_num_opts_default(ring_num_opts, CLI_COUNT_OF(ring_num_opts), &max_nodes);
   rv = cli_scan_args(ctx, argc, argv, ring_usage, 0, &pos, ring_opt, &max_nodes);
   if (rv != 0) {
@@ -784,115 +805,32 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   if (st == NULL) {
     return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
   }
-  snprintf(addr, sizeof(addr), "%s", ctx->node);
   if (!ctx->json) {
     printf("%-8s  %-21s  %-21s  %s\n", "ID", "ADDRESS", "PREDECESSOR", "KEYS");
   }
-  for (;;) {
-    c = NULL;
-    rv = dht_client_new(&c, addr, NULL);
-    if (rv == 0) {
-      rv = dht_client_stats(c, st, ctx->timeout_ms);
-    }
-    if (rv != 0) {
-      if (w.n_rows == 0) {
-        /* The start itself: nothing to walk. */
-        rv = c != NULL
-                 ? cli_fail_call(ctx, c, rv, NULL, 0)
-                 : cli_fail(ctx, CLI_EXIT_ERROR, rv, "bad address %s", addr);
-        dht_client_del(c);
-        goto out;
-      }
-      if ((row = ring_add(&w)) == NULL) {
-        dht_client_del(c);
-        rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
-        goto out;
-      }
-      row->node.id = listed_id;
-      snprintf(row->node.addr, sizeof(row->node.addr), "%s", addr);
-      snprintf(row->error, sizeof(row->error), "%s",
-               c != NULL ? dht_client_last_error(c) : "bad address");
-      ring_print_row(&w, row);
-      ring_problem(&w, "%s %s does not answer: %s",
-                   dht_id_short(&listed_id, s1), addr, row->error);
-      dht_client_del(c);
-    } else {
-      dht_client_del(c);
-      if (have_listed && !dht_id_eq(&listed_id, &st->node.id)) {
-        ring_problem(&w,
-                     "%s answers with id %s but its predecessor lists "
-                     "it as %s",
-                     addr, dht_id_short(&st->node.id, s1),
-                     dht_id_short(&listed_id, s2));
-      }
-      if (ring_seen(&w, &st->node.id)) {
-        ring_problem(&w,
-                     "%s %s was visited before: the walk loops without "
-                     "coming back to the start",
-                     dht_id_short(&st->node.id, s1), st->node.addr);
-        break;
-      }
-      if ((row = ring_add(&w)) == NULL) {
-        rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
-        goto out;
-      }
-      prev = w.n_rows >= 2 ? &w.rows[w.n_rows - 2] : NULL;
-      if (w.n_rows == 1) {
-        start_id = st->node.id;
-      }
-      w.n_reachable++;
-      row->reachable = true;
-      row->node = st->node;
-      row->has_pred = st->has_pred;
-      row->pred = st->pred;
-      row->has_keys = dht_client_stats_counter(st, "keys", &row->keys) == 0;
-      ring_print_row(&w, row);
-      if (prev != NULL && !pred_ok(&w, st->has_pred, &st->pred.id, prev)) {
-        ring_problem(&w,
-                     "%s %s has predecessor %s, but the node before it "
-                     "is %s %s",
-                     dht_id_short(&st->node.id, s1), st->node.addr,
-                     st->has_pred ? st->pred.addr : "(none)",
-                     dht_id_short(&prev->node.id, s2), prev->node.addr);
-      }
-      last_reachable_id = st->node.id;
-      n_cands = st->n_succs;
-      memcpy(cands, st->succs, n_cands * sizeof(cands[0]));
-      cand = 0;
-      if (n_cands == 0 && w.n_rows == 1) {
-        closed = true; /* a node alone, with an empty successor list */
-        break;
-      }
-      if (w.n_reachable >= max_nodes) {
-        ring_problem(&w,
-                     "stopped after %zu nodes without coming back to "
-                     "the start (--max-nodes)",
-                     w.n_reachable);
-        break;
-      }
-    }
-    /* Next: the first entry of the list not tried yet. */
-    if (cand >= n_cands) {
-      ring_problem(&w, "%s has no %ssuccessor left to try: the walk stops",
-                   w.rows[w.n_rows - 1].node.addr,
-                   n_cands > 0 ? "reachable " : "");
-      break;
-    }
-    if (dht_id_eq(&cands[cand].id, &start_id)) {
-      closed = true;
-      break;
-    }
-    if (ring_seen(&w, &cands[cand].id)) {
-      ring_problem(&w,
-                   "successor %s %s was visited before: the walk loops "
-                   "without coming back to the start",
-                   dht_id_short(&cands[cand].id, s1), cands[cand].addr);
-      break;
-    }
-    listed_id = cands[cand].id;
-    have_listed = true;
-    snprintf(addr, sizeof(addr), "%s", cands[cand].addr);
-    cand++;
+  /* The start is the first address alone, without its fallbacks. */
+  c = NULL;
+  rv = dht_client_new(&c, ctx->node, NULL);
+  if (rv == 0) {
+    rv = dht_client_stats(c, st, ctx->timeout_ms);
+  }
+  if (rv != 0) {
+    /* The start itself: nothing to walk. */
+    rv = c != NULL
+             ? cli_fail_call(ctx, c, rv, NULL, 0)
+             : cli_fail(ctx, CLI_EXIT_ERROR, rv, "bad address %s", ctx->node);
+    dht_client_del(c);
+    goto out;
+  }
+  dht_client_del(c);
+  walk.ctx = ctx;
+  walk.max_nodes = max_nodes;
+  walk.ask_stats = true;
+  walk.step = ring_step;
+  walk.problem = ring_walk_problem;
+  walk.ud = &w;
+  if ((rv = cli_walk_ring(&walk, st, &closed)) != 0) {
+    goto out;
   }
   if (closed) {
     prev = &w.rows[w.n_rows - 1];
