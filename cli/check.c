@@ -910,14 +910,8 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
   } else {
     print_text(&k, elapsed_ms);
   }
-  rv = cli_finish(ctx, CLI_EXIT_OK);
-  if (rv == CLI_EXIT_OK && !ok) {
-    /* Not cli_fail: with --json the result object is out already. */
-    fprintf(stderr, "dht: check failed: %zu problem%s%s\n", k.problems_total,
-            k.problems_total == 1 ? "" : "s",
-            ctx->json ? " (see \"problems\")" : " (listed above)");
-    rv = CHECK_EXIT_FAILED;
-  }
+  rv = cli_finish_verdict(ctx, !ok, "check failed:", k.problems_total,
+                          CHECK_EXIT_FAILED);
 out:
   free(st);
   check_free(&k);

@@ -80,8 +80,8 @@ int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value);
 /* When the current option is name, an option without a value: sets *flag
  * to value. Returns 1 when it was name, 0 when not, or CLI_EXIT_ERROR
  * (printed) for "name=value". */
-int cli_flag_take(cli_ctx *ctx, const cli_args *a, const char *name,
-                  bool *flag, bool value);
+int cli_flag_take(cli_ctx *ctx, const cli_args *a, const char *name, bool *flag,
+                  bool value);
 
 /* One numeric option of a command, in the command's table of them: its
  * value goes to a uint64_t field of the command's state. */
@@ -146,8 +146,7 @@ int cli_parse_u64(cli_ctx *ctx, const char *name, const char *s, uint64_t min,
                   uint64_t max, uint64_t *out);
 /* Parses a fraction in 0..1 for the option called name (used in the
  * message). Returns 0 or CLI_EXIT_ERROR (printed). */
-int cli_parse_ratio(cli_ctx *ctx, const char *name, const char *s,
-                    double *out);
+int cli_parse_ratio(cli_ctx *ctx, const char *name, const char *s, double *out);
 
 /*
  * Reports an error: "dht: <message>" as one line on stderr (control bytes
@@ -173,6 +172,12 @@ char *cli_escape(char *out, size_t out_size, const void *p, size_t len);
 /* Flushes stdout; on failure reports "write to stdout: ..." and returns
  * CLI_EXIT_ERROR, else returns rv. */
 int cli_finish(const cli_ctx *ctx, int rv);
+/* Ends a command that judges the ring (ring, check) once its result is
+ * out: cli_finish, then, when failed, one line on stderr, "dht: <what> N
+ * problems (listed above)" (with --json: (see "problems")), and fail_code.
+ * Returns the exit code. */
+int cli_finish_verdict(const cli_ctx *ctx, bool failed, const char *what,
+                       size_t n_problems, int fail_code);
 
 /* ---- JSON (cli_out.c) ---------------------------------------------------- */
 
@@ -189,6 +194,8 @@ void cli_json_str(FILE *f, const char *s);
 void cli_json_bytes(FILE *f, const char *name, const void *p, size_t len);
 /* {"id":"<40 hex>","addr":"..."} */
 void cli_json_peer(FILE *f, const dht_client_peer *p);
+/* [peer,...] of p[0..n) */
+void cli_json_peers(FILE *f, const dht_client_peer *p, size_t n);
 
 /* ---- latency histogram (hist.c) ----------------------------------------- */
 

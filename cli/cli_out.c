@@ -75,8 +75,8 @@ int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value) {
   return 0;
 }
 
-int cli_flag_take(cli_ctx *ctx, const cli_args *a, const char *name,
-                  bool *flag, bool value) {
+int cli_flag_take(cli_ctx *ctx, const cli_args *a, const char *name, bool *flag,
+                  bool value) {
   if (!cli_opt_is(a, name)) {
     return 0;
   }
@@ -375,6 +375,20 @@ int cli_finish(const cli_ctx *ctx, int rv) {
   return rv;
 }
 
+int cli_finish_verdict(const cli_ctx *ctx, bool failed, const char *what,
+                       size_t n_problems, int fail_code) {
+  int rv = cli_finish(ctx, CLI_EXIT_OK);
+
+  if (rv != CLI_EXIT_OK || !failed) {
+    return rv;
+  }
+  /* Not cli_fail: with --json the result object is out already. */
+  fprintf(stderr, "dht: %s %zu problem%s%s\n", what, n_problems,
+          n_problems == 1 ? "" : "s",
+          ctx->json ? " (see \"problems\")" : " (listed above)");
+  return fail_code;
+}
+
 /* ---- JSON --------------------------------------------------------------- */
 
 bool cli_utf8_valid(const uint8_t *p, size_t len) {
@@ -417,33 +431,22 @@ bool cli_utf8_valid(const uint8_t *p, size_t len) {
 }
 
 void cli_json_str_n(FILE *f, const void *p, size_t len) {
+  /* The bytes JSON escapes by name, and the names: '"' is \", ... */
+  static const char named[] = "\"\\\n\r\t", names[] = "\"\\nrt";
   const uint8_t *b = p;
+  const char *e;
   size_t i;
 
   fputc('"', f);
   for (i = 0; i < len; i++) {
-    switch (b[i]) {
-    case '"':
-      fputs("\\\"", f);
-      break;
-    case '\\':
-      fputs("\\\\", f);
-      break;
-    case '\n':
-      fputs("\\n", f);
-      break;
-    case '\r':
-      fputs("\\r", f);
-      break;
-    case '\t':
-      fputs("\\t", f);
-      break;
-    default:
-      if (b[i] < 0x20 || b[i] == 0x7f) {
-        fprintf(f, "\\u%04x", (unsigned)b[i]);
-      } else {
-        fputc(b[i], f);
-      }
+    e = b[i] != '\0' ? strchr(named, b[i]) : NULL;
+    if (e != NULL) {
+      fputc('\\', f);
+      fputc(names[e - named], f);
+    } else if (b[i] < 0x20 || b[i] == 0x7f) {
+      fprintf(f, "\\u%04x", (unsigned)b[i]);
+    } else {
+      fputc(b[i], f);
     }
   }
   fputc('"', f);
@@ -496,6 +499,19 @@ void cli_json_peer(FILE *f, const dht_client_peer *p) {
   fprintf(f, "{\"id\":\"%s\",\"addr\":", dht_id_hex(&p->id, hex));
   cli_json_str(f, p->addr);
   fputc('}', f);
+}
+
+void cli_json_peers(FILE *f, const dht_client_peer *p, size_t n) {
+  size_t i;
+
+  fputc('[', f);
+  for (i = 0; i < n; i++) {
+    if (i > 0) {
+      fputc(',', f);
+    }
+    cli_json_peer(f, &p[i]);
+  }
+  fputc(']', f);
 }
 
 int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,

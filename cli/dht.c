@@ -187,6 +187,29 @@ static int open_client(cli_ctx *ctx, dht_client **c) {
   return cli_open_client(ctx, retry, c);
 }
 
+/* Starts a command that asks the node: scans its arguments (own, which
+ * may be NULL, takes its options; with_key: one KEY, which is checked) and
+ * opens a client. Returns 0, -1 after the help, or an exit code
+ * (printed). */
+static int open_command(cli_ctx *ctx, int argc, char **argv, const char *help,
+                        bool with_key, cli_opt_fn own, void *ud,
+                        cli_positional *pos, dht_client **c) {
+  int rv;
+
+  rv = cli_scan_args(ctx, argc, argv, help, with_key ? 1 : 0, pos, own, ud);
+  if (rv == 0 && with_key) {
+    rv = need_key(ctx, pos);
+  }
+  return rv != 0 ? rv : open_client(ctx, c);
+}
+
+/* The start of a key command's JSON result, up to its key:
+ * {"ok":true,"command":"get","key":"k" */
+static void json_key_result(const cli_ctx *ctx, const char *key) {
+  printf("{\"ok\":true,\"command\":\"%s\",", ctx->command);
+  cli_json_bytes(stdout, "key", key, strlen(key));
+}
+
 static void print_peer_line(const char *label, const dht_client_peer *p) {
   char s[DHT_ID_SHORT_LEN];
 
@@ -292,8 +315,7 @@ static int cmd_put(cli_ctx *ctx, int argc, char **argv) {
   if (rv != 0) {
     rv = cli_fail_call(ctx, c, rv, NULL, 0);
   } else if (ctx->json) {
-    fputs("{\"ok\":true,\"command\":\"put\",", stdout);
-    cli_json_bytes(stdout, "key", key, strlen(key));
+    json_key_result(ctx, key);
     printf(",\"value_len\":%zu}\n", value_len);
   }
   dht_client_del(c);
@@ -308,20 +330,16 @@ static int cmd_get(cli_ctx *ctx, int argc, char **argv) {
   dht_client *c;
   int rv;
 
-  rv = cli_scan_args(ctx, argc, argv, get_usage, 1, &pos, NULL, NULL);
+  rv = open_command(ctx, argc, argv, get_usage, true, NULL, NULL, &pos, &c);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
-  }
-  if ((rv = need_key(ctx, &pos)) != 0 || (rv = open_client(ctx, &c)) != 0) {
-    return rv;
   }
   rv = dht_client_get(c, pos.v[0], strlen(pos.v[0]), &value, &value_len,
                       ctx->timeout_ms);
   if (rv != 0) {
     rv = cli_fail_call(ctx, c, rv, pos.v[0], strlen(pos.v[0]));
   } else if (ctx->json) {
-    fputs("{\"ok\":true,\"command\":\"get\",", stdout);
-    cli_json_bytes(stdout, "key", pos.v[0], strlen(pos.v[0]));
+    json_key_result(ctx, pos.v[0]);
     fputc(',', stdout);
     cli_json_bytes(stdout, "value", value, value_len);
     printf(",\"value_len\":%zu}\n", value_len);
@@ -338,19 +356,15 @@ static int cmd_del(cli_ctx *ctx, int argc, char **argv) {
   dht_client *c;
   int rv;
 
-  rv = cli_scan_args(ctx, argc, argv, del_usage, 1, &pos, NULL, NULL);
+  rv = open_command(ctx, argc, argv, del_usage, true, NULL, NULL, &pos, &c);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
-  }
-  if ((rv = need_key(ctx, &pos)) != 0 || (rv = open_client(ctx, &c)) != 0) {
-    return rv;
   }
   rv = dht_client_remove(c, pos.v[0], strlen(pos.v[0]), ctx->timeout_ms);
   if (rv != 0) {
     rv = cli_fail_call(ctx, c, rv, pos.v[0], strlen(pos.v[0]));
   } else if (ctx->json) {
-    fputs("{\"ok\":true,\"command\":\"del\",", stdout);
-    cli_json_bytes(stdout, "key", pos.v[0], strlen(pos.v[0]));
+    json_key_result(ctx, pos.v[0]);
     fputs("}\n", stdout);
   }
   dht_client_del(c);
@@ -373,13 +387,10 @@ static int cmd_lookup(cli_ctx *ctx, int argc, char **argv) {
   size_t i;
   int rv;
 
-  rv = cli_scan_args(ctx, argc, argv, lookup_usage, 1, &pos, lookup_opt,
-                     &trace);
+  rv = open_command(ctx, argc, argv, lookup_usage, true, lookup_opt, &trace,
+                    &pos, &c);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
-  }
-  if ((rv = need_key(ctx, &pos)) != 0 || (rv = open_client(ctx, &c)) != 0) {
-    return rv;
   }
   res = malloc(sizeof(*res));
   if (res == NULL) {
@@ -391,20 +402,13 @@ static int cmd_lookup(cli_ctx *ctx, int argc, char **argv) {
   if (rv != 0) {
     rv = cli_fail_call(ctx, c, rv, NULL, 0);
   } else if (ctx->json) {
-    fputs("{\"ok\":true,\"command\":\"lookup\",", stdout);
-    cli_json_bytes(stdout, "key", pos.v[0], strlen(pos.v[0]));
+    json_key_result(ctx, pos.v[0]);
     printf(",\"key_id\":\"%s\",\"owner\":", dht_id_hex(&target, hex));
     cli_json_peer(stdout, &res->owner);
     printf(",\"hops\":%u", (unsigned)res->hops);
     if (trace) {
-      fputs(",\"path\":[", stdout);
-      for (i = 0; i < res->n_path; i++) {
-        if (i > 0) {
-          fputc(',', stdout);
-        }
-        cli_json_peer(stdout, &res->path[i]);
-      }
-      fputc(']', stdout);
+      fputs(",\"path\":", stdout);
+      cli_json_peers(stdout, res->path, res->n_path);
     }
     fputs("}\n", stdout);
   } else {
@@ -440,12 +444,9 @@ static int cmd_ping(cli_ctx *ctx, int argc, char **argv) {
   double ms;
   int rv;
 
-  rv = cli_scan_args(ctx, argc, argv, ping_usage, 0, &pos, NULL, NULL);
+  rv = open_command(ctx, argc, argv, ping_usage, false, NULL, NULL, &pos, &c);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
-  }
-  if ((rv = open_client(ctx, &c)) != 0) {
-    return rv;
   }
   /* Connect first, so that the time shown is one round trip. */
   clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -531,14 +532,9 @@ static void print_stats_json(const dht_client_stats_result *st) {
   } else {
     fputs("null", stdout);
   }
-  fputs(",\"succs\":[", stdout);
-  for (i = 0; i < st->n_succs; i++) {
-    if (i > 0) {
-      fputc(',', stdout);
-    }
-    cli_json_peer(stdout, &st->succs[i]);
-  }
-  fputs("],\"fingers\":[", stdout);
+  fputs(",\"succs\":", stdout);
+  cli_json_peers(stdout, st->succs, st->n_succs);
+  fputs(",\"fingers\":[", stdout);
   for (i = 0; i < st->n_fingers; i++) {
     printf("%s{\"start_bit\":%u,\"peer\":", i > 0 ? "," : "",
            (unsigned)st->fingers[i].start_bit);
@@ -562,12 +558,9 @@ static int cmd_stats(cli_ctx *ctx, int argc, char **argv) {
   dht_client *c;
   int rv;
 
-  rv = cli_scan_args(ctx, argc, argv, stats_usage, 0, &pos, NULL, NULL);
+  rv = open_command(ctx, argc, argv, stats_usage, false, NULL, NULL, &pos, &c);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
-  }
-  if ((rv = open_client(ctx, &c)) != 0) {
-    return rv;
   }
   st = malloc(sizeof(*st));
   if (st == NULL) {
@@ -792,13 +785,11 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   memset(&w, 0, sizeof(w));
   w.ctx = ctx;
   cli_num_opts_default(ring_num_opts, CLI_COUNT_OF(ring_num_opts), &max_nodes);
-  rv = cli_scan_args(ctx, argc, argv, ring_usage, 0, &pos, ring_opt, &max_nodes);
+  /* The client only checks the address (it reports a bad $DHT_NODE). */
+  rv = open_command(ctx, argc, argv, ring_usage, false, ring_opt, &max_nodes,
+                    &pos, &c);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
-  }
-  /* Checks the address (open_client reports a bad $DHT_NODE). */
-  if ((rv = open_client(ctx, &c)) != 0) {
-    return rv;
   }
   dht_client_del(c);
   st = malloc(sizeof(*st));
@@ -861,14 +852,8 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
       }
     }
   }
-  rv = cli_finish(ctx, CLI_EXIT_OK);
-  if (rv == CLI_EXIT_OK && (w.n_problems > 0 || !closed)) {
-    /* Not cli_fail: with --json the result object is already out. */
-    fprintf(stderr, "dht: ring has %zu problem%s%s\n", w.n_problems,
-            w.n_problems == 1 ? "" : "s",
-            ctx->json ? " (see \"problems\")" : " (listed above)");
-    rv = CLI_EXIT_ERROR;
-  }
+  rv = cli_finish_verdict(ctx, w.n_problems > 0 || !closed, "ring has",
+                          w.n_problems, CLI_EXIT_ERROR);
 out:
   free(st);
   free(w.rows);
