@@ -28,6 +28,7 @@
 #define CONNS_MAX 1024
 #define PIPELINE_MAX 1024
 #define KEYS_MAX 100000000ull
+#define DURATION_S_DEFAULT 10
 #define DURATION_S_MAX 86400
 #define REQUESTS_MAX 1000000000000ull
 #define KEY_TEXT_MAX 32      /* "bench-" and up to 20 digits */
@@ -90,9 +91,7 @@ typedef struct bench {
   uint64_t seed;             /* --seed */
   double put_ratio;          /* --put-ratio */
   bool prefill;              /* --prefill */
-  bool by_requests;          /* --requests: stop after `requests`, not after
-                                duration_s */
-  bool duration_given;       /* --duration was given */
+  bool by_requests;          /* stop after `requests`, not after duration_s */
   uint8_t *value;            /* value_size bytes sent with every PUT */
   bconn *conns;              /* conns_n connections */
   uint64_t rng;              /* xorshift64* state */
@@ -454,64 +453,48 @@ static void report(const bench *b, double secs, double prefill_secs) {
   }
 }
 
-/* bench's numeric options, with their defaults. */
+/* bench's numeric options, with their defaults. --duration and
+ * --requests default to 0, "not given": they exclude each other. */
 static const cli_num_opt bench_num_opts[] = {
     {"-c", "--connections", 1, CONNS_MAX, 4, offsetof(bench, conns_n)},
     {"-P", "--pipeline", 1, PIPELINE_MAX, 1, offsetof(bench, pipeline)},
     {"--keys", NULL, 1, KEYS_MAX, 10000, offsetof(bench, keys)},
     {"--value-size", NULL, 0, CLI_VALUE_LEN_MAX, 100,
      offsetof(bench, value_size)},
-    {"--duration", NULL, 1, DURATION_S_MAX, 10, offsetof(bench, duration_s)},
-    {"--requests", NULL, 1, REQUESTS_MAX, 0, /* unused unless given */
-     offsetof(bench, requests)},
+    {"--duration", NULL, 1, DURATION_S_MAX, 0, offsetof(bench, duration_s)},
+    {"--requests", NULL, 1, REQUESTS_MAX, 0, offsetof(bench, requests)},
     {"--seed", NULL, 0, UINT64_MAX, 1, offsetof(bench, seed)},
 };
 
-/* bench's own options, for cli_scan_args(). */
+/* bench's other options, for cli_scan_opts(). */
 static int bench_opt(cli_ctx *ctx, cli_args *a, void *ud) {
   bench *b = ud;
-  const char *v;
-  int rv;
+  int rv = cli_flag_take(ctx, a, "--prefill", &b->prefill, true);
 
-  if ((rv = cli_flag_take(ctx, a, "--prefill", &b->prefill, true)) != 0) {
-    return rv;
-  }
-  if (cli_opt_is(a, "--put-ratio")) {
-    if ((rv = cli_opt_value(ctx, a, &v)) != 0 ||
-        (rv = cli_parse_ratio(ctx, "--put-ratio", v, &b->put_ratio)) != 0) {
-      return rv;
-    }
-    return 1;
-  }
-  rv = cli_num_opts_take(ctx, a, bench_num_opts, CLI_COUNT_OF(bench_num_opts),
-                         b);
-  if (rv == 1 && cli_opt_is(a, "--duration")) {
-    b->duration_given = true;
-  }
-  if (rv == 1 && cli_opt_is(a, "--requests")) {
-    b->by_requests = true;
-  }
-  return rv;
+  return rv != 0 ? rv : cli_ratio_take(ctx, a, "--put-ratio", &b->put_ratio);
 }
 
 int cli_bench(cli_ctx *ctx, int argc, char **argv) {
   int64_t t0, t1, prefill_ns = 0;
-  cli_positional pos;
   bench b;
   uint64_t c;
   int rv;
 
   memset(&b, 0, sizeof(b));
   b.ctx = ctx;
-  cli_num_opts_default(bench_num_opts, CLI_COUNT_OF(bench_num_opts), &b);
   b.put_ratio = 0.5;
-  rv = cli_scan_args(ctx, argc, argv, cli_bench_usage, 0, &pos, bench_opt, &b);
+  rv = cli_scan_opts(ctx, argc, argv, cli_bench_usage, bench_num_opts,
+                     CLI_COUNT_OF(bench_num_opts), bench_opt, &b);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }
-  if (b.duration_given && b.by_requests) {
+  if (b.duration_s > 0 && b.requests > 0) {
     return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
                     "give --duration or --requests, not both");
+  }
+  b.by_requests = b.requests > 0;
+  if (b.duration_s == 0) {
+    b.duration_s = DURATION_S_DEFAULT;
   }
   /* xorshift must not start at 0. */
   b.rng = b.seed ^ 0x9E3779B97F4A7C15ull;

@@ -123,7 +123,6 @@ typedef struct check {
   uint64_t max_nodes;  /* --max-nodes */
   uint64_t sample;     /* --sample */
   uint64_t replicas;   /* --replicas, the counter, or the default */
-  bool replicas_given; /* --replicas was given */
   bool ring_only;      /* --ring-only */
   char start[DHT_ADDR_LEN_MAX + 1]; /* the address the walk started at */
   char note[PROBLEM_LEN];           /* about the start, or "" */
@@ -298,7 +297,7 @@ static int walk_start(check *k, dht_client_stats_result *st) {
   if (i > 0) {
     snprintf(k->note, sizeof(k->note), "started from %s: %.200s", addr, err);
   }
-  if (!k->replicas_given) {
+  if (k->replicas == 0) { /* not given */
     k->replicas = dht_client_stats_counter(st, "replicas", &v) == 0 && v > 0
                       ? v
                       : CHECK_REPLICAS_DEFAULT;
@@ -818,29 +817,20 @@ static void print_json(const check *k, bool ok, int64_t elapsed_ms) {
 
 /* ---- the command -------------------------------------------------------- */
 
-/* check's numeric options, with their defaults. */
+/* check's numeric options, with their defaults. --replicas defaults to
+ * 0: the start node's "replicas" counter, else CHECK_REPLICAS_DEFAULT. */
 static const cli_num_opt check_num_opts[] = {
     {"--max-nodes", NULL, 1, CHECK_NODES_MAX, CHECK_NODES_DEFAULT,
      offsetof(check, max_nodes)},
-    {"--replicas", NULL, 1, CHECK_REPLICAS_MAX, CHECK_REPLICAS_DEFAULT,
-     offsetof(check, replicas)},
+    {"--replicas", NULL, 1, CHECK_REPLICAS_MAX, 0, offsetof(check, replicas)},
     {"--sample", NULL, 1, CHECK_SAMPLE_MAX, CHECK_SAMPLE_DEFAULT,
      offsetof(check, sample)},
 };
 
 static int check_opt(cli_ctx *ctx, cli_args *a, void *ud) {
   check *k = ud;
-  int rv;
 
-  if ((rv = cli_flag_take(ctx, a, "--ring-only", &k->ring_only, true)) != 0) {
-    return rv;
-  }
-  rv = cli_num_opts_take(ctx, a, check_num_opts, CLI_COUNT_OF(check_num_opts),
-                         k);
-  if (rv == 1 && cli_opt_is(a, "--replicas")) {
-    k->replicas_given = true;
-  }
-  return rv;
+  return cli_flag_take(ctx, a, "--ring-only", &k->ring_only, true);
 }
 
 static void check_free(check *k) {
@@ -860,7 +850,6 @@ static void check_free(check *k) {
 int cli_check(cli_ctx *ctx, int argc, char **argv) {
   dht_client_stats_result *st = NULL;
   int64_t t0 = mono_ms(), elapsed_ms;
-  cli_positional pos;
   cli_walk walk;
   bool ok;
   check k;
@@ -868,9 +857,8 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
 
   memset(&k, 0, sizeof(k));
   k.ctx = ctx;
-  cli_num_opts_default(check_num_opts, CLI_COUNT_OF(check_num_opts), &k);
-  rv = cli_scan_args(ctx, argc, argv, cli_check_usage, 0, &pos, check_opt,
-                     &k);
+  rv = cli_scan_opts(ctx, argc, argv, cli_check_usage, check_num_opts,
+                     CLI_COUNT_OF(check_num_opts), check_opt, &k);
   if (rv != 0) {
     return rv < 0 ? cli_finish(ctx, CLI_EXIT_OK) : rv;
   }

@@ -82,9 +82,14 @@ int cli_opt_value(cli_ctx *ctx, cli_args *a, const char **value);
  * (printed) for "name=value". */
 int cli_flag_take(cli_ctx *ctx, const cli_args *a, const char *name, bool *flag,
                   bool value);
+/* When the current option is name, a fraction in 0..1: parses it into
+ * *out. Returns 1 when it was name, 0 when not, or CLI_EXIT_ERROR
+ * (printed) for a missing or bad value. */
+int cli_ratio_take(cli_ctx *ctx, cli_args *a, const char *name, double *out);
 
-/* One numeric option of a command, in the command's table of them: its
- * value goes to a uint64_t field of the command's state. */
+/* One numeric option of a command, in the table of them it gives
+ * cli_scan_opts: its value goes to a uint64_t field of the command's
+ * state. */
 typedef struct cli_num_opt {
   const char *name;  /* "--keys"; messages call the option by it */
   const char *alias; /* another spelling ("--connections" for "-c"), or NULL */
@@ -92,14 +97,6 @@ typedef struct cli_num_opt {
   uint64_t dflt;     /* its value when it is not given */
   size_t offset;     /* of its field in the state (offsetof) */
 } cli_num_opt;
-
-/* Sets the field of each of opts[0..n) in state to its default. */
-void cli_num_opts_default(const cli_num_opt *opts, size_t n, void *state);
-/* When the current option is one of opts[0..n), parses its value into its
- * field of state. Returns 1 when it was one of them, 0 when not, or
- * CLI_EXIT_ERROR (printed) for a missing or bad value. */
-int cli_num_opts_take(cli_ctx *ctx, cli_args *a, const cli_num_opt *opts,
-                      size_t n, void *state);
 
 /*
  * Sets ctx->node and ctx->fallbacks from a comma-separated address list
@@ -139,14 +136,19 @@ typedef int (*cli_opt_fn)(cli_ctx *ctx, cli_args *a, void *ud);
  * (printed). */
 int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
                   int max_pos, cli_positional *pos, cli_opt_fn own, void *ud);
+/* cli_scan_args for a command without positional arguments whose state
+ * holds its numeric options nums[0..n_nums): sets each to its default,
+ * then parses them as they come; own (may be NULL) takes the command's
+ * other options, with state as its ud. Returns 0, -1 after printing the
+ * help, or an exit code (printed). */
+int cli_scan_opts(cli_ctx *ctx, int argc, char **argv, const char *help,
+                  const cli_num_opt *nums, size_t n_nums, cli_opt_fn own,
+                  void *state);
 
 /* Parses a decimal integer in min..max for the option called name (used
  * in the message). Returns 0 or CLI_EXIT_ERROR (printed). */
 int cli_parse_u64(cli_ctx *ctx, const char *name, const char *s, uint64_t min,
                   uint64_t max, uint64_t *out);
-/* Parses a fraction in 0..1 for the option called name (used in the
- * message). Returns 0 or CLI_EXIT_ERROR (printed). */
-int cli_parse_ratio(cli_ctx *ctx, const char *name, const char *s, double *out);
 
 /*
  * Reports an error: "dht: <message>" as one line on stderr (control bytes

@@ -87,7 +87,8 @@ int cli_flag_take(cli_ctx *ctx, const cli_args *a, const char *name, bool *flag,
   return 1;
 }
 
-void cli_num_opts_default(const cli_num_opt *opts, size_t n, void *state) {
+/* Sets the field of each of opts[0..n) in state to its default. */
+static void num_opts_default(const cli_num_opt *opts, size_t n, void *state) {
   size_t i;
 
   for (i = 0; i < n; i++) {
@@ -95,8 +96,11 @@ void cli_num_opts_default(const cli_num_opt *opts, size_t n, void *state) {
   }
 }
 
-int cli_num_opts_take(cli_ctx *ctx, cli_args *a, const cli_num_opt *opts,
-                      size_t n, void *state) {
+/* When the current option is one of opts[0..n), parses its value into its
+ * field of state. Returns 1 when it was one of them, 0 when not, or
+ * CLI_EXIT_ERROR (printed) for a missing or bad value. */
+static int num_opts_take(cli_ctx *ctx, cli_args *a, const cli_num_opt *opts,
+                         size_t n, void *state) {
   const cli_num_opt *o;
   const char *v;
   size_t i;
@@ -270,19 +274,27 @@ int cli_parse_u64(cli_ctx *ctx, const char *name, const char *s, uint64_t min,
   return 0;
 }
 
-int cli_parse_ratio(cli_ctx *ctx, const char *name, const char *s,
-                    double *out) {
+int cli_ratio_take(cli_ctx *ctx, cli_args *a, const char *name, double *out) {
   char shown[80];
+  const char *v;
   char *end;
-  double d = strtod(s, &end);
+  double d;
+  int rv;
 
-  if (end == s || *end != '\0' || !(d >= 0.0) || !(d <= 1.0)) {
+  if (!cli_opt_is(a, name)) {
+    return 0;
+  }
+  if ((rv = cli_opt_value(ctx, a, &v)) != 0) {
+    return rv;
+  }
+  d = strtod(v, &end);
+  if (end == v || *end != '\0' || !(d >= 0.0) || !(d <= 1.0)) {
     return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
                     "%s: expected a number in 0..1, got '%s'", name,
-                    cli_escape(shown, sizeof(shown), s, strlen(s)));
+                    cli_escape(shown, sizeof(shown), v, strlen(v)));
   }
   *out = d;
-  return 0;
+  return 1;
 }
 
 /* ---- errors ------------------------------------------------------------- */
@@ -559,4 +571,33 @@ int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
     return cli_unknown_opt(ctx, &a);
   }
   return 0;
+}
+
+/* What cli_scan_opts hands cli_scan_args for the command's options. */
+typedef struct scan_opts {
+  const cli_num_opt *nums; /* the numeric options */
+  size_t n_nums;           /* entries in nums */
+  cli_opt_fn own;          /* the others, or NULL */
+  void *state;             /* where they go */
+} scan_opts;
+
+static int scan_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  const scan_opts *o = ud;
+  int rv = num_opts_take(ctx, a, o->nums, o->n_nums, o->state);
+
+  return rv != 0 || o->own == NULL ? rv : o->own(ctx, a, o->state);
+}
+
+int cli_scan_opts(cli_ctx *ctx, int argc, char **argv, const char *help,
+                  const cli_num_opt *nums, size_t n_nums, cli_opt_fn own,
+                  void *state) {
+  scan_opts o;
+  cli_positional pos;
+
+  o.nums = nums;
+  o.n_nums = n_nums;
+  o.own = own;
+  o.state = state;
+  num_opts_default(nums, n_nums, state);
+  return cli_scan_args(ctx, argc, argv, help, 0, &pos, scan_opt, &o);
 }

@@ -722,11 +722,6 @@ static const cli_num_opt ring_num_opts[] = {
     {"--max-nodes", NULL, 1, RING_NODES_MAX, RING_NODES_DEFAULT, 0},
 };
 
-static int ring_opt(cli_ctx *ctx, cli_args *a, void *ud) {
-  return cli_num_opts_take(ctx, a, ring_num_opts, CLI_COUNT_OF(ring_num_opts),
-                           ud);
-}
-
 /* cli_walk's step: one row, printed as it comes, and the check of its
  * predecessor against the row before. Returns 0 or CLI_EXIT_ERROR
  * (printed). */
@@ -775,7 +770,6 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   dht_client_stats_result *st = NULL;
   uint64_t max_nodes;
   bool closed = false;
-  cli_positional pos;
   const ring_row *prev;
   cli_walk walk;
   ring_walk w;
@@ -784,12 +778,14 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
 
   memset(&w, 0, sizeof(w));
   w.ctx = ctx;
-  cli_num_opts_default(ring_num_opts, CLI_COUNT_OF(ring_num_opts), &max_nodes);
-  /* The client only checks the address (it reports a bad $DHT_NODE). */
-  rv = open_command(ctx, argc, argv, ring_usage, false, ring_opt, &max_nodes,
-                    &pos, &c);
+  rv = cli_scan_opts(ctx, argc, argv, ring_usage, ring_num_opts,
+                     CLI_COUNT_OF(ring_num_opts), NULL, &max_nodes);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  /* Checks the address (open_client reports a bad $DHT_NODE). */
+  if ((rv = open_client(ctx, &c)) != 0) {
+    return rv;
   }
   dht_client_del(c);
   st = malloc(sizeof(*st));

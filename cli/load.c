@@ -892,26 +892,24 @@ static const cli_num_opt load_num_opts[] = {
     {"--verify-s", NULL, 1, VERIFY_S_MAX, 30, offsetof(load, verify_s)},
 };
 
-/* load's own options, for cli_scan_args(). */
+/* load's other options, for cli_scan_opts(). */
 static int load_opt(cli_ctx *ctx, cli_args *a, void *ud) {
   load *l = ud;
   const char *v;
   int rv;
 
-  if ((rv = cli_flag_take(ctx, a, "--no-verify", &l->verify, false)) != 0) {
+  if ((rv = cli_flag_take(ctx, a, "--no-verify", &l->verify, false)) != 0 ||
+      (rv = cli_ratio_take(ctx, a, "--get-ratio", &l->get_ratio)) != 0) {
     return rv;
   }
-  if (!cli_opt_is(a, "--get-ratio") && !cli_opt_is(a, "--csv") &&
-      !cli_opt_is(a, "--prefix") && !cli_opt_is(a, "--lost-csv")) {
-    return cli_num_opts_take(ctx, a, load_num_opts,
-                             CLI_COUNT_OF(load_num_opts), l);
+  if (!cli_opt_is(a, "--csv") && !cli_opt_is(a, "--prefix") &&
+      !cli_opt_is(a, "--lost-csv")) {
+    return 0;
   }
   if ((rv = cli_opt_value(ctx, a, &v)) != 0) {
     return rv;
   }
-  if (cli_opt_is(a, "--get-ratio")) {
-    rv = cli_parse_ratio(ctx, "--get-ratio", v, &l->get_ratio);
-  } else if (cli_opt_is(a, "--csv")) {
+  if (cli_opt_is(a, "--csv")) {
     l->csv_path = v;
   } else if (cli_opt_is(a, "--lost-csv")) {
     l->lost_path = v;
@@ -1032,7 +1030,6 @@ static int ping_nodes(load *l) {
 }
 
 int cli_load(cli_ctx *ctx, int argc, char **argv) {
-  cli_positional pos;
   struct timespec now_rt;
   int64_t t_end;
   uint64_t c, k;
@@ -1041,7 +1038,6 @@ int cli_load(cli_ctx *ctx, int argc, char **argv) {
 
   memset(&l, 0, sizeof(l));
   l.ctx = ctx;
-  cli_num_opts_default(load_num_opts, CLI_COUNT_OF(load_num_opts), &l);
   l.get_ratio = 0.5;
   l.verify = true;
   clock_gettime(CLOCK_REALTIME, &now_rt);
@@ -1051,7 +1047,8 @@ int cli_load(cli_ctx *ctx, int argc, char **argv) {
   pthread_mutex_init(&l.mu, NULL);
   pthread_cond_init(&l.key_freed, NULL);
 
-  rv = cli_scan_args(ctx, argc, argv, cli_load_usage, 0, &pos, load_opt, &l);
+  rv = cli_scan_opts(ctx, argc, argv, cli_load_usage, load_num_opts,
+                     CLI_COUNT_OF(load_num_opts), load_opt, &l);
   if (rv != 0) {
     rv = rv < 0 ? CLI_EXIT_OK : rv;
     goto out;
