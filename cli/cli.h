@@ -248,8 +248,8 @@ typedef struct cli_walk_step {
 /* How to walk the ring and whom to tell. */
 typedef struct cli_walk {
   cli_ctx *ctx;       /* --timeout-ms of each request */
-  uint64_t max_nodes; /* answering nodes, the start included, before the
-                         walk gives up */
+  uint64_t max_nodes; /* answering nodes, the start included, the walk
+                         accepts; it gives up at the next one */
   bool ask_stats;     /* ask each node STATS, counters included, rather
                          than the lighter GET_NEIGHBORS */
   /* Each node reached, in walk order, the start first. Returns 0, or an

@@ -8,9 +8,10 @@
  * node's successor list; when that one does not answer, the next entry,
  * so that one dead node does not hide the rest of the ring. It stops when
  * an entry is the start (closed), a node seen answering before (a loop),
- * the list has nothing left to try, or max_nodes have answered. Each node
- * reached and each problem goes to the caller's callbacks as it happens,
- * which keep what they need and judge the ring by their own rules.
+ * the list has nothing left to try, or one node more than max_nodes
+ * answers. Each node reached and each problem goes to the caller's
+ * callbacks as it happens, which keep what they need and judge the ring
+ * by their own rules.
  */
 #include <stdarg.h>
 #include <stdlib.h>
