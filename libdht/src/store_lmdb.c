@@ -57,9 +57,10 @@
 #include "dht/err.h"
 #include "dht/store_lmdb.h"
 
-/* The first byte of every LMDB value: the value bytes follow, nothing else.
- * Issue 4's versioned records will use another byte; readers dispatch on it
- * and reject formats they do not know. */
+/* The first byte of every LMDB value says how the rest is laid out. PLAIN:
+ * the bytes the node stored follow, nothing else (the node's records carry
+ * their versions inside, which this store does not read). A new layout
+ * takes another byte; readers reject formats they do not know. */
 #define REC_FORMAT_PLAIN 0x01
 /* LMDB stores a value's size in 32 bits; one byte goes to the format. */
 #define VALUE_LEN_MAX ((size_t)0xfffffffeu)

@@ -234,9 +234,6 @@ void dht_client_close(dht_client *c);
  */
 int dht_client_set_fallbacks(dht_client *c, const char *const *addrs, size_t n);
 
-/* The most fallback addresses one client takes. */
-#define DHT_CLIENT_FALLBACKS_MAX 64
-
 /*
  * Turns retries on or off (off by default). With retries on, put, get,
  * remove and lookup retry a transient failure until the call's timeout_ms
