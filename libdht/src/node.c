@@ -381,11 +381,12 @@ void dht_node_handle_expiry(dht_node *node, uint64_t now_ms) {
 uint64_t dht_node_next_deadline(const dht_node *node) {
   uint64_t t = dht__ring_next_deadline(node);
   uint64_t repl = dht__repl_next_deadline(node);
+  uint64_t pending = dht__pending_next_deadline(node);
 
   if (repl < t) {
     t = repl;
   }
-  return t < node->pending_min_deadline_ms ? t : node->pending_min_deadline_ms;
+  return pending < t ? pending : t;
 }
 
 bool dht_node_poll_action(dht_node *node, dht_action *out) {

@@ -18,6 +18,9 @@
 /* A request's buffers above this size are freed when it ends, so that a
  * burst of big hand-off batches does not pin its memory for good. */
 #define PENDING_BUF_KEEP_BYTES 4096
+/* Request structs kept beyond twice the requests in flight: a burst's are
+ * freed as it drains, down to this many spares. */
+#define PENDING_STRUCTS_SPARE 64
 
 /* ---- lifecycle, logging and randomness ------------------------------------ */
 
@@ -54,7 +57,6 @@ int dht__base_init(dht_node *node, const dht_node_config *cfg,
   /* Request ids start at a random point so that a restarted node does not
    * reuse the ids its previous life had in flight. */
   node->rid_counter = dht__rand(node) >> (DHT__RID_SLOT_BITS + 1);
-  node->pending_min_deadline_ms = DHT_TIME_NEVER;
   dht_buf_init(&node->arena);
   return 0;
 }
@@ -62,7 +64,7 @@ int dht__base_init(dht_node *node, const dht_node_config *cfg,
 void dht__base_free(dht_node *node) {
   uint32_t i;
 
-  for (i = 0; i < node->cap_pending; i++) {
+  for (i = 0; i < node->n_slots_used; i++) {
     dht__pending *p = node->pending[i];
     if (p != NULL) {
       dht_buf_free(&p->frame);
@@ -71,6 +73,8 @@ void dht__base_free(dht_node *node) {
     }
   }
   free(node->pending);
+  free(node->deadline_heap);
+  free(node->free_slots);
   free(node->peers);
   free(node->outbox);
   dht_buf_free(&node->arena);
@@ -166,6 +170,7 @@ int32_t dht__peer_intern(dht_node *node, const dht_id *id, const char *addr,
   }
   p = &node->peers[i];
   memset(p, 0, sizeof(*p));
+  p->pending_head = DHT__NO_SLOT;
   memcpy(p->addr, addr, addr_len);
   p->addr[addr_len] = '\0';
   if (id != NULL) {
@@ -261,49 +266,145 @@ static void rtt_sample(dht_node *node, int32_t peer, uint64_t rtt_ms) {
 
 /* ---- pending requests ------------------------------------------------------- */
 
+/* True when request a is due before b: earlier deadline, then lower slot. */
+static bool due_before(const dht_node *node, uint32_t a, uint32_t b) {
+  const dht__pending *x = node->pending[a], *y = node->pending[b];
+
+  return x->deadline_ms < y->deadline_ms ||
+         (x->deadline_ms == y->deadline_ms && a < b);
+}
+
+static void heap_place(dht_node *node, uint32_t pos, uint32_t slot) {
+  node->deadline_heap[pos] = slot;
+  node->pending[slot]->heap_pos = pos;
+}
+
+/* Restores the heap order around pos after its request's deadline moved. */
+static void heap_fix(dht_node *node, uint32_t pos) {
+  uint32_t *h = node->deadline_heap;
+  uint32_t slot = h[pos];
+
+  while (pos > 0 && due_before(node, slot, h[(pos - 1) / 2])) {
+    heap_place(node, pos, h[(pos - 1) / 2]);
+    pos = (pos - 1) / 2;
+  }
+  for (;;) {
+    uint32_t child = 2 * pos + 1;
+    if (child >= node->n_pending) {
+      break;
+    }
+    if (child + 1 < node->n_pending && due_before(node, h[child + 1], h[child])) {
+      child++;
+    }
+    if (!due_before(node, h[child], slot)) {
+      break;
+    }
+    heap_place(node, pos, h[child]);
+    pos = child;
+  }
+  heap_place(node, pos, slot);
+}
+
+/* Grows the slot arrays (doubling, up to pending_max). Returns 0,
+ * DHT_ERR_FULL or DHT_ERR_NOMEM. */
+static int pending_grow(dht_node *node) {
+  uint32_t cap = node->cap_pending ? node->cap_pending * 2 : 64;
+  dht__pending **slots;
+  uint32_t *heap, *free_slots;
+
+  if (node->cap_pending >= node->set.pending_max) {
+    return DHT_ERR_FULL;
+  }
+  if (cap > node->set.pending_max) {
+    cap = node->set.pending_max;
+  }
+  slots = realloc(node->pending, (size_t)cap * sizeof(*slots));
+  if (slots == NULL) {
+    return DHT_ERR_NOMEM;
+  }
+  memset(slots + node->cap_pending, 0,
+         (size_t)(cap - node->cap_pending) * sizeof(*slots));
+  node->pending = slots;
+  heap = realloc(node->deadline_heap, (size_t)cap * sizeof(*heap));
+  if (heap == NULL) {
+    return DHT_ERR_NOMEM;
+  }
+  node->deadline_heap = heap;
+  free_slots = realloc(node->free_slots, (size_t)cap * sizeof(*free_slots));
+  if (free_slots == NULL) {
+    return DHT_ERR_NOMEM;
+  }
+  node->free_slots = free_slots;
+  node->cap_pending = cap;
+  return 0;
+}
+
+/* Takes a free slot: the one freed last, else a new one. */
+static int slot_take(dht_node *node, uint32_t *slot) {
+  int rv;
+
+  if (node->n_free > 0) {
+    *slot = node->free_slots[--node->n_free];
+    return 0;
+  }
+  if (node->n_slots_used == node->cap_pending &&
+      (rv = pending_grow(node)) != 0) {
+    return rv;
+  }
+  *slot = node->n_slots_used++;
+  return 0;
+}
+
+static void peer_list_link(dht_node *node, dht__pending *p) {
+  dht__peer *peer = &node->peers[p->peer];
+
+  p->peer_prev = DHT__NO_SLOT;
+  p->peer_next = peer->pending_head;
+  if (peer->pending_head != DHT__NO_SLOT) {
+    node->pending[peer->pending_head]->peer_prev = p->slot;
+  }
+  peer->pending_head = p->slot;
+}
+
+static void peer_list_unlink(dht_node *node, dht__pending *p) {
+  if (p->peer_prev != DHT__NO_SLOT) {
+    node->pending[p->peer_prev]->peer_next = p->peer_next;
+  } else {
+    node->peers[p->peer].pending_head = p->peer_next;
+  }
+  if (p->peer_next != DHT__NO_SLOT) {
+    node->pending[p->peer_next]->peer_prev = p->peer_prev;
+  }
+}
+
 /*
  * Takes a free pending slot for a request of kind ops to peer (which it
- * holds). Slots are allocated one by one and never move, so a dht__pending
- * pointer stays valid while other requests come and go. Returns NULL when
- * settings.pending_max requests are in flight or memory runs out.
+ * holds), in O(1) plus a heap insertion. A live request's struct never
+ * moves, so a dht__pending pointer stays valid while other requests come
+ * and go. Returns NULL when settings.pending_max requests are in flight or
+ * memory runs out.
  */
 dht__pending *dht__pending_new(dht_node *node, const dht__pending_ops *ops,
                                int32_t peer) {
-  dht__pending *p = NULL;
-  uint32_t i;
+  dht__pending *p;
+  uint32_t slot;
+  int rv;
 
-  for (i = 0; i < node->cap_pending; i++) {
-    if (node->pending[i] == NULL || node->pending[i]->rid == 0) {
-      break;
-    }
+  rv = slot_take(node, &slot);
+  if (rv != 0) {
+    node->counters.pending_full += rv == DHT_ERR_FULL;
+    return NULL;
   }
-  if (i == node->cap_pending) {
-    uint32_t cap = node->cap_pending ? node->cap_pending * 2 : 64;
-    dht__pending **slots;
-    if (node->cap_pending >= node->set.pending_max) {
-      node->counters.pending_full++;
+  if (node->pending[slot] == NULL) {
+    node->pending[slot] = calloc(1, sizeof(dht__pending));
+    if (node->pending[slot] == NULL) {
+      node->free_slots[node->n_free++] = slot;
       return NULL;
     }
-    if (cap > node->set.pending_max) {
-      cap = node->set.pending_max;
-    }
-    slots = realloc(node->pending, (size_t)cap * sizeof(*slots));
-    if (slots == NULL) {
-      return NULL;
-    }
-    memset(slots + node->cap_pending, 0,
-           (size_t)(cap - node->cap_pending) * sizeof(*slots));
-    node->pending = slots;
-    node->cap_pending = cap;
+    node->n_pending_structs++;
   }
-  if (node->pending[i] == NULL) {
-    node->pending[i] = calloc(1, sizeof(dht__pending));
-    if (node->pending[i] == NULL) {
-      return NULL;
-    }
-  }
-  p = node->pending[i];
-  p->slot = i;
+  p = node->pending[slot];
+  p->slot = slot;
   p->ops = ops;
   p->peer = peer;
   p->sends = 0;
@@ -313,8 +414,10 @@ dht__pending *dht__pending_new(dht_node *node, const dht__pending_ops *ops,
   p->kept.len = 0;
   memset(&p->u, 0, sizeof(p->u));
   dht__peer_hold(node, peer);
+  peer_list_link(node, p);
   dht__pending_rekey(node, p);
-  node->n_pending++;
+  heap_place(node, node->n_pending++, slot);
+  heap_fix(node, p->heap_pos);
   DHT__DEBUG_CHECK(node, pending);
   return p;
 }
@@ -330,7 +433,7 @@ static dht__pending *pending_find(dht_node *node, uint64_t rid) {
   uint64_t slot = rid & (DHT__PENDING_HARD_MAX - 1);
   dht__pending *p;
 
-  if (rid == 0 || slot >= node->cap_pending) {
+  if (rid == 0 || slot >= node->n_slots_used) {
     return NULL;
   }
   p = node->pending[slot];
@@ -344,30 +447,47 @@ static void buf_shrink(dht_buf *b) {
   b->len = 0;
 }
 
-/* Frees p's slot for reuse; small buffers stay for the next request. */
+/* Frees p's slot for reuse. Small buffers stay for the next request, and
+ * the struct too, unless a burst left many more structs than requests. */
 void dht__pending_free(dht_node *node, dht__pending *p) {
+  uint32_t last, slot = p->slot;
+
   assert(p->rid != 0 && "freeing a request twice");
+  peer_list_unlink(node, p);
   dht__peer_release(node, p->peer);
-  buf_shrink(&p->frame);
-  buf_shrink(&p->kept);
   p->rid = 0;
-  node->n_pending--;
+  last = node->deadline_heap[--node->n_pending];
+  if (last != slot) {
+    heap_place(node, p->heap_pos, last);
+    heap_fix(node, p->heap_pos);
+  }
+  node->free_slots[node->n_free++] = slot;
+  if (node->n_pending_structs > 2 * node->n_pending + PENDING_STRUCTS_SPARE) {
+    dht_buf_free(&p->frame);
+    dht_buf_free(&p->kept);
+    free(p);
+    node->pending[slot] = NULL;
+    node->n_pending_structs--;
+  } else {
+    buf_shrink(&p->frame);
+    buf_shrink(&p->kept);
+  }
   DHT__DEBUG_CHECK(node, pending);
 }
 
 /* Moves p to another peer (a new next hop), keeping the reference count. */
 void dht__pending_retarget(dht_node *node, dht__pending *p, int32_t peer) {
   dht__peer_hold(node, peer);
+  peer_list_unlink(node, p);
   dht__peer_release(node, p->peer);
   p->peer = peer;
+  peer_list_link(node, p);
 }
 
 /* Sets p's deadline wait_ms from now. */
 void dht__pending_rearm(dht_node *node, dht__pending *p, uint64_t wait_ms) {
   p->deadline_ms = node->now_ms + wait_ms;
-  if (p->deadline_ms < node->pending_min_deadline_ms) {
-    node->pending_min_deadline_ms = p->deadline_ms;
-  }
+  heap_fix(node, p->heap_pos);
 }
 
 /* p fails at its first deadline instead of being resent. */
@@ -378,15 +498,23 @@ void dht__pending_no_resend(dht__pending *p, const dht_node *node) {
 /* Every request in flight to peer that it has not taken over fails at the
  * next expiry pass, without resends: the peer is known to be gone. */
 void dht__pending_fail_peer(dht_node *node, int32_t peer) {
-  uint32_t i;
+  uint32_t slot;
 
-  for (i = 0; i < node->cap_pending; i++) {
-    dht__pending *p = node->pending[i];
-    if (p != NULL && p->rid != 0 && p->peer == peer && !p->accepted) {
+  for (slot = node->peers[peer].pending_head; slot != DHT__NO_SLOT;
+       slot = node->pending[slot]->peer_next) {
+    dht__pending *p = node->pending[slot];
+    if (!p->accepted) {
       dht__pending_no_resend(p, node);
       dht__pending_rearm(node, p, 0);
     }
   }
+}
+
+/* When the earliest request is due; DHT_TIME_NEVER when none is live. */
+uint64_t dht__pending_next_deadline(const dht_node *node) {
+  return node->n_pending > 0
+             ? node->pending[node->deadline_heap[0]]->deadline_ms
+             : DHT_TIME_NEVER;
 }
 
 /* Hands a reply to the request it answers. */
@@ -409,44 +537,34 @@ void dht__pending_on_reply(dht_node *node, const dht_msg *msg) {
 static void outbox_send_frame(dht_node *node, int32_t peer,
                               const dht_buf *frame);
 
+/* Resends or fails every request that is due, earliest first. A failure
+ * handler may make other requests due at once (a peer declared dead fails
+ * everything sent to it); they are taken in the same pass. */
 void dht__pending_expire(dht_node *node) {
-  uint64_t min = DHT_TIME_NEVER;
-  uint32_t i, round;
-  bool any = true;
-
-  if (node->now_ms < node->pending_min_deadline_ms) {
-    return;
-  }
-  /* A handler may make other requests due at once (a peer declared dead
-   * fails everything sent to it), so go round until nothing is due; the
-   * bound only guards against a bug turning this into a spin. */
-  for (round = 0; any && round < 8; round++) {
-    any = false;
-    for (i = 0; i < node->cap_pending; i++) {
-      dht__pending *p = node->pending[i];
-      if (p == NULL || p->rid == 0 || p->deadline_ms > node->now_ms) {
-        continue;
-      }
-      any = true;
-      if (!p->accepted && p->sends <= node->set.rpc_retries) {
-        /* back off: the peer may only be slow */
-        p->deadline_ms =
-            node->now_ms + ((uint64_t)dht__rto(node, p->peer) << p->sends);
-        p->sends++;
-        outbox_send_frame(node, p->peer, &p->frame);
-      } else {
-        node->counters.rpc_timeouts++;
-        p->ops->on_failure(node, p);
-      }
+  while (node->n_pending > 0) {
+    uint32_t slot = node->deadline_heap[0];
+    dht__pending *p = node->pending[slot];
+    uint64_t rid = p->rid;
+    if (p->deadline_ms > node->now_ms) {
+      break;
     }
-  }
-  for (i = 0; i < node->cap_pending; i++) {
-    const dht__pending *p = node->pending[i];
-    if (p != NULL && p->rid != 0 && p->deadline_ms < min) {
-      min = p->deadline_ms;
+    if (!p->accepted && p->sends <= node->set.rpc_retries) {
+      /* back off: the peer may only be slow */
+      dht__pending_rearm(node, p,
+                         (uint64_t)dht__rto(node, p->peer) << p->sends);
+      p->sends++;
+      outbox_send_frame(node, p->peer, &p->frame);
+      continue;
     }
+    node->counters.rpc_timeouts++;
+    p->ops->on_failure(node, p);
+    /* The handler freed p (its struct may be gone), or sent it again or
+     * elsewhere (a fresh rid, a later deadline): anything else would make
+     * this loop spin. */
+    assert((node->pending[slot] != p || p->rid != rid ||
+            p->deadline_ms > node->now_ms) &&
+           "a failed request was left due");
   }
-  node->pending_min_deadline_ms = min;
 }
 
 /* ---- the outbox ------------------------------------------------------------- */

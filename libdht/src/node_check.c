@@ -92,12 +92,76 @@ bool dht__check_tables(const dht_node *node, char *why, size_t why_len) {
   return true;
 }
 
-bool dht__check_pending(const dht_node *node, char *why, size_t why_len) {
-  uint32_t i, live = 0;
+static bool live_at(const dht_node *node, uint32_t slot) {
+  return slot < node->n_slots_used && node->pending[slot] != NULL &&
+         node->pending[slot]->rid != 0;
+}
 
-  for (i = 0; i < node->cap_pending; i++) {
+/* The deadline heap: every position holds a live request that knows it is
+ * there, due no earlier than its parent. */
+static bool check_heap(const dht_node *node, char *why, size_t why_len) {
+  uint32_t pos;
+
+  for (pos = 0; pos < node->n_pending; pos++) {
+    uint32_t slot = node->deadline_heap[pos];
+    const dht__pending *p, *parent;
+    if (!live_at(node, slot) || node->pending[slot]->heap_pos != pos) {
+      return broken(why, why_len, "deadline heap position %u holds slot %u, "
+                    "which is free or placed elsewhere", pos, slot);
+    }
+    if (pos == 0) {
+      continue;
+    }
+    p = node->pending[slot];
+    parent = node->pending[node->deadline_heap[(pos - 1) / 2]];
+    if (p->deadline_ms < parent->deadline_ms ||
+        (p->deadline_ms == parent->deadline_ms && slot < parent->slot)) {
+      return broken(why, why_len, "deadline heap position %u is due before "
+                    "its parent", pos);
+    }
+  }
+  return true;
+}
+
+/* Each peer's list of requests: live requests to that peer, linked both
+ * ways; together the lists hold every live request once. */
+static bool check_peer_lists(const dht_node *node, char *why,
+                             size_t why_len) {
+  uint32_t listed_total = 0;
+  int32_t k;
+
+  for (k = 0; k < node->n_peers; k++) {
+    uint32_t slot = node->peers[k].pending_head, prev = DHT__NO_SLOT;
+    while (slot != DHT__NO_SLOT) {
+      const dht__pending *p;
+      if (!live_at(node, slot) || listed_total++ > node->n_pending) {
+        return broken(why, why_len, "peer %s lists slot %u, which is free, "
+                      "or its list loops", node->peers[k].addr, slot);
+      }
+      p = node->pending[slot];
+      if (p->peer != k || p->peer_prev != prev) {
+        return broken(why, why_len, "request in slot %u is on the list of "
+                      "peer %s but not linked as its own", slot,
+                      node->peers[k].addr);
+      }
+      prev = slot;
+      slot = p->peer_next;
+    }
+  }
+  if (listed_total != node->n_pending) {
+    return broken(why, why_len, "peers list %u requests, %u are live",
+                  listed_total, node->n_pending);
+  }
+  return true;
+}
+
+bool dht__check_pending(const dht_node *node, char *why, size_t why_len) {
+  uint32_t i, live = 0, structs = 0;
+
+  for (i = 0; i < node->n_slots_used; i++) {
     const dht__pending *p = node->pending[i];
-    if (p == NULL || p->rid == 0) {
+    structs += p != NULL;
+    if (!live_at(node, i)) {
       continue;
     }
     live++;
@@ -109,18 +173,24 @@ bool dht__check_pending(const dht_node *node, char *why, size_t why_len) {
       return broken(why, why_len, "pending slot %u has no kind or a free "
                     "peer", i);
     }
-    if (p->deadline_ms < node->pending_min_deadline_ms) {
-      return broken(why, why_len, "pending %s in slot %u is due at %llu, "
-                    "before the earliest deadline known, %llu", p->ops->name,
-                    i, (unsigned long long)p->deadline_ms,
-                    (unsigned long long)node->pending_min_deadline_ms);
+  }
+  if (live != node->n_pending || live + node->n_free != node->n_slots_used ||
+      structs != node->n_pending_structs) {
+    return broken(why, why_len, "%u live and %u free slots of %u used (%u "
+                  "structs); the counts say %u live, %u free, %u structs",
+                  live, node->n_slots_used - live, node->n_slots_used,
+                  structs, node->n_pending, node->n_free,
+                  node->n_pending_structs);
+  }
+  for (i = 0; i < node->n_free; i++) {
+    if (node->free_slots[i] >= node->n_slots_used ||
+        live_at(node, node->free_slots[i])) {
+      return broken(why, why_len, "free stack entry %u is slot %u, which is "
+                    "live or was never used", i, node->free_slots[i]);
     }
   }
-  if (live != node->n_pending) {
-    return broken(why, why_len, "%u pending slots are live, n_pending says "
-                  "%u", live, node->n_pending);
-  }
-  return true;
+  return check_heap(node, why, why_len) &&
+         check_peer_lists(node, why, why_len);
 }
 
 /* Every holder of a peer slot, counted: must equal each slot's refs. */
@@ -155,10 +225,8 @@ static bool check_refs(const dht_node *node, char *why, size_t why_len) {
   for (i = 0; i < DHT_ID_BITS; i++) {
     HELD(node->fingers[i]);
   }
-  for (i = 0; i < node->cap_pending; i++) {
-    if (node->pending[i] != NULL && node->pending[i]->rid != 0) {
-      HELD(node->pending[i]->peer);
-    }
+  for (i = 0; i < node->n_pending; i++) {
+    HELD(node->pending[node->deadline_heap[i]]->peer);
   }
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
     HELD(node->repl.syncs[i].peer);

@@ -26,9 +26,11 @@
  *  - a peer slot's refs counts exactly the routing entries (successors,
  *    predecessor and its list, fingers), pending requests and anti-entropy
  *    sessions that hold its index; a slot with refs == 0 is free for reuse;
- *  - a pending slot is free exactly when its rid is 0; a live one's rid ends
- *    in its slot number, and n_pending counts the live ones; no live
- *    request's deadline is before pending_min_deadline_ms;
+ *  - a pending slot below n_slots_used is either live (rid != 0, the rid
+ *    ending in its slot number) or on the free stack, never both; the
+ *    deadline heap holds exactly the live requests, each knowing its place,
+ *    earliest (deadline, slot) first; each live request is on its peer's
+ *    list of requests, once;
  *  - a replicated write's acked and busy lists are disjoint.
  */
 #ifndef DHT_NODE_STATE_H
@@ -51,6 +53,8 @@
 /* Request ids: the low bits index the pending slot, the rest is a counter. */
 #define DHT__RID_SLOT_BITS 24
 #define DHT__PENDING_HARD_MAX (1u << DHT__RID_SLOT_BITS)
+/* "No pending slot", at the ends of a peer's list of requests. */
+#define DHT__NO_SLOT UINT32_MAX
 
 typedef struct dht__pending dht__pending;
 
@@ -64,6 +68,8 @@ typedef struct dht__peer {
   uint32_t srtt_ms;                /* smoothed round-trip time */
   uint32_t rttvar_ms;              /* its mean deviation */
   uint32_t refs;                   /* holders of this slot; 0 means free */
+  uint32_t pending_head;           /* first request in flight to it (a
+                                      pending slot), or DHT__NO_SLOT */
   char addr[DHT_ADDR_LEN_MAX + 1]; /* "host:port", NUL-terminated */
 } dht__peer;
 
@@ -128,7 +134,10 @@ struct dht__pending {
                                   bits */
   const dht__pending_ops *ops; /* the kind: its handlers */
   int32_t peer;                /* the peer asked (holds a ref) */
+  uint32_t peer_prev;          /* neighbours on that peer's list of */
+  uint32_t peer_next;          /* requests (slots), or DHT__NO_SLOT */
   uint64_t deadline_ms;        /* when to resend or give up */
+  uint32_t heap_pos;           /* its index in the deadline heap */
   uint64_t sent_ms;            /* when frame was first sent, for RTT */
   uint32_t sends;              /* times frame went to this peer */
   bool accepted;               /* the peer answered ACCEPTED: it is alive
@@ -293,12 +302,18 @@ struct dht_node {
   int32_t n_peers;               /* slots in use or used once */
   int32_t cap_peers;             /* slots allocated */
 
-  dht__pending **pending;        /* requests in flight, by slot; a slot's
-                                    struct never moves once allocated */
-  uint32_t cap_pending;          /* slots allocated */
-  uint32_t n_pending;            /* slots in use */
+  dht__pending **pending;        /* requests by slot; a live request's
+                                    struct never moves, a free slot's may
+                                    be NULL (never used, or trimmed) */
+  uint32_t *deadline_heap;       /* live requests' slots, a binary min-heap
+                                    on (deadline_ms, slot) */
+  uint32_t *free_slots;          /* a stack of free slots */
+  uint32_t cap_pending;          /* entries in the three arrays above */
+  uint32_t n_slots_used;         /* slots ever handed out: [0, n) */
+  uint32_t n_pending;            /* live requests, also the heap's size */
+  uint32_t n_free;               /* entries on the free stack */
+  uint32_t n_pending_structs;    /* slots whose struct is allocated */
   uint64_t rid_counter;          /* high bits of the next request id */
-  uint64_t pending_min_deadline_ms; /* no pending deadline is earlier */
 
   dht__outbox_entry *outbox;     /* actions not yet polled */
   size_t outbox_len;             /* entries queued */
