@@ -462,44 +462,35 @@ size_t dht_node_pending_count(const dht_node *node) { return node->n_pending; }
 
 /* ---- commands ------------------------------------------------------------------ */
 
-int dht_node_create_ring(dht_node *node, uint64_t now_ms) {
-  int rv;
-
-  enter(node, now_ms);
-  rv = dht__ring_create(node);
+/* Ends a call that returns rv. */
+static int leave_with(dht_node *node, int rv) {
   leave_call(node);
   return rv;
+}
+
+int dht_node_create_ring(dht_node *node, uint64_t now_ms) {
+  enter(node, now_ms);
+  return leave_with(node, dht__ring_create(node));
 }
 
 int dht_node_join(dht_node *node, const char *bootstrap_addr,
                   uint64_t now_ms) {
-  int rv;
-
   enter(node, now_ms);
-  rv = dht__ring_join(node, bootstrap_addr);
-  leave_call(node);
-  return rv;
+  return leave_with(node, dht__ring_join(node, bootstrap_addr));
 }
 
 int dht_node_leave(dht_node *node, uint64_t now_ms) {
-  int rv;
-
   enter(node, now_ms);
-  rv = dht__ring_leave(node);
-  leave_call(node);
-  return rv;
+  return leave_with(node, dht__ring_leave(node));
 }
 
 int dht_node_install_routing(dht_node *node, const dht_routing_peer *pred,
                              const dht_routing_peer *succs, size_t n_succs,
                              const dht_routing_peer *fingers,
                              uint64_t now_ms) {
-  int rv;
-
   enter(node, now_ms);
-  rv = dht__ring_install(node, pred, succs, n_succs, fingers);
-  leave_call(node);
-  return rv;
+  return leave_with(node,
+                    dht__ring_install(node, pred, succs, n_succs, fingers));
 }
 
 void dht_node_set_maintenance(dht_node *node, bool enabled, uint64_t now_ms) {

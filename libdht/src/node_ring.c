@@ -338,9 +338,26 @@ void dht__on_leave(dht_node *node, const dht__request *in) {
 
 /* ---- periodic maintenance --------------------------------------------------- */
 
-static void stabilize(dht_node *node) {
-  dht__pending *p;
+/* Sends peer a request of type with no fields, as a request of kind ops.
+ * Returns it, or NULL when it could not go. */
+static dht__pending *ask(dht_node *node, const dht__pending_ops *ops,
+                         int32_t peer, dht_msg_type type) {
+  dht__pending *p = dht__pending_new(node, ops, peer);
   dht_msg msg;
+
+  if (p == NULL) {
+    return NULL;
+  }
+  memset(&msg, 0, sizeof(msg));
+  msg.type = type;
+  if (dht__pending_send(node, p, &msg) != 0) {
+    dht__pending_free(node, p);
+    return NULL;
+  }
+  return p;
+}
+
+static void stabilize(dht_node *node) {
 
   node->counters.stabilize_rounds++;
   if (node->n_succs == 0) {
@@ -357,20 +374,11 @@ static void stabilize(dht_node *node) {
     }
   }
   dht__handoff_pump(node);
-  if (node->ring.stabilize_busy) {
-    return;
+  if (!node->ring.stabilize_busy) {
+    node->ring.stabilize_busy =
+        ask(node, &stabilize_ops, node->succs[0], DHT_MSG_GET_NEIGHBORS) !=
+        NULL;
   }
-  p = dht__pending_new(node, &stabilize_ops, node->succs[0]);
-  if (p == NULL) {
-    return;
-  }
-  memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_GET_NEIGHBORS;
-  if (dht__pending_send(node, p, &msg) != 0) {
-    dht__pending_free(node, p);
-    return;
-  }
-  node->ring.stabilize_busy = true;
 }
 
 static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
@@ -512,30 +520,17 @@ static void finger_lookup_done(dht_node *node, uint32_t i,
 }
 
 static void check_predecessor(dht_node *node) {
-  dht__pending *p;
-  dht_msg msg;
-
-  if (node->pred == DHT__NO_PEER || node->ring.pred_check_busy) {
-    return;
+  if (node->pred != DHT__NO_PEER && !node->ring.pred_check_busy) {
+    /* alive, and who precedes it */
+    node->ring.pred_check_busy =
+        ask(node, &pred_check_ops, node->pred, DHT_MSG_GET_NEIGHBORS) != NULL;
   }
-  p = dht__pending_new(node, &pred_check_ops, node->pred);
-  if (p == NULL) {
-    return;
-  }
-  memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_GET_NEIGHBORS; /* alive, and who precedes it */
-  if (dht__pending_send(node, p, &msg) != 0) {
-    dht__pending_free(node, p);
-    return;
-  }
-  node->ring.pred_check_busy = true;
 }
 
 /* Pings the next peer on the lost list; forgets the ones lost too long ago. */
 static void probe_lost(dht_node *node) {
   dht__pending *p;
   dht__lost *l = NULL;
-  dht_msg msg;
   int32_t idx;
   uint32_t k;
 
@@ -556,18 +551,11 @@ static void probe_lost(dht_node *node) {
     return;
   }
   idx = dht__peer_intern(node, &l->id, l->addr, strlen(l->addr));
-  p = idx != DHT__NO_PEER ? dht__pending_new(node, &probe_ops, idx) : NULL;
-  if (p == NULL) {
-    return;
+  p = idx != DHT__NO_PEER ? ask(node, &probe_ops, idx, DHT_MSG_PING) : NULL;
+  if (p != NULL) {
+    dht__pending_no_resend(p, node); /* one try is enough for a probe */
+    node->ring.probe_busy = true;
   }
-  memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_PING;
-  if (dht__pending_send(node, p, &msg) != 0) {
-    dht__pending_free(node, p);
-    return;
-  }
-  dht__pending_no_resend(p, node); /* one try is enough for a probe */
-  node->ring.probe_busy = true;
 }
 
 /* A lost peer answered: ask it where this node belongs in its view of the
@@ -606,55 +594,57 @@ static void merge_done(dht_node *node, uint32_t arg, const dht_msg *result) {
 
 /* ---- the kinds of request this layer sends ------------------------------------ */
 
-/* A GET_NEIGHBORS to a neighbour got no answer, or not the answer a ring
- * member gives: the neighbour is dead, or out of the ring. */
-static void neighbor_failed(dht_node *node, dht__pending *p) {
+/*
+ * A GET_NEIGHBORS to a neighbour (stabilize's to the successor, the
+ * predecessor check's) ended, with msg or (NULL) without an answer: clears
+ * the kind's busy flag and frees p. No answer, or not the answer a ring
+ * member gives, means the neighbour is dead or out of the ring. Returns the
+ * peer asked, held for the caller to release, when it answered NEIGHBORS;
+ * otherwise DHT__NO_PEER.
+ */
+static int32_t neighbors_answered(dht_node *node, dht__pending *p,
+                                  const dht_msg *msg, bool *busy) {
   int32_t peer = p->peer;
 
+  *busy = false;
   dht__peer_hold(node, peer);
   dht__pending_free(node, p);
+  if (msg != NULL && msg->type == DHT_MSG_NEIGHBORS) {
+    return peer;
+  }
   dht__declare_dead(node, peer, true);
   dht__peer_release(node, peer);
+  return DHT__NO_PEER;
 }
 
-static void stabilize_on_failure(dht_node *node, dht__pending *p) {
-  node->ring.stabilize_busy = false;
-  neighbor_failed(node, p);
-}
+static void stabilize_done(dht_node *node, dht__pending *p,
+                           const dht_msg *msg) {
+  int32_t peer = neighbors_answered(node, p, msg, &node->ring.stabilize_busy);
 
-static void stabilize_on_reply(dht_node *node, dht__pending *p,
-                               const dht_msg *msg) {
-  int32_t peer = p->peer;
-
-  if (msg->type != DHT_MSG_NEIGHBORS) {
-    stabilize_on_failure(node, p);
-    return;
+  if (peer != DHT__NO_PEER) {
+    on_neighbors(node, peer, msg);
+    dht__peer_release(node, peer);
   }
-  node->ring.stabilize_busy = false;
-  dht__peer_hold(node, peer);
-  dht__pending_free(node, p);
-  on_neighbors(node, peer, msg);
-  dht__peer_release(node, peer);
 }
 
-static void pred_check_on_failure(dht_node *node, dht__pending *p) {
-  node->ring.pred_check_busy = false;
-  neighbor_failed(node, p);
+static void stabilize_failed(dht_node *node, dht__pending *p) {
+  stabilize_done(node, p, NULL);
 }
 
-static void pred_check_on_reply(dht_node *node, dht__pending *p,
-                                const dht_msg *msg) {
-  int32_t peer = p->peer;
+static void pred_check_done(dht_node *node, dht__pending *p,
+                            const dht_msg *msg) {
+  int32_t peer = neighbors_answered(node, p, msg, &node->ring.pred_check_busy);
 
-  if (msg->type != DHT_MSG_NEIGHBORS) {
-    pred_check_on_failure(node, p);
-    return;
+  if (peer != DHT__NO_PEER) {
+    if (peer == node->pred) {
+      dht__preds_learn(node, msg);
+    }
+    dht__peer_release(node, peer);
   }
-  node->ring.pred_check_busy = false;
-  dht__pending_free(node, p);
-  if (peer == node->pred) {
-    dht__preds_learn(node, msg);
-  }
+}
+
+static void pred_check_failed(dht_node *node, dht__pending *p) {
+  pred_check_done(node, p, NULL);
 }
 
 static void probe_on_reply(dht_node *node, dht__pending *p,
@@ -693,10 +683,10 @@ static void leave_on_reply(dht_node *node, dht__pending *p,
 
 /* Any answer but the expected one, ACCEPTED included, counts against the
  * neighbour or the probe; any answer settles a LEAVE. */
-static const dht__pending_ops stabilize_ops = {
-    "stabilize", true, stabilize_on_reply, stabilize_on_failure};
+static const dht__pending_ops stabilize_ops = {"stabilize", true,
+                                               stabilize_done, stabilize_failed};
 static const dht__pending_ops pred_check_ops = {
-    "check_pred", true, pred_check_on_reply, pred_check_on_failure};
+    "check_pred", true, pred_check_done, pred_check_failed};
 static const dht__pending_ops probe_ops = {"probe", true, probe_on_reply,
                                            probe_on_failure};
 static const dht__pending_ops leave_ops = {"leave", true, leave_on_reply,
