@@ -867,12 +867,7 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
     rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
     goto out;
   }
-  walk.ctx = ctx;
-  walk.max_nodes = k.max_nodes;
-  walk.ask_stats = false;
-  walk.step = walk_step;
-  walk.problem = walk_problem;
-  walk.ud = &k;
+  walk = (cli_walk){ctx, k.max_nodes, false, walk_step, walk_problem, &k};
   if ((rv = walk_start(&k, st)) != 0 ||
       (rv = cli_walk_ring(&walk, st, &k.closed)) != 0) {
     goto out;

@@ -187,20 +187,36 @@ static int open_client(cli_ctx *ctx, dht_client **c) {
   return cli_open_client(ctx, retry, c);
 }
 
-/* Starts a command that asks the node: scans its arguments (own, which
- * may be NULL, takes its options; with_key: one KEY, which is checked) and
- * opens a client. Returns 0, -1 after the help, or an exit code
- * (printed). */
-static int open_command(cli_ctx *ctx, int argc, char **argv, const char *help,
-                        bool with_key, cli_opt_fn own, void *ud,
-                        cli_positional *pos, dht_client **c) {
+/* What a command that asks one node does once its client is open: key is
+ * the checked KEY (NULL for commands without one), ud the command's own
+ * option state. Returns an exit code (failures printed). */
+typedef int (*node_call_fn)(cli_ctx *ctx, dht_client *c, const char *key,
+                            void *ud);
+
+/* Runs a command that asks the node: scans its arguments (own, which may be
+ * NULL, takes its options; with_key: one KEY, which is checked), opens a
+ * client, lets call do the work, and closes the client. Returns the exit
+ * code. */
+static int run_on_node(cli_ctx *ctx, int argc, char **argv, const char *help,
+                       bool with_key, cli_opt_fn own, void *ud,
+                       node_call_fn call) {
+  cli_positional pos;
+  dht_client *c;
   int rv;
 
-  rv = cli_scan_args(ctx, argc, argv, help, with_key ? 1 : 0, pos, own, ud);
+  rv = cli_scan_args(ctx, argc, argv, help, with_key ? 1 : 0, &pos, own, ud);
   if (rv == 0 && with_key) {
-    rv = need_key(ctx, pos);
+    rv = need_key(ctx, &pos);
   }
-  return rv != 0 ? rv : open_client(ctx, c);
+  if (rv == 0) {
+    rv = open_client(ctx, &c);
+  }
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  rv = call(ctx, c, with_key ? pos.v[0] : NULL, ud);
+  dht_client_del(c);
+  return cli_finish(ctx, rv);
 }
 
 /* The start of a key command's JSON result, up to its key:
@@ -323,23 +339,17 @@ static int cmd_put(cli_ctx *ctx, int argc, char **argv) {
   return cli_finish(ctx, rv);
 }
 
-static int cmd_get(cli_ctx *ctx, int argc, char **argv) {
+static int get_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
   uint8_t *value;
   size_t value_len;
-  cli_positional pos;
-  dht_client *c;
   int rv;
 
-  rv = open_command(ctx, argc, argv, get_usage, true, NULL, NULL, &pos, &c);
+  (void)ud;
+  rv = dht_client_get(c, key, strlen(key), &value, &value_len, ctx->timeout_ms);
   if (rv != 0) {
-    return rv < 0 ? CLI_EXIT_OK : rv;
-  }
-  rv = dht_client_get(c, pos.v[0], strlen(pos.v[0]), &value, &value_len,
-                      ctx->timeout_ms);
-  if (rv != 0) {
-    rv = cli_fail_call(ctx, c, rv, pos.v[0], strlen(pos.v[0]));
+    rv = cli_fail_call(ctx, c, rv, key, strlen(key));
   } else if (ctx->json) {
-    json_key_result(ctx, pos.v[0]);
+    json_key_result(ctx, key);
     fputc(',', stdout);
     cli_json_bytes(stdout, "value", value, value_len);
     printf(",\"value_len\":%zu}\n", value_len);
@@ -347,28 +357,29 @@ static int cmd_get(cli_ctx *ctx, int argc, char **argv) {
     fwrite(value, 1, value_len, stdout);
   }
   free(value);
-  dht_client_del(c);
-  return cli_finish(ctx, rv);
+  return rv;
+}
+
+static int cmd_get(cli_ctx *ctx, int argc, char **argv) {
+  return run_on_node(ctx, argc, argv, get_usage, true, NULL, NULL, get_call);
+}
+
+static int del_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
+  int rv;
+
+  (void)ud;
+  rv = dht_client_remove(c, key, strlen(key), ctx->timeout_ms);
+  if (rv != 0) {
+    rv = cli_fail_call(ctx, c, rv, key, strlen(key));
+  } else if (ctx->json) {
+    json_key_result(ctx, key);
+    fputs("}\n", stdout);
+  }
+  return rv;
 }
 
 static int cmd_del(cli_ctx *ctx, int argc, char **argv) {
-  cli_positional pos;
-  dht_client *c;
-  int rv;
-
-  rv = open_command(ctx, argc, argv, del_usage, true, NULL, NULL, &pos, &c);
-  if (rv != 0) {
-    return rv < 0 ? CLI_EXIT_OK : rv;
-  }
-  rv = dht_client_remove(c, pos.v[0], strlen(pos.v[0]), ctx->timeout_ms);
-  if (rv != 0) {
-    rv = cli_fail_call(ctx, c, rv, pos.v[0], strlen(pos.v[0]));
-  } else if (ctx->json) {
-    json_key_result(ctx, pos.v[0]);
-    fputs("}\n", stdout);
-  }
-  dht_client_del(c);
-  return cli_finish(ctx, rv);
+  return run_on_node(ctx, argc, argv, del_usage, true, NULL, NULL, del_call);
 }
 
 /* ---- lookup ------------------------------------------------------------- */
@@ -377,32 +388,24 @@ static int lookup_opt(cli_ctx *ctx, cli_args *a, void *ud) {
   return cli_flag_take(ctx, a, "--trace", ud, true);
 }
 
-static int cmd_lookup(cli_ctx *ctx, int argc, char **argv) {
+static int lookup_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
   char hex[DHT_ID_HEX_LEN], s[DHT_ID_SHORT_LEN];
   dht_client_lookup_result *res;
-  bool trace = false;
-  cli_positional pos;
-  dht_client *c;
+  bool trace = *(const bool *)ud;
   dht_id target;
   size_t i;
   int rv;
 
-  rv = open_command(ctx, argc, argv, lookup_usage, true, lookup_opt, &trace,
-                    &pos, &c);
-  if (rv != 0) {
-    return rv < 0 ? CLI_EXIT_OK : rv;
-  }
   res = malloc(sizeof(*res));
   if (res == NULL) {
-    dht_client_del(c);
     return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
   }
-  dht_id_hash(&target, pos.v[0], strlen(pos.v[0]));
+  dht_id_hash(&target, key, strlen(key));
   rv = dht_client_lookup(c, &target, trace, res, ctx->timeout_ms);
   if (rv != 0) {
     rv = cli_fail_call(ctx, c, rv, NULL, 0);
   } else if (ctx->json) {
-    json_key_result(ctx, pos.v[0]);
+    json_key_result(ctx, key);
     printf(",\"key_id\":\"%s\",\"owner\":", dht_id_hex(&target, hex));
     cli_json_peer(stdout, &res->owner);
     printf(",\"hops\":%u", (unsigned)res->hops);
@@ -429,25 +432,27 @@ static int cmd_lookup(cli_ctx *ctx, int argc, char **argv) {
     }
   }
   free(res);
-  dht_client_del(c);
-  return cli_finish(ctx, rv);
+  return rv;
+}
+
+static int cmd_lookup(cli_ctx *ctx, int argc, char **argv) {
+  bool trace = false;
+
+  return run_on_node(ctx, argc, argv, lookup_usage, true, lookup_opt, &trace,
+                     lookup_call);
 }
 
 /* ---- ping --------------------------------------------------------------- */
 
-static int cmd_ping(cli_ctx *ctx, int argc, char **argv) {
+static int ping_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
   char s[DHT_ID_SHORT_LEN], hex[DHT_ID_HEX_LEN];
   struct timespec t0, t1;
   dht_client_peer node;
-  cli_positional pos;
-  dht_client *c;
   double ms;
   int rv;
 
-  rv = open_command(ctx, argc, argv, ping_usage, false, NULL, NULL, &pos, &c);
-  if (rv != 0) {
-    return rv < 0 ? CLI_EXIT_OK : rv;
-  }
+  (void)key;
+  (void)ud;
   /* Connect first, so that the time shown is one round trip. */
   clock_gettime(CLOCK_MONOTONIC, &t0);
   rv = dht_client_connect(c, ctx->timeout_ms);
@@ -475,8 +480,11 @@ static int cmd_ping(cli_ctx *ctx, int argc, char **argv) {
              node.addr, dht_id_hex(&node.id, hex), ms);
     }
   }
-  dht_client_del(c);
-  return cli_finish(ctx, rv);
+  return rv;
+}
+
+static int cmd_ping(cli_ctx *ctx, int argc, char **argv) {
+  return run_on_node(ctx, argc, argv, ping_usage, false, NULL, NULL, ping_call);
 }
 
 /* ---- stats -------------------------------------------------------------- */
@@ -552,19 +560,14 @@ static void print_stats_json(const dht_client_stats_result *st) {
   fputs("}}\n", stdout);
 }
 
-static int cmd_stats(cli_ctx *ctx, int argc, char **argv) {
+static int stats_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
   dht_client_stats_result *st;
-  cli_positional pos;
-  dht_client *c;
   int rv;
 
-  rv = open_command(ctx, argc, argv, stats_usage, false, NULL, NULL, &pos, &c);
-  if (rv != 0) {
-    return rv < 0 ? CLI_EXIT_OK : rv;
-  }
+  (void)key;
+  (void)ud;
   st = malloc(sizeof(*st));
   if (st == NULL) {
-    dht_client_del(c);
     return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
   }
   rv = dht_client_stats(c, st, ctx->timeout_ms);
@@ -576,8 +579,12 @@ static int cmd_stats(cli_ctx *ctx, int argc, char **argv) {
     print_stats_text(st);
   }
   free(st);
-  dht_client_del(c);
-  return cli_finish(ctx, rv);
+  return rv;
+}
+
+static int cmd_stats(cli_ctx *ctx, int argc, char **argv) {
+  return run_on_node(ctx, argc, argv, stats_usage, false, NULL, NULL,
+                     stats_call);
 }
 
 /* ---- ring --------------------------------------------------------------- */
@@ -776,13 +783,13 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   dht_client *c;
   int rv;
 
-  memset(&w, 0, sizeof(w));
-  w.ctx = ctx;
   rv = cli_scan_opts(ctx, argc, argv, ring_usage, ring_num_opts,
                      CLI_COUNT_OF(ring_num_opts), NULL, &max_nodes);
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }
+  memset(&w, 0, sizeof(w));
+  w.ctx = ctx;
   /* Checks the address (open_client reports a bad $DHT_NODE). */
   if ((rv = open_client(ctx, &c)) != 0) {
     return rv;
@@ -810,12 +817,7 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
     goto out;
   }
   dht_client_del(c);
-  walk.ctx = ctx;
-  walk.max_nodes = max_nodes;
-  walk.ask_stats = true;
-  walk.step = ring_step;
-  walk.problem = ring_walk_problem;
-  walk.ud = &w;
+  walk = (cli_walk){ctx, max_nodes, true, ring_step, ring_walk_problem, &w};
   if ((rv = cli_walk_ring(&walk, st, &closed)) != 0) {
     goto out;
   }
