@@ -1,15 +1,34 @@
 /*
  * test_daemons.c: real dhtd processes on loopback, real LMDB files, real
- * signals. One ring is built and then put through what users do to it:
- * store keys, read them from every node, add a node, stop one gracefully,
- * kill one and restart it on its data directory. Then the CLI's and the
- * daemon's answers to mistakes: each one's exit status and its one line on
- * stderr, compared in full.
+ * signals, and the dht CLI run as a user runs it.
  *
- *   test_daemons PATH_TO_DHTD PATH_TO_DHT
+ * What the tests hold the daemons to:
+ *   - key sets, not counts: every key the test has had acknowledged is on
+ *     exactly its holders (its owner and the owner's next R - 1 nodes),
+ *     on no other node, with one version on all of them, a deleted key as
+ *     a tombstone; and every read gives back exactly the value last
+ *     written, or NOT_FOUND for a deleted key;
+ *   - exact errors: the CLI's one stderr line and exit status, and dhtd's
+ *     start-up error line and exit status, compared in full.
  *
- * Every wait polls a condition against a deadline; every proc's pid is
- * kept and it is only ever signalled by that pid.
+ * Each test builds the ring it needs in a directory of its own: the setup
+ * fixture hands it an empty ring, and the teardown kills whatever the test
+ * started (by pid, whether the test passed or not) and removes the
+ * directory. No test depends on another, so any one runs alone:
+ *
+ *   test_daemons PATH_TO_DHTD PATH_TO_DHT [PATTERN]
+ *
+ * PATTERN picks the tests by name, with '*' and '?' as wildcards (cmocka's
+ * test filter), e.g. from the build directory:
+ *
+ *   tests/test_daemons dhtd/dhtd cli/dht test_sigterm_hands_keys_on
+ *   tests/test_daemons dhtd/dhtd cli/dht '*sigkill*'
+ *
+ * DHT_KEEP_TEST_DIR=1 keeps every node's log and data directory.
+ *
+ * Every wait polls a condition against a deadline; every process's pid is
+ * kept and only that pid is ever signalled; every port comes from binding
+ * port 0, so runs side by side do not collide.
  */
 #define _DEFAULT_SOURCE
 
@@ -37,32 +56,58 @@
 #include "dht/err.h"
 #include "dht/id.h"
 
-#define RING_SIZE 8
 #define NODES_MAX 16
-#define BIG_RING 16 /* the two-at-once test grows the ring to this */
-#define GET_DEADLINE_MS 1000 /* a user's get, retries included */
+#define PORTS_MAX 64 /* ports one test may take */
 #define KEYS 1000
-#define REPLICAS 3 /* dhtd's default */
-#define CALL_MS 5000
-#define PATH_LEN 300
+#define REPLICAS 3           /* dhtd's default */
+#define CALL_MS 5000         /* one request of the test's own */
+#define GET_DEADLINE_MS 1000 /* a user's get, retries included */
+#define SETTLE_MS 30000      /* for a ring to settle after a change */
+#define REPAIR_MS 15000      /* for the records to follow */
+#define SCAN_PAGE_LEN 4096   /* a node's own cap on one SCAN reply */
+#define DIR_LEN 240          /* a test's directory */
+#define PATH_LEN 300         /* a file in it */
+#define WHY_LEN 400
 
-typedef struct proc {
-  pid_t pid;                /* 0 when not running */
-  int port;                 /* loopback port */
-  char addr[32];            /* "127.0.0.1:port" */
-  char dir[300];            /* data directory */
-  char log[300];            /* stderr of the process */
-  dht_id id;                /* hash of addr */
-  dht_client *client;       /* connection for the test's requests */
-} proc;
+/* One dhtd. */
+typedef struct node {
+  pid_t pid;          /* 0 when not running */
+  int port;           /* loopback port */
+  char addr[32];      /* "127.0.0.1:port" */
+  char dir[PATH_LEN]; /* data directory */
+  char log[PATH_LEN]; /* stdout and stderr of the process */
+  dht_id id;          /* hash of addr */
+  dht_client *client; /* connection for the test's own requests */
+} node;
+
+/* What the last acknowledged write of a key did. */
+typedef enum key_state { KEY_UNWRITTEN, KEY_WRITTEN, KEY_DELETED } key_state;
+
+/* One test's ring and everything it has been told. */
+typedef struct ring {
+  char dir[DIR_LEN];     /* the test's own directory */
+  node nodes[NODES_MAX]; /* in the order they were added */
+  int n_nodes;           /* entries of nodes in use, running or not */
+  int ports[PORTS_MAX];  /* every port handed out, never handed out twice */
+  int n_ports;           /* entries of ports in use */
+  key_state keys[KEYS];  /* per key: what its last OK was for */
+  unsigned gen[KEYS];    /* per written key: value_of(i, gen[i]) was put */
+} ring;
+
+/* A condition on a ring: true when it holds; when not, why says why. */
+typedef bool (*ring_cond)(ring *r, char *why, size_t why_len);
+
+/* The problems a check found: how many, and the first one in words. */
+typedef struct problems {
+  char first[WHY_LEN];
+  int n;
+} problems;
 
 static const char *dhtd_path;
 static const char *dht_path;
-static char base_dir[200];
-static proc nodes[NODES_MAX];
-static int n_nodes;
+static char base_dir[200]; /* holds one directory per test */
 
-/* ---- helpers ------------------------------------------------------------------ */
+/* ---- processes and time -------------------------------------------------- */
 
 static uint64_t now_ms(void) {
   struct timespec ts;
@@ -73,6 +118,17 @@ static uint64_t now_ms(void) {
 static void pause_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
   nanosleep(&ts, NULL);
+}
+
+__attribute__((format(printf, 2, 3))) static void
+problem(problems *p, const char *fmt, ...) {
+  va_list ap;
+
+  if (p->n++ == 0) {
+    va_start(ap, fmt);
+    vsnprintf(p->first, sizeof(p->first), fmt, ap);
+    va_end(ap);
+  }
 }
 
 /* Appends to the string in buf, of len bytes in all, cutting what does
@@ -87,16 +143,28 @@ __attribute__((format(printf, 3, 4))) static void append(char *buf, size_t len,
   va_end(ap);
 }
 
-/* Polls cond every 50 ms until it holds or timeout_ms passes. */
-static bool wait_for(bool (*cond)(void *), void *arg, int timeout_ms) {
-  uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+/* Sums the problems up in why; true when there were none. */
+static bool no_problems(const problems *p, char *why, size_t why_len) {
+  if (p->n > 1) {
+    snprintf(why, why_len, "%s (and %d more)", p->first, p->n - 1);
+  } else if (p->n == 1) {
+    snprintf(why, why_len, "%s", p->first);
+  }
+  return p->n == 0;
+}
 
-  for (;;) {
-    if (cond(arg)) {
-      return true;
-    }
-    if (now_ms() > deadline) {
-      return false;
+/* Polls cond every 50 ms until it holds, or fails the test with its last
+ * reason once timeout_ms has passed. A timeout of 0 checks once: for what
+ * must hold already. */
+static void wait_until(ring *r, ring_cond cond, int timeout_ms,
+                       const char *what) {
+  uint64_t start = now_ms(), deadline = start + (uint64_t)timeout_ms;
+  char why[WHY_LEN] = "";
+
+  while (!cond(r, why, sizeof(why))) {
+    if (now_ms() >= deadline) {
+      fail_msg("%s: not so after %llu ms: %s", what,
+               (unsigned long long)(now_ms() - start), why);
     }
     pause_ms(50);
   }
@@ -118,11 +186,25 @@ static int bind_loopback(int *port) {
   return fd;
 }
 
-static int free_port(void) {
-  int port;
+/* A loopback port that was free a moment ago and that this test has not
+ * been handed before (the kernel may hand a closed port out again). */
+static int free_port(ring *r) {
+  int port, i;
+  bool taken;
 
-  close(bind_loopback(&port));
+  assert_true(r->n_ports < PORTS_MAX);
+  do {
+    close(bind_loopback(&port));
+    for (i = 0, taken = false; i < r->n_ports; i++) {
+      taken = taken || r->ports[i] == port;
+    }
+  } while (taken);
+  r->ports[r->n_ports++] = port;
   return port;
+}
+
+static void loopback_addr(ring *r, char *out, size_t len) {
+  snprintf(out, len, "127.0.0.1:%d", free_port(r));
 }
 
 /* Runs argv with stdout appended to out_path and stderr to err_path (which
@@ -147,14 +229,15 @@ static pid_t spawn(char *const argv[], const char *out_path,
   return pid;
 }
 
-/* Waits for pid to exit; returns its exit status, or -1 after timeout_ms. */
+/* Waits for pid to exit; returns its exit status (128 + the signal that
+ * killed it), or -1 when it is still running after timeout_ms. */
 static int wait_exit(pid_t pid, int timeout_ms) {
   uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
   int status;
 
   for (;;) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) {
+    pid_t got = waitpid(pid, &status, WNOHANG);
+    if (got == pid) {
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     if (now_ms() > deadline) {
@@ -175,19 +258,27 @@ static void read_file(const char *path, char *buf, size_t len) {
   buf[n] = '\0';
 }
 
-static void node_init(proc *d, int i) {
+/* ---- nodes --------------------------------------------------------------- */
+
+static node *node_add(ring *r) {
+  node *d;
+
+  assert_true(r->n_nodes < NODES_MAX);
+  d = &r->nodes[r->n_nodes];
   memset(d, 0, sizeof(*d));
-  d->port = free_port();
+  d->port = free_port(r);
   snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", d->port);
-  snprintf(d->dir, sizeof(d->dir), "%s/node%d", base_dir, i);
-  snprintf(d->log, sizeof(d->log), "%s/node%d.log", base_dir, i);
+  snprintf(d->dir, sizeof(d->dir), "%s/node%d", r->dir, r->n_nodes);
+  snprintf(d->log, sizeof(d->log), "%s/node%d.log", r->dir, r->n_nodes);
   dht_id_hash(&d->id, d->addr, strlen(d->addr));
   assert_int_equal(dht_client_new(&d->client, d->addr, NULL), 0);
+  r->n_nodes++;
+  return d;
 }
 
-/* Starts node d, joining through join (NULL: a new ring), with timers
- * shortened so that the ring settles in a second or two. */
-static void node_start(proc *d, const char *join) {
+/* Starts node d on its data directory, joining through join (NULL: a new
+ * ring), with timers shortened so that a ring settles in a second or two. */
+static void node_start(node *d, const node *join) {
   char *argv[20];
   int n = 0;
 
@@ -208,251 +299,353 @@ static void node_start(proc *d, const char *join) {
   argv[n++] = "debug";
   if (join != NULL) {
     argv[n++] = "--join";
-    argv[n++] = (char *)join;
+    argv[n++] = (char *)join->addr;
   }
   argv[n] = NULL;
+  assert_int_equal(d->pid, 0);
   d->pid = spawn(argv, d->log, d->log);
 }
 
-static bool node_answers(void *arg) {
-  proc *d = arg;
+/* Waits for d to exit with status want (128 + the signal for a kill). */
+static void node_wait_exit(node *d, int want, int timeout_ms) {
+  int status = wait_exit(d->pid, timeout_ms);
+
+  if (status >= 0) {
+    d->pid = 0; /* reaped: the pid may be anyone's now */
+  }
+  assert_int_equal(status, want);
+}
+
+/* Signals d and waits for the exit status that signal must give: 0 for a
+ * graceful SIGTERM (the node leaves, handing its keys on), 128 + SIGKILL
+ * for SIGKILL. */
+static void node_stop(node *d, int sig) {
+  assert_true(d->pid > 0);
+  assert_int_equal(kill(d->pid, sig), 0);
+  node_wait_exit(d, sig == SIGKILL ? 128 + SIGKILL : 0, 15000);
+}
+
+static bool node_answers(const node *d) {
   return dht_client_ping(d->client, NULL, 200) == 0;
 }
 
-static void node_signal(proc *d, int sig) {
-  assert_true(d->pid > 0);
-  assert_int_equal(kill(d->pid, sig), 0);
+/* The running nodes in ring order (by id); returns how many. */
+static int ring_order(ring *r, node *order[NODES_MAX]) {
+  int i, j, n = 0;
+
+  for (i = 0; i < r->n_nodes; i++) {
+    node *d = &r->nodes[i];
+    if (d->pid == 0) {
+      continue;
+    }
+    for (j = n; j > 0 && dht_id_cmp(&order[j - 1]->id, &d->id) > 0; j--) {
+      order[j] = order[j - 1];
+    }
+    order[j] = d;
+    n++;
+  }
+  return n;
 }
+
+/* How many nodes beyond itself a node must list either way: its R - 1
+ * replicas, or every other node of a smaller ring. */
+static int neighbour_depth(int n) {
+  return n - 1 < REPLICAS - 1 ? n - 1 : REPLICAS - 1;
+}
+
+/* True when every running node has the true predecessor and the true
+ * first successors and predecessors, as deep as replication needs: only
+ * then do its writes reach the right replicas. */
+static bool ring_settled(ring *r, char *why, size_t why_len) {
+  dht_client_neighbors_result nb;
+  node *order[NODES_MAX];
+  int n = ring_order(r, order), depth = neighbour_depth(n), p, k;
+
+  for (p = 0; p < n; p++) {
+    const node *d = order[p], *pred = order[(p + n - 1) % n];
+    if (dht_client_neighbors(d->client, &nb, 1000) != 0) {
+      snprintf(why, why_len, "%s does not answer: %s", d->addr,
+               dht_client_last_error(d->client));
+      return false;
+    }
+    if (n > 1 && (!nb.has_pred || strcmp(nb.pred.addr, pred->addr) != 0)) {
+      snprintf(why, why_len, "%s has predecessor %s, not %s", d->addr,
+               nb.has_pred ? nb.pred.addr : "(none)", pred->addr);
+      return false;
+    }
+    if (nb.n_succs < (size_t)depth || nb.n_preds < (size_t)depth) {
+      snprintf(why, why_len, "%s lists %zu successors and %zu predecessors",
+               d->addr, nb.n_succs, nb.n_preds);
+      return false;
+    }
+    for (k = 0; k < depth; k++) {
+      const char *succ = order[(p + 1 + k) % n]->addr;
+      const char *prev = order[(p + n - 1 - k) % n]->addr;
+      if (strcmp(nb.succs[k].addr, succ) != 0 ||
+          strcmp(nb.preds[k].addr, prev) != 0) {
+        snprintf(why, why_len,
+                 "%s lists successor %d as %s and predecessor %d as %s, "
+                 "not %s and %s",
+                 d->addr, k, nb.succs[k].addr, k, nb.preds[k].addr, succ, prev);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/* Adds n nodes and starts them, the first as a new ring and the others
+ * joining through it, and waits until the ring has settled. */
+static void ring_start(ring *r, int n) {
+  node *first = node_add(r);
+  uint64_t deadline = now_ms() + 5000;
+  int i;
+
+  node_start(first, NULL);
+  while (!node_answers(first)) {
+    if (now_ms() >= deadline) {
+      fail_msg("%s does not answer after 5 s: %s", first->addr,
+               dht_client_last_error(first->client));
+    }
+    pause_ms(50);
+  }
+  for (i = 1; i < n; i++) {
+    node_start(node_add(r), first);
+  }
+  wait_until(r, ring_settled, SETTLE_MS, "ring settled");
+}
+
+/* ---- keys ---------------------------------------------------------------- */
 
 static const char *key_name(int i, char *buf, size_t len) {
   snprintf(buf, len, "key-%04d", i);
   return buf;
 }
 
-/* The live node that owns key_id: the first live id at or after it. */
-static proc *true_owner(const dht_id *key_id) {
-  proc *best = NULL;
-  dht_id best_dist, dist;
+/* The index of key, or -1 for a key this test never writes. */
+static int key_index(const uint8_t *key, size_t len) {
+  size_t j;
+  int i = 0;
+
+  if (len != 8 || memcmp(key, "key-", 4) != 0) {
+    return -1;
+  }
+  for (j = 4; j < len; j++) {
+    if (key[j] < '0' || key[j] > '9') {
+      return -1;
+    }
+    i = i * 10 + (key[j] - '0');
+  }
+  return i < KEYS ? i : -1;
+}
+
+/* The value generation gen writes under key i: different for every key and
+ * every generation, and of varying length, so that a value served from
+ * the wrong key, an old write or a cut copy does not pass for the right
+ * one. */
+static const char *value_of(int i, unsigned gen, char *buf, size_t len) {
+  static const char filler[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+  snprintf(buf, len, "value-%d-gen-%u-%.*s", i, gen, i % 37, filler);
+  return buf;
+}
+
+static void put_key(ring *r, dht_client *c, int i, unsigned gen) {
+  char key[16], value[80];
+  int rv;
+
+  key_name(i, key, sizeof(key));
+  value_of(i, gen, value, sizeof(value));
+  rv = dht_client_put(c, key, strlen(key), value, strlen(value), CALL_MS);
+  if (rv != 0) {
+    fail_msg("put %s through %s: %s", key, dht_client_addr(c),
+             dht_client_last_error(c));
+  }
+  r->keys[i] = KEY_WRITTEN;
+  r->gen[i] = gen;
+}
+
+static void del_key(ring *r, dht_client *c, int i) {
+  char key[16];
+  int rv;
+
+  key_name(i, key, sizeof(key));
+  rv = dht_client_remove(c, key, strlen(key), CALL_MS);
+  if (rv != 0) {
+    fail_msg("del %s through %s: %s", key, dht_client_addr(c),
+             dht_client_last_error(c));
+  }
+  r->keys[i] = KEY_DELETED;
+}
+
+/* Puts every key (generation 0) through node via. */
+static void ring_fill(ring *r, const node *via) {
   int i;
 
-  for (i = 0; i < n_nodes; i++) {
-    if (nodes[i].pid == 0) {
-      continue;
-    }
-    dht_id_distance(&dist, key_id, &nodes[i].id);
-    if (best == NULL || dht_id_cmp(&dist, &best_dist) < 0) {
-      best = &nodes[i];
-      best_dist = dist;
-    }
-  }
-  return best;
-}
-
-static int live_count(void) {
-  int i, n = 0;
-
-  for (i = 0; i < n_nodes; i++) {
-    n += nodes[i].pid != 0;
-  }
-  return n;
-}
-
-static proc *by_addr(const char *addr) {
-  int i;
-  for (i = 0; i < n_nodes; i++) {
-    if (strcmp(nodes[i].addr, addr) == 0) {
-      return &nodes[i];
-    }
-  }
-  return NULL;
-}
-
-/* True when every live node's successor and predecessor are the true ones. */
-static bool ring_converged(void *arg) {
-  dht_client_neighbors_result nb;
-  int i;
-
-  (void)arg;
-  for (i = 0; i < n_nodes; i++) {
-    proc *d = &nodes[i], *succ, *pred;
-    dht_id next;
-    if (d->pid == 0) {
-      continue;
-    }
-    if (dht_client_neighbors(d->client, &nb, 1000) != 0 || nb.n_succs == 0 ||
-        !nb.has_pred) {
-      return false;
-    }
-    dht_id_add_pow2(&next, &d->id, 0);
-    succ = true_owner(&next);
-    pred = by_addr(nb.pred.addr);
-    if (succ == NULL || strcmp(nb.succs[0].addr, succ->addr) != 0 ||
-        pred == NULL) {
-      return false;
-    }
-    dht_id_add_pow2(&next, &pred->id, 0);
-    if (true_owner(&next) != d) {
-      return false;
-    }
-  }
-  return true;
-}
-
-/* True when every live node stores exactly the keys it owns. */
-/* Every key is on its owner and the owner's REPLICAS - 1 successors, and
- * nowhere else: each live node holds exactly the keys it should. */
-static bool keys_where_they_belong(void *arg) {
-  dht_client_stats_result *st = malloc(sizeof(*st));
-  uint64_t held;
-  int want[NODES_MAX] = {0}, i, r;
-  char key[32];
-  bool ok = true;
-
-  (void)arg;
   for (i = 0; i < KEYS; i++) {
-    dht_id kid;
-    proc *holder;
+    put_key(r, via->client, i, 0);
+  }
+}
+
+/* Which positions of order[0..n) hold key i: holders[p] is set for its
+ * owner, the first node at or after the key's id, and the next R - 1. */
+static void key_holders(node *const order[], int n, int i,
+                        bool holders[NODES_MAX]) {
+  char key[16];
+  dht_id kid;
+  int owner = 0, k;
+
+  key_name(i, key, sizeof(key));
+  dht_id_hash(&kid, key, strlen(key));
+  while (owner < n && dht_id_cmp(&order[owner]->id, &kid) < 0) {
+    owner++;
+  }
+  memset(holders, 0, NODES_MAX * sizeof(holders[0]));
+  for (k = 0; k < n && k < REPLICAS; k++) {
+    holders[(owner + k) % n] = true;
+  }
+}
+
+/* What the scans of keys_on_their_holders have met of one key. */
+typedef struct key_copies {
+  bool held[NODES_MAX];     /* per ring position: it listed the key */
+  const char *first_holder; /* the address of the first that did */
+  bool tombstone;           /* ... and what it holds */
+  dht_version version;
+} key_copies;
+
+/* Lists node d's records (SCAN, paged round the ring from the zero id) into
+ * copies, with d at ring position p. */
+static void scan_node(const node *d, int p, key_copies *copies, problems *pr) {
+  char key[16];
+  dht_client_scan_result page;
+  dht_id from, prev;
+  bool first = true, done = false;
+  size_t j;
+
+  memset(&from, 0, sizeof(from));
+  memset(&prev, 0, sizeof(prev));
+  while (!done) {
+    if (dht_client_scan(d->client, &from, SCAN_PAGE_LEN, &page, CALL_MS) != 0) {
+      problem(pr, "%s does not answer SCAN: %s", d->addr,
+              dht_client_last_error(d->client));
+      return;
+    }
+    for (j = 0; j < page.n_items; j++) {
+      const dht_client_scan_item *it = &page.items[j];
+      int i = key_index(it->key, it->key_len);
+      key_copies *kc;
+      /* Ids only grow from the zero id; one that does not has come round. */
+      if (!first && dht_id_cmp(&it->key_id, &prev) <= 0) {
+        done = true;
+        break;
+      }
+      first = false;
+      prev = it->key_id;
+      if (i < 0) {
+        problem(pr, "%s holds '%.*s', a key this test never wrote", d->addr,
+                (int)(it->key_len < 40 ? it->key_len : 40),
+                (const char *)it->key);
+        continue;
+      }
+      kc = &copies[i];
+      kc->held[p] = true;
+      if (!it->has_version) {
+        problem(pr, "%s holds %s without a version", d->addr,
+                key_name(i, key, sizeof(key)));
+      } else if (kc->first_holder == NULL) {
+        kc->first_holder = d->addr;
+        kc->tombstone = it->tombstone;
+        kc->version = it->version;
+      } else if (kc->tombstone != it->tombstone ||
+                 dht_version_cmp(&kc->version, &it->version) != 0) {
+        problem(pr, "%s: %s and %s hold different versions",
+                key_name(i, key, sizeof(key)), kc->first_holder, d->addr);
+      }
+    }
+    done = done || !page.more || page.n_items == 0;
+    from = prev;
+    dht_client_scan_result_free(&page);
+  }
+}
+
+/* True when every running node holds exactly the records it should: each
+ * key whose write or delete was acknowledged is on its owner and the
+ * owner's R - 1 successors, as a value or a tombstone as its last OK says,
+ * with one version on all of them, and on no other node. */
+static bool keys_on_their_holders(ring *r, char *why, size_t why_len) {
+  key_copies *copies = calloc(KEYS, sizeof(*copies));
+  node *order[NODES_MAX];
+  bool holders[NODES_MAX];
+  problems pr = {"", 0};
+  char key[16];
+  int n = ring_order(r, order), i, p;
+
+  assert_non_null(copies);
+  for (p = 0; p < n; p++) {
+    scan_node(order[p], p, copies, &pr);
+  }
+  for (i = 0; i < KEYS; i++) {
     key_name(i, key, sizeof(key));
-    dht_id_hash(&kid, key, strlen(key));
-    for (r = 0; r < REPLICAS && r < live_count(); r++) {
-      holder = true_owner(&kid);
-      want[holder - nodes]++;
-      dht_id_add_pow2(&kid, &holder->id, 0); /* next: its successor */
+    key_holders(order, n, i, holders);
+    for (p = 0; p < n; p++) {
+      bool want = holders[p] && r->keys[i] != KEY_UNWRITTEN;
+      if (want && !copies[i].held[p]) {
+        problem(&pr, "%s lacks %s", order[p]->addr, key);
+      } else if (!want && copies[i].held[p]) {
+        problem(&pr, "%s holds %s, which is not %s", order[p]->addr, key,
+                r->keys[i] == KEY_UNWRITTEN ? "written" : "in its range");
+      }
+    }
+    if (copies[i].first_holder != NULL &&
+        copies[i].tombstone != (r->keys[i] == KEY_DELETED)) {
+      problem(&pr, "%s holds %s as a %s", copies[i].first_holder, key,
+              copies[i].tombstone ? "tombstone" : "value");
     }
   }
-  for (i = 0; i < n_nodes && ok; i++) {
-    if (nodes[i].pid == 0) {
-      continue;
-    }
-    ok = dht_client_stats(nodes[i].client, st, 1000) == 0 &&
-         dht_client_stats_counter(st, "keys", &held) == 0 &&
-         held == (uint64_t)want[i];
-    if (!ok && getenv("DHT_TEST_VERBOSE") != NULL) {
-      fprintf(stderr, "node %d (%s) holds %llu keys, owns %d\n", i,
-              nodes[i].addr, (unsigned long long)held, want[i]);
-    }
-  }
-  free(st);
-  return ok;
+  free(copies);
+  return no_problems(&pr, why, why_len);
 }
 
-/* Reads every key through node d; counts the failures. */
-static int read_all_through(proc *d) {
-  char key[32], want[32];
-  int i, failures = 0;
+/* Reads every key through c with the given deadline: a written key must
+ * give back exactly its last acknowledged value, any other NOT_FOUND.
+ * Fails the test with the first wrong answer; returns the slowest get's
+ * time. */
+static uint64_t assert_reads(ring *r, dht_client *c, int timeout_ms) {
+  char key[16], want[80], why[WHY_LEN];
+  problems pr = {"", 0};
+  uint64_t slowest_ms = 0;
+  int i;
 
   for (i = 0; i < KEYS; i++) {
+    uint64_t t0 = now_ms();
     uint8_t *value;
     size_t len;
+    int rv;
     key_name(i, key, sizeof(key));
-    snprintf(want, sizeof(want), "value-%d", i);
-    if (dht_client_get(d->client, key, strlen(key), &value, &len, CALL_MS) !=
-        0) {
-      failures++;
-      continue;
-    }
-    if (len != strlen(want) || memcmp(value, want, len) != 0) {
-      failures++;
+    value_of(i, r->gen[i], want, sizeof(want));
+    rv = dht_client_get(c, key, strlen(key), &value, &len, timeout_ms);
+    slowest_ms = now_ms() - t0 > slowest_ms ? now_ms() - t0 : slowest_ms;
+    if (r->keys[i] != KEY_WRITTEN) {
+      if (rv != DHT_ERR_NOT_FOUND) {
+        problem(&pr, "get %s: %s, want NOT_FOUND", key,
+                rv == 0 ? "a value" : dht_client_last_error(c));
+      }
+    } else if (rv != 0) {
+      problem(&pr, "get %s: %s", key, dht_client_last_error(c));
+    } else if (len != strlen(want) || memcmp(value, want, len) != 0) {
+      problem(&pr, "get %s: '%.*s', want '%s'", key, (int)len,
+              (const char *)value, want);
     }
     free(value);
   }
-  return failures;
-}
-
-/* ---- the ring's life ------------------------------------------------------------ */
-
-static void test_ring_of_8_converges(void **state) {
-  uint64_t start;
-  int i;
-
-  (void)state;
-  for (i = 0; i < RING_SIZE; i++) {
-    node_init(&nodes[i], i);
+  if (!no_problems(&pr, why, sizeof(why))) {
+    fail_msg("reads through %s: %d wrong: %s", dht_client_addr(c), pr.n, why);
   }
-  n_nodes = RING_SIZE;
-  start = now_ms();
-  node_start(&nodes[0], NULL);
-  assert_true(wait_for(node_answers, &nodes[0], 5000));
-  for (i = 1; i < RING_SIZE; i++) {
-    node_start(&nodes[i], nodes[0].addr);
-  }
-  assert_true(wait_for(ring_converged, NULL, 20000));
-  print_message("ring of %d converged in %llu ms\n", RING_SIZE,
-                (unsigned long long)(now_ms() - start));
+  return slowest_ms;
 }
 
-static void test_keys_put_through_one_node_read_through_all(void **state) {
-  char key[32], value[32];
-  int i;
-
-  (void)state;
-  for (i = 0; i < KEYS; i++) {
-    key_name(i, key, sizeof(key));
-    snprintf(value, sizeof(value), "value-%d", i);
-    assert_int_equal(dht_client_put(nodes[0].client, key, strlen(key), value,
-                                    strlen(value), CALL_MS),
-                     0);
-  }
-  for (i = 1; i < RING_SIZE; i++) {
-    assert_int_equal(read_all_through(&nodes[i]), 0);
-  }
-  assert_true(wait_for(keys_where_they_belong, NULL, 5000));
-}
-
-static void test_ninth_node_takes_exactly_its_range(void **state) {
-  (void)state;
-  node_init(&nodes[n_nodes], n_nodes);
-  node_start(&nodes[n_nodes], nodes[3].addr);
-  n_nodes++;
-  assert_true(wait_for(ring_converged, NULL, 20000));
-  /* Its successor handed it the keys of its range, and only those. */
-  assert_true(wait_for(keys_where_they_belong, NULL, 10000));
-  assert_int_equal(read_all_through(&nodes[n_nodes - 1]), 0);
-}
-
-static void test_sigterm_hands_keys_on(void **state) {
-  proc *d = &nodes[2];
-
-  (void)state;
-  node_signal(d, SIGTERM);
-  assert_int_equal(wait_exit(d->pid, 15000), 0);
-  d->pid = 0;
-  assert_true(wait_for(ring_converged, NULL, 20000));
-  assert_true(wait_for(keys_where_they_belong, NULL, 10000));
-  assert_int_equal(read_all_through(&nodes[0]), 0);
-}
-
-/* Each node in turn is killed with SIGKILL: before any repair, every key
- * is still served through the others (by a replica when the dead node owned
- * it); the ring repairs itself; restarted on its data directory, the node
- * comes back and holds exactly its keys again. */
-static void test_sigkill_any_node_then_restart(void **state) {
-  int i, reader;
-
-  (void)state;
-  for (i = 0; i < n_nodes; i++) {
-    proc *d = &nodes[i];
-    if (d->pid == 0) {
-      continue;
-    }
-    node_signal(d, SIGKILL);
-    assert_true(wait_exit(d->pid, 5000) >= 0);
-    reader = (i + 1) % n_nodes;
-    while (nodes[reader].pid == 0 || reader == i) {
-      reader = (reader + 1) % n_nodes;
-    }
-    d->pid = 0;
-    assert_int_equal(read_all_through(&nodes[reader]), 0);
-    assert_true(wait_for(ring_converged, NULL, 20000));
-
-    node_start(d, nodes[reader].addr);
-    assert_true(wait_for(ring_converged, NULL, 20000));
-    assert_true(wait_for(keys_where_they_belong, NULL, 10000));
-    assert_int_equal(read_all_through(d), 0);
-  }
-}
-
-/* ---- mistakes ------------------------------------------------------------------- */
+/* ---- what a user sees ---------------------------------------------------- */
 
 /* What a process that ran to the end left. */
 typedef struct run_result {
@@ -462,13 +655,13 @@ typedef struct run_result {
 } run_result;
 
 /* Runs argv to the end (10 s at most, then it is killed and the test
- * fails), capturing its output in files of the test directory. */
-static void run(char *const argv[], run_result *res) {
+ * fails), capturing its output in files of r's directory. */
+static void run(const ring *r, char *const argv[], run_result *res) {
   char out_path[PATH_LEN], err_path[PATH_LEN];
   pid_t pid;
 
-  snprintf(out_path, sizeof(out_path), "%s/run.out", base_dir);
-  snprintf(err_path, sizeof(err_path), "%s/run.err", base_dir);
+  snprintf(out_path, sizeof(out_path), "%s/run.out", r->dir);
+  snprintf(err_path, sizeof(err_path), "%s/run.err", r->dir);
   unlink(out_path);
   unlink(err_path);
   pid = spawn(argv, out_path, err_path);
@@ -483,7 +676,8 @@ static void run(char *const argv[], run_result *res) {
 }
 
 /* Runs the CLI with the arguments up to a NULL. */
-__attribute__((sentinel)) static void run_cli(run_result *res, ...) {
+__attribute__((sentinel)) static void run_cli(const ring *r, run_result *res,
+                                              ...) {
   char *argv[16];
   va_list ap;
   int n = 0;
@@ -494,7 +688,7 @@ __attribute__((sentinel)) static void run_cli(run_result *res, ...) {
     assert_true(n < 16);
   }
   va_end(ap);
-  run(argv, res);
+  run(r, argv, res);
 }
 
 /* A word of a command line or of what it prints that names an address
@@ -582,8 +776,9 @@ typedef struct user_case {
 /* Runs each case with program and fails on the first whose exit
  * status, stdout or stderr is not what it says. Whatever the case says,
  * stderr must be one line at most: both programs promise that. */
-static void run_cases(const char *program, const user_case *cases,
-                      size_t n_cases, const placeholder *ph) {
+static void run_cases(const ring *r, const char *program,
+                      const user_case *cases, size_t n_cases,
+                      const placeholder *ph) {
   char args[12][100], out[2048], err[2048], line[600];
   run_result *res = malloc(sizeof(*res));
   char *argv[14];
@@ -603,7 +798,7 @@ static void run_cases(const char *program, const user_case *cases,
     argv[a + 1] = NULL;
     expand(c->out, ph, out, sizeof(out));
     expand(c->err, ph, err, sizeof(err));
-    run(argv, res);
+    run(r, argv, res);
     drop_log_lines(res->err);
     if (res->status != c->status || !glob_matches(res->out, out) ||
         !glob_matches(res->err, err) || lines(res->err) > 1) {
@@ -615,16 +810,261 @@ static void run_cases(const char *program, const user_case *cases,
   free(res);
 }
 
+/* ---- the ring's life ----------------------------------------------------- */
+
+static void test_ring_of_8_converges(void **state) {
+  ring *r = *state;
+  uint64_t start = now_ms();
+
+  ring_start(r, 8);
+  print_message("ring of 8 settled in %llu ms\n",
+                (unsigned long long)(now_ms() - start));
+}
+
+static void test_ring_of_one_is_whole(void **state) {
+  ring *r = *state;
+
+  run_result *res = malloc(sizeof(*res));
+
+  /* A node alone has no predecessor; the walk must call that whole. */
+  ring_start(r, 1);
+  assert_non_null(res);
+  run_cli(r, res, "--node", r->nodes[0].addr, "ring", NULL);
+  assert_int_equal(res->status, 0);
+  assert_non_null(strstr(res->out, "ring: 1 node, closed"));
+  free(res);
+}
+
+/* An OK promises that the owner and every live replica have the write, so
+ * right after the last OK, before any repair could have run, each key is
+ * on exactly its holders; overwrites and deletes through another node
+ * replace it there at once, and every node reads back what was written
+ * last: new values, old ones, NOT_FOUND for the deleted. */
+static void
+test_acknowledged_writes_are_on_exactly_their_holders(void **state) {
+  ring *r = *state;
+  int i;
+
+  ring_start(r, 8);
+  ring_fill(r, &r->nodes[0]);
+  wait_until(r, keys_on_their_holders, 0, "every put on its holders");
+  for (i = 0; i < KEYS; i += 3) {
+    if (i % 2 == 0) {
+      put_key(r, r->nodes[5].client, i, 1);
+    } else {
+      del_key(r, r->nodes[5].client, i);
+    }
+  }
+  wait_until(r, keys_on_their_holders, 0, "every overwrite on its holders");
+  for (i = 0; i < r->n_nodes; i++) {
+    assert_reads(r, r->nodes[i].client, CALL_MS);
+  }
+}
+
+static void test_ninth_node_takes_exactly_its_range(void **state) {
+  ring *r = *state;
+  node *ninth;
+
+  ring_start(r, 8);
+  ring_fill(r, &r->nodes[0]);
+  ninth = node_add(r);
+  node_start(ninth, &r->nodes[3]);
+  wait_until(r, ring_settled, SETTLE_MS, "ring of 9 settled");
+  /* Its successor handed it the keys of its range, and only those; the
+   * nodes that are no longer holders dropped theirs. */
+  wait_until(r, keys_on_their_holders, REPAIR_MS, "keys moved to the ninth");
+  assert_reads(r, ninth->client, CALL_MS);
+}
+
+static void test_sigterm_hands_keys_on(void **state) {
+  ring *r = *state;
+
+  ring_start(r, 8);
+  ring_fill(r, &r->nodes[0]);
+  node_stop(&r->nodes[2], SIGTERM);
+  wait_until(r, ring_settled, SETTLE_MS, "ring of 7 settled");
+  wait_until(r, keys_on_their_holders, REPAIR_MS, "keys handed on");
+  assert_reads(r, r->nodes[0].client, CALL_MS);
+}
+
+/* Each node in turn is killed with SIGKILL. Before any repair every key is
+ * still served right through the others (by a replica when the dead node
+ * owned it). While it is down, some keys are overwritten or deleted.
+ * Restarted on its data directory, with its old copies of those keys, it
+ * comes back holding exactly its keys again, in their latest versions: no
+ * old value comes back. */
+static void test_sigkill_any_node_then_restart(void **state) {
+  ring *r = *state;
+  int i, k;
+
+  ring_start(r, 8);
+  ring_fill(r, &r->nodes[0]);
+  for (i = 0; i < r->n_nodes; i++) {
+    node *d = &r->nodes[i], *reader = &r->nodes[(i + 1) % r->n_nodes];
+    node_stop(d, SIGKILL);
+    assert_reads(r, reader->client, CALL_MS);
+    wait_until(r, ring_settled, SETTLE_MS, "ring closed over the dead node");
+    for (k = i; k < KEYS; k += r->n_nodes) {
+      if ((k / r->n_nodes) % 4 == 0) {
+        del_key(r, reader->client, k);
+      } else {
+        put_key(r, reader->client, k, 1);
+      }
+    }
+    node_start(d, reader);
+    wait_until(r, ring_settled, SETTLE_MS, "ring settled with it back");
+    wait_until(r, keys_on_their_holders, REPAIR_MS, "its keys repaired");
+    assert_reads(r, d->client, CALL_MS);
+  }
+}
+
+/* A client that retries within its deadline, on every running node but
+ * reader when reader fails, as `dht --node A,B,...` does. */
+static dht_client *retrying_client(ring *r, const node *reader) {
+  const char *fallbacks[NODES_MAX];
+  size_t n = 0;
+  dht_client *c;
+  int i;
+
+  assert_int_equal(dht_client_new(&c, reader->addr, NULL), 0);
+  for (i = 0; i < r->n_nodes; i++) {
+    if (r->nodes[i].pid != 0 && &r->nodes[i] != reader) {
+      fallbacks[n++] = r->nodes[i].addr;
+    }
+  }
+  assert_int_equal(dht_client_set_fallbacks(c, fallbacks, n), 0);
+  dht_client_set_retry(c, true);
+  return c;
+}
+
+/* Two nodes die at once, ring neighbours included: every key stays readable
+ * within a user's deadline (the client retrying on other nodes), and the
+ * survivors restore R copies of exactly the right keys. */
+static void test_sigkill_two_at_once_loses_nothing(void **state) {
+  static const int pairs[][2] = {{0, 1}, {7, 8}, {14, 15}, {3, 10}};
+  ring *r = *state;
+  run_result *res = malloc(sizeof(*res));
+  node *order[NODES_MAX];
+  size_t k;
+
+  ring_start(r, 16);
+  ring_fill(r, &r->nodes[0]);
+  assert_int_equal(ring_order(r, order), 16);
+  /* dht check really counts copies: told to expect 2 or 4 per key, it
+   * finds 3 and says the ring is wrong. */
+  assert_non_null(res);
+  run_cli(r, res, "--node", order[0]->addr, "check", NULL);
+  assert_int_equal(res->status, 0);
+  run_cli(r, res, "--node", order[0]->addr, "check", "--replicas", "2", NULL);
+  assert_int_equal(res->status, 1);
+  assert_non_null(strstr(res->out, "misplaced"));
+  run_cli(r, res, "--node", order[0]->addr, "check", "--replicas", "4", NULL);
+  assert_int_equal(res->status, 1);
+  assert_non_null(strstr(res->out, "under-replicated"));
+  free(res);
+  for (k = 0; k < sizeof(pairs) / sizeof(pairs[0]); k++) {
+    node *a = order[pairs[k][0]], *b = order[pairs[k][1]];
+    node *reader = order[(pairs[k][1] + 2) % 16];
+    uint64_t t0, slowest_ms;
+    dht_client *c;
+
+    assert_int_equal(kill(a->pid, SIGKILL), 0);
+    assert_int_equal(kill(b->pid, SIGKILL), 0);
+    t0 = now_ms();
+    node_wait_exit(a, 128 + SIGKILL, 5000);
+    node_wait_exit(b, 128 + SIGKILL, 5000);
+    c = retrying_client(r, reader);
+    slowest_ms = assert_reads(r, c, GET_DEADLINE_MS);
+    dht_client_del(c);
+    wait_until(r, ring_settled, SETTLE_MS, "ring closed over both");
+    wait_until(r, keys_on_their_holders, REPAIR_MS, "R copies restored");
+    print_message("killed %s and %s (%s): every key read, slowest get %llu "
+                  "ms; every key on its holders %llu ms after the kill\n",
+                  a->addr, b->addr,
+                  pairs[k][1] - pairs[k][0] == 1 ? "neighbours" : "apart",
+                  (unsigned long long)slowest_ms,
+                  (unsigned long long)(now_ms() - t0));
+    node_start(a, reader);
+    node_start(b, reader);
+    wait_until(r, ring_settled, SETTLE_MS, "ring settled with both back");
+    wait_until(r, keys_on_their_holders, REPAIR_MS, "keys back on them");
+  }
+}
+
+/* ---- mistakes ------------------------------------------------------------ */
+
+/* Connects a raw TCP socket to d, for bytes no client would send. */
+static int raw_connect(const node *d) {
+  struct sockaddr_in sa;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  assert_true(fd >= 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)d->port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  return fd;
+}
+
+/* True when the daemon closes fd (read sees EOF or a reset) within 5 s. */
+static bool closed_by_peer(int fd) {
+  struct timeval tv = {5, 0};
+  char buf[4096];
+  ssize_t n;
+
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  do {
+    n = read(fd, buf, sizeof(buf)); /* ERROR replies, then the close */
+  } while (n > 0);
+  return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/* Garbage and an absurd frame length get the connection closed, and the
+ * node goes on serving everyone else, its keys intact. */
+static void test_bad_bytes_close_only_their_connection(void **state) {
+  /* A 3-byte body that is not msgpack (0xc1 is reserved), eight times. */
+  static const uint8_t junk[] = {0, 0, 0, 3, 0xc1, 0xc1, 0xc1};
+  /* A header that announces 2 GiB. */
+  static const uint8_t huge[] = {0x80, 0, 0, 0};
+  ring *r = *state;
+  node *d;
+  int fd, i;
+
+  ring_start(r, 3);
+  d = &r->nodes[0];
+  ring_fill(r, d);
+  fd = raw_connect(d);
+  for (i = 0; i < 8; i++) {
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+  }
+  assert_true(closed_by_peer(fd));
+  close(fd);
+
+  fd = raw_connect(d);
+  assert_int_equal(write(fd, huge, sizeof(huge)), (ssize_t)sizeof(huge));
+  assert_true(closed_by_peer(fd));
+  close(fd);
+
+  assert_int_equal(dht_client_ping(d->client, NULL, CALL_MS), 0);
+  assert_reads(r, d->client, CALL_MS);
+  wait_until(r, keys_on_their_holders, 0, "keys intact");
+}
+
 /* Each mistake a user can make with dht gets its own one-line message on
  * stderr and exit status 2 (1 for a key that is not there), and nothing
  * on stdout but --json's error object. */
 static void test_cli_errors_are_one_exact_line(void **state) {
   static const user_case cases[] = {
+      /* The way it should go, to know the node is there. */
+      {{"--node", "@NODE", "put", "cli-key", "cli value", NULL}, 0, "", ""},
+      {{"--node", "@NODE", "get", "cli-key", NULL}, 0, "cli value", ""},
+      {{"--node", "@NODE", "del", "cli-key", NULL}, 0, "", ""},
       /* A missing key. */
-      {{"--node", "@NODE", "get", "no-such-key", NULL},
+      {{"--node", "@NODE", "get", "cli-key", NULL},
        1,
        "",
-       "dht: key not found: no-such-key\n"},
+       "dht: key not found: cli-key\n"},
       {{"--node", "@NODE", "del", "no-such-key", NULL},
        1,
        "",
@@ -689,12 +1129,14 @@ static void test_cli_errors_are_one_exact_line(void **state) {
        "",
        "dht: key must be 1..1024 bytes, got 0\n"},
   };
+  ring *r = *state;
   char dead[32];
-  placeholder ph[3] = {{"@NODE", nodes[0].addr}, {"@DEAD", dead}, {NULL, NULL}};
+  placeholder ph[3] = {{"@NODE", NULL}, {"@DEAD", dead}, {NULL, NULL}};
 
-  (void)state;
-  snprintf(dead, sizeof(dead), "127.0.0.1:%d", free_port());
-  run_cases(dht_path, cases, sizeof(cases) / sizeof(cases[0]), ph);
+  ring_start(r, 1);
+  ph[0].value = r->nodes[0].addr;
+  loopback_addr(r, dead, sizeof(dead));
+  run_cases(r, dht_path, cases, sizeof(cases) / sizeof(cases[0]), ph);
 }
 
 /* dhtd refuses to start with one line that says why, and exit status 1
@@ -737,261 +1179,102 @@ static void test_daemon_refuses_clearly(void **state) {
        "",
        "dhtd: bad --join address 'nowhere' (want HOST:PORT)\n"},
   };
+  ring *r = *state;
   char busy[32], free_addr[32], dead[32];
   placeholder ph[4] = {
       {"@BUSY", busy}, {"@FREE", free_addr}, {"@DEAD", dead}, {NULL, NULL}};
   int port, fd = bind_loopback(&port);
 
-  (void)state;
   /* Something else listens on @BUSY: a socket of the test's own. */
   assert_int_equal(listen(fd, 1), 0);
   snprintf(busy, sizeof(busy), "127.0.0.1:%d", port);
-  snprintf(free_addr, sizeof(free_addr), "127.0.0.1:%d", free_port());
-  snprintf(dead, sizeof(dead), "127.0.0.1:%d", free_port());
-  run_cases(dhtd_path, cases, sizeof(cases) / sizeof(cases[0]), ph);
+  loopback_addr(r, free_addr, sizeof(free_addr));
+  loopback_addr(r, dead, sizeof(dead));
+  run_cases(r, dhtd_path, cases, sizeof(cases) / sizeof(cases[0]), ph);
   close(fd);
 }
 
-/* Connects a raw TCP socket to d, for bytes no client would send. */
-static int raw_connect(const proc *d) {
-  struct sockaddr_in sa;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+/* ---- fixtures ------------------------------------------------------------ */
 
-  assert_true(fd >= 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)d->port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  return fd;
-}
+/* Gives the test an empty ring in a new directory of its own. */
+static int ring_new(void **state) {
+  ring *r = calloc(1, sizeof(*r));
 
-/* True when the daemon closes fd (read sees EOF or a reset) within 5 s. */
-static bool closed_by_peer(int fd) {
-  struct timeval tv = {5, 0};
-  char buf[4096];
-  ssize_t n;
-
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  do {
-    n = read(fd, buf, sizeof(buf)); /* ERROR replies, then the close */
-  } while (n > 0);
-  return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
-/* Garbage and an absurd frame length get the connection closed, and the
- * node goes on serving everyone else. */
-static void test_bad_bytes_close_only_their_connection(void **state) {
-  /* A 3-byte body that is not msgpack (0xc1 is reserved), eight times. */
-  static const uint8_t junk[] = {0, 0, 0, 3, 0xc1, 0xc1, 0xc1};
-  /* A header that announces 2 GiB. */
-  static const uint8_t huge[] = {0x80, 0, 0, 0};
-  proc *d = &nodes[0];
-  int fd, i;
-
-  (void)state;
-  fd = raw_connect(d);
-  for (i = 0; i < 8; i++) {
-    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+  if (r == NULL) {
+    return -1;
   }
-  assert_true(closed_by_peer(fd));
-  close(fd);
-
-  fd = raw_connect(d);
-  assert_int_equal(write(fd, huge, sizeof(huge)), (ssize_t)sizeof(huge));
-  assert_true(closed_by_peer(fd));
-  close(fd);
-
-  assert_int_equal(dht_client_ping(d->client, NULL, CALL_MS), 0);
-  assert_int_equal(read_all_through(d), 0);
-}
-
-static void test_ring_of_one_is_whole(void **state) {
-  char out_path[300], listen[32];
-  run_result *res = malloc(sizeof(*res));
-  char *argv[] = {(char *)dhtd_path, "--listen", listen, "--memory", NULL};
-  proc lone;
-  pid_t pid;
-
-  (void)state;
-  snprintf(out_path, sizeof(out_path), "%s/lone.out", base_dir);
-  snprintf(listen, sizeof(listen), "127.0.0.1:%d", free_port());
-  pid = spawn(argv, out_path, out_path);
-  memset(&lone, 0, sizeof(lone));
-  assert_int_equal(dht_client_new(&lone.client, listen, NULL), 0);
-  assert_true(wait_for(node_answers, &lone, 5000));
-  dht_client_del(lone.client);
-  /* A node alone has no predecessor; the walk must call that whole. */
-  assert_non_null(res);
-  run_cli(res, "--node", listen, "ring", NULL);
-  assert_int_equal(res->status, 0);
-  assert_non_null(strstr(res->out, "ring: 1 node, closed"));
-  free(res);
-  kill(pid, SIGKILL);
-  wait_exit(pid, 5000);
-}
-
-/* ---- two at once ------------------------------------------------------------- */
-
-static bool check_passes(void *arg) {
-  run_result *res = malloc(sizeof(*res));
-  proc *via = arg;
-  bool ok;
-
-  assert_non_null(res);
-  run_cli(res, "--node", via->addr, "check", NULL);
-  ok = res->status == 0;
-  free(res);
-  return ok;
-}
-
-static int by_ring_position(const void *a, const void *b) {
-  return dht_id_cmp(&(*(proc *const *)a)->id, &(*(proc *const *)b)->id);
-}
-
-/* Two nodes die at once, ring neighbours included: every key stays readable
- * within a user's deadline (the client retrying on other nodes), and the
- * ring restores R copies of every key, as dht check confirms. */
-static void test_sigkill_two_at_once_loses_nothing(void **state) {
-  static const int pairs[][2] = {{0, 1}, {7, 8}, {14, 15}, {3, 10}};
-  const char *fallbacks[BIG_RING];
-  proc *ring[BIG_RING], *a, *b, *reader;
-  run_result *res = malloc(sizeof(*res));
-  dht_client *c;
-  char key[32], want[32];
-  size_t k, n_fallbacks;
-  int i, failures;
-
-  (void)state;
-  for (i = 0; i < n_nodes; i++) {
-    if (nodes[i].pid == 0) {
-      node_start(&nodes[i], nodes[0].addr);
-    }
+  snprintf(r->dir, sizeof(r->dir), "%s/ring-XXXXXX", base_dir);
+  if (mkdtemp(r->dir) == NULL) {
+    perror("mkdtemp");
+    free(r);
+    return -1;
   }
-  for (i = n_nodes; i < BIG_RING; i++) {
-    node_init(&nodes[i], i);
-    node_start(&nodes[i], nodes[0].addr);
-  }
-  n_nodes = BIG_RING;
-  assert_true(wait_for(ring_converged, NULL, 30000));
-  assert_true(wait_for(keys_where_they_belong, NULL, 20000));
-  for (i = 0; i < BIG_RING; i++) {
-    ring[i] = &nodes[i];
-  }
-  qsort(ring, BIG_RING, sizeof(ring[0]), by_ring_position);
-  /* dht check really counts copies: told to expect 2 or 4 per key, it
-   * finds 3 and says the ring is wrong. */
-  assert_true(wait_for(check_passes, ring[0], 15000));
-  assert_non_null(res);
-  run_cli(res, "--node", ring[0]->addr, "check", "--replicas", "2", NULL);
-  assert_int_equal(res->status, 1);
-  assert_non_null(strstr(res->out, "misplaced"));
-  run_cli(res, "--node", ring[0]->addr, "check", "--replicas", "4", NULL);
-  assert_int_equal(res->status, 1);
-  assert_non_null(strstr(res->out, "under-replicated"));
-  free(res);
-
-  for (k = 0; k < sizeof(pairs) / sizeof(pairs[0]); k++) {
-    uint64_t t0, worst = 0;
-    a = ring[pairs[k][0]];
-    b = ring[pairs[k][1]];
-    reader = ring[(pairs[k][1] + 2) % BIG_RING];
-    node_signal(a, SIGKILL);
-    node_signal(b, SIGKILL);
-    t0 = now_ms();
-    assert_true(wait_exit(a->pid, 5000) >= 0);
-    assert_true(wait_exit(b->pid, 5000) >= 0);
-    a->pid = b->pid = 0;
-
-    assert_int_equal(dht_client_new(&c, reader->addr, NULL), 0);
-    for (i = 0, n_fallbacks = 0; i < BIG_RING; i++) {
-      if (ring[i]->pid != 0 && ring[i] != reader) {
-        fallbacks[n_fallbacks++] = ring[i]->addr;
-      }
-    }
-    assert_int_equal(dht_client_set_fallbacks(c, fallbacks, n_fallbacks), 0);
-    dht_client_set_retry(c, true);
-    for (i = 0, failures = 0; i < KEYS; i++) {
-      uint8_t *value;
-      size_t len;
-      uint64_t t = now_ms();
-      key_name(i, key, sizeof(key));
-      snprintf(want, sizeof(want), "value-%d", i);
-      if (dht_client_get(c, key, strlen(key), &value, &len, GET_DEADLINE_MS) !=
-          0) {
-        failures++;
-        continue;
-      }
-      failures += len != strlen(want) || memcmp(value, want, len) != 0;
-      free(value);
-      worst = now_ms() - t > worst ? now_ms() - t : worst;
-    }
-    dht_client_del(c);
-    assert_int_equal(failures, 0);
-    assert_true(wait_for(check_passes, reader, 15000));
-    print_message("killed %s and %s (%s): every key read, slowest get %llu "
-                  "ms; dht check passes %llu ms after the kill\n",
-                  a->addr, b->addr,
-                  pairs[k][1] - pairs[k][0] == 1 ? "neighbours" : "apart",
-                  (unsigned long long)worst,
-                  (unsigned long long)(now_ms() - t0));
-    node_start(a, reader->addr);
-    node_start(b, reader->addr);
-    assert_true(wait_for(ring_converged, NULL, 30000));
-    assert_true(wait_for(check_passes, reader, 15000));
-  }
-}
-
-/* ---- setup ---------------------------------------------------------------------- */
-
-static int teardown_all(void **state) {
-  int i;
-
-  (void)state;
-  for (i = 0; i < n_nodes; i++) {
-    if (nodes[i].pid > 0) {
-      kill(nodes[i].pid, SIGKILL);
-      wait_exit(nodes[i].pid, 5000);
-    }
-    dht_client_del(nodes[i].client);
-  }
-  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base_dir);
-    if (system(cmd) != 0) {
-      fprintf(stderr, "could not remove %s\n", base_dir);
-    }
-  } else {
-    fprintf(stderr, "logs and data kept in %s\n", base_dir);
-  }
+  *state = r;
   return 0;
 }
 
+/* Kills what the test left running, by pid, and removes its directory. */
+static int ring_del(void **state) {
+  ring *r = *state;
+  int i;
+
+  for (i = 0; i < r->n_nodes; i++) {
+    if (r->nodes[i].pid > 0) {
+      kill(r->nodes[i].pid, SIGKILL);
+      wait_exit(r->nodes[i].pid, 5000);
+    }
+    dht_client_del(r->nodes[i].client);
+  }
+  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
+    char cmd[PATH_LEN + 20];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", r->dir);
+    if (system(cmd) != 0) {
+      fprintf(stderr, "could not remove %s\n", r->dir);
+    }
+  } else {
+    fprintf(stderr, "logs and data kept in %s\n", r->dir);
+  }
+  free(r);
+  return 0;
+}
+
+/* A test with a fresh ring of its own. */
+#define RING_TEST(test)                                                        \
+  cmocka_unit_test_setup_teardown(test, ring_new, ring_del)
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_ring_of_8_converges),
-      cmocka_unit_test(test_keys_put_through_one_node_read_through_all),
-      cmocka_unit_test(test_ninth_node_takes_exactly_its_range),
-      cmocka_unit_test(test_sigterm_hands_keys_on),
-      cmocka_unit_test(test_sigkill_any_node_then_restart),
-      cmocka_unit_test(test_bad_bytes_close_only_their_connection),
-      cmocka_unit_test(test_cli_errors_are_one_exact_line),
-      cmocka_unit_test(test_ring_of_one_is_whole),
-      cmocka_unit_test(test_daemon_refuses_clearly),
-      cmocka_unit_test(test_sigkill_two_at_once_loses_nothing),
+      RING_TEST(test_ring_of_8_converges),
+      RING_TEST(test_ring_of_one_is_whole),
+      RING_TEST(test_acknowledged_writes_are_on_exactly_their_holders),
+      RING_TEST(test_ninth_node_takes_exactly_its_range),
+      RING_TEST(test_sigterm_hands_keys_on),
+      RING_TEST(test_sigkill_any_node_then_restart),
+      RING_TEST(test_sigkill_two_at_once_loses_nothing),
+      RING_TEST(test_bad_bytes_close_only_their_connection),
+      RING_TEST(test_cli_errors_are_one_exact_line),
+      RING_TEST(test_daemon_refuses_clearly),
   };
+  int failed;
 
-  if (argc != 3) {
-    fprintf(stderr, "usage: test_daemons PATH_TO_DHTD PATH_TO_DHT\n");
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: test_daemons PATH_TO_DHTD PATH_TO_DHT [PATTERN]\n");
     return 2;
   }
   dhtd_path = argv[1];
   dht_path = argv[2];
+  if (argc == 4) {
+    cmocka_set_test_filter(argv[3]);
+  }
   signal(SIGPIPE, SIG_IGN);
   snprintf(base_dir, sizeof(base_dir), "/tmp/dht-test-XXXXXX");
   if (mkdtemp(base_dir) == NULL) {
     perror("mkdtemp");
     return 2;
   }
-  return cmocka_run_group_tests(tests, NULL, teardown_all);
+  failed = cmocka_run_group_tests(tests, NULL, NULL);
+  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
+    rmdir(base_dir);
+  }
+  return failed;
 }
