@@ -8,8 +8,9 @@
  *     on no other node, with one version on all of them, a deleted key as
  *     a tombstone; and every read gives back exactly the value last
  *     written, or NOT_FOUND for a deleted key;
- *   - exact errors: the CLI's one stderr line and exit status, and dhtd's
- *     start-up error line and exit status, compared in full.
+ *   - exact output: the CLI's one stderr line and exit status, and dhtd's
+ *     start-up error line and exit status, for every mistake; `dht ring`'s
+ *     listing and `dht check`'s report, compared in full.
  *
  * Each test builds the ring it needs in a directory of its own: the setup
  * fixture hands it an empty ring, and the teardown kills whatever the test
@@ -810,6 +811,50 @@ static void run_cases(const ring *r, const char *program,
   free(res);
 }
 
+/* What `dht ring` prints when asked through start: every running node from
+ * start on, in ring order, with its predecessor and the number of records
+ * it should hold, then the verdict. */
+static void ring_listing(ring *r, const node *start, char *out, size_t len) {
+  char short_id[DHT_ID_SHORT_LEN];
+  node *order[NODES_MAX];
+  int n = ring_order(r, order), records[NODES_MAX] = {0}, i, p, first = 0;
+  bool holders[NODES_MAX];
+
+  for (i = 0; i < KEYS; i++) {
+    key_holders(order, n, i, holders);
+    for (p = 0; p < n; p++) {
+      records[p] += holders[p] && r->keys[i] != KEY_UNWRITTEN;
+    }
+  }
+  while (order[first] != start) {
+    first++;
+  }
+  snprintf(out, len, "%-8s  %-21s  %-21s  %s\n", "ID", "ADDRESS", "PREDECESSOR",
+           "KEYS");
+  for (i = 0; i < n; i++) {
+    p = (first + i) % n;
+    append(out, len, "%-8s  %-21s  %-21s  %d\n",
+           dht_id_short(&order[p]->id, short_id), order[p]->addr,
+           n > 1 ? order[(p + n - 1) % n]->addr : "(none)", records[p]);
+  }
+  append(out, len, "ring: %d node%s, closed\n", n, n == 1 ? "" : "s");
+}
+
+/* `dht ring` through start prints exactly the listing, and nothing on
+ * stderr. */
+static void assert_ring_listing(ring *r, const node *start) {
+  run_result *res = malloc(sizeof(*res));
+  char want[4096];
+
+  assert_non_null(res);
+  ring_listing(r, start, want, sizeof(want));
+  run_cli(r, res, "--node", start->addr, "ring", NULL);
+  assert_string_equal(res->err, "");
+  assert_string_equal(res->out, want);
+  assert_int_equal(res->status, 0);
+  free(res);
+}
+
 /* ---- the ring's life ----------------------------------------------------- */
 
 static void test_ring_of_8_converges(void **state) {
@@ -819,20 +864,15 @@ static void test_ring_of_8_converges(void **state) {
   ring_start(r, 8);
   print_message("ring of 8 settled in %llu ms\n",
                 (unsigned long long)(now_ms() - start));
+  assert_ring_listing(r, &r->nodes[5]);
 }
 
 static void test_ring_of_one_is_whole(void **state) {
   ring *r = *state;
 
-  run_result *res = malloc(sizeof(*res));
-
   /* A node alone has no predecessor; the walk must call that whole. */
   ring_start(r, 1);
-  assert_non_null(res);
-  run_cli(r, res, "--node", r->nodes[0].addr, "ring", NULL);
-  assert_int_equal(res->status, 0);
-  assert_non_null(strstr(res->out, "ring: 1 node, closed"));
-  free(res);
+  assert_ring_listing(r, &r->nodes[0]);
 }
 
 /* An OK promises that the owner and every live replica have the write, so
@@ -859,6 +899,7 @@ test_acknowledged_writes_are_on_exactly_their_holders(void **state) {
   for (i = 0; i < r->n_nodes; i++) {
     assert_reads(r, r->nodes[i].client, CALL_MS);
   }
+  assert_ring_listing(r, &r->nodes[0]);
 }
 
 static void test_ninth_node_takes_exactly_its_range(void **state) {
@@ -943,25 +984,12 @@ static dht_client *retrying_client(ring *r, const node *reader) {
 static void test_sigkill_two_at_once_loses_nothing(void **state) {
   static const int pairs[][2] = {{0, 1}, {7, 8}, {14, 15}, {3, 10}};
   ring *r = *state;
-  run_result *res = malloc(sizeof(*res));
   node *order[NODES_MAX];
   size_t k;
 
   ring_start(r, 16);
   ring_fill(r, &r->nodes[0]);
   assert_int_equal(ring_order(r, order), 16);
-  /* dht check really counts copies: told to expect 2 or 4 per key, it
-   * finds 3 and says the ring is wrong. */
-  assert_non_null(res);
-  run_cli(r, res, "--node", order[0]->addr, "check", NULL);
-  assert_int_equal(res->status, 0);
-  run_cli(r, res, "--node", order[0]->addr, "check", "--replicas", "2", NULL);
-  assert_int_equal(res->status, 1);
-  assert_non_null(strstr(res->out, "misplaced"));
-  run_cli(r, res, "--node", order[0]->addr, "check", "--replicas", "4", NULL);
-  assert_int_equal(res->status, 1);
-  assert_non_null(strstr(res->out, "under-replicated"));
-  free(res);
   for (k = 0; k < sizeof(pairs) / sizeof(pairs[0]); k++) {
     node *a = order[pairs[k][0]], *b = order[pairs[k][1]];
     node *reader = order[(pairs[k][1] + 2) % 16];
@@ -989,6 +1017,51 @@ static void test_sigkill_two_at_once_loses_nothing(void **state) {
     wait_until(r, ring_settled, SETTLE_MS, "ring settled with both back");
     wait_until(r, keys_on_their_holders, REPAIR_MS, "keys back on them");
   }
+}
+
+/* What dht check prints first about a healthy ring of 8. */
+#define CHECK_RING_OK                                                          \
+  "check from @NODE: 8 nodes\n"                                                \
+  "  walk             ok: every node answers, the walk closes\n"               \
+  "  id order         ok\n"                                                    \
+  "  pred/succ        ok\n"                                                    \
+  "  successor lists  ok\n"                                                    \
+  "  pred lists       ok\n"
+
+/* dht check really counts copies: it passes on a healthy ring, and told
+ * to expect 2 or 4 copies of each key, it finds 3 and says what is wrong
+ * with every key. */
+static void test_dht_check_counts_copies(void **state) {
+  static const user_case cases[] = {
+      {{"--node", "@NODE", "check", NULL},
+       0,
+       CHECK_RING_OK "  replicas         R=3: 1000 keys, 3000 copies, ok\n"
+                     "check: ok in * ms\n",
+       ""},
+      {{"--node", "@NODE", "check", "--replicas", "2", NULL},
+       1,
+       CHECK_RING_OK "  replicas         R=2: 1000 keys, 3000 copies; "
+                     "FAILED: 0 under-replicated, 1000 misplaced, 0 "
+                     "divergent\n"
+                     "check: FAILED, 1000 problems in * ms\n"
+                     "problems (first 20 of 1000):\n*",
+       "dht: check failed: 1000 problems (listed above)\n"},
+      {{"--node", "@NODE", "check", "--replicas", "4", NULL},
+       1,
+       CHECK_RING_OK "  replicas         R=4: 1000 keys, 3000 copies; "
+                     "FAILED: 1000 under-replicated, 0 misplaced, 0 "
+                     "divergent\n"
+                     "check: FAILED, 1000 problems in * ms\n"
+                     "problems (first 20 of 1000):\n*",
+       "dht: check failed: 1000 problems (listed above)\n"},
+  };
+  ring *r = *state;
+  placeholder ph[2] = {{"@NODE", NULL}, {NULL, NULL}};
+
+  ring_start(r, 8);
+  ring_fill(r, &r->nodes[0]);
+  ph[0].value = r->nodes[0].addr;
+  run_cases(r, dht_path, cases, sizeof(cases) / sizeof(cases[0]), ph);
 }
 
 /* ---- mistakes ------------------------------------------------------------ */
@@ -1251,6 +1324,7 @@ int main(int argc, char **argv) {
       RING_TEST(test_sigterm_hands_keys_on),
       RING_TEST(test_sigkill_any_node_then_restart),
       RING_TEST(test_sigkill_two_at_once_loses_nothing),
+      RING_TEST(test_dht_check_counts_copies),
       RING_TEST(test_bad_bytes_close_only_their_connection),
       RING_TEST(test_cli_errors_are_one_exact_line),
       RING_TEST(test_daemon_refuses_clearly),
