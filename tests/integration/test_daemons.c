@@ -803,9 +803,11 @@ static void run_cases(const ring *r, const char *program,
     drop_log_lines(res->err);
     if (res->status != c->status || !glob_matches(res->out, out) ||
         !glob_matches(res->err, err) || lines(res->err) > 1) {
-      fail_msg("`%s`: exit %d, stdout '%s', stderr '%s'; want exit %d, "
-               "stdout '%s', stderr '%s'",
-               line, res->status, res->out, res->err, c->status, out, err);
+      /* Printed whole: a failure message would be cut short. */
+      print_error("`%s`\n--- exit %d, stdout:\n%s\n--- stderr:\n%s\n"
+                  "--- want exit %d, stdout:\n%s\n--- stderr:\n%s\n---\n",
+                  line, res->status, res->out, res->err, c->status, out, err);
+      fail_msg("`%s` is not what its user must see (above)", line);
     }
   }
   free(res);
