@@ -15,7 +15,8 @@
  * Each test builds the ring it needs in a directory of its own: the setup
  * fixture hands it an empty ring, and the teardown kills whatever the test
  * started (by pid, whether the test passed or not) and removes the
- * directory. No test depends on another, so any one runs alone:
+ * directory. No test depends on another, so each runs alone or in any
+ * order:
  *
  *   test_daemons PATH_TO_DHTD PATH_TO_DHT [PATTERN]
  *
@@ -28,8 +29,9 @@
  * DHT_KEEP_TEST_DIR=1 keeps every node's log and data directory.
  *
  * Every wait polls a condition against a deadline; every process's pid is
- * kept and only that pid is ever signalled; every port comes from binding
- * port 0, so runs side by side do not collide.
+ * kept and only that pid is ever signalled; every port is one the kernel
+ * just handed out for port 0 (and never one this test had already), so
+ * runs side by side do not pick the same ports.
  */
 #define _DEFAULT_SOURCE
 
