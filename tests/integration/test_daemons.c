@@ -265,15 +265,18 @@ static void read_file(const char *path, char *buf, size_t len) {
 /* ---- nodes --------------------------------------------------------------- */
 
 static node *node_add(ring *r) {
+  char ring_dir[sizeof(r->dir)];
   node *d;
 
   assert_true(r->n_nodes < NODES_MAX);
   d = &r->nodes[r->n_nodes];
   memset(d, 0, sizeof(*d));
   d->port = free_port(r);
+  /* A copy: gcc cannot tell that d's paths and the ring's do not overlap. */
+  memcpy(ring_dir, r->dir, sizeof(ring_dir));
   snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", d->port);
-  snprintf(d->dir, sizeof(d->dir), "%s/node%d", r->dir, r->n_nodes);
-  snprintf(d->log, sizeof(d->log), "%s/node%d.log", r->dir, r->n_nodes);
+  snprintf(d->dir, sizeof(d->dir), "%s/node%d", ring_dir, r->n_nodes);
+  snprintf(d->log, sizeof(d->log), "%s/node%d.log", ring_dir, r->n_nodes);
   dht_id_hash(&d->id, d->addr, strlen(d->addr));
   assert_int_equal(dht_client_new(&d->client, d->addr, NULL), 0);
   r->n_nodes++;
