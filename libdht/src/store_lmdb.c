@@ -49,6 +49,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -66,6 +67,8 @@
 #define VALUE_LEN_MAX ((size_t)0xfffffffeu)
 /* Room for any message this file writes (paths are not included). */
 #define ERRMSG_LEN 256
+/* A file system with less room than this left counts as full. */
+#define FS_FULL_SLACK ((uint64_t)1 << 20)
 /* The redo log's buffer is freed after a commit when it grew beyond this,
  * so one large group does not pin memory for the store's life. */
 #define LOG_KEEP_MAX ((size_t)1 << 20)
@@ -137,7 +140,10 @@ static int map_rc(int rc) {
     return 0;
   case MDB_NOTFOUND:
     return DHT_ERR_NOT_FOUND;
-  case MDB_MAP_FULL:
+  case MDB_MAP_FULL: /* at map_size_max, or the file cannot grow */
+  case ENOSPC:
+  case EDQUOT:
+    return DHT_ERR_DISK_FULL;
   case MDB_TXN_FULL:
     return DHT_ERR_FULL;
   case MDB_BAD_VALSIZE:
@@ -380,7 +386,7 @@ static void discard_group(lmdb_store *s) {
 }
 
 /* Doubles the map, up to map_size_max. No transaction may be active.
- * Returns 0, DHT_ERR_FULL (at the limit), DHT_ERR_STORE. */
+ * Returns 0, DHT_ERR_DISK_FULL (at the limit), DHT_ERR_STORE. */
 static int grow_map(lmdb_store *s) {
   MDB_envinfo info;
   size_t next;
@@ -395,7 +401,7 @@ static int grow_map(lmdb_store *s) {
       info.me_mapsize > SIZE_MAX / 2) {
     set_err(s, "the database is full: its map reached the limit of %zu bytes",
             info.me_mapsize);
-    return DHT_ERR_FULL;
+    return DHT_ERR_DISK_FULL;
   }
   next = 2 * info.me_mapsize;
   if (s->map_size_max != 0 && next > s->map_size_max) {
@@ -412,7 +418,7 @@ static int grow_map(lmdb_store *s) {
  * is rebuilt from the redo log in a new one, after growing the map when grow
  * is set, and again whenever the replay itself fills the map. Returns 0 when
  * the group is whole again in a bigger map (grow) or the same one; or
- * DHT_ERR_FULL when grow was asked but the map is at its limit, the group
+ * DHT_ERR_DISK_FULL when grow was asked but the map is at its limit, the group
  * being whole in the current map; or another DHT_ERR_* code when the group
  * could not be rebuilt and was discarded (lost is then set). */
 static int regroup(lmdb_store *s, bool grow) {
@@ -426,8 +432,8 @@ static int regroup(lmdb_store *s, bool grow) {
   for (;;) {
     if (grow) {
       rc = grow_map(s);
-      if (rc == DHT_ERR_FULL) {
-        result = DHT_ERR_FULL;
+      if (rc == DHT_ERR_DISK_FULL) {
+        result = DHT_ERR_DISK_FULL;
       } else if (rc != 0) {
         discard_group(s);
         return rc;
@@ -454,6 +460,15 @@ static int regroup(lmdb_store *s, bool grow) {
     }
     grow = true;
   }
+}
+
+/* True when the file system of the data directory (where the lock file
+ * is) has less than FS_FULL_SLACK bytes left for us. */
+static bool fs_full(const lmdb_store *s) {
+  struct statvfs st;
+
+  return s->lock_fd >= 0 && fstatvfs(s->lock_fd, &st) == 0 &&
+         (uint64_t)st.f_bavail * st.f_frsize < FS_FULL_SLACK;
 }
 
 /* Commits the pending group, growing the map if the commit needs room.
@@ -483,13 +498,22 @@ static int commit_group(lmdb_store *s) {
     }
     /* Saving the free list can need pages too. */
     rc = regroup(s, true);
-    if (rc == DHT_ERR_FULL) {
+    if (rc == DHT_ERR_DISK_FULL) {
       discard_group(s);
       return rc;
     }
     if (rc != 0) {
       return rc;
     }
+  }
+  if ((rc == EIO || rc == ENOSPC) && fs_full(s)) {
+    /* LMDB reports a short write (ENOSPC) as EIO. The commit wrote no meta
+     * page, and pages are never written over live ones, so the environment
+     * is as the last commit left it: not broken, only full. */
+    set_err(s, "commit failed: the file system holding the data directory "
+               "is full");
+    discard_group(s);
+    return DHT_ERR_DISK_FULL;
   }
   rc = fail(s, rc, "commit failed");
   discard_group(s);
@@ -558,7 +582,8 @@ static int lmdb_get(dht_store *st, const dht_id *key_id, const uint8_t *key,
 }
 
 /* Applies one put or delete to the pending group. Returns 0,
- * DHT_ERR_NOT_FOUND (delete), DHT_ERR_NOMEM, DHT_ERR_FULL, DHT_ERR_STORE. */
+ * DHT_ERR_NOT_FOUND (delete), DHT_ERR_NOMEM, DHT_ERR_DISK_FULL, DHT_ERR_FULL,
+ * DHT_ERR_STORE. */
 static int write_op(lmdb_store *s, int op, const dht_id *key_id,
                     const uint8_t *key, size_t key_len, const uint8_t *value,
                     size_t value_len) {
@@ -812,6 +837,7 @@ static const dht_store_ops lmdb_ops = {
     .scan = lmdb_scan,
     .count = lmdb_count,
     .del_store = lmdb_del_store,
+    .errmsg = dht_store_lmdb_errmsg,
 };
 
 /* ---- the LMDB-specific API ----------------------------------------------- */
@@ -866,6 +892,8 @@ size_t dht_store_lmdb_key_len_max(dht_store *st) {
 const char *dht_store_lmdb_errmsg(dht_store *st) {
   return lmdb_of(st)->errmsg;
 }
+
+bool dht_store_lmdb_failed(dht_store *st) { return lmdb_of(st)->broken; }
 
 const char *dht_sync_mode_name(dht_sync_mode mode) {
   switch (mode) {

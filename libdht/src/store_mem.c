@@ -276,6 +276,12 @@ static void mem_del_store(dht_store *st) {
   free(m);
 }
 
+/* The memory store fails only for want of memory. */
+static const char *mem_errmsg(dht_store *st) {
+  (void)st;
+  return "out of memory";
+}
+
 static const dht_store_ops mem_ops = {
     .get = mem_get,
     .put = mem_put,
@@ -283,6 +289,7 @@ static const dht_store_ops mem_ops = {
     .scan = mem_scan,
     .count = mem_count,
     .del_store = mem_del_store,
+    .errmsg = mem_errmsg,
 };
 
 dht_store *dht_store_mem_new(void) {

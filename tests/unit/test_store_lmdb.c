@@ -1162,7 +1162,7 @@ static void fill_to_limit(const char *dir, int commit_every) {
       committed = n;
     }
   }
-  assert_int_equal(rc, DHT_ERR_FULL);
+  assert_int_equal(rc, DHT_ERR_DISK_FULL);
   assert_non_null(strstr(dht_store_lmdb_errmsg(st), "full"));
   assert_true(n > 100);
   if (dht_store_lmdb_dirty(st)) {
@@ -1172,7 +1172,7 @@ static void fill_to_limit(const char *dir, int commit_every) {
     assert_int_equal(dht_store_count(st), (size_t)n);
     check_many(st, 0, n, 100);
     rc = dht_store_lmdb_commit(st);
-    assert_true(rc == 0 || rc == DHT_ERR_FULL);
+    assert_true(rc == 0 || rc == DHT_ERR_DISK_FULL);
     if (rc == 0) {
       committed = n;
     }

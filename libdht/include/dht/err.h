@@ -31,7 +31,11 @@
   X(STORE, -17, "storage backend failed")                                      \
   X(UNEXPECTED, -18, "message is not expected here")                           \
   X(DUPLICATE_ID, -19, "another node already has this id")                     \
-  X(TRAILING, -20, "trailing bytes after the message")
+  X(TRAILING, -20, "trailing bytes after the message")                        \
+  X(DISK_FULL, -21, "disk full")                                               \
+  X(CLOCK_SKEW, -22, "clock skew beyond the allowed bound")                    \
+  X(STALE, -23, "a newer write of this key is stored")                         \
+  X(LOST, -24, "key possibly lost: every copy of its range died")
 
 typedef enum dht_err {
   DHT_OK = 0,
@@ -41,7 +45,7 @@ typedef enum dht_err {
 } dht_err;
 
 /* The most negative code; anything below it is not a dht_err. */
-#define DHT_ERR_MIN DHT_ERR_TRAILING
+#define DHT_ERR_MIN DHT_ERR_LOST
 
 /* Returns a static, human-readable message for code (never NULL). */
 const char *dht_strerror(int code);

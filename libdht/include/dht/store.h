@@ -30,7 +30,8 @@ typedef struct dht_store_ops {
    * DHT_ERR_STORE. */
   int (*get)(dht_store *st, const dht_id *key_id, const uint8_t *key,
              size_t key_len, const uint8_t **value, size_t *value_len);
-  /* Inserts or replaces. Returns 0, DHT_ERR_NOMEM, DHT_ERR_STORE. */
+  /* Inserts or replaces. Returns 0, DHT_ERR_NOMEM, DHT_ERR_DISK_FULL,
+   * DHT_ERR_STORE. */
   int (*put)(dht_store *st, const dht_id *key_id, const uint8_t *key,
              size_t key_len, const uint8_t *value, size_t value_len);
   /* Removes. Returns 0, DHT_ERR_NOT_FOUND, DHT_ERR_STORE. */
@@ -46,6 +47,9 @@ typedef struct dht_store_ops {
   size_t (*count)(dht_store *st);
   /* Releases the store and everything it holds. */
   void (*del_store)(dht_store *st);
+  /* Why the last call that failed did so, for humans ("" if none has);
+   * valid until the next call. */
+  const char *(*errmsg)(dht_store *st);
 } dht_store_ops;
 
 /* The common head of every backend's object. */
@@ -74,6 +78,9 @@ static inline int dht_store_scan(dht_store *st, const dht_id *from,
 }
 static inline size_t dht_store_count(dht_store *st) {
   return st->ops->count(st);
+}
+static inline const char *dht_store_errmsg(dht_store *st) {
+  return st->ops->errmsg(st);
 }
 /* Releases st; NULL is a no-op. */
 static inline void dht_store_del(dht_store *st) {

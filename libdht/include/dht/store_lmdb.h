@@ -90,8 +90,8 @@ int dht_store_lmdb_open(dht_store **out, const char *dir,
  * means every write that returned 0 since the previous commit call is
  * committed; an error means none of them can be trusted (some may have been
  * applied): reply with an error to every one. Grows the map when it is full.
- * Returns 0, DHT_ERR_FULL (map_size_max reached), DHT_ERR_NOMEM,
- * DHT_ERR_STORE. */
+ * Returns 0, DHT_ERR_DISK_FULL (map_size_max reached, or the file system
+ * is full), DHT_ERR_NOMEM, DHT_ERR_STORE. */
 int dht_store_lmdb_commit(dht_store *st);
 
 /* True when writes are waiting for dht_store_lmdb_commit(), or when that
@@ -111,8 +111,11 @@ int dht_store_lmdb_sync(dht_store *st);
 size_t dht_store_lmdb_key_len_max(dht_store *st);
 
 /* Why the last call on st that failed did so ("" if none has), valid until
- * the next call on st. For logs. */
+ * the next call on st. For logs; also the store's errmsg op. */
 const char *dht_store_lmdb_errmsg(dht_store *st);
+/* True once the store met an error after which it cannot be trusted (EIO,
+ * corruption): every later call fails, and it must be reopened. */
+bool dht_store_lmdb_failed(dht_store *st);
 
 /* "always", "interval" or "none" ("?" for anything else). */
 const char *dht_sync_mode_name(dht_sync_mode mode);
