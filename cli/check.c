@@ -13,7 +13,10 @@
  * belongs on the first min(R, N) nodes at or after its id. Keys with a
  * missing copy (under-replicated), a copy on a node outside that set
  * (misplaced) or copies with different versions (divergent) are reported.
- * A key with no copy at all is invisible here.
+ * A key with no copy at all is invisible here, but a range whose every
+ * copy died is not: the node that became its owner recorded it (STATS
+ * lost), and each such record is a problem until --ack-lost acknowledges
+ * it.
  *
  * Sampling keeps the work bounded: only the `sample` keys with the smallest
  * ids are checked. Each node's scan is in id order, so it can stop after
@@ -52,7 +55,7 @@
 
 const char cli_check_usage[] =
     "usage: dht check [--max-nodes N] [--replicas N] [--sample N]\n"
-    "                 [--ring-only]\n"
+    "                 [--ring-only] [--ack-lost]\n"
     "\n"
     "Walks the ring from the node (the first address of --node that\n"
     "answers) by first successors, asking each node for its neighbours,\n"
@@ -66,7 +69,10 @@ const char cli_check_usage[] =
     "key is held by the first min(R, N) nodes at or after its id and by no\n"
     "other node, with the same version everywhere: keys missing a copy are\n"
     "under-replicated, copies elsewhere misplaced, differing versions\n"
-    "divergent. A key with no copy left cannot be seen this way.\n"
+    "divergent. A key with no copy left cannot be seen this way, but a\n"
+    "range whose every copy died is: the node that became its owner\n"
+    "recorded it as lost, and each such record is a problem until an\n"
+    "operator acknowledges it with --ack-lost.\n"
     "\n"
     "Prints one summary line per invariant and up to 20 problems (with\n"
     "--json: {\"ok\",\"nodes\",\"ring_ok\",\"keys\",\"under_replicated\",\n"
@@ -81,7 +87,9 @@ const char cli_check_usage[] =
     "                  \"replicas\" counter, else 3]\n"
     "  --sample N      check only the N keys with the smallest ids,\n"
     "                  1..100000000 [200000]\n"
-    "  --ring-only     check the ring only, without SCAN\n";
+    "  --ring-only     check the ring only, without SCAN\n"
+    "  --ack-lost      acknowledge the lost ranges found (they are listed,\n"
+    "                  and no longer count as problems, here or later)\n";
 
 /* One node of the walk, as it answered. */
 typedef struct check_node {
@@ -115,6 +123,7 @@ enum {
   P_MISPLACED, /* misplaced keys */
   P_DIVERGENT, /* divergent keys */
   P_SCAN,      /* a node that stopped answering during the scans */
+  P_LOST,      /* ranges a node recorded as lost */
   P_COUNT
 };
 
@@ -124,6 +133,8 @@ typedef struct check {
   uint64_t sample;     /* --sample */
   uint64_t replicas;   /* --replicas, the counter, or the default */
   bool ring_only;      /* --ring-only */
+  bool ack_lost;       /* --ack-lost */
+  size_t lost_acked;   /* lost ranges acknowledged by this run */
   char start[DHT_ADDR_LEN_MAX + 1]; /* the address the walk started at */
   char note[PROBLEM_LEN];           /* about the start, or "" */
 
@@ -305,6 +316,33 @@ static int walk_start(check *k, dht_client_stats_result *st) {
   return 0;
 }
 
+/* The lost ranges node recorded: acknowledged with --ack-lost, problems
+ * otherwise. */
+static void lost_ranges(check *k, const dht_client_peer *node,
+                        const dht_client_stats_result *st) {
+  char line[PROBLEM_LEN], s[DHT_ID_SHORT_LEN];
+  dht_client *c = NULL;
+  size_t i;
+
+  for (i = 0; i < st->n_lost; i++) {
+    cli_lost_text(&st->lost[i], line, sizeof(line));
+    if (k->ack_lost && dht_client_new(&c, node->addr, NULL) == 0 &&
+        dht_client_ack_lost(c, &st->lost[i].from, &st->lost[i].to,
+                            k->ctx->timeout_ms) == 0) {
+      if (!k->ctx->json) {
+        printf("acknowledged at %s %s: lost range %s\n",
+               dht_id_short(&node->id, s), node->addr, line);
+      }
+      k->lost_acked++;
+    } else {
+      problem(k, P_LOST, "lost range %s (recorded by %s %s)", line,
+              dht_id_short(&node->id, s), node->addr);
+    }
+    dht_client_del(c);
+    c = NULL;
+  }
+}
+
 /* cli_walk's step: an answering node joins the walk, another the nodes
  * that did not answer. Returns 0 or CLI_EXIT_ERROR (printed). */
 static int walk_step(void *ud, const cli_walk_step *s) {
@@ -326,6 +364,7 @@ static int walk_step(void *ud, const cli_walk_step *s) {
   }
   k->nodes = p;
   node_fill(&k->nodes[k->n_nodes++], s->answer);
+  lost_ranges(k, s->node, s->answer);
   return 0;
 }
 
@@ -766,6 +805,13 @@ static void print_text(const check *k, int64_t elapsed_ms) {
       printf("\n");
     }
   }
+  if (k->counts[P_LOST] > 0) {
+    printf("  %-16s FAILED: %zu range%s recorded as lost (--ack-lost "
+           "acknowledges)\n",
+           "lost ranges", k->counts[P_LOST], k->counts[P_LOST] == 1 ? "" : "s");
+  } else {
+    summary_line("lost ranges", 0, k->lost_acked > 0 ? "acknowledged" : "");
+  }
   if (k->problems_total == 0 && k->closed) {
     printf("check: ok in %lld ms\n", (long long)elapsed_ms);
     return;
@@ -799,6 +845,8 @@ static void print_json(const check *k, bool ok, int64_t elapsed_ms) {
          k->counts[P_UNDER], k->counts[P_MISPLACED], k->counts[P_DIVERGENT]);
   printf(",\"missing_copies\":%zu,\"extra_copies\":%zu", k->missing_copies,
          k->extra_copies);
+  printf(",\"lost_ranges\":%zu,\"lost_acknowledged\":%zu", k->counts[P_LOST],
+         k->lost_acked);
   printf(",\"problems_total\":%zu,\"problems\":[", k->problems_total);
   for (i = 0; i < k->n_problems; i++) {
     if (i > 0) {
@@ -829,8 +877,9 @@ static const cli_num_opt check_num_opts[] = {
 
 static int check_opt(cli_ctx *ctx, cli_args *a, void *ud) {
   check *k = ud;
+  int rv = cli_flag_take(ctx, a, "--ring-only", &k->ring_only, true);
 
-  return cli_flag_take(ctx, a, "--ring-only", &k->ring_only, true);
+  return rv != 0 ? rv : cli_flag_take(ctx, a, "--ack-lost", &k->ack_lost, true);
 }
 
 static void check_free(check *k) {
@@ -867,7 +916,8 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
     rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
     goto out;
   }
-  walk = (cli_walk){ctx, k.max_nodes, false, walk_step, walk_problem, &k};
+  /* STATS, not the lighter GET_NEIGHBORS: it lists the lost ranges. */
+  walk = (cli_walk){ctx, k.max_nodes, true, walk_step, walk_problem, &k};
   if ((rv = walk_start(&k, st)) != 0 ||
       (rv = cli_walk_ring(&walk, st, &k.closed)) != 0) {
     goto out;

@@ -198,6 +198,11 @@ void cli_json_bytes(FILE *f, const char *name, const void *p, size_t len);
 void cli_json_peer(FILE *f, const dht_client_peer *p);
 /* [peer,...] of p[0..n) */
 void cli_json_peers(FILE *f, const dht_client_peer *p, size_t n);
+/* {"from":"<hex>","to":"<hex>","at_ms":N,"holders":[peer...]} */
+void cli_json_lost(FILE *f, const dht_client_lost_range *l);
+/* "(1a2b3c4d, 5e6f7a8b] since 2026-12-01T09:00:00Z: every holder died
+ * before repair: HOST:PORT, ..." into buf (always NUL-terminated). */
+void cli_lost_text(const dht_client_lost_range *l, char *buf, size_t len);
 
 /* ---- latency histogram (hist.c) ----------------------------------------- */
 

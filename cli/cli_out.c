@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "dht/err.h"
@@ -370,9 +371,22 @@ int cli_fail_call(const cli_ctx *ctx, dht_client *c, int rv, const char *key,
                   size_t key_len) {
   char shown[200];
 
+  const char *refusal = dht_client_last_refusal(c);
+
   if (rv == DHT_ERR_NOT_FOUND && key != NULL) {
     cli_escape(shown, sizeof(shown), key, key_len);
     return cli_fail(ctx, CLI_EXIT_NOT_FOUND, rv, "key not found: %s", shown);
+  }
+  if (rv == DHT_ERR_LOST && key != NULL) {
+    cli_escape(shown, sizeof(shown), key, key_len);
+    return cli_fail(ctx, CLI_EXIT_NOT_FOUND, rv, "key possibly lost: %s (%s)",
+                    shown, refusal);
+  }
+  if ((rv == DHT_ERR_DISK_FULL || rv == DHT_ERR_STORE ||
+       rv == DHT_ERR_CLOCK_SKEW || rv == DHT_ERR_STALE) &&
+      strncmp(refusal, "node ", 5) == 0) {
+    /* The node said which node refused, and why, in its own words. */
+    return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", refusal);
   }
   return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_client_last_error(c));
 }
@@ -524,6 +538,36 @@ void cli_json_peers(FILE *f, const dht_client_peer *p, size_t n) {
     cli_json_peer(f, &p[i]);
   }
   fputc(']', f);
+}
+
+void cli_json_lost(FILE *f, const dht_client_lost_range *l) {
+  char hex[DHT_ID_HEX_LEN];
+
+  fprintf(f, "{\"from\":\"%s\"", dht_id_hex(&l->from, hex));
+  fprintf(f, ",\"to\":\"%s\",\"at_ms\":%llu,\"holders\":",
+          dht_id_hex(&l->to, hex), (unsigned long long)l->at_ms);
+  cli_json_peers(f, l->holders, l->n_holders);
+  fputc('}', f);
+}
+
+void cli_lost_text(const dht_client_lost_range *l, char *buf, size_t len) {
+  char from[DHT_ID_SHORT_LEN], to[DHT_ID_SHORT_LEN], when[32] = "?";
+  time_t secs = (time_t)(l->at_ms / 1000);
+  struct tm tm;
+  size_t used, i;
+
+  if (gmtime_r(&secs, &tm) != NULL) {
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  }
+  used = (size_t)snprintf(buf, len,
+                          "(%s, %s] since %s: every holder died before "
+                          "repair:",
+                          dht_id_short(&l->from, from),
+                          dht_id_short(&l->to, to), when);
+  for (i = 0; i < l->n_holders && used < len; i++) {
+    used += (size_t)snprintf(buf + used, len - used, "%s %s", i ? "," : "",
+                             l->holders[i].addr);
+  }
 }
 
 int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,

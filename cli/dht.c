@@ -527,6 +527,15 @@ static void print_stats_text(const dht_client_stats_result *st) {
     printf("  %-*s  %llu\n", (int)w, st->counters[i].name,
            (unsigned long long)st->counters[i].value);
   }
+  if (st->n_lost > 0) {
+    char line[CLI_WALK_PROBLEM_LEN];
+    printf("lost ranges (%zu: acknowledge with dht check --ack-lost)\n",
+           st->n_lost);
+    for (i = 0; i < st->n_lost; i++) {
+      cli_lost_text(&st->lost[i], line, sizeof(line));
+      printf("  %s\n", line);
+    }
+  }
 }
 
 static void print_stats_json(const dht_client_stats_result *st) {
@@ -557,7 +566,14 @@ static void print_stats_json(const dht_client_stats_result *st) {
     cli_json_str(stdout, st->counters[i].name);
     printf(":%llu", (unsigned long long)st->counters[i].value);
   }
-  fputs("}}\n", stdout);
+  fputs("},\"lost\":[", stdout);
+  for (i = 0; i < st->n_lost; i++) {
+    if (i > 0) {
+      fputc(',', stdout);
+    }
+    cli_json_lost(stdout, &st->lost[i]);
+  }
+  fputs("]}\n", stdout);
 }
 
 static int stats_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {

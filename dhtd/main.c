@@ -59,6 +59,9 @@ static const char usage[] =
     "  --tombstone-grace-ms N how long a delete is remembered; a node down for\n"
     "                         longer must rejoin with an empty --data-dir\n"
     "                         [3600000]\n"
+    "  --max-clock-skew-ms N  how far apart the wall clocks of the ring and\n"
+    "                         its clients may be: a write stamped further\n"
+    "                         ahead of this node's clock is refused [10000]\n"
     "  --stabilize-ms N       stabilize interval [500]\n"
     "  --fix-fingers-ms N     finger refresh interval [250]\n"
     "  --ping-ms N            predecessor check interval [1000]\n"
@@ -98,6 +101,7 @@ typedef struct daemon_state {
   uv_timer_t sync_timer;
   const char *join_addr;
   int exit_code;
+  int exit_code_after_leave; /* 0, or 1 when the store failed for good */
   bool stopping;
 } daemon_state;
 
@@ -202,6 +206,9 @@ static int parse_args(int argc, char **argv, options *o) {
     } else if (strcmp(flag, "--repair-rate") == 0) {
       rv = parse_u32(flag, val, 1024, UINT32_MAX,
                      &o->settings.repair_bytes_per_s);
+    } else if (strcmp(flag, "--max-clock-skew-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 24u * 3600 * 1000,
+                     &o->settings.max_clock_skew_ms);
     } else if (strcmp(flag, "--tombstone-grace-ms") == 0) {
       rv = parse_u32(flag, val, 1, UINT32_MAX,
                      &o->settings.tombstone_grace_ms);
@@ -287,7 +294,7 @@ static void on_node_event(void *ud, dht_event event, int error) {
     break;
   case DHT_EVENT_LEFT:
     dhtd_log(DHT_LOG_INFO, "left the ring; exiting");
-    stop(d, 0);
+    stop(d, d->exit_code_after_leave);
     break;
   }
 }
@@ -297,7 +304,30 @@ static void on_leave_timeout(uv_timer_t *t) {
 
   dhtd_log(DHT_LOG_WARN, "leave did not finish in %d ms; exiting anyway",
            LEAVE_TIMEOUT_MS);
-  stop(d, 0);
+  stop(d, d->exit_code_after_leave);
+}
+
+/* A commit failed. A full disk is the node's to handle (it refuses writes
+ * until space is back); a store that cannot be trusted any more (an I/O
+ * error, corruption) must not linger in the ring: the node leaves, handing
+ * on what it can still read, and the process exits with an error. */
+static void on_commit_failed(void *ud, int error) {
+  daemon_state *d = ud;
+
+  (void)error;
+  if (!d->lmdb || !dht_store_lmdb_failed(d->store) || d->stopping ||
+      uv_is_active((uv_handle_t *)&d->leave_timer)) {
+    return;
+  }
+  dhtd_log(DHT_LOG_ERROR, "the store cannot go on (%s): leaving the ring",
+           dht_store_errmsg(d->store));
+  d->exit_code_after_leave = 1;
+  if (dht_node_get_state(d->node) != DHT_NODE_JOINED) {
+    stop(d, 1);
+    return;
+  }
+  dht_node_leave(d->node, uv_now(d->loop));
+  uv_timer_start(&d->leave_timer, on_leave_timeout, LEAVE_TIMEOUT_MS, 0);
 }
 
 static void on_signal(uv_signal_t *sig, int signum) {
@@ -415,6 +445,7 @@ int main(int argc, char **argv) {
   }
   cfg.log = dhtd_log_node;
   cfg.log_level = o.log_level;
+  cfg.group_commit = d.lmdb; /* net.c commits once per loop turn */
   rv = dht_node_new(&d.node, &cfg, uv_now(d.loop));
   if (rv != 0) {
     dht_store_del(d.store);
@@ -434,6 +465,7 @@ int main(int argc, char **argv) {
   nc.conns_max = o.max_conns;
   nc.idle_close_ms = 60000;
   nc.on_event = on_node_event;
+  nc.on_commit_failed = on_commit_failed;
   nc.ud = &d;
   rv = dhtd_net_start(&d.net, d.loop, &nc, err, sizeof(err));
   if (rv != 0) {

@@ -6,8 +6,10 @@
  * 4-byte length is checked against frame_len_max before any of the body is
  * buffered. Frames the node wants written are appended to the connection's
  * output buffer and written once per loop iteration by the check handle,
- * right after the store has committed (so an OK is never sent for a write
- * that is not yet durable, and writes that arrive together commit together).
+ * right after the store has committed and the node has heard how the
+ * commit went (dht_node_commit_done: the node holds back the replies that
+ * acknowledge writes until then, so an OK is never sent for a write that is
+ * not durable, and writes that arrive together commit together).
  *
  * Back-pressure: a connection whose queued output passes out_queue_pause is
  * no longer read from until it drains; one that passes out_queue_max is
@@ -261,8 +263,9 @@ static void conn_queue(dhtd_conn *c, const uint8_t *frame, size_t len) {
   }
 }
 
-/* Once per loop iteration: make the store durable, then write everything
- * the node produced, so that replies never run ahead of the disk. */
+/* Once per loop iteration: make the store durable, tell the node how that
+ * went (it then releases the acknowledgements it held back, or turns them
+ * into refusals), then write everything the node produced. */
 static void on_flush(uv_check_t *check) {
   dhtd_net *net = check->data;
   dhtd_conn *c, *next;
@@ -276,16 +279,13 @@ static void on_flush(uv_check_t *check) {
   if (net->cfg.store_commit != NULL) {
     rv = net->cfg.store_commit(net->cfg.store);
     if (rv != 0) {
-      /* Nothing may be acknowledged that is not on disk: drop the output
-       * and every client connection waiting for it. */
-      dhtd_log(DHT_LOG_ERROR, "store commit failed: %s", dht_strerror(rv));
-      for (c = net->dirty_head; c != NULL; c = next) {
-        next = c->next_dirty;
-        c->dirty = false;
-        conn_close(c, true);
-      }
-      net->dirty_head = NULL;
-      return;
+      dhtd_log(DHT_LOG_ERROR, "store commit failed: %s: %s",
+               dht_strerror(rv), dht_store_errmsg(net->cfg.store));
+    }
+    dht_node_commit_done(net->cfg.node, rv, now_ms(net));
+    run_actions(net);
+    if (rv != 0 && net->cfg.on_commit_failed != NULL) {
+      net->cfg.on_commit_failed(net->cfg.ud, rv);
     }
   }
   for (c = net->dirty_head; c != NULL; c = next) {

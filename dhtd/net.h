@@ -36,6 +36,8 @@ typedef struct dhtd_net_config {
   uint32_t conns_max;         /* open connections, both directions */
   uint32_t idle_close_ms;     /* close outgoing connections idle this long */
   void (*on_event)(void *ud, dht_event event, int error); /* node events */
+  void (*on_commit_failed)(void *ud, int error); /* a store commit failed;
+                                                    may be NULL */
   void *ud;                   /* passed to on_event */
 } dhtd_net_config;
 

@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "dht/client.h"
 #include "dht/err.h"
 
@@ -93,6 +95,12 @@ struct dht_client {
 
   uint64_t next_rid;      /* rid of the next request; never 0 */
   char err[ERR_TEXT_MAX]; /* dht_client_last_error() */
+  char refusal[ERR_TEXT_MAX]; /* dht_client_last_refusal() */
+
+  uint64_t hlc;           /* the hybrid clock that stamps writes */
+  dht_id writer;          /* this client's writer id, at random */
+  bool stale_known;       /* stale_ver is the last STALE's newer version */
+  dht_version stale_ver;  /* ... */
 };
 
 /* ---- address parsing ---------------------------------------------------- */
@@ -253,6 +261,22 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A version for a new write: the wall clock in the hybrid stamp format of
+ * docs/PROTOCOL.md, newer than every stamp this client has issued or been
+ * shown, and this client's writer id. */
+static dht_version stamp(dht_client *c) {
+  struct timespec ts;
+  uint64_t pt;
+  dht_version v;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  pt = ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) << 16;
+  c->hlc = pt > c->hlc ? pt : c->hlc + 1;
+  v.hlc = c->hlc;
+  v.writer = c->writer;
+  return v;
+}
+
 /* What is left until deadline, for poll(): 0 when it has passed. */
 static int remaining_ms(int64_t deadline) {
   int64_t left = deadline - now_ms();
@@ -343,6 +367,7 @@ int dht_client_new(dht_client **out, const char *addr,
   c->node = &c->primary;
   c->fd = -1;
   c->next_rid = 1;
+  randombytes_buf(c->writer.b, DHT_ID_LEN);
   dht_buf_init(&c->out);
   dht_buf_init(&c->in);
   *out = c;
@@ -427,6 +452,10 @@ void dht_client_set_retry(dht_client *c, bool on) { c->retry = on; }
 unsigned dht_client_last_attempts(const dht_client *c) { return c->attempts; }
 
 const char *dht_client_last_error(const dht_client *c) { return c->err; }
+
+const char *dht_client_last_refusal(const dht_client *c) {
+  return c->refusal;
+}
 
 bool dht_client_connected(const dht_client *c) { return c->fd >= 0; }
 
@@ -883,6 +912,8 @@ static int call_expect_until(dht_client *c, dht_msg *req, dht_msg_type expect,
   int rv;
 
   *answered = false;
+  c->refusal[0] = '\0';
+  c->stale_known = false;
   rv = call_until(c, req, &r, deadline, timeout_ms);
   if (rv != 0) {
     return rv;
@@ -892,6 +923,10 @@ static int call_expect_until(dht_client *c, dht_msg *req, dht_msg_type expect,
     set_err(c, "%s answered ERROR %s (%d)%s%s", c->node->addr,
             dht_errname(r->error_code), (int)r->error_code,
             msg[0] != '\0' ? ": " : "", msg);
+    copy_printable(c->refusal, sizeof(c->refusal), r->error_msg.p,
+                   r->error_msg.len);
+    c->stale_known = r->error_code == DHT_ERR_STALE && r->has_ver;
+    c->stale_ver = r->ver;
     *answered = true;
     /* The decoder guarantees a negative code; keep it so if not. */
     return r->error_code < 0 ? (int)r->error_code : DHT_ERR_UNEXPECTED;
@@ -989,6 +1024,18 @@ static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
                            &answered);
     if (rv == 0 || !retry) {
       return rv;
+    }
+    if (rv == DHT_ERR_STALE && c->stale_known && req->has_ver &&
+        remaining_ms(deadline) > 0) {
+      /* A newer write of the key is stored (this client's clock is behind
+       * the writer's, or its retry met a later write): this call's write
+       * is newer than that one, since it was issued after it was stored.
+       * Stamp it so and send it again at once. */
+      if (c->stale_ver.hlc > c->hlc) {
+        c->hlc = c->stale_ver.hlc;
+      }
+      req->ver = stamp(c);
+      continue;
     }
     kind = retry_kind_of(rv, answered);
     if (kind == RETRY_NONE || remaining_ms(deadline) == 0) {
@@ -1089,6 +1136,9 @@ int dht_client_put(dht_client *c, const void *key, size_t key_len,
   key_req(&req, DHT_MSG_PUT, key, key_len);
   req.value.p = value;
   req.value.len = value_len;
+  /* Fixed here, carried by every retry: they are all this one write. */
+  req.has_ver = true;
+  req.ver = stamp(c);
   return call_retry(c, &req, DHT_MSG_OK, &r, timeout_ms, true);
 }
 
@@ -1139,6 +1189,8 @@ int dht_client_remove(dht_client *c, const void *key, size_t key_len,
     return rv;
   }
   key_req(&req, DHT_MSG_DEL, key, key_len);
+  req.has_ver = true;
+  req.ver = stamp(c);
   return call_retry(c, &req, DHT_MSG_OK, &r, timeout_ms, true);
 }
 
@@ -1249,7 +1301,35 @@ int dht_client_stats(dht_client *c, dht_client_stats_result *out,
                    r->counters[i].name.p, r->counters[i].name.len);
     out->counters[i].value = r->counters[i].value;
   }
+  out->n_lost = r->n_lost < DHT_LOST_MAX ? r->n_lost : DHT_LOST_MAX;
+  for (i = 0; i < out->n_lost; i++) {
+    const dht_lost_range *l = &r->lost[i];
+    dht_client_lost_range *o = &out->lost[i];
+    size_t k;
+    o->from = l->from;
+    o->to = l->to;
+    o->at_ms = l->at_ms;
+    o->n_holders = l->n_holders < DHT_CLIENT_LOST_HOLDERS_MAX
+                       ? l->n_holders
+                       : DHT_CLIENT_LOST_HOLDERS_MAX;
+    for (k = 0; k < o->n_holders; k++) {
+      copy_peer(&o->holders[k], &l->holders[k]);
+    }
+  }
   return 0;
+}
+
+int dht_client_ack_lost(dht_client *c, const dht_id *from, const dht_id *to,
+                        int timeout_ms) {
+  const dht_msg *r;
+  dht_msg req;
+
+  c->attempts = 0;
+  memset(&req, 0, sizeof(req));
+  req.type = DHT_MSG_ACK_LOST;
+  req.from = *from;
+  req.to = *to;
+  return call_expect(c, &req, DHT_MSG_OK, &r, timeout_ms);
 }
 
 int dht_client_stats_counter(const dht_client_stats_result *stats,

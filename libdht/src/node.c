@@ -33,6 +33,8 @@ void dht_settings_default(dht_settings *s) {
   s->sync_buckets = 64;
   s->repair_bytes_per_s = 8u * 1024 * 1024;
   s->tombstone_grace_ms = 60u * 60 * 1000;
+  s->max_clock_skew_ms = 10000;
+  s->store_retry_ms = 1000;
   dht_wire_limits_default(&s->limits);
 }
 
@@ -53,7 +55,9 @@ int dht_settings_check(const dht_settings *s) {
       s->replicas > DHT_SUCC_LIST_MAX || s->rto_min_ms < 1 ||
       s->rto_min_ms > s->rpc_timeout_ms || s->sync_interval_ms < 1 ||
       s->sync_buckets < 1 || s->sync_buckets > DHT_SYNC_BUCKETS_MAX ||
-      s->repair_bytes_per_s < 1024 || s->tombstone_grace_ms < 1) {
+      s->repair_bytes_per_s < 1024 || s->tombstone_grace_ms < 1 ||
+      s->max_clock_skew_ms < 1 || s->max_clock_skew_ms > 24u * 3600 * 1000 ||
+      s->store_retry_ms < 1) {
     return DHT_ERR_INVAL;
   }
   if (l->addr_len_max < 1 || l->addr_len_max > DHT_ADDR_LEN_MAX ||
@@ -87,6 +91,7 @@ static void leave_call(dht_node *node) {
 
 static void on_pred_changed(dht_node *node) {
   dht__ring_on_pred_changed(node);
+  dht__lost_on_pred_change(node);
   dht__repl_on_pred_change(node);
   if (node->pred != DHT__NO_PEER) {
     dht__handoff_pump(node); /* keys in its new range go to it */
@@ -132,7 +137,7 @@ int dht_node_new(dht_node **pnode, const dht_node_config *cfg,
   node->ring.fix_fingers_at_ms = DHT_TIME_NEVER;
   node->ring.check_pred_at_ms = DHT_TIME_NEVER;
   node->ring.join_retry_at_ms = DHT_TIME_NEVER;
-  dht__repl_init(node, cfg->wall_ms);
+  dht__repl_init(node);
   *pnode = node;
   return 0;
 }
@@ -142,6 +147,7 @@ void dht_node_del(dht_node *node) {
     return;
   }
   dht__repl_free(node);
+  dht__lost_free(node);
   dht__base_free(node);
   free(node);
 }
@@ -189,10 +195,35 @@ static void counter_set(dht_counter *c, const char *name, uint64_t value) {
   c->value = value;
 }
 
+/* Lists the lost ranges in msg (STATS_R), their holders in holders. */
+static void stats_lost(const dht_node *node, dht_msg *msg,
+                       dht_lost_range lost[DHT_LOST_MAX],
+                       dht_peer_ref holders[DHT_LOST_MAX][DHT_SUCC_LIST_MAX]) {
+  uint32_t i, k;
+
+  for (i = 0; i < node->loss.n_ranges; i++) {
+    const dht__lost_range *l = &node->loss.ranges[i];
+    lost[i].from = l->from;
+    lost[i].to = l->to;
+    lost[i].at_ms = l->at_ms;
+    for (k = 0; k < l->n_holders; k++) {
+      holders[i][k].id = l->holder_ids[k];
+      holders[i][k].addr.p = (const uint8_t *)l->holder_addrs[k];
+      holders[i][k].addr.len = strlen(l->holder_addrs[k]);
+    }
+    lost[i].holders = holders[i];
+    lost[i].n_holders = l->n_holders;
+  }
+  msg->lost = lost;
+  msg->n_lost = node->loss.n_ranges;
+}
+
 static void on_stats(dht_node *node, const dht__request *in) {
+  dht_peer_ref lost_holders[DHT_LOST_MAX][DHT_SUCC_LIST_MAX];
   dht_peer_ref succs[DHT_SUCC_LIST_MAX], preds[DHT_SUCC_LIST_MAX];
   dht_finger_ref fingers[DHT_ID_BITS];
-  dht_counter counters[N_COUNTERS + 5];
+  dht_lost_range lost[DHT_LOST_MAX];
+  dht_counter counters[N_COUNTERS + 7];
   const uint64_t *values = (const uint64_t *)&node->counters;
   dht_msg msg;
   uint32_t i;
@@ -217,7 +248,16 @@ static void on_stats(dht_node *node, const dht__request *in) {
   counter_set(&counters[i++], "state", (uint64_t)node->state);
   counter_set(&counters[i++], "replicas", node->set.replicas);
   counter_set(&counters[i++], "range_fresh", node->repl.range_fresh);
+  counter_set(&counters[i++], "clock_behind_ms",
+              node->repl.clock_offset_ms > 0
+                  ? (uint64_t)node->repl.clock_offset_ms
+                  : 0);
+  counter_set(&counters[i++], "clock_ahead_ms",
+              node->repl.clock_offset_ms < 0
+                  ? (uint64_t)-node->repl.clock_offset_ms
+                  : 0);
   msg.counters = counters;
+  stats_lost(node, &msg, lost, lost_holders);
   msg.n_counters = i;
   dht__reply(node, in->conn, &msg);
 }
@@ -244,6 +284,7 @@ static const request_kind requests[DHT_MSG_TYPE_LAST + 1] = {
     [DHT_MSG_SYNC] = {dht__on_sync, SERVING, false},
     [DHT_MSG_FETCH] = {dht__on_fetch, SERVING, false},
     [DHT_MSG_SCAN] = {dht__on_scan, SERVING, false},
+    [DHT_MSG_ACK_LOST] = {dht__on_ack_lost, ANY_STATE, false},
 };
 
 static void on_request(dht_node *node, const dht__request *in) {
@@ -369,6 +410,12 @@ void dht_node_peer_unreachable(dht_node *node, const char *addr,
 }
 
 /* ---- timers ----------------------------------------------------------------- */
+
+void dht_node_commit_done(dht_node *node, int status, uint64_t now_ms) {
+  enter(node, now_ms);
+  dht__repl_commit_done(node, status);
+  leave_call(node);
+}
 
 void dht_node_handle_expiry(dht_node *node, uint64_t now_ms) {
   enter(node, now_ms);

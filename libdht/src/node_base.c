@@ -51,9 +51,12 @@ int dht__base_init(dht_node *node, const dht_node_config *cfg,
   node->log = cfg->log;
   node->log_ud = cfg->log_ud;
   node->log_level = cfg->log_level;
+  node->group_commit = cfg->group_commit;
   node->rng[0] = splitmix64(&seed);
   node->rng[1] = splitmix64(&seed);
   node->now_ms = now_ms;
+  node->wall_base_ms = cfg->wall_ms;
+  node->created_ms = now_ms;
   /* Request ids start at a random point so that a restarted node does not
    * reuse the ids its previous life had in flight. */
   node->rid_counter = dht__rand(node) >> (DHT__RID_SLOT_BITS + 1);
@@ -77,6 +80,7 @@ void dht__base_free(dht_node *node) {
   free(node->free_slots);
   free(node->peers);
   free(node->outbox);
+  free(node->held);
   dht_buf_free(&node->arena);
 }
 
@@ -97,6 +101,12 @@ void dht__log(dht_node *node, dht_log_level level, const char *fmt, ...) {
   vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
   va_end(ap);
   node->log(node->log_ud, level, line);
+}
+
+/* The wall clock (ms since the Unix epoch) at the call in progress: the
+ * host's wall clock at creation, moved on by the monotonic time since. */
+uint64_t dht__wall_ms(const dht_node *node) {
+  return node->wall_base_ms + (node->now_ms - node->created_ms);
 }
 
 /* xorshift128+: small, fast, and good enough for request ids and jitter. */
@@ -711,17 +721,85 @@ void dht__reply(dht_node *node, uint64_t conn, dht_msg *msg) {
 }
 
 void dht__reply_error(dht_node *node, uint64_t conn, uint64_t rid, int code) {
+  dht__reply_refusal(node, conn, rid, code, dht_strerror(code), NULL);
+}
+
+/* An ERROR reply with its own text (cut at the wire's limit) and, for a
+ * write that lost to a newer one, that version (ver may be NULL). */
+void dht__reply_refusal(dht_node *node, uint64_t conn, uint64_t rid, int code,
+                        const char *text, const dht_version *ver) {
+  size_t len = strlen(text);
   dht_msg msg;
-  const char *text = dht_strerror(code);
 
   memset(&msg, 0, sizeof(msg));
   msg.type = DHT_MSG_ERROR;
   msg.rid = rid;
   msg.error_code = code;
   msg.error_msg.p = (const uint8_t *)text;
-  msg.error_msg.len = strlen(text);
+  msg.error_msg.len = len < node->set.limits.error_msg_len_max
+                          ? len
+                          : node->set.limits.error_msg_len_max;
+  if (ver != NULL) {
+    msg.has_ver = true;
+    msg.ver = *ver;
+  }
   node->counters.errors_sent++;
   dht__reply(node, conn, &msg);
+}
+
+/* OK to request rid on conn (with hops, for a routed request). */
+void dht__reply_ok(dht_node *node, uint64_t conn, uint64_t rid,
+                   uint32_t hops) {
+  dht_msg ok;
+
+  memset(&ok, 0, sizeof(ok));
+  ok.type = DHT_MSG_OK;
+  ok.rid = rid;
+  ok.hops = hops;
+  dht__reply(node, conn, &ok);
+}
+
+/* Answers OK to a write whose data this node stored since the last group
+ * commit: at once without group commits, else when the commit is done. */
+void dht__reply_ack(dht_node *node, uint64_t conn, uint64_t rid,
+                    uint32_t hops) {
+  dht__held_ack *a;
+
+  if (!node->group_commit) {
+    dht__reply_ok(node, conn, rid, hops);
+    return;
+  }
+  if (node->n_held == node->cap_held) {
+    size_t cap = node->cap_held ? 2 * node->cap_held : 16;
+    dht__held_ack *held = realloc(node->held, cap * sizeof(*held));
+    if (held == NULL) {
+      /* Cannot wait for the commit: the asker times out instead. */
+      node->counters.reply_failures++;
+      return;
+    }
+    node->held = held;
+    node->cap_held = cap;
+  }
+  a = &node->held[node->n_held++];
+  a->conn = conn;
+  a->rid = rid;
+  a->hops = hops;
+}
+
+/* A group commit ended with status: the acknowledgements waiting for it go
+ * out, as OK, or as ERROR status with text when it failed. */
+void dht__acks_release(dht_node *node, int status, const char *text) {
+  size_t i;
+
+  for (i = 0; i < node->n_held; i++) {
+    const dht__held_ack *a = &node->held[i];
+    if (status == 0) {
+      dht__reply_ok(node, a->conn, a->rid, a->hops);
+    } else {
+      dht__reply_refusal(node, a->conn, a->rid, status, text, NULL);
+    }
+  }
+  node->n_held = 0;
 }
 
 /* Tells the asker on conn that its request rid is being worked on. */

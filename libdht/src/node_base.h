@@ -28,6 +28,7 @@ void dht__base_free(dht_node *node);
 void dht__log(dht_node *node, dht_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint64_t dht__rand(dht_node *node);
+uint64_t dht__wall_ms(const dht_node *node);
 
 /* ---- peers ---- */
 int32_t dht__peer_find(const dht_node *node, const char *addr,
@@ -62,7 +63,14 @@ void dht__outbox_compact(dht_node *node);
 bool dht__outbox_poll(dht_node *node, dht_action *out);
 void dht__send(dht_node *node, int32_t peer, dht_msg *msg);
 void dht__reply(dht_node *node, uint64_t conn, dht_msg *msg);
+void dht__reply_ok(dht_node *node, uint64_t conn, uint64_t rid,
+                   uint32_t hops);
 void dht__reply_error(dht_node *node, uint64_t conn, uint64_t rid, int code);
+void dht__reply_refusal(dht_node *node, uint64_t conn, uint64_t rid, int code,
+                        const char *text, const dht_version *ver);
+void dht__reply_ack(dht_node *node, uint64_t conn, uint64_t rid,
+                    uint32_t hops);
+void dht__acks_release(dht_node *node, int status, const char *text);
 void dht__reply_accepted(dht_node *node, uint64_t conn, uint64_t rid);
 void dht__emit_event(dht_node *node, dht_event event, int error);
 void dht__emit_close(dht_node *node, uint64_t conn);

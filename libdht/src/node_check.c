@@ -222,6 +222,14 @@ static bool check_refs(const dht_node *node, char *why, size_t why_len) {
     HELD(node->preds[i]);
   }
   HELD(node->pred);
+  for (i = 0; i < node->n_last_preds; i++) {
+    HELD(node->last_preds[i]);
+  }
+  if (node->loss.check.active) {
+    for (i = 0; i < node->loss.check.n_holders; i++) {
+      HELD(node->loss.check.holders[i]);
+    }
+  }
   for (i = 0; i < DHT_ID_BITS; i++) {
     HELD(node->fingers[i]);
   }

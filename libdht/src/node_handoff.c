@@ -55,7 +55,9 @@ void dht__handoff_pump(dht_node *node) {
       node->counters.store_errors++;
     }
     dht_buf_free(&batch.buf);
-    if (batch.n == 0 && rv == 0 && node->state == DHT_NODE_LEAVING) {
+    /* Nothing left, or nothing more that can be read: a leaving node goes
+     * on to tell its neighbours. */
+    if ((batch.n == 0 || rv != 0) && node->state == DHT_NODE_LEAVING) {
       node->hooks.handoff_drained(node);
     }
     return;
@@ -103,24 +105,10 @@ static void handoff_done(dht_node *node, dht__pending *p, bool ok) {
 }
 
 void dht__on_handoff(dht_node *node, const dht__request *in) {
-  const dht_msg *msg = in->msg;
-  dht_msg ok;
-  size_t i;
-  bool changed;
-  int rv = 0;
-
-  for (i = 0; i < msg->n_items && rv == 0; i++) {
-    rv = dht__merge_item(node, &msg->items[i], &changed);
+  if (dht__merge_and_ack(node, in->conn, in->msg->rid, in->msg) < 0) {
+    return; /* refused: the sender keeps the keys */
   }
-  if (rv != 0) {
-    dht__reply_error(node, in->conn, msg->rid, DHT_ERR_STORE);
-    return;
-  }
-  node->counters.handoff_keys_in += msg->n_items;
-  memset(&ok, 0, sizeof(ok));
-  ok.type = DHT_MSG_OK;
-  ok.rid = msg->rid;
-  dht__reply(node, in->conn, &ok);
+  node->counters.handoff_keys_in += in->msg->n_items;
   /* Keys that are not ours move on backwards (see dht__handoff_pump). */
   dht__handoff_pump(node);
 }

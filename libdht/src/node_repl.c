@@ -61,27 +61,59 @@ static const dht__pending_ops replicate_ops, consult_ops, sync_ops, push_ops;
 
 /* ---- versions and records ----------------------------------------------------- */
 
-static uint64_t physical_ms(const dht_node *node) {
-  return node->repl.wall_base_ms + (node->now_ms - node->repl.created_ms);
+/* The greatest stamp this node accepts now: max_clock_skew_ms ahead of its
+ * wall clock. A stamp is (ms << 16 | counter), and wall clocks are far
+ * below 2^47 ms, so none of this can overflow. */
+static uint64_t stamp_ceiling(const dht_node *node) {
+  return (dht__wall_ms(node) + node->set.max_clock_skew_ms) << 16 | 0xffffu;
 }
 
-/* A stamp newer than every stamp this node has issued or seen. */
+/* How far stamp is ahead of this node's clock, in ms (0 if it is not). */
+static uint64_t stamp_ahead_ms(const dht_node *node, uint64_t stamp) {
+  uint64_t pt = dht__wall_ms(node);
+
+  return (stamp >> 16) > pt ? (stamp >> 16) - pt : 0;
+}
+
+/* A stamp newer than every stamp this node has issued or accepted. The
+ * hybrid clock never runs more than the skew bound ahead of the wall clock
+ * (hlc_observe refuses beyond it), so the counter cannot run out. */
 static uint64_t hlc_tick(dht_node *node) {
-  uint64_t pt = physical_ms(node) << 16;
+  uint64_t pt = dht__wall_ms(node) << 16;
 
   node->repl.hlc = pt > node->repl.hlc ? pt : node->repl.hlc + 1;
   return node->repl.hlc;
 }
 
-static void hlc_observe(dht_node *node, uint64_t stamp) {
+/* Takes stamp into the hybrid clock, or refuses it (counted) when it is
+ * further ahead of this node's clock than max_clock_skew_ms: one fast
+ * clock must not drag every node's stamps forward, nor lock a key with a
+ * stamp nobody can beat. Returns 0 or DHT_ERR_CLOCK_SKEW. */
+static int hlc_observe(dht_node *node, uint64_t stamp) {
+  if (stamp > stamp_ceiling(node)) {
+    node->counters.clock_skew_refused++;
+    return DHT_ERR_CLOCK_SKEW;
+  }
   if (stamp > node->repl.hlc) {
     node->repl.hlc = stamp;
   }
+  return 0;
 }
 
+/* A tombstone may be forgotten once its grace has passed by the stamper's
+ * clock as well as this node's: the stamp plus the grace plus the skew
+ * bound. A node whose clock runs ahead of its neighbours' by more than the
+ * bound collects nothing, since it cannot tell how far ahead it is. */
 static bool tombstone_expired(const dht_node *node, uint64_t stamp) {
-  return (stamp >> 16) + node->set.tombstone_grace_ms < physical_ms(node);
+  if (node->repl.clock_offset_ms < -(int64_t)node->set.max_clock_skew_ms) {
+    return false;
+  }
+  return (stamp >> 16) + node->set.tombstone_grace_ms +
+             node->set.max_clock_skew_ms <
+         dht__wall_ms(node);
 }
+
+
 
 /* Values stored before versions existed (no header) read as version 0. */
 void dht_record_parse(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
@@ -143,14 +175,73 @@ static int record_get(dht_node *node, const dht_id *key_id, const uint8_t *key,
   return 0;
 }
 
+/* True while the store failed its last commit and writes wait for
+ * store_retry_ms before they are tried again. */
+static bool store_refusing(const dht_node *node) {
+  return node->repl.store_error != 0 &&
+         node->now_ms < node->repl.store_retry_at_ms;
+}
+
+/* A write the store refused (or a commit that failed): writes are refused
+ * for store_retry_ms, with the store's own words. */
+static void store_failed(dht_node *node, int code) {
+  bool first = node->repl.store_error == 0;
+
+  node->repl.store_error = code;
+  node->repl.store_retry_at_ms = node->now_ms + node->set.store_retry_ms;
+  snprintf(node->repl.store_errmsg, sizeof(node->repl.store_errmsg), "%s",
+           dht_store_errmsg(node->store));
+  if (first) {
+    dht__log(node, DHT_LOG_ERROR,
+             "store: %s: %s; refusing writes, retrying every %u ms",
+             dht_strerror(code), node->repl.store_errmsg,
+             node->set.store_retry_ms);
+  }
+}
+
+/* The one line a refused writer reads: "node ADDR: disk full: what the
+ * store said". */
+static void store_error_text(const dht_node *node, char *buf, size_t len) {
+  snprintf(buf, len, "node %s: %s: %s", node->addr,
+           node->repl.store_error == DHT_ERR_DISK_FULL ? "disk full"
+                                                       : "storage failed",
+           node->repl.store_errmsg);
+}
+
+/* Writes kv's record under key_id. Returns 0 or the store's error, after
+ * which writes are refused for a while. */
+static int record_put(dht_node *node, const dht_id *key_id, const dht_kv *kv) {
+  dht_buf rec;
+  int rv;
+
+  dht_buf_init(&rec);
+  rv = record_build(&rec, kv);
+  if (rv == 0) {
+    rv = dht_store_put(node->store, key_id, kv->key.p, kv->key.len, rec.data,
+                       rec.len);
+    node->repl.wrote = true;
+    if (rv != 0) {
+      node->counters.store_errors++;
+      store_failed(node, rv == DHT_ERR_DISK_FULL ? rv : DHT_ERR_STORE);
+    }
+  }
+  dht_buf_free(&rec);
+  return rv;
+}
+
+static void refuse_skewed(dht_node *node, uint64_t conn, uint64_t rid,
+                          uint64_t stamp);
+
 /*
  * Stores kv unless this node already has the key at the same or a newer
- * version (or kv is a tombstone past its grace period). *changed says
- * whether the store was written. Returns 0, DHT_ERR_NOMEM or DHT_ERR_STORE.
+ * version. A tombstone past its grace period is applied (an older value
+ * goes) but not kept. *changed says whether the store changed. Returns 0,
+ * DHT_ERR_CLOCK_SKEW (kv is stamped too far ahead of this node's clock),
+ * DHT_ERR_DISK_FULL or DHT_ERR_STORE (the store refuses writes),
+ * DHT_ERR_NOMEM.
  */
-int dht__merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
+static int merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
   dht_kv in = *kv, have;
-  dht_buf rec;
   dht_id key_id;
   int rv;
 
@@ -159,10 +250,14 @@ int dht__merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
     memset(&in.version, 0, sizeof(in.version));
     in.tombstone = false;
   }
-  if (in.tombstone && tombstone_expired(node, in.version.hlc)) {
-    return 0;
+  if (store_refusing(node)) {
+    node->counters.writes_refused++;
+    return node->repl.store_error;
   }
-  hlc_observe(node, in.version.hlc);
+  rv = hlc_observe(node, in.version.hlc);
+  if (rv != 0) {
+    return rv;
+  }
   dht_id_hash(&key_id, in.key.p, in.key.len);
   rv = record_get(node, &key_id, in.key.p, in.key.len, &have);
   if (rv == 0 && dht_version_cmp(&have.version, &in.version) >= 0) {
@@ -172,30 +267,42 @@ int dht__merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
     node->counters.store_errors++;
     return rv;
   }
-  dht_buf_init(&rec);
-  rv = record_build(&rec, &in);
-  if (rv == 0) {
-    rv = dht_store_put(node->store, &key_id, in.key.p, in.key.len, rec.data,
-                       rec.len);
-    if (rv != 0) {
-      node->counters.store_errors++;
+  if (in.tombstone && tombstone_expired(node, in.version.hlc)) {
+    /* Too old to keep, but not too old to delete what it deletes: a
+     * replica that kept the older value would bring it back. */
+    if (rv == 0 && !have.tombstone &&
+        dht_store_remove(node->store, &key_id, in.key.p, in.key.len) == 0) {
+      *changed = true;
     }
+    return 0;
   }
-  dht_buf_free(&rec);
+  rv = record_put(node, &key_id, &in);
   *changed = rv == 0;
   return rv;
 }
 
 /* Merges every item of msg; returns how many changed the store, or a
- * negative error. */
-static long merge_items(dht_node *node, const dht_msg *msg) {
+ * negative error when the store failed (the rest are not tried). An item
+ * stamped too far ahead is skipped; *skewed (may be NULL) gets the stamp of
+ * the last such, or 0. */
+static long merge_items(dht_node *node, const dht_msg *msg,
+                        uint64_t *skewed) {
   long n = 0;
   size_t i;
   bool changed;
   int rv;
 
+  if (skewed != NULL) {
+    *skewed = 0;
+  }
   for (i = 0; i < msg->n_items; i++) {
-    rv = dht__merge_item(node, &msg->items[i], &changed);
+    rv = merge_item(node, &msg->items[i], &changed);
+    if (rv == DHT_ERR_CLOCK_SKEW) {
+      if (skewed != NULL) {
+        *skewed = msg->items[i].version.hlc;
+      }
+      continue;
+    }
     if (rv != 0) {
       return rv;
     }
@@ -257,19 +364,9 @@ bool dht__may_serve_replica(dht_node *node, const dht_msg *req,
 
 /* ---- serving GET, PUT and DEL -------------------------------------------------- */
 
-static void reply_ok(dht_node *node, uint64_t conn, uint64_t rid,
-                     uint32_t hops) {
-  dht_msg ok;
-
-  memset(&ok, 0, sizeof(ok));
-  ok.type = DHT_MSG_OK;
-  ok.rid = rid;
-  ok.hops = hops;
-  dht__reply(node, conn, &ok);
-}
-
 static void serve_get(dht_node *node, uint64_t conn, uint64_t rid,
                       const dht_msg *req, const dht_id *key_id) {
+  char text[512];
   dht_msg out;
   dht_kv kv;
   int rv;
@@ -277,6 +374,12 @@ static void serve_get(dht_node *node, uint64_t conn, uint64_t rid,
   rv = record_get(node, key_id, req->key.p, req->key.len, &kv);
   if (rv == 0 && kv.tombstone) {
     rv = DHT_ERR_NOT_FOUND;
+  }
+  if (rv == DHT_ERR_NOT_FOUND &&
+      dht__lost_explain(node, key_id, text, sizeof(text))) {
+    /* Not found, but every copy of its range may be gone: say so. */
+    dht__reply_refusal(node, conn, rid, DHT_ERR_LOST, text, NULL);
+    return;
   }
   if (rv != 0) {
     if (rv == DHT_ERR_NOT_FOUND) {
@@ -348,10 +451,20 @@ static void id_unlist(dht_id *list, uint32_t *n, const dht_id *id) {
   }
 }
 
+/* True when a record this node stored at epoch is not yet known durable:
+ * the group commit that makes it so has not reported back. */
+static bool stored_since_commit(const dht_node *node, uint64_t epoch) {
+  return node->group_commit && epoch == node->repl.commit_epoch;
+}
+
 static void write_finish(dht_node *node, dht__write *w) {
   if (w->n_acked > 0 || replica_positions(node) == 0) {
     node->counters.writes_acked++;
-    reply_ok(node, w->origin_conn, w->origin_rid, w->hops);
+    if (stored_since_commit(node, w->stored_epoch)) {
+      dht__reply_ack(node, w->origin_conn, w->origin_rid, w->hops);
+    } else {
+      dht__reply_ok(node, w->origin_conn, w->origin_rid, w->hops);
+    }
   } else {
     node->counters.writes_failed++;
     dht__reply_error(node, w->origin_conn, w->origin_rid,
@@ -404,53 +517,121 @@ static void write_fill(dht_node *node, dht__write *w) {
   }
 }
 
-/* Stamps, stores and replicates a PUT (or, with tombstone, a DEL). */
+/* Refuses a write stamped beyond the skew bound: the one line its writer
+ * reads says by how much. */
+static void refuse_skewed(dht_node *node, uint64_t conn, uint64_t rid,
+                          uint64_t stamp) {
+  char text[DHT_ADDR_LEN_MAX + 128];
+
+  snprintf(text, sizeof(text),
+           "node %s: clock skew: the write is stamped %llu ms ahead of this "
+           "node's clock (the limit is %u ms)",
+           node->addr, (unsigned long long)stamp_ahead_ms(node, stamp),
+           node->set.max_clock_skew_ms);
+  dht__reply_refusal(node, conn, rid, DHT_ERR_CLOCK_SKEW, text, NULL);
+}
+
+/*
+ * Checks a write of version ver against the record this node holds (rv: 0
+ * and *have, or DHT_ERR_NOT_FOUND) and answers it when it must not be
+ * applied: a DEL of a key that is not there, or a write older than the one
+ * stored (STALE, naming the stored version, so that a live writer can
+ * re-stamp newer; a late copy of an old write just dies here). An equal
+ * version is the same write retried, and goes on. Returns true when it
+ * answered.
+ */
+static bool write_refused(dht_node *node, uint64_t conn, uint64_t rid, int rv,
+                          const dht_kv *have, const dht_version *ver,
+                          bool tombstone) {
+  char text[DHT_ADDR_LEN_MAX + 64];
+  int cmp = rv == 0 ? dht_version_cmp(ver, &have->version) : 1;
+
+  if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
+    node->counters.store_errors++;
+    dht__reply_error(node, conn, rid, rv);
+    return true;
+  }
+  if (tombstone && (rv != 0 || (have->tombstone && cmp != 0))) {
+    node->counters.not_found++;
+    dht__reply_error(node, conn, rid, DHT_ERR_NOT_FOUND);
+    return true;
+  }
+  if (cmp < 0) {
+    node->counters.stale_writes++;
+    snprintf(text, sizeof(text), "node %s: %s", node->addr,
+             dht_strerror(DHT_ERR_STALE));
+    dht__reply_refusal(node, conn, rid, DHT_ERR_STALE, text, &have->version);
+    return true;
+  }
+  return false;
+}
+
+/*
+ * Stores and replicates a PUT (or, with tombstone, a DEL) at the version
+ * its writer gave it. A write without one (from a client that does not
+ * stamp its writes) is stamped here, newer than the record it replaces even
+ * when this node's clock is behind the one that stamped that (a clock
+ * stepped back, a data directory moved to another host); such a write has
+ * no defence against its own late copies (docs/DESIGN.md).
+ */
 static void serve_write(dht_node *node, uint64_t conn, uint64_t rid,
                         const dht_msg *req, const dht_id *key_id,
                         bool tombstone) {
+  char text[DHT_ADDR_LEN_MAX + 200];
+  dht_version ver = req->ver;
   dht__write *w;
   dht_buf rec;
-  dht_kv kv;
+  dht_kv kv, have;
+  bool same;
   int rv;
 
-  rv = record_get(node, key_id, req->key.p, req->key.len, &kv);
-  if (rv == 0) {
-    /* The new version must beat the one it replaces, even when this node's
-     * wall clock is now behind the one that stamped it (a clock stepped
-     * back, a data directory moved to another host). */
-    hlc_observe(node, kv.version.hlc);
+  if (store_refusing(node)) {
+    node->counters.writes_refused++;
+    store_error_text(node, text, sizeof(text));
+    dht__reply_refusal(node, conn, rid, node->repl.store_error, text, NULL);
+    return;
   }
-  if (tombstone) {
-    if (rv == 0 && kv.tombstone) {
-      rv = DHT_ERR_NOT_FOUND;
-    }
-    if (rv != 0) {
-      node->counters.not_found += rv == DHT_ERR_NOT_FOUND;
-      dht__reply_error(node, conn, rid, rv);
-      return;
+  if (req->has_ver && hlc_observe(node, ver.hlc) != 0) {
+    refuse_skewed(node, conn, rid, ver.hlc);
+    return;
+  }
+  rv = record_get(node, key_id, req->key.p, req->key.len, &have);
+  if (!req->has_ver) {
+    ver.hlc = hlc_tick(node);
+    ver.writer = node->id;
+    if (rv == 0 && ver.hlc <= have.version.hlc &&
+        have.version.hlc < UINT64_MAX) {
+      /* Newer than the stored record, wherever its stamp came from, but
+       * without moving this node's clock past the skew bound. */
+      if (have.version.hlc <= stamp_ceiling(node)) {
+        (void)hlc_observe(node, have.version.hlc);
+      }
+      ver.hlc = have.version.hlc + 1;
     }
   }
+  if (write_refused(node, conn, rid, rv, &have, &ver, tombstone)) {
+    return;
+  }
+  same = rv == 0 && dht_version_cmp(&ver, &have.version) == 0;
   memset(&kv, 0, sizeof(kv));
   kv.key = req->key;
   kv.value = req->value;
   kv.has_version = true;
   kv.tombstone = tombstone;
-  kv.version.hlc = hlc_tick(node);
-  kv.version.writer = node->id;
+  kv.version = ver;
   dht_buf_init(&rec);
   rv = record_build(&rec, &kv);
-  if (rv == 0) {
-    rv = dht_store_put(node->store, key_id, req->key.p, req->key.len, rec.data,
-                       rec.len);
-    if (rv != 0) {
-      node->counters.store_errors++;
-      dht__log(node, DHT_LOG_ERROR, "store: %s", dht_strerror(rv));
-      rv = DHT_ERR_STORE;
-    }
+  if (rv == 0 && !same) { /* the same write again: stored already */
+    rv = record_put(node, key_id, &kv);
   }
   if (rv != 0) {
     dht_buf_free(&rec);
-    dht__reply_error(node, conn, rid, rv);
+    if (rv == DHT_ERR_NOMEM) {
+      dht__reply_error(node, conn, rid, rv);
+    } else {
+      store_error_text(node, text, sizeof(text));
+      dht__reply_refusal(node, conn, rid, node->repl.store_error, text, NULL);
+    }
     return;
   }
   if (tombstone) {
@@ -461,7 +642,7 @@ static void serve_write(dht_node *node, uint64_t conn, uint64_t rid,
   if (replica_positions(node) == 0) {
     dht_buf_free(&rec);
     node->counters.writes_acked++;
-    reply_ok(node, conn, rid, req->hops);
+    dht__reply_ack(node, conn, rid, req->hops);
     return;
   }
   w = write_alloc(node);
@@ -479,6 +660,7 @@ static void serve_write(dht_node *node, uint64_t conn, uint64_t rid,
   w->origin_conn = conn;
   w->origin_rid = rid;
   w->hops = req->hops;
+  w->stored_epoch = node->repl.commit_epoch;
   dht__reply_accepted(node, conn, rid);
   write_fill(node, w);
 }
@@ -558,7 +740,7 @@ static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
   (void)rv;
   if (msg != NULL) {
     if (msg->type == DHT_MSG_RECORD) {
-      merge_items(node, msg);
+      merge_items(node, msg, NULL);
     }
     c->position++; /* on failure the next peer has moved into it */
   }
@@ -584,18 +766,38 @@ static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
 
 /* ---- requests from other nodes ---------------------------------------------------- */
 
-void dht__on_replicate(dht_node *node, const dht__request *in) {
-  const dht_msg *msg = in->msg;
-  uint64_t conn = in->conn;
-  long n;
+/*
+ * Merges msg's items (REPLICATE, HANDOFF) and answers (conn, rid): OK once
+ * what it stored is durable, or the refusal: the store failing, or an item
+ * stamped beyond the skew bound (the others are merged). Returns how many
+ * records changed the store, or a negative error (answered).
+ */
+long dht__merge_and_ack(dht_node *node, uint64_t conn, uint64_t rid,
+                        const dht_msg *msg) {
+  char text[DHT_ADDR_LEN_MAX + 200];
+  uint64_t skewed;
+  long n = merge_items(node, msg, &skewed);
 
-  n = merge_items(node, msg);
-  if (n < 0) {
-    dht__reply_error(node, conn, msg->rid, DHT_ERR_STORE);
-    return;
+  if (n == DHT_ERR_DISK_FULL || n == DHT_ERR_STORE) {
+    store_error_text(node, text, sizeof(text));
+    dht__reply_refusal(node, conn, rid, (int)n, text, NULL);
+  } else if (n < 0) {
+    dht__reply_error(node, conn, rid, (int)n);
+  } else if (skewed != 0) {
+    refuse_skewed(node, conn, rid, skewed);
+    n = DHT_ERR_CLOCK_SKEW;
+  } else {
+    dht__reply_ack(node, conn, rid, 0);
   }
-  node->counters.replicate_keys_in += (uint64_t)n;
-  reply_ok(node, conn, msg->rid, 0);
+  return n;
+}
+
+void dht__on_replicate(dht_node *node, const dht__request *in) {
+  long n = dht__merge_and_ack(node, in->conn, in->msg->rid, in->msg);
+
+  if (n > 0) {
+    node->counters.replicate_keys_in += (uint64_t)n;
+  }
 }
 
 void dht__on_fetch(dht_node *node, const dht__request *in) {
@@ -953,7 +1155,7 @@ static void sync_answered(dht_node *node, dht__pending *p,
     sync_end(node, s);
     return;
   }
-  n = merge_items(node, msg);
+  n = merge_items(node, msg, NULL);
   if (n > 0) {
     node->counters.repair_keys_in += (uint64_t)n;
   }
@@ -1214,6 +1416,83 @@ void dht__repl_on_pred_change(dht_node *node) {
 
 void dht__repl_on_succs_change(dht_node *node) { sync_soon(node); }
 
+/*
+ * A group commit is done: the acknowledgements waiting for it go out, or,
+ * when it failed, the writes of its group are answered with the failure
+ * (their records are not on disk, whatever the replicas say) and writes
+ * are refused for store_retry_ms.
+ */
+void dht__repl_commit_done(dht_node *node, int status) {
+  char text[DHT_ADDR_LEN_MAX + 200];
+  uint32_t i;
+
+  if (!node->group_commit) {
+    return;
+  }
+  if (status == 0) {
+    if (node->repl.store_error != 0 && node->repl.wrote) {
+      dht__log(node, DHT_LOG_WARN, "store: writes commit again");
+      node->repl.store_error = 0;
+    }
+    dht__acks_release(node, 0, NULL);
+  } else {
+    node->counters.commit_failures++;
+    store_failed(node, status == DHT_ERR_DISK_FULL ? status : DHT_ERR_STORE);
+    store_error_text(node, text, sizeof(text));
+    dht__acks_release(node, node->repl.store_error, text);
+    for (i = 0; i < node->repl.cap_writes; i++) {
+      dht__write *w = &node->repl.writes[i];
+      if (w->gen != 0 && w->stored_epoch == node->repl.commit_epoch) {
+        node->counters.writes_failed++;
+        dht__reply_refusal(node, w->origin_conn, w->origin_rid,
+                           node->repl.store_error, text, NULL);
+        w->gen = 0;
+      }
+    }
+  }
+  node->repl.wrote = false;
+  node->repl.commit_epoch++;
+}
+
+/*
+ * A neighbour's NEIGHBORS reply said its wall clock read peer_wall_ms.
+ * This node's clock counts as off only when both neighbours (the
+ * successor asked by stabilize, the predecessor by its check) see it off
+ * the same way: one neighbour with a bad clock must not make it doubt
+ * its own. Off by more than max_clock_skew_ms, it says so in its log; a
+ * clock ahead also stops it collecting tombstones (tombstone_expired).
+ */
+void dht__repl_note_clock(dht_node *node, uint64_t peer_wall_ms,
+                          bool from_succ) {
+  int64_t offset = (int64_t)(peer_wall_ms - dht__wall_ms(node));
+  int64_t other, both = 0;
+  int64_t bound = (int64_t)node->set.max_clock_skew_ms;
+  bool was_off = node->repl.clock_offset_ms > bound ||
+                 node->repl.clock_offset_ms < -bound;
+
+  if (from_succ) {
+    node->repl.succ_clock_offset_ms = offset;
+    other = node->repl.pred_clock_offset_ms;
+  } else {
+    node->repl.pred_clock_offset_ms = offset;
+    other = node->repl.succ_clock_offset_ms;
+  }
+  if ((offset > 0) == (other > 0) && offset != 0 && other != 0) {
+    both = (offset > 0 ? offset < other : offset > other) ? offset : other;
+  }
+  node->repl.clock_offset_ms = both;
+  if (!was_off && (both > bound || both < -bound)) {
+    dht__log(node, DHT_LOG_WARN,
+             "clock: this node's wall clock is %lld ms %s its neighbours' "
+             "(more than --max-clock-skew-ms %lld): fix its time source",
+             (long long)(both > 0 ? both : -both),
+             both > 0 ? "behind" : "ahead of", (long long)bound);
+  } else if (was_off && both <= bound && both >= -bound) {
+    dht__log(node, DHT_LOG_WARN, "clock: back within %lld ms of the "
+             "neighbours'", (long long)bound);
+  }
+}
+
 void dht__repl_timers(dht_node *node) {
   uint32_t i;
 
@@ -1255,11 +1534,9 @@ uint64_t dht__repl_next_deadline(const dht_node *node) {
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
-void dht__repl_init(dht_node *node, uint64_t wall_ms) {
+void dht__repl_init(dht_node *node) {
   uint32_t i;
 
-  node->repl.wall_base_ms = wall_ms;
-  node->repl.created_ms = node->now_ms;
   node->repl.sync_at_ms = node->now_ms; /* a first round as soon as it joins */
   node->repl.repair_tokens = node->set.repair_bytes_per_s;
   node->repl.repair_tokens_ms = node->now_ms;

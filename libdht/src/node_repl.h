@@ -7,9 +7,9 @@
 #ifndef DHT_NODE_REPL_H
 #define DHT_NODE_REPL_H
 
-#include "node_table.h"
+#include "node_lost.h"
 
-void dht__repl_init(dht_node *node, uint64_t wall_ms);
+void dht__repl_init(dht_node *node);
 void dht__repl_free(dht_node *node);
 
 /* ---- who holds what ---- */
@@ -21,7 +21,11 @@ bool dht__may_serve_replica(dht_node *node, const dht_msg *req,
 void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
                      const dht_msg *req, const dht_id *key_id,
                      const uint8_t *body, size_t len, bool as_replica);
-int dht__merge_item(dht_node *node, const dht_kv *kv, bool *changed);
+long dht__merge_and_ack(dht_node *node, uint64_t conn, uint64_t rid,
+                        const dht_msg *msg);
+void dht__repl_commit_done(dht_node *node, int status);
+void dht__repl_note_clock(dht_node *node, uint64_t peer_wall_ms,
+                          bool from_succ);
 
 /* ---- record batches (hand-off, repair, SCAN) ---- */
 void dht__batch_init(dht__batch *b, const dht_node *node);

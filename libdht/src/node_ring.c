@@ -296,7 +296,6 @@ void dht__on_leave(dht_node *node, const dht__request *in) {
   int32_t cands[2 * DHT_SUCC_LIST_MAX];
   int32_t gone = dht__peer_intern_ref(node, &msg->peer);
   size_t n = 0, i;
-  dht_msg ok;
 
   if (gone != DHT__NO_PEER) {
     dht__peer_hold(node, gone);
@@ -330,10 +329,7 @@ void dht__on_leave(dht_node *node, const dht__request *in) {
     dht__declare_dead(node, gone, false);
     dht__peer_release(node, gone);
   }
-  memset(&ok, 0, sizeof(ok));
-  ok.type = DHT_MSG_OK;
-  ok.rid = msg->rid;
-  dht__reply(node, in->conn, &ok);
+  dht__reply_ok(node, in->conn, msg->rid, 0);
 }
 
 /* ---- periodic maintenance --------------------------------------------------- */
@@ -622,6 +618,9 @@ static void stabilize_done(dht_node *node, dht__pending *p,
   int32_t peer = neighbors_answered(node, p, msg, &node->ring.stabilize_busy);
 
   if (peer != DHT__NO_PEER) {
+    if (msg->wall_ms != 0) {
+      dht__repl_note_clock(node, msg->wall_ms, true);
+    }
     on_neighbors(node, peer, msg);
     dht__peer_release(node, peer);
   }
@@ -636,6 +635,9 @@ static void pred_check_done(dht_node *node, dht__pending *p,
   int32_t peer = neighbors_answered(node, p, msg, &node->ring.pred_check_busy);
 
   if (peer != DHT__NO_PEER) {
+    if (msg->wall_ms != 0) {
+      dht__repl_note_clock(node, msg->wall_ms, false);
+    }
     if (peer == node->pred) {
       dht__preds_learn(node, msg);
     }

@@ -9,6 +9,7 @@
  *   node_check    reads every layer's state to verify the invariants below
  *   node_base     peers, pending requests, outbox, round-trip times, logging
  *   node_table    successor and predecessor lists, fingers, lost peers
+ *   node_lost     ranges whose every copy died
  *   node_repl     versions, replicated writes, reads, anti-entropy
  *   node_route    routed requests            node_handoff  keys to new owners
  *   node_ring     join, stabilize, fingers, predecessor checks, leave
@@ -24,8 +25,9 @@
  *  - preds[0] == pred whenever n_preds > 0, and n_preds == 0 when pred is
  *    unknown; the predecessor list holds no peer twice and not this node;
  *  - a peer slot's refs counts exactly the routing entries (successors,
- *    predecessor and its list, fingers), pending requests and anti-entropy
- *    sessions that hold its index; a slot with refs == 0 is free for reuse;
+ *    predecessor and its list, the list kept when it was last whole,
+ *    fingers), pending requests, anti-entropy sessions and the loss check
+ *    that hold its index; a slot with refs == 0 is free for reuse;
  *  - a pending slot below n_slots_used is either live (rid != 0, the rid
  *    ending in its slot number) or on the free stack, never both; the
  *    deadline heap holds exactly the live requests, each knowing its place,
@@ -59,6 +61,14 @@
 typedef struct dht__pending dht__pending;
 
 /* ---- base: peers, pending requests, outbox --------------------------------- */
+
+/* A reply acknowledging a write, held until the group commit that makes the
+ * write durable (settings: group_commit). */
+typedef struct dht__held_ack {
+  uint64_t conn; /* where it goes */
+  uint64_t rid;  /* the request it answers */
+  uint32_t hops; /* echoed in the OK */
+} dht__held_ack;
 
 /* A node this one knows by address. */
 typedef struct dht__peer {
@@ -210,7 +220,31 @@ typedef struct dht__write {
   uint32_t n_acked;
   dht_id busy[DHT_SUCC_LIST_MAX];     /* replicas asked, not yet answered */
   uint32_t n_busy;
+  uint64_t stored_epoch;              /* repl.commit_epoch when this node
+                                         stored the record */
 } dht__write;
+
+/* A range whose every copy died before it was repaired, as recorded by the
+ * node that became its owner (node_repl.c). */
+typedef struct dht__lost_range {
+  dht_id from, to;                    /* the range (from, to] */
+  uint64_t at_ms;                     /* wall clock when recorded */
+  uint32_t n_holders;                 /* entries below */
+  dht_id holder_ids[DHT_SUCC_LIST_MAX]; /* the holders, all found dead */
+  char (*holder_addrs)[DHT_ADDR_LEN_MAX + 1]; /* malloc'd, n_holders */
+} dht__lost_range;
+
+/* The check, after this node's range grew past every predecessor it knew,
+ * that none of the range's former holders is alive: each is pinged, and
+ * if none answers the range is recorded lost. */
+typedef struct dht__loss_check {
+  bool active;                        /* a check is under way */
+  dht_id from, to;                    /* the range in doubt, (from, to] */
+  uint32_t n_holders;                 /* former holders pinged */
+  int32_t holders[DHT_SUCC_LIST_MAX]; /* their peer slots (held) */
+  uint32_t waiting;                   /* pings not yet settled */
+  bool any_alive;                     /* one of them answered */
+} dht__loss_check;
 
 /* Anti-entropy with one replica: digests of this node's range go out; the
  * replica answers which buckets differ (and its records in them); this node
@@ -241,8 +275,6 @@ typedef struct dht__batch {
 /* node_repl.c's state. */
 typedef struct dht__repl {
   uint64_t hlc;                  /* hybrid logical clock, see node_repl.c */
-  uint64_t wall_base_ms;         /* wall clock at created_ms */
-  uint64_t created_ms;           /* now_ms at dht_node_new */
   bool range_fresh;              /* synced with every replica position
                                     since the predecessor last changed */
   dht_id synced[DHT_SUCC_LIST_MAX]; /* replicas fully synced since then */
@@ -254,7 +286,27 @@ typedef struct dht__repl {
   dht__sync syncs[DHT_SUCC_LIST_MAX]; /* anti-entropy sessions */
   int64_t repair_tokens;         /* bytes the repair may still send now */
   uint64_t repair_tokens_ms;     /* when repair_tokens was last topped up */
+
+  uint64_t commit_epoch;         /* group commits done (group_commit) */
+  int store_error;               /* the last commit's error, 0 when fine */
+  uint64_t store_retry_at_ms;    /* writes are refused until then */
+  char store_errmsg[160];        /* what the store said when it failed */
+
+  int64_t succ_clock_offset_ms;  /* the successor's wall clock minus ours,
+                                    as last measured (NEIGHBORS.wall) */
+  int64_t pred_clock_offset_ms;  /* ... the predecessor's */
+  int64_t clock_offset_ms;       /* how far both are off ours, the same
+                                    way (the smaller of the two), else 0 */
+  bool wrote;                    /* the store was written since the last
+                                    group commit */
 } dht__repl;
+
+/* node_lost.c's state. */
+typedef struct dht__loss {
+  dht__lost_range *ranges;       /* ranges recorded lost, oldest first */
+  uint32_t n_ranges;             /* entries in ranges */
+  dht__loss_check check;         /* the check in progress, if any */
+} dht__loss;
 
 /* ---- ring: maintenance, join, leave ------------------------------------------ */
 
@@ -293,6 +345,8 @@ struct dht_node {
   dht_log_level log_level;       /* lines above it are not formatted */
   uint64_t rng[2];               /* xorshift128+ state, seeded by the host */
   uint64_t now_ms;               /* time of the call in progress */
+  uint64_t wall_base_ms;         /* wall clock at created_ms */
+  uint64_t created_ms;           /* now_ms at dht_node_new */
   bool in_call;                  /* guards against re-entry */
   dht_node_state state;          /* lifecycle, set by node_ring.c */
   bool maintenance;              /* periodic repair enabled */
@@ -320,6 +374,9 @@ struct dht_node {
   size_t outbox_cap;             /* entries allocated */
   size_t outbox_head;            /* next entry to poll */
   dht_buf arena;                 /* frames and addresses of the outbox */
+  bool group_commit;             /* acknowledgements wait for commits */
+  dht__held_ack *held;           /* acknowledgements waiting for one */
+  size_t n_held, cap_held;       /* entries in use, allocated */
 
   dht_node_counters counters;    /* what happened, for STATS */
 
@@ -332,7 +389,12 @@ struct dht_node {
   uint32_t n_succs;              /* entries in succs; 0 = alone */
   int32_t fingers[DHT_ID_BITS];  /* finger i = successor(id + 2^i) */
   dht__lost lost[DHT__LOST_MAX]; /* peers declared dead, still probed */
+  int32_t last_preds[DHT_SUCC_LIST_MAX]; /* the predecessor list when it
+                                    was last whole (held), for node_lost.c
+                                    to tell which nodes held what */
+  uint32_t n_last_preds;         /* entries in last_preds */
 
+  dht__loss loss;                /* node_lost.c */
   dht__repl repl;                /* node_repl.c */
   bool handoff_busy;             /* node_handoff.c: a batch is in flight */
   dht__ring ring;                /* node_ring.c */

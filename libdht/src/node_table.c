@@ -194,6 +194,27 @@ static void preds_truncate_at(dht_node *node, int32_t idx) {
   }
 }
 
+/* Forgets the predecessor list kept when the predecessor died. */
+void dht__last_preds_clear(dht_node *node) {
+  while (node->n_last_preds > 0) {
+    dht__peer_release(node, node->last_preds[--node->n_last_preds]);
+  }
+}
+
+/* The predecessor list is whole: it is kept as it is, so that once deaths
+ * have cut it short, node_lost.c can still tell whether the next
+ * predecessor lies beyond every node that held what this one now owns. */
+static void last_preds_keep(dht_node *node) {
+  uint32_t i;
+
+  dht__last_preds_clear(node);
+  for (i = 0; i < node->n_preds; i++) {
+    dht__peer_hold(node, node->preds[i]);
+    node->last_preds[i] = node->preds[i];
+  }
+  node->n_last_preds = node->n_preds;
+}
+
 void dht__set_pred(dht_node *node, int32_t idx) {
   if (node->pred == idx) {
     return;
@@ -240,6 +261,9 @@ void dht__preds_learn(dht_node *node, const dht_msg *msg) {
     dht__peer_hold(node, idx);
     node->preds[node->n_preds++] = idx;
   }
+  if (node->n_preds >= node->set.replicas) {
+    last_preds_keep(node);
+  }
   DHT__DEBUG_CHECK(node, tables);
 }
 
@@ -255,13 +279,41 @@ void dht__finger_set(dht_node *node, uint32_t i, int32_t idx) {
  * probed. Requests still in flight to it fail now instead of at their
  * deadlines.
  */
+/* True when peer idx is in the successor list, the fingers or the
+ * predecessor list. */
+static bool in_tables(const dht_node *node, int32_t idx) {
+  uint32_t i;
+
+  for (i = 0; i < node->n_succs; i++) {
+    if (node->succs[i] == idx) {
+      return true;
+    }
+  }
+  for (i = 0; i < node->n_preds; i++) {
+    if (node->preds[i] == idx) {
+      return true;
+    }
+  }
+  for (i = 0; i < DHT_ID_BITS; i++) {
+    if (node->fingers[i] == idx) {
+      return true;
+    }
+  }
+  return node->pred == idx;
+}
+
 void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later) {
   dht__peer *p = &node->peers[idx];
   uint32_t i;
 
   dht__peer_hold(node, idx); /* keep the slot alive through the purge */
-  node->counters.peers_failed++;
-  dht__log(node, DHT_LOG_INFO, "peer %s failed", p->addr);
+  /* Each request that fails declares its peer dead again: only the first
+   * time, while the peer is still in the tables or not yet known lost, is
+   * news worth a count and a log line. */
+  if (in_tables(node, idx) || dht__lost_find(node, p->addr) < 0) {
+    node->counters.peers_failed++;
+    dht__log(node, DHT_LOG_INFO, "peer %s failed", p->addr);
+  }
   if (probe_later && p->id_known) {
     lost_add(node, p);
   }
@@ -360,5 +412,6 @@ void dht__on_get_neighbors(dht_node *node, const dht__request *req) {
 
   dht__describe_self(node, &msg, DHT_MSG_NEIGHBORS, req->msg->rid, succs,
                      preds);
+  msg.wall_ms = dht__wall_ms(node); /* lets the asker compare clocks */
   dht__reply(node, req->conn, &msg);
 }

@@ -18,6 +18,7 @@ void dht__lost_forget(dht_node *node, const char *addr);
 void dht__succs_set(dht_node *node, int32_t *cands, size_t n);
 void dht__succ_adopt(dht_node *node, int32_t idx);
 void dht__set_pred(dht_node *node, int32_t idx);
+void dht__last_preds_clear(dht_node *node);
 void dht__preds_learn(dht_node *node, const dht_msg *msg);
 void dht__finger_set(dht_node *node, uint32_t i, int32_t idx);
 void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later);

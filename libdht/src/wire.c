@@ -69,6 +69,9 @@ enum field {
   F_PREDS,
   F_DIGESTS,
   F_BUCKETS,
+  F_VER,
+  F_WALL,
+  F_LOST,
   F_COUNT
 };
 
@@ -90,7 +93,8 @@ static const struct field_name {
     [F_FROM] = {"from", 4},   [F_TO] = {"to", 2},
     [F_LIMIT] = {"limit", 5}, [F_MORE] = {"more", 4},
     [F_PREDS] = {"preds", 5}, [F_DIGESTS] = {"digests", 7},
-    [F_BUCKETS] = {"buckets", 7},
+    [F_BUCKETS] = {"buckets", 7}, [F_VER] = {"ver", 3},
+    [F_WALL] = {"wall", 4},       [F_LOST] = {"lost", 4},
 };
 
 /* Per message type, the fields beyond v/t/rid that it carries and the ones
@@ -101,7 +105,7 @@ static const struct type_fields {
   uint32_t uses;
   uint32_t required;
 } type_fields[] = {
-    [DHT_MSG_ERROR] = {FB(F_CODE) | FB(F_MSG), FB(F_CODE)},
+    [DHT_MSG_ERROR] = {FB(F_CODE) | FB(F_MSG) | FB(F_VER), FB(F_CODE)},
     [DHT_MSG_PING] = {0, 0},
     [DHT_MSG_PONG] = {FB(F_PEER), FB(F_PEER)},
     [DHT_MSG_FIND_SUCC] = {FB(F_TARGET) | FB(F_HOPS) | FB(F_TRACE) |
@@ -110,13 +114,15 @@ static const struct type_fields {
     [DHT_MSG_FIND_SUCC_R] = {FB(F_PEER) | FB(F_HOPS) | FB(F_PATH), FB(F_PEER)},
     [DHT_MSG_GET_NEIGHBORS] = {0, 0},
     [DHT_MSG_NEIGHBORS] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) |
-                               FB(F_PREDS),
+                               FB(F_PREDS) | FB(F_WALL),
                            FB(F_PEER) | FB(F_SUCCS)},
     [DHT_MSG_NOTIFY] = {FB(F_PEER), FB(F_PEER)},
     [DHT_MSG_GET] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL), FB(F_KEY)},
-    [DHT_MSG_PUT] = {FB(F_KEY) | FB(F_VALUE) | FB(F_HOPS) | FB(F_FINAL),
+    [DHT_MSG_PUT] = {FB(F_KEY) | FB(F_VALUE) | FB(F_HOPS) | FB(F_FINAL) |
+                         FB(F_VER),
                      FB(F_KEY) | FB(F_VALUE)},
-    [DHT_MSG_DEL] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL), FB(F_KEY)},
+    [DHT_MSG_DEL] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL) | FB(F_VER),
+                     FB(F_KEY)},
     [DHT_MSG_VALUE] = {FB(F_VALUE) | FB(F_HOPS), FB(F_VALUE)},
     [DHT_MSG_OK] = {FB(F_HOPS), 0},
     [DHT_MSG_HANDOFF] = {FB(F_ITEMS), FB(F_ITEMS)},
@@ -124,7 +130,7 @@ static const struct type_fields {
                        FB(F_PEER) | FB(F_SUCCS)},
     [DHT_MSG_STATS] = {0, 0},
     [DHT_MSG_STATS_R] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) | FB(F_FINGERS) |
-                             FB(F_COUNTERS) | FB(F_PREDS),
+                             FB(F_COUNTERS) | FB(F_PREDS) | FB(F_LOST),
                          FB(F_PEER) | FB(F_SUCCS) | FB(F_FINGERS) |
                              FB(F_COUNTERS)},
     [DHT_MSG_ACCEPTED] = {0, 0},
@@ -137,6 +143,7 @@ static const struct type_fields {
     [DHT_MSG_RECORD] = {FB(F_ITEMS), FB(F_ITEMS)},
     [DHT_MSG_SCAN] = {FB(F_FROM) | FB(F_LIMIT), FB(F_FROM) | FB(F_LIMIT)},
     [DHT_MSG_SCAN_R] = {FB(F_ITEMS) | FB(F_MORE), FB(F_ITEMS)},
+    [DHT_MSG_ACK_LOST] = {FB(F_FROM) | FB(F_TO), FB(F_FROM) | FB(F_TO)},
 };
 
 _Static_assert(sizeof(type_fields) / sizeof(type_fields[0]) ==
@@ -346,6 +353,18 @@ static int check_encodable(const dht_msg *msg, uint32_t uses) {
       }
     }
   }
+  if (uses & FB(F_LOST)) {
+    if (msg->n_lost > DHT_LOST_MAX) {
+      return DHT_ERR_INVAL;
+    }
+    assert(msg->lost != NULL || msg->n_lost == 0);
+    for (i = 0; i < msg->n_lost; i++) {
+      if (!peers_ok(msg->lost[i].holders, msg->lost[i].n_holders,
+                    DHT_SUCC_LIST_MAX)) {
+        return DHT_ERR_INVAL;
+      }
+    }
+  }
   if ((uses & FB(F_CODE)) && msg->error_code >= 0) {
     return DHT_ERR_INVAL;
   }
@@ -495,6 +514,25 @@ static void pack_field(msgpack_packer *pk, const dht_msg *msg, enum field f) {
       msgpack_pack_uint16(pk, msg->buckets[i]);
     }
     break;
+  case F_VER:
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_uint64(pk, msg->ver.hlc);
+    msgpack_pack_bin_with_body(pk, msg->ver.writer.b, DHT_ID_LEN);
+    break;
+  case F_WALL:
+    msgpack_pack_uint64(pk, msg->wall_ms);
+    break;
+  case F_LOST:
+    msgpack_pack_array(pk, msg->n_lost);
+    for (i = 0; i < msg->n_lost; i++) {
+      const dht_lost_range *l = &msg->lost[i];
+      msgpack_pack_array(pk, 4);
+      msgpack_pack_bin_with_body(pk, l->from.b, DHT_ID_LEN);
+      msgpack_pack_bin_with_body(pk, l->to.b, DHT_ID_LEN);
+      msgpack_pack_uint64(pk, l->at_ms);
+      pack_peers(pk, l->holders, l->n_holders);
+    }
+    break;
   case F_COUNT:
     break;
   }
@@ -520,6 +558,12 @@ int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
   fields = FB(F_V) | FB(F_T) | FB(F_RID) | type_fields[msg->type].uses;
   if (!msg->has_pred) {
     fields &= ~FB(F_PRED); /* absent means "no predecessor" */
+  }
+  if (!msg->has_ver) {
+    fields &= ~FB(F_VER); /* absent: the write is not stamped yet */
+  }
+  if (msg->wall_ms == 0) {
+    fields &= ~FB(F_WALL);
   }
   for (f = 0; f < F_COUNT; f++) {
     n_fields += (fields >> f) & 1u;
@@ -886,6 +930,54 @@ static int get_counters(const decoder *d, const msgpack_object *o,
   return 0;
 }
 
+/* ver: [hlc uint, writer bin 20]. */
+static int get_version(const msgpack_object *o, dht_version *v) {
+  int rv;
+
+  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  rv = get_uint(&o->via.array.ptr[0], &v->hlc);
+  return rv != 0 ? rv : get_id(&o->via.array.ptr[1], &v->writer);
+}
+
+/* lost: [[from id, to id, at uint, holders [peer...]], ...], at most
+ * DHT_LOST_MAX. */
+static int get_lost(const decoder *d, const msgpack_object *o, dht_msg *msg) {
+  dht_lost_range *lost;
+  size_t i, n;
+  int rv;
+
+  if (o->type != MSGPACK_OBJECT_ARRAY) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  n = o->via.array.size;
+  if (n > DHT_LOST_MAX) {
+    return DHT_ERR_TOO_MANY;
+  }
+  lost = zone_array(d->zone, n, sizeof(*lost));
+  if (lost == NULL && n > 0) {
+    return DHT_ERR_NOMEM;
+  }
+  for (i = 0; i < n; i++) {
+    const msgpack_object *e = &o->via.array.ptr[i];
+    if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 4) {
+      return DHT_ERR_BAD_TYPE;
+    }
+    e = e->via.array.ptr;
+    if ((rv = get_id(&e[0], &lost[i].from)) != 0 ||
+        (rv = get_id(&e[1], &lost[i].to)) != 0 ||
+        (rv = get_uint(&e[2], &lost[i].at_ms)) != 0 ||
+        (rv = get_peers(d, &e[3], DHT_SUCC_LIST_MAX, &lost[i].holders,
+                        &lost[i].n_holders)) != 0) {
+      return rv;
+    }
+  }
+  msg->lost = lost;
+  msg->n_lost = n;
+  return 0;
+}
+
 /* Decodes the value o of field f (one a message type uses) into msg. */
 static int decode_field(const decoder *d, enum field f, const msgpack_object *o,
                         dht_msg *msg) {
@@ -974,6 +1066,14 @@ static int decode_field(const decoder *d, enum field f, const msgpack_object *o,
     return get_digests(d, o, msg);
   case F_BUCKETS:
     return get_buckets(d, o, msg);
+  case F_VER:
+    rv = get_version(o, &msg->ver);
+    msg->has_ver = rv == 0;
+    return rv;
+  case F_WALL:
+    return get_uint(o, &msg->wall_ms);
+  case F_LOST:
+    return get_lost(d, o, msg);
   default: /* v, t and rid are read by decode_body */
     return 0;
   }

@@ -260,6 +260,12 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     m->items = v == V_MAX ? &g_record_max : g_vitems + 1;
     m->n_items = v == V_MIN ? 0 : 1;
     break;
+  case DHT_MSG_ACK_LOST:
+    if (v != V_MIN) {
+      m->from = id_n(47);
+      m->to = v == V_MID ? id_n(48) : id_max();
+    }
+    break;
   case DHT_MSG_SCAN:
     if (v != V_MIN) {
       m->from = v == V_MID ? id_n(46) : id_max();
@@ -611,6 +617,7 @@ static const type_spec type_specs[] = {
     {DHT_MSG_RECORD, {"items", NULL}, {NULL}},
     {DHT_MSG_SCAN, {"from", "limit", NULL}, {NULL}},
     {DHT_MSG_SCAN_R, {"items", NULL}, {"more", NULL}},
+    {DHT_MSG_ACK_LOST, {"from", "to", NULL}, {NULL}},
 };
 #define N_TYPE_SPECS (sizeof(type_specs) / sizeof(type_specs[0]))
 
@@ -1171,7 +1178,8 @@ static void test_type_names(void **state) {
   assert_string_equal(dht_msg_type_name(22), "RECORD");
   assert_string_equal(dht_msg_type_name(23), "SCAN");
   assert_string_equal(dht_msg_type_name(24), "SCAN_R");
-  assert_int_equal(DHT_MSG_TYPE_LAST, 24);
+  assert_string_equal(dht_msg_type_name(25), "ACK_LOST");
+  assert_int_equal(DHT_MSG_TYPE_LAST, 25);
   assert_string_equal(dht_msg_type_name(DHT_MSG_TYPE_LAST + 1), "UNKNOWN");
   assert_string_equal(dht_msg_type_name(-1), "UNKNOWN");
   assert_string_equal(dht_msg_type_name(31), "UNKNOWN");
@@ -1192,7 +1200,7 @@ static void test_type_is_reply(void **state) {
       [DHT_MSG_REPLICATE] = false,  [DHT_MSG_SYNC] = false,
       [DHT_MSG_SYNC_R] = true,      [DHT_MSG_FETCH] = false,
       [DHT_MSG_RECORD] = true,      [DHT_MSG_SCAN] = false,
-      [DHT_MSG_SCAN_R] = true,
+      [DHT_MSG_SCAN_R] = true,      [DHT_MSG_ACK_LOST] = false,
   };
   int t;
 

@@ -127,7 +127,19 @@ typedef struct dht_client_counter {
   uint64_t value;
 } dht_client_counter;
 
-/* The decoded STATS_R of one node. About 80 KiB: prefer the heap (or a
+/* Holders named per lost range; a STATS reply may name more (up to R). */
+#define DHT_CLIENT_LOST_HOLDERS_MAX 8
+
+/* A range a node recorded as lost: every node that held it died before
+ * repair could copy it (STATS_R lost). */
+typedef struct dht_client_lost_range {
+  dht_id from, to;    /* the range (from, to] */
+  uint64_t at_ms;     /* when it was recorded, wall-clock ms */
+  size_t n_holders;   /* entries in holders */
+  dht_client_peer holders[DHT_CLIENT_LOST_HOLDERS_MAX]; /* the holders */
+} dht_client_lost_range;
+
+/* The decoded STATS_R of one node. About 110 KiB: prefer the heap (or a
  * static) to a small stack. */
 typedef struct dht_client_stats {
   dht_client_peer node;                     /* the node that answered */
@@ -143,6 +155,8 @@ typedef struct dht_client_stats {
   dht_client_finger fingers[DHT_ID_BITS];   /* one per run of equal fingers */
   size_t n_counters;                        /* entries in counters */
   dht_client_counter counters[DHT_COUNTERS_MAX]; /* in the order sent */
+  size_t n_lost;                            /* entries in lost */
+  dht_client_lost_range lost[DHT_LOST_MAX]; /* ranges it recorded lost */
 } dht_client_stats_result;
 
 /* One record a node holds, as SCAN lists it (no value). */
@@ -169,6 +183,11 @@ typedef struct dht_client_scan_result {
 /* Frees what a scan result holds and zeroes it. Safe on a zeroed result
  * and on one a failed dht_client_scan() left. NULL is a no-op. */
 void dht_client_scan_result_free(dht_client_scan_result *res);
+
+/* ACK_LOST: tells the node that an operator has seen its record of the
+ * lost range (from, to], which it then forgets. */
+int dht_client_ack_lost(dht_client *c, const dht_id *from, const dht_id *to,
+                        int timeout_ms);
 
 /* Finds the counter called name (for example "keys", "pending", "state").
  * Returns 0 and sets *value, or DHT_ERR_NOT_FOUND. */
@@ -198,6 +217,11 @@ const char *dht_client_addr(const dht_client *c);
  * newline, never NULL; "" until something fails. The text is overwritten by
  * the next failure only. */
 const char *dht_client_last_error(const dht_client *c);
+
+/* When the last call ended with an ERROR reply: the node's own words for
+ * it (made printable), e.g. "node 127.0.0.1:7103: disk full: ..."; else
+ * "". */
+const char *dht_client_last_refusal(const dht_client *c);
 
 /*
  * Connects to the current node (dht_client_current_addr) unless already
@@ -292,7 +316,12 @@ const char *dht_client_current_addr(const dht_client *c);
 /* PING. When node is not NULL, stores the node that answered (PONG). */
 int dht_client_ping(dht_client *c, dht_client_peer *node, int timeout_ms);
 
-/* PUT key = value. */
+/* PUT key = value. The write gets its version here (docs/PROTOCOL.md: the
+ * client's hybrid clock and a writer id this client drew at random), and
+ * every retry carries the same one, so a late or repeated attempt is the
+ * same write, never a newer one. A node that holds a newer version answers
+ * STALE with it; the call then stamps the write newer than that and sends
+ * it again, within the same timeout. */
 int dht_client_put(dht_client *c, const void *key, size_t key_len,
                    const void *value, size_t value_len, int timeout_ms);
 

@@ -70,6 +70,11 @@ typedef struct dht_settings {
                                        1..DHT_SYNC_BUCKETS_MAX: 64 */
   uint32_t repair_bytes_per_s;      /* repair traffic cap: 8 MiB/s */
   uint32_t tombstone_grace_ms;      /* deletes remembered for: 1 hour */
+  uint32_t max_clock_skew_ms;       /* how far a version's stamp may be ahead
+                                       of this node's wall clock before it is
+                                       refused (DHT_ERR_CLOCK_SKEW): 10 s */
+  uint32_t store_retry_ms;          /* after a failed commit, writes are
+                                       refused this long, then tried: 1 s */
   dht_wire_limits limits;           /* decoder limits */
 } dht_settings;
 
@@ -88,6 +93,9 @@ typedef struct dht_node_config {
   uint64_t wall_ms;      /* wall-clock time (ms since the Unix epoch) at the
                             now_ms given to dht_node_new: versions stamp
                             writes with it (0: count from the node's start) */
+  bool group_commit;     /* the host commits the store in groups and calls
+                            dht_node_commit_done() after each commit; the
+                            replies that acknowledge a write wait for it */
   dht_log_fn log;        /* may be NULL */
   void *log_ud;          /* passed to log */
   dht_log_level log_level; /* lines above this level are not formatted */
@@ -163,7 +171,12 @@ typedef struct dht_action {
   X(repair_ms_last)       /* how long the last repair push took */            \
   X(tombstones_collected) /* deletes forgotten after their grace period */ \
   X(send_failures)        /* frames to peers that could not be queued */     \
-  X(reply_failures)       /* replies that could not be queued */
+  X(reply_failures)       /* replies that could not be queued */             \
+  X(stale_writes)         /* writes refused: a newer version is stored */    \
+  X(clock_skew_refused)   /* stamps refused: too far ahead of this clock */  \
+  X(commit_failures)      /* group commits that failed */                    \
+  X(writes_refused)       /* writes refused while the store is failing */    \
+  X(ranges_lost)          /* ranges recorded as lost (every copy died) */
 
 typedef struct dht_node_counters {
 #define DHT__COUNTER_FIELD(name) uint64_t name;
@@ -208,6 +221,17 @@ void dht_node_peer_unreachable(dht_node *node, const char *addr,
 void dht_node_conn_closed(dht_node *node, uint64_t conn);
 /* Runs the timers that are due. */
 void dht_node_handle_expiry(dht_node *node, uint64_t now_ms);
+/*
+ * With settings group_commit: the host has committed the store's pending
+ * writes, with status 0 or the commit's error (DHT_ERR_DISK_FULL,
+ * DHT_ERR_STORE, ...; the store's errmsg says more). The replies that
+ * acknowledge a write of that group go out now: as they are on success, as
+ * ERROR replies naming the failure otherwise. After a failure the node
+ * refuses writes for settings.store_retry_ms, then takes them again; reads
+ * and ring maintenance go on throughout. Call it after every commit, also
+ * when there was nothing to commit.
+ */
+void dht_node_commit_done(dht_node *node, int status, uint64_t now_ms);
 /* When the node next wants dht_node_handle_expiry(); DHT_TIME_NEVER if never. */
 uint64_t dht_node_next_deadline(const dht_node *node);
 /* Takes the next action. Returns false when there is none. */

@@ -31,6 +31,7 @@
 #define DHT_NESTING_MAX 8     /* msgpack containers inside containers */
 #define DHT_DIGEST_LEN 16     /* bytes in one anti-entropy bucket digest */
 #define DHT_SYNC_BUCKETS_MAX 256 /* buckets a SYNC may split its range into */
+#define DHT_LOST_MAX 16       /* lost ranges in a STATS reply */
 
 /* Message types. The numbers are the wire values and never change. */
 #define DHT_MSG_TYPE_MAP(X)                                                    \
@@ -58,7 +59,8 @@
   X(FETCH, 21)        /* request: key (one record, wherever it is held) */    \
   X(RECORD, 22)       /* reply to FETCH: items (none or the record) */        \
   X(SCAN, 23)         /* request: from, limit (list the records held) */      \
-  X(SCAN_R, 24)       /* reply: items (keys and versions, no values), more */
+  X(SCAN_R, 24)       /* reply: items (keys and versions, no values), more */ \
+  X(ACK_LOST, 25)     /* request: from, to (forget the lost ranges in it) */
 
 typedef enum dht_msg_type {
 #define DHT__MSG_ENUM(name, value) DHT_MSG_##name = (value),
@@ -66,7 +68,7 @@ typedef enum dht_msg_type {
 #undef DHT__MSG_ENUM
 } dht_msg_type;
 
-#define DHT_MSG_TYPE_LAST DHT_MSG_SCAN_R
+#define DHT_MSG_TYPE_LAST DHT_MSG_ACK_LOST
 
 /* "FIND_SUCC" for DHT_MSG_FIND_SUCC; "UNKNOWN" for values outside the map. */
 const char *dht_msg_type_name(int type);
@@ -113,6 +115,15 @@ typedef struct dht_kv {
   dht_version version; /* when and by whom it was written */
 } dht_kv;
 
+/* A range of the ring whose every copy died before it could be repaired,
+ * as the node that became its owner recorded it (STATS_R). */
+typedef struct dht_lost_range {
+  dht_id from, to;       /* the range (from, to] */
+  uint64_t at_ms;        /* when it was recorded, wall-clock ms */
+  dht_peer_ref *holders; /* the nodes that held it, all found dead */
+  size_t n_holders;      /* at most DHT_SUCC_LIST_MAX */
+} dht_lost_range;
+
 /* One named counter of a STATS reply. */
 typedef struct dht_counter {
   dht_bytes name; /* 1..64 bytes of ASCII */
@@ -139,6 +150,11 @@ typedef struct dht_msg {
   bool final;      /* GET/PUT/DEL: the sender believes the receiver owns key */
   dht_bytes key;   /* GET/PUT/DEL */
   dht_bytes value; /* PUT, VALUE */
+  bool has_ver;    /* ver is set (absent on the wire otherwise) */
+  dht_version ver; /* PUT, DEL: the write's version, fixed where it was
+                      issued; ERROR STALE: the newer version it lost to */
+  uint64_t wall_ms; /* NEIGHBORS: the responder's wall clock, ms since the
+                       Unix epoch (0: not sent) */
 
   bool has_peer;     /* peer is set */
   dht_peer_ref peer; /* PONG, FIND_SUCC_R, NEIGHBORS, NOTIFY, LEAVE, STATS_R */
@@ -161,6 +177,8 @@ typedef struct dht_msg {
   size_t n_buckets;        /* at most DHT_SYNC_BUCKETS_MAX */
   dht_counter *counters;   /* STATS_R */
   size_t n_counters;       /* at most DHT_COUNTERS_MAX */
+  dht_lost_range *lost;    /* STATS_R: ranges recorded as lost */
+  size_t n_lost;           /* at most DHT_LOST_MAX */
 
   int32_t error_code;  /* ERROR: a DHT_ERR_* value (negative) */
   dht_bytes error_msg; /* ERROR: one line for humans, may be empty */
