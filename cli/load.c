@@ -14,23 +14,31 @@
  * part of it.
  *
  * Checking reads: a value is "k<key>:seq<n>:" plus padding, n counting
- * the puts of that key. At most one operation per key is in flight (an
- * operation whose key is busy takes the next free key), so the puts of a
- * key happen one after another and every acknowledged put precedes, in
- * real time, every get that starts after it. Per key we keep the highest
- * seq sent, the highest seq acknowledged and the seqs whose put failed
- * (a failed put may still land later: the protocol cannot cancel it). A
- * get returning a seq below the last acknowledged one is a stale read, and
- * NOT_FOUND for a key with an acknowledged put a lost read; both count as
- * failed operations. When the stale value is that of a failed put the
- * summary says so, since a late-landing request can explain it.
+ * the writes (PUTs and DELs) of that key. At most one operation per key
+ * is in flight (an operation whose key is busy takes the next free key),
+ * so the writes of a key happen one after another: each is issued after
+ * the one before it ended. Per key we keep the highest seq sent, the
+ * highest seq acknowledged, which seqs were DELs and which writes failed
+ * (a failed write may still land later: the protocol cannot cancel it).
  *
- * After the load, every key with an acknowledged put is read back, in
- * passes until all are confirmed or --verify-s has passed (so that a ring
- * still repairing itself gets time to). A key still NOT_FOUND, older than
- * its last acknowledged put, or unreadable at the end is a lost
- * acknowledged write. The last line of the text output is
- * "lost acknowledged writes: N".
+ * Every read is judged by the guarantee (docs/DESIGN.md): a write
+ * acknowledged before another acknowledged write of the key was issued
+ * must not win. With one write per key at a time that means a read may
+ * give the last acknowledged write, any write sent after it, or any write
+ * that was never acknowledged; NOT_FOUND stands for a DEL, or for the key
+ * before its first write (acknowledged before everything). Anything else
+ * is "lost" (NOT_FOUND where only a value may be read), "resurrected" (a
+ * value where only a delete may be read) or "older" (another value that
+ * may not win). During the load such a read is a stale read (lost: a lost
+ * read) and counts as a failed operation: the guarantee holds only once
+ * the ring is quiet, and this is what a user would see meanwhile.
+ *
+ * The final pass: after the load, wait until the ring is quiet (every
+ * node answers, is joined and has nothing pending, and every successor it
+ * lists answers and names it as predecessor, on two polls in a row), up
+ * to --quiet-s; then read every key written once and judge each read.
+ * The last three lines of the text output are "lost acknowledged writes:
+ * N", "older: N" and "resurrected: N".
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -44,6 +52,7 @@
 
 #include "cli.h"
 #include "dht/err.h"
+#include "dht/node.h"
 
 #define NODES_MAX CLI_NODES_MAX /* the first and its fallbacks */
 #define CONNS_MAX 256
@@ -51,34 +60,39 @@
 #define DURATION_S_MAX 86400
 #define KEYS_MAX 1000000ull
 #define DEADLINE_MS_MAX 600000
-#define VERIFY_S_MAX 3600
+#define QUIET_S_MAX 3600
 #define VALUE_SIZE_MAX 65536
 #define PREFIX_LEN_MAX 200
 #define KEY_TEXT_MAX (PREFIX_LEN_MAX + 24) /* prefix and a 20-digit index */
 #define VALUE_HEAD_MAX 64 /* "k<20 digits>:seq<20 digits>:" */
 #define PING_TIMEOUT_MS_MAX 2000 /* the start-up check of each node */
 #define TICK_MS 50               /* the main thread's CSV and done check */
-#define VERIFY_PAUSE_MS 1000     /* between verification passes */
+#define QUIET_POLL_MS 200        /* between polls of the ring for quiet */
+#define QUIET_CALL_MS 1000       /* one STATS of that poll */
 #define ERR_CODES 32             /* counters per -code; larger go to [0] */
 #define NOTE_LEN 768 /* one failure described: key, node's error, ... */
 
 const char cli_load_usage[] =
     "usage: dht load [--rate OPS] [--duration S] [--keys K] [--get-ratio F]\n"
-    "                [--deadline-ms MS] [--connections C] [--seed N]\n"
-    "                [--csv FILE] [--lost-csv FILE] [--value-size N]\n"
-    "                [--prefix P] [--verify-s S] [--no-verify]\n"
+    "                [--del-ratio F] [--deadline-ms MS] [--connections C]\n"
+    "                [--seed N] [--csv FILE] [--lost-csv FILE]\n"
+    "                [--value-size N] [--prefix P] [--quiet-s S]\n"
+    "                [--no-verify]\n"
     "\n"
-    "An open-loop put/get workload that checks every value it reads, then\n"
-    "reads back every key it wrote. For churn experiments (scripts/churn).\n"
-    "--node may be a comma-separated list: connection i starts at node\n"
-    "i mod n and falls back on all the others, retrying (unless\n"
-    "--no-retry) until the operation's deadline.\n"
+    "An open-loop put/get/del workload that checks every value it reads,\n"
+    "then waits for the ring to be quiet and reads every key it wrote once\n"
+    "more. For churn experiments (scripts/churn). --node may be a\n"
+    "comma-separated list: connection i starts at node i mod n and falls\n"
+    "back on all the others, retrying (unless --no-retry) until the\n"
+    "operation's deadline.\n"
     "\n"
     "  --rate OPS          operations per second, all connections together,\n"
     "                      1..100000 [200]\n"
     "  --duration S        seconds of load, 1..86400 [60]\n"
     "  --keys K            key space, keys PREFIX0 .. PREFIX(K-1) [1000]\n"
     "  --get-ratio F       fraction of operations that are GETs, 0..1 [0.5]\n"
+    "  --del-ratio F       fraction that are DELs, 0..1 [0]; together with\n"
+    "                      --get-ratio at most 1, the rest are PUTs\n"
     "  --deadline-ms MS    an operation that has not succeeded this long\n"
     "                      after it was due has failed, 1..600000 [1000]\n"
     "  --connections C     worker threads, one client each, 1..256 [16];\n"
@@ -89,53 +103,71 @@ const char cli_load_usage[] =
     "                      succeeded, failed, p50_ms, p99_ms, stale_reads,\n"
     "                      lost_reads (written once the second's\n"
     "                      operations have all ended)\n"
-    "  --lost-csv FILE     after the read-back, one row per lost key: key,\n"
-    "                      acked_seq, acked_t (s), first_bad_read_t (s, the\n"
-    "                      first stale or lost read since that put, or\n"
-    "                      empty), readback (not_found, older, unreadable,\n"
-    "                      garbled)\n"
+    "  --lost-csv FILE     after the final pass, one row per key it found\n"
+    "                      wrong: key, acked_seq, acked_t (s),\n"
+    "                      first_bad_read_t (s, the first wrong read during\n"
+    "                      the load since that write, or empty), readback\n"
+    "                      (lost, older, resurrected, unreadable, garbled)\n"
     "  --value-size N      bytes per value, 48..65536 [100]\n"
     "  --prefix P          key prefix [load-<hex time>-, new every run]\n"
-    "  --verify-s S        read back unconfirmed keys in passes for up to S\n"
-    "                      seconds after the load, 1..3600 [30]; the first\n"
-    "                      pass reads every key however long it takes (at\n"
-    "                      most keys x deadline / connections)\n"
-    "  --no-verify         skip the read-back\n"
+    "  --quiet-s S         wait up to S seconds after the load for the ring\n"
+    "                      to be quiet, 1..3600 [30]: every node of --node\n"
+    "                      answers STATS (or does not answer at all), is\n"
+    "                      joined, has nothing pending, and its first\n"
+    "                      successor answers and names it as predecessor,\n"
+    "                      the same on two polls in a row; the final pass\n"
+    "                      runs then, or when S is over (and says so)\n"
+    "  --no-verify         skip the wait and the final pass\n"
     "\n"
-    "A value is \"k<key>:seq<n>:\" and padding. A GET that returns a seq\n"
-    "older than the key's last acknowledged PUT is a stale read; NOT_FOUND\n"
-    "for a key with an acknowledged PUT is a lost read. Both count as\n"
-    "failed. Latency (p50, p99) is of succeeded operations, from when each\n"
-    "was due. The read-back counts lost acknowledged writes: keys NOT_FOUND,\n"
-    "older than their last acknowledged PUT, or unreadable when --verify-s\n"
-    "ends. The last line of output is \"lost acknowledged writes: N\" (with\n"
-    "--json, the field lost_acked_writes of the one object instead).\n"
+    "A value is \"k<key>:seq<n>:\" and padding, n counting the writes (PUTs\n"
+    "and DELs) of the key; one operation per key is in flight at a time.\n"
+    "Every read is judged by the rule that a write acknowledged before\n"
+    "another acknowledged write of the key was issued must not win: a read\n"
+    "may give the key's last acknowledged write, a later one, or one never\n"
+    "acknowledged. NOT_FOUND where a value must be read is lost; a value\n"
+    "where only a DEL may be read is resurrected; any other value that may\n"
+    "not win is older. During the load these are stale reads (lost ones:\n"
+    "lost reads) and count as failed. Latency (p50, p99) is of succeeded\n"
+    "operations, from when each was due. The final pass reads each written\n"
+    "key once (with --deadline-ms) and counts lost, older, resurrected,\n"
+    "unreadable and garbled keys. The last three lines of output are\n"
+    "\"lost acknowledged writes: N\", \"older: N\" and \"resurrected: N\"\n"
+    "(with --json, the fields lost_acked_writes, older and resurrected of\n"
+    "the one object instead).\n"
     "--timeout-ms bounds only the start-up ping of each node.\n"
-    "Exit status: 0 when no acknowledged write was lost and every read was\n"
-    "fresh, 1 when one was lost or a read was stale, lost or garbled, 2 on\n"
-    "bad arguments or when no node answers at the start.\n";
+    "Exit status: 0 when the final pass found every key right and every\n"
+    "read during the load was allowed, 1 otherwise, 2 on bad arguments or\n"
+    "when no node answers at the start.\n";
+
+/* A set of seqs of one key, as a bit string that grows on demand. */
+typedef struct seq_bits {
+  uint64_t *words; /* bit s of the string: seq s is in the set */
+  size_t n_words;  /* 64-bit words in words */
+} seq_bits;
 
 /* What we know of one key. */
 typedef struct key_state {
-  uint64_t sent_seq;   /* highest seq of a PUT sent (0: none) */
-  uint64_t acked_seq;  /* highest seq of a PUT acknowledged (0: none) */
+  uint64_t sent_seq;   /* highest seq of a write sent (0: none) */
+  uint64_t acked_seq;  /* highest seq of a write acknowledged (0: none) */
   int64_t acked_ns;    /* when it was acknowledged (monotonic) */
-  int64_t bad_ns;      /* first stale or lost read since then, or 0 */
-  uint64_t *failed;    /* bit s: the PUT of seq s failed (may land late) */
-  size_t failed_words; /* 64-bit words in failed */
+  int64_t bad_ns;      /* first wrong read since then, or 0 */
+  seq_bits failed;     /* writes that failed (they may land late) */
+  seq_bits dels;       /* writes that were DELs */
   bool busy;           /* an operation on it is in flight */
-  uint8_t verify;      /* verify_result of the last read-back */
-  uint64_t verify_seq; /* the seq it returned, when it returned one */
+  uint8_t final;       /* the final pass's verdict */
 } key_state;
 
-/* Outcome of a read-back. */
-enum verify_result {
-  V_PENDING,    /* not read back yet */
-  V_OK,         /* the last acknowledged seq, or a later one */
-  V_NOT_FOUND,  /* NOT_FOUND */
-  V_OLDER,      /* an older seq */
-  V_UNREADABLE, /* no answer within the deadline, or an error */
-  V_GARBLED,    /* a value this run did not write */
+/* How a read stands against the rule (see the top of the file). */
+enum verdict {
+  J_PENDING,     /* not read yet (final pass) */
+  J_OK,          /* the last acknowledged write, or a later one */
+  J_UNACKED,     /* an earlier write never acknowledged: allowed */
+  J_LOST,        /* NOT_FOUND where a value must be read */
+  J_OLDER,       /* a value that may not win */
+  J_RESURRECTED, /* a value where only a DEL may be read */
+  J_UNREADABLE,  /* no answer within the deadline, or an error */
+  J_GARBLED,     /* a value this run did not write */
+  J_COUNT
 };
 
 /* One second of load, by when operations were due. */
@@ -168,6 +200,7 @@ struct load {
   uint64_t duration_s;       /* --duration */
   uint64_t keys;             /* --keys */
   double get_ratio;          /* --get-ratio */
+  double del_ratio;          /* --del-ratio */
   uint64_t deadline_ms;      /* --deadline-ms */
   uint64_t conns_n;          /* --connections */
   uint64_t seed;             /* --seed */
@@ -175,8 +208,8 @@ struct load {
   const char *lost_path;     /* --lost-csv, or NULL */
   uint64_t value_size;       /* --value-size */
   char prefix[PREFIX_LEN_MAX + 1]; /* --prefix */
-  uint64_t verify_s;         /* --verify-s */
-  bool verify;               /* not --no-verify */
+  uint64_t quiet_s;          /* --quiet-s */
+  bool verify;               /* not --no-verify: the final pass */
 
   worker *workers;           /* conns_n of them */
   FILE *csv;                 /* the open --csv file */
@@ -192,28 +225,25 @@ struct load {
   uint64_t ended_ops;        /* operations that have ended */
   uint64_t next_row;         /* next CSV row to write */
   uint64_t ok, failed, late; /* totals */
-  uint64_t puts, puts_acked, gets;
-  uint64_t stale, stale_failed_put; /* stale reads; of which the value was
-                                       that of a failed put */
-  uint64_t lost_reads;       /* NOT_FOUND after an acknowledged put */
+  uint64_t puts, dels, writes_acked, gets;
+  uint64_t stale;            /* reads older or resurrected */
+  uint64_t unacked_reads;    /* reads of a write never acknowledged */
+  uint64_t lost_reads;       /* NOT_FOUND where a value must be read */
   uint64_t garbled;          /* values this run did not write */
-  uint64_t acked_late;       /* PUTs acknowledged after their deadline */
+  uint64_t acked_late;       /* writes acknowledged after their deadline */
   uint64_t retries;          /* attempts beyond the first, all calls */
   uint64_t err_counts[ERR_CODES]; /* failed calls by -code ([0]: other) */
   char first_error[NOTE_LEN]; /* what the first failure was */
   cli_hist lat;              /* latencies of succeeded ops, in us */
 
-  /* Read-back. */
-  uint64_t *vkeys;           /* key indexes still to confirm */
-  size_t n_vkeys;            /* entries in vkeys */
-  size_t next_vkey;          /* next entry to hand out */
-  int64_t verify_until_ns;   /* passes after the first stop here */
-  uint64_t verify_keys;      /* keys with an acknowledged put */
-  uint64_t verify_passes;    /* passes made */
-  uint64_t verify_recovered; /* confirmed only after a first failed pass */
-  double verify_secs;        /* time spent */
-  uint64_t v_counts[V_GARBLED + 1]; /* final result counts */
-  uint64_t v_older_failed;   /* V_OLDER whose value was a failed put's */
+  /* The final pass. */
+  bool quiet;                /* the ring was quiet before it */
+  double quiet_secs;         /* waited for quiet */
+  char quiet_why[NOTE_LEN];  /* why it was not, when it was not */
+  uint64_t next_fkey;        /* next key to read */
+  uint64_t final_keys;       /* keys read: every key written */
+  double final_secs;         /* time the reads took */
+  uint64_t final_counts[J_COUNT]; /* keys per verdict */
 };
 
 static int64_t mono_ns(void) {
@@ -296,31 +326,70 @@ static bool value_seq(uint64_t k, const uint8_t *v, size_t len,
   return true;
 }
 
-static bool failed_bit(const key_state *ks, uint64_t seq) {
-  return seq / 64 < ks->failed_words &&
-         (ks->failed[seq / 64] >> (seq % 64) & 1u) != 0;
+static bool seq_in(const seq_bits *b, uint64_t seq) {
+  return seq / 64 < b->n_words && (b->words[seq / 64] >> (seq % 64) & 1u) != 0;
 }
 
-/* Marks seq's PUT as failed. Out of memory loses the mark: the only effect
- * is that a late landing would be reported without the excuse. */
-static void set_failed_bit(key_state *ks, uint64_t seq) {
+/* Adds seq to b. Returns false when out of memory (b is left as it was). */
+static bool seq_add(seq_bits *b, uint64_t seq) {
   size_t need = (size_t)(seq / 64) + 1, words;
   uint64_t *p;
 
-  if (need > ks->failed_words) {
-    words = ks->failed_words > 0 ? ks->failed_words * 2 : 1;
+  if (need > b->n_words) {
+    words = b->n_words > 0 ? b->n_words * 2 : 1;
     while (words < need) {
       words *= 2;
     }
-    p = realloc(ks->failed, words * sizeof(*p));
+    p = realloc(b->words, words * sizeof(*p));
     if (p == NULL) {
-      return;
+      return false;
     }
-    memset(p + ks->failed_words, 0, (words - ks->failed_words) * sizeof(*p));
-    ks->failed = p;
-    ks->failed_words = words;
+    memset(p + b->n_words, 0, (words - b->n_words) * sizeof(*p));
+    b->words = p;
+    b->n_words = words;
   }
-  ks->failed[seq / 64] |= 1ull << (seq % 64);
+  b->words[seq / 64] |= 1ull << (seq % 64);
+  return true;
+}
+
+/* True when NOT_FOUND is an allowed read of ks: nothing acknowledged yet
+ * (the key's absence before its first write), or a DEL that may win: the
+ * last acknowledged write, one sent after it, or an earlier one that was
+ * never acknowledged. */
+static bool may_read_absent(const key_state *ks) {
+  uint64_t s;
+
+  if (ks->acked_seq == 0) {
+    return true;
+  }
+  for (s = 1; s <= ks->sent_seq; s++) {
+    if (seq_in(&ks->dels, s) &&
+        (s >= ks->acked_seq || seq_in(&ks->failed, s))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Judges a read of ks, found with seq or NOT_FOUND, by the rule at the top
+ * of the file. Writes of a key never overlap, so every write below
+ * acked_seq was acknowledged before acked_seq was issued unless it failed,
+ * and every write above it was issued after it was acknowledged. Returns
+ * an enum verdict. */
+static int judge(const key_state *ks, bool found, uint64_t seq) {
+  if (!found) {
+    return may_read_absent(ks) ? J_OK : J_LOST;
+  }
+  if (seq == 0 || seq > ks->sent_seq || seq_in(&ks->dels, seq)) {
+    return J_GARBLED;
+  }
+  if (seq >= ks->acked_seq) {
+    return J_OK;
+  }
+  if (seq_in(&ks->failed, seq)) {
+    return J_UNACKED;
+  }
+  return may_read_absent(ks) ? J_RESURRECTED : J_OLDER;
 }
 
 /* ---- the load ----------------------------------------------------------- */
@@ -382,54 +451,106 @@ static void op_ended(load *l, uint64_t r, bool ok, int64_t lat_ns) {
   row->lat_us[row->n_lat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 }
 
+/* Under mu. Notes a read during the load that the rule forbids (verdict
+ * J_LOST, J_OLDER, J_RESURRECTED or J_GARBLED) of key k, due in row r. */
+static void note_bad_read(load *l, uint64_t k, uint64_t r, int verdict,
+                          uint64_t got_seq, int64_t end, const char *key) {
+  static const char *const kinds[J_COUNT] = {
+      [J_LOST] = "lost read", [J_OLDER] = "stale read (older)",
+      [J_RESURRECTED] = "stale read (resurrected)",
+      [J_GARBLED] = "garbled read"};
+  char what[NOTE_LEN];
+
+  if (verdict == J_GARBLED) {
+    l->garbled++;
+    snprintf(what, sizeof(what),
+             "GET %s returned a value this run did not write for it", key);
+    note_first(l, what);
+    return;
+  }
+  if (verdict == J_LOST) {
+    l->lost_reads++;
+    l->rows[r].lost++;
+  } else {
+    l->stale++;
+    l->rows[r].stale++;
+  }
+  if (l->ks[k].bad_ns == 0) {
+    l->ks[k].bad_ns = end;
+  }
+  if (verdict == J_LOST) {
+    snprintf(what, sizeof(what),
+             "%s: GET %s answered NOT_FOUND after seq %" PRIu64
+             " was acknowledged",
+             kinds[verdict], key, l->ks[k].acked_seq);
+  } else {
+    snprintf(what, sizeof(what),
+             "%s: GET %s returned seq %" PRIu64 " after seq %" PRIu64
+             " was acknowledged",
+             kinds[verdict], key, got_seq, l->ks[k].acked_seq);
+  }
+  note_first(l, what);
+}
+
 /* Runs operation i on worker w. */
 static void run_op(worker *w, uint64_t i, uint8_t *value) {
   load *l = w->l;
   int64_t due = l->t0_ns + (int64_t)((double)i * 1e9 / (double)l->rate);
   int64_t deadline = due + (int64_t)l->deadline_ms * 1000000, now, end;
   uint64_t r = i / l->rate, rnd = mix64(l->seed * 0x100000001B3ull ^ i);
-  bool is_get = (double)(mix64(rnd) >> 11) * 0x1.0p-53 < l->get_ratio;
-  uint64_t k, seq = 0, acked_before = 0, got_seq = 0;
+  double u = (double)(mix64(rnd) >> 11) * 0x1.0p-53;
+  bool is_get = u < l->get_ratio, is_del = !is_get && u < l->get_ratio +
+                                                          l->del_ratio;
+  const char *op = is_get ? "GET" : is_del ? "DEL" : "PUT";
+  uint64_t k, seq = 0, got_seq = 0;
   char key[KEY_TEXT_MAX], what[NOTE_LEN];
   uint8_t *got = NULL;
   size_t key_len, got_len = 0;
   unsigned attempts;
-  int rv, timeout_ms;
+  int rv, timeout_ms, verdict;
   bool ok;
 
   sleep_until_ns(due);
   pthread_mutex_lock(&l->mu);
   k = claim_key(l, rnd % l->keys);
-  if (is_get) {
-    acked_before = l->ks[k].acked_seq;
-    l->gets++;
-  } else {
-    seq = ++l->ks[k].sent_seq;
-    l->puts++;
-  }
-  pthread_mutex_unlock(&l->mu);
-
   now = mono_ns();
-  if (now >= deadline) {
-    /* Every worker was busy until past the deadline: never sent. A PUT
-     * never sent cannot land, so it is not marked failed. */
-    pthread_mutex_lock(&l->mu);
-    l->late++;
-    snprintf(what, sizeof(what),
-             "operation %" PRIu64 " found no free connection within %" PRIu64
-             " ms (raise --connections)",
-             i, l->deadline_ms);
-    note_first(l, what);
+  /* A write gets its seq only when it is sent, so that one never sent
+   * cannot pass for a write that may land; a DEL must be on record as one
+   * before it may land. */
+  if (now < deadline && !is_get &&
+      (!is_del || seq_add(&l->ks[k].dels, l->ks[k].sent_seq + 1))) {
+    seq = ++l->ks[k].sent_seq;
+  }
+  if (now >= deadline || (!is_get && seq == 0)) {
+    /* Every worker was busy until past the deadline (or, for a DEL, no
+     * memory to record it): never sent. */
+    if (now >= deadline) {
+      l->late++;
+      snprintf(what, sizeof(what),
+               "operation %" PRIu64 " found no free connection within %" PRIu64
+               " ms (raise --connections)",
+               i, l->deadline_ms);
+      note_first(l, what);
+    } else {
+      note_error(l, DHT_ERR_NOMEM, "out of memory");
+    }
     l->ks[k].busy = false;
     pthread_cond_signal(&l->key_freed);
     op_ended(l, r, false, 0);
     pthread_mutex_unlock(&l->mu);
     return;
   }
+  l->gets += is_get;
+  l->dels += is_del;
+  l->puts += !is_get && !is_del;
+  pthread_mutex_unlock(&l->mu);
+
   timeout_ms = (int)((deadline - now + 999999) / 1000000);
   key_len = key_text(l, k, key);
   if (is_get) {
     rv = dht_client_get(w->c, key, key_len, &got, &got_len, timeout_ms);
+  } else if (is_del) {
+    rv = dht_client_remove(w->c, key, key_len, timeout_ms);
   } else {
     value_text(l, k, seq, value);
     rv = dht_client_put(w->c, key, key_len, value, l->value_size, timeout_ms);
@@ -440,9 +561,11 @@ static void run_op(worker *w, uint64_t i, uint8_t *value) {
   attempts = dht_client_last_attempts(w->c);
   l->retries += attempts > 1 ? attempts - 1 : 0;
   ok = false;
-  if (!is_get && rv == 0) {
-    /* Acknowledged, even when too late to count as a success. */
-    l->puts_acked++;
+  if (!is_get && (rv == 0 || (is_del && rv == DHT_ERR_NOT_FOUND))) {
+    /* Acknowledged, even when too late to count as a success; a DEL of a
+     * key the ring does not have leaves it absent, as a DEL should. */
+    rv = 0;
+    l->writes_acked++;
     if (end > deadline) {
       l->acked_late++;
     }
@@ -453,51 +576,29 @@ static void run_op(worker *w, uint64_t i, uint8_t *value) {
     }
     ok = true;
   } else if (!is_get) {
-    set_failed_bit(&l->ks[k], seq);
-  } else if (rv == 0 &&
-             (!value_seq(k, got, got_len, &got_seq) ||
-              got_seq > l->ks[k].sent_seq)) {
-    l->garbled++;
-    snprintf(what, sizeof(what),
-             "GET %s returned a value this run did not write for it", key);
-    note_first(l, what);
-  } else if (rv == 0 && got_seq < acked_before) {
-    l->stale++;
-    l->rows[r].stale++;
-    if (l->ks[k].bad_ns == 0) {
-      l->ks[k].bad_ns = end;
-    }
-    if (failed_bit(&l->ks[k], got_seq)) {
-      l->stale_failed_put++;
-    }
-    snprintf(what, sizeof(what),
-             "stale read: GET %s returned seq %" PRIu64 " after seq %" PRIu64
-             " was acknowledged",
-             key, got_seq, acked_before);
-    note_first(l, what);
-  } else if (rv == DHT_ERR_NOT_FOUND && acked_before > 0) {
-    l->lost_reads++;
-    l->rows[r].lost++;
-    if (l->ks[k].bad_ns == 0) {
-      l->ks[k].bad_ns = end;
-    }
-    snprintf(what, sizeof(what),
-             "lost read: GET %s answered NOT_FOUND after seq %" PRIu64
-             " was acknowledged",
-             key, acked_before);
-    note_first(l, what);
+    /* Out of memory loses the mark: a late landing would then be
+     * reported as older, without the excuse. */
+    seq_add(&l->ks[k].failed, seq);
   } else if (rv == 0 || rv == DHT_ERR_NOT_FOUND) {
-    ok = true; /* NOT_FOUND is right for a key never acknowledged */
+    verdict = rv == 0 && !value_seq(k, got, got_len, &got_seq)
+                  ? J_GARBLED
+                  : judge(&l->ks[k], rv == 0, got_seq);
+    if (verdict == J_OK || verdict == J_UNACKED) {
+      l->unacked_reads += verdict == J_UNACKED;
+      ok = true;
+    } else {
+      note_bad_read(l, k, r, verdict, got_seq, end, key);
+    }
   }
   if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
-    snprintf(what, sizeof(what), "%s %s: %s", is_get ? "GET" : "PUT", key,
+    snprintf(what, sizeof(what), "%s %s: %s", op, key,
              dht_client_last_error(w->c));
     note_error(l, rv, what);
   } else if (ok && end > deadline) {
     /* The call keeps to its timeout; this is the last millisecond. */
     ok = false;
     snprintf(what, sizeof(what), "%s %s: answered %.3f ms after the deadline",
-             is_get ? "GET" : "PUT", key, (double)(end - deadline) / 1e6);
+             op, key, (double)(end - deadline) / 1e6);
     note_error(l, DHT_ERR_TIMEOUT, what);
   }
   l->ks[k].busy = false;
@@ -562,52 +663,220 @@ static void write_rows(load *l) {
   }
 }
 
-/* ---- read-back ---------------------------------------------------------- */
+/* ---- the final pass ----------------------------------------------------- */
 
-static void *verify_worker(void *arg) {
+/* What one node of --node said in one poll for quiet. */
+typedef struct node_view {
+  bool up;                                 /* it answered STATS */
+  dht_client_peer pred;                    /* its predecessor, if has_pred */
+  bool has_pred;
+  size_t n_succs;                          /* entries in succs */
+  dht_client_peer succs[DHT_SUCC_LIST_MAX]; /* its successor list */
+} node_view;
+
+/* The index in l->nodes of addr, or -1. */
+static long node_index(const load *l, const char *addr) {
+  size_t i;
+
+  for (i = 0; i < l->n_nodes; i++) {
+    if (strcmp(l->nodes[i], addr) == 0) {
+      return (long)i;
+    }
+  }
+  return -1;
+}
+
+/* Asks addr for STATS with a client of its own, for a node not on --node.
+ * Returns 0 or a DHT_ERR_*. */
+static int stats_of(const char *addr, dht_client_stats_result *st) {
+  dht_client *c;
+  int rv = dht_client_new(&c, addr, NULL);
+
+  if (rv == 0) {
+    rv = dht_client_stats(c, st, QUIET_CALL_MS);
+    dht_client_del(c);
+  }
+  return rv;
+}
+
+/* One poll of every node of --node (clients[i] asks node i). Fills views
+ * and returns true when the ring looks quiet: some node answers; every
+ * node that answers is joined with nothing pending; none lists a node of
+ * --node that does not answer as a successor; and each one's first
+ * successor answers and names it as predecessor. Else why says why. */
+static bool quiet_poll(load *l, dht_client **clients, node_view *views,
+                       dht_client_stats_result *st, char *why,
+                       size_t why_len) {
+  size_t i, j, n_up = 0;
+  uint64_t state, pending;
+
+  for (i = 0; i < l->n_nodes; i++) {
+    node_view *v = &views[i];
+    memset(v, 0, sizeof(*v));
+    if (dht_client_stats(clients[i], st, QUIET_CALL_MS) != 0) {
+      continue;
+    }
+    v->up = true;
+    n_up++;
+    if (dht_client_stats_counter(st, "state", &state) == 0 &&
+        state != DHT_NODE_JOINED) {
+      snprintf(why, why_len, "%s is not joined (state %" PRIu64 ")",
+               l->nodes[i], state);
+      return false;
+    }
+    if (dht_client_stats_counter(st, "pending", &pending) == 0 &&
+        pending > 0) {
+      snprintf(why, why_len, "%s has %" PRIu64 " requests pending",
+               l->nodes[i], pending);
+      return false;
+    }
+    v->has_pred = st->has_pred;
+    v->pred = st->pred;
+    v->n_succs = st->n_succs;
+    memcpy(v->succs, st->succs, st->n_succs * sizeof(st->succs[0]));
+  }
+  if (n_up == 0) {
+    snprintf(why, why_len, "no node answers");
+    return false;
+  }
+  for (i = 0; i < l->n_nodes; i++) {
+    const node_view *v = &views[i];
+    const char *succ, *succ_pred;
+    long s;
+    if (!v->up || v->n_succs == 0 ||
+        strcmp(v->succs[0].addr, l->nodes[i]) == 0) {
+      continue; /* down, or alone in its ring */
+    }
+    for (j = 0; j < v->n_succs; j++) {
+      s = node_index(l, v->succs[j].addr);
+      if (s >= 0 && !views[s].up) {
+        snprintf(why, why_len, "%s lists %s, which does not answer",
+                 l->nodes[i], v->succs[j].addr);
+        return false;
+      }
+    }
+    succ = v->succs[0].addr;
+    s = node_index(l, succ);
+    if (s >= 0) {
+      succ_pred = views[s].has_pred ? views[s].pred.addr : "";
+    } else if (stats_of(succ, st) == 0) {
+      succ_pred = st->has_pred ? st->pred.addr : "";
+    } else {
+      snprintf(why, why_len, "%s's successor %s does not answer",
+               l->nodes[i], succ);
+      return false;
+    }
+    if (strcmp(succ_pred, l->nodes[i]) != 0) {
+      snprintf(why, why_len, "%s's successor %s has predecessor %s",
+               l->nodes[i], succ, succ_pred[0] != '\0' ? succ_pred : "(none)");
+      return false;
+    }
+  }
+  return true;
+}
+
+/* True when two polls saw the same nodes up with the same neighbours. */
+static bool views_equal(const node_view *a, const node_view *b, size_t n) {
+  size_t i, j;
+
+  for (i = 0; i < n; i++) {
+    if (a[i].up != b[i].up || a[i].has_pred != b[i].has_pred ||
+        a[i].n_succs != b[i].n_succs ||
+        (a[i].has_pred && strcmp(a[i].pred.addr, b[i].pred.addr) != 0)) {
+      return false;
+    }
+    for (j = 0; j < a[i].n_succs; j++) {
+      if (strcmp(a[i].succs[j].addr, b[i].succs[j].addr) != 0) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/* Waits until two polls in a row find the ring quiet and unchanged, or
+ * quiet_s has passed; records which, and how long it took. Returns 0 or
+ * -1 (out of memory). */
+static int wait_quiet(load *l) {
+  int64_t t0 = mono_ns(), until = t0 + (int64_t)l->quiet_s * 1000000000;
+  dht_client_stats_result *st = malloc(sizeof(*st));
+  node_view *views = calloc(2 * l->n_nodes, sizeof(*views));
+  dht_client **clients = calloc(l->n_nodes, sizeof(*clients));
+  bool was_quiet = false;
+  int rv = st != NULL && views != NULL && clients != NULL ? 0 : -1;
+  size_t i, cur = 0;
+
+  for (i = 0; rv == 0 && i < l->n_nodes; i++) {
+    rv = dht_client_new(&clients[i], l->nodes[i], NULL) == 0 ? 0 : -1;
+  }
+  while (rv == 0) {
+    node_view *now = views + cur * l->n_nodes,
+              *before = views + (1 - cur) * l->n_nodes;
+    bool quiet = quiet_poll(l, clients, now, st, l->quiet_why,
+                            sizeof(l->quiet_why));
+    if (quiet && was_quiet && views_equal(now, before, l->n_nodes)) {
+      l->quiet = true;
+      l->quiet_why[0] = '\0';
+      break;
+    }
+    if (quiet) {
+      snprintf(l->quiet_why, sizeof(l->quiet_why),
+               "the ring changed between two polls");
+    }
+    was_quiet = quiet;
+    cur = 1 - cur;
+    if (mono_ns() + (int64_t)QUIET_POLL_MS * 1000000 >= until) {
+      break;
+    }
+    sleep_until_ns(mono_ns() + (int64_t)QUIET_POLL_MS * 1000000);
+  }
+  l->quiet_secs = (double)(mono_ns() - t0) / 1e9;
+  if (clients != NULL) {
+    for (i = 0; i < l->n_nodes; i++) {
+      dht_client_del(clients[i]);
+    }
+  }
+  free(clients);
+  free(views);
+  free(st);
+  return rv;
+}
+
+/* Reads keys of the final pass, one at a time, until none is left. */
+static void *final_worker(void *arg) {
   worker *w = arg;
   load *l = w->l;
   char key[KEY_TEXT_MAX];
-  uint64_t k, acked, sent, seq;
+  uint64_t k, seq;
   uint8_t *got;
-  /* seq is set before every use; 0 keeps the compiler sure of it. */
   size_t got_len, key_len;
-  uint8_t res;
-  int rv;
+  int rv, verdict;
 
   for (;;) {
     pthread_mutex_lock(&l->mu);
-    if (l->next_vkey >= l->n_vkeys ||
-        (l->verify_passes > 1 && mono_ns() >= l->verify_until_ns)) {
-      pthread_mutex_unlock(&l->mu);
+    while (l->next_fkey < l->keys && l->ks[l->next_fkey].sent_seq == 0) {
+      l->next_fkey++; /* never written: nothing to judge */
+    }
+    k = l->next_fkey < l->keys ? l->next_fkey++ : UINT64_MAX;
+    pthread_mutex_unlock(&l->mu);
+    if (k == UINT64_MAX) {
       break;
     }
-    k = l->vkeys[l->next_vkey++];
-    acked = l->ks[k].acked_seq;
-    sent = l->ks[k].sent_seq;
-    pthread_mutex_unlock(&l->mu);
-
     key_len = key_text(l, k, key);
     got = NULL;
     got_len = 0;
     seq = 0;
     rv = dht_client_get(w->c, key, key_len, &got, &got_len,
                         (int)l->deadline_ms);
-    if (rv == 0) {
-      if (!value_seq(k, got, got_len, &seq) || seq > sent) {
-        res = V_GARBLED;
-      } else {
-        res = seq >= acked ? V_OK : V_OLDER;
-      }
-    } else {
-      res = rv == DHT_ERR_NOT_FOUND ? V_NOT_FOUND : V_UNREADABLE;
-    }
     pthread_mutex_lock(&l->mu);
-    if (res == V_OK && l->ks[k].verify != V_PENDING) {
-      l->verify_recovered++;
+    if (rv == 0 && !value_seq(k, got, got_len, &seq)) {
+      verdict = J_GARBLED;
+    } else if (rv == 0 || rv == DHT_ERR_NOT_FOUND) {
+      verdict = judge(&l->ks[k], rv == 0, seq);
+    } else {
+      verdict = J_UNREADABLE;
     }
-    l->ks[k].verify = res;
-    l->ks[k].verify_seq = seq;
+    l->ks[k].final = (uint8_t)verdict;
     pthread_mutex_unlock(&l->mu);
     free(got);
   }
@@ -631,7 +900,7 @@ static int run_workers(load *l, void *(*fn)(void *), bool tick) {
     /* Let the started ones run out of work. */
     pthread_mutex_lock(&l->mu);
     l->next_op = l->total_ops;
-    l->next_vkey = l->n_vkeys;
+    l->next_fkey = l->keys;
     pthread_mutex_unlock(&l->mu);
   }
   while (tick && rv == 0) {
@@ -655,92 +924,155 @@ static int run_workers(load *l, void *(*fn)(void *), bool tick) {
   return rv;
 }
 
-/* Reads back every key with an acknowledged put, in passes, until every
- * one is confirmed or verify_s has passed. The first pass reads every key
- * whatever the time; a later one stops when verify_s is over, and what it
- * did not reach keeps the result of the pass before. */
-static int verify(load *l) {
-  int64_t t0 = mono_ns(), until = t0 + (int64_t)l->verify_s * 1000000000;
+/* The final pass: waits for quiet, then reads every key written once.
+ * Returns 0 or -1 (out of memory, or no thread could be started). */
+static int final_pass(load *l) {
+  int64_t t0;
   uint64_t k;
-  size_t i, n;
 
-  l->vkeys = malloc((size_t)l->keys * sizeof(*l->vkeys));
-  if (l->vkeys == NULL) {
+  if (wait_quiet(l) != 0) {
+    return -1;
+  }
+  t0 = mono_ns();
+  l->next_fkey = 0;
+  if (run_workers(l, final_worker, false) != 0) {
     return -1;
   }
   for (k = 0; k < l->keys; k++) {
-    if (l->ks[k].acked_seq > 0) {
-      l->vkeys[l->n_vkeys++] = k;
+    if (l->ks[k].sent_seq > 0) {
+      l->final_keys++;
+      l->final_counts[l->ks[k].final]++;
     }
   }
-  l->verify_keys = l->n_vkeys;
-  l->verify_until_ns = until;
-  while (l->n_vkeys > 0) {
-    l->next_vkey = 0;
-    l->verify_passes++;
-    if (run_workers(l, verify_worker, false) != 0) {
-      return -1;
-    }
-    n = 0;
-    for (i = 0; i < l->n_vkeys; i++) {
-      if (l->ks[l->vkeys[i]].verify != V_OK) {
-        l->vkeys[n++] = l->vkeys[i];
-      }
-    }
-    l->n_vkeys = n;
-    if (n == 0 || mono_ns() + (int64_t)VERIFY_PAUSE_MS * 1000000 >= until) {
-      break;
-    }
-    sleep_until_ns(mono_ns() + (int64_t)VERIFY_PAUSE_MS * 1000000);
-  }
-  for (k = 0; k < l->keys; k++) {
-    if (l->ks[k].acked_seq > 0) {
-      l->v_counts[l->ks[k].verify]++;
-      if (l->ks[k].verify == V_OLDER &&
-          failed_bit(&l->ks[k], l->ks[k].verify_seq)) {
-        l->v_older_failed++;
-      }
-    }
-  }
-  l->verify_secs = (double)(mono_ns() - t0) / 1e9;
+  l->final_secs = (double)(mono_ns() - t0) / 1e9;
   return 0;
 }
 
-/* Writes --lost-csv: the keys the read-back counts as lost. Returns 0 or
- * -1 (errno set). */
+/* The final pass's verdicts as --lost-csv and the text name them. */
+static const char *const verdict_names[J_COUNT] = {
+    "pending",     "ok",         "unacked", "lost", "older",
+    "resurrected", "unreadable", "garbled"};
+
+/* True when the final pass found key state ks wrong. */
+static bool final_wrong(const key_state *ks) {
+  return ks->sent_seq > 0 && ks->final != J_OK && ks->final != J_UNACKED;
+}
+
+/* Writes --lost-csv: the keys the final pass found wrong. Returns 0 or -1
+ * (errno set). */
 static int write_lost(const load *l, FILE *f) {
-  static const char *const names[] = {"pending",   "ok",         "not_found",
-                                      "older",     "unreadable", "garbled"};
   char key[KEY_TEXT_MAX];
   uint64_t k;
 
   fputs("key,acked_seq,acked_t,first_bad_read_t,readback\n", f);
   for (k = 0; k < l->keys; k++) {
     const key_state *ks = &l->ks[k];
-    if (ks->acked_seq == 0 || ks->verify == V_OK) {
+    if (!final_wrong(ks)) {
       continue;
     }
     key_text(l, k, key);
-    fprintf(f, "%s,%" PRIu64 ",%.3f,", key, ks->acked_seq,
-            (double)(ks->acked_ns - l->t0_ns) / 1e9);
+    fprintf(f, "%s,%" PRIu64 ",", key, ks->acked_seq);
+    if (ks->acked_seq > 0) {
+      fprintf(f, "%.3f", (double)(ks->acked_ns - l->t0_ns) / 1e9);
+    }
+    fputc(',', f);
     if (ks->bad_ns != 0) {
       fprintf(f, "%.3f", (double)(ks->bad_ns - l->t0_ns) / 1e9);
     }
-    fprintf(f, ",%s\n", names[ks->verify]);
+    fprintf(f, ",%s\n", verdict_names[ks->final]);
   }
   return fflush(f) == 0 && !ferror(f) ? 0 : -1;
 }
 
 /* ---- report ------------------------------------------------------------- */
 
-static uint64_t lost_acked(const load *l) {
-  return l->v_counts[V_NOT_FOUND] + l->v_counts[V_OLDER] +
-         l->v_counts[V_UNREADABLE] + l->v_counts[V_GARBLED];
+/* Keys the final pass found wrong, of every kind. */
+static uint64_t final_bad(const load *l) {
+  return l->final_counts[J_LOST] + l->final_counts[J_OLDER] +
+         l->final_counts[J_RESURRECTED] + l->final_counts[J_UNREADABLE] +
+         l->final_counts[J_GARBLED];
 }
 
 static bool run_clean(const load *l) {
-  return lost_acked(l) == 0 && l->stale == 0 && l->lost_reads == 0 &&
+  return final_bad(l) == 0 && l->stale == 0 && l->lost_reads == 0 &&
          l->garbled == 0;
+}
+
+/* The one JSON object of --json; p50 and p99 in us, ratio of successes. */
+static void report_json(const load *l, double secs, uint64_t p50,
+                        uint64_t p99, double ratio) {
+  FILE *f = stdout;
+  bool first = true;
+  int i;
+
+  fprintf(f, "{\"ok\":%s,\"command\":\"load\",\"nodes\":%zu,",
+          run_clean(l) ? "true" : "false", l->n_nodes);
+  fprintf(f,
+          "\"connections\":%" PRIu64 ",\"rate\":%" PRIu64
+          ",\"duration_s\":%" PRIu64 ",\"keys\":%" PRIu64
+          ",\"get_ratio\":%g,\"del_ratio\":%g,\"deadline_ms\":%" PRIu64
+          ",\"seed\":%" PRIu64 ",\"prefix\":",
+          l->conns_n, l->rate, l->duration_s, l->keys, l->get_ratio,
+          l->del_ratio, l->deadline_ms, l->seed);
+  cli_json_str(f, l->prefix);
+  fprintf(f,
+          ",\"elapsed_s\":%.3f,\"attempted\":%" PRIu64 ",\"succeeded\":%" PRIu64
+          ",\"failed\":%" PRIu64 ",\"late\":%" PRIu64
+          ",\"success_ratio\":%.6f,\"puts\":%" PRIu64 ",\"dels\":%" PRIu64
+          ",\"writes_acked\":%" PRIu64 ",\"acked_late\":%" PRIu64
+          ",\"gets\":%" PRIu64 ",\"stale_reads\":%" PRIu64
+          ",\"unacked_reads\":%" PRIu64 ",\"lost_reads\":%" PRIu64
+          ",\"garbled_reads\":%" PRIu64 ",\"retries\":%" PRIu64
+          ",\"latency_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f},"
+          "\"errors\":{",
+          secs, l->total_ops, l->ok, l->failed, l->late, ratio, l->puts,
+          l->dels, l->writes_acked, l->acked_late, l->gets, l->stale,
+          l->unacked_reads, l->lost_reads, l->garbled, l->retries,
+          (double)p50 / 1e3, (double)p99 / 1e3, (double)l->lat.max_us / 1e3);
+  for (i = 1; i < ERR_CODES; i++) {
+    if (l->err_counts[i] > 0) {
+      fprintf(f, "%s\"%s\":%" PRIu64, first ? "" : ",", dht_errname(-i),
+              l->err_counts[i]);
+      first = false;
+    }
+  }
+  if (l->err_counts[0] > 0) {
+    fprintf(f, "%s\"OTHER\":%" PRIu64, first ? "" : ",", l->err_counts[0]);
+  }
+  fputs("},\"first_error\":", f);
+  if (l->first_error[0] != '\0') {
+    cli_json_str(f, l->first_error);
+  } else {
+    fputs("null", f);
+  }
+  if (!l->verify) {
+    fputs(",\"final_pass\":null,\"lost_acked_writes\":null,\"older\":null,"
+          "\"resurrected\":null}\n",
+          f);
+    return;
+  }
+  fprintf(f, ",\"final_pass\":{\"quiet\":%s,\"quiet_wait_s\":%.3f,"
+             "\"not_quiet_because\":",
+          l->quiet ? "true" : "false", l->quiet_secs);
+  if (l->quiet) {
+    fputs("null", f);
+  } else {
+    cli_json_str(f, l->quiet_why);
+  }
+  fprintf(f,
+          ",\"keys\":%" PRIu64 ",\"ok\":%" PRIu64 ",\"unacked\":%" PRIu64
+          ",\"lost\":%" PRIu64 ",\"older\":%" PRIu64 ",\"resurrected\":%" PRIu64
+          ",\"unreadable\":%" PRIu64 ",\"garbled\":%" PRIu64
+          ",\"elapsed_s\":%.3f}",
+          l->final_keys, l->final_counts[J_OK], l->final_counts[J_UNACKED],
+          l->final_counts[J_LOST], l->final_counts[J_OLDER],
+          l->final_counts[J_RESURRECTED], l->final_counts[J_UNREADABLE],
+          l->final_counts[J_GARBLED], l->final_secs);
+  fprintf(f,
+          ",\"lost_acked_writes\":%" PRIu64 ",\"older\":%" PRIu64
+          ",\"resurrected\":%" PRIu64 "}\n",
+          l->final_counts[J_LOST], l->final_counts[J_OLDER],
+          l->final_counts[J_RESURRECTED]);
 }
 
 static void report(const load *l, double secs) {
@@ -752,70 +1084,17 @@ static void report(const load *l, double secs) {
   int i;
 
   if (l->ctx->json) {
-    fprintf(f, "{\"ok\":%s,\"command\":\"load\",\"nodes\":%zu,",
-            run_clean(l) ? "true" : "false", l->n_nodes);
-    fprintf(f,
-            "\"connections\":%" PRIu64 ",\"rate\":%" PRIu64
-            ",\"duration_s\":%" PRIu64 ",\"keys\":%" PRIu64
-            ",\"get_ratio\":%g,\"deadline_ms\":%" PRIu64 ",\"seed\":%" PRIu64
-            ",\"prefix\":",
-            l->conns_n, l->rate, l->duration_s, l->keys, l->get_ratio,
-            l->deadline_ms, l->seed);
-    cli_json_str(f, l->prefix);
-    fprintf(f,
-            ",\"elapsed_s\":%.3f,\"attempted\":%" PRIu64
-            ",\"succeeded\":%" PRIu64 ",\"failed\":%" PRIu64
-            ",\"late\":%" PRIu64 ",\"success_ratio\":%.6f,\"puts\":%" PRIu64
-            ",\"puts_acked\":%" PRIu64 ",\"acked_late\":%" PRIu64
-            ",\"gets\":%" PRIu64 ",\"stale_reads\":%" PRIu64
-            ",\"stale_reads_of_failed_puts\":%" PRIu64
-            ",\"lost_reads\":%" PRIu64 ",\"garbled_reads\":%" PRIu64
-            ",\"retries\":%" PRIu64
-            ",\"latency_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f},"
-            "\"errors\":{",
-            secs, l->total_ops, l->ok, l->failed, l->late, ratio, l->puts,
-            l->puts_acked, l->acked_late, l->gets, l->stale,
-            l->stale_failed_put, l->lost_reads, l->garbled, l->retries,
-            (double)p50 / 1e3, (double)p99 / 1e3, (double)l->lat.max_us / 1e3);
-    for (i = 1; i < ERR_CODES; i++) {
-      if (l->err_counts[i] > 0) {
-        fprintf(f, "%s\"%s\":%" PRIu64, first ? "" : ",", dht_errname(-i),
-                l->err_counts[i]);
-        first = false;
-      }
-    }
-    if (l->err_counts[0] > 0) {
-      fprintf(f, "%s\"OTHER\":%" PRIu64, first ? "" : ",", l->err_counts[0]);
-    }
-    fputs("},\"first_error\":", f);
-    if (l->first_error[0] != '\0') {
-      cli_json_str(f, l->first_error);
-    } else {
-      fputs("null", f);
-    }
-    if (l->verify) {
-      fprintf(f,
-              ",\"verify\":{\"keys\":%" PRIu64 ",\"confirmed\":%" PRIu64
-              ",\"not_found\":%" PRIu64 ",\"older\":%" PRIu64
-              ",\"older_failed_put\":%" PRIu64 ",\"unreadable\":%" PRIu64
-              ",\"garbled\":%" PRIu64 ",\"recovered\":%" PRIu64
-              ",\"passes\":%" PRIu64 ",\"elapsed_s\":%.3f}",
-              l->verify_keys, l->v_counts[V_OK], l->v_counts[V_NOT_FOUND],
-              l->v_counts[V_OLDER], l->v_older_failed,
-              l->v_counts[V_UNREADABLE], l->v_counts[V_GARBLED],
-              l->verify_recovered, l->verify_passes, l->verify_secs);
-      fprintf(f, ",\"lost_acked_writes\":%" PRIu64 "}\n", lost_acked(l));
-    } else {
-      fputs(",\"verify\":null,\"lost_acked_writes\":null}\n", f);
-    }
+    report_json(l, secs, p50, p99, ratio);
     return;
   }
   fprintf(f,
           "load: %zu node%s, %" PRIu64 " connections, %" PRIu64
           " ops/s for %" PRIu64 " s, %" PRIu64
-          " keys, get ratio %.2f, deadline %" PRIu64 " ms, seed %" PRIu64 "\n",
+          " keys, get ratio %.2f, del ratio %.2f, deadline %" PRIu64
+          " ms, seed %" PRIu64 "\n",
           l->n_nodes, l->n_nodes == 1 ? "" : "s", l->conns_n, l->rate,
-          l->duration_s, l->keys, l->get_ratio, l->deadline_ms, l->seed);
+          l->duration_s, l->keys, l->get_ratio, l->del_ratio, l->deadline_ms,
+          l->seed);
   fprintf(f,
           "ops:          %" PRIu64 " attempted, %" PRIu64
           " succeeded, %" PRIu64 " failed (%" PRIu64
@@ -827,9 +1106,10 @@ static void report(const load *l, double secs) {
           "when due)\n",
           (double)p50 / 1e3, (double)p99 / 1e3, (double)l->lat.max_us / 1e3);
   fprintf(f,
-          "puts:         %" PRIu64 " (%" PRIu64 " acknowledged, %" PRIu64
-          " of them after the deadline); gets: %" PRIu64 "\n",
-          l->puts, l->puts_acked, l->acked_late, l->gets);
+          "writes:       %" PRIu64 " puts and %" PRIu64 " dels (%" PRIu64
+          " acknowledged, %" PRIu64 " of them after the deadline); gets: %" PRIu64
+          "\n",
+          l->puts, l->dels, l->writes_acked, l->acked_late, l->gets);
   fprintf(f, "retries:      %" PRIu64 " attempts beyond the first\n",
           l->retries);
   fprintf(f, "errors:      ");
@@ -848,32 +1128,41 @@ static void report(const load *l, double secs) {
     fprintf(f, "first error:  %s\n", l->first_error);
   }
   fprintf(f,
-          "stale reads:  %" PRIu64 " (%" PRIu64
-          " returned the value of a PUT that had failed)\n",
-          l->stale, l->stale_failed_put);
+          "stale reads:  %" PRIu64 " (older or resurrected; besides, %" PRIu64
+          " reads of a write never acknowledged, which may land)\n",
+          l->stale, l->unacked_reads);
   fprintf(f, "lost reads:   %" PRIu64 "\n", l->lost_reads);
   if (l->garbled > 0) {
     fprintf(f, "garbled:      %" PRIu64 " reads of values this run did not "
             "write\n", l->garbled);
   }
   if (!l->verify) {
-    fprintf(f, "verify:       skipped (--no-verify)\n");
+    fprintf(f, "final pass:   skipped (--no-verify)\n");
     return;
   }
-  fprintf(f,
-          "verify:       %" PRIu64 " keys with an acknowledged put: %" PRIu64
-          " confirmed (%" PRIu64 " only after a retry), %" PRIu64
-          " not found, %" PRIu64 " older (%" PRIu64
-          " with a failed put's value), %" PRIu64 " unreadable",
-          l->verify_keys, l->v_counts[V_OK], l->verify_recovered,
-          l->v_counts[V_NOT_FOUND], l->v_counts[V_OLDER], l->v_older_failed,
-          l->v_counts[V_UNREADABLE]);
-  if (l->v_counts[V_GARBLED] > 0) {
-    fprintf(f, ", %" PRIu64 " garbled", l->v_counts[V_GARBLED]);
+  if (l->quiet) {
+    fprintf(f, "quiet:        after %.2f s\n", l->quiet_secs);
+  } else {
+    fprintf(f, "quiet:        not after %.2f s (%s); read anyway\n",
+            l->quiet_secs, l->quiet_why);
   }
-  fprintf(f, "; %" PRIu64 " pass%s in %.2f s\n", l->verify_passes,
-          l->verify_passes == 1 ? "" : "es", l->verify_secs);
-  fprintf(f, "lost acknowledged writes: %" PRIu64 "\n", lost_acked(l));
+  fprintf(f,
+          "final pass:   %" PRIu64 " keys written: %" PRIu64
+          " right (%" PRIu64 " with a write never acknowledged), %" PRIu64
+          " lost, %" PRIu64 " older, %" PRIu64 " resurrected, %" PRIu64
+          " unreadable",
+          l->final_keys, l->final_counts[J_OK] + l->final_counts[J_UNACKED],
+          l->final_counts[J_UNACKED], l->final_counts[J_LOST],
+          l->final_counts[J_OLDER], l->final_counts[J_RESURRECTED],
+          l->final_counts[J_UNREADABLE]);
+  if (l->final_counts[J_GARBLED] > 0) {
+    fprintf(f, ", %" PRIu64 " garbled", l->final_counts[J_GARBLED]);
+  }
+  fprintf(f, " in %.2f s\n", l->final_secs);
+  fprintf(f, "lost acknowledged writes: %" PRIu64 "\n",
+          l->final_counts[J_LOST]);
+  fprintf(f, "older: %" PRIu64 "\n", l->final_counts[J_OLDER]);
+  fprintf(f, "resurrected: %" PRIu64 "\n", l->final_counts[J_RESURRECTED]);
 }
 
 /* ---- options and set-up ------------------------------------------------- */
@@ -889,7 +1178,7 @@ static const cli_num_opt load_num_opts[] = {
     {"--seed", NULL, 0, UINT64_MAX, 1, offsetof(load, seed)},
     {"--value-size", NULL, VALUE_HEAD_MAX - 16, VALUE_SIZE_MAX, 100,
      offsetof(load, value_size)},
-    {"--verify-s", NULL, 1, VERIFY_S_MAX, 30, offsetof(load, verify_s)},
+    {"--quiet-s", NULL, 1, QUIET_S_MAX, 30, offsetof(load, quiet_s)},
 };
 
 /* load's other options, for cli_scan_opts(). */
@@ -899,7 +1188,8 @@ static int load_opt(cli_ctx *ctx, cli_args *a, void *ud) {
   int rv;
 
   if ((rv = cli_flag_take(ctx, a, "--no-verify", &l->verify, false)) != 0 ||
-      (rv = cli_ratio_take(ctx, a, "--get-ratio", &l->get_ratio)) != 0) {
+      (rv = cli_ratio_take(ctx, a, "--get-ratio", &l->get_ratio)) != 0 ||
+      (rv = cli_ratio_take(ctx, a, "--del-ratio", &l->del_ratio)) != 0) {
     return rv;
   }
   if (!cli_opt_is(a, "--csv") && !cli_opt_is(a, "--prefix") &&
@@ -1053,6 +1343,12 @@ int cli_load(cli_ctx *ctx, int argc, char **argv) {
     rv = rv < 0 ? CLI_EXIT_OK : rv;
     goto out;
   }
+  if (l.get_ratio + l.del_ratio > 1.0) {
+    rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                  "--get-ratio %g and --del-ratio %g add up to more than 1",
+                  l.get_ratio, l.del_ratio);
+    goto out;
+  }
   if ((rv = collect_nodes(&l)) != 0) {
     goto out;
   }
@@ -1103,9 +1399,9 @@ int cli_load(cli_ctx *ctx, int argc, char **argv) {
   }
   t_end = mono_ns();
   write_rows(&l);
-  if (l.verify && verify(&l) != 0) {
+  if (l.verify && final_pass(&l) != 0) {
     rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM,
-                  "load: out of memory for the read-back");
+                  "load: out of memory for the final pass");
     goto out;
   }
   if (l.lost != NULL && l.verify && write_lost(&l, l.lost) != 0) {
@@ -1131,7 +1427,8 @@ out:
   }
   if (l.ks != NULL) {
     for (k = 0; k < l.keys; k++) {
-      free(l.ks[k].failed);
+      free(l.ks[k].failed.words);
+      free(l.ks[k].dels.words);
     }
   }
   if (l.rows != NULL) {
@@ -1149,7 +1446,6 @@ out:
   free(l.ks);
   free(l.rows);
   cli_hist_free(&l.lat);
-  free(l.vkeys);
   pthread_cond_destroy(&l.key_freed);
   pthread_mutex_destroy(&l.mu);
   return rv;
