@@ -1,6 +1,6 @@
 /*
- * test_faults.c: real dhtd processes under the faults of tracker issue 9
- * ("acknowledged means acknowledged"): nodes paused with SIGSTOP, a ring
+ * test_faults.c: real dhtd processes under the faults that "acknowledged
+ * means acknowledged" must survive: nodes paused with SIGSTOP, a ring
  * cut in two by a network partition, a node whose wall clock is an hour
  * off, a node whose disk fills up, and three ring neighbours killed at
  * once.
