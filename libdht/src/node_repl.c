@@ -61,25 +61,43 @@ static const dht__pending_ops replicate_ops, consult_ops, sync_ops, push_ops;
 
 /* ---- versions and records ----------------------------------------------------- */
 
-/* The greatest stamp this node accepts now: max_clock_skew_ms ahead of its
- * wall clock. A stamp is (ms << 16 | counter), and wall clocks are far
- * below 2^47 ms, so none of this can overflow. */
-static uint64_t stamp_ceiling(const dht_node *node) {
-  return (dht__wall_ms(node) + node->set.max_clock_skew_ms) << 16 | 0xffffu;
+/* The most a node lets its neighbours' clocks stand in for its own. */
+#define CLOCK_TRUST_MAX_MS (24u * 3600 * 1000)
+
+/* The time stamps are judged by: this node's wall clock, or its
+ * neighbours' when both of them agree that it is behind (dht__repl_note_
+ * clock), so that a node with a slow clock says so and goes on taking the
+ * ring's writes rather than refusing them all. A fast neighbour alone
+ * cannot move it. */
+static uint64_t ring_time_ms(const dht_node *node) {
+  int64_t behind = node->repl.clock_offset_ms;
+
+  if (behind <= 0) {
+    return dht__wall_ms(node);
+  }
+  return dht__wall_ms(node) +
+         (behind < CLOCK_TRUST_MAX_MS ? (uint64_t)behind : CLOCK_TRUST_MAX_MS);
 }
 
-/* How far stamp is ahead of this node's clock, in ms (0 if it is not). */
+/* The greatest stamp this node accepts now: max_clock_skew_ms ahead of the
+ * ring's time. A stamp is (ms << 16 | counter), and wall clocks are far
+ * below 2^47 ms, so none of this can overflow. */
+static uint64_t stamp_ceiling(const dht_node *node) {
+  return (ring_time_ms(node) + node->set.max_clock_skew_ms) << 16 | 0xffffu;
+}
+
+/* How far stamp is ahead of the ring's time, in ms (0 if it is not). */
 static uint64_t stamp_ahead_ms(const dht_node *node, uint64_t stamp) {
-  uint64_t pt = dht__wall_ms(node);
+  uint64_t pt = ring_time_ms(node);
 
   return (stamp >> 16) > pt ? (stamp >> 16) - pt : 0;
 }
 
 /* A stamp newer than every stamp this node has issued or accepted. The
- * hybrid clock never runs more than the skew bound ahead of the wall clock
+ * hybrid clock never runs more than the skew bound ahead of the ring's time
  * (hlc_observe refuses beyond it), so the counter cannot run out. */
 static uint64_t hlc_tick(dht_node *node) {
-  uint64_t pt = dht__wall_ms(node) << 16;
+  uint64_t pt = ring_time_ms(node) << 16;
 
   node->repl.hlc = pt > node->repl.hlc ? pt : node->repl.hlc + 1;
   return node->repl.hlc;
