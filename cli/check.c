@@ -806,11 +806,11 @@ static void print_text(const check *k, int64_t elapsed_ms) {
     }
   }
   if (k->counts[P_LOST] > 0) {
-    printf("  %-16s FAILED: %zu range%s recorded as lost (--ack-lost "
+    printf("  %-16s FAILED: %zu range%s whose every copy died (--ack-lost "
            "acknowledges)\n",
-           "lost ranges", k->counts[P_LOST], k->counts[P_LOST] == 1 ? "" : "s");
+           "losses", k->counts[P_LOST], k->counts[P_LOST] == 1 ? "" : "s");
   } else {
-    summary_line("lost ranges", 0, k->lost_acked > 0 ? "acknowledged" : "");
+    summary_line("losses", 0, k->lost_acked > 0 ? "acknowledged" : "none");
   }
   if (k->problems_total == 0 && k->closed) {
     printf("check: ok in %lld ms\n", (long long)elapsed_ms);

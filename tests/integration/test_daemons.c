@@ -1081,7 +1081,7 @@ static void test_dht_check_counts_copies(void **state) {
       {{"--node", "@NODE", "check", NULL},
        0,
        CHECK_RING_OK "  replicas         R=3: 1000 keys, 3000 copies, ok\n"
-                     "  lost ranges      ok\n"
+                     "  losses           ok: none\n"
                      "check: ok in * ms\n",
        ""},
       {{"--node", "@NODE", "check", "--replicas", "2", NULL},
@@ -1089,7 +1089,7 @@ static void test_dht_check_counts_copies(void **state) {
        CHECK_RING_OK "  replicas         R=2: 1000 keys, 3000 copies; "
                      "FAILED: 0 under-replicated, 1000 misplaced, 0 "
                      "divergent\n"
-                     "  lost ranges      ok\n"
+                     "  losses           ok: none\n"
                      "check: FAILED, 1000 problems in * ms\n"
                      "problems (first 20 of 1000):\n*",
        "dht: check failed: 1000 problems (listed above)\n"},
@@ -1098,7 +1098,7 @@ static void test_dht_check_counts_copies(void **state) {
        CHECK_RING_OK "  replicas         R=4: 1000 keys, 3000 copies; "
                      "FAILED: 1000 under-replicated, 0 misplaced, 0 "
                      "divergent\n"
-                     "  lost ranges      ok\n"
+                     "  losses           ok: none\n"
                      "check: FAILED, 1000 problems in * ms\n"
                      "problems (first 20 of 1000):\n*",
        "dht: check failed: 1000 problems (listed above)\n"},
