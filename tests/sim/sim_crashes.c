@@ -650,7 +650,7 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
 
   setup(&r, o, report, "c");
   w = &r.w;
-  w->clock_skew_ms = o->clock_skew_ms;
+  w->clocks.within_ms = o->clock_skew_ms;
   restart_prob = 0.5 * sim_rng_unit(&r.rng);
   reboot_prob = 0.3 * sim_rng_unit(&r.rng);
   sim_text_printf(report,

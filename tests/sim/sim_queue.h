@@ -30,6 +30,7 @@ typedef enum sim_event_kind {
   SIM_EV_WAKE,          /* node slot's timers may be due */
   SIM_EV_UNREACHABLE,   /* node slot learns it cannot connect to peer_slot */
   SIM_EV_REJOIN,        /* node slot retries a join that failed */
+  SIM_EV_LEAVE_TIMEOUT, /* node slot's graceful leave must be over */
 } sim_event_kind;
 
 typedef struct sim_event {

@@ -234,7 +234,7 @@ static void owner_clock_steps_back(sim_world *w) {
   owner = owner_of(w, key);
   sim_world_crash(w, owner, true);
   sim_world_run_until(w, w->now_ms + 5000);
-  w->nodes[owner].wall_offset_ms = 60000;
+  sim_clock_init(&w->nodes[owner].clock, w->now_ms, 60000, 0);
   restart_settle(w, owner);
   if (!w->failed && owner_of(w, key) != owner) {
     sim_world_fail(w, "%s did not get its range back", w->nodes[owner].addr);
@@ -247,7 +247,7 @@ static void owner_clock_steps_back(sim_world *w) {
   if (!w->failed) {
     sim_world_crash(w, owner, false);
     sim_world_run_until(w, w->now_ms + 100);
-    w->nodes[owner].wall_offset_ms = 0;
+    sim_clock_init(&w->nodes[owner].clock, w->now_ms, 0, 0);
     restart_settle(w, owner);
   }
   if (!w->failed) {

@@ -48,6 +48,8 @@ void sim_world_init(sim_world *w, uint64_t seed, const dht_settings *settings) {
   sim_rng_seed(&master, seed);
   sim_rng_fork(&master, &w->rng);
   sim_net_init(&w->net, &master);
+  sim_rng_fork(&master, &w->clock_rng);
+  sim_rng_fork(&master, &w->disks.rng);
   sim_queue_init(&w->queue);
   dht_buf_init(&w->scratch);
   w->settings = *settings;
@@ -60,7 +62,7 @@ void sim_world_free(sim_world *w) {
 
   for (i = 0; i < w->n_nodes; i++) {
     dht_node_del(w->nodes[i].node);
-    dht_store_del(w->nodes[i].store);
+    sim_disk_del(w->nodes[i].disk);
   }
   free(w->nodes);
   sim_world_clear_ops(w);
@@ -146,6 +148,7 @@ static void schedule_wake(sim_world *w, uint32_t slot) {
   if (deadline == DHT_TIME_NEVER) {
     return;
   }
+  deadline = sim_clock_due(&n->clock, deadline);
   if (deadline < w->now_ms) {
     deadline = w->now_ms;
   }
@@ -314,6 +317,9 @@ static void carry_out_client_reply(sim_world *w, uint32_t from,
 
   if (index >= w->ops_base && index < w->ops_base + w->n_ops) {
     sim_op *op = sim_world_op(w, index);
+    if (op->reset) {
+      return; /* its connection was closed (drop_unflushed) */
+    }
     if (at < op->last_arrival_ms) {
       at = op->last_arrival_ms;
     }
@@ -347,6 +353,14 @@ static void carry_out_reply(sim_world *w, uint32_t from, const dht_action *a) {
   }
 }
 
+/* A graceful leave ran out of time: dhtd exits anyway. */
+static void leave_timeout(sim_world *w, uint32_t slot) {
+  if (w->nodes[slot].leaving) {
+    w->leave_timeouts++;
+    sim_world_crash(w, slot, true);
+  }
+}
+
 static void carry_out_event(sim_world *w, uint32_t slot, const dht_action *a) {
   sim_node *n = &w->nodes[slot];
 
@@ -361,16 +375,93 @@ static void carry_out_event(sim_world *w, uint32_t slot, const dht_action *a) {
          n->incarnation, SIM_NO_SLOT, 0, NULL, 0);
     break;
   case DHT_EVENT_LEFT:
-    sim_world_fail(w, "%s reported LEFT, but nothing asked it to leave",
-                   n->addr);
+    if (!n->leaving) {
+      sim_world_fail(w, "%s reported LEFT, but nothing asked it to leave",
+                     n->addr);
+    }
+    n->left = true;
     break;
   }
 }
 
+/* Peers already told, during one drain, that a failed commit closed their
+ * connection: one reset per connection, as dhtd closes each once. */
+typedef struct reset_set {
+  uint32_t slots[64]; /* peers reset, in order; more are told again */
+  size_t n;           /* entries in slots */
+} reset_set;
+
+/* True the first time slot is added. */
+static bool reset_once(reset_set *set, uint32_t slot) {
+  size_t i;
+
+  for (i = 0; i < set->n; i++) {
+    if (set->slots[i] == slot) {
+      return false;
+    }
+  }
+  if (set->n < sizeof(set->slots) / sizeof(set->slots[0])) {
+    set->slots[set->n++] = slot;
+  }
+  return true;
+}
+
+/*
+ * A frame of a call whose commit failed. dhtd (on_flush) then writes
+ * nothing of that loop iteration and closes every connection with output
+ * waiting, so that no reply acknowledges a write that is not on disk: an
+ * outgoing connection fails, and the node hears its peer is unreachable;
+ * the peer at the far end of an incoming one sees it reset; a client's
+ * connection is closed, so no result can reach the client any more.
+ */
+static void drop_unflushed(sim_world *w, uint32_t slot, const dht_action *a,
+                           reset_set *outgoing, reset_set *incoming) {
+  sim_node *n = &w->nodes[slot];
+  uint32_t peer;
+
+  w->unflushed_frames++;
+  if (a->type == DHT_ACTION_SEND) {
+    peer = sim_world_slot_of(w, a->addr, strlen(a->addr));
+    if (peer != SIM_NO_SLOT && reset_once(outgoing, peer)) {
+      push(w, SIM_EV_UNREACHABLE, w->now_ms, slot, n->incarnation, peer, 0,
+           NULL, 0);
+    }
+  } else if (a->conn & SIM_CLIENT_CONN) {
+    size_t index = (size_t)(a->conn & ~SIM_CLIENT_CONN);
+    sim_op *op;
+    if (index >= w->ops_base && index < w->ops_base + w->n_ops) {
+      op = sim_world_op(w, index);
+      if (!op->reset && op->replies == 0) {
+        op->reset = true;
+        w->ops_outstanding--;
+      }
+    }
+  } else {
+    peer = conn_slot(a->conn);
+    if (peer < w->n_nodes && reset_once(incoming, peer)) {
+      push(w, SIM_EV_UNREACHABLE, w->now_ms + sim_net_latency_ms(&w->net),
+           peer, conn_incarnation(a->conn), slot, 0, NULL, 0);
+    }
+  }
+}
+
 void sim_world_drain(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
+  reset_set outgoing, incoming;
+  bool unflushed;
   dht_action a;
 
-  while (dht_node_poll_action(w->nodes[slot].node, &a)) {
+  /* The commit point, where dhtd's on_flush commits: after the call into
+   * the node, before any of its output leaves. */
+  unflushed = sim_disk_commit(n->disk) != 0;
+  outgoing.n = 0;
+  incoming.n = 0;
+  while (dht_node_poll_action(n->node, &a)) {
+    if (unflushed &&
+        (a.type == DHT_ACTION_SEND || a.type == DHT_ACTION_REPLY)) {
+      drop_unflushed(w, slot, &a, &outgoing, &incoming);
+      continue;
+    }
     switch (a.type) {
     case DHT_ACTION_SEND:
       if (frame_is_whole(w, slot, &a)) {
@@ -395,6 +486,12 @@ void sim_world_drain(sim_world *w, uint32_t slot) {
     }
   }
   check_structure(w, slot);
+  if (n->left) {
+    /* Like dhtd on LEFT: the process exits. */
+    w->leaves++;
+    sim_world_crash(w, slot, true);
+    return;
+  }
   schedule_wake(w, slot);
 }
 
@@ -419,11 +516,9 @@ uint32_t sim_world_add_node(sim_world *w) {
   snprintf(n->addr, sizeof(n->addr), "n%05" PRIu32 SIM_PORT_SUFFIX, slot);
   n->addr_len = strlen(n->addr);
   dht_id_hash(&n->id, n->addr, n->addr_len);
-  n->store = dht_store_mem_new();
-  if (n->store == NULL) {
-    fprintf(stderr, "dht-sim: out of memory (store)\n");
-    abort();
-  }
+  n->disk = sim_disk_new(&w->disks);
+  n->store = sim_disk_contents(n->disk);
+  sim_clock_draw(&n->clock, &w->clocks, &w->clock_rng, w->now_ms);
   n->timer_at_ms = DHT_TIME_NEVER;
   return slot;
 }
@@ -436,16 +531,18 @@ void sim_world_start(sim_world *w, uint32_t slot) {
   memset(&cfg, 0, sizeof(cfg));
   cfg.addr = n->addr;
   cfg.id = NULL;
-  cfg.store = n->store;
+  cfg.store = sim_disk_store(n->disk);
   cfg.settings = w->settings;
   cfg.seed = sim_rng_next(&w->rng);
-  /* Like dhtd, which gives the real wall clock: versions are stamped with
-   * it, so every process must see time go on across restarts. */
-  cfg.wall_ms = SIM_WALL_EPOCH_MS + w->now_ms + (uint64_t)n->wall_offset_ms;
-  if (w->clock_skew_ms > 0) {
-    cfg.wall_ms = cfg.wall_ms - w->clock_skew_ms +
-                  sim_rng_below(&w->rng, 2 * (uint64_t)w->clock_skew_ms + 1);
+  if (n->incarnation == 0) {
+    sim_clock_start(&n->clock, w->now_ms);
+  } else {
+    w->clock_steps += sim_clock_restart(&n->clock, &w->clocks, &w->clock_rng,
+                                        w->now_ms);
   }
+  /* Like dhtd, which gives the host's wall clock: versions are stamped
+   * with it, so every process must see time go on across restarts. */
+  cfg.wall_ms = sim_clock_wall(&n->clock, w->now_ms);
   cfg.log = w->log_on ? log_line : NULL;
   cfg.log_ud = w;
   cfg.log_level = w->log_level;
@@ -475,7 +572,7 @@ void sim_world_create_ring(sim_world *w, uint32_t slot) {
   if (w->failed) {
     return;
   }
-  rv = dht_node_create_ring(w->nodes[slot].node, w->now_ms);
+  rv = dht_node_create_ring(w->nodes[slot].node, sim_world_node_now(w, slot));
   if (rv != 0) {
     sim_world_fail(w, "dht_node_create_ring(%s): %s", w->nodes[slot].addr,
                    dht_strerror(rv));
@@ -494,7 +591,8 @@ void sim_world_join(sim_world *w, uint32_t slot, uint32_t bootstrap) {
     return;
   }
   w->nodes[slot].joins_started++;
-  rv = dht_node_join(w->nodes[slot].node, w->nodes[bootstrap].addr, w->now_ms);
+  rv = dht_node_join(w->nodes[slot].node, w->nodes[bootstrap].addr,
+                     sim_world_node_now(w, slot));
   if (rv != 0) {
     sim_world_fail(w, "dht_node_join(%s via %s): %s", w->nodes[slot].addr,
                    w->nodes[bootstrap].addr, dht_strerror(rv));
@@ -510,6 +608,35 @@ void sim_world_crash(sim_world *w, uint32_t slot, bool refuses) {
   n->node = NULL;
   n->refuses = refuses;
   n->timer_at_ms = DHT_TIME_NEVER;
+  n->leaving = false;
+  n->left = false;
+  sim_disk_crash(n->disk);
+}
+
+void sim_world_leave(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
+  int rv;
+
+  rv = dht_node_leave(n->node, sim_world_node_now(w, slot));
+  if (rv != 0) {
+    sim_world_fail(w, "dht_node_leave(%s): %s", n->addr, dht_strerror(rv));
+    return;
+  }
+  n->leaving = true;
+  push(w, SIM_EV_LEAVE_TIMEOUT, w->now_ms + SIM_LEAVE_TIMEOUT_MS, slot,
+       n->incarnation, SIM_NO_SLOT, 0, NULL, 0);
+  sim_world_drain(w, slot);
+}
+
+void sim_world_wipe(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
+
+  sim_disk_wipe(n->disk);
+  n->store = sim_disk_contents(n->disk);
+}
+
+uint64_t sim_world_node_now(const sim_world *w, uint32_t slot) {
+  return sim_clock_mono(&w->nodes[slot].clock, w->now_ms);
 }
 
 void sim_world_set_maintenance(sim_world *w, bool enabled) {
@@ -517,7 +644,8 @@ void sim_world_set_maintenance(sim_world *w, bool enabled) {
 
   for (i = 0; i < w->n_nodes && !w->failed; i++) {
     if (w->nodes[i].node != NULL) {
-      dht_node_set_maintenance(w->nodes[i].node, enabled, w->now_ms);
+      dht_node_set_maintenance(w->nodes[i].node, enabled,
+                               sim_world_node_now(w, (uint32_t)i));
       sim_world_drain(w, (uint32_t)i);
     }
   }
@@ -777,7 +905,8 @@ static void deliver(sim_world *w, const sim_event *ev) {
   int rv;
 
   rv = dht_node_recv(n->node, ev->conn, ev->frame + DHT_FRAME_HEADER_LEN,
-                     ev->frame_len - DHT_FRAME_HEADER_LEN, w->now_ms);
+                     ev->frame_len - DHT_FRAME_HEADER_LEN,
+                     sim_world_node_now(w, ev->slot));
   if (rv != 0) {
     sim_world_fail(w, "%s rejected a %zu-byte frame from %s: %s", n->addr,
                    ev->frame_len,
@@ -794,7 +923,7 @@ static void wake(sim_world *w, const sim_event *ev) {
   if (ev->at_ms == n->timer_at_ms) {
     n->timer_at_ms = DHT_TIME_NEVER;
   }
-  if (dht_node_next_deadline(n->node) > w->now_ms) {
+  if (dht_node_next_deadline(n->node) > sim_world_node_now(w, ev->slot)) {
     schedule_wake(w, ev->slot); /* woke early: the deadline moved later */
     return;
   }
@@ -809,7 +938,7 @@ static void wake(sim_world *w, const sim_event *ev) {
                    n->addr, SIM_EXPIRIES_AT_ONE_INSTANT_MAX);
     return;
   }
-  dht_node_handle_expiry(n->node, w->now_ms);
+  dht_node_handle_expiry(n->node, sim_world_node_now(w, ev->slot));
   sim_world_drain(w, ev->slot);
 }
 
@@ -868,13 +997,19 @@ static void process(sim_world *w, const sim_event *ev) {
     if (alive) {
       w->unreachable++;
       dht_node_peer_unreachable(w->nodes[ev->slot].node,
-                                w->nodes[ev->peer_slot].addr, w->now_ms);
+                                w->nodes[ev->peer_slot].addr,
+                                sim_world_node_now(w, ev->slot));
       sim_world_drain(w, ev->slot);
     }
     break;
   case SIM_EV_REJOIN:
     if (alive) {
       rejoin(w, ev->slot);
+    }
+    break;
+  case SIM_EV_LEAVE_TIMEOUT:
+    if (alive) {
+      leave_timeout(w, ev->slot);
     }
     break;
   }
