@@ -249,5 +249,3 @@ void sim_disk_wipe(sim_disk *d) {
 }
 
 void sim_disk_set_full(sim_disk *d, bool full) { d->full = full; }
-
-bool sim_disk_is_full(const sim_disk *d) { return d->full; }

@@ -71,6 +71,5 @@ void sim_disk_crash(sim_disk *d);
 void sim_disk_wipe(sim_disk *d);
 /* While full, every commit with writes pending fails. */
 void sim_disk_set_full(sim_disk *d, bool full);
-bool sim_disk_is_full(const sim_disk *d);
 
 #endif /* SIM_DISK_H */

@@ -635,6 +635,35 @@ void sim_world_wipe(sim_world *w, uint32_t slot) {
   n->store = sim_disk_contents(n->disk);
 }
 
+void sim_world_fill_disk(sim_world *w, uint32_t slot, uint64_t at_ms,
+                         uint64_t full_ms) {
+  push(w, SIM_EV_DISK_FULL, at_ms, slot, w->disk_epoch, SIM_NO_SLOT, 0, NULL,
+       0);
+  push(w, SIM_EV_DISK_FREED, at_ms + full_ms, slot, w->disk_epoch,
+       SIM_NO_SLOT, 0, NULL, 0);
+}
+
+void sim_world_free_disks(sim_world *w) {
+  size_t i;
+
+  w->disk_epoch++;
+  for (i = 0; i < w->n_nodes; i++) {
+    sim_disk_set_full(w->nodes[i].disk, false);
+  }
+}
+
+/* A disk-full event, unless the fills were called off since it was
+ * planned. */
+static void disk_space(sim_world *w, const sim_event *ev) {
+  if (ev->incarnation != w->disk_epoch) {
+    return;
+  }
+  if (ev->kind == SIM_EV_DISK_FULL) {
+    w->disk_fills++;
+  }
+  sim_disk_set_full(w->nodes[ev->slot].disk, ev->kind == SIM_EV_DISK_FULL);
+}
+
 uint64_t sim_world_node_now(const sim_world *w, uint32_t slot) {
   return sim_clock_mono(&w->nodes[slot].clock, w->now_ms);
 }
@@ -780,20 +809,32 @@ size_t sim_world_get(sim_world *w, uint32_t slot, const char *key,
   return index;
 }
 
-size_t sim_world_put(sim_world *w, uint32_t slot, const char *key,
-                     const char *value) {
+/* A PUT of key = value, or a DEL of key when value is NULL. */
+static size_t write_send(sim_world *w, uint32_t slot, const char *key,
+                         const char *value) {
   dht_msg msg;
   size_t index;
 
   memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_PUT;
+  msg.type = value != NULL ? DHT_MSG_PUT : DHT_MSG_DEL;
   msg.key.p = (const uint8_t *)key;
   msg.key.len = strlen(key);
-  msg.value.p = (const uint8_t *)value;
-  msg.value.len = strlen(value);
-  index = op_send(w, SIM_OP_PUT, slot, &msg);
+  if (value != NULL) {
+    msg.value.p = (const uint8_t *)value;
+    msg.value.len = strlen(value);
+  }
+  index = op_send(w, value != NULL ? SIM_OP_PUT : SIM_OP_DEL, slot, &msg);
   dht_id_hash(&sim_world_op(w, index)->target, key, strlen(key));
   return index;
+}
+
+size_t sim_world_put(sim_world *w, uint32_t slot, const char *key,
+                     const char *value) {
+  return write_send(w, slot, key, value);
+}
+
+size_t sim_world_del(sim_world *w, uint32_t slot, const char *key) {
+  return write_send(w, slot, key, NULL);
 }
 
 static bool reply_fits(sim_op_kind kind, dht_msg_type type) {
@@ -806,6 +847,7 @@ static bool reply_fits(sim_op_kind kind, dht_msg_type type) {
   case SIM_OP_GET:
     return type == DHT_MSG_VALUE;
   case SIM_OP_PUT:
+  case SIM_OP_DEL:
     return type == DHT_MSG_OK;
   }
   return false;
@@ -1011,6 +1053,10 @@ static void process(sim_world *w, const sim_event *ev) {
     if (alive) {
       leave_timeout(w, ev->slot);
     }
+    break;
+  case SIM_EV_DISK_FULL:
+  case SIM_EV_DISK_FREED:
+    disk_space(w, ev);
     break;
   }
 }

@@ -67,6 +67,7 @@ typedef enum sim_op_kind {
   SIM_OP_LOOKUP, /* FIND_SUCC for target */
   SIM_OP_GET,    /* GET key, expecting expect_value */
   SIM_OP_PUT,    /* PUT key = value */
+  SIM_OP_DEL,    /* DEL key */
 } sim_op_kind;
 
 /* One client request and what came back for it. */
@@ -107,6 +108,8 @@ typedef struct sim_world {
   sim_clock_faults clocks; /* how the hosts' clocks go wrong */
   sim_rng clock_rng;       /* clock draws */
   sim_disk_env disks;      /* how the disks fail, and their totals */
+  uint32_t disk_epoch;     /* bumped when every disk is freed: disk-full
+                              events planned before are void */
   dht_log_level log_level; /* node log lines up to this level go to stderr */
   bool log_on;             /* node logging enabled at all */
   FILE *trace;             /* every event printed here when not NULL */
@@ -132,6 +135,7 @@ typedef struct sim_world {
   uint64_t leave_timeouts;       /* ...that did not, within
                                     SIM_LEAVE_TIMEOUT_MS */
   uint64_t unflushed_frames;     /* frames dropped by a failed commit */
+  uint64_t disk_fills;           /* disks that filled up */
   uint64_t clock_steps;          /* process starts that found their host's
                                     clock stepped */
   bool failed;                   /* an invariant broke: the run must stop */
@@ -168,6 +172,12 @@ void sim_world_leave(sim_world *w, uint32_t slot);
 /* Replaces the disk of slot (which must be down) by an empty one: it comes
  * back under its old address with nothing. */
 void sim_world_wipe(sim_world *w, uint32_t slot);
+/* slot's disk is full from at_ms for full_ms (kept across crashes: it is
+ * the disk that is full, not the process). */
+void sim_world_fill_disk(sim_world *w, uint32_t slot, uint64_t at_ms,
+                         uint64_t full_ms);
+/* Every disk has space again, and the fills planned are called off. */
+void sim_world_free_disks(sim_world *w);
 /* The monotonic time slot's process reads now. */
 uint64_t sim_world_node_now(const sim_world *w, uint32_t slot);
 /* Carries out the actions of slot's node, checks its invariants and re-arms
@@ -199,6 +209,7 @@ size_t sim_world_get(sim_world *w, uint32_t slot, const char *key,
                      const char *expect_value);
 size_t sim_world_put(sim_world *w, uint32_t slot, const char *key,
                      const char *value);
+size_t sim_world_del(sim_world *w, uint32_t slot, const char *key);
 /* The op with index op_index (which must not have been cleared). */
 sim_op *sim_world_op(sim_world *w, size_t op_index);
 /* Forgets every op; replies still in flight for them are dropped. */
