@@ -23,6 +23,20 @@ typedef struct sim_options {
   uint32_t nodes_min;        /* smallest drawn ring */
   uint32_t nodes_max;        /* largest drawn ring */
   uint32_t succ_list_len;    /* successors kept; 0: drawn in 2..6 */
+  uint32_t rpc_timeout_ms;   /* settings.rpc_timeout_ms; 0: drawn */
+  uint32_t sync_interval_ms; /* settings.sync_interval_ms; 0: drawn */
+  uint32_t tombstone_grace_ms; /* settings.tombstone_grace_ms; 0: drawn */
+  uint32_t max_clock_skew_ms; /* the skew bound clocks are drawn within
+                                 (or beyond) */
+  uint32_t clock_skew_ms;    /* host clocks off by up to this; 0: drawn */
+  uint32_t clock_drift_ppm;  /* ...drifting by up to this; 0: drawn */
+  uint32_t no_clock_faults;  /* 1: every clock exact */
+  uint32_t disk_error_ppm;   /* EIO rate of reads and writes; 0: drawn */
+  uint32_t commit_fail_ppm;  /* rate of failing commits; 0: drawn */
+  uint32_t no_disk_faults;   /* 1: disks never fail */
+  uint32_t no_eio;           /* 1: no EIO on reads and writes */
+  uint32_t no_failed_commits; /* 1: commits fail only on a full disk */
+  uint32_t no_full_disks;    /* 1: disks never fill up */
   uint32_t no_faults;        /* 1: skip the fault phase */
   uint32_t fault_ms;         /* fault phase length; 0: drawn in 20 s ..
                                 fault_ms_max */
@@ -34,7 +48,7 @@ typedef struct sim_options {
   uint32_t keys;             /* fresh keys put on the healed ring */
   uint32_t reads;            /* gets of each fresh key, from random nodes */
   uint32_t prefault_keys;    /* keys put before the faults, checked after */
-  uint32_t replicas;         /* copies of each key; 0: the core's default */
+  uint32_t replicas;         /* copies of each key; 0: drawn in 2..4 */
   uint32_t core_replicas;    /* settings.replicas the nodes get, when it
                                 should differ from what the checks expect
                                 (replicas); 0: the same */
@@ -45,7 +59,6 @@ typedef struct sim_options {
   uint32_t crashes;          /* crashes: nodes crashed one after another */
   uint32_t crash_gap_ms;     /* crashes: time between two membership
                                 changes (a crash or a restart) */
-  uint32_t clock_skew_ms;    /* crashes: wall clocks off by up to this */
   uint32_t burst_k;          /* burst: nodes crashed at once; 0: 2 + seed % 3 */
   uint32_t burst_layout;     /* burst: 1 adjacent, 2 anywhere; 0: adjacent
                                 when seed / 3 is even */
@@ -59,10 +72,21 @@ typedef struct sim_options {
   uint32_t ring_size; /* failures, keys-*: nodes in the ring */
 } sim_options;
 
+/* The node settings a run drew (sim_swarm.c), which its replay command
+ * says. */
+typedef struct sim_drawn_settings {
+  uint32_t succ_list_len;      /* settings.succ_list_len */
+  uint32_t replicas;           /* copies the checks expect */
+  uint32_t rpc_timeout_ms;     /* settings.rpc_timeout_ms */
+  uint32_t sync_interval_ms;   /* settings.sync_interval_ms */
+  uint32_t tombstone_grace_ms; /* settings.tombstone_grace_ms */
+} sim_drawn_settings;
+
 /* What one run found, for the seeds mode's summary and replay line. */
 typedef struct sim_run_result {
   bool passed;         /* every check held */
   uint32_t nodes;      /* the ring size actually used (maybe drawn) */
+  sim_drawn_settings drawn; /* the settings it used (maybe drawn) */
   uint64_t virtual_ms; /* virtual time the run took */
   uint64_t digest;     /* hash of every event: equal across replays */
   char summary[256];   /* crashes, burst: one line of what the run did */

@@ -2,14 +2,18 @@
  * sim_crashes.c: durability of replicated keys when nodes crash (no leave:
  * a SIGKILL'd process or a dead host, its disk kept). Two modes:
  *
- *   crashes  nodes crash one at a time, each crash (or restart of a crashed
- *            node on its old disk, or a reboot too quick for the peers to
- *            notice) spaced further apart than repair takes, while a
- *            client keeps putting and getting a set of keys. After
- *            every change anti-entropy must restore R copies before the
- *            next one; no acknowledged write may ever be lost, and no get
- *            that started after a put was acknowledged may return an older
- *            value (a stale read).
+ *   crashes  nodes crash one at a time, each change (a crash, the restart
+ *            of a crashed node on its old disk or on a wiped one, a
+ *            reboot too quick for the peers to notice, a fresh join, a
+ *            graceful leave, a crash in the middle of one) spaced further
+ *            apart than repair takes, while a client keeps putting,
+ *            deleting and getting a set of keys, and disks fail and
+ *            clocks are off as the seed draws (sim_swarm.h). After every
+ *            change anti-entropy must restore R copies before the next
+ *            one; no acknowledged write may ever be lost, and no get that
+ *            started after a write was acknowledged may return an older
+ *            value (a stale read; after a delete, any value older than
+ *            it).
  *   burst    k nodes crash at the same instant, next to each other on the
  *            ring or anywhere. From the stores at that instant the
  *            simulator knows which keys had every copy on a crashed node;
@@ -18,14 +22,22 @@
  *            all its R holders and reads back. With k < R nothing may be
  *            lost.
  *
- * Values carry their key's put sequence number, "key#seq-tail", the tail a
- * hash of (run, key, seq), so any value read from a store or a reply says
- * which put wrote it and whether it is one the client ever sent. Puts of
- * one key are sequential: the next is sent once the previous one has been
- * answered. A put that is never answered may still take effect at any time
- * later, so its key gets no more puts: then "older than the last
- * acknowledged put" always means a put whose effect was over before that
- * one began.
+ * Values carry their key's write sequence number, "key#seq-tail", the
+ * tail a hash of (run, key, seq), so any value read from a store or a
+ * reply says which put wrote it and whether it is one the client ever
+ * sent; deletes take sequence numbers too. Writes of one key are
+ * sequential: the next is sent once the previous one has been answered. A
+ * write that is never answered may still take effect at any time later,
+ * so its key gets no more writes: then "older than the last acknowledged
+ * write" always means a write whose effect was over before that one began.
+ * A delete refused with an error may have taken effect too (the owner
+ * writes its tombstone before it replicates), so after one the key's
+ * copies are no longer checked, only its reads.
+ *
+ * A node down for longer than half the tombstone grace comes back on a
+ * wiped disk: its old records could outlive the tombstones that delete
+ * them, which the core collects after the grace, as an operator is told
+ * never to bring such a disk back.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -36,6 +48,7 @@
 #include "sim.h"
 #include "sim_keys.h"
 #include "sim_ring.h"
+#include "sim_swarm.h"
 #include "sim_world.h"
 
 #define KEY_LEN_MAX 32
@@ -55,20 +68,29 @@
 /* A key of the workload. */
 typedef struct wkey {
   char key[KEY_LEN_MAX];
-  uint32_t next_seq;  /* the next put's sequence number (the first is 1) */
+  uint32_t next_seq;  /* the next write's sequence number (the first is 1) */
   uint32_t floor;     /* highest sequence number acknowledged; 0: none */
+  bool floor_del;     /* ...and that write was a delete */
   uint64_t floor_ms;  /* when the client got that acknowledgement */
-  size_t put_op;      /* op index of the put in flight, or NO_OP */
-  bool retired;       /* a put went unanswered: no more puts */
+  uint32_t last_del;  /* sequence number of the last delete sent; 0: none */
+  size_t write_op;    /* op index of the write in flight, or NO_OP */
+  bool retired;       /* a write went unanswered: no more writes */
+  bool unsure;        /* a delete newer than floor may have taken effect:
+                         its copies are not checked any more */
 } wkey;
+
+typedef enum client_kind { CLIENT_GET, CLIENT_PUT, CLIENT_DEL } client_kind;
 
 /* A client request whose outcome is still to be judged. */
 typedef struct client_op {
-  size_t op;     /* its sim_world op index */
-  uint32_t key;  /* index into keys */
-  uint32_t seq;  /* put: its sequence number; get: the key's floor when it
-                    was sent, the oldest value it may return */
-  bool is_put;   /* put or get */
+  size_t op;          /* its sim_world op index */
+  uint32_t key;       /* index into keys */
+  client_kind kind;   /* what it asked */
+  uint32_t seq;       /* a write: its sequence number; a get: the key's
+                         floor when it was sent, the oldest write it may
+                         return */
+  bool floor_del;     /* a get: that floor was a delete */
+  uint32_t last_del;  /* the key's last delete sent before this request */
 } client_op;
 
 typedef struct crash_run {
@@ -78,8 +100,10 @@ typedef struct crash_run {
   sim_text *report;
   const char *phase;   /* for the failure report */
   uint32_t nodes;      /* initial ring size */
-  uint32_t succ_list_len;
-  uint32_t replicas;
+  sim_swarm draws;     /* settings, clock and disk faults (sim_swarm.h) */
+  uint32_t replicas;   /* copies the checks expect (draws.replicas) */
+  uint64_t *down_since_ms; /* by slot: when it went down */
+  size_t down_cap;     /* slots down_since_ms covers */
   uint64_t salt;       /* mixed into every value's tail */
   wkey *keys;          /* the workload's keys */
   size_t n_keys;
@@ -87,8 +111,12 @@ typedef struct crash_run {
   size_t n_ops, cap_ops;
   /* what happened */
   uint64_t crashes, restarts, reboots;
+  uint64_t wipes, joins, leaves, leave_crashes;
   uint64_t crashes_skipped; /* the ring was too small to lose a node */
   uint64_t puts, puts_acked, puts_refused, puts_unanswered;
+  uint64_t dels, dels_acked;
+  uint64_t dels_resent; /* answered not found: a resent copy had deleted */
+  double del_share;    /* of the writes, deletes */
   uint64_t gets, gets_value, gets_not_found, gets_unavailable;
   uint64_t repair_ms_max, repair_ms_sum, repairs;
 } crash_run;
@@ -186,12 +214,14 @@ static void init_keys(crash_run *r, const char *prefix) {
   for (i = 0; i < r->n_keys; i++) {
     snprintf(r->keys[i].key, KEY_LEN_MAX, "%s%zu", prefix, i);
     r->keys[i].next_seq = 1;
-    r->keys[i].put_op = NO_OP;
+    r->keys[i].write_op = NO_OP;
   }
 }
 
-static void track(crash_run *r, size_t op, uint32_t key, uint32_t seq,
-                  bool is_put) {
+static client_op *track(crash_run *r, size_t op, uint32_t key,
+                         client_kind kind) {
+  client_op *c;
+
   if (r->n_ops == r->cap_ops) {
     r->cap_ops = r->cap_ops ? 2 * r->cap_ops : 256;
     r->ops = realloc(r->ops, r->cap_ops * sizeof(*r->ops));
@@ -200,32 +230,112 @@ static void track(crash_run *r, size_t op, uint32_t key, uint32_t seq,
       abort();
     }
   }
-  r->ops[r->n_ops].op = op;
-  r->ops[r->n_ops].key = key;
-  r->ops[r->n_ops].seq = seq;
-  r->ops[r->n_ops].is_put = is_put;
-  r->n_ops++;
+  c = &r->ops[r->n_ops++];
+  memset(c, 0, sizeof(*c));
+  c->op = op;
+  c->key = key;
+  c->kind = kind;
+  c->last_del = r->keys[key].last_del;
+  return c;
 }
 
-/* Sends the next put of key through a random joined node. */
-static void put_next(crash_run *r, uint32_t key) {
+/* Sends the next write of key, a put or a delete, through a random joined
+ * node. */
+static void write_next(crash_run *r, uint32_t key, bool del) {
   wkey *k = &r->keys[key];
   char value[VALUE_LEN_MAX];
   uint32_t via = sim_world_random_joined(&r->w, SIM_NO_SLOT);
   uint32_t seq = k->next_seq++;
 
+  if (del) {
+    k->write_op = sim_world_del(&r->w, via, k->key);
+    track(r, k->write_op, key, CLIENT_DEL)->seq = seq;
+    k->last_del = seq;
+    r->dels++;
+    return;
+  }
   make_value(r, key, seq, value, sizeof(value));
-  k->put_op = sim_world_put(&r->w, via, k->key, value);
-  track(r, k->put_op, key, seq, true);
+  k->write_op = sim_world_put(&r->w, via, k->key, value);
+  track(r, k->write_op, key, CLIENT_PUT)->seq = seq;
   r->puts++;
 }
 
 static void get_key(crash_run *r, uint32_t key) {
   wkey *k = &r->keys[key];
   uint32_t via = sim_world_random_joined(&r->w, SIM_NO_SLOT);
+  client_op *c = track(r, sim_world_get(&r->w, via, k->key, ""), key,
+                       CLIENT_GET);
 
-  track(r, sim_world_get(&r->w, via, k->key, ""), key, k->floor, false);
+  c->seq = k->floor;
+  c->floor_del = k->floor_del;
   r->gets++;
+}
+
+/* A delete or a get found nothing while the key's last acknowledged write
+ * is a put, and no delete was sent since (c->last_del: before the
+ * request; k->last_del: before it was judged, so possibly while it ran). */
+static bool lost_by_not_found(const wkey *k, const client_op *c,
+                              uint32_t floor, bool floor_del) {
+  uint32_t last_del = c->kind == CLIENT_DEL ? c->last_del : k->last_del;
+
+  return floor > 0 && !floor_del && last_del < floor;
+}
+
+/* True when some disk, running or not, has a tombstone of key. */
+static bool has_tombstone(crash_run *r, uint32_t key) {
+  size_t i;
+
+  for (i = 0; i < r->w.n_nodes; i++) {
+    sim_record rec;
+    if (sim_store_read(r->w.nodes[i].store, r->keys[key].key, &rec) &&
+        rec.tombstone) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Judges a write's answer. */
+static void judge_write(crash_run *r, const client_op *c, const sim_op *op,
+                        bool answered) {
+  sim_world *w = &r->w;
+  wkey *k = &r->keys[c->key];
+  bool del = c->kind == CLIENT_DEL;
+
+  k->write_op = NO_OP;
+  if (!answered) {
+    k->retired = true;
+    k->unsure |= del;
+    r->puts_unanswered += !del;
+  } else if (op->reply_type == DHT_MSG_OK) {
+    r->puts_acked += !del;
+    r->dels_acked += del;
+    if (c->seq > k->floor) {
+      k->floor = c->seq;
+      k->floor_del = del;
+      k->floor_ms = op->replied_ms;
+    }
+  } else if (del && op->error_code == DHT_ERR_NOT_FOUND) {
+    /* A forwarder resends a request whose next hop is slow to accept it
+     * (rpc_retries), and the owner serves each copy: the second finds the
+     * first one's tombstone. Such a delete took effect, and no tombstone
+     * can exist otherwise but an older delete's, which the acknowledged
+     * put replaced (a stray one would only make this check miss a loss). */
+    if (has_tombstone(r, c->key)) {
+      k->unsure = true;
+      r->dels_resent++;
+    } else if (lost_by_not_found(k, c, k->floor, k->floor_del)) {
+      sim_world_fail(w,
+                     "lost write: delete #%" PRIu32 " of %s via %s sent at "
+                     "%.3f s found nothing, but put #%" PRIu32
+                     " had been acknowledged (at %.3f s)",
+                     c->seq, k->key, w->nodes[op->via_slot].addr,
+                     secs(op->sent_ms), k->floor, secs(k->floor_ms));
+    }
+  } else {
+    r->puts_refused += !del;
+    k->unsure |= del;
+  }
 }
 
 /* Judges one answered (or given up) request; see the file comment. */
@@ -235,20 +345,8 @@ static void judge(crash_run *r, const client_op *c, const sim_op *op) {
   bool answered = op->replies > 0 &&
                   op->replied_ms - op->sent_ms <= SIM_CLIENT_TIMEOUT_MS;
 
-  if (c->is_put) {
-    k->put_op = NO_OP;
-    if (!answered) {
-      k->retired = true;
-      r->puts_unanswered++;
-    } else if (op->reply_type == DHT_MSG_OK) {
-      r->puts_acked++;
-      if (c->seq > k->floor) {
-        k->floor = c->seq;
-        k->floor_ms = op->replied_ms;
-      }
-    } else {
-      r->puts_refused++;
-    }
+  if (c->kind != CLIENT_GET) {
+    judge_write(r, c, op, answered);
     return;
   }
   if (answered && op->reply_type == DHT_MSG_VALUE) {
@@ -263,15 +361,16 @@ static void judge(crash_run *r, const client_op *c, const sim_op *op) {
     } else if (seq < c->seq) {
       sim_world_fail(w,
                      "stale read: get of %s via %s sent at %.3f s returned "
-                     "put #%" PRIu32 ", but put #%" PRIu32
+                     "put #%" PRIu32 ", but %s #%" PRIu32
                      " had been acknowledged (at %.3f s or before)",
                      k->key, w->nodes[op->via_slot].addr, secs(op->sent_ms),
-                     seq, c->seq, secs(k->floor_ms));
+                     seq, c->floor_del ? "delete" : "put", c->seq,
+                     secs(k->floor_ms));
     }
   } else if (answered && op->reply_type == DHT_MSG_ERROR &&
              op->error_code == DHT_ERR_NOT_FOUND) {
     r->gets_not_found++;
-    if (c->seq > 0) {
+    if (lost_by_not_found(k, c, c->seq, c->floor_del)) {
       sim_world_fail(w,
                      "lost write: get of %s via %s sent at %.3f s found "
                      "nothing, but put #%" PRIu32
@@ -284,7 +383,8 @@ static void judge(crash_run *r, const client_op *c, const sim_op *op) {
   }
 }
 
-/* Judges every request that has been answered or given up on. */
+/* Judges every request that has been answered or given up on (its
+ * connection closed, or no answer in time). */
 static void judge_done(crash_run *r) {
   size_t i = 0;
 
@@ -303,13 +403,15 @@ static void judge_done(crash_run *r) {
   }
 }
 
-/* One request: a get, or a put of a key that has none in flight. */
+/* One request: a get, or a write of a key that has none in flight. */
 static void client_tick(crash_run *r) {
   uint32_t key = (uint32_t)sim_rng_below(&r->rng, r->n_keys);
   wkey *k = &r->keys[key];
+  bool write = sim_rng_chance(&r->rng, 0.4);
+  bool del = sim_rng_chance(&r->rng, r->del_share);
 
-  if (sim_rng_chance(&r->rng, 0.4) && k->put_op == NO_OP && !k->retired) {
-    put_next(r, key);
+  if (write && k->write_op == NO_OP && !k->retired) {
+    write_next(r, key, del);
   } else {
     get_key(r, key);
   }
@@ -328,6 +430,27 @@ static void drain_ops(crash_run *r, uint64_t limit_ms) {
 /* How the acknowledged keys stand: those not yet on all their holders, and
  * the first of them. Fails the world when an acknowledged put has no copy
  * left on any running node (lost). */
+/* The first running node that still has a live record of a deleted key
+ * older than its acknowledged delete, or SIM_NO_SLOT. */
+static uint32_t outlived_delete(crash_run *r, uint32_t key) {
+  const wkey *k = &r->keys[key];
+  size_t i;
+
+  for (i = 0; i < r->w.n_nodes; i++) {
+    sim_record rec;
+    uint32_t seq;
+    if (!sim_world_is_up(&r->w, (uint32_t)i) ||
+        !sim_store_read(r->w.nodes[i].store, k->key, &rec) || rec.tombstone) {
+      continue;
+    }
+    seq = value_seq(r, key, rec.value, rec.value_len);
+    if (seq != 0 && seq < k->floor) {
+      return (uint32_t)i;
+    }
+  }
+  return SIM_NO_SLOT;
+}
+
 static size_t unplaced_keys(crash_run *r, size_t *first, sim_placement *pl) {
   sim_world *w = &r->w;
   sim_ring ring;
@@ -337,8 +460,22 @@ static size_t unplaced_keys(crash_run *r, size_t *first, sim_placement *pl) {
   for (i = 0; i < r->n_keys && !w->failed; i++) {
     value_want want = {r, (uint32_t)i, r->keys[i].floor};
     sim_placement p;
-    if (r->keys[i].floor == 0 ||
-        sim_key_placed(w, &ring, r->keys[i].key, value_ok, &want, &p)) {
+    /* A delete in flight may have removed every live copy already. */
+    if (r->keys[i].floor == 0 || r->keys[i].unsure ||
+        r->keys[i].last_del > r->keys[i].floor) {
+      continue;
+    }
+    if (r->keys[i].floor_del) {
+      /* Placed once no running node has a value the delete replaced. */
+      memset(&p, 0, sizeof(p));
+      p.missing_slot = outlived_delete(r, (uint32_t)i);
+      if (p.missing_slot != SIM_NO_SLOT && n++ == 0) {
+        *first = i;
+        *pl = p;
+      }
+      continue;
+    }
+    if (sim_key_placed(w, &ring, r->keys[i].key, value_ok, &want, &p)) {
       continue;
     }
     sim_key_copies(w, r->keys[i].key, value_ok, &want, &p);
@@ -364,6 +501,14 @@ static void fail_unplaced(crash_run *r, size_t n, size_t key,
                           const sim_placement *p, const char *when) {
   sim_world *w = &r->w;
 
+  if (r->keys[key].floor_del) {
+    sim_world_fail(w,
+                   "%zu keys are not repaired %s, e.g. %s: delete #%" PRIu32
+                   " was acknowledged, but %s still has an older value",
+                   n, when, r->keys[key].key, r->keys[key].floor,
+                   w->nodes[p->missing_slot].addr);
+    return;
+  }
   sim_world_fail(w,
                  "%zu keys are not on all their %" PRIu32
                  " holders %s, e.g. %s (put #%" PRIu32
@@ -440,7 +585,7 @@ static void populate(crash_run *r) {
 
   r->phase = "populate";
   for (i = 0; i < r->n_keys; i++) {
-    put_next(r, (uint32_t)i);
+    write_next(r, (uint32_t)i, false);
   }
   drain_ops(r, w->now_ms + OPS_GRACE_MS);
   for (i = 0; i < r->n_keys && !w->failed; i++) {
@@ -456,7 +601,6 @@ static void populate(crash_run *r) {
 
 static void setup(crash_run *r, const sim_options *o, sim_text *report,
                   const char *prefix) {
-  dht_settings settings;
   sim_rng master, draws;
 
   memset(r, 0, sizeof(*r));
@@ -466,51 +610,24 @@ static void setup(crash_run *r, const sim_options *o, sim_text *report,
   sim_rng_fork(&master, &draws);
   sim_rng_fork(&master, &r->rng);
   r->nodes = (uint32_t)sim_rng_between(&draws, o->nodes_min, o->nodes_max);
-  r->succ_list_len = (uint32_t)sim_rng_between(&draws, 2, 6);
+  sim_swarm_draw(&r->draws, &draws, o);
   if (o->nodes != 0) {
     r->nodes = o->nodes;
   }
-  if (o->succ_list_len != 0) {
-    r->succ_list_len = o->succ_list_len;
-  }
-  r->replicas = o->replicas != 0 ? o->replicas : sim_default_replicas();
-  if (r->succ_list_len + 1 < r->replicas) {
-    r->succ_list_len = r->replicas - 1;
-  }
+  r->replicas = r->draws.replicas;
   r->salt = sim_rng_next(&draws);
-  dht_settings_default(&settings);
-  settings.succ_list_len = r->succ_list_len;
-  settings.replicas = o->core_replicas != 0 ? o->core_replicas : r->replicas;
-  if (settings.succ_list_len + 1 < settings.replicas) {
-    settings.succ_list_len = settings.replicas - 1;
-  }
-  /* Wall clocks up to clock_skew_ms off either way are up to twice that
-   * apart: within the bound the nodes are told of. */
-  if (2 * (uint64_t)o->clock_skew_ms > settings.max_clock_skew_ms) {
-    settings.max_clock_skew_ms = 2 * o->clock_skew_ms;
-  }
-  sim_world_init(&r->w, sim_rng_next(&master), &settings);
-  r->w.replicas = r->replicas;
+  sim_world_init(&r->w, sim_rng_next(&master), &r->draws.settings);
+  sim_swarm_apply(&r->draws, &r->w);
   r->w.log_on = o->log_level > 0;
   r->w.log_level = (dht_log_level)(o->log_level > 0 ? o->log_level - 1 : 0);
   r->w.trace = o->trace ? stderr : NULL;
   init_keys(r, prefix);
 }
 
-/* Says so when the nodes keep another number of copies than the checks
- * expect (--core-replicas). */
-static void report_core_replicas(crash_run *r) {
-  if (r->w.settings.replicas != r->replicas) {
-    sim_text_printf(r->report,
-                    "core-replicas: the nodes keep %" PRIu32
-                    " copies of each key, the checks expect %" PRIu32 "\n",
-                    r->w.settings.replicas, r->replicas);
-  }
-}
-
 static void finish(crash_run *r, sim_run_result *result) {
   sim_world *w = &r->w;
 
+  sim_swarm_report_totals(w, r->report);
   sim_text_printf(r->report,
                   "events %" PRIu64 ", virtual time %.1f s, digest %016" PRIx64
                   "\n",
@@ -523,11 +640,13 @@ static void finish(crash_run *r, sim_run_result *result) {
   }
   result->passed = !w->failed;
   result->nodes = r->nodes;
+  sim_swarm_drawn(&r->draws, &result->drawn);
   result->virtual_ms = w->now_ms;
   result->digest = w->digest;
   sim_world_free(w);
   free(r->keys);
   free(r->ops);
+  free(r->down_since_ms);
 }
 
 /* ---- crashes: one at a time ------------------------------------------------ */
@@ -560,16 +679,46 @@ static uint32_t random_down(crash_run *r) {
   return SIM_NO_SLOT;
 }
 
+/* The mix of changes a seed draws. */
+typedef struct change_mix {
+  double restart;     /* a crashed node restarts (rather than another goes) */
+  double reboot;      /* a node reboots */
+  double wipe;        /* a restart finds its disk wiped */
+  double join;        /* a fresh node joins */
+  double leave;       /* a node leaves gracefully rather than crashing... */
+  double leave_crash; /* ...and crashes in the middle of its leave */
+} change_mix;
+
+static void mark_down(crash_run *r, uint32_t slot) {
+  if (slot >= r->down_cap) {
+    r->down_cap = 2 * (size_t)slot + 64;
+    r->down_since_ms =
+        realloc(r->down_since_ms, r->down_cap * sizeof(*r->down_since_ms));
+    if (r->down_since_ms == NULL) {
+      fprintf(stderr, "dht-sim: out of memory (crashes)\n");
+      abort();
+    }
+  }
+  r->down_since_ms[slot] = r->w.now_ms;
+}
+
 /* One membership change: a crash, the restart of a crashed node on its
- * disk (which may hold old versions), or a reboot (a crash and a restart
- * on the same disk within a second, too fast for the peers to notice). */
-static void change(crash_run *r, double restart_prob, double reboot_prob) {
+ * disk (which may hold old versions) or on a wiped one, a reboot (a crash
+ * and a restart on the same disk within a second, too fast for the peers
+ * to notice), a fresh join, or a graceful leave (which may end in a crash
+ * instead). A restart may find its host's clock stepped (sim_world). */
+static void change(crash_run *r, const change_mix *mix) {
   sim_world *w = &r->w;
   uint32_t down = random_down(r);
-  bool restart = sim_rng_chance(&r->rng, restart_prob);
-  bool reboot = sim_rng_chance(&r->rng, reboot_prob);
+  bool restart = sim_rng_chance(&r->rng, mix->restart);
+  bool reboot = sim_rng_chance(&r->rng, mix->reboot);
   bool refuses = sim_rng_chance(&r->rng, 0.5);
   uint64_t downtime_ms = sim_rng_between(&r->rng, 50, 1000);
+  bool wipe = sim_rng_chance(&r->rng, mix->wipe);
+  bool join = sim_rng_chance(&r->rng, mix->join);
+  bool leave = sim_rng_chance(&r->rng, mix->leave);
+  bool leave_crash = sim_rng_chance(&r->rng, mix->leave_crash);
+  uint64_t leave_crash_ms = sim_rng_between(&r->rng, 0, 300);
   uint32_t slot;
 
   if (reboot) {
@@ -584,13 +733,28 @@ static void change(crash_run *r, double restart_prob, double reboot_prob) {
                     secs(w->now_ms), w->nodes[slot].addr, downtime_ms);
     return;
   }
-
+  if (join) {
+    slot = sim_world_add_node(w);
+    sim_world_join(w, slot, sim_world_random_joined(w, slot));
+    r->joins++;
+    sim_text_printf(r->report, "%8.3f s: %s joins\n", secs(w->now_ms),
+                    w->nodes[slot].addr);
+    return;
+  }
   if (down != SIM_NO_SLOT &&
       (restart || count_joined(w) <= r->replicas + SPARE_NODES_MIN)) {
+    /* Its records could outlive the tombstones deleting them. */
+    wipe |= w->now_ms - r->down_since_ms[down] >
+            r->draws.settings.tombstone_grace_ms / 2;
+    if (wipe) {
+      sim_world_wipe(w, down);
+      r->wipes++;
+    }
     sim_world_join(w, down, sim_world_random_joined(w, down));
     r->restarts++;
-    sim_text_printf(r->report, "%8.3f s: %s restarts on its disk\n",
-                    secs(w->now_ms), w->nodes[down].addr);
+    sim_text_printf(r->report, "%8.3f s: %s restarts on %s disk\n",
+                    secs(w->now_ms), w->nodes[down].addr,
+                    wipe ? "a wiped" : "its");
     return;
   }
   if (count_joined(w) <= r->replicas + SPARE_NODES_MIN) {
@@ -598,11 +762,30 @@ static void change(crash_run *r, double restart_prob, double reboot_prob) {
     return;
   }
   slot = sim_world_random_joined(w, SIM_NO_SLOT);
-  sim_world_crash(w, slot, refuses);
-  r->crashes++;
-  sim_text_printf(r->report, "%8.3f s: %s crashes (%s)\n", secs(w->now_ms),
-                  w->nodes[slot].addr,
-                  refuses ? "process: connects refused" : "host: silence");
+  mark_down(r, slot);
+  if (!leave) {
+    sim_world_crash(w, slot, refuses);
+    r->crashes++;
+    sim_text_printf(r->report, "%8.3f s: %s crashes (%s)\n", secs(w->now_ms),
+                    w->nodes[slot].addr,
+                    refuses ? "process: connects refused" : "host: silence");
+    return;
+  }
+  sim_text_printf(r->report, "%8.3f s: %s leaves\n", secs(w->now_ms),
+                  w->nodes[slot].addr);
+  sim_world_leave(w, slot);
+  r->leaves++;
+  if (leave_crash) {
+    sim_world_run_until(w, w->now_ms + leave_crash_ms);
+    if (sim_world_is_up(w, slot)) {
+      sim_world_crash(w, slot, refuses);
+      r->leave_crashes++;
+      sim_text_printf(r->report, "%8.3f s: %s crashes %" PRIu64
+                      " ms into its leave (%s)\n",
+                      secs(w->now_ms), w->nodes[slot].addr, leave_crash_ms,
+                      refuses ? "process" : "host");
+    }
+  }
 }
 
 /*
@@ -650,36 +833,46 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
                      sim_text *report) {
   crash_run r;
   sim_world *w;
-  double restart_prob, reboot_prob;
+  change_mix mix;
   uint64_t start, repair_ms;
 
   setup(&r, o, report, "c");
   w = &r.w;
-  w->clock_skew_ms = o->clock_skew_ms;
-  restart_prob = 0.5 * sim_rng_unit(&r.rng);
-  reboot_prob = 0.3 * sim_rng_unit(&r.rng);
+  mix.restart = 0.5 * sim_rng_unit(&r.rng);
+  mix.reboot = 0.3 * sim_rng_unit(&r.rng);
+  mix.wipe = 0.5 * sim_rng_unit(&r.rng);
+  mix.join = 0.2 * sim_rng_unit(&r.rng);
+  mix.leave = 0.5 * sim_rng_unit(&r.rng);
+  mix.leave_crash = 0.5 * sim_rng_unit(&r.rng);
+  r.del_share = 0.3 * sim_rng_unit(&r.rng);
   sim_text_printf(report,
                   "dht-sim crashes: seed %" PRIu64 ", %" PRIu32
-                  " nodes, succ_list_len %" PRIu32 ", replicas %" PRIu32
-                  "; %zu keys, %" PRIu32 " crashes, changes %.1f s apart "
-                  "(restarts %.0f%%, reboots %.0f%%), clock skew up to %" PRIu32
-                  " ms\n",
-                  o->seed, r.nodes, r.succ_list_len, r.replicas, r.n_keys,
-                  o->crashes, secs(o->crash_gap_ms), 100 * restart_prob,
-                  100 * reboot_prob, o->clock_skew_ms);
-  report_core_replicas(&r);
+                  " nodes; %zu keys, %.0f%% of writes deletes; %" PRIu32
+                  " crashes or leaves, changes %.1f s apart (restarts "
+                  "%.0f%%, %.0f%% of them wiped; reboots %.0f%%; joins "
+                  "%.0f%%; leaves %.0f%%, %.0f%% of them crashing)\n",
+                  o->seed, r.nodes, r.n_keys, 100 * r.del_share, o->crashes,
+                  secs(o->crash_gap_ms), 100 * mix.restart, 100 * mix.wipe,
+                  100 * mix.reboot, 100 * mix.join, 100 * mix.leave,
+                  100 * mix.leave_crash);
+  sim_swarm_report(&r.draws, o, report);
   build_ring(&r);
   if (!w->failed) {
     populate(&r);
   }
   if (!w->failed) {
     r.phase = "crashes";
+    /* Planned for longer than the phase can last; healing calls off the
+     * rest. */
+    sim_swarm_start_disk_faults(&r.draws, w,
+                                4 * (uint64_t)o->crashes * o->crash_gap_ms);
   }
   start = w->now_ms;
-  while (!w->failed && r.crashes + r.crashes_skipped < o->crashes) {
-    change(&r, restart_prob, reboot_prob);
+  while (!w->failed && r.crashes + r.leaves + r.crashes_skipped < o->crashes) {
+    change(&r, &mix);
     workload_gap(&r, "the change");
   }
+  sim_swarm_heal_disks(w);
   if (!w->failed) {
     r.phase = "drain";
     drain_ops(&r, w->now_ms + OPS_GRACE_MS);
@@ -702,10 +895,13 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
   sim_text_printf(report,
                   "workload: %" PRIu64 " puts (%" PRIu64 " acknowledged, %" PRIu64
                   " refused, %" PRIu64 " unanswered), %" PRIu64
+                  " deletes (%" PRIu64 " acknowledged, %" PRIu64
+                  " not found after their resent copy deleted), %" PRIu64
                   " gets (%" PRIu64 " values, %" PRIu64 " not found, %" PRIu64
                   " unavailable)\n",
                   r.puts, r.puts_acked, r.puts_refused, r.puts_unanswered,
-                  r.gets, r.gets_value, r.gets_not_found, r.gets_unavailable);
+                  r.dels, r.dels_acked, r.dels_resent, r.gets, r.gets_value,
+                  r.gets_not_found, r.gets_unavailable);
   sim_text_printf(report,
                   "repair after a change: mean %.2f s, max %.2f s (%" PRIu64
                   " changes over %.1f s); after the last: %.2f s\n",
@@ -713,10 +909,12 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
                   secs(r.repair_ms_max), r.repairs, secs(w->now_ms - start),
                   secs(repair_ms));
   snprintf(result->summary, sizeof(result->summary),
-           "%" PRIu64 " crashes, %" PRIu64 " restarts, %" PRIu64
-           " reboots, %" PRIu64 " puts acked, %" PRIu64
-           " gets, repair max %.1f s",
-           r.crashes, r.restarts, r.reboots, r.puts_acked, r.gets,
+           "%" PRIu64 " crashes, %" PRIu64 " leaves (%" PRIu64
+           " crashed), %" PRIu64 " joins, %" PRIu64 " restarts (%" PRIu64
+           " wiped), %" PRIu64 " reboots, %" PRIu64 " puts and %" PRIu64
+           " deletes acked, %" PRIu64 " gets, repair max %.1f s",
+           r.crashes, r.leaves, r.leave_crashes, r.joins, r.restarts,
+           r.wipes, r.reboots, r.puts_acked, r.dels_acked, r.gets,
            secs(r.repair_ms_max));
   result->lost = 0;
   result->expect_lost = 0;
@@ -750,11 +948,10 @@ void sim_burst_run(const sim_options *o, sim_run_result *result,
   }
   sim_text_printf(report,
                   "dht-sim burst: seed %" PRIu64 ", %" PRIu32
-                  " nodes, succ_list_len %" PRIu32 ", replicas %" PRIu32
-                  "; %zu keys; %" PRIu32 " nodes crash at once, %s\n",
-                  o->seed, r.nodes, r.succ_list_len, r.replicas, r.n_keys, k,
+                  " nodes; %zu keys; %" PRIu32 " nodes crash at once, %s\n",
+                  o->seed, r.nodes, r.n_keys, k,
                   layout == 1 ? "adjacent" : "anywhere");
-  report_core_replicas(&r);
+  sim_swarm_report(&r.draws, o, report);
   victims = xcalloc(k, sizeof(*victims));
   doomed = xcalloc(r.n_keys, sizeof(*doomed));
   crashed_slot = NULL;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "sim.h"
+#include "sim_clock.h"
 
 enum {
   MODE_RUN = 1 << 0,
@@ -32,6 +33,7 @@ enum {
 #define MODES_RUNNING (MODE_RUN | MODE_SEEDS)
 #define MODES_CRASHING (MODE_CRASHES | MODE_BURST)
 #define MODES_RINGS (MODES_RUNNING | MODES_CRASHING)
+#define MODES_DISK_FAULTS (MODES_RUNNING | MODE_CRASHES)
 
 typedef struct mode_spec {
   const char *name;
@@ -48,13 +50,15 @@ static const mode_spec modes[] = {
      "runs seeds --seed .. --seed + --count - 1, one line each; a failing\n"
      "                 seed prints its report and the command that replays it"},
     {"crashes", MODE_CRASHES,
-     "seeds --seed .. --seed + --count - 1: nodes crash one at a time\n"
-     "                 (--crash-gap-ms apart, some restart on their disks,\n"
-     "                 some reboot at once) under puts and gets; no\n"
+     "seeds --seed .. --seed + --count - 1: one change every\n"
+     "                 --crash-gap-ms (a crash, a restart on the old or a\n"
+     "                 wiped disk, a reboot, a join, a graceful leave, a\n"
+     "                 crash during a leave) under puts, deletes and gets,\n"
+     "                 disks failing and clocks off as drawn; no\n"
      "                 acknowledged write may be lost, no get may return a\n"
-     "                 value older than the last put acknowledged before it\n"
-     "                 started, and R copies must be back before the next\n"
-     "                 change"},
+     "                 value older than the last write acknowledged before\n"
+     "                 it started, and R copies must be back before the\n"
+     "                 next change"},
     {"burst", MODE_BURST,
      "seeds --seed .. --seed + --count - 1: k nodes crash at once\n"
      "                 (adjacent or anywhere; any six seeds in a row cover\n"
@@ -64,9 +68,12 @@ static const mode_spec modes[] = {
     {"scenarios", MODE_SCENARIOS,
      "scripted regression cases (a successor crashing as a node joins, a\n"
      "                 long partition, an owner's clock stepping back, a node\n"
-     "                 cut off with a dead bootstrap); each must end in a\n"
-     "                 converged ring with its writes; cases marked as known\n"
-     "                 core bugs must fail"},
+     "                 cut off with a dead bootstrap, a full disk, disk\n"
+     "                 errors, a wiped restart, a leave, a crash during a\n"
+     "                 leave, drifting clocks, a replica's clock beyond the\n"
+     "                 tombstone grace); each must end in a converged ring\n"
+     "                 with its writes; cases marked as known core bugs must\n"
+     "                 fail"},
     {"path-length", MODE_PATH,
      "CSV: lookup hops on oracle-routed rings of 2^bits-min .. 2^bits-max\n"
      "                 nodes"},
@@ -110,7 +117,16 @@ static const option_spec options[] = {
           "successors per node; 0: drawn from the seed in 2..6 (at least\n"
           "                         replicas - 1)"),
     OPT32("--replicas", "N", replicas, MODES_RINGS | MODE_SCENARIOS,
-          "copies of each key (settings.replicas); 0: the core's default"),
+          "copies of each key (settings.replicas); 0: drawn from the seed\n"
+          "                         in 2..4 (scenarios: the core's default)"),
+    OPT32("--rpc-timeout-ms", "MS", rpc_timeout_ms, MODES_RINGS,
+          "settings.rpc_timeout_ms; 0: drawn from the seed in 200..1000"),
+    OPT32("--sync-interval-ms", "MS", sync_interval_ms, MODES_RINGS,
+          "settings.sync_interval_ms (anti-entropy); 0: drawn from the\n"
+          "                         seed in 500..2000"),
+    OPT32("--tombstone-grace-ms", "MS", tombstone_grace_ms, MODES_RINGS,
+          "settings.tombstone_grace_ms; 0: drawn from the seed in\n"
+          "                         30 s..1 h"),
     OPT32("--core-replicas", "N", core_replicas, MODES_RINGS | MODE_SCENARIOS,
           "settings.replicas given to the nodes, when it should differ\n"
           "                         from --replicas, which the checks expect\n"
@@ -149,8 +165,36 @@ static const option_spec options[] = {
     OPT32("--crash-gap-ms", "MS", crash_gap_ms, MODE_CRASHES,
           "time between two changes (a crash, a restart or a reboot);\n"
           "                         repair must be over within it"),
-    OPT32("--clock-skew-ms", "MS", clock_skew_ms, MODE_CRASHES,
-          "each process's wall clock is off by up to this"),
+    OPT32("--max-clock-skew-ms", "MS", max_clock_skew_ms, MODES_RINGS,
+          "the skew bound: a quarter of the seeds keep exact clocks,\n"
+          "                         half keep any two hosts' clocks within\n"
+          "                         it (offsets, drift, steps at restarts),\n"
+          "                         a quarter put some up to 3 times beyond"),
+    OPT32("--clock-skew-ms", "MS", clock_skew_ms, MODES_RINGS,
+          "every host's wall clock is off by up to this either way,\n"
+          "                         stepped at some restarts; 0: drawn"),
+    OPT32("--clock-drift-ppm", "N", clock_drift_ppm, MODES_RINGS,
+          "host clocks (timers too) run fast or slow by up to N\n"
+          "                         millionths; 0: drawn"),
+    OPT32("--no-clock-faults", NULL, no_clock_faults, MODES_RINGS,
+          "every host's clock is exact"),
+    OPT32("--disk-error-ppm", "N", disk_error_ppm, MODES_DISK_FAULTS,
+          "while faults are on, N in a million disk reads and writes fail\n"
+          "                         (EIO); 0: drawn (none for a third of the\n"
+          "                         seeds)"),
+    OPT32("--commit-fail-ppm", "N", commit_fail_ppm, MODES_DISK_FAULTS,
+          "...and N in a million commits fail (ENOSPC: the group of\n"
+          "                         writes is lost, nothing of the call\n"
+          "                         leaves); disks also fill up for up to\n"
+          "                         3 s at a drawn rate; 0: drawn"),
+    OPT32("--no-disk-faults", NULL, no_disk_faults, MODES_DISK_FAULTS,
+          "disks never fail (the next three together)"),
+    OPT32("--no-eio", NULL, no_eio, MODES_DISK_FAULTS,
+          "no EIO on disk reads and writes"),
+    OPT32("--no-failed-commits", NULL, no_failed_commits, MODES_DISK_FAULTS,
+          "commits fail only on a full disk"),
+    OPT32("--no-full-disks", NULL, no_full_disks, MODES_DISK_FAULTS,
+          "disks never fill up"),
     OPT32("--burst-k", "K", burst_k, MODE_BURST,
           "nodes crashed at once; 0: 2 + seed % 3"),
     OPT32("--burst-layout", "N", burst_layout, MODE_BURST,
@@ -191,6 +235,7 @@ static void options_default(sim_options *o) {
   o->workload_keys = 100;
   o->crashes = 8;
   o->crash_gap_ms = 10000;
+  o->max_clock_skew_ms = 10000;
   o->samples = 10000;
   o->bits_min = 4;
   o->bits_max = 14;
@@ -319,11 +364,19 @@ static int check_options(const sim_options *o) {
   }
   if (o->replicas > 33 || o->core_replicas > 33 || o->workload_keys == 0 || o->burst_layout > 2 ||
       (o->burst_k != 0 && o->burst_k + 1 > o->nodes_min) ||
-      o->clock_skew_ms > 3600000) {
+      o->clock_skew_ms > 3600000 || o->max_clock_skew_ms > 3600000) {
     fprintf(stderr, "dht-sim: need --replicas and --core-replicas <= 33, "
                     "--workload-keys >= 1, "
                     "--burst-layout <= 2, --burst-k < nodes-min, "
-                    "--clock-skew-ms <= 1 hour\n");
+                    "--clock-skew-ms and --max-clock-skew-ms <= 1 hour\n");
+    return -1;
+  }
+  if (o->clock_drift_ppm > SIM_CLOCK_DRIFT_PPM_MAX ||
+      o->disk_error_ppm > 1000000 || o->commit_fail_ppm > 1000000) {
+    fprintf(stderr,
+            "dht-sim: need --clock-drift-ppm <= %d, --disk-error-ppm and "
+            "--commit-fail-ppm <= 1000000\n",
+            SIM_CLOCK_DRIFT_PPM_MAX);
     return -1;
   }
   if (o->bits_min < 2 || o->bits_min > o->bits_max || o->bits_max > 20 ||
@@ -420,6 +473,13 @@ static bool run_and_report(const sim_options *o, const char *argv0,
   }
   if (!result->passed) {
     replay.nodes = result->nodes;
+    if (result->drawn.replicas != 0) {
+      replay.succ_list_len = result->drawn.succ_list_len;
+      replay.replicas = result->drawn.replicas;
+      replay.rpc_timeout_ms = result->drawn.rpc_timeout_ms;
+      replay.sync_interval_ms = result->drawn.sync_interval_ms;
+      replay.tombstone_grace_ms = result->drawn.tombstone_grace_ms;
+    }
     format_replay(line, sizeof(line), argv0, mode, &replay);
     fputs(line, stdout);
   }

@@ -30,6 +30,10 @@ typedef enum sim_event_kind {
   SIM_EV_WAKE,          /* node slot's timers may be due */
   SIM_EV_UNREACHABLE,   /* node slot learns it cannot connect to peer_slot */
   SIM_EV_REJOIN,        /* node slot retries a join that failed */
+  SIM_EV_LEAVE_TIMEOUT, /* node slot's graceful leave must be over */
+  SIM_EV_DISK_FULL,     /* slot's disk fills up (incarnation: the world's
+                           disk epoch, not the process's) */
+  SIM_EV_DISK_FREED,    /* ...and has space again */
 } sim_event_kind;
 
 typedef struct sim_event {

@@ -277,7 +277,7 @@ void sim_ring_install_oracle(const sim_ring *ring, sim_world *w,
       fingers[j].addr = w->nodes[f->slot].addr;
     }
     rv = dht_node_install_routing(w->nodes[m->slot].node, &pred, succs, n_succs,
-                                  fingers, w->now_ms);
+                                  fingers, sim_world_node_now(w, m->slot));
     if (rv != 0) {
       sim_world_fail(w, "dht_node_install_routing(%s): %s",
                      w->nodes[m->slot].addr, dht_strerror(rv));

@@ -32,6 +32,7 @@
 #include "sim.h"
 #include "sim_keys.h"
 #include "sim_ring.h"
+#include "sim_swarm.h"
 #include "sim_world.h"
 
 /* The fault phase decides what happens once per tick. */
@@ -86,6 +87,7 @@ typedef struct fault_put {
 typedef struct run {
   const sim_options *o;
   swarm sw;
+  sim_swarm draws; /* settings, clock and disk faults (sim_swarm.h) */
   sim_world w;
   sim_rng rng; /* fault schedule and client choices */
   sim_text *report;
@@ -137,7 +139,6 @@ static void draw_swarm(run *r, sim_rng *g) {
   /* Every value is drawn, in this fixed order, whatever the options say:
    * an option given explicitly then replays the run that drew it. */
   sw->nodes = (uint32_t)sim_rng_between(g, o->nodes_min, o->nodes_max);
-  sw->succ_list_len = (uint32_t)sim_rng_between(g, 2, 6);
   sw->fault_ms = sim_rng_between(
       g, o->fault_ms_max < FAULT_MS_MIN ? o->fault_ms_max : FAULT_MS_MIN,
       o->fault_ms_max);
@@ -158,17 +159,12 @@ static void draw_swarm(run *r, sim_rng *g) {
   if (o->nodes != 0) {
     sw->nodes = o->nodes;
   }
-  if (o->succ_list_len != 0) {
-    sw->succ_list_len = o->succ_list_len;
-  }
   if (o->fault_ms != 0) {
     sw->fault_ms = o->fault_ms;
   }
-  sw->replicas = o->replicas != 0 ? o->replicas : sim_default_replicas();
-  /* A node replicates on its successors: it must keep that many. */
-  if (sw->succ_list_len + 1 < sw->replicas) {
-    sw->succ_list_len = sw->replicas - 1;
-  }
+  sim_swarm_draw(&r->draws, g, o);
+  sw->succ_list_len = r->draws.settings.succ_list_len;
+  sw->replicas = r->draws.replicas;
 }
 
 static void set_restart(run *r, uint32_t slot, uint64_t at_ms) {
@@ -495,6 +491,7 @@ static void phase_faults(run *r) {
 
   r->phase = "faults";
   w->net.faults = r->sw.net;
+  sim_swarm_start_disk_faults(&r->draws, w, r->sw.fault_ms);
   plan_partitions(r, start);
   while (!w->failed && w->now_ms < end) {
     fault_tick(r);
@@ -517,6 +514,7 @@ static void phase_heal(run *r) {
 
   r->phase = "heal";
   memset(&w->net.faults, 0, sizeof(w->net.faults));
+  sim_swarm_heal_disks(w);
   sim_net_heal_partition(&w->net);
   for (i = 0; i < r->n_fault_puts; i++) {
     if (sim_world_op(w, r->fault_puts[i].op)->reply_type == DHT_MSG_OK) {
@@ -766,12 +764,7 @@ static void report_swarm(run *r) {
                   "dht-sim run: seed %" PRIu64 ", %" PRIu32
                   " nodes, succ_list_len %" PRIu32 ", replicas %" PRIu32 "\n",
                   r->o->seed, sw->nodes, sw->succ_list_len, sw->replicas);
-  if (r->w.settings.replicas != sw->replicas) {
-    sim_text_printf(r->report,
-                    "core-replicas: the nodes keep %" PRIu32
-                    " copies of each key, the checks expect %" PRIu32 "\n",
-                    r->w.settings.replicas, sw->replicas);
-  }
+  sim_swarm_report(&r->draws, r->o, r->report);
   if (r->o->no_faults) {
     sim_text_printf(r->report, "swarm: no faults\n");
     return;
@@ -812,6 +805,7 @@ static void report_totals(run *r) {
                   ", out %" PRIu64 "\n",
                   c.writes_acked, c.writes_failed, c.replica_reads, c.consults,
                   c.sync_rounds, c.repair_keys_in, c.repair_keys_out);
+  sim_swarm_report_totals(w, r->report);
   sim_text_printf(r->report,
                   "events %" PRIu64 ", virtual time %.1f s, digest %016" PRIx64
                   "\n",
@@ -821,7 +815,6 @@ static void report_totals(run *r) {
 void sim_run(const sim_options *o, sim_run_result *result, sim_text *report) {
   run r;
   sim_rng master, swarm_rng;
-  dht_settings settings;
 
   memset(&r, 0, sizeof(r));
   r.o = o;
@@ -832,14 +825,8 @@ void sim_run(const sim_options *o, sim_run_result *result, sim_text *report) {
   sim_rng_fork(&master, &r.rng);
   draw_swarm(&r, &swarm_rng);
 
-  dht_settings_default(&settings);
-  settings.succ_list_len = r.sw.succ_list_len;
-  settings.replicas = o->core_replicas != 0 ? o->core_replicas : r.sw.replicas;
-  if (settings.succ_list_len + 1 < settings.replicas) {
-    settings.succ_list_len = settings.replicas - 1;
-  }
-  sim_world_init(&r.w, sim_rng_next(&master), &settings);
-  r.w.replicas = r.sw.replicas;
+  sim_world_init(&r.w, sim_rng_next(&master), &r.draws.settings);
+  sim_swarm_apply(&r.draws, &r.w);
   r.w.log_on = o->log_level > 0;
   r.w.log_level = (dht_log_level)(o->log_level > 0 ? o->log_level - 1 : 0);
   r.w.trace = o->trace ? stderr : NULL;
@@ -874,6 +861,7 @@ void sim_run(const sim_options *o, sim_run_result *result, sim_text *report) {
   }
   result->passed = !r.w.failed;
   result->nodes = r.sw.nodes;
+  sim_swarm_drawn(&r.draws, &result->drawn);
   result->virtual_ms = r.w.now_ms;
   result->digest = r.w.digest;
   result->lost = r.lost;

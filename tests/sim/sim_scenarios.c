@@ -174,24 +174,29 @@ static void put_acked(sim_world *w, const char *key, const char *value) {
 }
 
 /* Gets key through a random joined node; fails the world unless it
- * returns value. */
+ * returns value (NULL: unless it is not found). */
 static void get_expect(sim_world *w, const char *key, const char *value,
                        const char *why) {
   size_t op = sim_world_get(w, sim_world_random_joined(w, SIM_NO_SLOT), key,
-                            value);
+                            value != NULL ? value : "");
   const sim_op *o;
+  bool as_expected;
 
   sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
   o = sim_world_op(w, op);
-  if (!w->failed && (o->replies == 0 || o->reply_type != DHT_MSG_VALUE ||
-                     !o->value_ok)) {
+  as_expected = o->replies > 0 &&
+                (value != NULL ? o->reply_type == DHT_MSG_VALUE && o->value_ok
+                               : o->reply_type == DHT_MSG_ERROR &&
+                                     o->error_code == DHT_ERR_NOT_FOUND);
+  if (!w->failed && !as_expected) {
     sim_world_fail(w, "get of %s returned %s%.*s%s, not %s (%s)", key,
                    o->replies == 0                    ? "nothing"
                    : o->reply_type != DHT_MSG_VALUE ? "an error"
                                                       : "\"",
                    o->reply_type == DHT_MSG_VALUE ? (int)o->value_len : 0,
                    o->reply_type == DHT_MSG_VALUE ? (const char *)o->value : "",
-                   o->reply_type == DHT_MSG_VALUE ? "\"" : "", value, why);
+                   o->reply_type == DHT_MSG_VALUE ? "\"" : "",
+                   value != NULL ? value : "\"not found\"", why);
   }
   sim_world_clear_ops(w);
 }
@@ -235,7 +240,7 @@ static void owner_clock_steps_back(sim_world *w) {
   owner = owner_of(w, key);
   sim_world_crash(w, owner, true);
   sim_world_run_until(w, w->now_ms + 5000);
-  w->nodes[owner].wall_offset_ms = 8000;
+  sim_clock_init(&w->nodes[owner].clock, w->now_ms, 8000, 0);
   restart_settle(w, owner);
   if (!w->failed && owner_of(w, key) != owner) {
     sim_world_fail(w, "%s did not get its range back", w->nodes[owner].addr);
@@ -248,7 +253,7 @@ static void owner_clock_steps_back(sim_world *w) {
   if (!w->failed) {
     sim_world_crash(w, owner, false);
     sim_world_run_until(w, w->now_ms + 100);
-    w->nodes[owner].wall_offset_ms = 0;
+    sim_clock_init(&w->nodes[owner].clock, w->now_ms, 0, 0);
     restart_settle(w, owner);
   }
   if (!w->failed) {
@@ -260,6 +265,289 @@ static void owner_clock_steps_back(sim_world *w) {
                "v2 was acknowledged after v1: the owner, its clock now 8 s "
                "behind the one that stamped v1, stamped v2 older");
   }
+}
+
+/* ---- disks, leaves and clocks -------------------------------------------- */
+
+/* Puts key = value through via; true when it was acknowledged. */
+/* put_outcome() when no answer came in time. */
+#define NO_ANSWER INT32_MIN
+
+/* Puts key = value through via: 0 when acknowledged, the error code of a
+ * refusal, or NO_ANSWER. */
+static int32_t put_outcome(sim_world *w, uint32_t via, const char *key,
+                           const char *value) {
+  size_t op = sim_world_put(w, via, key, value);
+  const sim_op *o;
+  int32_t outcome;
+
+  sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
+  o = sim_world_op(w, op);
+  outcome = o->replies == 0                  ? NO_ANSWER
+            : o->reply_type == DHT_MSG_OK    ? 0
+            : o->reply_type == DHT_MSG_ERROR ? o->error_code
+                                             : NO_ANSWER;
+  sim_world_clear_ops(w);
+  return outcome;
+}
+
+static bool put_once(sim_world *w, uint32_t via, const char *key,
+                     const char *value) {
+  return put_outcome(w, via, key, value) == 0;
+}
+
+#define FEW_KEYS 20
+
+/* Puts FEW_KEYS keys "<prefix><i>" = "v<i>", each acknowledged. */
+static void put_few(sim_world *w, const char *prefix) {
+  char key[32], value[32];
+  int i;
+
+  for (i = 0; i < FEW_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "%s%d", prefix, i);
+    snprintf(value, sizeof(value), "v%d", i);
+    put_acked(w, key, value);
+  }
+}
+
+/* Each of put_few's keys reads back. */
+static void get_few(sim_world *w, const char *prefix, const char *why) {
+  char key[32], value[32];
+  int i;
+
+  for (i = 0; i < FEW_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "%s%d", prefix, i);
+    snprintf(value, sizeof(value), "v%d", i);
+    get_expect(w, key, value, why);
+  }
+}
+
+/* A key's owner finds its disk full as a put arrives: the commit fails, and
+ * the node turns the acknowledgement it held into a DISK_FULL refusal,
+ * which must reach the client; reads go on, and once space returns (and
+ * the node has waited store_retry_ms) the next put of the key is
+ * acknowledged and reads back. (The refused value may appear meanwhile:
+ * the replicas stored it, and a refusal promises nothing.) */
+static void owner_disk_full(sim_world *w) {
+  const char *key = "full-key";
+  uint32_t owner;
+  int32_t outcome;
+
+  build_ring(w, 6);
+  if (w->failed) {
+    return;
+  }
+  put_acked(w, key, "v1");
+  owner = owner_of(w, key);
+  sim_disk_set_full(w->nodes[owner].disk, true);
+  outcome = put_outcome(w, sim_world_random_joined(w, owner), key, "v2");
+  if (!w->failed && outcome != DHT_ERR_DISK_FULL) {
+    sim_world_fail(w, "a put to an owner whose disk is full came back %s%s, "
+                      "not refused with DISK_FULL",
+                   outcome == NO_ANSWER ? "with nothing"
+                   : outcome == 0       ? "acknowledged"
+                                        : "with error ",
+                   outcome == NO_ANSWER || outcome == 0
+                       ? ""
+                       : dht_strerror((int)outcome));
+  }
+  if (!w->failed) {
+    get_expect(w, key, "v1", "reads go on while the owner's disk is full");
+  }
+  sim_world_run_until(w, w->now_ms + 2000);
+  sim_disk_set_full(w->nodes[owner].disk, false);
+  sim_ring_converge(w, CONVERGE_MS, false, "disk full");
+  sim_world_run_until(w, w->now_ms + 5000);
+  if (!w->failed) {
+    put_acked(w, key, "v3");
+    get_expect(w, key, "v3", "v3 was acknowledged once space returned");
+  }
+}
+
+/* For a few seconds a fifth of all disk reads and writes fail (EIO) and a
+ * fifth of the commits (ENOSPC) while keys are put: every acknowledged put
+ * must read back once the disks work again. */
+static void disk_errors_under_writes(sim_world *w) {
+  char key[32], value[32];
+  bool acked[FEW_KEYS];
+  int i;
+
+  build_ring(w, 8);
+  if (w->failed) {
+    return;
+  }
+  w->disks.faults.read_error = 0.2;
+  w->disks.faults.write_error = 0.2;
+  w->disks.faults.commit_error = 0.2;
+  for (i = 0; i < FEW_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "eio%d", i);
+    snprintf(value, sizeof(value), "v%d", i);
+    acked[i] = put_once(w, sim_world_random_joined(w, SIM_NO_SLOT), key,
+                        value);
+  }
+  memset(&w->disks.faults, 0, sizeof(w->disks.faults));
+  sim_ring_converge(w, CONVERGE_MS, false, "disk errors");
+  sim_world_run_until(w, w->now_ms + 5000);
+  for (i = 0; i < FEW_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "eio%d", i);
+    snprintf(value, sizeof(value), "v%d", i);
+    if (acked[i]) {
+      get_expect(w, key, value, "acknowledged under disk errors");
+    }
+  }
+}
+
+/* A key's owner crashes and comes back at once under its old address with
+ * an empty disk (a replaced or reformatted one). Its keys are on its
+ * replicas: from the moment it is back in the ring, every get must find
+ * them. */
+static void owner_restarts_wiped(sim_world *w) {
+  uint32_t owner;
+  uint64_t give_up;
+
+  build_ring(w, 6);
+  put_few(w, "wipe");
+  if (w->failed) {
+    return;
+  }
+  owner = owner_of(w, "wipe0");
+  sim_world_crash(w, owner, true);
+  sim_world_run_until(w, w->now_ms + 100);
+  sim_world_wipe(w, owner);
+  sim_world_join(w, owner, sim_world_random_joined(w, owner));
+  give_up = w->now_ms + 10000;
+  while (!w->failed && !sim_world_is_joined(w, owner) && w->now_ms < give_up) {
+    sim_world_run_until(w, w->now_ms + 1);
+  }
+  get_few(w, "wipe", "the owner came back with an empty disk");
+  if (!w->failed) {
+    sim_ring_converge(w, CONVERGE_MS, false, "wiped restart");
+  }
+  get_few(w, "wipe", "after the ring converged");
+}
+
+/* A ring of 6 with put_few's keys; the owner of the first starts a
+ * graceful leave. Returns its slot. */
+static uint32_t owner_starts_leave(sim_world *w, const char *prefix) {
+  char key[32];
+  uint32_t leaver;
+
+  build_ring(w, 6);
+  put_few(w, prefix);
+  if (w->failed) {
+    return SIM_NO_SLOT;
+  }
+  snprintf(key, sizeof(key), "%s0", prefix);
+  leaver = owner_of(w, key);
+  sim_world_leave(w, leaver);
+  return leaver;
+}
+
+/* A node leaves gracefully: it hands its keys on, reports LEFT and exits
+ * well within dhtd's leave timeout; every key reads back. */
+static void graceful_leave(sim_world *w) {
+  uint32_t leaver = owner_starts_leave(w, "leave");
+
+  if (w->failed) {
+    return;
+  }
+  sim_world_run_until(w, w->now_ms + SIM_LEAVE_TIMEOUT_MS);
+  if (!w->failed && (w->leaves != 1 || sim_world_is_up(w, leaver))) {
+    sim_world_fail(w, "%s did not leave within %d ms (%" PRIu64
+                      " leaves timed out)",
+                   w->nodes[leaver].addr, SIM_LEAVE_TIMEOUT_MS,
+                   w->leave_timeouts);
+  }
+  if (!w->failed) {
+    sim_ring_converge(w, CONVERGE_MS, false, "leave");
+  }
+  get_few(w, "leave", "its owner left gracefully");
+}
+
+/* A node crashes 3 ms into its leave, some keys handed on and deleted,
+ * others not: every key must still read back once repair is over. */
+static void crash_during_leave(sim_world *w) {
+  uint32_t leaver = owner_starts_leave(w, "lc");
+
+  if (w->failed) {
+    return;
+  }
+  sim_world_run_until(w, w->now_ms + 3);
+  if (sim_world_is_up(w, leaver)) {
+    sim_world_crash(w, leaver, true);
+  }
+  sim_ring_converge(w, CONVERGE_MS, false, "crash during leave");
+  sim_world_run_until(w, w->now_ms + 5000);
+  get_few(w, "lc", "its owner crashed during its leave");
+}
+
+/* Every host's clock drifts by up to 5% (timers included) and is off by up
+ * to 2 s: the ring must still converge, survive a crash and keep its
+ * keys. */
+static void drifting_clocks(sim_world *w) {
+  w->clocks.within_ms = 2000;
+  w->clocks.drift_ppm = 50000;
+  build_ring(w, 16);
+  put_few(w, "drift");
+  if (w->failed) {
+    return;
+  }
+  sim_world_crash(w, owner_of(w, "drift0"), true);
+  sim_ring_converge(w, CONVERGE_MS, false, "crash");
+  sim_world_run_until(w, w->now_ms + 5000);
+  get_few(w, "drift", "clocks drift");
+}
+
+/*
+ * A replica's clock runs ahead of the others by more than the tombstone
+ * grace (beyond any sane skew bound). A key is put, then deleted: the
+ * replica judges the tombstone expired by its own clock as it arrives,
+ * keeps the old value and still answers OK. The key's owner then dies for
+ * good and that replica, its successor, takes the range over: the deleted
+ * value must not come back.
+ */
+static void replica_clock_beyond_grace(sim_world *w) {
+  const char *key = "tomb-key";
+  uint32_t owner, ahead;
+  size_t op;
+  sim_ring ring;
+  dht_id key_id;
+
+  w->settings.tombstone_grace_ms = 30000;
+  build_ring(w, 4);
+  if (w->failed) {
+    return;
+  }
+  dht_id_hash(&key_id, key, strlen(key));
+  sim_ring_build(&ring, w, true);
+  owner = ring.members[sim_ring_successor(&ring, &key_id)].slot;
+  ahead = ring.members[(sim_ring_successor(&ring, &key_id) + 1) % ring.n].slot;
+  sim_ring_free(&ring);
+  /* The successor reboots 60 s ahead: too fast for the peers to notice. */
+  sim_world_crash(w, ahead, false);
+  sim_world_run_until(w, w->now_ms + 100);
+  sim_clock_init(&w->nodes[ahead].clock, w->now_ms, 60000, 0);
+  restart_settle(w, ahead);
+  if (w->failed) {
+    return;
+  }
+  put_acked(w, key, "old");
+  op = sim_world_del(w, sim_world_random_joined(w, SIM_NO_SLOT), key);
+  sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
+  if (!w->failed && (sim_world_op(w, op)->replies == 0 ||
+                     sim_world_op(w, op)->reply_type != DHT_MSG_OK)) {
+    sim_world_fail(w, "delete of %s was not acknowledged", key);
+  }
+  sim_world_clear_ops(w);
+  sim_world_run_until(w, w->now_ms + 5000);
+  sim_world_crash(w, owner, true);
+  if (!w->failed) {
+    sim_ring_converge(w, CONVERGE_MS, false, "owner crash");
+  }
+  sim_world_run_until(w, w->now_ms + 5000);
+  get_expect(w, key, NULL,
+             "the delete was acknowledged; the replica whose clock is 60 s "
+             "ahead now owns the key");
 }
 
 typedef struct scenario {
@@ -275,6 +563,13 @@ static const scenario scenarios[] = {
     {"successor-crash-at-join", successor_crash_at_join, NULL},
     {"long-partition", long_partition, NULL},
     {"owner-clock-steps-back", owner_clock_steps_back, NULL},
+    {"owner-disk-full", owner_disk_full, NULL},
+    {"disk-errors-under-writes", disk_errors_under_writes, NULL},
+    {"owner-restarts-wiped", owner_restarts_wiped, NULL},
+    {"graceful-leave", graceful_leave, NULL},
+    {"crash-during-leave", crash_during_leave, NULL},
+    {"drifting-clocks", drifting_clocks, NULL},
+    {"replica-clock-beyond-grace", replica_clock_beyond_grace, NULL},
     {"cut-off-with-dead-bootstrap", cut_off_with_dead_bootstrap, NULL},
 };
 

@@ -48,6 +48,8 @@ void sim_world_init(sim_world *w, uint64_t seed, const dht_settings *settings) {
   sim_rng_seed(&master, seed);
   sim_rng_fork(&master, &w->rng);
   sim_net_init(&w->net, &master);
+  sim_rng_fork(&master, &w->clock_rng);
+  sim_rng_fork(&master, &w->disks.rng);
   sim_queue_init(&w->queue);
   dht_buf_init(&w->scratch);
   w->settings = *settings;
@@ -60,7 +62,7 @@ void sim_world_free(sim_world *w) {
 
   for (i = 0; i < w->n_nodes; i++) {
     dht_node_del(w->nodes[i].node);
-    dht_store_del(w->nodes[i].store);
+    sim_disk_del(w->nodes[i].disk);
   }
   free(w->nodes);
   sim_world_clear_ops(w);
@@ -146,6 +148,7 @@ static void schedule_wake(sim_world *w, uint32_t slot) {
   if (deadline == DHT_TIME_NEVER) {
     return;
   }
+  deadline = sim_clock_due(&n->clock, deadline);
   if (deadline < w->now_ms) {
     deadline = w->now_ms;
   }
@@ -347,6 +350,14 @@ static void carry_out_reply(sim_world *w, uint32_t from, const dht_action *a) {
   }
 }
 
+/* A graceful leave ran out of time: dhtd exits anyway. */
+static void leave_timeout(sim_world *w, uint32_t slot) {
+  if (w->nodes[slot].leaving) {
+    w->leave_timeouts++;
+    sim_world_crash(w, slot, true);
+  }
+}
+
 static void carry_out_event(sim_world *w, uint32_t slot, const dht_action *a) {
   sim_node *n = &w->nodes[slot];
 
@@ -361,16 +372,25 @@ static void carry_out_event(sim_world *w, uint32_t slot, const dht_action *a) {
          n->incarnation, SIM_NO_SLOT, 0, NULL, 0);
     break;
   case DHT_EVENT_LEFT:
-    sim_world_fail(w, "%s reported LEFT, but nothing asked it to leave",
-                   n->addr);
+    if (!n->leaving) {
+      sim_world_fail(w, "%s reported LEFT, but nothing asked it to leave",
+                     n->addr);
+    }
+    n->left = true;
     break;
   }
 }
 
 void sim_world_drain(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
   dht_action a;
 
-  while (dht_node_poll_action(w->nodes[slot].node, &a)) {
+  /* The commit point, where dhtd's on_flush commits: after the call into
+   * the node, before any of its output leaves. The node then hears how the
+   * commit went, and only then releases the replies that acknowledge the
+   * group's writes (as refusals if it failed). */
+  dht_node_commit_done(n->node, sim_disk_commit(n->disk), w->now_ms);
+  while (dht_node_poll_action(n->node, &a)) {
     switch (a.type) {
     case DHT_ACTION_SEND:
       if (frame_is_whole(w, slot, &a)) {
@@ -395,6 +415,12 @@ void sim_world_drain(sim_world *w, uint32_t slot) {
     }
   }
   check_structure(w, slot);
+  if (n->left) {
+    /* Like dhtd on LEFT: the process exits. */
+    w->leaves++;
+    sim_world_crash(w, slot, true);
+    return;
+  }
   schedule_wake(w, slot);
 }
 
@@ -419,11 +445,9 @@ uint32_t sim_world_add_node(sim_world *w) {
   snprintf(n->addr, sizeof(n->addr), "n%05" PRIu32 SIM_PORT_SUFFIX, slot);
   n->addr_len = strlen(n->addr);
   dht_id_hash(&n->id, n->addr, n->addr_len);
-  n->store = dht_store_mem_new();
-  if (n->store == NULL) {
-    fprintf(stderr, "dht-sim: out of memory (store)\n");
-    abort();
-  }
+  n->disk = sim_disk_new(&w->disks);
+  n->store = sim_disk_contents(n->disk);
+  sim_clock_draw(&n->clock, &w->clocks, &w->clock_rng, w->now_ms);
   n->timer_at_ms = DHT_TIME_NEVER;
   return slot;
 }
@@ -436,16 +460,19 @@ void sim_world_start(sim_world *w, uint32_t slot) {
   memset(&cfg, 0, sizeof(cfg));
   cfg.addr = n->addr;
   cfg.id = NULL;
-  cfg.store = n->store;
+  cfg.store = sim_disk_store(n->disk);
   cfg.settings = w->settings;
+  cfg.group_commit = true; /* as dhtd runs it */
   cfg.seed = sim_rng_next(&w->rng);
-  /* Like dhtd, which gives the real wall clock: versions are stamped with
-   * it, so every process must see time go on across restarts. */
-  cfg.wall_ms = SIM_WALL_EPOCH_MS + w->now_ms + (uint64_t)n->wall_offset_ms;
-  if (w->clock_skew_ms > 0) {
-    cfg.wall_ms = cfg.wall_ms - w->clock_skew_ms +
-                  sim_rng_below(&w->rng, 2 * (uint64_t)w->clock_skew_ms + 1);
+  if (n->incarnation == 0) {
+    sim_clock_start(&n->clock, w->now_ms);
+  } else {
+    w->clock_steps += sim_clock_restart(&n->clock, &w->clocks, &w->clock_rng,
+                                        w->now_ms);
   }
+  /* Like dhtd, which gives the host's wall clock: versions are stamped
+   * with it, so every process must see time go on across restarts. */
+  cfg.wall_ms = sim_clock_wall(&n->clock, w->now_ms);
   cfg.log = w->log_on ? log_line : NULL;
   cfg.log_ud = w;
   cfg.log_level = w->log_level;
@@ -475,7 +502,7 @@ void sim_world_create_ring(sim_world *w, uint32_t slot) {
   if (w->failed) {
     return;
   }
-  rv = dht_node_create_ring(w->nodes[slot].node, w->now_ms);
+  rv = dht_node_create_ring(w->nodes[slot].node, sim_world_node_now(w, slot));
   if (rv != 0) {
     sim_world_fail(w, "dht_node_create_ring(%s): %s", w->nodes[slot].addr,
                    dht_strerror(rv));
@@ -494,7 +521,8 @@ void sim_world_join(sim_world *w, uint32_t slot, uint32_t bootstrap) {
     return;
   }
   w->nodes[slot].joins_started++;
-  rv = dht_node_join(w->nodes[slot].node, w->nodes[bootstrap].addr, w->now_ms);
+  rv = dht_node_join(w->nodes[slot].node, w->nodes[bootstrap].addr,
+                     sim_world_node_now(w, slot));
   if (rv != 0) {
     sim_world_fail(w, "dht_node_join(%s via %s): %s", w->nodes[slot].addr,
                    w->nodes[bootstrap].addr, dht_strerror(rv));
@@ -510,6 +538,64 @@ void sim_world_crash(sim_world *w, uint32_t slot, bool refuses) {
   n->node = NULL;
   n->refuses = refuses;
   n->timer_at_ms = DHT_TIME_NEVER;
+  n->leaving = false;
+  n->left = false;
+  sim_disk_crash(n->disk);
+}
+
+void sim_world_leave(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
+  int rv;
+
+  rv = dht_node_leave(n->node, sim_world_node_now(w, slot));
+  if (rv != 0) {
+    sim_world_fail(w, "dht_node_leave(%s): %s", n->addr, dht_strerror(rv));
+    return;
+  }
+  n->leaving = true;
+  push(w, SIM_EV_LEAVE_TIMEOUT, w->now_ms + SIM_LEAVE_TIMEOUT_MS, slot,
+       n->incarnation, SIM_NO_SLOT, 0, NULL, 0);
+  sim_world_drain(w, slot);
+}
+
+void sim_world_wipe(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
+
+  sim_disk_wipe(n->disk);
+  n->store = sim_disk_contents(n->disk);
+}
+
+void sim_world_fill_disk(sim_world *w, uint32_t slot, uint64_t at_ms,
+                         uint64_t full_ms) {
+  push(w, SIM_EV_DISK_FULL, at_ms, slot, w->disk_epoch, SIM_NO_SLOT, 0, NULL,
+       0);
+  push(w, SIM_EV_DISK_FREED, at_ms + full_ms, slot, w->disk_epoch,
+       SIM_NO_SLOT, 0, NULL, 0);
+}
+
+void sim_world_free_disks(sim_world *w) {
+  size_t i;
+
+  w->disk_epoch++;
+  for (i = 0; i < w->n_nodes; i++) {
+    sim_disk_set_full(w->nodes[i].disk, false);
+  }
+}
+
+/* A disk-full event, unless the fills were called off since it was
+ * planned. */
+static void disk_space(sim_world *w, const sim_event *ev) {
+  if (ev->incarnation != w->disk_epoch) {
+    return;
+  }
+  if (ev->kind == SIM_EV_DISK_FULL) {
+    w->disk_fills++;
+  }
+  sim_disk_set_full(w->nodes[ev->slot].disk, ev->kind == SIM_EV_DISK_FULL);
+}
+
+uint64_t sim_world_node_now(const sim_world *w, uint32_t slot) {
+  return sim_clock_mono(&w->nodes[slot].clock, w->now_ms);
 }
 
 void sim_world_set_maintenance(sim_world *w, bool enabled) {
@@ -517,7 +603,8 @@ void sim_world_set_maintenance(sim_world *w, bool enabled) {
 
   for (i = 0; i < w->n_nodes && !w->failed; i++) {
     if (w->nodes[i].node != NULL) {
-      dht_node_set_maintenance(w->nodes[i].node, enabled, w->now_ms);
+      dht_node_set_maintenance(w->nodes[i].node, enabled,
+                               sim_world_node_now(w, (uint32_t)i));
       sim_world_drain(w, (uint32_t)i);
     }
   }
@@ -652,20 +739,32 @@ size_t sim_world_get(sim_world *w, uint32_t slot, const char *key,
   return index;
 }
 
-size_t sim_world_put(sim_world *w, uint32_t slot, const char *key,
-                     const char *value) {
+/* A PUT of key = value, or a DEL of key when value is NULL. */
+static size_t write_send(sim_world *w, uint32_t slot, const char *key,
+                         const char *value) {
   dht_msg msg;
   size_t index;
 
   memset(&msg, 0, sizeof(msg));
-  msg.type = DHT_MSG_PUT;
+  msg.type = value != NULL ? DHT_MSG_PUT : DHT_MSG_DEL;
   msg.key.p = (const uint8_t *)key;
   msg.key.len = strlen(key);
-  msg.value.p = (const uint8_t *)value;
-  msg.value.len = strlen(value);
-  index = op_send(w, SIM_OP_PUT, slot, &msg);
+  if (value != NULL) {
+    msg.value.p = (const uint8_t *)value;
+    msg.value.len = strlen(value);
+  }
+  index = op_send(w, value != NULL ? SIM_OP_PUT : SIM_OP_DEL, slot, &msg);
   dht_id_hash(&sim_world_op(w, index)->target, key, strlen(key));
   return index;
+}
+
+size_t sim_world_put(sim_world *w, uint32_t slot, const char *key,
+                     const char *value) {
+  return write_send(w, slot, key, value);
+}
+
+size_t sim_world_del(sim_world *w, uint32_t slot, const char *key) {
+  return write_send(w, slot, key, NULL);
 }
 
 static bool reply_fits(sim_op_kind kind, dht_msg_type type) {
@@ -678,6 +777,7 @@ static bool reply_fits(sim_op_kind kind, dht_msg_type type) {
   case SIM_OP_GET:
     return type == DHT_MSG_VALUE;
   case SIM_OP_PUT:
+  case SIM_OP_DEL:
     return type == DHT_MSG_OK;
   }
   return false;
@@ -777,7 +877,8 @@ static void deliver(sim_world *w, const sim_event *ev) {
   int rv;
 
   rv = dht_node_recv(n->node, ev->conn, ev->frame + DHT_FRAME_HEADER_LEN,
-                     ev->frame_len - DHT_FRAME_HEADER_LEN, w->now_ms);
+                     ev->frame_len - DHT_FRAME_HEADER_LEN,
+                     sim_world_node_now(w, ev->slot));
   if (rv != 0) {
     sim_world_fail(w, "%s rejected a %zu-byte frame from %s: %s", n->addr,
                    ev->frame_len,
@@ -794,7 +895,7 @@ static void wake(sim_world *w, const sim_event *ev) {
   if (ev->at_ms == n->timer_at_ms) {
     n->timer_at_ms = DHT_TIME_NEVER;
   }
-  if (dht_node_next_deadline(n->node) > w->now_ms) {
+  if (dht_node_next_deadline(n->node) > sim_world_node_now(w, ev->slot)) {
     schedule_wake(w, ev->slot); /* woke early: the deadline moved later */
     return;
   }
@@ -809,7 +910,7 @@ static void wake(sim_world *w, const sim_event *ev) {
                    n->addr, SIM_EXPIRIES_AT_ONE_INSTANT_MAX);
     return;
   }
-  dht_node_handle_expiry(n->node, w->now_ms);
+  dht_node_handle_expiry(n->node, sim_world_node_now(w, ev->slot));
   sim_world_drain(w, ev->slot);
 }
 
@@ -868,7 +969,8 @@ static void process(sim_world *w, const sim_event *ev) {
     if (alive) {
       w->unreachable++;
       dht_node_peer_unreachable(w->nodes[ev->slot].node,
-                                w->nodes[ev->peer_slot].addr, w->now_ms);
+                                w->nodes[ev->peer_slot].addr,
+                                sim_world_node_now(w, ev->slot));
       sim_world_drain(w, ev->slot);
     }
     break;
@@ -876,6 +978,15 @@ static void process(sim_world *w, const sim_event *ev) {
     if (alive) {
       rejoin(w, ev->slot);
     }
+    break;
+  case SIM_EV_LEAVE_TIMEOUT:
+    if (alive) {
+      leave_timeout(w, ev->slot);
+    }
+    break;
+  case SIM_EV_DISK_FULL:
+  case SIM_EV_DISK_FREED:
+    disk_space(w, ev);
     break;
   }
 }

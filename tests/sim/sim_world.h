@@ -25,6 +25,8 @@
 #include <stdio.h>
 
 #include "dht/node.h"
+#include "sim_clock.h"
+#include "sim_disk.h"
 #include "sim_net.h"
 #include "sim_queue.h"
 #include "sim_rng.h"
@@ -35,16 +37,18 @@
 #define SIM_REJOIN_DELAY_MS 1000    /* wait after a JOIN_FAILED */
 #define SIM_CLIENT_TIMEOUT_MS 10000 /* a request unanswered by then failed */
 #define SIM_FAILURE_LEN 1024
-/* The simulated wall clock (given to nodes as dht_node_config.wall_ms) reads
- * this at virtual time 0: 2024-01-01, so versions look like real ones. */
-#define SIM_WALL_EPOCH_MS UINT64_C(1704067200000)
+/* A graceful leave that has not ended by then ends anyway: the process
+ * exits, as dhtd does on SIGTERM (its LEAVE_TIMEOUT_MS). */
+#define SIM_LEAVE_TIMEOUT_MS 10000
 
 typedef struct sim_node {
   char addr[SIM_ADDR_LEN];  /* "n00042:7000": the slot number is in it */
   size_t addr_len;          /* strlen(addr) */
   dht_id id;                /* hash of addr, as the node computes it */
   dht_node *node;           /* the running process; NULL while down */
-  dht_store *store;         /* its disk: kept across crashes and restarts */
+  sim_disk *disk;           /* its disk: kept across crashes and restarts */
+  dht_store *store;         /* the disk's contents, for the checks */
+  sim_clock clock;          /* its host's clocks */
   uint32_t incarnation;     /* bumped at every start of a process */
   uint64_t timer_at_ms;     /* earliest WAKE queued for this incarnation */
   uint64_t routing_hash;    /* of the successors and predecessor last
@@ -54,14 +58,16 @@ typedef struct sim_node {
   uint64_t expiry_now_ms;   /* time of the last handle_expiry call... */
   uint32_t expiries_at_now; /* ...and how many calls at that same time */
   uint32_t joins_started;   /* join attempts, restarts included */
-  int64_t wall_offset_ms;   /* added to the wall clock its processes get
-                               at start (scripted clock errors) */
+  bool leaving;             /* the running process was asked to leave */
+  bool left;                /* ...and reported LEFT: it exits after the
+                               call that reported it */
 } sim_node;
 
 typedef enum sim_op_kind {
   SIM_OP_LOOKUP, /* FIND_SUCC for target */
   SIM_OP_GET,    /* GET key, expecting expect_value */
   SIM_OP_PUT,    /* PUT key = value */
+  SIM_OP_DEL,    /* DEL key */
 } sim_op_kind;
 
 /* One client request and what came back for it. */
@@ -97,8 +103,11 @@ typedef struct sim_world {
   uint32_t replicas;       /* copies of each key the checks expect:
                               settings.replicas unless a run wants to see
                               the checks catch a core that keeps fewer */
-  uint32_t clock_skew_ms;  /* each process's wall clock is off by a draw in
-                              [-clock_skew_ms, +clock_skew_ms] */
+  sim_clock_faults clocks; /* how the hosts' clocks go wrong */
+  sim_rng clock_rng;       /* clock draws */
+  sim_disk_env disks;      /* how the disks fail, and their totals */
+  uint32_t disk_epoch;     /* bumped when every disk is freed: disk-full
+                              events planned before are void */
   dht_log_level log_level; /* node log lines up to this level go to stderr */
   bool log_on;             /* node logging enabled at all */
   FILE *trace;             /* every event printed here when not NULL */
@@ -120,6 +129,12 @@ typedef struct sim_world {
   uint64_t join_failures;        /* JOIN_FAILED events */
   uint64_t joins;                /* JOINED events */
   uint64_t unreachable;          /* peer_unreachable calls made */
+  uint64_t leaves;               /* graceful leaves that ended in LEFT */
+  uint64_t leave_timeouts;       /* ...that did not, within
+                                    SIM_LEAVE_TIMEOUT_MS */
+  uint64_t disk_fills;           /* disks that filled up */
+  uint64_t clock_steps;          /* process starts that found their host's
+                                    clock stepped */
   bool failed;                   /* an invariant broke: the run must stop */
   uint64_t failed_at_ms;         /* when */
   char failure[SIM_FAILURE_LEN]; /* what broke, for the report */
@@ -144,9 +159,24 @@ void sim_world_start(sim_world *w, uint32_t slot);
 void sim_world_create_ring(sim_world *w, uint32_t slot);
 /* Starts slot's process if needed and joins through bootstrap's address. */
 void sim_world_join(sim_world *w, uint32_t slot, uint32_t bootstrap);
-/* Kills slot's process; its store stays. refuses: peers' connects are
- * refused (a process crash) rather than unanswered (a host crash). */
+/* Kills slot's process; its store stays, less the writes not committed.
+ * refuses: peers' connects are refused (a process crash) rather than
+ * unanswered (a host crash). */
 void sim_world_crash(sim_world *w, uint32_t slot, bool refuses);
+/* Asks slot's JOINED process to leave gracefully; it exits once it reports
+ * LEFT, or after SIM_LEAVE_TIMEOUT_MS. */
+void sim_world_leave(sim_world *w, uint32_t slot);
+/* Replaces the disk of slot (which must be down) by an empty one: it comes
+ * back under its old address with nothing. */
+void sim_world_wipe(sim_world *w, uint32_t slot);
+/* slot's disk is full from at_ms for full_ms (kept across crashes: it is
+ * the disk that is full, not the process). */
+void sim_world_fill_disk(sim_world *w, uint32_t slot, uint64_t at_ms,
+                         uint64_t full_ms);
+/* Every disk has space again, and the fills planned are called off. */
+void sim_world_free_disks(sim_world *w);
+/* The monotonic time slot's process reads now. */
+uint64_t sim_world_node_now(const sim_world *w, uint32_t slot);
 /* Carries out the actions of slot's node, checks its invariants and re-arms
  * its timer: call it after calling into a node directly. */
 void sim_world_drain(sim_world *w, uint32_t slot);
@@ -176,6 +206,7 @@ size_t sim_world_get(sim_world *w, uint32_t slot, const char *key,
                      const char *expect_value);
 size_t sim_world_put(sim_world *w, uint32_t slot, const char *key,
                      const char *value);
+size_t sim_world_del(sim_world *w, uint32_t slot, const char *key);
 /* The op with index op_index (which must not have been cleared). */
 sim_op *sim_world_op(sim_world *w, size_t op_index);
 /* Forgets every op; replies still in flight for them are dropped. */

@@ -15,8 +15,9 @@
  *
  * Besides the codes store.h lists, put on this store also returns
  * DHT_ERR_TOO_LARGE (key longer than dht_store_lmdb_key_len_max(), value of
- * 4 GiB or more) and DHT_ERR_FULL (the map reached map_size_max); get and
- * scan return DHT_ERR_STORE for a record in a format this code does not know.
+ * 4 GiB or more) and DHT_ERR_FULL (one commit group grew too large for
+ * LMDB); get and scan return DHT_ERR_STORE for a record in a format this
+ * code does not know.
  * After a fatal disk error (EIO, a corrupt page) every call fails with
  * DHT_ERR_STORE until the store is closed: the node should stop and be
  * rebuilt from its replicas.
