@@ -118,6 +118,21 @@ static int hlc_observe(dht_node *node, uint64_t stamp) {
   return 0;
 }
 
+/* Takes a copy's stamp into the hybrid clock, as far as the skew bound
+ * lets it go. A copy from another node is never refused for its stamp: its
+ * owner judged it when the write came in, and a holder that refused it
+ * would only be one copy short, not any safer. */
+static void hlc_take(dht_node *node, uint64_t stamp) {
+  uint64_t ceiling = stamp_ceiling(node);
+
+  if (stamp > ceiling) {
+    stamp = ceiling;
+  }
+  if (stamp > node->repl.hlc) {
+    node->repl.hlc = stamp;
+  }
+}
+
 /* A tombstone may be forgotten once its grace has passed by the stamper's
  * clock as well as this node's: the stamp plus the grace plus the skew
  * bound. A node whose clock runs ahead of its neighbours' by more than the
@@ -247,14 +262,10 @@ static int record_put(dht_node *node, const dht_id *key_id, const dht_kv *kv) {
   return rv;
 }
 
-static void refuse_skewed(dht_node *node, uint64_t conn, uint64_t rid,
-                          uint64_t stamp);
-
 /*
  * Stores kv unless this node already has the key at the same or a newer
  * version. A tombstone past its grace period is applied (an older value
  * goes) but not kept. *changed says whether the store changed. Returns 0,
- * DHT_ERR_CLOCK_SKEW (kv is stamped too far ahead of this node's clock),
  * DHT_ERR_DISK_FULL or DHT_ERR_STORE (the store refuses writes),
  * DHT_ERR_NOMEM.
  */
@@ -272,10 +283,7 @@ static int merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
     node->counters.writes_refused++;
     return node->repl.store_error;
   }
-  rv = hlc_observe(node, in.version.hlc);
-  if (rv != 0) {
-    return rv;
-  }
+  hlc_take(node, in.version.hlc);
   dht_id_hash(&key_id, in.key.p, in.key.len);
   rv = record_get(node, &key_id, in.key.p, in.key.len, &have);
   if (rv == 0 && dht_version_cmp(&have.version, &in.version) >= 0) {
@@ -300,27 +308,15 @@ static int merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
 }
 
 /* Merges every item of msg; returns how many changed the store, or a
- * negative error when the store failed (the rest are not tried). An item
- * stamped too far ahead is skipped; *skewed (may be NULL) gets the stamp of
- * the last such, or 0. */
-static long merge_items(dht_node *node, const dht_msg *msg,
-                        uint64_t *skewed) {
+ * negative error when the store failed (the rest are not tried). */
+static long merge_items(dht_node *node, const dht_msg *msg) {
   long n = 0;
   size_t i;
   bool changed;
   int rv;
 
-  if (skewed != NULL) {
-    *skewed = 0;
-  }
   for (i = 0; i < msg->n_items; i++) {
     rv = merge_item(node, &msg->items[i], &changed);
-    if (rv == DHT_ERR_CLOCK_SKEW) {
-      if (skewed != NULL) {
-        *skewed = msg->items[i].version.hlc;
-      }
-      continue;
-    }
     if (rv != 0) {
       return rv;
     }
@@ -758,7 +754,7 @@ static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
   (void)rv;
   if (msg != NULL) {
     if (msg->type == DHT_MSG_RECORD) {
-      merge_items(node, msg, NULL);
+      merge_items(node, msg);
     }
     c->position++; /* on failure the next peer has moved into it */
   }
@@ -786,24 +782,19 @@ static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
 
 /*
  * Merges msg's items (REPLICATE, HANDOFF) and answers (conn, rid): OK once
- * what it stored is durable, or the refusal: the store failing, or an item
- * stamped beyond the skew bound (the others are merged). Returns how many
+ * what it stored is durable, or the store's refusal. Returns how many
  * records changed the store, or a negative error (answered).
  */
 long dht__merge_and_ack(dht_node *node, uint64_t conn, uint64_t rid,
                         const dht_msg *msg) {
   char text[DHT_ADDR_LEN_MAX + 200];
-  uint64_t skewed;
-  long n = merge_items(node, msg, &skewed);
+  long n = merge_items(node, msg);
 
   if (n == DHT_ERR_DISK_FULL || n == DHT_ERR_STORE) {
     store_error_text(node, text, sizeof(text));
     dht__reply_refusal(node, conn, rid, (int)n, text, NULL);
   } else if (n < 0) {
     dht__reply_error(node, conn, rid, (int)n);
-  } else if (skewed != 0) {
-    refuse_skewed(node, conn, rid, skewed);
-    n = DHT_ERR_CLOCK_SKEW;
   } else {
     dht__reply_ack(node, conn, rid, 0);
   }
@@ -1173,7 +1164,7 @@ static void sync_answered(dht_node *node, dht__pending *p,
     sync_end(node, s);
     return;
   }
-  n = merge_items(node, msg, NULL);
+  n = merge_items(node, msg);
   if (n > 0) {
     node->counters.repair_keys_in += (uint64_t)n;
   }
