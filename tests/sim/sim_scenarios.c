@@ -73,17 +73,18 @@ static void successor_crash_at_join(sim_world *w) {
  * partition heals the two must merge again. */
 static void long_partition(sim_world *w) {
   size_t i;
+  int cut;
 
   build_ring(w, 32);
   if (w->failed) {
     return;
   }
+  cut = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_BOTH, 0);
   for (i = 0; i < w->n_nodes; i++) {
-    sim_net_set_side(&w->net, (uint32_t)i, (uint8_t)(i % 2));
+    sim_net_path_side(&w->net, cut, (uint32_t)i, (uint8_t)(i % 2));
   }
-  sim_net_partition(&w->net);
   sim_world_run_until(w, w->now_ms + 60000);
-  sim_net_heal_partition(&w->net);
+  sim_net_path_fault_end(&w->net, cut);
   sim_ring_converge(w, CONVERGE_MS, false, "partition");
 }
 
@@ -103,7 +104,8 @@ static void long_partition(sim_world *w) {
 static void cut_off_with_dead_bootstrap(sim_world *w) {
   uint32_t x, bootstrap, succ, pred;
   sim_ring ring;
-  size_t at, i;
+  size_t at;
+  int cut;
 
   build_ring(w, 12);
   if (w->failed) {
@@ -135,12 +137,10 @@ static void cut_off_with_dead_bootstrap(sim_world *w) {
     return;
   }
   /* Cut off from everybody for 30 s, then the partition heals. */
-  for (i = 0; i < w->n_nodes; i++) {
-    sim_net_set_side(&w->net, (uint32_t)i, i == x ? 1 : 0);
-  }
-  sim_net_partition(&w->net);
+  cut = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_BOTH, 0);
+  sim_net_path_side(&w->net, cut, x, 1);
   sim_world_run_until(w, w->now_ms + 30000);
-  sim_net_heal_partition(&w->net);
+  sim_net_path_fault_end(&w->net, cut);
   sim_ring_converge(w, CONVERGE_MS, false, "partition");
 }
 
