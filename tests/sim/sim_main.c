@@ -71,9 +71,12 @@ static const mode_spec modes[] = {
     {"scenarios", MODE_SCENARIOS,
      "scripted regression cases (a successor crashing as a node joins, a\n"
      "                 long partition, an owner's clock stepping back, a node\n"
-     "                 cut off with a dead bootstrap); each must end in a\n"
-     "                 converged ring with its writes; cases marked as known\n"
-     "                 core bugs must fail"},
+     "                 cut off with a dead bootstrap, one-way and overlapping\n"
+     "                 cuts, a clogged node, a put held by a short cut,\n"
+     "                 paused neighbours, idle closes during a pause, a\n"
+     "                 process crash's resets, slower paths, a paused relay's\n"
+     "                 late put); each must end in a converged ring with its\n"
+     "                 writes; cases marked as known core bugs must fail"},
     {"path-length", MODE_PATH,
      "CSV: lookup hops on oracle-routed rings of 2^bits-min .. 2^bits-max\n"
      "                 nodes"},

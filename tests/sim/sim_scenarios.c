@@ -13,6 +13,7 @@
 #include "dht/err.h"
 
 #include "sim.h"
+#include "sim_keys.h"
 #include "sim_ring.h"
 #include "sim_world.h"
 
@@ -159,26 +160,45 @@ static uint32_t owner_of(sim_world *w, const char *key) {
   return slot;
 }
 
-/* Puts key = value through a random joined node; fails the world unless
- * it is acknowledged. */
-static void put_acked(sim_world *w, const char *key, const char *value) {
-  size_t op = sim_world_put(w, sim_world_random_joined(w, SIM_NO_SLOT), key,
-                            value);
+/* A random joined node that is not paused (SIM_NO_SLOT if there is
+ * none); never except. */
+static uint32_t random_awake(sim_world *w, uint32_t except) {
+  int tries;
+
+  for (tries = 0; tries < 64; tries++) {
+    uint32_t slot = sim_world_random_joined(w, except);
+    if (slot != SIM_NO_SLOT && !sim_world_is_paused(w, slot)) {
+      return slot;
+    }
+  }
+  return SIM_NO_SLOT;
+}
+
+/* Puts key = value through via; fails the world unless it is
+ * acknowledged. */
+static void put_via(sim_world *w, uint32_t via, const char *key,
+                    const char *value) {
+  size_t op = sim_world_put(w, via, key, value);
 
   sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
   if (!w->failed && (sim_world_op(w, op)->replies == 0 ||
                      sim_world_op(w, op)->reply_type != DHT_MSG_OK)) {
-    sim_world_fail(w, "put of %s = %s was not acknowledged", key, value);
+    sim_world_fail(w, "put of %s = %s via %s was not acknowledged", key,
+                   value, w->nodes[via].addr);
   }
   sim_world_clear_ops(w);
 }
 
-/* Gets key through a random joined node; fails the world unless it
+/* Puts key = value through a random node that runs. */
+static void put_acked(sim_world *w, const char *key, const char *value) {
+  put_via(w, random_awake(w, SIM_NO_SLOT), key, value);
+}
+
+/* Gets key through a random node that runs; fails the world unless it
  * returns value. */
 static void get_expect(sim_world *w, const char *key, const char *value,
                        const char *why) {
-  size_t op = sim_world_get(w, sim_world_random_joined(w, SIM_NO_SLOT), key,
-                            value);
+  size_t op = sim_world_get(w, random_awake(w, SIM_NO_SLOT), key, value);
   const sim_op *o;
 
   sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
@@ -261,6 +281,307 @@ static void owner_clock_steps_back(sim_world *w) {
   }
 }
 
+/* ---- the network's and the processes' faults ---------------------------------- */
+
+#define SCENARIO_KEYS 20
+
+/* Puts SCENARIO_KEYS keys "<prefix><i>" = "<prefix><i>-v", each
+ * acknowledged. */
+static void put_keys(sim_world *w, const char *prefix) {
+  char key[32], value[40];
+  int i;
+
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "%s%d", prefix, i);
+    snprintf(value, sizeof(value), "%s-v", key);
+    put_acked(w, key, value);
+  }
+}
+
+/* Each key of put_keys(prefix) must read back. */
+static void read_keys(sim_world *w, const char *prefix, const char *why) {
+  char key[32], value[40];
+  int i;
+
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "%s%d", prefix, i);
+    snprintf(value, sizeof(value), "%s-v", key);
+    get_expect(w, key, value, why);
+  }
+}
+
+/* A cut or clog around one node (paths: SIM_PATH_* from the node's side,
+ * side 1). */
+static int fault_around(sim_world *w, sim_path_kind kind, uint32_t slot,
+                        uint8_t paths, uint32_t extra_ms) {
+  int h = sim_net_path_fault_start(&w->net, kind, paths, extra_ms);
+
+  sim_net_path_side(&w->net, h, slot, 1);
+  return h;
+}
+
+/* One-way cuts: first a node whose frames reach nobody while it hears
+ * everybody (its outbound paths cut), then a third of the ring that cannot
+ * reach the rest while the rest reaches it. Bytes are held, not dropped;
+ * after each heal the ring must converge and keep its keys. */
+static void one_way_cuts(sim_world *w) {
+  uint32_t x;
+  size_t i;
+  int h;
+
+  build_ring(w, 16);
+  put_keys(w, "ow");
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, SIM_NO_SLOT);
+  h = fault_around(w, SIM_PATH_CUT, x, SIM_PATH_1_TO_0, 0);
+  sim_world_run_until(w, w->now_ms + 15000);
+  sim_net_path_fault_end(&w->net, h);
+  sim_ring_converge(w, CONVERGE_MS, false, "an outbound cut");
+  if (w->failed) {
+    return;
+  }
+  h = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_1_TO_0, 0);
+  for (i = 0; i < w->n_nodes; i++) {
+    sim_net_path_side(&w->net, h, (uint32_t)i, i % 3 == 0);
+  }
+  sim_world_run_until(w, w->now_ms + 15000);
+  sim_net_path_fault_end(&w->net, h);
+  sim_ring_converge(w, CONVERGE_MS, false, "a one-way group cut");
+  read_keys(w, "ow", "acknowledged before the cuts");
+}
+
+/* Cuts that overlap: the ring splits in two for 12 s, and 5 s into it one
+ * node is cut off from everybody for 15 s more. */
+static void overlapping_cuts(sim_world *w) {
+  uint32_t x;
+  size_t i;
+  int split, alone;
+
+  build_ring(w, 24);
+  put_keys(w, "oc");
+  if (w->failed) {
+    return;
+  }
+  split = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_BOTH, 0);
+  for (i = 0; i < w->n_nodes; i++) {
+    sim_net_path_side(&w->net, split, (uint32_t)i, i % 2 == 0);
+  }
+  sim_world_run_until(w, w->now_ms + 5000);
+  x = random_awake(w, SIM_NO_SLOT);
+  alone = fault_around(w, SIM_PATH_CUT, x, SIM_PATH_BOTH, 0);
+  sim_world_run_until(w, w->now_ms + 7000);
+  sim_net_path_fault_end(&w->net, split);
+  sim_world_run_until(w, w->now_ms + 8000);
+  sim_net_path_fault_end(&w->net, alone);
+  sim_ring_converge(w, CONVERGE_MS, false, "overlapping cuts");
+  read_keys(w, "oc", "acknowledged before the cuts");
+}
+
+/* A node's paths, both ways, take 1.5 s longer for 10 s while a client
+ * keeps writing: whatever was acknowledged must read back, and the ring
+ * must converge. */
+static void clogged_node(sim_world *w) {
+  char key[32];
+  uint32_t x;
+  int h, i;
+
+  build_ring(w, 16);
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, SIM_NO_SLOT);
+  h = fault_around(w, SIM_PATH_CLOG, x, SIM_PATH_BOTH, 1500);
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "cl%d", i);
+    sim_world_put(w, random_awake(w, SIM_NO_SLOT), key, "clogged");
+    sim_world_run_until(w, w->now_ms + 500);
+  }
+  sim_net_path_fault_end(&w->net, h);
+  sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
+  sim_ring_converge(w, CONVERGE_MS, false, "a clog");
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    const sim_op *op = sim_world_op(w, w->ops_base + (size_t)i);
+    if (op->replies > 0 && op->reply_type == DHT_MSG_OK) {
+      snprintf(key, sizeof(key), "cl%d", i);
+      get_expect(w, key, "clogged", "acknowledged through a clog");
+    }
+  }
+}
+
+/* A put whose relay is cut off from everybody for SHORT_CUT_MS right after
+ * it took the request: its frames are held and go at the first
+ * retransmission after the heal, so the put is acknowledged (late), where a
+ * network that drops them would have lost it. (Cut off much longer, the
+ * relay declares its next hops dead and answers UNAVAILABLE, and the held
+ * request is executed all the same: allowed, as it was not
+ * acknowledged.) */
+#define SHORT_CUT_MS 800
+static void put_held_by_short_cut(sim_world *w) {
+  const char *key = "held-key";
+  uint64_t held;
+  uint32_t x;
+  size_t op;
+  int h;
+
+  build_ring(w, 8);
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, owner_of(w, key));
+  op = sim_world_put(w, x, key, "held");
+  /* The client's frame reaches x within SIM_NET_CLIENT_LATENCY_MAX_MS. */
+  sim_world_run_until(w, w->now_ms + SIM_NET_CLIENT_LATENCY_MAX_MS);
+  held = w->net.count.held;
+  h = fault_around(w, SIM_PATH_CUT, x, SIM_PATH_BOTH, 0);
+  sim_world_run_until(w, w->now_ms + SHORT_CUT_MS);
+  sim_net_path_fault_end(&w->net, h);
+  sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
+  if (w->failed) {
+    return;
+  }
+  if (w->net.count.held == held) {
+    sim_world_fail(w, "the cut held no bytes: the scenario tests nothing");
+  } else if (sim_world_op(w, op)->reply_type != DHT_MSG_OK) {
+    sim_world_fail(w, "the put via %s, held %d ms by a cut, was not "
+                      "acknowledged", w->nodes[x].addr, SHORT_CUT_MS);
+  }
+  sim_world_clear_ops(w);
+  sim_ring_converge(w, CONVERGE_MS, false, "a short cut");
+  get_expect(w, key, "held", "acknowledged after the cut");
+}
+
+/* Two neighbours are stopped (SIGSTOP) for 20 s, long enough for the ring
+ * to route around them; when they resume they handle 20 s of queued
+ * frames and timers at once, late. The ring must converge and keep its
+ * keys. */
+static void paused_neighbours(sim_world *w) {
+  sim_ring ring;
+  uint32_t x, y;
+  size_t at;
+
+  build_ring(w, 16);
+  put_keys(w, "pn");
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, SIM_NO_SLOT);
+  sim_ring_build(&ring, w, true);
+  at = sim_ring_successor(&ring, &w->nodes[x].id);
+  y = ring.members[(at + 1) % ring.n].slot;
+  sim_ring_free(&ring);
+  sim_world_pause(w, x, 20000);
+  sim_world_pause(w, y, 20000);
+  sim_world_run_until(w, w->now_ms + 20000);
+  sim_ring_converge(w, CONVERGE_MS, false, "a pause");
+  read_keys(w, "pn", "acknowledged before the pause");
+}
+
+/* With connections closed after 3 s idle, a node is paused for 8 s: its
+ * peers' requests time out, they fall silent and close their connections
+ * to it, and when it resumes it reads those requests and then the FIN, so
+ * its replies go nowhere. The ring must converge. */
+static void idle_close_during_pause(sim_world *w) {
+  uint64_t closes;
+  uint32_t x;
+
+  w->net.limits.idle_close_ms = 3000;
+  build_ring(w, 8);
+  if (w->failed) {
+    return;
+  }
+  closes = w->net.count.idle_closes;
+  x = random_awake(w, SIM_NO_SLOT);
+  sim_world_pause(w, x, 8000);
+  sim_world_run_until(w, w->now_ms + 8000);
+  sim_ring_converge(w, CONVERGE_MS, false, "a pause with idle closes");
+  if (!w->failed && w->net.count.idle_closes == closes) {
+    sim_world_fail(w, "no connection closed for idling: the scenario tests "
+                      "nothing");
+  }
+}
+
+/* A process crash (the host stays up) resets its connections at once:
+ * every peer that had a connection open to it hears of it within a
+ * network latency, long before any request times out. */
+static void process_crash_resets(sim_world *w) {
+  uint64_t unreachable;
+  uint32_t x;
+
+  build_ring(w, 12);
+  if (w->failed) {
+    return;
+  }
+  unreachable = w->unreachable;
+  x = random_awake(w, SIM_NO_SLOT);
+  sim_world_crash(w, x, true);
+  sim_world_run_until(w, w->now_ms + 2 * SIM_NET_LATENCY_MAX_MS +
+                             SIM_NET_JITTER_MAX_MS);
+  if (w->unreachable == unreachable) {
+    sim_world_fail(w, "no peer heard of the reset within a round trip of "
+                      "the crash of %s", w->nodes[x].addr);
+    return;
+  }
+  sim_ring_converge(w, CONVERGE_MS, false, "a process crash");
+}
+
+/* A node's paths become slower for good (a route change): every round
+ * trip to it takes 300 ms more. The ring must converge with it, slower. */
+static void slower_paths_for_good(sim_world *w) {
+  uint32_t x;
+
+  build_ring(w, 12);
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, SIM_NO_SLOT);
+  fault_around(w, SIM_PATH_CLOG, x, SIM_PATH_BOTH, 150);
+  sim_world_run_until(w, w->now_ms + 10000);
+  sim_ring_converge(w, CONVERGE_MS, false, "slower paths");
+}
+
+/*
+ * A write left unanswered must not overwrite a later acknowledged one. The
+ * client sends v1 through a relay (not one of the key's holders) that is
+ * stopped: the request waits in the relay's socket buffer. The client gives
+ * up after its timeout and writes v2 through another node: acknowledged.
+ * Then the relay resumes and, 15 s late, forwards v1; the owner stamps a
+ * write when it arrives, so v1 gets the newer version and wins.
+ */
+static void paused_relay_late_put(sim_world *w) {
+  const char *key = "late-key";
+  uint32_t holders[SIM_HOLDERS_MAX], x;
+  size_t n, i;
+  sim_ring ring;
+  dht_id key_id;
+
+  build_ring(w, 8);
+  if (w->failed) {
+    return;
+  }
+  put_acked(w, key, "v0");
+  dht_id_hash(&key_id, key, strlen(key));
+  sim_ring_build(&ring, w, true);
+  n = sim_ring_holders(&ring, &key_id, w->replicas, holders);
+  sim_ring_free(&ring);
+  do {
+    x = random_awake(w, SIM_NO_SLOT);
+    for (i = 0; i < n && holders[i] != x; i++) {
+    }
+  } while (i < n);
+  sim_world_pause(w, x, 15000);
+  sim_world_put(w, x, key, "v1");
+  sim_world_run_until(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS + 1000);
+  sim_world_clear_ops(w); /* the client gave up on v1 */
+  put_via(w, random_awake(w, x), key, "v2");
+  sim_world_run_until(w, w->now_ms + 15000);
+  sim_ring_converge(w, CONVERGE_MS, false, "the pause");
+  get_expect(w, key, "v2",
+             "v2 was acknowledged after the client gave up on v1; the "
+             "paused relay forwarded v1 late and it was stamped newer");
+}
+
 typedef struct scenario {
   const char *name;
   void (*play)(sim_world *w);
@@ -275,6 +596,19 @@ static const scenario scenarios[] = {
     {"long-partition", long_partition, NULL},
     {"owner-clock-steps-back", owner_clock_steps_back, NULL},
     {"cut-off-with-dead-bootstrap", cut_off_with_dead_bootstrap, NULL},
+    {"one-way-cuts", one_way_cuts, NULL},
+    {"overlapping-cuts", overlapping_cuts, NULL},
+    {"clogged-node", clogged_node, NULL},
+    {"put-held-by-short-cut", put_held_by_short_cut, NULL},
+    {"paused-neighbours", paused_neighbours, NULL},
+    {"idle-close-during-pause", idle_close_during_pause, NULL},
+    {"process-crash-resets", process_crash_resets, NULL},
+    {"slower-paths-for-good", slower_paths_for_good, NULL},
+    {"paused-relay-late-put", paused_relay_late_put,
+     "the owner stamps a write with its clock when the write arrives, so a "
+     "put executed late (by a paused relay) gets a newer version than a put "
+     "acknowledged after it; fixed when clients stamp versions and owners "
+     "refuse older writes"},
 };
 
 int sim_scenarios(const sim_options *o) {
