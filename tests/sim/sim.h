@@ -41,7 +41,11 @@ typedef struct sim_options {
   uint32_t fault_ms;         /* fault phase length; 0: drawn in 20 s ..
                                 fault_ms_max */
   uint32_t fault_ms_max;     /* longest drawn fault phase */
-  uint32_t partition_ms_max; /* longest partition */
+  uint32_t partition_ms_max; /* longest cut */
+  uint32_t pause_ms_max;     /* longest process pause */
+  uint32_t non_tcp_loss_ppm; /* not TCP: frames dropped, per million */
+  uint32_t non_tcp_dup_ppm;  /* not TCP: frames duplicated, per million */
+  uint32_t disable_faults;   /* bits of fault kinds left out (sim_run.c) */
   uint32_t join_gap_ms;      /* mean gap between joins while building */
   uint32_t converge_ms;      /* bound on convergence after build and heal */
   uint32_t lookups;          /* lookups checked on the healed ring */

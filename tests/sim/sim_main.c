@@ -45,7 +45,14 @@ static const mode_spec modes[] = {
     {"run", MODE_RUN,
      "one run: build a ring by joins, faults, heal, require convergence,\n"
      "                 check lookups and keys; prints a report, exit status 1\n"
-     "                 on failure"},
+     "                 on failure. Faults, drawn per seed: crashes (process:\n"
+     "                 connections reset; host: silent), restarts, fresh\n"
+     "                 joins, lost segments (a stream waits for the\n"
+     "                 retransmission), slow frames, cuts (a group or one\n"
+     "                 node, both ways or one way, overlapping; bytes held,\n"
+     "                 not dropped), clogged paths, process pauses (one node\n"
+     "                 or two neighbours), small socket buffers and out\n"
+     "                 queues (back-pressure, drops), short idle closes"},
     {"seeds", MODE_SEEDS,
      "runs seeds --seed .. --seed + --count - 1, one line each; a failing\n"
      "                 seed prints its report and the command that replays it"},
@@ -71,9 +78,12 @@ static const mode_spec modes[] = {
      "                 cut off with a dead bootstrap, a full disk, disk\n"
      "                 errors, a wiped restart, a leave, a crash during a\n"
      "                 leave, drifting clocks, a replica's clock beyond the\n"
-     "                 tombstone grace); each must end in a converged ring\n"
-     "                 with its writes; cases marked as known core bugs must\n"
-     "                 fail"},
+     "                 tombstone grace, one-way and overlapping cuts, a\n"
+     "                 clogged node, a put held by a short cut, paused\n"
+     "                 neighbours, idle closes during a pause, a process\n"
+     "                 crash's resets, slower paths, a paused relay's late\n"
+     "                 put); each must end in a converged ring with its\n"
+     "                 writes; cases marked as known core bugs must fail"},
     {"path-length", MODE_PATH,
      "CSV: lookup hops on oracle-routed rings of 2^bits-min .. 2^bits-max\n"
      "                 nodes"},
@@ -143,7 +153,18 @@ static const option_spec options[] = {
     OPT32("--fault-ms-max", "MS", fault_ms_max, MODES_RUNNING,
           "longest drawn fault phase"),
     OPT32("--partition-ms-max", "MS", partition_ms_max, MODES_RUNNING,
-          "longest partition"),
+          "longest cut (lengths are log-uniform from 200 ms)"),
+    OPT32("--pause-ms-max", "MS", pause_ms_max, MODES_RUNNING,
+          "longest process pause (log-uniform from 100 ms)"),
+    OPT32("--non-tcp-loss", "PPM", non_tcp_loss_ppm, MODES_RUNNING,
+          "NOT TCP: during the faults, frames vanish from their\n"
+          "                         connection, per million"),
+    OPT32("--non-tcp-dup", "PPM", non_tcp_dup_ppm, MODES_RUNNING,
+          "NOT TCP: during the faults, frames arrive twice, per million"),
+    OPT32("--disable-faults", "MASK", disable_faults, MODES_RUNNING,
+          "fault kinds left out, to narrow a failure down: 1 crashes,\n"
+          "                         2 fresh joins, 4 cuts, 8 clogs, 16 pauses,\n"
+          "                         32 lost segments and slow frames"),
     OPT32(
         "--join-gap-ms", "MS", join_gap_ms, MODES_RUNNING,
         "mean gap between joins while building the ring (above 1000\n"
@@ -223,7 +244,8 @@ static void options_default(sim_options *o) {
   o->count = 100;
   o->nodes_min = 16;
   o->nodes_max = 128;
-  o->partition_ms_max = 10000;
+  o->partition_ms_max = 30000;
+  o->pause_ms_max = 30000;
   o->fault_ms_max = 60000;
   o->join_gap_ms = 50;
   o->converge_ms = 180000;

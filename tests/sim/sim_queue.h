@@ -14,6 +14,7 @@
 #ifndef SIM_QUEUE_H
 #define SIM_QUEUE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,13 +24,18 @@
 #define SIM_QUEUE_TIME_MAX_MS ((UINT64_C(1) << SIM_QUEUE_TIME_BITS) - 1)
 
 typedef enum sim_event_kind {
-  SIM_EV_DELIVER,       /* a SEND's frame (or a client request) arrives at
-                           node slot on connection conn */
-  SIM_EV_DELIVER_REPLY, /* a REPLY's frame arrives at node slot */
+  SIM_EV_DELIVER,       /* a client request arrives at node slot on
+                           connection conn */
+  SIM_EV_STREAM,        /* the oldest item of stream `end` of connection
+                           conn is due at the other end, node slot */
+  SIM_EV_CONNECT,       /* node slot's connect (conn) gets its SYN answered,
+                           refused, or retransmits it */
+  SIM_EV_CLOSED,        /* node slot's process learns that conn is closed */
+  SIM_EV_SWEEP,         /* node slot closes its idle outgoing connections */
   SIM_EV_CLIENT_REPLY,  /* a REPLY's frame arrives at the simulated client */
   SIM_EV_WAKE,          /* node slot's timers may be due */
-  SIM_EV_UNREACHABLE,   /* node slot learns it cannot connect to peer_slot */
   SIM_EV_REJOIN,        /* node slot retries a join that failed */
+  SIM_EV_RESUME,        /* node slot's paused process runs again */
   SIM_EV_LEAVE_TIMEOUT, /* node slot's graceful leave must be over */
   SIM_EV_DISK_FULL,     /* slot's disk fills up (incarnation: the world's
                            disk epoch, not the process's) */
@@ -41,10 +47,15 @@ typedef struct sim_event {
   sim_event_kind kind;  /* what happens */
   uint32_t slot;        /* the node it happens to (not CLIENT_REPLY) */
   uint32_t incarnation; /* ...in this life: stale when the node restarted */
-  uint32_t peer_slot;   /* DELIVER: the sender (SIM_NO_SLOT: the client);
-                           UNREACHABLE: who could not be reached */
-  uint64_t conn;        /* DELIVER*, CLIENT_REPLY: connection number */
-  uint8_t *frame;       /* DELIVER*, CLIENT_REPLY: owned frame with header */
+  uint32_t peer_slot;   /* DELIVER: SIM_NO_SLOT (the client); STREAM: the
+                           sender; CLOSED: the other end; CLIENT_REPLY: the
+                           node that replied */
+  uint64_t conn;        /* DELIVER, STREAM, CONNECT, CLOSED, CLIENT_REPLY:
+                           connection number */
+  uint8_t end;          /* STREAM: the sending end; CLOSED: slot's end */
+  bool failed;          /* CLOSED: by an error (dhtd then reports an
+                           outgoing connection's peer unreachable) */
+  uint8_t *frame;       /* DELIVER, CLIENT_REPLY: owned frame with header */
   size_t frame_len;     /* bytes in frame */
 } sim_event;
 

@@ -7,12 +7,19 @@
  *            joined nodes a few milliseconds apart; the ring must converge;
  *            then keys are put (the "pre-fault keys") and must land on
  *            their R holders (the owner and the next R - 1 nodes)
- *   faults   crashes (store kept), restarts, fresh joins, message loss,
- *            duplication, slow messages and partitions, at rates drawn from
- *            the seed (swarm testing), for a bounded virtual time
- *   heal     faults stop, partitions end, crashed nodes are restarted or stay
- *            down as the seed decides; the ring must converge again, and no
- *            node may keep a key outside the ranges it owns or replicates
+ *   faults   crashes (store kept), restarts, fresh joins, lost segments
+ *            (a stream waits for the retransmission), slow frames, cuts
+ *            (symmetric or one-way, between two groups or around one node),
+ *            clogged paths and process pauses, at rates drawn from the seed
+ *            (swarm testing), for a bounded virtual time, while a client
+ *            puts, overwrites and gets keys
+ *   heal     faults stop: cuts and clogs end, paused nodes resume, crashed
+ *            nodes are restarted or stay down as the seed decides; then the
+ *            run waits until the network is quiet (the bytes held by cuts
+ *            have gone at their retransmission, every client request of the
+ *            faults is answered or past its deadline), and only from there
+ *            must the ring converge, with no node keeping a key outside the
+ *            ranges it owns or replicates
  *   check    lookups must name the true owner; fresh puts must land on
  *            their R holders and be read back from other nodes; anti-entropy
  *            must bring every pre-fault key and every put acknowledged during
@@ -24,6 +31,7 @@
  * every call into it, in every phase.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,11 +58,58 @@
 /* Time allowed after the last client request before judging. */
 #define OPS_GRACE_MS (SIM_CLIENT_TIMEOUT_MS + 1000)
 #define KEY_LEN_MAX 32
-#define VALUE_LEN_MAX 48
+#define VALUE_LEN_MAX 64
 /* The shortest fault phase drawn (unless fault_ms_max is shorter). */
 #define FAULT_MS_MIN 20000
-/* The partitions of a run never overlap: each has its own window. */
-#define PARTITIONS_MAX 2
+/* Most cuts, clogs and pauses drawn for one run. */
+#define CUTS_MAX 4
+#define CLOGS_MAX 3
+#define PAUSES_MAX 3
+/* The shortest cut and pause drawn; lengths are log-uniform up to the
+ * options' maximum, so short and long ones are both common. */
+#define CUT_MS_MIN 200
+#define PAUSE_MS_MIN 100
+/* A clog adds latency in this range for a time in the next one. */
+#define CLOG_EXTRA_MS_MIN 100
+#define CLOG_EXTRA_MS_MAX 2000
+#define CLOG_MS_MIN 1000
+#define CLOG_MS_MAX 10000
+/* The share of fault-phase puts that overwrite a key put before. */
+#define OVERWRITE_SHARE 0.5
+/* "No put in flight". */
+#define NO_OP SIZE_MAX
+
+/* Bits of --disable-faults: the kinds of fault a run leaves out, for
+ * narrowing a failure down (the swarm's rates are drawn as always; the
+ * schedule drawn after them changes with what is left out). */
+enum {
+  FAULTS_CRASHES = 1,  /* crashes and their restarts */
+  FAULTS_JOINS = 2,    /* fresh joins */
+  FAULTS_CUTS = 4,     /* cuts */
+  FAULTS_CLOGS = 8,    /* clogged paths */
+  FAULTS_PAUSES = 16,  /* process pauses */
+  FAULTS_SEGMENTS = 32 /* lost segments and slow frames */
+};
+
+/* A cut or a clog the run plans: between a group of nodes and the rest,
+ * or around one node, in one direction or both. */
+typedef struct path_plan {
+  uint64_t start_ms;   /* when it begins */
+  uint64_t end_ms;     /* when it ends (at heal at the latest) */
+  bool one_node;       /* around one node, else a group */
+  double frac;         /* group: share of the nodes on side 1 */
+  uint8_t paths;       /* SIM_PATH_* directions it covers */
+  uint32_t extra_ms;   /* clog: added latency */
+  int handle;          /* while in force: its sim_net handle, else -1 */
+} path_plan;
+
+/* A pause the run plans: one node, or two neighbours. */
+typedef struct pause_plan {
+  uint64_t start_ms;   /* when the process stops */
+  uint64_t length_ms;  /* for how long */
+  bool neighbours;     /* its successor stops with it */
+  bool done;           /* started */
+} pause_plan;
 
 /* Fault rates, drawn from the seed: each run explores a different mix. */
 typedef struct swarm {
@@ -62,27 +117,39 @@ typedef struct swarm {
   uint32_t succ_list_len;   /* successors every node keeps */
   uint32_t replicas;        /* copies of each key (settings.replicas) */
   uint64_t fault_ms;        /* length of the fault phase */
-  sim_net_faults net;       /* loss, duplication, slow messages */
+  sim_net_faults net;       /* lost segments, slow frames (and the non-TCP
+                               drop and duplicate, from the options only) */
+  sim_net_limits limits;    /* socket buffers, out queues, idle close */
   double crash_fraction;    /* of the initial ring, crashed over the phase */
   double refuse_prob;       /* a crash refuses connects (process) rather
                                than ignoring them (host) */
   double restart_prob;      /* a crashed node restarts during the phase */
   double join_fraction;     /* of the initial ring, fresh nodes joining */
-  uint32_t partitions;      /* partitions during the phase, 0..2 */
+  uint32_t cuts;            /* cuts during the phase */
+  uint32_t clogs;           /* clogged paths during the phase */
+  uint32_t pauses;          /* process pauses during the phase */
   double heal_restart_prob; /* a node still down at heal is restarted */
 } swarm;
 
-/* A key put by the run and the value it must have. */
+/* A key put by the run and the value it must have: value, or alt when the
+ * put after the acknowledged one went unanswered (it may have been applied,
+ * any time later). */
 typedef struct key_record {
   char key[KEY_LEN_MAX];
   char value[VALUE_LEN_MAX];
+  char alt[VALUE_LEN_MAX]; /* "" when there is no such put */
 } key_record;
 
-/* A put sent during the faults, kept once it is acknowledged. */
-typedef struct fault_put {
-  key_record k; /* what was put */
-  size_t op;    /* its client op */
-} fault_put;
+/* A key the client writes during the faults. Its puts are sequential: the
+ * next is sent only once the last was acknowledged, and a put that is not
+ * (an error, no answer) is its last, since it may take effect any time. */
+typedef struct fault_key {
+  char key[KEY_LEN_MAX];
+  uint32_t seq;       /* puts sent */
+  uint32_t acked_seq; /* the last acknowledged, 0: none */
+  size_t op;          /* the put in flight, or NO_OP */
+  bool retired;       /* a put was not acknowledged: no more */
+} fault_key;
 
 typedef struct run {
   const sim_options *o;
@@ -94,19 +161,20 @@ typedef struct run {
   const char *phase;       /* for the failure report */
   uint64_t *restart_at_ms; /* by slot: when a crashed node restarts */
   size_t restart_cap;      /* slots restart_at_ms covers */
-  uint64_t partition_start_ms[PARTITIONS_MAX];
-  uint64_t partition_end_ms[PARTITIONS_MAX];
-  double partition_frac[PARTITIONS_MAX]; /* share of nodes on side 1 */
-  int partition_active;  /* index of the partition in force, or -1 */
+  path_plan cuts[CUTS_MAX];
+  path_plan clogs[CLOGS_MAX];
+  pause_plan pauses[PAUSES_MAX];
+  uint64_t salt;         /* makes fault-phase values unguessable */
   key_record *kept;      /* keys the ring acknowledged, which must
                             survive: the pre-fault keys first */
   size_t n_kept;         /* records in kept */
   size_t cap_kept;       /* records allocated in kept */
   size_t n_prefault;     /* kept[0..n_prefault) were put before faults */
-  fault_put *fault_puts; /* puts sent during the faults */
-  size_t n_fault_puts;   /* records in fault_puts */
-  size_t cap_fault_puts; /* records allocated in fault_puts */
-  uint64_t crashes, restarts, fresh_joins, partitions_done, fault_ops;
+  fault_key *fault_keys; /* keys put during the faults */
+  size_t n_fault_keys;   /* records in fault_keys */
+  size_t cap_fault_keys; /* records allocated in fault_keys */
+  uint64_t crashes, restarts, fresh_joins, cuts_done, clogs_done,
+      pauses_done, fault_ops, overwrites;
   size_t lost; /* kept keys whose copies are all on nodes that stay down */
 } run;
 
@@ -130,11 +198,35 @@ static void keep_key(run *r, const key_record *k) {
 
 static double secs(uint64_t ms) { return (double)ms / 1000.0; }
 
+/* Log-uniform in [lo, hi]: as many short ones as long ones. */
+static uint64_t log_uniform(sim_rng *g, uint64_t lo, uint64_t hi) {
+  double u = sim_rng_unit(g);
+
+  if (hi <= lo) {
+    return hi;
+  }
+  return (uint64_t)((double)lo * pow((double)hi / (double)lo, u));
+}
+
+/* A cut or clog's shape, drawn in a fixed order. */
+static void draw_path_plan(sim_rng *g, path_plan *p, bool clog) {
+  static const uint8_t directions[] = {SIM_PATH_BOTH, SIM_PATH_0_TO_1,
+                                       SIM_PATH_1_TO_0};
+
+  p->one_node = sim_rng_chance(g, 0.5);
+  p->frac = 0.1 + 0.4 * sim_rng_unit(g);
+  p->paths = directions[sim_rng_below(g, 3)];
+  p->extra_ms =
+      clog ? (uint32_t)sim_rng_between(g, CLOG_EXTRA_MS_MIN, CLOG_EXTRA_MS_MAX)
+           : 0;
+  p->handle = -1;
+}
+
 static void draw_swarm(run *r, sim_rng *g) {
   const sim_options *o = r->o;
   swarm *sw = &r->sw;
-  bool loss_on, dup_on;
-  double loss, duplicate;
+  bool loss_on;
+  double loss;
 
   /* Every value is drawn, in this fixed order, whatever the options say:
    * an option given explicitly then replays the run that drew it. */
@@ -142,19 +234,28 @@ static void draw_swarm(run *r, sim_rng *g) {
   sw->fault_ms = sim_rng_between(
       g, o->fault_ms_max < FAULT_MS_MIN ? o->fault_ms_max : FAULT_MS_MIN,
       o->fault_ms_max);
+  /* Up to 2% of frames wait for a retransmission: already harsh for TCP,
+   * where each one holds its whole stream for 200 ms or more. */
   loss_on = sim_rng_chance(g, 0.5);
-  loss = 0.05 * sim_rng_unit(g);
+  loss = 0.02 * sim_rng_unit(g);
   sw->net.loss = loss_on ? loss : 0.0;
-  dup_on = sim_rng_chance(g, 0.5);
-  duplicate = 0.05 * sim_rng_unit(g);
-  sw->net.duplicate = dup_on ? duplicate : 0.0;
   sw->net.slow = 0.05 * sim_rng_unit(g);
   sw->crash_fraction = 0.3 * sim_rng_unit(g);
   sw->refuse_prob = sim_rng_unit(g);
   sw->restart_prob = sim_rng_unit(g);
   sw->join_fraction = 0.3 * sim_rng_unit(g);
-  sw->partitions = (uint32_t)sim_rng_between(g, 0, PARTITIONS_MAX);
+  sw->cuts = (uint32_t)sim_rng_between(g, 0, CUTS_MAX);
+  sw->clogs = (uint32_t)sim_rng_between(g, 0, CLOGS_MAX);
+  sw->pauses = (uint32_t)sim_rng_between(g, 0, PAUSES_MAX);
   sw->heal_restart_prob = sim_rng_unit(g);
+  /* Buffers from tiny to dhtd's (so that back-pressure and the out-queue
+   * drop happen), and idle close from a few seconds to dhtd's minute. The
+   * smallest out queue still takes a hand-off batch. */
+  sw->limits.window_bytes = (uint32_t)log_uniform(g, 16 * 1024, 256 * 1024);
+  sw->limits.out_queue_max =
+      (uint32_t)log_uniform(g, 1024 * 1024, 16 * 1024 * 1024);
+  sw->limits.out_queue_pause = sw->limits.out_queue_max / 4;
+  sw->limits.idle_close_ms = (uint32_t)log_uniform(g, 2000, 60000);
 
   if (o->nodes != 0) {
     sw->nodes = o->nodes;
@@ -165,6 +266,26 @@ static void draw_swarm(run *r, sim_rng *g) {
   sim_swarm_draw(&r->draws, g, o);
   sw->succ_list_len = r->draws.settings.succ_list_len;
   sw->replicas = r->draws.replicas;
+  sw->net.drop = o->non_tcp_loss_ppm / 1e6;
+  sw->net.duplicate = o->non_tcp_dup_ppm / 1e6;
+  if (o->disable_faults & FAULTS_CRASHES) {
+    sw->crash_fraction = 0.0;
+  }
+  if (o->disable_faults & FAULTS_JOINS) {
+    sw->join_fraction = 0.0;
+  }
+  if (o->disable_faults & FAULTS_CUTS) {
+    sw->cuts = 0;
+  }
+  if (o->disable_faults & FAULTS_CLOGS) {
+    sw->clogs = 0;
+  }
+  if (o->disable_faults & FAULTS_PAUSES) {
+    sw->pauses = 0;
+  }
+  if (o->disable_faults & FAULTS_SEGMENTS) {
+    sw->net.loss = sw->net.slow = 0.0;
+  }
 }
 
 static void set_restart(run *r, uint32_t slot, uint64_t at_ms) {
@@ -356,51 +477,99 @@ static void phase_build(run *r) {
   }
 }
 
-static void plan_partitions(run *r, uint64_t start) {
-  uint64_t window;
+/* ---- the fault schedule ------------------------------------------------------ */
+
+/* Plans the cuts, clogs and pauses of a fault phase starting at start:
+ * each begins anywhere in the phase and lasts a drawn time (it ends at heal
+ * at the latest); they may overlap. */
+static void plan_faults(run *r, uint64_t start) {
+  uint64_t phase = r->sw.fault_ms;
   uint32_t k;
 
-  if (r->sw.partitions == 0) {
-    return;
+  for (k = 0; k < r->sw.cuts; k++) {
+    path_plan *p = &r->cuts[k];
+    draw_path_plan(&r->rng, p, false);
+    p->start_ms = start + sim_rng_below(&r->rng, phase);
+    p->end_ms = p->start_ms +
+                log_uniform(&r->rng, CUT_MS_MIN, r->o->partition_ms_max);
   }
-  window = r->sw.fault_ms / r->sw.partitions;
-  for (k = 0; k < r->sw.partitions; k++) {
-    uint64_t longest = window / 2 < r->o->partition_ms_max
-                           ? window / 2
-                           : r->o->partition_ms_max;
-    r->partition_start_ms[k] =
-        start + k * window + sim_rng_below(&r->rng, window / 2);
-    r->partition_end_ms[k] =
-        r->partition_start_ms[k] +
-        sim_rng_between(&r->rng, longest < 500 ? longest : 500, longest);
-    r->partition_frac[k] = 0.1 + 0.4 * sim_rng_unit(&r->rng);
+  for (k = 0; k < r->sw.clogs; k++) {
+    path_plan *p = &r->clogs[k];
+    draw_path_plan(&r->rng, p, true);
+    p->start_ms = start + sim_rng_below(&r->rng, phase);
+    p->end_ms =
+        p->start_ms + sim_rng_between(&r->rng, CLOG_MS_MIN, CLOG_MS_MAX);
+  }
+  for (k = 0; k < r->sw.pauses; k++) {
+    pause_plan *p = &r->pauses[k];
+    p->start_ms = start + sim_rng_below(&r->rng, phase);
+    p->length_ms = log_uniform(&r->rng, PAUSE_MS_MIN, r->o->pause_ms_max);
+    p->neighbours = sim_rng_chance(&r->rng, 0.5);
+    p->done = false;
   }
 }
 
-static void update_partition(run *r) {
+/* Starts or ends a planned cut or clog as the clock says. */
+static void update_path_plan(run *r, path_plan *p, sim_path_kind kind) {
   sim_world *w = &r->w;
-  uint32_t k;
   size_t i;
 
-  if (r->partition_active >= 0) {
-    if (w->now_ms >= r->partition_end_ms[r->partition_active]) {
-      sim_net_heal_partition(&w->net);
-      r->partition_active = -1;
-    }
+  if (p->handle >= 0 && w->now_ms >= p->end_ms) {
+    sim_net_path_fault_end(&w->net, p->handle);
+    p->handle = -1;
     return;
   }
-  for (k = 0; k < r->sw.partitions; k++) {
-    if (w->now_ms >= r->partition_start_ms[k] &&
-        w->now_ms < r->partition_end_ms[k]) {
-      for (i = 0; i < w->n_nodes; i++) {
-        sim_net_set_side(&w->net, (uint32_t)i,
-                         sim_rng_chance(&r->rng, r->partition_frac[k]) ? 1 : 0);
-      }
-      sim_net_partition(&w->net);
-      r->partition_active = (int)k;
-      r->partitions_done++;
-      return;
+  if (p->handle >= 0 || w->now_ms < p->start_ms || w->now_ms >= p->end_ms) {
+    return;
+  }
+  p->handle = sim_net_path_fault_start(&w->net, kind, p->paths, p->extra_ms);
+  if (p->handle < 0) {
+    return;
+  }
+  if (p->one_node) {
+    uint32_t x = sim_world_random_joined(w, SIM_NO_SLOT);
+    if (x != SIM_NO_SLOT) {
+      sim_net_path_side(&w->net, p->handle, x, 1);
     }
+  } else {
+    for (i = 0; i < w->n_nodes; i++) {
+      sim_net_path_side(&w->net, p->handle, (uint32_t)i,
+                        sim_rng_chance(&r->rng, p->frac) ? 1 : 0);
+    }
+  }
+  if (kind == SIM_PATH_CUT) {
+    r->cuts_done++;
+  } else {
+    r->clogs_done++;
+  }
+  /* It ends at its time, never before the next tick. */
+  p->end_ms = p->end_ms > w->now_ms ? p->end_ms : w->now_ms + TICK_MS;
+}
+
+/* Stops a random joined node (and its successor, for a pair of
+ * neighbours) when a planned pause is due. */
+static void update_pause(run *r, pause_plan *p) {
+  sim_world *w = &r->w;
+  uint32_t x;
+
+  if (p->done || w->now_ms < p->start_ms) {
+    return;
+  }
+  p->done = true;
+  x = sim_world_random_joined(w, SIM_NO_SLOT);
+  if (x == SIM_NO_SLOT) {
+    return;
+  }
+  sim_world_pause(w, x, p->length_ms);
+  r->pauses_done++;
+  if (p->neighbours) {
+    sim_ring ring;
+    sim_ring_build(&ring, w, true);
+    if (ring.n > 2) {
+      size_t at = sim_ring_successor(&ring, &w->nodes[x].id);
+      sim_world_pause(w, ring.members[(at + 1) % ring.n].slot, p->length_ms);
+    }
+    sim_ring_free(&ring);
   }
 }
 
@@ -413,15 +582,68 @@ static uint32_t events_this_tick(run *r, double per_phase) {
   return whole + (sim_rng_chance(&r->rng, rate - whole) ? 1u : 0u);
 }
 
-/* Client traffic during the faults, one request per tick. Nothing is
- * promised about answers under faults (sim_world still checks that they are
- * well-formed), but a put that was acknowledged must never be destroyed:
- * those join the kept keys at heal time. */
+/* ---- the client during the faults -------------------------------------------- */
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15u + (h << 6) + (h >> 2);
+  return h * 0xff51afd7ed558ccdu;
+}
+
+/* Put seq of fault key k: "f<k>#<seq>-<hash>", unique to that put. */
+static void fault_value(const run *r, size_t k, uint32_t seq, char *out,
+                        size_t len) {
+  snprintf(out, len, "%s#%" PRIu32 "-%016" PRIx64, r->fault_keys[k].key, seq,
+           mix(mix(r->salt, k), seq));
+}
+
+static void put_fault_key(run *r, uint32_t slot, size_t k) {
+  fault_key *f = &r->fault_keys[k];
+  char value[VALUE_LEN_MAX];
+
+  fault_value(r, k, ++f->seq, value, sizeof(value));
+  f->op = sim_world_put(&r->w, slot, f->key, value);
+}
+
+/* Settles the puts that are answered or past the client's deadline: an
+ * acknowledgment lets the key be written again, anything else retires
+ * it. */
+static void settle_fault_puts(run *r) {
+  sim_world *w = &r->w;
+  size_t k;
+
+  for (k = 0; k < r->n_fault_keys; k++) {
+    fault_key *f = &r->fault_keys[k];
+    const sim_op *op;
+    if (f->op == NO_OP) {
+      continue;
+    }
+    op = sim_world_op(w, f->op);
+    if (op->replies == 0 && w->now_ms - op->sent_ms <= SIM_CLIENT_TIMEOUT_MS) {
+      continue;
+    }
+    if (op->replies > 0 && op->replied_ms - op->sent_ms <= SIM_CLIENT_TIMEOUT_MS &&
+        op->reply_type == DHT_MSG_OK) {
+      f->acked_seq = f->seq;
+    } else {
+      f->retired = true;
+    }
+    f->op = NO_OP;
+  }
+}
+
+/* Client traffic during the faults, one request per tick: lookups, puts of
+ * new keys, overwrites of keys whose last put was acknowledged, and gets.
+ * Nothing is promised about answers under faults (sim_world still checks
+ * that they are well-formed), but the last acknowledged put of a key must
+ * never be lost nor overwritten by an older one: those join the kept keys
+ * once the network is quiet. */
 static void fault_traffic(run *r) {
   sim_world *w = &r->w;
   uint32_t slot = sim_world_random_joined(w, SIM_NO_SLOT);
   dht_id target;
+  size_t k;
 
+  settle_fault_puts(r);
   if (slot == SIM_NO_SLOT) {
     return;
   }
@@ -430,21 +652,29 @@ static void fault_traffic(run *r) {
     sim_rng_id(&r->rng, &target);
     sim_world_lookup(w, slot, &target);
     break;
-  case 1: {
-    fault_put *f;
-    r->fault_puts = grow_for_one(r->fault_puts, r->n_fault_puts,
-                                 &r->cap_fault_puts, sizeof(*r->fault_puts));
-    f = &r->fault_puts[r->n_fault_puts];
-    make_key(r, &f->k, "f", r->n_fault_puts);
-    f->op = sim_world_put(w, slot, f->k.key, f->k.value);
-    r->n_fault_puts++;
+  case 1:
+    k = r->n_fault_keys > 0 ? sim_rng_below(&r->rng, r->n_fault_keys) : 0;
+    if (sim_rng_chance(&r->rng, OVERWRITE_SHARE) && k < r->n_fault_keys &&
+        r->fault_keys[k].op == NO_OP && !r->fault_keys[k].retired &&
+        r->fault_keys[k].acked_seq == r->fault_keys[k].seq) {
+      r->overwrites++;
+    } else {
+      fault_key *f;
+      r->fault_keys = grow_for_one(r->fault_keys, r->n_fault_keys,
+                                   &r->cap_fault_keys, sizeof(*r->fault_keys));
+      k = r->n_fault_keys++;
+      f = &r->fault_keys[k];
+      memset(f, 0, sizeof(*f));
+      snprintf(f->key, sizeof(f->key), "f%zu", k);
+      f->op = NO_OP;
+    }
+    put_fault_key(r, slot, k);
     break;
-  }
   default:
-    if (r->n_fault_puts > 0) {
-      const key_record *k =
-          &r->fault_puts[sim_rng_below(&r->rng, r->n_fault_puts)].k;
-      sim_world_get(w, slot, k->key, k->value);
+    if (r->n_fault_keys > 0) {
+      const fault_key *f =
+          &r->fault_keys[sim_rng_below(&r->rng, r->n_fault_keys)];
+      sim_world_get(w, slot, f->key, "");
     }
     break;
   }
@@ -480,7 +710,15 @@ static void fault_tick(run *r) {
     fresh_join(r);
     r->fresh_joins++;
   }
-  update_partition(r);
+  for (i = 0; i < r->sw.cuts; i++) {
+    update_path_plan(r, &r->cuts[i], SIM_PATH_CUT);
+  }
+  for (i = 0; i < r->sw.clogs; i++) {
+    update_path_plan(r, &r->clogs[i], SIM_PATH_CLOG);
+  }
+  for (i = 0; i < r->sw.pauses; i++) {
+    update_pause(r, &r->pauses[i]);
+  }
   fault_traffic(r);
 }
 
@@ -491,8 +729,9 @@ static void phase_faults(run *r) {
 
   r->phase = "faults";
   w->net.faults = r->sw.net;
+  w->net.limits = r->sw.limits;
   sim_swarm_start_disk_faults(&r->draws, w, r->sw.fault_ms);
-  plan_partitions(r, start);
+  plan_faults(r, start);
   while (!w->failed && w->now_ms < end) {
     fault_tick(r);
     sim_world_run_until(w, w->now_ms + TICK_MS);
@@ -501,27 +740,67 @@ static void phase_faults(run *r) {
     sim_text_printf(r->report,
                     "faults: %.1f s: %" PRIu64 " crashes, %" PRIu64
                     " restarts, %" PRIu64 " fresh joins, %" PRIu64
-                    " partitions, %" PRIu64 " client requests\n",
+                    " cuts, %" PRIu64 " clogs, %" PRIu64
+                    " pauses, %" PRIu64 " client requests (%zu keys put, %" PRIu64
+                    " overwrites)\n",
                     secs(r->sw.fault_ms), r->crashes, r->restarts,
-                    r->fresh_joins, r->partitions_done, r->fault_ops);
+                    r->fresh_joins, r->cuts_done, r->clogs_done,
+                    r->pauses_done, r->fault_ops, r->n_fault_keys,
+                    r->overwrites);
   }
+}
+
+/* The last acknowledged put of each fault key is kept, and the put after
+ * it, unanswered, is as good (it may have been applied). */
+static void keep_fault_keys(run *r) {
+  size_t k;
+
+  for (k = 0; k < r->n_fault_keys; k++) {
+    const fault_key *f = &r->fault_keys[k];
+    key_record rec;
+    if (f->acked_seq == 0) {
+      continue;
+    }
+    memset(&rec, 0, sizeof(rec));
+    snprintf(rec.key, sizeof(rec.key), "%s", f->key);
+    fault_value(r, k, f->acked_seq, rec.value, sizeof(rec.value));
+    if (f->seq > f->acked_seq) {
+      fault_value(r, k, f->seq, rec.alt, sizeof(rec.alt));
+    }
+    keep_key(r, &rec);
+  }
+}
+
+/*
+ * Liveness is judged from the moment the faults can no longer act: bytes a
+ * cut held go at the first retransmission after it heals (up to about the
+ * cut's length later), and a client request of the faults may still be
+ * answered until its deadline. Until both are over, a node may rightly
+ * still act on the past.
+ */
+static void await_quiet(run *r) {
+  sim_world *w = &r->w;
+  uint64_t ops_deadline = w->now_ms + SIM_CLIENT_TIMEOUT_MS;
+
+  sim_world_run_ops(w, ops_deadline);
+  if (w->now_ms <= w->net.cut_retransmit_last_ms) {
+    sim_world_run_until(w, w->net.cut_retransmit_last_ms);
+  }
+  settle_fault_puts(r);
 }
 
 static void phase_heal(run *r) {
   sim_world *w = &r->w;
-  uint64_t start;
+  uint64_t start, healed;
   size_t i, restarted = 0, down = 0;
 
   r->phase = "heal";
   memset(&w->net.faults, 0, sizeof(w->net.faults));
   sim_swarm_heal_disks(w);
-  sim_net_heal_partition(&w->net);
-  for (i = 0; i < r->n_fault_puts; i++) {
-    if (sim_world_op(w, r->fault_puts[i].op)->reply_type == DHT_MSG_OK) {
-      keep_key(r, &r->fault_puts[i].k);
-    }
+  sim_net_path_faults_end(&w->net);
+  for (i = 0; i < w->n_nodes; i++) {
+    sim_world_resume(w, (uint32_t)i);
   }
-  sim_world_clear_ops(w);
   for (i = 0; i < w->n_nodes && !w->failed; i++) {
     if (i < r->restart_cap) {
       r->restart_at_ms[i] = UINT64_MAX;
@@ -535,14 +814,19 @@ static void phase_heal(run *r) {
       }
     }
   }
+  healed = w->now_ms;
+  await_quiet(r);
+  keep_fault_keys(r);
+  sim_world_clear_ops(w);
   start = w->now_ms;
   if (w->failed || !converge(r)) {
     return;
   }
   sim_text_printf(r->report,
                   "heal: %zu nodes restarted, %zu stay down, %zu running; "
-                  "converged after %.1f s (at %.1f s)\n",
-                  restarted, down, sim_world_count_up(w),
+                  "quiet after %.1f s, then converged after %.1f s (at %.1f "
+                  "s)\n",
+                  restarted, down, sim_world_count_up(w), secs(start - healed),
                   secs(w->now_ms - start), secs(w->now_ms));
 }
 
@@ -589,8 +873,54 @@ static void check_lookups(run *r) {
   }
 }
 
+/* What the stores hold of key instead: up to three distinct values (or
+ * deletes), each with the number of stores, running or stopped, that hold
+ * it. */
+static void describe_copies(const sim_world *w, const char *key, char *buf,
+                            size_t len) {
+  char seen[3][VALUE_LEN_MAX];
+  size_t count[3] = {0, 0, 0}, n_seen = 0, i, j, used = 0;
+
+  for (i = 0; i < w->n_nodes; i++) {
+    sim_record rec;
+    char value[VALUE_LEN_MAX];
+    if (!sim_store_read(w->nodes[i].store, key, &rec)) {
+      continue;
+    }
+    snprintf(value, sizeof(value), "%.*s",
+             rec.tombstone ? 9 : (int)rec.value_len,
+             rec.tombstone ? "(deleted)" : (const char *)rec.value);
+    for (j = 0; j < n_seen && strcmp(seen[j], value) != 0; j++) {
+    }
+    if (j == n_seen && n_seen < 3) {
+      snprintf(seen[n_seen++], VALUE_LEN_MAX, "%s", value);
+    }
+    if (j < n_seen) {
+      count[j]++;
+    }
+  }
+  buf[0] = '\0';
+  for (j = 0; j < n_seen && used < len; j++) {
+    used += (size_t)snprintf(buf + used, len - used, "%s%s on %zu stores",
+                             j ? ", " : "", seen[j], count[j]);
+  }
+  if (n_seen == 0) {
+    snprintf(buf, len, "no store has it");
+  }
+}
+
+/* A record of a kept key: its value, or the put after it (ud: the
+ * key_record). */
+static bool kept_value_ok(const void *ud, const uint8_t *value,
+                          size_t value_len) {
+  const key_record *k = ud;
+
+  return sim_value_equals(k->value, value, value_len) ||
+         (k->alt[0] != '\0' && sim_value_equals(k->alt, value, value_len));
+}
+
 /* Gets every key in keys from `reads` random nodes; each must return the
- * key's value. */
+ * key's value (or its alternative). */
 static void read_keys(run *r, const key_record *keys, size_t n,
                       uint32_t reads) {
   sim_world *w = &r->w;
@@ -606,11 +936,12 @@ static void read_keys(run *r, const key_record *keys, size_t n,
   sim_world_run_ops(w, w->now_ms + OPS_GRACE_MS);
   for (i = 0; i < n * reads && !w->failed; i++) {
     const sim_op *op = sim_world_op(w, first + i);
+    const key_record *k = &keys[i / reads];
     char got[96];
     if (!answered_in_time(op) || op->reply_type != DHT_MSG_VALUE ||
-        !op->value_ok) {
+        !(op->value_ok || kept_value_ok(k, op->value, op->value_len))) {
       describe_reply(w, op, got, sizeof(got));
-      sim_world_fail(w, "get of %s via %s: %s", keys[i / reads].key,
+      sim_world_fail(w, "get of %s via %s: %s", k->key,
                      w->nodes[op->via_slot].addr, got);
     }
   }
@@ -674,21 +1005,24 @@ static void check_kept_keys(run *r) {
       if (settled[i]) {
         continue;
       }
-      if (sim_key_placed(w, &ring, k->key, sim_value_equals, k->value, &pl)) {
+      if (sim_key_placed(w, &ring, k->key, kept_value_ok, k, &pl)) {
         settled[i] = true;
         found[n_found++] = *k;
         continue;
       }
-      sim_key_copies(w, k->key, sim_value_equals, k->value, &pl);
+      sim_key_copies(w, k->key, kept_value_ok, k, &pl);
       if (pl.running_copies == 0 && pl.stopped_copies > 0) {
         settled[i] = true;
         lost++;
       } else if (pl.running_copies == 0) {
+        char copies[256];
+        describe_copies(w, k->key, copies, sizeof(copies));
         sim_world_fail(w,
-                       "%s key %s is on no running node nor on the disk of "
-                       "a stopped one: destroyed",
+                       "%s key %s = %s%s%s is on no running node nor on the "
+                       "disk of a stopped one: destroyed (%s)",
                        i < r->n_prefault ? "pre-fault" : "acknowledged",
-                       k->key);
+                       k->key, k->value, k->alt[0] ? " or " : "", k->alt,
+                       copies);
       } else if (waiting++ == 0) {
         first_waiting = i;
       }
@@ -701,7 +1035,7 @@ static void check_kept_keys(run *r) {
       const key_record *k = &r->kept[first_waiting];
       char what[160];
       sim_ring_build(&ring, w, true);
-      sim_key_placed(w, &ring, k->key, sim_value_equals, k->value, &pl);
+      sim_key_placed(w, &ring, k->key, kept_value_ok, k, &pl);
       sim_ring_free(&ring);
       snprintf(what, sizeof(what),
                "%zu keys are still not on all their holders %.1f s after "
@@ -770,27 +1104,55 @@ static void report_swarm(run *r) {
     return;
   }
   sim_text_printf(r->report,
-                  "swarm: %.1f s of faults; loss %.3f, duplicate %.3f, slow "
-                  "%.3f; crashes %.0f%% of the ring (refused %.0f%%, restarted "
-                  "%.0f%%); fresh joins %.0f%%; %" PRIu32
-                  " partitions; %.0f%% of the crashed restarted at heal\n",
-                  secs(sw->fault_ms), sw->net.loss, sw->net.duplicate,
-                  sw->net.slow, 100 * sw->crash_fraction, 100 * sw->refuse_prob,
-                  100 * sw->restart_prob, 100 * sw->join_fraction,
-                  sw->partitions, 100 * sw->heal_restart_prob);
+                  "swarm: %.1f s of faults; lost segments %.3f, slow %.3f",
+                  secs(sw->fault_ms), sw->net.loss, sw->net.slow);
+  if (sw->net.drop > 0 || sw->net.duplicate > 0) {
+    sim_text_printf(r->report, ", NOT TCP: dropped %.6f, duplicated %.6f",
+                    sw->net.drop, sw->net.duplicate);
+  }
+  sim_text_printf(r->report,
+                  "; crashes %.0f%% of the ring (refused %.0f%%, restarted "
+                  "%.0f%%); fresh joins %.0f%%; %" PRIu32 " cuts, %" PRIu32
+                  " clogs, %" PRIu32
+                  " pauses; %.0f%% of the crashed restarted at heal\n",
+                  100 * sw->crash_fraction, 100 * sw->refuse_prob,
+                  100 * sw->restart_prob, 100 * sw->join_fraction, sw->cuts,
+                  sw->clogs, sw->pauses, 100 * sw->heal_restart_prob);
+  sim_text_printf(r->report,
+                  "swarm: socket buffers %" PRIu32 " KiB a way, out queue "
+                  "paused at %" PRIu32 " KiB, dropped past %" PRIu32
+                  " KiB; idle close after %.1f s\n",
+                  sw->limits.window_bytes / 1024,
+                  sw->limits.out_queue_pause / 1024,
+                  sw->limits.out_queue_max / 1024,
+                  secs(sw->limits.idle_close_ms));
 }
 
 static void report_totals(run *r) {
   sim_world *w = &r->w;
+  const sim_net_counters *n = &w->net.count;
   dht_node_counters c;
 
   sim_world_sum_counters(w, &c);
   sim_text_printf(r->report,
-                  "network: %" PRIu64 " messages, %" PRIu64 " lost, %" PRIu64
-                  " cut by partitions, %" PRIu64 " duplicated; %" PRIu64
+                  "network: %" PRIu64 " frames on %" PRIu64
+                  " connections; %" PRIu64 " waited for a lost segment, %" PRIu64
+                  " clogged, %" PRIu64 " retransmissions held by cuts or dead "
+                  "hosts; %" PRIu64 " refused, %" PRIu64
+                  " connect timeouts, %" PRIu64 " resets, %" PRIu64
+                  " idle closes, %" PRIu64 " out-queue drops, %" PRIu64
+                  " read pauses, %" PRIu64 " data timeouts; %" PRIu64
                   " unreachable reports\n",
-                  w->net.sent, w->net.lost, w->net.cut, w->net.duplicated,
+                  n->frames, n->connects, n->retransmits, n->clogged, n->held,
+                  n->refused, n->connect_timeouts, n->resets, n->idle_closes,
+                  n->overflows, n->read_pauses, n->data_timeouts,
                   w->unreachable);
+  if (n->dropped > 0 || n->duplicated > 0) {
+    sim_text_printf(r->report,
+                    "network, NOT TCP: %" PRIu64 " frames dropped, %" PRIu64
+                    " duplicated\n",
+                    n->dropped, n->duplicated);
+  }
   sim_text_printf(r->report,
                   "running nodes: forwards %" PRIu64 ", rpc timeouts %" PRIu64
                   ", peers declared dead %" PRIu64
@@ -818,12 +1180,12 @@ void sim_run(const sim_options *o, sim_run_result *result, sim_text *report) {
 
   memset(&r, 0, sizeof(r));
   r.o = o;
-  r.partition_active = -1;
   r.report = report;
   sim_rng_seed(&master, o->seed);
   sim_rng_fork(&master, &swarm_rng);
   sim_rng_fork(&master, &r.rng);
   draw_swarm(&r, &swarm_rng);
+  r.salt = sim_rng_next(&swarm_rng);
 
   sim_world_init(&r.w, sim_rng_next(&master), &r.draws.settings);
   sim_swarm_apply(&r.draws, &r.w);
@@ -873,5 +1235,5 @@ void sim_run(const sim_options *o, sim_run_result *result, sim_text *report) {
   sim_world_free(&r.w);
   free(r.restart_at_ms);
   free(r.kept);
-  free(r.fault_puts);
+  free(r.fault_keys);
 }

@@ -13,6 +13,7 @@
 #include "dht/err.h"
 
 #include "sim.h"
+#include "sim_keys.h"
 #include "sim_ring.h"
 #include "sim_world.h"
 
@@ -73,17 +74,18 @@ static void successor_crash_at_join(sim_world *w) {
  * partition heals the two must merge again. */
 static void long_partition(sim_world *w) {
   size_t i;
+  int cut;
 
   build_ring(w, 32);
   if (w->failed) {
     return;
   }
+  cut = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_BOTH, 0);
   for (i = 0; i < w->n_nodes; i++) {
-    sim_net_set_side(&w->net, (uint32_t)i, (uint8_t)(i % 2));
+    sim_net_path_side(&w->net, cut, (uint32_t)i, (uint8_t)(i % 2));
   }
-  sim_net_partition(&w->net);
   sim_world_run_until(w, w->now_ms + 60000);
-  sim_net_heal_partition(&w->net);
+  sim_net_path_fault_end(&w->net, cut);
   sim_ring_converge(w, CONVERGE_MS, false, "partition");
 }
 
@@ -103,7 +105,8 @@ static void long_partition(sim_world *w) {
 static void cut_off_with_dead_bootstrap(sim_world *w) {
   uint32_t x, bootstrap, succ, pred;
   sim_ring ring;
-  size_t at, i;
+  size_t at;
+  int cut;
 
   build_ring(w, 12);
   if (w->failed) {
@@ -135,12 +138,10 @@ static void cut_off_with_dead_bootstrap(sim_world *w) {
     return;
   }
   /* Cut off from everybody for 30 s, then the partition heals. */
-  for (i = 0; i < w->n_nodes; i++) {
-    sim_net_set_side(&w->net, (uint32_t)i, i == x ? 1 : 0);
-  }
-  sim_net_partition(&w->net);
+  cut = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_BOTH, 0);
+  sim_net_path_side(&w->net, cut, x, 1);
   sim_world_run_until(w, w->now_ms + 30000);
-  sim_net_heal_partition(&w->net);
+  sim_net_path_fault_end(&w->net, cut);
   sim_ring_converge(w, CONVERGE_MS, false, "partition");
 }
 
@@ -159,25 +160,45 @@ static uint32_t owner_of(sim_world *w, const char *key) {
   return slot;
 }
 
-/* Puts key = value through a random joined node; fails the world unless
- * it is acknowledged. */
-static void put_acked(sim_world *w, const char *key, const char *value) {
-  size_t op = sim_world_put(w, sim_world_random_joined(w, SIM_NO_SLOT), key,
-                            value);
+/* A random joined node that is not paused (SIM_NO_SLOT if there is
+ * none); never except. */
+static uint32_t random_awake(sim_world *w, uint32_t except) {
+  int tries;
+
+  for (tries = 0; tries < 64; tries++) {
+    uint32_t slot = sim_world_random_joined(w, except);
+    if (slot != SIM_NO_SLOT && !sim_world_is_paused(w, slot)) {
+      return slot;
+    }
+  }
+  return SIM_NO_SLOT;
+}
+
+/* Puts key = value through via; fails the world unless it is
+ * acknowledged. */
+static void put_via(sim_world *w, uint32_t via, const char *key,
+                    const char *value) {
+  size_t op = sim_world_put(w, via, key, value);
 
   sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
   if (!w->failed && (sim_world_op(w, op)->replies == 0 ||
                      sim_world_op(w, op)->reply_type != DHT_MSG_OK)) {
-    sim_world_fail(w, "put of %s = %s was not acknowledged", key, value);
+    sim_world_fail(w, "put of %s = %s via %s was not acknowledged", key,
+                   value, w->nodes[via].addr);
   }
   sim_world_clear_ops(w);
 }
 
-/* Gets key through a random joined node; fails the world unless it
+/* Puts key = value through a random node that runs. */
+static void put_acked(sim_world *w, const char *key, const char *value) {
+  put_via(w, random_awake(w, SIM_NO_SLOT), key, value);
+}
+
+/* Gets key through a random node that runs; fails the world unless it
  * returns value (NULL: unless it is not found). */
 static void get_expect(sim_world *w, const char *key, const char *value,
                        const char *why) {
-  size_t op = sim_world_get(w, sim_world_random_joined(w, SIM_NO_SLOT), key,
+  size_t op = sim_world_get(w, random_awake(w, SIM_NO_SLOT), key,
                             value != NULL ? value : "");
   const sim_op *o;
   bool as_expected;
@@ -267,9 +288,309 @@ static void owner_clock_steps_back(sim_world *w) {
   }
 }
 
+/* ---- the network's and the processes' faults ---------------------------------- */
+
+#define SCENARIO_KEYS 20
+
+/* Puts SCENARIO_KEYS keys "<prefix><i>" = "<prefix><i>-v", each
+ * acknowledged. */
+static void put_keys(sim_world *w, const char *prefix) {
+  char key[32], value[40];
+  int i;
+
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "%s%d", prefix, i);
+    snprintf(value, sizeof(value), "%s-v", key);
+    put_acked(w, key, value);
+  }
+}
+
+/* Each key of put_keys(prefix) must read back. */
+static void read_keys(sim_world *w, const char *prefix, const char *why) {
+  char key[32], value[40];
+  int i;
+
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "%s%d", prefix, i);
+    snprintf(value, sizeof(value), "%s-v", key);
+    get_expect(w, key, value, why);
+  }
+}
+
+/* A cut or clog around one node (paths: SIM_PATH_* from the node's side,
+ * side 1). */
+static int fault_around(sim_world *w, sim_path_kind kind, uint32_t slot,
+                        uint8_t paths, uint32_t extra_ms) {
+  int h = sim_net_path_fault_start(&w->net, kind, paths, extra_ms);
+
+  sim_net_path_side(&w->net, h, slot, 1);
+  return h;
+}
+
+/* One-way cuts: first a node whose frames reach nobody while it hears
+ * everybody (its outbound paths cut), then a third of the ring that cannot
+ * reach the rest while the rest reaches it. Bytes are held, not dropped;
+ * after each heal the ring must converge and keep its keys. */
+static void one_way_cuts(sim_world *w) {
+  uint32_t x;
+  size_t i;
+  int h;
+
+  build_ring(w, 16);
+  put_keys(w, "ow");
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, SIM_NO_SLOT);
+  h = fault_around(w, SIM_PATH_CUT, x, SIM_PATH_1_TO_0, 0);
+  sim_world_run_until(w, w->now_ms + 15000);
+  sim_net_path_fault_end(&w->net, h);
+  sim_ring_converge(w, CONVERGE_MS, false, "an outbound cut");
+  if (w->failed) {
+    return;
+  }
+  h = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_1_TO_0, 0);
+  for (i = 0; i < w->n_nodes; i++) {
+    sim_net_path_side(&w->net, h, (uint32_t)i, i % 3 == 0);
+  }
+  sim_world_run_until(w, w->now_ms + 15000);
+  sim_net_path_fault_end(&w->net, h);
+  sim_ring_converge(w, CONVERGE_MS, false, "a one-way group cut");
+  read_keys(w, "ow", "acknowledged before the cuts");
+}
+
+/* Cuts that overlap: the ring splits in two for 12 s, and 5 s into it one
+ * node is cut off from everybody for 15 s more. */
+static void overlapping_cuts(sim_world *w) {
+  uint32_t x;
+  size_t i;
+  int split, alone;
+
+  build_ring(w, 24);
+  put_keys(w, "oc");
+  if (w->failed) {
+    return;
+  }
+  split = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_BOTH, 0);
+  for (i = 0; i < w->n_nodes; i++) {
+    sim_net_path_side(&w->net, split, (uint32_t)i, i % 2 == 0);
+  }
+  sim_world_run_until(w, w->now_ms + 5000);
+  x = random_awake(w, SIM_NO_SLOT);
+  alone = fault_around(w, SIM_PATH_CUT, x, SIM_PATH_BOTH, 0);
+  sim_world_run_until(w, w->now_ms + 7000);
+  sim_net_path_fault_end(&w->net, split);
+  sim_world_run_until(w, w->now_ms + 8000);
+  sim_net_path_fault_end(&w->net, alone);
+  sim_ring_converge(w, CONVERGE_MS, false, "overlapping cuts");
+  read_keys(w, "oc", "acknowledged before the cuts");
+}
+
+/* A node's paths, both ways, take 1.5 s longer for 10 s while a client
+ * keeps writing: whatever was acknowledged must read back, and the ring
+ * must converge. */
+static void clogged_node(sim_world *w) {
+  char key[32];
+  uint32_t x;
+  int h, i;
+
+  build_ring(w, 16);
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, SIM_NO_SLOT);
+  h = fault_around(w, SIM_PATH_CLOG, x, SIM_PATH_BOTH, 1500);
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "cl%d", i);
+    sim_world_put(w, random_awake(w, SIM_NO_SLOT), key, "clogged");
+    sim_world_run_until(w, w->now_ms + 500);
+  }
+  sim_net_path_fault_end(&w->net, h);
+  sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
+  sim_ring_converge(w, CONVERGE_MS, false, "a clog");
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    const sim_op *op = sim_world_op(w, w->ops_base + (size_t)i);
+    if (op->replies > 0 && op->reply_type == DHT_MSG_OK) {
+      snprintf(key, sizeof(key), "cl%d", i);
+      get_expect(w, key, "clogged", "acknowledged through a clog");
+    }
+  }
+}
+
+/* A put whose relay is cut off from everybody for SHORT_CUT_MS right after
+ * it took the request: its frames are held and go at the first
+ * retransmission after the heal, so the put is acknowledged (late), where a
+ * network that drops them would have lost it. (Cut off much longer, the
+ * relay declares its next hops dead and answers UNAVAILABLE, and the held
+ * request is executed all the same: allowed, as it was not
+ * acknowledged.) */
+#define SHORT_CUT_MS 800
+static void put_held_by_short_cut(sim_world *w) {
+  const char *key = "held-key";
+  uint64_t held;
+  uint32_t x;
+  size_t op;
+  int h;
+
+  build_ring(w, 8);
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, owner_of(w, key));
+  op = sim_world_put(w, x, key, "held");
+  /* The client's frame reaches x within SIM_NET_CLIENT_LATENCY_MAX_MS. */
+  sim_world_run_until(w, w->now_ms + SIM_NET_CLIENT_LATENCY_MAX_MS);
+  held = w->net.count.held;
+  h = fault_around(w, SIM_PATH_CUT, x, SIM_PATH_BOTH, 0);
+  sim_world_run_until(w, w->now_ms + SHORT_CUT_MS);
+  sim_net_path_fault_end(&w->net, h);
+  sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
+  if (w->failed) {
+    return;
+  }
+  if (w->net.count.held == held) {
+    sim_world_fail(w, "the cut held no bytes: the scenario tests nothing");
+  } else if (sim_world_op(w, op)->reply_type != DHT_MSG_OK) {
+    sim_world_fail(w, "the put via %s, held %d ms by a cut, was not "
+                      "acknowledged", w->nodes[x].addr, SHORT_CUT_MS);
+  }
+  sim_world_clear_ops(w);
+  sim_ring_converge(w, CONVERGE_MS, false, "a short cut");
+  get_expect(w, key, "held", "acknowledged after the cut");
+}
+
+/* Two neighbours are stopped (SIGSTOP) for 20 s, long enough for the ring
+ * to route around them; when they resume they handle 20 s of queued
+ * frames and timers at once, late. The ring must converge and keep its
+ * keys. */
+static void paused_neighbours(sim_world *w) {
+  sim_ring ring;
+  uint32_t x, y;
+  size_t at;
+
+  build_ring(w, 16);
+  put_keys(w, "pn");
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, SIM_NO_SLOT);
+  sim_ring_build(&ring, w, true);
+  at = sim_ring_successor(&ring, &w->nodes[x].id);
+  y = ring.members[(at + 1) % ring.n].slot;
+  sim_ring_free(&ring);
+  sim_world_pause(w, x, 20000);
+  sim_world_pause(w, y, 20000);
+  sim_world_run_until(w, w->now_ms + 20000);
+  sim_ring_converge(w, CONVERGE_MS, false, "a pause");
+  read_keys(w, "pn", "acknowledged before the pause");
+}
+
+/* With connections closed after 3 s idle, a node is paused for 8 s: its
+ * peers' requests time out, they fall silent and close their connections
+ * to it, and when it resumes it reads those requests and then the FIN, so
+ * its replies go nowhere. The ring must converge. */
+static void idle_close_during_pause(sim_world *w) {
+  uint64_t closes;
+  uint32_t x;
+
+  w->net.limits.idle_close_ms = 3000;
+  build_ring(w, 8);
+  if (w->failed) {
+    return;
+  }
+  closes = w->net.count.idle_closes;
+  x = random_awake(w, SIM_NO_SLOT);
+  sim_world_pause(w, x, 8000);
+  sim_world_run_until(w, w->now_ms + 8000);
+  sim_ring_converge(w, CONVERGE_MS, false, "a pause with idle closes");
+  if (!w->failed && w->net.count.idle_closes == closes) {
+    sim_world_fail(w, "no connection closed for idling: the scenario tests "
+                      "nothing");
+  }
+}
+
+/* A process crash (the host stays up) resets its connections at once:
+ * every peer that had a connection open to it hears of it within a
+ * network latency, long before any request times out. */
+static void process_crash_resets(sim_world *w) {
+  uint64_t unreachable;
+  uint32_t x;
+
+  build_ring(w, 12);
+  if (w->failed) {
+    return;
+  }
+  unreachable = w->unreachable;
+  x = random_awake(w, SIM_NO_SLOT);
+  sim_world_crash(w, x, true);
+  sim_world_run_until(w, w->now_ms + 2 * SIM_NET_LATENCY_MAX_MS +
+                             SIM_NET_JITTER_MAX_MS);
+  if (w->unreachable == unreachable) {
+    sim_world_fail(w, "no peer heard of the reset within a round trip of "
+                      "the crash of %s", w->nodes[x].addr);
+    return;
+  }
+  sim_ring_converge(w, CONVERGE_MS, false, "a process crash");
+}
+
+/* A node's paths become slower for good (a route change): every round
+ * trip to it takes 300 ms more. The ring must converge with it, slower. */
+static void slower_paths_for_good(sim_world *w) {
+  uint32_t x;
+
+  build_ring(w, 12);
+  if (w->failed) {
+    return;
+  }
+  x = random_awake(w, SIM_NO_SLOT);
+  fault_around(w, SIM_PATH_CLOG, x, SIM_PATH_BOTH, 150);
+  sim_world_run_until(w, w->now_ms + 10000);
+  sim_ring_converge(w, CONVERGE_MS, false, "slower paths");
+}
+
+/*
+ * A write left unanswered must not overwrite a later acknowledged one. The
+ * client sends v1 through a relay (not one of the key's holders) that is
+ * stopped: the request waits in the relay's socket buffer. The client gives
+ * up after its timeout and writes v2 through another node: acknowledged.
+ * Then the relay resumes and, 15 s late, forwards v1; the owner stamps a
+ * write when it arrives, so v1 gets the newer version and wins.
+ */
+static void paused_relay_late_put(sim_world *w) {
+  const char *key = "late-key";
+  uint32_t holders[SIM_HOLDERS_MAX], x;
+  size_t n, i;
+  sim_ring ring;
+  dht_id key_id;
+
+  build_ring(w, 8);
+  if (w->failed) {
+    return;
+  }
+  put_acked(w, key, "v0");
+  dht_id_hash(&key_id, key, strlen(key));
+  sim_ring_build(&ring, w, true);
+  n = sim_ring_holders(&ring, &key_id, w->replicas, holders);
+  sim_ring_free(&ring);
+  do {
+    x = random_awake(w, SIM_NO_SLOT);
+    for (i = 0; i < n && holders[i] != x; i++) {
+    }
+  } while (i < n);
+  sim_world_pause(w, x, 15000);
+  sim_world_put(w, x, key, "v1");
+  sim_world_run_until(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS + 1000);
+  sim_world_clear_ops(w); /* the client gave up on v1 */
+  put_via(w, random_awake(w, x), key, "v2");
+  sim_world_run_until(w, w->now_ms + 15000);
+  sim_ring_converge(w, CONVERGE_MS, false, "the pause");
+  get_expect(w, key, "v2",
+             "v2 was acknowledged after the client gave up on v1; the "
+             "paused relay forwarded v1 late and it was stamped newer");
+}
+
 /* ---- disks, leaves and clocks -------------------------------------------- */
 
-/* Puts key = value through via; true when it was acknowledged. */
 /* put_outcome() when no answer came in time. */
 #define NO_ANSWER INT32_MIN
 
@@ -294,32 +615,6 @@ static int32_t put_outcome(sim_world *w, uint32_t via, const char *key,
 static bool put_once(sim_world *w, uint32_t via, const char *key,
                      const char *value) {
   return put_outcome(w, via, key, value) == 0;
-}
-
-#define FEW_KEYS 20
-
-/* Puts FEW_KEYS keys "<prefix><i>" = "v<i>", each acknowledged. */
-static void put_few(sim_world *w, const char *prefix) {
-  char key[32], value[32];
-  int i;
-
-  for (i = 0; i < FEW_KEYS && !w->failed; i++) {
-    snprintf(key, sizeof(key), "%s%d", prefix, i);
-    snprintf(value, sizeof(value), "v%d", i);
-    put_acked(w, key, value);
-  }
-}
-
-/* Each of put_few's keys reads back. */
-static void get_few(sim_world *w, const char *prefix, const char *why) {
-  char key[32], value[32];
-  int i;
-
-  for (i = 0; i < FEW_KEYS && !w->failed; i++) {
-    snprintf(key, sizeof(key), "%s%d", prefix, i);
-    snprintf(value, sizeof(value), "v%d", i);
-    get_expect(w, key, value, why);
-  }
 }
 
 /* A key's owner finds its disk full as a put arrives: the commit fails, and
@@ -369,7 +664,7 @@ static void owner_disk_full(sim_world *w) {
  * must read back once the disks work again. */
 static void disk_errors_under_writes(sim_world *w) {
   char key[32], value[32];
-  bool acked[FEW_KEYS];
+  bool acked[SCENARIO_KEYS];
   int i;
 
   build_ring(w, 8);
@@ -379,7 +674,7 @@ static void disk_errors_under_writes(sim_world *w) {
   w->disks.faults.read_error = 0.2;
   w->disks.faults.write_error = 0.2;
   w->disks.faults.commit_error = 0.2;
-  for (i = 0; i < FEW_KEYS && !w->failed; i++) {
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
     snprintf(key, sizeof(key), "eio%d", i);
     snprintf(value, sizeof(value), "v%d", i);
     acked[i] = put_once(w, sim_world_random_joined(w, SIM_NO_SLOT), key,
@@ -388,7 +683,7 @@ static void disk_errors_under_writes(sim_world *w) {
   memset(&w->disks.faults, 0, sizeof(w->disks.faults));
   sim_ring_converge(w, CONVERGE_MS, false, "disk errors");
   sim_world_run_until(w, w->now_ms + 5000);
-  for (i = 0; i < FEW_KEYS && !w->failed; i++) {
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
     snprintf(key, sizeof(key), "eio%d", i);
     snprintf(value, sizeof(value), "v%d", i);
     if (acked[i]) {
@@ -406,7 +701,7 @@ static void owner_restarts_wiped(sim_world *w) {
   uint64_t give_up;
 
   build_ring(w, 6);
-  put_few(w, "wipe");
+  put_keys(w, "wipe");
   if (w->failed) {
     return;
   }
@@ -419,21 +714,21 @@ static void owner_restarts_wiped(sim_world *w) {
   while (!w->failed && !sim_world_is_joined(w, owner) && w->now_ms < give_up) {
     sim_world_run_until(w, w->now_ms + 1);
   }
-  get_few(w, "wipe", "the owner came back with an empty disk");
+  read_keys(w, "wipe", "the owner came back with an empty disk");
   if (!w->failed) {
     sim_ring_converge(w, CONVERGE_MS, false, "wiped restart");
   }
-  get_few(w, "wipe", "after the ring converged");
+  read_keys(w, "wipe", "after the ring converged");
 }
 
-/* A ring of 6 with put_few's keys; the owner of the first starts a
+/* A ring of 6 with put_keys()'s keys; the owner of the first starts a
  * graceful leave. Returns its slot. */
 static uint32_t owner_starts_leave(sim_world *w, const char *prefix) {
   char key[32];
   uint32_t leaver;
 
   build_ring(w, 6);
-  put_few(w, prefix);
+  put_keys(w, prefix);
   if (w->failed) {
     return SIM_NO_SLOT;
   }
@@ -461,7 +756,7 @@ static void graceful_leave(sim_world *w) {
   if (!w->failed) {
     sim_ring_converge(w, CONVERGE_MS, false, "leave");
   }
-  get_few(w, "leave", "its owner left gracefully");
+  read_keys(w, "leave", "its owner left gracefully");
 }
 
 /* A node crashes 3 ms into its leave, some keys handed on and deleted,
@@ -478,7 +773,7 @@ static void crash_during_leave(sim_world *w) {
   }
   sim_ring_converge(w, CONVERGE_MS, false, "crash during leave");
   sim_world_run_until(w, w->now_ms + 5000);
-  get_few(w, "lc", "its owner crashed during its leave");
+  read_keys(w, "lc", "its owner crashed during its leave");
 }
 
 /* Every host's clock drifts by up to 5% (timers included) and is off by up
@@ -488,14 +783,14 @@ static void drifting_clocks(sim_world *w) {
   w->clocks.within_ms = 2000;
   w->clocks.drift_ppm = 50000;
   build_ring(w, 16);
-  put_few(w, "drift");
+  put_keys(w, "drift");
   if (w->failed) {
     return;
   }
   sim_world_crash(w, owner_of(w, "drift0"), true);
   sim_ring_converge(w, CONVERGE_MS, false, "crash");
   sim_world_run_until(w, w->now_ms + 5000);
-  get_few(w, "drift", "clocks drift");
+  read_keys(w, "drift", "clocks drift");
 }
 
 /*
@@ -571,6 +866,19 @@ static const scenario scenarios[] = {
     {"drifting-clocks", drifting_clocks, NULL},
     {"replica-clock-beyond-grace", replica_clock_beyond_grace, NULL},
     {"cut-off-with-dead-bootstrap", cut_off_with_dead_bootstrap, NULL},
+    {"one-way-cuts", one_way_cuts, NULL},
+    {"overlapping-cuts", overlapping_cuts, NULL},
+    {"clogged-node", clogged_node, NULL},
+    {"put-held-by-short-cut", put_held_by_short_cut, NULL},
+    {"paused-neighbours", paused_neighbours, NULL},
+    {"idle-close-during-pause", idle_close_during_pause, NULL},
+    {"process-crash-resets", process_crash_resets, NULL},
+    {"slower-paths-for-good", slower_paths_for_good, NULL},
+    {"paused-relay-late-put", paused_relay_late_put,
+     "the owner stamps a write with its clock when the write arrives, so a "
+     "put executed late (by a paused relay) gets a newer version than a put "
+     "acknowledged after it; fixed when clients stamp versions and owners "
+     "refuse older writes"},
 };
 
 int sim_scenarios(const sim_options *o) {

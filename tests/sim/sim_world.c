@@ -18,6 +18,8 @@
 /* The port every simulated node listens on; only the host part differs. */
 #define SIM_PORT_SUFFIX ":7000"
 
+static void drop_deferred(sim_world *w, sim_node *n, bool requeue);
+
 static void *xrealloc(void *p, size_t n, size_t size) {
   void *q;
 
@@ -55,6 +57,7 @@ void sim_world_init(sim_world *w, uint64_t seed, const dht_settings *settings) {
   w->settings = *settings;
   w->replicas = settings->replicas;
   w->log_level = DHT_LOG_WARN;
+  w->net.limits = sim_world_dhtd_limits;
 }
 
 void sim_world_free(sim_world *w) {
@@ -63,6 +66,8 @@ void sim_world_free(sim_world *w) {
   for (i = 0; i < w->n_nodes; i++) {
     dht_node_del(w->nodes[i].node);
     sim_disk_del(w->nodes[i].disk);
+    drop_deferred(w, &w->nodes[i], false);
+    free(w->nodes[i].deferred);
   }
   free(w->nodes);
   sim_world_clear_ops(w);
@@ -111,18 +116,6 @@ uint32_t sim_world_slot_of(const sim_world *w, const char *addr, size_t len) {
   return (uint32_t)slot;
 }
 
-static uint64_t conn_of(uint32_t slot, uint32_t incarnation) {
-  return (uint64_t)incarnation << 32 | ((uint64_t)slot + 1);
-}
-
-static uint32_t conn_slot(uint64_t conn) {
-  return (uint32_t)(conn & UINT32_MAX) - 1;
-}
-
-static uint32_t conn_incarnation(uint64_t conn) {
-  return (uint32_t)(conn >> 32);
-}
-
 /* ---- scheduling ---------------------------------------------------------- */
 
 static void push(sim_world *w, sim_event_kind kind, uint64_t at_ms,
@@ -130,6 +123,7 @@ static void push(sim_world *w, sim_event_kind kind, uint64_t at_ms,
                  uint64_t conn, const uint8_t *frame, size_t frame_len) {
   sim_event ev;
 
+  memset(&ev, 0, sizeof(ev));
   ev.kind = kind;
   ev.at_ms = at_ms;
   ev.slot = slot;
@@ -138,6 +132,23 @@ static void push(sim_world *w, sim_event_kind kind, uint64_t at_ms,
   ev.conn = conn;
   ev.frame = frame != NULL ? copy_bytes(frame, frame_len) : NULL;
   ev.frame_len = frame != NULL ? frame_len : 0;
+  sim_queue_push(&w->queue, &ev);
+}
+
+/* An event about connection c at end e's node. */
+static void push_conn(sim_world *w, sim_event_kind kind, uint64_t at_ms,
+                      const sim_conn *c, unsigned e, bool failed) {
+  sim_event ev;
+
+  memset(&ev, 0, sizeof(ev));
+  ev.kind = kind;
+  ev.at_ms = at_ms;
+  ev.slot = c->slot[e];
+  ev.incarnation = c->incarnation[e];
+  ev.peer_slot = c->slot[1 - e];
+  ev.conn = c->id;
+  ev.end = (uint8_t)e;
+  ev.failed = failed;
   sim_queue_push(&w->queue, &ev);
 }
 
@@ -287,29 +298,126 @@ static bool frame_is_whole(sim_world *w, uint32_t slot, const dht_action *a) {
   return true;
 }
 
+/* ---- connections: dhtd's net.c over the simulated network ------------------ */
+
+/* dhtd's defaults (dhtd/main.c): 16 MiB of output per connection, reading
+ * paused past a quarter of it, idle outgoing connections closed after 60 s;
+ * and Linux's usual socket buffers, about 128 KiB each way. */
+const sim_net_limits sim_world_dhtd_limits = {
+    .window_bytes = 256 * 1024,
+    .out_queue_pause = 4 * 1024 * 1024,
+    .out_queue_max = 16 * 1024 * 1024,
+    .idle_close_ms = 60000,
+};
+
+/* Queues, for at_ms, the arrival of the oldest item of c's stream e at the
+ * other end. */
+static void push_arrival(sim_world *w, sim_conn *c, unsigned e,
+                         uint64_t at_ms) {
+  sim_event ev;
+
+  c->stream[e].armed = true;
+  memset(&ev, 0, sizeof(ev));
+  ev.kind = SIM_EV_STREAM;
+  ev.at_ms = at_ms;
+  ev.slot = c->slot[1 - e];
+  ev.incarnation = c->incarnation[1 - e];
+  ev.peer_slot = c->slot[e];
+  ev.conn = c->id;
+  ev.end = (uint8_t)e;
+  sim_queue_push(&w->queue, &ev);
+}
+
+/* Queues the arrival of the oldest item of c's stream e at the other end,
+ * unless one is queued already or the stream waits (empty, connecting,
+ * receiver not reading). */
+static void arm(sim_world *w, sim_conn *c, unsigned e) {
+  sim_stream *s = &c->stream[e];
+  sim_item *it = sim_net_stream_head(s);
+
+  if (s->armed || (s->blocked && !s->ended) || it == NULL ||
+      it->at_ms == SIM_NET_UNSENT) {
+    return;
+  }
+  push_arrival(w, c, e, it->at_ms > w->now_ms ? it->at_ms : w->now_ms);
+}
+
+/* End e's process is done with c: its node hears of it (conn_closed, and
+ * peer_unreachable when its outgoing connection failed) once it runs
+ * again, as dhtd does from the close callback. */
+static void end_closed(sim_world *w, sim_conn *c, unsigned e, bool failed) {
+  push_conn(w, SIM_EV_CLOSED, w->now_ms, c, e, failed);
+  sim_net_conn_release(&w->net, c, e);
+}
+
+/* End e's process closes c (uv_close: close(2)): the peer gets a FIN after
+ * what the kernel holds. */
+static void app_close(sim_world *w, sim_conn *c, unsigned e, bool failed) {
+  if (c->state == SIM_CONN_OPEN && c->open[1 - e]) {
+    sim_net_write_end(&w->net, c, e, SIM_ITEM_FIN, w->now_ms);
+    arm(w, c, e);
+  }
+  end_closed(w, c, e, failed);
+}
+
+/* Bytes reached end r of c, where no process holds the connection any more
+ * (it closed it, or the host runs another process since): the kernel
+ * answers with a reset, unless the end already sent its FIN or RST. */
+static void reset_from(sim_world *w, sim_conn *c, unsigned r) {
+  sim_net_stream_clear(&c->stream[1 - r]);
+  if (!c->stream[r].ended && c->open[1 - r]) {
+    w->net.count.resets++;
+    sim_net_write_end(&w->net, c, r, SIM_ITEM_RST, w->now_ms);
+    arm(w, c, r);
+  }
+}
+
+/* End e's node writes a frame on c, as dhtd's conn_queue(): past
+ * out_queue_max the connection is dropped; past out_queue_pause the node
+ * stops reading it. */
+static void node_write(sim_world *w, sim_conn *c, unsigned e,
+                       const dht_action *a) {
+  sim_net *net = &w->net;
+
+  if (sim_net_queued(net, c, e) + a->frame_len > net->limits.out_queue_max) {
+    net->count.overflows++;
+    app_close(w, c, e, true);
+    return;
+  }
+  sim_net_write(net, c, e, a->frame, a->frame_len, w->now_ms);
+  if (e == 0) {
+    c->last_active_ms = w->now_ms;
+  }
+  if (!c->reading_paused[e] &&
+      sim_net_queued(net, c, e) > net->limits.out_queue_pause) {
+    c->reading_paused[e] = true;
+    net->count.read_pauses++;
+  }
+  arm(w, c, e);
+}
+
 static void carry_out_send(sim_world *w, uint32_t from, const dht_action *a) {
   uint32_t to = sim_world_slot_of(w, a->addr, strlen(a->addr));
-  unsigned copies, i;
+  sim_conn *c;
 
   if (to == SIM_NO_SLOT) {
     sim_world_fail(w, "%s sent to \"%s\", which is no simulated node",
                    w->nodes[from].addr, a->addr);
     return;
   }
-  copies = sim_net_copies(&w->net, from, to);
-  for (i = 0; i < copies; i++) {
-    /* Addressed to the process alive now; if there is none, or it has been
-     * replaced when the frame arrives, the connection fails there. */
-    push(w, SIM_EV_DELIVER, w->now_ms + sim_net_latency_ms(&w->net), to,
-         w->nodes[to].incarnation, from,
-         conn_of(from, w->nodes[from].incarnation), a->frame, a->frame_len);
+  c = sim_net_conn_find(&w->net, from, to);
+  if (c == NULL) {
+    c = sim_net_conn_open(&w->net, from, w->nodes[from].incarnation, to,
+                          w->now_ms);
+    /* The SYN's round trip; the frames wait in the output queue. */
+    push_conn(w, SIM_EV_CONNECT, w->now_ms + 2 * (uint64_t)c->latency_ms, c,
+              0, false);
   }
+  node_write(w, c, 0, a);
 }
 
-/* Node-to-node messages may overtake each other (a stronger test than one
- * TCP connection, like messages on different connections); a client's
- * connection keeps its order, as the client relies on ACCEPTED coming
- * before the result. */
+/* A client's connection keeps its order, as the client relies on ACCEPTED
+ * coming before the result. */
 static void carry_out_client_reply(sim_world *w, uint32_t from,
                                    const dht_action *a) {
   size_t index = (size_t)(a->conn & ~SIM_CLIENT_CONN);
@@ -327,26 +435,219 @@ static void carry_out_client_reply(sim_world *w, uint32_t from,
 }
 
 static void carry_out_reply(sim_world *w, uint32_t from, const dht_action *a) {
-  uint32_t to;
-  unsigned copies, i;
+  const sim_node *n = &w->nodes[from];
+  sim_conn *c;
+  unsigned e;
 
   if (a->conn & SIM_CLIENT_CONN) {
     carry_out_client_reply(w, from, a);
     return;
   }
-  to = conn_slot(a->conn);
-  if (to >= w->n_nodes) {
+  c = sim_net_conn(&w->net, a->conn);
+  for (e = 2; c != NULL && e-- > 0;) {
+    if (c->slot[e] == from && c->open[e] && c->incarnation[e] == n->incarnation) {
+      node_write(w, c, e, a);
+      return;
+    }
+  }
+  /* dhtd drops a reply to a connection it has closed; a number it never
+   * handed out is a bug. */
+  if ((uint32_t)(a->conn & UINT32_MAX) > w->net.n_conns ||
+      (a->conn >> 32) > w->net.generation || (a->conn & UINT32_MAX) == 0) {
     sim_world_fail(w,
                    "%s replied on connection %" PRIu64
                    ", which the simulator never opened",
-                   w->nodes[from].addr, a->conn);
+                   n->addr, a->conn);
+  }
+}
+
+/* A stream that cannot reach its receiver (a cut, a dead host) is
+ * retransmitted with backoff; the sender gives up after
+ * SIM_NET_DATA_RETRIES. */
+static void hold(sim_world *w, sim_conn *c, unsigned d, bool cut) {
+  sim_stream *s = &c->stream[d];
+
+  if (++s->retries > SIM_NET_DATA_RETRIES) {
+    w->net.count.data_timeouts++;
+    sim_net_stream_clear(s);
+    end_closed(w, c, d, true);
     return;
   }
-  copies = sim_net_copies(&w->net, from, to);
-  for (i = 0; i < copies; i++) {
-    push(w, SIM_EV_DELIVER_REPLY, w->now_ms + sim_net_latency_ms(&w->net), to,
-         conn_incarnation(a->conn), from,
-         conn_of(from, w->nodes[from].incarnation), a->frame, a->frame_len);
+  push_arrival(w, c, d, sim_net_retransmit_at(&w->net, s, cut, w->now_ms));
+}
+
+static void deliver_frame(sim_world *w, uint32_t slot, uint64_t conn,
+                          uint32_t from, const uint8_t *frame, size_t len);
+static void defer(sim_world *w, sim_event *ev);
+
+/* Reads what has arrived of stream d of connection ev->conn at the other
+ * end r: frames go to r's node one by one, up to one read buffer; a FIN or
+ * RST closes r's end. */
+static void on_stream(sim_world *w, sim_event *ev) {
+  sim_net *net = &w->net;
+  sim_conn *c = sim_net_conn(net, ev->conn);
+  unsigned d = ev->end, r = 1 - d;
+  uint64_t id = ev->conn;
+  size_t read = 0;
+
+  if (c == NULL) {
+    return;
+  }
+  c->stream[d].armed = false;
+  for (;;) {
+    sim_stream *s = &c->stream[d];
+    sim_item *it = sim_net_stream_head(s);
+    sim_node *rn = &w->nodes[c->slot[r]];
+    sim_item_kind kind;
+    uint8_t *frame;
+    uint32_t len;
+
+    if (it == NULL) {
+      return;
+    }
+    if (it->at_ms > w->now_ms || read >= SIM_NET_READ_BYTES) {
+      arm(w, c, d);
+      return;
+    }
+    if (sim_net_path_cut(net, c->slot[d], c->slot[r]) ||
+        (rn->node == NULL && !rn->refuses)) {
+      hold(w, c, d, rn->node != NULL || rn->refuses);
+      return;
+    }
+    s->retries = 0;
+    if (!c->open[r] || rn->node == NULL ||
+        rn->incarnation != c->incarnation[r]) {
+      reset_from(w, c, r);
+      return;
+    }
+    if (rn->paused) {
+      s->armed = true;
+      defer(w, ev);
+      return;
+    }
+    if (c->reading_paused[r] && !s->ended) {
+      s->blocked = true;
+      return;
+    }
+    if (c->reading_paused[r]) {
+      /* The peer closed while r had output queued and read nothing: r's
+       * next write fails (the peer's kernel resets it), and the unread
+       * bytes die with the connection. */
+      sim_net_stream_clear(s);
+      end_closed(w, c, r, true);
+      return;
+    }
+    kind = it->kind;
+    frame = it->frame;
+    len = it->len;
+    sim_net_stream_pop(s);
+    /* d's output drained below half the pause mark: it reads again. */
+    if (c->reading_paused[d] &&
+        sim_net_queued(net, c, d) < net->limits.out_queue_pause / 2) {
+      c->reading_paused[d] = false;
+      if (c->stream[r].blocked) {
+        c->stream[r].blocked = false;
+        arm(w, c, r);
+      }
+    }
+    if (kind != SIM_ITEM_FRAME) {
+      /* dhtd: an outgoing connection closed by its peer failed. */
+      end_closed(w, c, r, r == 0 || kind == SIM_ITEM_RST);
+      return;
+    }
+    if (r == 0) {
+      c->last_active_ms = w->now_ms;
+    }
+    read += len;
+    deliver_frame(w, c->slot[r], id, c->slot[d], frame, len);
+    free(frame);
+    /* The node may have opened connections (moving this one) or closed
+     * this one. */
+    c = sim_net_conn(net, id);
+    if (c == NULL || w->failed) {
+      return;
+    }
+  }
+}
+
+/* The SYN of connection ev->conn has had its round trip: established
+ * (a paused process's kernel still accepts), refused (the host has no
+ * process on the port), or unanswered (a dead host, a cut either way:
+ * retransmitted, given up after 127 s). */
+static void on_connect(sim_world *w, const sim_event *ev) {
+  sim_conn *c = sim_net_conn(&w->net, ev->conn);
+  const sim_node *t;
+  uint64_t next;
+
+  if (c == NULL || c->state != SIM_CONN_CONNECTING || !c->open[0]) {
+    return;
+  }
+  if (c->syn_tries > SIM_NET_SYN_RETRIES) {
+    /* The wait after the last retransmission is over. */
+    w->net.count.connect_timeouts++;
+    end_closed(w, c, 0, true);
+    return;
+  }
+  t = &w->nodes[c->slot[1]];
+  if (sim_net_path_cut(&w->net, c->slot[0], c->slot[1]) ||
+      sim_net_path_cut(&w->net, c->slot[1], c->slot[0]) ||
+      (t->node == NULL && !t->refuses)) {
+    /* Retransmission k goes 2^k - 1 SYN RTOs after the first SYN (whose
+     * time last_active_ms holds while connecting); the one after the
+     * last retransmission is the give-up. */
+    c->syn_tries++;
+    next = c->last_active_ms +
+           (((uint64_t)1 << c->syn_tries) - 1) * SIM_NET_SYN_RTO_MS;
+    push_conn(w, SIM_EV_CONNECT, next > w->now_ms ? next : w->now_ms, c, 0,
+              false);
+    return;
+  }
+  if (t->node == NULL) {
+    w->net.count.refused++;
+    end_closed(w, c, 0, true);
+    return;
+  }
+  sim_net_conn_accept(&w->net, c, t->incarnation, w->now_ms);
+  arm(w, c, 0);
+}
+
+/* dhtd's on_sweep: closes outgoing connections with nothing queued and no
+ * byte read or written for idle_close_ms. */
+static void on_sweep(sim_world *w, uint32_t slot) {
+  uint32_t every = w->net.limits.idle_close_ms / 2 + 1;
+  sim_conn *c = sim_net_conn_first(&w->net, slot, 0), *next;
+
+  for (; c != NULL; c = next) {
+    next = sim_net_conn_next(&w->net, c, 0);
+    if (c->state == SIM_CONN_OPEN && sim_net_queued(&w->net, c, 0) == 0 &&
+        w->now_ms - c->last_active_ms >= w->net.limits.idle_close_ms) {
+      w->net.count.idle_closes++;
+      app_close(w, c, 0, false);
+    }
+  }
+  push(w, SIM_EV_SWEEP, w->now_ms + every, slot, w->nodes[slot].incarnation,
+       SIM_NO_SLOT, 0, NULL, 0);
+}
+
+/* A process dies: with the host up (refuses), its kernel resets every
+ * connection at once; with the host, they go silent, and the peer's bytes
+ * are retransmitted until the host is back and resets them. */
+static void drop_connections(sim_world *w, uint32_t slot, bool refuses) {
+  unsigned e;
+
+  for (e = 0; e < 2; e++) {
+    sim_conn *c = sim_net_conn_first(&w->net, slot, e), *next;
+    for (; c != NULL; c = next) {
+      next = sim_net_conn_next(&w->net, c, e);
+      if (c->state == SIM_CONN_OPEN && refuses && c->open[1 - e]) {
+        w->net.count.resets++;
+        sim_net_write_end(&w->net, c, e, SIM_ITEM_RST, w->now_ms);
+        arm(w, c, e);
+      } else {
+        sim_net_stream_clear(&c->stream[e]);
+      }
+      sim_net_conn_release(&w->net, c, e);
+    }
   }
 }
 
@@ -389,7 +690,8 @@ void sim_world_drain(sim_world *w, uint32_t slot) {
    * the node, before any of its output leaves. The node then hears how the
    * commit went, and only then releases the replies that acknowledge the
    * group's writes (as refusals if it failed). */
-  dht_node_commit_done(n->node, sim_disk_commit(n->disk), w->now_ms);
+  dht_node_commit_done(n->node, sim_disk_commit(n->disk),
+                       sim_world_node_now(w, slot));
   while (dht_node_poll_action(n->node, &a)) {
     switch (a.type) {
     case DHT_ACTION_SEND:
@@ -422,6 +724,92 @@ void sim_world_drain(sim_world *w, uint32_t slot) {
     return;
   }
   schedule_wake(w, slot);
+}
+
+/* The first idle sweep of slot's new process, as dhtd starts its timer. */
+static void schedule_sweep(sim_world *w, uint32_t slot) {
+  if (w->net.limits.idle_close_ms > 0) {
+    push(w, SIM_EV_SWEEP,
+         w->now_ms + w->net.limits.idle_close_ms / 2 + 1, slot,
+         w->nodes[slot].incarnation, SIM_NO_SLOT, 0, NULL, 0);
+  }
+}
+
+/* ---- paused processes ----------------------------------------------------- */
+
+/* Keeps an event for a paused process until it resumes (taking its
+ * frame). */
+static void defer(sim_world *w, sim_event *ev) {
+  sim_node *n = &w->nodes[ev->slot];
+
+  if (n->n_deferred == n->cap_deferred) {
+    n->cap_deferred = n->cap_deferred ? 2 * n->cap_deferred : 16;
+    n->deferred = xrealloc(n->deferred, n->cap_deferred, sizeof(*n->deferred));
+  }
+  n->deferred[n->n_deferred++] = *ev;
+  ev->frame = NULL;
+}
+
+/* The paused process is gone: what waited for it dies with it, except the
+ * arrivals of streams, which now meet a dead process (requeue, true) or,
+ * when the world ends, nothing (false). */
+static void drop_deferred(sim_world *w, sim_node *n, bool requeue) {
+  size_t i;
+
+  for (i = 0; i < n->n_deferred; i++) {
+    sim_event *ev = &n->deferred[i];
+    if (requeue && ev->kind == SIM_EV_STREAM) {
+      ev->at_ms = w->now_ms;
+      sim_queue_push(&w->queue, ev);
+    } else {
+      free(ev->frame);
+    }
+  }
+  n->n_deferred = 0;
+  n->paused = false;
+}
+
+void sim_world_pause(sim_world *w, uint32_t slot, uint64_t ms) {
+  sim_node *n = &w->nodes[slot];
+  uint64_t until = w->now_ms + ms;
+
+  if (n->node == NULL) {
+    return;
+  }
+  if (!n->paused || until > n->paused_until_ms) {
+    n->paused_until_ms = until;
+    push(w, SIM_EV_RESUME, until, slot, n->incarnation, SIM_NO_SLOT, 0, NULL,
+         0);
+  }
+  n->paused = true;
+}
+
+void sim_world_resume(sim_world *w, uint32_t slot) {
+  sim_node *n = &w->nodes[slot];
+  size_t i;
+
+  if (!n->paused) {
+    return;
+  }
+  n->paused = false;
+  /* Everything that waited happens now, in its order; the timers, long
+   * due, come after the bytes already read (dhtd was stopped in its
+   * poll). */
+  for (i = 0; i < n->n_deferred; i++) {
+    sim_event *ev = &n->deferred[i];
+    if (ev->kind == SIM_EV_WAKE) {
+      continue;
+    }
+    ev->at_ms = w->now_ms;
+    sim_queue_push(&w->queue, ev);
+  }
+  n->n_deferred = 0;
+  n->timer_at_ms = DHT_TIME_NEVER;
+  schedule_wake(w, slot);
+}
+
+bool sim_world_is_paused(const sim_world *w, uint32_t slot) {
+  return slot < w->n_nodes && w->nodes[slot].paused;
 }
 
 /* ---- node lifecycle ------------------------------------------------------ */
@@ -485,6 +873,7 @@ void sim_world_start(sim_world *w, uint32_t slot) {
   n->incarnation++;
   n->timer_at_ms = DHT_TIME_NEVER;
   n->expiries_at_now = 0;
+  schedule_sweep(w, slot);
   if (!dht_id_eq(dht_node_id(n->node), &n->id)) {
     sim_world_fail(w, "%s: the node's id is not the hash of its address",
                    n->addr);
@@ -538,6 +927,8 @@ void sim_world_crash(sim_world *w, uint32_t slot, bool refuses) {
   n->node = NULL;
   n->refuses = refuses;
   n->timer_at_ms = DHT_TIME_NEVER;
+  drop_connections(w, slot, refuses);
+  drop_deferred(w, n, true);
   n->leaving = false;
   n->left = false;
   sim_disk_crash(n->disk);
@@ -859,32 +1250,31 @@ static void record_client_reply(sim_world *w, const sim_event *ev) {
 
 /* ---- the event loop ------------------------------------------------------ */
 
-/* A frame reached a slot whose process is gone or was replaced. */
-static void connection_failed(sim_world *w, const sim_event *ev) {
-  const sim_node *dst = &w->nodes[ev->slot];
-  /* A live process resets a connection it does not know; a dead process's
-   * host refuses it unless the whole host is down (silence). */
-  bool refused = dst->node != NULL || dst->refuses;
-
-  if (refused && ev->peer_slot != SIM_NO_SLOT) {
-    push(w, SIM_EV_UNREACHABLE, w->now_ms + sim_net_latency_ms(&w->net),
-         ev->peer_slot, conn_incarnation(ev->conn), ev->slot, 0, NULL, 0);
-  }
-}
-
-static void deliver(sim_world *w, const sim_event *ev) {
-  sim_node *n = &w->nodes[ev->slot];
+static void deliver_frame(sim_world *w, uint32_t slot, uint64_t conn,
+                          uint32_t from, const uint8_t *frame, size_t len) {
+  sim_node *n = &w->nodes[slot];
   int rv;
 
-  rv = dht_node_recv(n->node, ev->conn, ev->frame + DHT_FRAME_HEADER_LEN,
-                     ev->frame_len - DHT_FRAME_HEADER_LEN,
-                     sim_world_node_now(w, ev->slot));
+  rv = dht_node_recv(n->node, conn, frame + DHT_FRAME_HEADER_LEN,
+                     len - DHT_FRAME_HEADER_LEN, sim_world_node_now(w, slot));
   if (rv != 0) {
     sim_world_fail(w, "%s rejected a %zu-byte frame from %s: %s", n->addr,
-                   ev->frame_len,
-                   ev->peer_slot == SIM_NO_SLOT ? "the client"
-                                                : w->nodes[ev->peer_slot].addr,
+                   len, from == SIM_NO_SLOT ? "the client" : w->nodes[from].addr,
                    dht_strerror(rv));
+  }
+  sim_world_drain(w, slot);
+}
+
+/* dhtd's on_conn_closed: the node forgets the connection, and learns that
+ * its peer is unreachable when its own connection failed. */
+static void conn_closed(sim_world *w, const sim_event *ev) {
+  sim_node *n = &w->nodes[ev->slot];
+
+  dht_node_conn_closed(n->node, ev->conn);
+  if (ev->end == 0 && ev->failed) {
+    w->unreachable++;
+    dht_node_peer_unreachable(n->node, w->nodes[ev->peer_slot].addr,
+                              sim_world_node_now(w, ev->slot));
   }
   sim_world_drain(w, ev->slot);
 }
@@ -927,7 +1317,7 @@ static void rejoin(sim_world *w, uint32_t slot) {
   sim_world_join(w, slot, bootstrap);
 }
 
-static void process(sim_world *w, const sim_event *ev) {
+static void process(sim_world *w, sim_event *ev) {
   bool alive = ev->kind != SIM_EV_CLIENT_REPLY &&
                w->nodes[ev->slot].node != NULL &&
                w->nodes[ev->slot].incarnation == ev->incarnation;
@@ -935,58 +1325,70 @@ static void process(sim_world *w, const sim_event *ev) {
   w->events++;
   w->digest = mix(w->digest, ev->at_ms);
   w->digest = mix(w->digest, (uint64_t)ev->kind << 32 | ev->slot);
-  w->digest = mix(w->digest, ev->conn ^ ev->frame_len);
+  w->digest = mix(w->digest, ev->conn ^ ev->frame_len ^ (uint64_t)ev->end << 63);
   if (w->trace != NULL) {
     fprintf(w->trace,
             "%" PRIu64 " ev=%d slot=%" PRIu32 " inc=%" PRIu32 " peer=%" PRId64
-            " conn=%" PRIx64 " len=%zu%s\n",
+            " conn=%" PRIx64 " end=%u len=%zu%s\n",
             ev->at_ms, (int)ev->kind, ev->slot, ev->incarnation,
             ev->peer_slot == SIM_NO_SLOT ? (int64_t)-1 : (int64_t)ev->peer_slot,
-            ev->conn, ev->frame_len, alive ? "" : " (no such process)");
+            ev->conn, (unsigned)ev->end, ev->frame_len,
+            alive ? "" : " (no such process)");
+  }
+  /* The stream's receiver is judged by the stream itself (a dead or
+   * replaced process resets it); everything else is for a process, which
+   * must be the one alive, and waits while it is paused. */
+  if (ev->kind == SIM_EV_STREAM) {
+    on_stream(w, ev);
+    return;
+  }
+  if (ev->kind == SIM_EV_CLIENT_REPLY) {
+    record_client_reply(w, ev);
+    return;
+  }
+  if (ev->kind == SIM_EV_DISK_FULL || ev->kind == SIM_EV_DISK_FREED) {
+    disk_space(w, ev); /* the disk's, whatever its process does */
+    return;
+  }
+  if (!alive) {
+    return;
+  }
+  if (w->nodes[ev->slot].paused && ev->kind != SIM_EV_RESUME) {
+    defer(w, ev);
+    return;
   }
   switch (ev->kind) {
   case SIM_EV_DELIVER:
-    if (alive) {
-      deliver(w, ev);
-    } else {
-      connection_failed(w, ev);
-    }
+    deliver_frame(w, ev->slot, ev->conn, ev->peer_slot, ev->frame,
+                  ev->frame_len);
     break;
-  case SIM_EV_DELIVER_REPLY:
-    if (alive) {
-      deliver(w, ev);
-    }
+  case SIM_EV_CONNECT:
+    on_connect(w, ev);
     break;
-  case SIM_EV_CLIENT_REPLY:
-    record_client_reply(w, ev);
+  case SIM_EV_CLOSED:
+    conn_closed(w, ev);
+    break;
+  case SIM_EV_SWEEP:
+    on_sweep(w, ev->slot);
     break;
   case SIM_EV_WAKE:
-    if (alive) {
-      wake(w, ev);
-    }
-    break;
-  case SIM_EV_UNREACHABLE:
-    if (alive) {
-      w->unreachable++;
-      dht_node_peer_unreachable(w->nodes[ev->slot].node,
-                                w->nodes[ev->peer_slot].addr,
-                                sim_world_node_now(w, ev->slot));
-      sim_world_drain(w, ev->slot);
-    }
+    wake(w, ev);
     break;
   case SIM_EV_REJOIN:
-    if (alive) {
-      rejoin(w, ev->slot);
+    rejoin(w, ev->slot);
+    break;
+  case SIM_EV_RESUME:
+    if (w->now_ms >= w->nodes[ev->slot].paused_until_ms) {
+      sim_world_resume(w, ev->slot);
     }
     break;
   case SIM_EV_LEAVE_TIMEOUT:
-    if (alive) {
-      leave_timeout(w, ev->slot);
-    }
+    leave_timeout(w, ev->slot);
     break;
+  case SIM_EV_STREAM:
+  case SIM_EV_CLIENT_REPLY:
   case SIM_EV_DISK_FULL:
   case SIM_EV_DISK_FREED:
-    disk_space(w, ev);
     break;
   }
 }
@@ -997,7 +1399,7 @@ void sim_world_run_until(sim_world *w, uint64_t t) {
   while (!w->failed && sim_queue_peek_time(&w->queue) <= t) {
     sim_queue_pop(&w->queue, &ev);
     w->now_ms = ev.at_ms;
-    process(w, &ev);
+    process(w, &ev); /* may take the frame (a paused receiver) */
     free(ev.frame);
   }
   if (!w->failed && t > w->now_ms) {

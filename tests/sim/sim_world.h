@@ -4,17 +4,26 @@
  *
  * The world is the host of every node: it creates and deletes them (a crash
  * deletes the node and keeps its store, which is its disk), carries out their
- * actions (SEND and REPLY become DELIVER events after a network latency,
- * CLOSE is a failure, JOIN_FAILED schedules a retry), wakes them at their
- * deadlines, and plays a client that sends lookups, gets and puts and records
- * the replies. After every call into a node it checks the node's structural
- * invariants. It never decides what faults happen or when: that is the job
- * of the run (sim_run.c) and of the experiments.
+ * actions (SEND and REPLY become bytes on simulated TCP connections, CLOSE is
+ * a failure, JOIN_FAILED schedules a retry), wakes them at their deadlines,
+ * pauses them (SIGSTOP) and plays a client that sends lookups, gets and puts
+ * and records the replies. After every call into a node it checks the node's
+ * structural invariants. It never decides what faults happen or when: that
+ * is the job of the run (sim_run.c) and of the experiments.
  *
- * Connections: node A's requests reach node B on connection
- * (A's incarnation << 32 | A's slot + 1), so B's reply on that connection goes
- * back to A and is dropped if A restarted since, as a TCP connection would be.
- * The simulated client uses connections SIM_CLIENT_CONN | op index.
+ * Connections are what dhtd's net.c makes of TCP (sim_net.h): node A's
+ * requests to B go on A's outgoing connection to B, opened on first use and
+ * reused, and B's replies come back on it. When a connection closes, each
+ * end's node gets dht_node_conn_closed(), and the opening end's node, when
+ * the connection failed (refused, reset, timed out, closed by the peer),
+ * dht_node_peer_unreachable() for its peer. A process crash resets its
+ * connections at once; a host crash leaves them silent until the host is
+ * back and answers with a reset. The simulated client uses connections
+ * SIM_CLIENT_CONN | op index, in order, next to its node.
+ *
+ * A paused process (SIGSTOP) is called for nothing: every event for it
+ * (frames read, timers, connects, closes) waits, in order, until it
+ * resumes, while its kernel still accepts connections and buffers bytes.
  */
 #ifndef SIM_WORLD_H
 #define SIM_WORLD_H
@@ -61,6 +70,11 @@ typedef struct sim_node {
   bool leaving;             /* the running process was asked to leave */
   bool left;                /* ...and reported LEFT: it exits after the
                                call that reported it */
+  bool paused;              /* the process is stopped (SIGSTOP)... */
+  uint64_t paused_until_ms; /* ...until then */
+  sim_event *deferred;      /* events for it while paused, in order */
+  size_t n_deferred;        /* events in deferred */
+  size_t cap_deferred;      /* events allocated in deferred */
 } sim_node;
 
 typedef enum sim_op_kind {
@@ -97,7 +111,7 @@ typedef struct sim_op {
 typedef struct sim_world {
   uint64_t now_ms;         /* the virtual clock */
   sim_queue queue;         /* pending events */
-  sim_net net;             /* latency, loss, partitions */
+  sim_net net;             /* connections, latency, cuts and clogs */
   sim_rng rng;             /* node seeds, bootstrap choices */
   dht_settings settings;   /* every node's settings */
   uint32_t replicas;       /* copies of each key the checks expect:
@@ -140,6 +154,9 @@ typedef struct sim_world {
   char failure[SIM_FAILURE_LEN]; /* what broke, for the report */
 } sim_world;
 
+/* dhtd's buffers and idle close, which every world starts with. */
+extern const sim_net_limits sim_world_dhtd_limits;
+
 /* Seeds every stream from seed; settings are copied. */
 void sim_world_init(sim_world *w, uint64_t seed, const dht_settings *settings);
 /* Deletes every node, store, event and op. */
@@ -177,6 +194,14 @@ void sim_world_fill_disk(sim_world *w, uint32_t slot, uint64_t at_ms,
 void sim_world_free_disks(sim_world *w);
 /* The monotonic time slot's process reads now. */
 uint64_t sim_world_node_now(const sim_world *w, uint32_t slot);
+/* Stops slot's process (SIGSTOP) for ms milliseconds, or until
+ * sim_world_resume(); a node already paused stays paused until the later
+ * end. */
+void sim_world_pause(sim_world *w, uint32_t slot, uint64_t ms);
+/* Lets slot's paused process run (SIGCONT): it handles everything that
+ * waited, in order, at the current time. */
+void sim_world_resume(sim_world *w, uint32_t slot);
+bool sim_world_is_paused(const sim_world *w, uint32_t slot);
 /* Carries out the actions of slot's node, checks its invariants and re-arms
  * its timer: call it after calling into a node directly. */
 void sim_world_drain(sim_world *w, uint32_t slot);
