@@ -618,6 +618,12 @@ static void setup(crash_run *r, const sim_options *o, sim_text *report,
   r->salt = sim_rng_next(&draws);
   sim_world_init(&r->w, sim_rng_next(&master), &r->draws.settings);
   sim_swarm_apply(&r->draws, &r->w);
+  /* The writers' clocks are off like most hosts' (within the bound). With
+   * no partition an owner always knows a key's newest write, so a writer
+   * that is behind is told STALE and stamps anew; across a partition two
+   * writers' order follows their clocks, which is not promised, so the
+   * other modes keep the writers' clocks exact. */
+  r->w.writer_clocks.within_ms = r->draws.clocks.within_ms;
   r->w.log_on = o->log_level > 0;
   r->w.log_level = (dht_log_level)(o->log_level > 0 ? o->log_level - 1 : 0);
   r->w.trace = o->trace ? stderr : NULL;

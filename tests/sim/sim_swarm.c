@@ -250,10 +250,10 @@ void sim_swarm_report_totals(const sim_world *w, sim_text *report) {
                   "disks: %" PRIu64 " commits, %" PRIu64 " failed (%" PRIu64
                   " writes lost), %" PRIu64
                   " disks full, EIO on %" PRIu64 " reads and %" PRIu64
-                  " writes; %" PRIu64 " clock steps; %" PRIu64
+                  " writes; %" PRIu64 " clock steps, %" PRIu64
+                  " writes stamped anew after STALE; %" PRIu64
                   " leaves (%" PRIu64 " timed out)\n",
                   d->commits, d->commits_failed, d->writes_lost,
-                  w->disk_fills, d->read_errors,
-                  d->write_errors, w->clock_steps, w->leaves,
-                  w->leave_timeouts);
+                  w->disk_fills, d->read_errors, d->write_errors,
+                  w->clock_steps, w->restamps, w->leaves, w->leave_timeouts);
 }

@@ -52,6 +52,7 @@ void sim_world_init(sim_world *w, uint64_t seed, const dht_settings *settings) {
   sim_net_init(&w->net, &master);
   sim_rng_fork(&master, &w->clock_rng);
   sim_rng_fork(&master, &w->disks.rng);
+  sim_rng_fork(&master, &w->writer_rng);
   sim_queue_init(&w->queue);
   dht_buf_init(&w->scratch);
   w->settings = *settings;
@@ -1061,17 +1062,38 @@ void sim_world_clear_ops(sim_world *w) {
   for (i = 0; i < w->n_ops; i++) {
     free(w->ops[i].expect_value);
     free(w->ops[i].value);
+    free(w->ops[i].write_key);
+    free(w->ops[i].write_value);
   }
   w->ops_base += w->n_ops;
   w->n_ops = 0;
   w->ops_outstanding = 0;
 }
 
-static size_t op_send(sim_world *w, sim_op_kind kind, uint32_t slot,
-                      dht_msg *msg) {
+/* Sends msg as request index to slot, over the client's connection. */
+static void op_deliver(sim_world *w, size_t index, uint32_t slot,
+                       dht_msg *msg) {
+  int rv;
+
+  msg->version = DHT_PROTOCOL_VERSION;
+  msg->rid = (uint64_t)index + 1;
+  w->scratch.len = 0;
+  rv = dht_msg_encode(msg, &w->scratch);
+  if (rv != 0) {
+    sim_world_fail(w, "dht_msg_encode(%s) failed: %s",
+                   dht_msg_type_name(msg->type), dht_strerror(rv));
+    return;
+  }
+  push(w, SIM_EV_DELIVER, w->now_ms + sim_net_client_latency_ms(&w->net), slot,
+       w->nodes[slot].incarnation, SIM_NO_SLOT, SIM_CLIENT_CONN | index,
+       w->scratch.data, w->scratch.len);
+}
+
+/* A new request of kind to slot, outstanding from now. Returns its index
+ * (pointers to ops do not survive the next one). */
+static size_t op_new(sim_world *w, sim_op_kind kind, uint32_t slot) {
   size_t index = w->ops_base + w->n_ops;
   sim_op *op;
-  int rv;
 
   if (w->n_ops == w->cap_ops) {
     w->cap_ops = w->cap_ops ? 2 * w->cap_ops : 256;
@@ -1084,19 +1106,14 @@ static size_t op_send(sim_world *w, sim_op_kind kind, uint32_t slot,
   op->sent_ms = w->now_ms;
   op->peer_slot = SIM_NO_SLOT;
   w->ops_outstanding++;
+  return index;
+}
 
-  msg->version = DHT_PROTOCOL_VERSION;
-  msg->rid = (uint64_t)index + 1;
-  w->scratch.len = 0;
-  rv = dht_msg_encode(msg, &w->scratch);
-  if (rv != 0) {
-    sim_world_fail(w, "dht_msg_encode(%s) failed: %s",
-                   dht_msg_type_name(msg->type), dht_strerror(rv));
-    return index;
-  }
-  push(w, SIM_EV_DELIVER, w->now_ms + sim_net_client_latency_ms(&w->net), slot,
-       w->nodes[slot].incarnation, SIM_NO_SLOT, SIM_CLIENT_CONN | index,
-       w->scratch.data, w->scratch.len);
+static size_t op_send(sim_world *w, sim_op_kind kind, uint32_t slot,
+                      dht_msg *msg) {
+  size_t index = op_new(w, kind, slot);
+
+  op_deliver(w, index, slot, msg);
   return index;
 }
 
@@ -1130,22 +1147,60 @@ size_t sim_world_get(sim_world *w, uint32_t slot, const char *key,
   return index;
 }
 
-/* A PUT of key = value, or a DEL of key when value is NULL. */
-static size_t write_send(sim_world *w, uint32_t slot, const char *key,
-                         const char *value) {
+/* A version from writer, as the client library stamps one: its wall clock
+ * in the hybrid format, newer than every stamp it issued or was shown. */
+static dht_version writer_stamp(sim_world *w, uint32_t writer) {
+  sim_writer *wr = &w->writers[writer];
+  uint64_t pt;
+  dht_version v;
+
+  if (!wr->started) {
+    sim_clock_draw(&wr->clock, &w->writer_clocks, &w->writer_rng, w->now_ms);
+    sim_rng_id(&w->writer_rng, &wr->id);
+    wr->started = true;
+  }
+  pt = sim_clock_wall(&wr->clock, w->now_ms) << 16;
+  wr->hlc = pt > wr->hlc ? pt : wr->hlc + 1;
+  v.hlc = wr->hlc;
+  v.writer = wr->id;
+  return v;
+}
+
+/* Sends op's write (again) with the version it carries now. */
+static void write_deliver(sim_world *w, size_t index) {
+  sim_op *op = sim_world_op(w, index);
   dht_msg msg;
-  size_t index;
 
   memset(&msg, 0, sizeof(msg));
-  msg.type = value != NULL ? DHT_MSG_PUT : DHT_MSG_DEL;
-  msg.key.p = (const uint8_t *)key;
-  msg.key.len = strlen(key);
-  if (value != NULL) {
-    msg.value.p = (const uint8_t *)value;
-    msg.value.len = strlen(value);
+  msg.type = op->kind == SIM_OP_PUT ? DHT_MSG_PUT : DHT_MSG_DEL;
+  msg.key.p = op->write_key;
+  msg.key.len = op->write_key_len;
+  if (op->kind == SIM_OP_PUT) {
+    msg.value.p = op->write_value;
+    msg.value.len = op->write_value_len;
   }
-  index = op_send(w, value != NULL ? SIM_OP_PUT : SIM_OP_DEL, slot, &msg);
-  dht_id_hash(&sim_world_op(w, index)->target, key, strlen(key));
+  msg.has_ver = true;
+  msg.ver = op->ver;
+  op_deliver(w, index, op->via_slot, &msg);
+}
+
+/* A PUT of key = value, or a DEL of key when value is NULL, stamped by a
+ * writer drawn at random. */
+static size_t write_send(sim_world *w, uint32_t slot, const char *key,
+                         const char *value) {
+  size_t index = op_new(w, value != NULL ? SIM_OP_PUT : SIM_OP_DEL, slot);
+  sim_op *op = sim_world_op(w, index);
+
+  dht_id_hash(&op->target, key, strlen(key));
+  op->write_key_len = strlen(key);
+  op->write_key = copy_bytes((const uint8_t *)key, op->write_key_len);
+  if (value != NULL) {
+    op->write_value_len = strlen(value);
+    op->write_value = copy_bytes((const uint8_t *)value, op->write_value_len);
+  }
+  op->writer = (uint32_t)sim_rng_below(&w->writer_rng, SIM_WRITERS);
+  op->ver = writer_stamp(w, op->writer);
+  write_deliver(w, index);
   return index;
 }
 
@@ -1208,6 +1263,23 @@ static void record_client_reply(sim_world *w, const sim_event *ev) {
                      index, w->nodes[op->via_slot].addr);
     }
     dht_msg_free(&msg);
+    return;
+  }
+  if (msg.type == DHT_MSG_ERROR && msg.error_code == DHT_ERR_STALE &&
+      msg.has_ver && (op->kind == SIM_OP_PUT || op->kind == SIM_OP_DEL) &&
+      op->replies == 0 && op->restamps < SIM_RESTAMPS_MAX) {
+    /* A newer write of the key is stored, and this one was issued after
+     * it was: the writer stamps it above that version and sends it again,
+     * as the client library does. */
+    sim_writer *wr = &w->writers[op->writer];
+    if (msg.ver.hlc > wr->hlc) {
+      wr->hlc = msg.ver.hlc;
+    }
+    op->ver = writer_stamp(w, op->writer);
+    op->restamps++;
+    w->restamps++;
+    dht_msg_free(&msg);
+    write_deliver(w, index);
     return;
   }
   if (++op->replies > 1) {

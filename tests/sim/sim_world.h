@@ -106,7 +106,30 @@ typedef struct sim_op {
   bool value_ok;            /* VALUE: equal to expect_value */
   uint8_t *value;           /* VALUE: the bytes returned (owned) */
   size_t value_len;         /* bytes in value */
+  /* PUT, DEL: the write, kept so that a STALE refusal can be answered */
+  uint8_t *write_key;       /* its key (owned) */
+  size_t write_key_len;     /* bytes in write_key */
+  uint8_t *write_value;     /* PUT: its value (owned) */
+  size_t write_value_len;   /* bytes in write_value */
+  uint32_t writer;          /* the writer that stamped it */
+  dht_version ver;          /* the version it carries now */
+  uint32_t restamps;        /* STALE refusals answered by stamping anew */
 } sim_op;
+
+/* Writers the simulated client plays: each stamps writes as the client
+ * library does (its own hybrid clock and writer id), and a write goes
+ * through one drawn at random. */
+#define SIM_WRITERS 4
+/* STALE refusals a write answers by stamping anew, as the library does
+ * within its call; beyond them the refusal is the result. */
+#define SIM_RESTAMPS_MAX 4
+
+typedef struct sim_writer {
+  sim_clock clock; /* its host's wall clock */
+  uint64_t hlc;    /* the latest stamp it issued or was shown */
+  dht_id id;       /* its writer id */
+  bool started;    /* clock and id drawn */
+} sim_writer;
 
 typedef struct sim_world {
   uint64_t now_ms;         /* the virtual clock */
@@ -119,6 +142,10 @@ typedef struct sim_world {
                               the checks catch a core that keeps fewer */
   sim_clock_faults clocks; /* how the hosts' clocks go wrong */
   sim_rng clock_rng;       /* clock draws */
+  sim_clock_faults writer_clocks; /* how the writers' clocks go wrong
+                                     (exact unless a mode says so) */
+  sim_writer writers[SIM_WRITERS]; /* the client's writers */
+  sim_rng writer_rng;      /* which writer writes, their clocks and ids */
   sim_disk_env disks;      /* how the disks fail, and their totals */
   uint32_t disk_epoch;     /* bumped when every disk is freed: disk-full
                               events planned before are void */
@@ -149,6 +176,7 @@ typedef struct sim_world {
   uint64_t disk_fills;           /* disks that filled up */
   uint64_t clock_steps;          /* process starts that found their host's
                                     clock stepped */
+  uint64_t restamps;             /* writes stamped anew after STALE */
   bool failed;                   /* an invariant broke: the run must stop */
   uint64_t failed_at_ms;         /* when */
   char failure[SIM_FAILURE_LEN]; /* what broke, for the report */
