@@ -11,10 +11,13 @@
  * acknowledge writes until then, so an OK is never sent for a write that is
  * not durable, and writes that arrive together commit together).
  *
- * Back-pressure: a connection whose queued output passes out_queue_pause is
- * no longer read from until it drains; one that passes out_queue_max is
- * dropped. Memory per connection is thus bounded by those settings and one
- * frame of input.
+ * Back-pressure: an accepted connection whose queued output (replies)
+ * passes out_queue_pause is no longer read from (no more requests) until it
+ * drains; any connection that passes out_queue_max is dropped. A connection
+ * this node opened is always read: its input is the replies to its own
+ * requests, and a node that stopped reading them while its peer stopped
+ * reading its requests would deadlock the pair until the drop. Memory per
+ * connection is thus bounded by those settings and one frame of input.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -292,8 +295,8 @@ static void on_flush(uv_check_t *check) {
     next = c->next_dirty;
     c->dirty = false;
     conn_write(c);
-    if (!c->closing && c->out_inflight + c->out.len > net->cfg.out_queue_pause &&
-        !c->reading_paused) {
+    if (!c->closing && !c->outgoing && !c->reading_paused &&
+        c->out_inflight + c->out.len > net->cfg.out_queue_pause) {
       c->reading_paused = true;
       uv_read_stop((uv_stream_t *)&c->tcp);
     }

@@ -14,8 +14,9 @@
  *
  * Each direction has a kernel window (the sender's and the receiver's socket
  * buffers): bytes beyond it wait in the sender's output queue, which dhtd
- * bounds: past out_queue_pause it stops reading the connection, past
- * out_queue_max it drops the connection. Closing sends a FIN after what the
+ * bounds: past out_queue_pause the accepting end stops reading the
+ * connection (requests wait until its replies drain), past out_queue_max
+ * either end drops the connection. Closing sends a FIN after what the
  * kernel already holds; a reset discards everything in both directions.
  *
  * This module holds the data (connections, their streams, path faults) and

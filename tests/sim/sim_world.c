@@ -417,6 +417,18 @@ static void carry_out_send(sim_world *w, uint32_t from, const dht_action *a) {
   node_write(w, c, 0, a);
 }
 
+/* As dhtd does: the node gave up on the peer, so its outgoing connection to
+ * it is closed, and the next send opens a new one. */
+static void carry_out_disconnect(sim_world *w, uint32_t from,
+                                 const dht_action *a) {
+  uint32_t to = sim_world_slot_of(w, a->addr, strlen(a->addr));
+  sim_conn *c = to != SIM_NO_SLOT ? sim_net_conn_find(&w->net, from, to) : NULL;
+
+  if (c != NULL) {
+    app_close(w, c, 0, false);
+  }
+}
+
 /* A client's connection keeps its order, as the client relies on ACCEPTED
  * coming before the result. */
 static void carry_out_client_reply(sim_world *w, uint32_t from,
@@ -711,6 +723,9 @@ void sim_world_drain(sim_world *w, uint32_t slot) {
                      ": it thinks a peer misbehaves, but every peer here "
                      "runs the same code",
                      w->nodes[slot].addr, a.conn);
+      break;
+    case DHT_ACTION_DISCONNECT:
+      carry_out_disconnect(w, slot, &a);
       break;
     case DHT_ACTION_EVENT:
       carry_out_event(w, slot, &a);
