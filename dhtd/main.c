@@ -70,7 +70,8 @@ static const char usage[] =
     "  --rto-min-ms N         shortest wait for one peer reply [100]\n"
     "  --max-conns N          open connections, both directions [1024]\n"
     "  --out-queue-max BYTES  output queued to one connection before it is\n"
-    "                         dropped [16777216]\n"
+    "                         dropped; at least twice the largest frame\n"
+    "                         (8388616) [16777216]\n"
     "  --log-level LEVEL      error, warn, info or debug [info]\n"
     "  --help                 this text\n"
     "  --version              print the version\n";
@@ -228,7 +229,12 @@ static int parse_args(int argc, char **argv, options *o) {
     } else if (strcmp(flag, "--max-conns") == 0) {
       rv = parse_u32(flag, val, 4, 1000000, &o->max_conns);
     } else if (strcmp(flag, "--out-queue-max") == 0) {
-      rv = parse_u64(flag, val, 65536, (uint64_t)1 << 34, &o->out_queue_max);
+      /* Twice the largest frame: a smaller queue would drop every
+       * connection that carries a full hand-off batch or a large value. */
+      rv = parse_u64(flag, val,
+                     2 * ((uint64_t)o->settings.limits.frame_len_max +
+                          DHT_FRAME_HEADER_LEN),
+                     (uint64_t)1 << 34, &o->out_queue_max);
     } else if (strcmp(flag, "--log-level") == 0) {
       if (dhtd_log_level_parse(val, &o->log_level) != 0) {
         rv = fail("--log-level wants error, warn, info or debug, not '%s'",
