@@ -450,6 +450,18 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
   uv_freeaddrinfo(res);
 }
 
+/* The open connection this node made to addr, or NULL. */
+static dhtd_conn *conn_opened_to(dhtd_net *net, const char *addr) {
+  dhtd_conn *c;
+
+  for (c = net->out_head; c != NULL; c = c->next_out) {
+    if (strcmp(c->addr, addr) == 0) {
+      return c;
+    }
+  }
+  return NULL;
+}
+
 /* Finds the open connection to addr, or opens one. NULL when the address is
  * unusable or the connection limit is reached (the node is told the peer is
  * unreachable, so its requests fail fast). */
@@ -458,12 +470,10 @@ static dhtd_conn *conn_to(dhtd_net *net, const char *addr) {
   struct sockaddr_storage ss;
   struct addrinfo hints;
   uint16_t port;
-  dhtd_conn *c;
+  dhtd_conn *c = conn_opened_to(net, addr);
 
-  for (c = net->out_head; c != NULL; c = c->next_out) {
-    if (strcmp(c->addr, addr) == 0) {
-      return c;
-    }
+  if (c != NULL) {
+    return c;
   }
   if (dht_addr_parse(addr, host, sizeof(host), &port) != 0 ||
       (c = conn_new(net)) == NULL) {
@@ -539,6 +549,12 @@ static void run_actions(dhtd_net *net) {
       break;
     case DHT_ACTION_CLOSE:
       c = conn_by_id(net, a.conn);
+      if (c != NULL) {
+        conn_close(c, false);
+      }
+      break;
+    case DHT_ACTION_DISCONNECT:
+      c = conn_opened_to(net, a.addr);
       if (c != NULL) {
         conn_close(c, false);
       }

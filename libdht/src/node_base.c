@@ -600,7 +600,7 @@ bool dht__outbox_poll(dht_node *node, dht_action *out) {
   out->conn = e->conn;
   out->event = e->event;
   out->error = e->error;
-  if (e->type == DHT_ACTION_SEND) {
+  if (e->type == DHT_ACTION_SEND || e->type == DHT_ACTION_DISCONNECT) {
     out->addr = (const char *)node->arena.data + e->addr_off;
   }
   if (e->type == DHT_ACTION_SEND || e->type == DHT_ACTION_REPLY) {
@@ -819,6 +819,19 @@ void dht__emit_event(dht_node *node, dht_event event, int error) {
     e->event = event;
     e->error = error;
   }
+}
+
+void dht__emit_disconnect(dht_node *node, const char *addr) {
+  size_t addr_len = strlen(addr) + 1;
+  size_t addr_off = node->arena.len;
+  dht__outbox_entry *e;
+
+  if (dht_buf_reserve(&node->arena, addr_len) != 0 ||
+      (e = outbox_push(node, DHT_ACTION_DISCONNECT)) == NULL) {
+    return; /* the host keeps the connection: slower to recover, no worse */
+  }
+  dht_buf_append(&node->arena, addr, addr_len);
+  e->addr_off = addr_off;
 }
 
 void dht__emit_close(dht_node *node, uint64_t conn) {

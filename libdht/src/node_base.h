@@ -74,5 +74,6 @@ void dht__acks_release(dht_node *node, int status, const char *text);
 void dht__reply_accepted(dht_node *node, uint64_t conn, uint64_t rid);
 void dht__emit_event(dht_node *node, dht_event event, int error);
 void dht__emit_close(dht_node *node, uint64_t conn);
+void dht__emit_disconnect(dht_node *node, const char *addr);
 
 #endif /* DHT_NODE_BASE_H */

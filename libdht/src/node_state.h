@@ -170,7 +170,8 @@ typedef struct dht__outbox_entry {
   dht_event event;
   int error;
   uint64_t conn;
-  size_t addr_off;  /* SEND: NUL-terminated address in the arena */
+  size_t addr_off;  /* SEND, DISCONNECT: NUL-terminated address in the
+                       arena */
   size_t frame_off; /* SEND, REPLY: the frame in the arena */
   size_t frame_len;
 } dht__outbox_entry;

@@ -317,6 +317,10 @@ void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later) {
   if (probe_later && p->id_known) {
     lost_add(node, p);
   }
+  /* Over TCP a resend waits behind whatever the kernel still holds for
+   * the peer (a dead host's connection backs off for minutes): the next
+   * request goes on a fresh connection. */
+  dht__emit_disconnect(node, p->addr);
   succ_remove(node, idx);
   for (i = 0; i < DHT_ID_BITS; i++) {
     if (node->fingers[i] == idx) {

@@ -374,8 +374,9 @@ static void reset_from(sim_world *w, sim_conn *c, unsigned r) {
 }
 
 /* End e's node writes a frame on c, as dhtd's conn_queue(): past
- * out_queue_max the connection is dropped; past out_queue_pause the node
- * stops reading it. */
+ * out_queue_max the connection is dropped; past out_queue_pause the
+ * accepting end (1) stops reading it. The opener never stops reading its
+ * replies: if both ends did, neither queue could drain. */
 static void node_write(sim_world *w, sim_conn *c, unsigned e,
                        const dht_action *a) {
   sim_net *net = &w->net;
@@ -389,7 +390,7 @@ static void node_write(sim_world *w, sim_conn *c, unsigned e,
   if (e == 0) {
     c->last_active_ms = w->now_ms;
   }
-  if (!c->reading_paused[e] &&
+  if (e == 1 && !c->reading_paused[e] &&
       sim_net_queued(net, c, e) > net->limits.out_queue_pause) {
     c->reading_paused[e] = true;
     net->count.read_pauses++;

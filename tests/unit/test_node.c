@@ -355,6 +355,7 @@ static void test_dead_next_hop_is_routed_around(void **state) {
 
   host_advance(&h, 999); /* the wait has doubled */
   host_expect_none(&h);
+  assert_int_equal(h.disconnects, 0); /* slow, not yet given up on */
   host_advance(&h, 1); /* b is dead; a is alone and answers itself */
   /* First a keepalive: the client learns the request is still alive. */
   host_expect_reply(&h, &a, CLIENT, DHT_MSG_ACCEPTED, 200);
@@ -363,6 +364,10 @@ static void test_dead_next_hop_is_routed_around(void **state) {
   assert_true(bytes_eq_str(a.msg.peer.addr, "a:1"));
   action_free(&a);
   host_expect_none(&h);
+  /* The host is told to drop its connection to b: a later request must not
+   * queue behind what the kernel still holds for a dead host. */
+  assert_true(h.disconnects >= 1);
+  assert_string_equal(h.last_disconnect, "b:2");
   assert_int_equal(dht_node_succs(h.node, NULL, NULL, 0), 0);
   assert_false(dht_node_pred(h.node, NULL, NULL));
   host_free(&h);

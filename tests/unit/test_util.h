@@ -254,6 +254,10 @@ typedef struct fake_host {
   dht_node *node;   /* the node under test */
   dht_store *store; /* the memory store lent to node */
   uint64_t now;     /* the time passed to every call, in ms */
+  /* DISCONNECT actions, which the host carries out itself (it has no
+   * connections to close) rather than hand to the test */
+  size_t disconnects;                           /* how many */
+  char last_disconnect[DHT_ADDR_LEN_MAX + 1];   /* the peer of the last */
 } fake_host;
 
 /* One action taken from the node, its frame copied and decoded. */
@@ -320,9 +324,16 @@ static inline bool host_poll(fake_host *h, host_action *a) {
 
   memset(a, 0, sizeof(*a));
   dht_buf_init(&a->frame);
-  if (!dht_node_poll_action(h->node, &da)) {
-    return false;
-  }
+  do {
+    if (!dht_node_poll_action(h->node, &da)) {
+      return false;
+    }
+    if (da.type == DHT_ACTION_DISCONNECT) {
+      assert_true(strlen(da.addr) < sizeof(h->last_disconnect));
+      strcpy(h->last_disconnect, da.addr);
+      h->disconnects++;
+    }
+  } while (da.type == DHT_ACTION_DISCONNECT);
   a->type = da.type;
   a->conn = da.conn;
   a->event = da.event;

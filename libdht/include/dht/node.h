@@ -114,6 +114,10 @@ typedef enum dht_action_type {
   DHT_ACTION_REPLY, /* write frame on connection conn */
   DHT_ACTION_CLOSE, /* close connection conn: its peer misbehaves */
   DHT_ACTION_EVENT, /* tell the host something happened */
+  DHT_ACTION_DISCONNECT, /* close the connection opened to addr, if any:
+                            the node gave up on that peer (its requests
+                            timed out), and the next SEND to it must not
+                            wait behind bytes the kernel still holds */
 } dht_action_type;
 
 typedef enum dht_event {
@@ -124,7 +128,8 @@ typedef enum dht_event {
 
 typedef struct dht_action {
   dht_action_type type;
-  const char *addr;     /* SEND: destination, NUL-terminated */
+  const char *addr;     /* SEND: destination; DISCONNECT: the peer;
+                           NUL-terminated */
   uint64_t conn;        /* REPLY, CLOSE: the host's connection number */
   const uint8_t *frame; /* SEND, REPLY: one frame, header included */
   size_t frame_len;     /* bytes in frame */
