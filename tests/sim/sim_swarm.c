@@ -146,6 +146,13 @@ void sim_swarm_draw(sim_swarm *sw, sim_rng *g, const sim_options *o) {
   }
 }
 
+bool sim_swarm_clocks_beyond(const sim_swarm *sw, uint32_t bound_ms) {
+  const sim_clock_faults *c = &sw->clocks;
+
+  return c->within_ms > bound_ms ||
+         (c->beyond_share > 0 && c->beyond_ms > bound_ms);
+}
+
 void sim_swarm_report(const sim_swarm *sw, const sim_options *o,
                       sim_text *report) {
   const dht_settings *s = &sw->settings;

@@ -43,6 +43,10 @@ typedef struct sim_swarm {
 
 /* Draws sw from g, then applies o's overrides. */
 void sim_swarm_draw(sim_swarm *sw, sim_rng *g, const sim_options *o);
+/* True when some host's clock may be off the true time by more than
+ * bound_ms: an owner that far behind rightly refuses a correct writer's
+ * stamp (CLOCK_SKEW). */
+bool sim_swarm_clocks_beyond(const sim_swarm *sw, uint32_t bound_ms);
 /* The lines of the report that say what was drawn. */
 void sim_swarm_report(const sim_swarm *sw, const sim_options *o,
                       sim_text *report);
