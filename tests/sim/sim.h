@@ -74,6 +74,9 @@ typedef struct sim_options {
   uint32_t bits_min;  /* path-length: smallest ring is 2^bits_min */
   uint32_t bits_max;  /* path-length: largest ring is 2^bits_max */
   uint32_t ring_size; /* failures, keys-*: nodes in the ring */
+  /* sweep */
+  uint32_t minutes;   /* how long to start fresh seeds for */
+  uint32_t jobs;      /* seeds run at once */
 } sim_options;
 
 /* The node settings a run drew (sim_swarm.c), which its replay command
@@ -114,6 +117,11 @@ void sim_burst_run(const sim_options *o, sim_run_result *result,
 /* The scripted regression cases; prints one line each. Returns an exit
  * code. */
 int sim_scenarios(const sim_options *o);
+
+/* Fresh seeds from o->seed on, in every mode in turn, o->jobs at a time,
+ * started for o->minutes (sim_sweep.c); prints each failure's output and
+ * replay command. Returns an exit code. */
+int sim_sweep(const sim_options *o);
 
 /* Experiments: CSV on stdout, progress on stderr. Return an exit code. */
 int sim_exp_path_length(const sim_options *o);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sim.h"
@@ -29,6 +30,7 @@ enum {
   MODE_SCENARIOS = 1 << 7,
   MODE_CRASHES = 1 << 8,
   MODE_BURST = 1 << 9,
+  MODE_SWEEP = 1 << 10,
 };
 #define MODES_RUNNING (MODE_RUN | MODE_SEEDS)
 #define MODES_CRASHING (MODE_CRASHES | MODE_BURST)
@@ -84,6 +86,11 @@ static const mode_spec modes[] = {
      "                 crash's resets, slower paths, a paused relay's late\n"
      "                 put); each must end in a converged ring with its\n"
      "                 writes; cases marked as known core bugs must fail"},
+    {"sweep", MODE_SWEEP,
+     "fresh seeds for --minutes, --jobs at a time, each in a process of\n"
+     "                 its own: seeds, crashes, burst and scenarios in turn,\n"
+     "                 at the sizes CI runs them; prints each failure's\n"
+     "                 report and replay command, exit status 1 if any"},
     {"path-length", MODE_PATH,
      "CSV: lookup hops on oracle-routed rings of 2^bits-min .. 2^bits-max\n"
      "                 nodes"},
@@ -114,8 +121,11 @@ typedef struct option_spec {
 
 static const option_spec options[] = {
     OPT64("--seed", "N", seed,
-          MODES_RINGS | MODE_SCENARIOS | MODE_PATH | MODE_FAILURES,
-          "the seed (seeds, crashes, burst: the first one)"),
+          MODES_RINGS | MODE_SCENARIOS | MODE_PATH | MODE_FAILURES |
+              MODE_SWEEP,
+          "the seed (seeds, crashes, burst, sweep: the first one; sweep:\n"
+          "                         by default, or 0, one above a million\n"
+          "                         drawn from the clock)"),
     OPT64("--count", "N", count, MODE_SEEDS | MODES_CRASHING,
           "number of seeds to run"),
     OPT32(
@@ -230,6 +240,9 @@ static const option_spec options[] = {
           "lookups per data point"),
     OPT32("--bits-min", "K", bits_min, MODE_PATH, "smallest ring is 2^K nodes"),
     OPT32("--bits-max", "K", bits_max, MODE_PATH, "largest ring is 2^K nodes"),
+    OPT32("--minutes", "N", minutes, MODE_SWEEP,
+          "start fresh seeds for this long"),
+    OPT32("--jobs", "N", jobs, MODE_SWEEP, "seeds run at once, 1..64"),
     OPT32("--ring-size", "N", ring_size,
           MODE_FAILURES | MODE_KEYS | MODE_PDF | MODE_VNODES,
           "nodes in the ring"),
@@ -262,6 +275,8 @@ static void options_default(sim_options *o) {
   o->bits_min = 4;
   o->bits_max = 14;
   o->ring_size = 1024;
+  o->minutes = 10;
+  o->jobs = 2;
 }
 
 static uint64_t get_value(const sim_options *o, const option_spec *spec) {
@@ -399,6 +414,10 @@ static int check_options(const sim_options *o) {
             "dht-sim: need --clock-drift-ppm <= %d, --disk-error-ppm and "
             "--commit-fail-ppm <= 1000000\n",
             SIM_CLOCK_DRIFT_PPM_MAX);
+    return -1;
+  }
+  if (o->jobs == 0 || o->jobs > 64 || o->minutes > 10080) {
+    fprintf(stderr, "dht-sim: need 1 <= --jobs <= 64, --minutes <= 10080\n");
     return -1;
   }
   if (o->bits_min < 2 || o->bits_min > o->bits_max || o->bits_max > 20 ||
@@ -575,6 +594,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   options_default(&o);
+  if (mode == MODE_SWEEP) {
+    o.seed = 0; /* fresh seeds unless told */
+  }
   if (parse_options(argc, argv, mode, &o) != 0 || check_options(&o) != 0) {
     return 2;
   }
@@ -589,6 +611,11 @@ int main(int argc, char **argv) {
     return mode_seeds(&o, argv[0], spec, sim_burst_run);
   case MODE_SCENARIOS:
     return sim_scenarios(&o);
+  case MODE_SWEEP:
+    if (o.seed == 0) {
+      o.seed = 1000000 + (uint64_t)time(NULL) % 1000000000;
+    }
+    return sim_sweep(&o);
   case MODE_PATH:
     return sim_exp_path_length(&o);
   case MODE_FAILURES:
