@@ -1227,6 +1227,153 @@ static void test_versionless_write_is_stamped_newer(void **state) {
   host_free(&h);
 }
 
+/* ---- group commit and a failing store ------------------------------------------ */
+
+#define DISK_WORDS "the file system holding the data directory is full"
+
+/*
+ * With group commit, the OK of a write waits for the host's commit: none
+ * before dht_node_commit_done(0), then every one held; reads are answered
+ * at once meanwhile. A failed commit turns the held OKs into DISK_FULL
+ * refusals that name the node and quote the store; then writes (PUT, DEL,
+ * a peer's HANDOFF) are refused at once for store_retry_ms while GETs are
+ * still served, and from then on taken again, their OKs waiting for the
+ * next commit.
+ */
+static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
+  fail_store *fs = fail_store_new(DISK_WORDS);
+  dht_id w = id_u64(5);
+  uint64_t failed_at;
+  fake_host h;
+  host_action a;
+  host_actions all;
+  dht_kv item;
+  dht_msg m;
+
+  (void)state;
+  alone_at_wall(&h, &fs->base, true);
+  write_at(&h, 1, "k", "v", NULL);
+  host_expect_none(&h);
+  client_request(&h, DHT_MSG_GET, 2, "k", NULL); /* stored, not yet durable */
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_VALUE, 2);
+  action_free(&a);
+  host_expect_none(&h);
+  dht_node_commit_done(h.node, 0, h.now);
+  expect_ok(&h, 1);
+  dht_node_commit_done(h.node, 0, h.now); /* nothing to commit */
+  host_expect_none(&h);
+
+  write_at(&h, 3, "a", "1", NULL);
+  write_at(&h, 4, "zz", NULL, NULL); /* NOT_FOUND needs no commit */
+  host_expect_error(&h, CLIENT, 4, DHT_ERR_NOT_FOUND);
+  write_at(&h, 5, "b", "2", NULL);
+  host_expect_none(&h);
+  h.now += 2;
+  fail_store_say(fs);
+  failed_at = h.now;
+  dht_node_commit_done(h.node, DHT_ERR_DISK_FULL, h.now);
+  host_take_all(&h, &all);
+  assert_int_equal(all.n, 2);
+  {
+    const uint64_t rids[] = {3, 5};
+    size_t i;
+    for (i = 0; i < 2; i++) {
+      const host_action *r = only_reply(&all, CLIENT, rids[i], DHT_MSG_ERROR);
+      assert_int_equal(r->msg.error_code, DHT_ERR_DISK_FULL);
+      assert_true(bytes_eq_str(r->msg.error_msg,
+                               "node a:1: disk full: " DISK_WORDS));
+    }
+  }
+  host_actions_free(&all);
+  assert_int_equal(dht_node_get_counters(h.node)->commit_failures, 1);
+
+  h.now = failed_at + 999;
+  write_at(&h, 6, "c", "3", NULL);
+  expect_refusal(&h, &a, 6, DHT_ERR_DISK_FULL, "disk full");
+  action_free(&a);
+  write_at(&h, 7, "k", NULL, NULL);
+  expect_refusal(&h, &a, 7, DHT_ERR_DISK_FULL, "disk full: " DISK_WORDS);
+  action_free(&a);
+  item = kv_of("d", "4", version_of(stamp_ms(WALL_MS), &w), false);
+  msg_init(&m, DHT_MSG_HANDOFF, 8);
+  m.items = &item;
+  m.n_items = 1;
+  host_recv(&h, PEER, &m);
+  host_expect_reply(&h, &a, PEER, DHT_MSG_ERROR, 8);
+  assert_int_equal(a.msg.error_code, DHT_ERR_DISK_FULL);
+  action_free(&a);
+  host_expect_none(&h);
+  client_request(&h, DHT_MSG_GET, 9, "k", NULL);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_VALUE, 9);
+  assert_true(bytes_eq_str(a.msg.value, "v"));
+  action_free(&a);
+  host_expect_none(&h);
+  assert_true(dht_node_get_counters(h.node)->writes_refused >= 3);
+  assert_false(store_record(h.store, "c", &item));
+  assert_false(store_record(h.store, "d", &item));
+
+  h.now = failed_at + 1000; /* store_retry_ms: try again */
+  fs->failed = false;
+  write_at(&h, 10, "c", "3", NULL);
+  host_expect_none(&h);
+  dht_node_commit_done(h.node, 0, h.now);
+  expect_ok(&h, 10);
+  assert_true(store_record(h.store, "c", &item));
+  assert_true(bytes_eq_str(item.value, "3"));
+  host_free(&h);
+}
+
+/* Without group commit, a store that refuses a write (a full disk) gets
+ * the writer a DISK_FULL refusal quoting it, and writes are then refused
+ * for store_retry_ms without being tried, while reads go on; then they are
+ * tried again. Any other store failure reads "storage failed". */
+static void test_full_disk_refuses_writes_for_a_while(void **state) {
+  fail_store *fs = fail_store_new(DISK_WORDS);
+  uint64_t failed_at;
+  fake_host h;
+  host_action a;
+  dht_kv kv;
+
+  (void)state;
+  alone_at_wall(&h, &fs->base, false);
+  write_at(&h, 1, "k", "v", NULL);
+  expect_ok(&h, 1);
+  fs->write_error = DHT_ERR_DISK_FULL;
+  failed_at = h.now;
+  write_at(&h, 2, "j", "w", NULL);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_ERROR, 2);
+  assert_int_equal(a.msg.error_code, DHT_ERR_DISK_FULL);
+  assert_true(bytes_eq_str(a.msg.error_msg, "node a:1: disk full: " DISK_WORDS));
+  action_free(&a);
+  host_expect_none(&h);
+  assert_int_equal(dht_node_get_counters(h.node)->store_errors, 1);
+
+  fs->write_error = 0; /* room again, but the node waits store_retry_ms */
+  h.now = failed_at + 999;
+  write_at(&h, 3, "j", "w", NULL);
+  expect_refusal(&h, &a, 3, DHT_ERR_DISK_FULL, "disk full");
+  action_free(&a);
+  assert_int_equal(fs->puts, 1); /* refused without trying */
+  client_request(&h, DHT_MSG_GET, 4, "k", NULL);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_VALUE, 4);
+  action_free(&a);
+  host_expect_none(&h);
+  h.now = failed_at + 1000;
+  write_at(&h, 5, "j", "w", NULL);
+  expect_ok(&h, 5);
+  assert_true(store_record(h.store, "j", &kv));
+
+  fs->write_error = DHT_ERR_STORE;
+  fs->why = "Input/output error";
+  write_at(&h, 6, "i", "x", NULL);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_ERROR, 6);
+  assert_int_equal(a.msg.error_code, DHT_ERR_STORE);
+  assert_true(bytes_eq_str(a.msg.error_msg,
+                           "node a:1: storage failed: Input/output error"));
+  action_free(&a);
+  host_free(&h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_requests_before_joining_get_state_error),
@@ -1254,6 +1401,8 @@ int main(void) {
       cmocka_unit_test(test_equal_version_is_the_same_write),
       cmocka_unit_test(test_stamp_beyond_the_skew_bound_is_refused),
       cmocka_unit_test(test_versionless_write_is_stamped_newer),
+      cmocka_unit_test(test_group_commit_holds_oks_and_reports_a_full_disk),
+      cmocka_unit_test(test_full_disk_refuses_writes_for_a_while),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
