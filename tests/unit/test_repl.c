@@ -1535,6 +1535,253 @@ static void test_one_neighbour_or_a_fast_clock_moves_nothing(void **state) {
   }
 }
 
+/* ---- ranges whose every copy died ------------------------------------------------ */
+
+/* q, a node before p2 that becomes A's predecessor once p0, p1 and p2
+ * have died. */
+#define Q_ADDR "q:1"
+#define Q_TOP 0x10
+
+static void q_ref(dht_peer_ref *ref) {
+  ref->id = id_top(Q_TOP);
+  ref->addr = bytes_of(Q_ADDR);
+}
+
+/* Answers a frame to q as q would in the ring {q, A, s1, s2, s3}. */
+static bool answer_as_q(fake_host *h, const host_action *a,
+                        const ring_view *v) {
+  dht_peer_ref succs[4], preds[3];
+  dht_msg r;
+  int i;
+
+  (void)v;
+  if (strcmp(a->addr, Q_ADDR) != 0) {
+    return false;
+  }
+  msg_init(&r, DHT_MSG_PONG, a->msg.rid);
+  r.has_peer = true;
+  q_ref(&r.peer);
+  if (a->msg.type == DHT_MSG_GET_NEIGHBORS) {
+    r.type = DHT_MSG_NEIGHBORS;
+    r.has_pred = true;
+    member_ref(S3, &r.pred);
+    for (i = 0; i < 4; i++) {
+      member_ref(A + i, &succs[i]);
+    }
+    for (i = 0; i < 3; i++) {
+      member_ref(S3 - i, &preds[i]);
+    }
+    r.succs = succs;
+    r.n_succs = 4;
+    r.preds = preds;
+    r.n_preds = 3;
+  } else if (a->msg.type != DHT_MSG_PING) {
+    fail_msg("A sent %s to q", dht_msg_type_name((int)a->msg.type));
+  }
+  assert_int_equal(host_recv(h, PEER, &r), 0);
+  return true;
+}
+
+/* ... and p2, although it died to A's pred check, answers a PING with an
+ * error: a live process all the same. */
+static bool answer_as_q_p2_refusing(fake_host *h, const host_action *a,
+                                    const ring_view *v) {
+  dht_msg r;
+
+  if (strcmp(a->addr, ring[P2].addr) == 0 && a->msg.type == DHT_MSG_PING) {
+    msg_init(&r, DHT_MSG_ERROR, a->msg.rid);
+    r.error_code = DHT_ERR_STATE;
+    assert_int_equal(host_recv(h, PEER, &r), 0);
+    return true;
+  }
+  return answer_as_q(h, a, v);
+}
+
+/* A in its ring with maintenance on, holding held (a key of p1's range,
+ * which A replicates); then p0, p1 and p2 die at once: A's predecessor
+ * check finds p0 dead, and q, beyond them all, notifies A. */
+static void three_die(fake_host *h, ring_view *v, const char *held) {
+  dht_id w = id_u64(5);
+  dht_msg notify;
+
+  ring_join(h, true);
+  record_in(h, DHT_MSG_REPLICATE,
+            kv_of(held, "p1's", version_of(hlc_at(h->now), &w), false));
+  memset(v, 0, sizeof(*v));
+  v->dead[P0] = v->dead[P1] = v->dead[P2] = true;
+  v->first = answer_as_q;
+  run_ring(h, h->now + 3000, v);
+  assert_false(dht_node_pred(h->node, NULL, NULL));
+  msg_init(&notify, DHT_MSG_NOTIFY, 3);
+  notify.has_peer = true;
+  q_ref(&notify.peer);
+  assert_int_equal(host_recv(h, PEER, &notify), 0);
+}
+
+/* The client's GET of key as rid, the ring answering what A asks as v
+ * says; returns A's final answer in *a (free it after). */
+static void get_answered(fake_host *h, uint64_t rid, const char *key,
+                         const ring_view *v, host_action *a) {
+  client_request(h, DHT_MSG_GET, rid, key, NULL, false);
+  for (;;) {
+    assert_true(next_action_in(h, h->now + 100, a, v));
+    if (a->type == DHT_ACTION_SEND) {
+      answer_as_ring_in(h, a, v);
+    } else if (a->msg.type != DHT_MSG_ACCEPTED) {
+      assert_int_equal(a->type, DHT_ACTION_REPLY);
+      assert_int_equal(a->conn, CLIENT);
+      assert_int_equal(a->msg.rid, rid);
+      return;
+    }
+    action_free(a);
+  }
+}
+
+/* Expects the GET of key to be answered ERROR LOST with a text containing
+ * words (each of the NULL-terminated list). */
+static void expect_lost(fake_host *h, uint64_t rid, const char *key,
+                        const ring_view *v, const char *const *words) {
+  char text[300];
+  host_action a;
+
+  get_answered(h, rid, key, v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_ERROR);
+  assert_int_equal(a.msg.error_code, DHT_ERR_LOST);
+  assert_true(a.msg.error_msg.len < sizeof(text));
+  memcpy(text, a.msg.error_msg.p, a.msg.error_msg.len);
+  text[a.msg.error_msg.len] = '\0';
+  for (; *words != NULL; words++) {
+    if (strstr(text, *words) == NULL) {
+      fail_msg("LOST says \"%s\", without \"%s\"", text, *words);
+    }
+  }
+  action_free(&a);
+}
+
+/* A's STATS reply to rid (free it after). */
+static void stats_of(fake_host *h, uint64_t rid, host_action *a) {
+  dht_msg m;
+
+  msg_init(&m, DHT_MSG_STATS, rid);
+  assert_int_equal(host_recv(h, CLIENT, &m), 0);
+  host_expect_reply(h, a, CLIENT, DHT_MSG_STATS_R, rid);
+}
+
+static void ack_lost(fake_host *h, uint64_t rid, const dht_id *from,
+                     const dht_id *to) {
+  host_action a;
+  dht_msg m;
+
+  msg_init(&m, DHT_MSG_ACK_LOST, rid);
+  m.from = *from;
+  m.to = *to;
+  assert_int_equal(host_recv(h, CLIENT, &m), 0);
+  host_expect_reply(h, &a, CLIENT, DHT_MSG_OK, rid);
+  action_free(&a);
+}
+
+/*
+ * p0, p1 and p2 die at once, so the keys of (q, p2] had every copy on
+ * them. A, whose new predecessor q lies beyond them all, pings each of
+ * them; while it waits a missing key of the range reads LOST ("asking them
+ * once more"), and once none has answered the range is recorded: counted,
+ * listed in STATS_R with its holders and when, and a missing key of it
+ * reads LOST naming them, while a missing key elsewhere in A's new range
+ * is NOT_FOUND and a key A held is served. ACK_LOST of another range
+ * changes nothing; of this one, it clears the record.
+ */
+static void test_lost_range_is_reported_until_acknowledged(void **state) {
+  static const char *const asking[] = {"asking them once more", NULL};
+  static const char *const named[] = {"p0:1", "p1:1", "p2:1", "died", NULL};
+  static const int holders[] = {P0, P1, P2};
+  dht_id q_id = id_top(Q_TOP), p2_id = member_id(P2), p1_id = member_id(P1);
+  uint64_t noticed;
+  fake_host h;
+  ring_view v;
+  host_action a;
+  char in_lost[16], elsewhere[16], held[16];
+  int next = 0;
+  size_t i;
+
+  (void)state;
+  name_in(in_lost, sizeof(in_lost), "key", "", &q_id, &p2_id, &next);
+  key_owned_by(elsewhere, sizeof(elsewhere), P1, &next);
+  key_owned_by(held, sizeof(held), P1, &next);
+  three_die(&h, &v, held);
+  noticed = wall_at(h.now);
+  expect_lost(&h, 840, in_lost, &v, asking);
+  assert_int_equal(stats_counter(&h, "ranges_lost"), 0);
+
+  run_ring(&h, h.now + 2000, &v); /* each ping resent, then given up */
+  assert_int_equal(stats_counter(&h, "ranges_lost"), 1);
+  stats_of(&h, 841, &a);
+  assert_int_equal(a.msg.n_lost, 1);
+  assert_true(dht_id_eq(&a.msg.lost[0].from, &q_id));
+  assert_true(dht_id_eq(&a.msg.lost[0].to, &p2_id));
+  assert_true(a.msg.lost[0].at_ms >= noticed &&
+              a.msg.lost[0].at_ms <= wall_at(h.now));
+  assert_int_equal(a.msg.lost[0].n_holders, 3);
+  for (i = 0; i < 3; i++) {
+    dht_id want = member_id(holders[i]);
+    assert_true(dht_id_eq(&a.msg.lost[0].holders[i].id, &want));
+    assert_true(bytes_eq_str(a.msg.lost[0].holders[i].addr,
+                             ring[holders[i]].addr));
+  }
+  action_free(&a);
+  expect_lost(&h, 842, in_lost, &v, named);
+  get_answered(&h, 843, elsewhere, &v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_ERROR);
+  assert_int_equal(a.msg.error_code, DHT_ERR_NOT_FOUND);
+  action_free(&a);
+  get_answered(&h, 844, held, &v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_VALUE);
+  assert_true(bytes_eq_str(a.msg.value, "p1's"));
+  action_free(&a);
+
+  ack_lost(&h, 845, &q_id, &p1_id); /* not the range recorded */
+  stats_of(&h, 846, &a);
+  assert_int_equal(a.msg.n_lost, 1);
+  action_free(&a);
+  ack_lost(&h, 847, &q_id, &p2_id);
+  stats_of(&h, 848, &a);
+  assert_int_equal(a.msg.n_lost, 0);
+  assert_int_equal(stats_value(&a.msg, "ranges_lost"), 1);
+  action_free(&a);
+  get_answered(&h, 849, in_lost, &v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_ERROR);
+  assert_int_equal(a.msg.error_code, DHT_ERR_NOT_FOUND);
+  action_free(&a);
+  host_free(&h);
+}
+
+/* One former holder that answers at all, even with an error, may still
+ * hold the keys: nothing is recorded, and a missing key reads NOT_FOUND
+ * once the check is over. */
+static void test_any_answer_from_a_holder_records_nothing(void **state) {
+  dht_id q_id = id_top(Q_TOP), p2_id = member_id(P2);
+  fake_host h;
+  ring_view v;
+  host_action a;
+  char in_lost[16], held[16];
+  int next = 0;
+
+  (void)state;
+  name_in(in_lost, sizeof(in_lost), "key", "", &q_id, &p2_id, &next);
+  key_owned_by(held, sizeof(held), P1, &next);
+  three_die(&h, &v, held);
+  v.first = answer_as_q_p2_refusing;
+  run_ring(&h, h.now + 2000, &v);
+  assert_int_equal(stats_counter(&h, "ranges_lost"), 0);
+  stats_of(&h, 850, &a);
+  assert_int_equal(a.msg.n_lost, 0);
+  action_free(&a);
+  get_answered(&h, 851, in_lost, &v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_ERROR);
+  assert_int_equal(a.msg.error_code, DHT_ERR_NOT_FOUND);
+  action_free(&a);
+  host_free(&h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_put_is_replicated_to_the_first_two_successors),
@@ -1555,6 +1802,8 @@ int main(void) {
       cmocka_unit_test(test_group_commit_with_replicas),
       cmocka_unit_test(test_neighbours_agreeing_the_clock_is_behind),
       cmocka_unit_test(test_one_neighbour_or_a_fast_clock_moves_nothing),
+      cmocka_unit_test(test_lost_range_is_reported_until_acknowledged),
+      cmocka_unit_test(test_any_answer_from_a_holder_records_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
