@@ -949,6 +949,436 @@ static void test_settings_are_checked(void **state) {
   assert_int_equal(dht_settings_check(&s), DHT_ERR_INVAL);
 }
 
+/* ---- versions fixed by the writer -------------------------------------------- */
+
+/* The wall clock of the nodes below when they are created, and the skew
+ * bound they judge stamps by (the default). */
+#define WALL_MS 1700000000000ull
+#define SKEW_MS 10000u
+
+/* The stamp of wall-clock time ms (since the Unix epoch), counter 0. */
+static uint64_t stamp_ms(uint64_t ms) { return ms << 16; }
+
+/* The greatest stamp a node whose clock reads wall_ms takes from a
+ * writer: SKEW_MS ahead, the counter full. */
+static uint64_t stamp_ceiling(uint64_t wall_ms) {
+  return stamp_ms(wall_ms + SKEW_MS) | 0xffffu;
+}
+
+/* A ring of one at "a:1" keeping one copy, its wall clock at WALL_MS, on
+ * store st (NULL: a memory store of its own), its maintenance off so that
+ * it only answers. */
+static void alone_at_wall(fake_host *h, dht_store *st, bool group_commit) {
+  dht_settings s;
+
+  dht_settings_default(&s);
+  s.replicas = 1;
+  assert_int_equal(s.max_clock_skew_ms, SKEW_MS);
+  host_init_with(h, "a:1", NULL, &s, WALL_MS,
+                 st != NULL ? st : dht_store_mem_new(), group_commit);
+  assert_int_equal(dht_node_create_ring(h->node, h->now), 0);
+  dht_node_set_maintenance(h->node, false, h->now);
+  host_expect_none(h);
+}
+
+/* The client's PUT of value (DEL when value is NULL) of key as rid,
+ * stamped ver (NULL: sent without a version). */
+static void write_at(fake_host *h, uint64_t rid, const char *key,
+                     const char *value, const dht_version *ver) {
+  dht_msg m;
+
+  msg_init(&m, value != NULL ? DHT_MSG_PUT : DHT_MSG_DEL, rid);
+  m.key = bytes_of(key);
+  if (value != NULL) {
+    m.value = bytes_of(value);
+  }
+  if (ver != NULL) {
+    m.has_ver = true;
+    m.ver = *ver;
+  }
+  assert_int_equal(host_recv(h, CLIENT, &m), 0);
+}
+
+/* Expects the OK to rid and nothing else. */
+static void expect_ok(fake_host *h, uint64_t rid) {
+  host_action a;
+
+  host_expect_reply(h, &a, CLIENT, DHT_MSG_OK, rid);
+  action_free(&a);
+  host_expect_none(h);
+}
+
+/* Expects the ERROR code to rid, and nothing else, its text naming the
+ * node and containing words; a holds it (free it after). */
+static void expect_refusal(fake_host *h, host_action *a, uint64_t rid,
+                           int code, const char *words) {
+  char text[300];
+
+  host_expect_reply(h, a, CLIENT, DHT_MSG_ERROR, rid);
+  assert_int_equal(a->msg.error_code, code);
+  assert_true(a->msg.error_msg.len < sizeof(text));
+  memcpy(text, a->msg.error_msg.p, a->msg.error_msg.len);
+  text[a->msg.error_msg.len] = '\0';
+  if (strstr(text, "a:1") == NULL || strstr(text, words) == NULL) {
+    fail_msg("refusal %s: \"%s\" lacks the node or \"%s\"",
+             dht_errname(code), text, words);
+  }
+  host_expect_none(h);
+}
+
+/* The owner stores a write at exactly the version its writer gave, never
+ * at one of its own, whether the stamp is ahead of its clock (within the
+ * bound) or behind it; a DEL's tombstone too. */
+static void test_owner_stores_the_writers_version(void **state) {
+  dht_id w = id_u64(77);
+  dht_version ahead = version_of(stamp_ms(WALL_MS + 5000) | 3, &w);
+  dht_version later = version_of(stamp_ms(WALL_MS + 5000) | 4, &w);
+  dht_version behind = version_of(stamp_ms(WALL_MS - 60000), &w);
+  dht_version gone = version_of(stamp_ms(WALL_MS + 6000), &w);
+  fake_host h;
+
+  (void)state;
+  alone_at_wall(&h, NULL, false);
+  write_at(&h, 1, "k", "v1", &ahead);
+  expect_ok(&h, 1);
+  assert_record(h.store, "k", "v1", ahead, false);
+  write_at(&h, 2, "k", "v2", &later);
+  expect_ok(&h, 2);
+  assert_record(h.store, "k", "v2", later, false);
+  write_at(&h, 3, "old", "v", &behind);
+  expect_ok(&h, 3);
+  assert_record(h.store, "old", "v", behind, false);
+  write_at(&h, 4, "k", NULL, &gone);
+  expect_ok(&h, 4);
+  assert_record(h.store, "k", "", gone, true);
+  host_free(&h);
+}
+
+/* A write older than the stored record, by its stamp or, on equal stamps,
+ * by its writer, is refused STALE carrying the stored version in ver, and
+ * counted; the record stays as it was. A DEL too. */
+static void test_older_write_is_refused_stale(void **state) {
+  dht_id w5 = id_u64(5), w4 = id_u64(4);
+  dht_version stored = version_of(stamp_ms(WALL_MS) | 9, &w5);
+  dht_version older[3];
+  fake_host h;
+  host_action a;
+  uint64_t rid = 10;
+  size_t i;
+
+  (void)state;
+  older[0] = version_of(stamp_ms(WALL_MS) | 8, &w5);
+  older[1] = version_of(stamp_ms(WALL_MS) | 9, &w4); /* smaller writer */
+  older[2] = version_of(0, &w5);
+  alone_at_wall(&h, NULL, false);
+  write_at(&h, rid, "k", "stored", &stored);
+  expect_ok(&h, rid);
+  for (i = 0; i < 3; i++) {
+    write_at(&h, ++rid, "k", "older", &older[i]);
+    expect_refusal(&h, &a, rid, DHT_ERR_STALE, "");
+    assert_true(a.msg.has_ver);
+    assert_int_equal(dht_version_cmp(&a.msg.ver, &stored), 0);
+    action_free(&a);
+    assert_record(h.store, "k", "stored", stored, false);
+  }
+  write_at(&h, ++rid, "k", NULL, &older[0]);
+  expect_refusal(&h, &a, rid, DHT_ERR_STALE, "");
+  assert_true(a.msg.has_ver);
+  assert_int_equal(dht_version_cmp(&a.msg.ver, &stored), 0);
+  action_free(&a);
+  assert_record(h.store, "k", "stored", stored, false);
+  assert_int_equal(dht_node_get_counters(h.node)->stale_writes, 4);
+  host_free(&h);
+}
+
+/* A write at the version already stored is the same write again (a
+ * client's retry, a late copy): it answers OK as the first did and
+ * writes nothing. A DEL retried after it took effect answers OK, not
+ * NOT_FOUND; a new DEL of the deleted key is NOT_FOUND. */
+static void test_equal_version_is_the_same_write(void **state) {
+  dht_id w = id_u64(5);
+  dht_version v = version_of(stamp_ms(WALL_MS) | 1, &w);
+  dht_version d = version_of(stamp_ms(WALL_MS) | 2, &w);
+  dht_version d2 = version_of(stamp_ms(WALL_MS) | 3, &w);
+  fail_store *fs = fail_store_new("");
+  fake_host h;
+
+  (void)state;
+  alone_at_wall(&h, &fs->base, false);
+  write_at(&h, 1, "k", "v", &v);
+  expect_ok(&h, 1);
+  assert_int_equal(fs->puts, 1);
+  write_at(&h, 2, "k", "v", &v);
+  expect_ok(&h, 2);
+  assert_int_equal(fs->puts, 1);
+  assert_record(h.store, "k", "v", v, false);
+
+  write_at(&h, 3, "k", NULL, &d);
+  expect_ok(&h, 3);
+  assert_int_equal(fs->puts, 2);
+  assert_record(h.store, "k", "", d, true);
+  write_at(&h, 4, "k", NULL, &d);
+  expect_ok(&h, 4);
+  assert_int_equal(fs->puts + fs->removes, 2);
+  assert_record(h.store, "k", "", d, true);
+  client_request(&h, DHT_MSG_GET, 5, "k", NULL);
+  host_expect_error(&h, CLIENT, 5, DHT_ERR_NOT_FOUND);
+
+  write_at(&h, 6, "k", NULL, &d2);
+  host_expect_error(&h, CLIENT, 6, DHT_ERR_NOT_FOUND);
+  write_at(&h, 7, "never", NULL, &d2);
+  host_expect_error(&h, CLIENT, 7, DHT_ERR_NOT_FOUND);
+  host_expect_none(&h);
+  assert_int_equal(fs->puts + fs->removes, 2);
+  host_free(&h);
+}
+
+/* A stamp up to max_clock_skew_ms ahead of the owner's clock is taken; one
+ * tick more is refused CLOCK_SKEW (PUT or DEL), counted, with a text that
+ * names the node, and moves neither the store nor the node's clock: a
+ * write the node stamps itself next reads its own clock. The bound moves
+ * with the clock. */
+static void test_stamp_beyond_the_skew_bound_is_refused(void **state) {
+  dht_id w = id_u64(5), self;
+  dht_version at_bound = version_of(stamp_ceiling(WALL_MS), &w);
+  dht_version beyond = version_of(stamp_ceiling(WALL_MS) + 1, &w);
+  dht_version far = version_of(stamp_ms(WALL_MS + 3600000), &w);
+  fake_host h;
+  host_action a;
+  dht_kv kv;
+
+  (void)state;
+  alone_at_wall(&h, NULL, false);
+  self = *dht_node_id(h.node);
+  write_at(&h, 1, "k1", "v", &beyond);
+  expect_refusal(&h, &a, 1, DHT_ERR_CLOCK_SKEW, "clock skew");
+  assert_false(a.msg.has_ver);
+  action_free(&a);
+  write_at(&h, 2, "k1", "v", &far);
+  expect_refusal(&h, &a, 2, DHT_ERR_CLOCK_SKEW, "clock skew");
+  action_free(&a);
+  assert_int_equal(dht_store_count(h.store), 0);
+  assert_int_equal(dht_node_get_counters(h.node)->clock_skew_refused, 2);
+
+  write_at(&h, 3, "k2", "own", NULL);
+  expect_ok(&h, 3);
+  assert_record(h.store, "k2", "own", version_of(stamp_ms(WALL_MS), &self),
+                false);
+  write_at(&h, 4, "k2", NULL, &far);
+  expect_refusal(&h, &a, 4, DHT_ERR_CLOCK_SKEW, "clock skew");
+  action_free(&a);
+  assert_true(store_record(h.store, "k2", &kv));
+  assert_false(kv.tombstone);
+
+  write_at(&h, 5, "k1", "at the bound", &at_bound);
+  expect_ok(&h, 5);
+  assert_record(h.store, "k1", "at the bound", at_bound, false);
+  h.now += 1; /* a millisecond later, one tick more is within the bound */
+  write_at(&h, 6, "k3", "v", &beyond);
+  expect_ok(&h, 6);
+  assert_record(h.store, "k3", "v", beyond, false);
+  assert_int_equal(dht_node_get_counters(h.node)->clock_skew_refused, 3);
+  host_free(&h);
+}
+
+/* A write without a version is stamped by the owner, with its own id,
+ * newer than the record it replaces even when that one was stamped ahead
+ * of the owner's clock (a writer 5 s ahead, or a record handed over from
+ * an hour ahead); a version-less DEL too. The record from an hour ahead
+ * does not drag the owner's clock along: its next stamp of another key
+ * stays within the skew bound. */
+static void test_versionless_write_is_stamped_newer(void **state) {
+  dht_id wmax = id_max(), self;
+  dht_version ahead = version_of(stamp_ms(WALL_MS + 5000) | 7, &wmax);
+  dht_version hour = version_of(stamp_ms(WALL_MS + 3600000), &wmax);
+  fake_host h;
+  dht_kv kv, prev, handed;
+
+  (void)state;
+  alone_at_wall(&h, NULL, false);
+  self = *dht_node_id(h.node);
+  write_at(&h, 1, "k", "client's", &ahead);
+  expect_ok(&h, 1);
+  write_at(&h, 2, "k", "owner's", NULL);
+  expect_ok(&h, 2);
+  assert_true(store_record(h.store, "k", &kv));
+  assert_true(bytes_eq_str(kv.value, "owner's"));
+  assert_true(dht_version_cmp(&kv.version, &ahead) > 0);
+  assert_true(dht_id_eq(&kv.version.writer, &self));
+  prev = kv;
+  write_at(&h, 3, "k", NULL, NULL);
+  expect_ok(&h, 3);
+  assert_true(store_record(h.store, "k", &kv));
+  assert_true(kv.tombstone);
+  assert_true(dht_version_cmp(&kv.version, &prev.version) > 0);
+  assert_true(dht_id_eq(&kv.version.writer, &self));
+
+  handed = kv_of("h", "from an hour ahead", hour, false);
+  handoff_in(&h, &handed, 1, 4);
+  host_expect_none(&h);
+  assert_record(h.store, "h", "from an hour ahead", hour, false);
+  write_at(&h, 5, "h", "beats it", NULL);
+  expect_ok(&h, 5);
+  assert_true(store_record(h.store, "h", &kv));
+  assert_true(bytes_eq_str(kv.value, "beats it"));
+  assert_true(dht_version_cmp(&kv.version, &hour) > 0);
+  write_at(&h, 6, "other", "v", NULL);
+  expect_ok(&h, 6);
+  assert_true(store_record(h.store, "other", &kv));
+  assert_true(kv.version.hlc > stamp_ms(WALL_MS));
+  /* Within the bound to the millisecond: the node's next stamp after
+   * the greatest it takes may step a tick or two past it. */
+  assert_true(kv.version.hlc >> 16 <= WALL_MS + SKEW_MS + 1);
+  host_free(&h);
+}
+
+/* ---- group commit and a failing store ------------------------------------------ */
+
+#define DISK_WORDS "the file system holding the data directory is full"
+
+/*
+ * With group commit, the OK of a write waits for the host's commit: none
+ * before dht_node_commit_done(0), then every one held; reads are answered
+ * at once meanwhile. A failed commit turns the held OKs into DISK_FULL
+ * refusals that name the node and quote the store; then writes (PUT, DEL,
+ * a peer's HANDOFF) are refused at once for store_retry_ms while GETs are
+ * still served, and from then on taken again, their OKs waiting for the
+ * next commit.
+ */
+static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
+  fail_store *fs = fail_store_new(DISK_WORDS);
+  dht_id w = id_u64(5);
+  uint64_t failed_at;
+  fake_host h;
+  host_action a;
+  host_actions all;
+  dht_kv item;
+  dht_msg m;
+
+  (void)state;
+  alone_at_wall(&h, &fs->base, true);
+  write_at(&h, 1, "k", "v", NULL);
+  host_expect_none(&h);
+  client_request(&h, DHT_MSG_GET, 2, "k", NULL); /* stored, not yet durable */
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_VALUE, 2);
+  action_free(&a);
+  host_expect_none(&h);
+  dht_node_commit_done(h.node, 0, h.now);
+  expect_ok(&h, 1);
+  dht_node_commit_done(h.node, 0, h.now); /* nothing to commit */
+  host_expect_none(&h);
+
+  write_at(&h, 3, "a", "1", NULL);
+  write_at(&h, 4, "zz", NULL, NULL); /* NOT_FOUND needs no commit */
+  host_expect_error(&h, CLIENT, 4, DHT_ERR_NOT_FOUND);
+  write_at(&h, 5, "b", "2", NULL);
+  host_expect_none(&h);
+  h.now += 2;
+  fail_store_say(fs);
+  failed_at = h.now;
+  dht_node_commit_done(h.node, DHT_ERR_DISK_FULL, h.now);
+  host_take_all(&h, &all);
+  assert_int_equal(all.n, 2);
+  {
+    const uint64_t rids[] = {3, 5};
+    size_t i;
+    for (i = 0; i < 2; i++) {
+      const host_action *r = only_reply(&all, CLIENT, rids[i], DHT_MSG_ERROR);
+      assert_int_equal(r->msg.error_code, DHT_ERR_DISK_FULL);
+      assert_true(bytes_eq_str(r->msg.error_msg,
+                               "node a:1: disk full: " DISK_WORDS));
+    }
+  }
+  host_actions_free(&all);
+  assert_int_equal(dht_node_get_counters(h.node)->commit_failures, 1);
+
+  h.now = failed_at + 999;
+  write_at(&h, 6, "c", "3", NULL);
+  expect_refusal(&h, &a, 6, DHT_ERR_DISK_FULL, "disk full");
+  action_free(&a);
+  write_at(&h, 7, "k", NULL, NULL);
+  expect_refusal(&h, &a, 7, DHT_ERR_DISK_FULL, "disk full: " DISK_WORDS);
+  action_free(&a);
+  item = kv_of("d", "4", version_of(stamp_ms(WALL_MS), &w), false);
+  msg_init(&m, DHT_MSG_HANDOFF, 8);
+  m.items = &item;
+  m.n_items = 1;
+  host_recv(&h, PEER, &m);
+  host_expect_reply(&h, &a, PEER, DHT_MSG_ERROR, 8);
+  assert_int_equal(a.msg.error_code, DHT_ERR_DISK_FULL);
+  action_free(&a);
+  host_expect_none(&h);
+  client_request(&h, DHT_MSG_GET, 9, "k", NULL);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_VALUE, 9);
+  assert_true(bytes_eq_str(a.msg.value, "v"));
+  action_free(&a);
+  host_expect_none(&h);
+  assert_true(dht_node_get_counters(h.node)->writes_refused >= 3);
+  assert_false(store_record(h.store, "c", &item));
+  assert_false(store_record(h.store, "d", &item));
+
+  h.now = failed_at + 1000; /* store_retry_ms: try again */
+  fs->failed = false;
+  write_at(&h, 10, "c", "3", NULL);
+  host_expect_none(&h);
+  dht_node_commit_done(h.node, 0, h.now);
+  expect_ok(&h, 10);
+  assert_true(store_record(h.store, "c", &item));
+  assert_true(bytes_eq_str(item.value, "3"));
+  host_free(&h);
+}
+
+/* Without group commit, a store that refuses a write (a full disk) gets
+ * the writer a DISK_FULL refusal quoting it, and writes are then refused
+ * for store_retry_ms without being tried, while reads go on; then they are
+ * tried again. Any other store failure reads "storage failed". */
+static void test_full_disk_refuses_writes_for_a_while(void **state) {
+  fail_store *fs = fail_store_new(DISK_WORDS);
+  uint64_t failed_at;
+  fake_host h;
+  host_action a;
+  dht_kv kv;
+
+  (void)state;
+  alone_at_wall(&h, &fs->base, false);
+  write_at(&h, 1, "k", "v", NULL);
+  expect_ok(&h, 1);
+  fs->write_error = DHT_ERR_DISK_FULL;
+  failed_at = h.now;
+  write_at(&h, 2, "j", "w", NULL);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_ERROR, 2);
+  assert_int_equal(a.msg.error_code, DHT_ERR_DISK_FULL);
+  assert_true(bytes_eq_str(a.msg.error_msg, "node a:1: disk full: " DISK_WORDS));
+  action_free(&a);
+  host_expect_none(&h);
+  assert_int_equal(dht_node_get_counters(h.node)->store_errors, 1);
+
+  fs->write_error = 0; /* room again, but the node waits store_retry_ms */
+  h.now = failed_at + 999;
+  write_at(&h, 3, "j", "w", NULL);
+  expect_refusal(&h, &a, 3, DHT_ERR_DISK_FULL, "disk full");
+  action_free(&a);
+  assert_int_equal(fs->puts, 1); /* refused without trying */
+  client_request(&h, DHT_MSG_GET, 4, "k", NULL);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_VALUE, 4);
+  action_free(&a);
+  host_expect_none(&h);
+  h.now = failed_at + 1000;
+  write_at(&h, 5, "j", "w", NULL);
+  expect_ok(&h, 5);
+  assert_true(store_record(h.store, "j", &kv));
+
+  fs->write_error = DHT_ERR_STORE;
+  fs->why = "Input/output error";
+  write_at(&h, 6, "i", "x", NULL);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_ERROR, 6);
+  assert_int_equal(a.msg.error_code, DHT_ERR_STORE);
+  assert_true(bytes_eq_str(a.msg.error_msg,
+                           "node a:1: storage failed: Input/output error"));
+  action_free(&a);
+  host_free(&h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_requests_before_joining_get_state_error),
@@ -971,6 +1401,13 @@ int main(void) {
       cmocka_unit_test(test_leave_notice_repairs_neighbours),
       cmocka_unit_test(test_stats_reply),
       cmocka_unit_test(test_settings_are_checked),
+      cmocka_unit_test(test_owner_stores_the_writers_version),
+      cmocka_unit_test(test_older_write_is_refused_stale),
+      cmocka_unit_test(test_equal_version_is_the_same_write),
+      cmocka_unit_test(test_stamp_beyond_the_skew_bound_is_refused),
+      cmocka_unit_test(test_versionless_write_is_stamped_newer),
+      cmocka_unit_test(test_group_commit_holds_oks_and_reports_a_full_disk),
+      cmocka_unit_test(test_full_disk_refuses_writes_for_a_while),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

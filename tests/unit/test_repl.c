@@ -3,7 +3,9 @@
  * three copies of each key. The test plays the six other nodes of a ring of
  * seven around node A, answering A's frames as they would, and checks what
  * they and A's clients see: which records A sends to whom and when, what it
- * answers, and the records left in its store.
+ * answers, and the records left in its store. Beyond the copies: stamps
+ * judged against A's clock and its neighbours', group commits, and ranges
+ * whose every copy died (node_lost.c).
  *
  * The ring, clockwise, each id a fraction of the way round:
  *
@@ -108,14 +110,37 @@ static bool is_upkeep(dht_msg_type type) {
          type == DHT_MSG_PING || type == DHT_MSG_NOTIFY;
 }
 
+/* A's wall clock when the test's clock reads now, in ms. */
+static uint64_t wall_at(uint64_t now) { return WALL_MS + now - HOST_START_MS; }
+
+/* What the ring is like beyond its shape, for the tests that need more
+ * than members that all answer and carry no clock. */
+typedef struct ring_view {
+  bool walls;               /* NEIGHBORS carry the responder's wall clock */
+  int64_t ahead_ms[RING_N]; /* ... member i's clock minus A's, in ms */
+  bool dead[RING_N];        /* member i is dead: frames to it are lost */
+  /* Answers a first, as whoever it went to, when it is not for the ring
+   * as drawn (a node that joined, a member that refuses); returns false
+   * to leave it to the ring. NULL: the ring answers everything. */
+  bool (*first)(fake_host *h, const host_action *a, const struct ring_view *v);
+} ring_view;
+
 /* Answers what A sent in a as the member it went to would, with its place
- * in the ring; a replica has every record already (in sync, nothing to
- * fetch). */
-static void answer_as_ring(fake_host *h, const host_action *a) {
-  int m = member_at(a->addr), i;
+ * in the ring and as v says (NULL: alive, no clock); a replica has every
+ * record already (in sync, nothing to fetch). */
+static void answer_as_ring_in(fake_host *h, const host_action *a,
+                              const ring_view *v) {
+  int m, i;
   dht_peer_ref succs[SUCC_LIST_LEN], preds[3], path[1];
   dht_msg r;
 
+  if (v != NULL && v->first != NULL && v->first(h, a, v)) {
+    return;
+  }
+  m = member_at(a->addr);
+  if (v != NULL && v->dead[m]) {
+    return;
+  }
   msg_init(&r, DHT_MSG_OK, a->msg.rid);
   switch (a->msg.type) {
   case DHT_MSG_GET_NEIGHBORS:
@@ -134,6 +159,9 @@ static void answer_as_ring(fake_host *h, const host_action *a) {
     r.n_succs = SUCC_LIST_LEN;
     r.preds = preds;
     r.n_preds = 3;
+    if (v != NULL && v->walls) {
+      r.wall_ms = (uint64_t)((int64_t)wall_at(h->now) + v->ahead_ms[m]);
+    }
     break;
   case DHT_MSG_FIND_SUCC:
     r.type = DHT_MSG_FIND_SUCC_R;
@@ -167,10 +195,16 @@ static void answer_as_ring(fake_host *h, const host_action *a) {
   assert_int_equal(host_recv(h, PEER, &r), 0);
 }
 
+static void answer_as_ring(fake_host *h, const host_action *a) {
+  answer_as_ring_in(h, a, NULL);
+}
+
 /* Takes A's next action that is not ring upkeep, answering upkeep as the
- * ring would and letting time run to A's next deadline, but not past
- * until_ms. False when none came by then; the clock then reads until_ms. */
-static bool next_action(fake_host *h, uint64_t until_ms, host_action *a) {
+ * ring would (as v says) and letting time run to A's next deadline, but
+ * not past until_ms. False when none came by then; the clock then reads
+ * until_ms. */
+static bool next_action_in(fake_host *h, uint64_t until_ms, host_action *a,
+                           const ring_view *v) {
   int rounds;
 
   for (rounds = 0; rounds < 100000; rounds++) {
@@ -179,7 +213,7 @@ static bool next_action(fake_host *h, uint64_t until_ms, host_action *a) {
       if (a->type != DHT_ACTION_SEND || !is_upkeep(a->msg.type)) {
         return true;
       }
-      answer_as_ring(h, a);
+      answer_as_ring_in(h, a, v);
       action_free(a);
     }
     next = dht_node_next_deadline(h->node);
@@ -192,6 +226,22 @@ static bool next_action(fake_host *h, uint64_t until_ms, host_action *a) {
   }
   fail_msg("A keeps waking up without end");
   return false;
+}
+
+static bool next_action(fake_host *h, uint64_t until_ms, host_action *a) {
+  return next_action_in(h, until_ms, a, NULL);
+}
+
+/* Lets A run until until_ms, the ring answering all it sends as v says.
+ * A must only talk to the ring meanwhile. */
+static void run_ring(fake_host *h, uint64_t until_ms, const ring_view *v) {
+  host_action a;
+
+  while (next_action_in(h, until_ms, &a, v)) {
+    assert_int_equal(a.type, DHT_ACTION_SEND);
+    answer_as_ring_in(h, &a, v);
+    action_free(&a);
+  }
 }
 
 /* A's STATS counter name, as a client asking would see it. */
@@ -214,9 +264,11 @@ static uint64_t stats_counter(fake_host *h, const char *name) {
  * as its stabilize would once s1 names A, p0's neighbours give the
  * predecessor list, and a digest exchange with s1 and s2 puts A in sync.
  * Maintenance stays on only with maintenance: otherwise A talks only when
- * a test makes it.
+ * a test makes it. A keeps its records in store (NULL: a memory store) and
+ * waits for group commits when group_commit.
  */
-static void ring_join(fake_host *h, bool maintenance) {
+static void ring_join_with(fake_host *h, bool maintenance, dht_store *store,
+                           bool group_commit) {
   dht_id id = member_id(A), ids[SUCC_LIST_LEN + 1];
   dht_settings s;
   host_action a;
@@ -232,7 +284,8 @@ static void ring_join(fake_host *h, bool maintenance) {
   /* Replies come at once here, which would shrink every wait to rto_min:
    * the waits stay rpc_timeout_ms, so that a failure's schedule is fixed. */
   s.rto_min_ms = RPC_TIMEOUT_MS;
-  host_init(h, ring[A].addr, &id, &s, WALL_MS);
+  host_init_with(h, ring[A].addr, &id, &s, WALL_MS,
+                 store != NULL ? store : dht_store_mem_new(), group_commit);
   assert_int_equal(dht_node_join(h->node, ring[P2].addr, h->now), 0);
   while (next_action(h, HOST_START_MS + 3000, &a)) {
     if (a.type == DHT_ACTION_EVENT) {
@@ -265,6 +318,10 @@ static void ring_join(fake_host *h, bool maintenance) {
     dht_node_set_maintenance(h->node, false, h->now);
   }
   host_expect_none(h);
+}
+
+static void ring_join(fake_host *h, bool maintenance) {
+  ring_join_with(h, maintenance, NULL, false);
 }
 
 /* ---- helpers for the exchanges ------------------------------------------------ */
@@ -325,13 +382,26 @@ typedef struct write_out {
   const host_action *to_s2; /* ... and to s2 */
 } write_out;
 
-/* The client's write (PUT with value, or DEL) of key as rid: expects, in
- * any order, the ACCEPTED, a REPLICATE of want to s1 and one to s2, and
- * nothing else. Free w->sent after. */
-static void write_sent(fake_host *h, dht_msg_type type, uint64_t rid,
-                       const char *key, const char *value, const dht_kv *want,
-                       write_out *w) {
-  client_request(h, type, rid, key, value, false);
+/* The client's write (PUT with value, or DEL) of key as rid, stamped ver
+ * (NULL: without a version): expects, in any order, the ACCEPTED, a
+ * REPLICATE of want to s1 and one to s2, and nothing else. Free w->sent
+ * after. */
+static void write_sent_at(fake_host *h, dht_msg_type type, uint64_t rid,
+                          const char *key, const char *value,
+                          const dht_version *ver, const dht_kv *want,
+                          write_out *w) {
+  dht_msg m;
+
+  msg_init(&m, type, rid);
+  m.key = bytes_of(key);
+  if (value != NULL) {
+    m.value = bytes_of(value);
+  }
+  if (ver != NULL) {
+    m.has_ver = true;
+    m.ver = *ver;
+  }
+  assert_int_equal(host_recv(h, CLIENT, &m), 0);
   host_take_all(h, &w->sent);
   assert_int_equal(w->sent.n, 3);
   only_reply(&w->sent, CLIENT, rid, DHT_MSG_ACCEPTED);
@@ -339,6 +409,12 @@ static void write_sent(fake_host *h, dht_msg_type type, uint64_t rid,
   assert_replicate(w->to_s1, S1, want);
   w->to_s2 = only_send(&w->sent, ring[S2].addr, DHT_MSG_REPLICATE);
   assert_replicate(w->to_s2, S2, want);
+}
+
+static void write_sent(fake_host *h, dht_msg_type type, uint64_t rid,
+                       const char *key, const char *value, const dht_kv *want,
+                       write_out *w) {
+  write_sent_at(h, type, rid, key, value, NULL, want, w);
 }
 
 /* ---- writes ------------------------------------------------------------------- */
@@ -1129,6 +1205,583 @@ static void test_replica_answers_a_final_get_from_its_store(void **state) {
   host_free(&h);
 }
 
+/* ---- stamps of copies, and tombstones past their grace ------------------------- */
+
+#define SKEW_MS 10000u            /* the default max_clock_skew_ms */
+#define GRACE_MS (3600u * 1000u)  /* the default tombstone_grace_ms */
+
+/* The greatest stamp A takes from a writer when the test's clock reads
+ * now: SKEW_MS ahead of A's clock, the counter full. */
+static uint64_t ceiling_at(uint64_t now) {
+  return (wall_at(now) + SKEW_MS) << 16 | 0xffffu;
+}
+
+/* The client's write of key as rid (PUT of value, or DEL when value is
+ * NULL) stamped ver (NULL: without a version). */
+static void client_write(fake_host *h, uint64_t rid, const char *key,
+                         const char *value, const dht_version *ver) {
+  dht_msg m;
+
+  msg_init(&m, value != NULL ? DHT_MSG_PUT : DHT_MSG_DEL, rid);
+  m.key = bytes_of(key);
+  if (value != NULL) {
+    m.value = bytes_of(value);
+  }
+  if (ver != NULL) {
+    m.has_ver = true;
+    m.ver = *ver;
+  }
+  assert_int_equal(host_recv(h, CLIENT, &m), 0);
+}
+
+/* Answers both REPLICATEs of w with OK and expects the client's OK to rid;
+ * frees w. */
+static void write_acked(fake_host *h, write_out *w, uint64_t rid) {
+  host_action a;
+
+  host_answer(h, PEER, w->to_s1, DHT_MSG_OK);
+  host_answer(h, PEER, w->to_s2, DHT_MSG_OK);
+  host_actions_free(&w->sent);
+  host_expect_reply(h, &a, CLIENT, DHT_MSG_OK, rid);
+  action_free(&a);
+  host_expect_none(h);
+}
+
+/*
+ * A copy from another node is taken whatever its stamp, an hour ahead of
+ * A's clock included (REPLICATE and HANDOFF: its owner judged the stamp),
+ * and is not counted as refused. It moves neither A's skew bound (a
+ * client's stamp one tick past it is still refused) nor A's clock past
+ * it: the next write A stamps itself stays within the bound.
+ */
+static void test_copies_are_taken_whatever_their_stamp(void **state) {
+  dht_id w = id_u64(5), a_id = member_id(A);
+  uint64_t hour = hlc_at(HOST_START_MS + 3600000);
+  dht_version beyond;
+  fake_host h;
+  host_actions all;
+  const host_action *to_s1;
+  char of_p0[16], of_p0b[16], mine[16], mine2[16];
+  int next = 0;
+
+  (void)state;
+  ring_join(&h, false);
+  key_owned_by(of_p0, sizeof(of_p0), P0, &next);
+  key_owned_by(of_p0b, sizeof(of_p0b), P0, &next);
+  key_owned_by(mine, sizeof(mine), A, &next);
+  key_owned_by(mine2, sizeof(mine2), A, &next);
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(of_p0, "an hour ahead", version_of(hour, &w), false));
+  assert_record(h.store, of_p0, "an hour ahead", version_of(hour, &w), false);
+  record_in(&h, DHT_MSG_HANDOFF,
+            kv_of(of_p0b, "", version_of(hour + 1, &w), true));
+  assert_record(h.store, of_p0b, "", version_of(hour + 1, &w), true);
+  assert_int_equal(stats_counter(&h, "clock_skew_refused"), 0);
+
+  beyond = version_of(ceiling_at(h.now) + 1, &w);
+  client_write(&h, 801, mine, "v", &beyond);
+  host_expect_error(&h, CLIENT, 801, DHT_ERR_CLOCK_SKEW);
+  host_expect_none(&h);
+  assert_int_equal(stats_counter(&h, "clock_skew_refused"), 1);
+
+  client_write(&h, 802, mine2, "own", NULL);
+  host_take_all(&h, &all);
+  only_reply(&all, CLIENT, 802, DHT_MSG_ACCEPTED);
+  to_s1 = only_send(&all, ring[S1].addr, DHT_MSG_REPLICATE);
+  assert_true(dht_id_eq(&to_s1->msg.items[0].version.writer, &a_id));
+  assert_true(to_s1->msg.items[0].version.hlc > hlc_at(h.now));
+  /* Within the bound to the millisecond: the stamp after the greatest A
+   * takes may step a tick or two past it. */
+  assert_true(to_s1->msg.items[0].version.hlc >> 16 <=
+              wall_at(h.now) + SKEW_MS + 1);
+  host_actions_free(&all);
+  host_free(&h);
+}
+
+/*
+ * A tombstone already past its grace (stamp + grace + skew behind A's
+ * clock) that arrives by REPLICATE still deletes an older value, and is
+ * then not kept: the key is gone from the store and reads as missing. It
+ * deletes nothing newer, and of a key A lacks it leaves nothing. One a
+ * millisecond short of expiry is kept as a tombstone.
+ */
+static void test_expired_tombstone_still_deletes_an_older_value(void **state) {
+  dht_id w = id_u64(5);
+  uint64_t now_wall, expired, edge, old;
+  fake_host h;
+  char key[16], newer[16], absent[16], kept[16];
+  dht_kv kv;
+  int next = 0;
+
+  (void)state;
+  ring_join(&h, false);
+  now_wall = wall_at(h.now);
+  expired = (now_wall - GRACE_MS - SKEW_MS - 1) << 16;
+  edge = (now_wall - GRACE_MS - SKEW_MS) << 16;
+  old = (now_wall - 3 * GRACE_MS) << 16;
+  key_owned_by(key, sizeof(key), A, &next);
+  key_owned_by(newer, sizeof(newer), A, &next);
+  key_owned_by(absent, sizeof(absent), P0, &next);
+  key_owned_by(kept, sizeof(kept), A, &next);
+  record_in(&h, DHT_MSG_REPLICATE, kv_of(key, "old", version_of(old, &w), false));
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(newer, "newer", version_of(expired + 1, &w), false));
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(kept, "old", version_of(old, &w), false));
+  expect_get(&h, 810, key, "old");
+
+  record_in(&h, DHT_MSG_REPLICATE, kv_of(key, "", version_of(expired, &w), true));
+  assert_false(store_record(h.store, key, &kv));
+  expect_get(&h, 811, key, NULL);
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(newer, "", version_of(expired, &w), true));
+  assert_record(h.store, newer, "newer", version_of(expired + 1, &w), false);
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(absent, "", version_of(expired, &w), true));
+  assert_false(store_record(h.store, absent, &kv));
+  record_in(&h, DHT_MSG_REPLICATE, kv_of(kept, "", version_of(edge, &w), true));
+  assert_record(h.store, kept, "", version_of(edge, &w), true);
+  expect_get(&h, 812, kept, NULL);
+  host_free(&h);
+}
+
+/* ---- group commit with replicas ------------------------------------------------ */
+
+#define DISK_WORDS "the file system holding the data directory is full"
+
+/*
+ * With group commit, the owner's OK needs both: every live replica's OK
+ * and its own commit, in either order. A commit that fails answers the
+ * writes of its group DISK_FULL at once, naming the node and quoting the
+ * store, whatever the replicas say later. A REPLICATE that A takes as a
+ * replica is acknowledged only after its commit, and refused once the
+ * commit failed; while A refuses writes it still serves reads.
+ */
+static void test_group_commit_with_replicas(void **state) {
+  fail_store *fs = fail_store_new(DISK_WORDS);
+  dht_id w = id_u64(5), writer = member_id(A);
+  fake_host h;
+  write_out wo;
+  host_action a;
+  dht_kv want, copy;
+  dht_msg m;
+  char k1[16], k2[16], k3[16], of_p0[16], of_p0b[16];
+  int next = 0;
+
+  (void)state;
+  ring_join_with(&h, false, &fs->base, true);
+  key_owned_by(k1, sizeof(k1), A, &next);
+  key_owned_by(k2, sizeof(k2), A, &next);
+  key_owned_by(k3, sizeof(k3), A, &next);
+  key_owned_by(of_p0, sizeof(of_p0), P0, &next);
+  key_owned_by(of_p0b, sizeof(of_p0b), P0, &next);
+
+  /* Replicas first, then the commit. */
+  want = kv_of(k1, "v1", version_of(hlc_at(h.now), &writer), false);
+  write_sent(&h, DHT_MSG_PUT, 820, k1, "v1", &want, &wo);
+  host_answer(&h, PEER, wo.to_s1, DHT_MSG_OK);
+  host_answer(&h, PEER, wo.to_s2, DHT_MSG_OK);
+  host_actions_free(&wo.sent);
+  host_expect_none(&h);
+  dht_node_commit_done(h.node, 0, h.now);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_OK, 820);
+  action_free(&a);
+  host_expect_none(&h);
+
+  /* The commit first, then the replicas. */
+  h.now += 1;
+  want = kv_of(k2, "v2", version_of(hlc_at(h.now), &writer), false);
+  write_sent(&h, DHT_MSG_PUT, 821, k2, "v2", &want, &wo);
+  dht_node_commit_done(h.node, 0, h.now);
+  host_expect_none(&h);
+  write_acked(&h, &wo, 821);
+
+  /* A REPLICATE is acknowledged after the commit. */
+  copy = kv_of(of_p0, "p0's", version_of(hlc_at(h.now), &w), false);
+  msg_init(&m, DHT_MSG_REPLICATE, 822);
+  m.items = &copy;
+  m.n_items = 1;
+  assert_int_equal(host_recv(&h, PEER, &m), 0);
+  host_expect_none(&h);
+  dht_node_commit_done(h.node, 0, h.now);
+  host_expect_reply(&h, &a, PEER, DHT_MSG_OK, 822);
+  action_free(&a);
+  host_expect_none(&h);
+
+  /* A failed commit: the write in flight and the held REPLICATE OK are
+   * refused at once; the replicas' OKs that follow change nothing. */
+  h.now += 1;
+  want = kv_of(k3, "v3", version_of(hlc_at(h.now), &writer), false);
+  write_sent(&h, DHT_MSG_PUT, 823, k3, "v3", &want, &wo);
+  copy = kv_of(of_p0b, "p0's", version_of(hlc_at(h.now), &w), false);
+  m.rid = 824;
+  assert_int_equal(host_recv(&h, PEER, &m), 0);
+  host_expect_none(&h);
+  fail_store_say(fs);
+  dht_node_commit_done(h.node, DHT_ERR_DISK_FULL, h.now);
+  {
+    host_actions all;
+    const host_action *r;
+
+    host_take_all(&h, &all);
+    assert_int_equal(all.n, 2);
+    r = only_reply(&all, CLIENT, 823, DHT_MSG_ERROR);
+    assert_int_equal(r->msg.error_code, DHT_ERR_DISK_FULL);
+    assert_true(
+        bytes_eq_str(r->msg.error_msg, "node a:1: disk full: " DISK_WORDS));
+    r = only_reply(&all, PEER, 824, DHT_MSG_ERROR);
+    assert_int_equal(r->msg.error_code, DHT_ERR_DISK_FULL);
+    host_actions_free(&all);
+  }
+  host_answer(&h, PEER, wo.to_s1, DHT_MSG_OK);
+  host_answer(&h, PEER, wo.to_s2, DHT_MSG_OK);
+  host_actions_free(&wo.sent);
+  host_expect_none(&h);
+
+  /* Refusing writes for store_retry_ms: a replica's too; reads go on. */
+  m.rid = 825;
+  assert_int_equal(host_recv(&h, PEER, &m), 0);
+  host_expect_error(&h, PEER, 825, DHT_ERR_DISK_FULL);
+  client_write(&h, 826, k1, "again", NULL);
+  host_expect_error(&h, CLIENT, 826, DHT_ERR_DISK_FULL);
+  host_expect_none(&h);
+  expect_get(&h, 827, k1, "v1");
+  host_free(&h);
+}
+
+/* ---- clocks compared with the neighbours' -------------------------------------- */
+
+/* A in its ring with maintenance on, its successor s1 and predecessor p0
+ * answering NEIGHBORS with clocks ahead of A's by succ_ms and pred_ms, for
+ * 2.5 s: long enough for stabilize and the predecessor check to ask each
+ * twice. */
+static void clocks_noted(fake_host *h, int64_t succ_ms, int64_t pred_ms) {
+  ring_view v;
+
+  memset(&v, 0, sizeof(v));
+  v.walls = true;
+  v.ahead_ms[S1] = succ_ms;
+  v.ahead_ms[P0] = pred_ms;
+  ring_join(h, true);
+  run_ring(h, h->now + 2500, &v);
+}
+
+/* The client's PUT of key stamped ahead_ms ahead of A's clock: expects it
+ * taken at exactly that stamp and acknowledged, when taken is true, or
+ * refused CLOCK_SKEW. */
+static void put_stamped_ahead(fake_host *h, uint64_t rid, const char *key,
+                              uint64_t ahead_ms, bool taken) {
+  dht_id w = id_u64(9);
+  dht_version ver = version_of((wall_at(h->now) + ahead_ms) << 16, &w);
+  dht_kv want = kv_of(key, "v", ver, false);
+  write_out wo;
+
+  if (!taken) {
+    client_write(h, rid, key, "v", &ver);
+    host_expect_error(h, CLIENT, rid, DHT_ERR_CLOCK_SKEW);
+    host_expect_none(h);
+    return;
+  }
+  write_sent_at(h, DHT_MSG_PUT, rid, key, "v", &ver, &want, &wo);
+  write_acked(h, &wo, rid);
+  assert_record(h->store, key, "v", ver, false);
+}
+
+/*
+ * Both neighbours' clocks a minute ahead: A says it is behind
+ * (clock_behind_ms) and judges stamps by their time, so a client stamp 65 s
+ * ahead of A's own clock (5 s ahead of theirs) is taken, and one more than
+ * the bound ahead of theirs is still refused.
+ */
+static void test_neighbours_agreeing_the_clock_is_behind(void **state) {
+  fake_host h;
+  char key[16], key2[16];
+  int next = 0;
+
+  (void)state;
+  clocks_noted(&h, 60000, 60000);
+  assert_int_equal(stats_counter(&h, "clock_behind_ms"), 60000);
+  assert_int_equal(stats_counter(&h, "clock_ahead_ms"), 0);
+  key_owned_by(key, sizeof(key), A, &next);
+  key_owned_by(key2, sizeof(key2), A, &next);
+  put_stamped_ahead(&h, 830, key, 65000, true);
+  put_stamped_ahead(&h, 831, key2, 60000 + SKEW_MS + 1, false);
+  host_free(&h);
+}
+
+/* One neighbour alone (the successor, or the predecessor) cannot move A's
+ * clock, nor can both saying A is ahead (A reports that, but a fast clock
+ * is not trusted to be right): a stamp 65 s ahead of A's clock is refused,
+ * one 5 s ahead is taken. */
+static void test_one_neighbour_or_a_fast_clock_moves_nothing(void **state) {
+  static const int64_t cases[][2] = {{60000, 0}, {0, 60000}, {-60000, -60000}};
+  size_t i;
+
+  (void)state;
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    fake_host h;
+    char key[16], key2[16];
+    int next = 0;
+
+    clocks_noted(&h, cases[i][0], cases[i][1]);
+    assert_int_equal(stats_counter(&h, "clock_behind_ms"), 0);
+    assert_int_equal(stats_counter(&h, "clock_ahead_ms"),
+                     cases[i][0] < 0 ? 60000 : 0);
+    key_owned_by(key, sizeof(key), A, &next);
+    key_owned_by(key2, sizeof(key2), A, &next);
+    put_stamped_ahead(&h, 832, key, 65000, false);
+    put_stamped_ahead(&h, 833, key2, 5000, true);
+    host_free(&h);
+  }
+}
+
+/* ---- ranges whose every copy died ------------------------------------------------ */
+
+/* q, a node before p2 that becomes A's predecessor once p0, p1 and p2
+ * have died. */
+#define Q_ADDR "q:1"
+#define Q_TOP 0x10
+
+static void q_ref(dht_peer_ref *ref) {
+  ref->id = id_top(Q_TOP);
+  ref->addr = bytes_of(Q_ADDR);
+}
+
+/* Answers a frame to q as q would in the ring {q, A, s1, s2, s3}. */
+static bool answer_as_q(fake_host *h, const host_action *a,
+                        const ring_view *v) {
+  dht_peer_ref succs[4], preds[3];
+  dht_msg r;
+  int i;
+
+  (void)v;
+  if (strcmp(a->addr, Q_ADDR) != 0) {
+    return false;
+  }
+  msg_init(&r, DHT_MSG_PONG, a->msg.rid);
+  r.has_peer = true;
+  q_ref(&r.peer);
+  if (a->msg.type == DHT_MSG_GET_NEIGHBORS) {
+    r.type = DHT_MSG_NEIGHBORS;
+    r.has_pred = true;
+    member_ref(S3, &r.pred);
+    for (i = 0; i < 4; i++) {
+      member_ref(A + i, &succs[i]);
+    }
+    for (i = 0; i < 3; i++) {
+      member_ref(S3 - i, &preds[i]);
+    }
+    r.succs = succs;
+    r.n_succs = 4;
+    r.preds = preds;
+    r.n_preds = 3;
+  } else if (a->msg.type != DHT_MSG_PING) {
+    fail_msg("A sent %s to q", dht_msg_type_name((int)a->msg.type));
+  }
+  assert_int_equal(host_recv(h, PEER, &r), 0);
+  return true;
+}
+
+/* ... and p2, although it died to A's pred check, answers a PING with an
+ * error: a live process all the same. */
+static bool answer_as_q_p2_refusing(fake_host *h, const host_action *a,
+                                    const ring_view *v) {
+  dht_msg r;
+
+  if (strcmp(a->addr, ring[P2].addr) == 0 && a->msg.type == DHT_MSG_PING) {
+    msg_init(&r, DHT_MSG_ERROR, a->msg.rid);
+    r.error_code = DHT_ERR_STATE;
+    assert_int_equal(host_recv(h, PEER, &r), 0);
+    return true;
+  }
+  return answer_as_q(h, a, v);
+}
+
+/* A in its ring with maintenance on, holding held (a key of p1's range,
+ * which A replicates); then p0, p1 and p2 die at once: A's predecessor
+ * check finds p0 dead, and q, beyond them all, notifies A. */
+static void three_die(fake_host *h, ring_view *v, const char *held) {
+  dht_id w = id_u64(5);
+  dht_msg notify;
+
+  ring_join(h, true);
+  record_in(h, DHT_MSG_REPLICATE,
+            kv_of(held, "p1's", version_of(hlc_at(h->now), &w), false));
+  memset(v, 0, sizeof(*v));
+  v->dead[P0] = v->dead[P1] = v->dead[P2] = true;
+  v->first = answer_as_q;
+  run_ring(h, h->now + 3000, v);
+  assert_false(dht_node_pred(h->node, NULL, NULL));
+  msg_init(&notify, DHT_MSG_NOTIFY, 3);
+  notify.has_peer = true;
+  q_ref(&notify.peer);
+  assert_int_equal(host_recv(h, PEER, &notify), 0);
+}
+
+/* The client's GET of key as rid, the ring answering what A asks as v
+ * says; returns A's final answer in *a (free it after). */
+static void get_answered(fake_host *h, uint64_t rid, const char *key,
+                         const ring_view *v, host_action *a) {
+  client_request(h, DHT_MSG_GET, rid, key, NULL, false);
+  for (;;) {
+    assert_true(next_action_in(h, h->now + 100, a, v));
+    if (a->type == DHT_ACTION_SEND) {
+      answer_as_ring_in(h, a, v);
+    } else if (a->msg.type != DHT_MSG_ACCEPTED) {
+      assert_int_equal(a->type, DHT_ACTION_REPLY);
+      assert_int_equal(a->conn, CLIENT);
+      assert_int_equal(a->msg.rid, rid);
+      return;
+    }
+    action_free(a);
+  }
+}
+
+/* Expects the GET of key to be answered ERROR LOST with a text containing
+ * words (each of the NULL-terminated list). */
+static void expect_lost(fake_host *h, uint64_t rid, const char *key,
+                        const ring_view *v, const char *const *words) {
+  char text[300];
+  host_action a;
+
+  get_answered(h, rid, key, v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_ERROR);
+  assert_int_equal(a.msg.error_code, DHT_ERR_LOST);
+  assert_true(a.msg.error_msg.len < sizeof(text));
+  memcpy(text, a.msg.error_msg.p, a.msg.error_msg.len);
+  text[a.msg.error_msg.len] = '\0';
+  for (; *words != NULL; words++) {
+    if (strstr(text, *words) == NULL) {
+      fail_msg("LOST says \"%s\", without \"%s\"", text, *words);
+    }
+  }
+  action_free(&a);
+}
+
+/* A's STATS reply to rid (free it after). */
+static void stats_of(fake_host *h, uint64_t rid, host_action *a) {
+  dht_msg m;
+
+  msg_init(&m, DHT_MSG_STATS, rid);
+  assert_int_equal(host_recv(h, CLIENT, &m), 0);
+  host_expect_reply(h, a, CLIENT, DHT_MSG_STATS_R, rid);
+}
+
+static void ack_lost(fake_host *h, uint64_t rid, const dht_id *from,
+                     const dht_id *to) {
+  host_action a;
+  dht_msg m;
+
+  msg_init(&m, DHT_MSG_ACK_LOST, rid);
+  m.from = *from;
+  m.to = *to;
+  assert_int_equal(host_recv(h, CLIENT, &m), 0);
+  host_expect_reply(h, &a, CLIENT, DHT_MSG_OK, rid);
+  action_free(&a);
+}
+
+/*
+ * p0, p1 and p2 die at once, so the keys of (q, p2] had every copy on
+ * them. A, whose new predecessor q lies beyond them all, pings each of
+ * them; while it waits a missing key of the range reads LOST ("asking them
+ * once more"), and once none has answered the range is recorded: counted,
+ * listed in STATS_R with its holders and when, and a missing key of it
+ * reads LOST naming them, while a missing key elsewhere in A's new range
+ * is NOT_FOUND and a key A held is served. ACK_LOST of another range
+ * changes nothing; of this one, it clears the record.
+ */
+static void test_lost_range_is_reported_until_acknowledged(void **state) {
+  static const char *const asking[] = {"asking them once more", NULL};
+  static const char *const named[] = {"p0:1", "p1:1", "p2:1", "died", NULL};
+  static const int holders[] = {P0, P1, P2};
+  dht_id q_id = id_top(Q_TOP), p2_id = member_id(P2), p1_id = member_id(P1);
+  uint64_t noticed;
+  fake_host h;
+  ring_view v;
+  host_action a;
+  char in_lost[16], elsewhere[16], held[16];
+  int next = 0;
+  size_t i;
+
+  (void)state;
+  name_in(in_lost, sizeof(in_lost), "key", "", &q_id, &p2_id, &next);
+  key_owned_by(elsewhere, sizeof(elsewhere), P1, &next);
+  key_owned_by(held, sizeof(held), P1, &next);
+  three_die(&h, &v, held);
+  noticed = wall_at(h.now);
+  expect_lost(&h, 840, in_lost, &v, asking);
+  assert_int_equal(stats_counter(&h, "ranges_lost"), 0);
+
+  run_ring(&h, h.now + 2000, &v); /* each ping resent, then given up */
+  assert_int_equal(stats_counter(&h, "ranges_lost"), 1);
+  stats_of(&h, 841, &a);
+  assert_int_equal(a.msg.n_lost, 1);
+  assert_true(dht_id_eq(&a.msg.lost[0].from, &q_id));
+  assert_true(dht_id_eq(&a.msg.lost[0].to, &p2_id));
+  assert_true(a.msg.lost[0].at_ms >= noticed &&
+              a.msg.lost[0].at_ms <= wall_at(h.now));
+  assert_int_equal(a.msg.lost[0].n_holders, 3);
+  for (i = 0; i < 3; i++) {
+    dht_id want = member_id(holders[i]);
+    assert_true(dht_id_eq(&a.msg.lost[0].holders[i].id, &want));
+    assert_true(bytes_eq_str(a.msg.lost[0].holders[i].addr,
+                             ring[holders[i]].addr));
+  }
+  action_free(&a);
+  expect_lost(&h, 842, in_lost, &v, named);
+  get_answered(&h, 843, elsewhere, &v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_ERROR);
+  assert_int_equal(a.msg.error_code, DHT_ERR_NOT_FOUND);
+  action_free(&a);
+  get_answered(&h, 844, held, &v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_VALUE);
+  assert_true(bytes_eq_str(a.msg.value, "p1's"));
+  action_free(&a);
+
+  ack_lost(&h, 845, &q_id, &p1_id); /* not the range recorded */
+  stats_of(&h, 846, &a);
+  assert_int_equal(a.msg.n_lost, 1);
+  action_free(&a);
+  ack_lost(&h, 847, &q_id, &p2_id);
+  stats_of(&h, 848, &a);
+  assert_int_equal(a.msg.n_lost, 0);
+  assert_int_equal(stats_value(&a.msg, "ranges_lost"), 1);
+  action_free(&a);
+  get_answered(&h, 849, in_lost, &v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_ERROR);
+  assert_int_equal(a.msg.error_code, DHT_ERR_NOT_FOUND);
+  action_free(&a);
+  host_free(&h);
+}
+
+/* One former holder that answers at all, even with an error, may still
+ * hold the keys: nothing is recorded, and a missing key reads NOT_FOUND
+ * once the check is over. */
+static void test_any_answer_from_a_holder_records_nothing(void **state) {
+  dht_id q_id = id_top(Q_TOP), p2_id = member_id(P2);
+  fake_host h;
+  ring_view v;
+  host_action a;
+  char in_lost[16], held[16];
+  int next = 0;
+
+  (void)state;
+  name_in(in_lost, sizeof(in_lost), "key", "", &q_id, &p2_id, &next);
+  key_owned_by(held, sizeof(held), P1, &next);
+  three_die(&h, &v, held);
+  v.first = answer_as_q_p2_refusing;
+  run_ring(&h, h.now + 2000, &v);
+  assert_int_equal(stats_counter(&h, "ranges_lost"), 0);
+  stats_of(&h, 850, &a);
+  assert_int_equal(a.msg.n_lost, 0);
+  action_free(&a);
+  get_answered(&h, 851, in_lost, &v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_ERROR);
+  assert_int_equal(a.msg.error_code, DHT_ERR_NOT_FOUND);
+  action_free(&a);
+  host_free(&h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_put_is_replicated_to_the_first_two_successors),
@@ -1144,6 +1797,13 @@ int main(void) {
       cmocka_unit_test(test_sync_digests_go_to_each_replica_every_interval),
       cmocka_unit_test(test_sync_repairs_differing_buckets_both_ways),
       cmocka_unit_test(test_replica_answers_a_final_get_from_its_store),
+      cmocka_unit_test(test_copies_are_taken_whatever_their_stamp),
+      cmocka_unit_test(test_expired_tombstone_still_deletes_an_older_value),
+      cmocka_unit_test(test_group_commit_with_replicas),
+      cmocka_unit_test(test_neighbours_agreeing_the_clock_is_behind),
+      cmocka_unit_test(test_one_neighbour_or_a_fast_clock_moves_nothing),
+      cmocka_unit_test(test_lost_range_is_reported_until_acknowledged),
+      cmocka_unit_test(test_any_answer_from_a_holder_records_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

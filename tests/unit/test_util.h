@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dht/id.h"
@@ -245,19 +246,112 @@ static inline void assert_item_keys(const dht_msg *m, const char *const *keys,
   }
 }
 
+/* ---- a store that fails ------------------------------------------------------ */
+
+/* A store that keeps its records in a memory store, counts the writes that
+ * reach it, and refuses them on demand as a full or broken disk would,
+ * with words of its own. */
+typedef struct fail_store {
+  dht_store base;     /* ops; first, so a dht_store * is a fail_store * */
+  dht_store *inner;   /* the memory store holding the records */
+  int write_error;    /* 0, or what put and del return without writing */
+  const char *why;    /* errmsg once a call failed, or a commit did */
+  bool failed;        /* a call failed, or fail_store_say was called */
+  unsigned puts;      /* puts that reached inner */
+  unsigned removes;   /* dels that reached inner */
+} fail_store;
+
+static inline int fail_store_get(dht_store *st, const dht_id *key_id,
+                                 const uint8_t *key, size_t key_len,
+                                 const uint8_t **value, size_t *value_len) {
+  fail_store *fs = (fail_store *)st;
+
+  return dht_store_get(fs->inner, key_id, key, key_len, value, value_len);
+}
+
+static inline int fail_store_put(dht_store *st, const dht_id *key_id,
+                                 const uint8_t *key, size_t key_len,
+                                 const uint8_t *value, size_t value_len) {
+  fail_store *fs = (fail_store *)st;
+
+  if (fs->write_error != 0) {
+    fs->failed = true;
+    return fs->write_error;
+  }
+  fs->puts++;
+  return dht_store_put(fs->inner, key_id, key, key_len, value, value_len);
+}
+
+static inline int fail_store_del(dht_store *st, const dht_id *key_id,
+                                 const uint8_t *key, size_t key_len) {
+  fail_store *fs = (fail_store *)st;
+
+  if (fs->write_error != 0) {
+    fs->failed = true;
+    return fs->write_error;
+  }
+  fs->removes++;
+  return dht_store_remove(fs->inner, key_id, key, key_len);
+}
+
+static inline int fail_store_scan(dht_store *st, const dht_id *from,
+                                  const dht_id *to, dht_store_scan_cb cb,
+                                  void *ud) {
+  return dht_store_scan(((fail_store *)st)->inner, from, to, cb, ud);
+}
+
+static inline size_t fail_store_count(dht_store *st) {
+  return dht_store_count(((fail_store *)st)->inner);
+}
+
+static inline void fail_store_free(dht_store *st) {
+  fail_store *fs = (fail_store *)st;
+
+  dht_store_del(fs->inner);
+  free(fs);
+}
+
+static inline const char *fail_store_errmsg(dht_store *st) {
+  fail_store *fs = (fail_store *)st;
+
+  return fs->failed ? fs->why : "";
+}
+
+/* A fail_store that takes every write until told otherwise; its errmsg
+ * will say why. */
+static inline fail_store *fail_store_new(const char *why) {
+  static const dht_store_ops ops = {
+      fail_store_get,   fail_store_put,  fail_store_del,    fail_store_scan,
+      fail_store_count, fail_store_free, fail_store_errmsg,
+  };
+  fail_store *fs = calloc(1, sizeof(*fs));
+
+  assert_non_null(fs);
+  fs->base.ops = &ops;
+  fs->inner = dht_store_mem_new();
+  assert_non_null(fs->inner);
+  fs->why = why;
+  return fs;
+}
+
+/* The host's commit of fs failed: from now on errmsg says why, as a
+ * backend's does after a failed commit. */
+static inline void fail_store_say(fail_store *fs) { fs->failed = true; }
+
 /* ---- the fake host ---------------------------------------------------------- */
 
 /* The time every fake host starts at, in ms. */
 #define HOST_START_MS 1000
 
 typedef struct fake_host {
-  dht_node *node;   /* the node under test */
-  dht_store *store; /* the memory store lent to node */
-  uint64_t now;     /* the time passed to every call, in ms */
+  dht_node *node;    /* the node under test */
+  dht_store *store;  /* the store lent to node (memory, or a fail_store) */
+  uint64_t now;      /* the time passed to every call, in ms */
+  bool group_commit; /* the node waits for dht_node_commit_done */
   /* DISCONNECT actions, which the host carries out itself (it has no
    * connections to close) rather than hand to the test */
-  size_t disconnects;                           /* how many */
-  char last_disconnect[DHT_ADDR_LEN_MAX + 1];   /* the peer of the last */
+  size_t disconnects;                         /* how many */
+  char last_disconnect[DHT_ADDR_LEN_MAX + 1]; /* the peer of the last */
 } fake_host;
 
 /* One action taken from the node, its frame copied and decoded. */
@@ -285,6 +379,7 @@ static inline void host_start_node(fake_host *h, const char *addr,
   cfg.seed = 42;
   cfg.wall_ms = wall_ms;
   cfg.settings = *s;
+  cfg.group_commit = h->group_commit;
   assert_int_equal(dht_node_new(&h->node, &cfg, h->now), 0);
 }
 
@@ -296,6 +391,19 @@ static inline void host_init(fake_host *h, const char *addr, const dht_id *id,
   h->now = HOST_START_MS;
   h->store = dht_store_mem_new();
   assert_non_null(h->store);
+  host_start_node(h, addr, id, s, wall_ms);
+}
+
+/* host_init on store (which host_free deletes), the host committing in
+ * groups when group_commit. */
+static inline void host_init_with(fake_host *h, const char *addr,
+                                  const dht_id *id, const dht_settings *s,
+                                  uint64_t wall_ms, dht_store *store,
+                                  bool group_commit) {
+  memset(h, 0, sizeof(*h));
+  h->now = HOST_START_MS;
+  h->store = store;
+  h->group_commit = group_commit;
   host_start_node(h, addr, id, s, wall_ms);
 }
 

@@ -57,6 +57,10 @@ static uint16_t g_buckets[DHT_SYNC_BUCKETS_MAX]; /* 0..255 */
 static char g_counter_name[DHT_COUNTERS_MAX + 1][COUNTER_NAME_MAX + 2];
 static dht_counter g_counters[DHT_COUNTERS_MAX + 1];
 static uint8_t g_big[VALUE_MAX + 1]; /* one byte more than any limit */
+/* Lost ranges of STATS_R: the first two (V_MID) with no holder and with
+ * three, then up to DHT_LOST_MAX + 1 with DHT_SUCC_LIST_MAX holders of
+ * 255-byte addresses each (V_MAX, and one too many). */
+static dht_lost_range g_lost[DHT_LOST_MAX + 1];
 
 static dht_id id_n(unsigned n) {
   dht_id id;
@@ -137,6 +141,15 @@ static int setup_fixtures(void **state) {
   for (i = 0; i <= VALUE_MAX; i++) {
     g_big[i] = (uint8_t)(i * 13u + 5u);
   }
+  for (i = 0; i <= DHT_LOST_MAX; i++) {
+    g_lost[i].from = id_n(300 + i);
+    g_lost[i].to = i == 1 ? id_max() : id_n(330 + i);
+    g_lost[i].at_ms = i == 0   ? 0
+                      : i == 1 ? UINT64_MAX
+                               : 1700000000000ull + i;
+    g_lost[i].holders = i == 1 ? g_peers + 7 : g_peers_max + (i % 3);
+    g_lost[i].n_holders = i == 0 ? 0 : i == 1 ? 3 : DHT_SUCC_LIST_MAX;
+  }
   return 0;
 }
 
@@ -148,6 +161,19 @@ static dht_wire_limits lim_default(void) {
 }
 
 enum variant { V_MIN, V_MID, V_MAX };
+
+/* The version of a PUT, DEL or STALE ERROR sample: none for V_MIN, a
+ * client's stamp for V_MID, every bit set for V_MAX. */
+static void sample_ver(dht_msg *m, enum variant v) {
+  m->has_ver = v != V_MIN;
+  if (v == V_MID) {
+    m->ver.hlc = 1700000000000ull << 16 | 7;
+    m->ver.writer = id_n(61);
+  } else if (v == V_MAX) {
+    m->ver.hlc = UINT64_MAX;
+    m->ver.writer = id_max();
+  }
+}
 
 /* A message of type t with every field it uses: V_MIN with empty arrays and
  * zero/false/empty values, V_MID with a few of everything, V_MAX with every
@@ -165,6 +191,7 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     m->error_msg = v == V_MIN   ? bs(NULL, 0)
                    : v == V_MID ? cs("key not found")
                                 : bs(g_big, ERROR_MSG_MAX);
+    sample_ver(m, v); /* as a STALE refusal carries the stored version */
     break;
   case DHT_MSG_PONG:
   case DHT_MSG_NOTIFY:
@@ -204,6 +231,11 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
       m->n_fingers = v == V_MIN ? 0 : v == V_MID ? 4 : DHT_ID_BITS;
       m->counters = g_counters;
       m->n_counters = v == V_MIN ? 0 : v == V_MID ? 5 : DHT_COUNTERS_MAX;
+      m->lost = g_lost;
+      m->n_lost = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_LOST_MAX;
+    }
+    if (t == DHT_MSG_NEIGHBORS) { /* 0 is "not sent" */
+      m->wall_ms = v == V_MIN ? 0 : v == V_MID ? 1700000000123ull : UINT64_MAX;
     }
     break;
   case DHT_MSG_GET:
@@ -218,6 +250,9 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     }
     m->hops = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_HOPS_MAX;
     m->final = v != V_MIN;
+    if (t != DHT_MSG_GET) {
+      sample_ver(m, v);
+    }
     if (t == DHT_MSG_PUT) {
       m->value = v == V_MIN   ? bs(NULL, 0)
                  : v == V_MID ? cs("hello")
@@ -364,6 +399,24 @@ static void assert_msg_eq(const dht_msg *a, const dht_msg *b) {
   }
   assert_int_equal(a->error_code, b->error_code);
   assert_bytes_eq(a->error_msg, b->error_msg);
+  assert_int_equal(a->has_ver, b->has_ver);
+  if (a->has_ver) { /* else ver does not travel */
+    assert_true(a->ver.hlc == b->ver.hlc);
+    assert_memory_equal(a->ver.writer.b, b->ver.writer.b, DHT_ID_LEN);
+  }
+  assert_true(a->wall_ms == b->wall_ms);
+  assert_int_equal(a->n_lost, b->n_lost);
+  for (i = 0; i < a->n_lost; i++) {
+    size_t k;
+
+    assert_memory_equal(a->lost[i].from.b, b->lost[i].from.b, DHT_ID_LEN);
+    assert_memory_equal(a->lost[i].to.b, b->lost[i].to.b, DHT_ID_LEN);
+    assert_true(a->lost[i].at_ms == b->lost[i].at_ms);
+    assert_int_equal(a->lost[i].n_holders, b->lost[i].n_holders);
+    for (k = 0; k < a->lost[i].n_holders; k++) {
+      assert_peer_eq(&a->lost[i].holders[k], &b->lost[i].holders[k]);
+    }
+  }
 }
 
 /* Decoded byte strings must borrow the body, not copy it. */
@@ -389,6 +442,13 @@ static void assert_borrowed(const dht_msg *m, const uint8_t *body, size_t len) {
   }
   for (i = 0; i < m->n_preds; i++) {
     assert_in(m->preds[i].addr, body, len);
+  }
+  for (i = 0; i < m->n_lost; i++) {
+    size_t k;
+
+    for (k = 0; k < m->lost[i].n_holders; k++) {
+      assert_in(m->lost[i].holders[k].addr, body, len);
+    }
   }
 }
 
@@ -447,8 +507,11 @@ static outcome decode_lim(const void *body, size_t len,
     assert_null(msg.zone_);
     assert_int_equal(msg.n_succs + msg.n_preds + msg.n_path + msg.n_fingers +
                          msg.n_items + msg.n_counters + msg.n_digests +
-                         msg.n_buckets + msg.key.len + msg.value.len,
+                         msg.n_buckets + msg.n_lost + msg.key.len +
+                         msg.value.len,
                      0);
+    assert_false(msg.has_ver);
+    assert_true(msg.wall_ms == 0);
   }
   dht_msg_free(&msg);
   free(copy);
@@ -554,7 +617,10 @@ enum kind {
   K_STR,
   K_LIMIT,
   K_DIGESTS,
-  K_BUCKETS
+  K_BUCKETS,
+  K_VER,
+  K_WALL,
+  K_LOST
 };
 
 static const struct field_spec {
@@ -568,7 +634,8 @@ static const struct field_spec {
     {"counters", K_COUNTERS}, {"code", K_CODE},       {"msg", K_STR},
     {"from", K_ID},           {"to", K_ID},           {"limit", K_LIMIT},
     {"more", K_BOOL},         {"preds", K_PEERS},     {"digests", K_DIGESTS},
-    {"buckets", K_BUCKETS},
+    {"buckets", K_BUCKETS},   {"ver", K_VER},         {"wall", K_WALL},
+    {"lost", K_LOST},
 };
 
 static enum kind kind_of(const char *name) {
@@ -590,17 +657,19 @@ typedef struct type_spec {
 } type_spec;
 
 static const type_spec type_specs[] = {
-    {DHT_MSG_ERROR, {"code", NULL}, {"msg", NULL}},
+    {DHT_MSG_ERROR, {"code", NULL}, {"msg", "ver", NULL}},
     {DHT_MSG_PING, {NULL}, {NULL}},
     {DHT_MSG_PONG, {"peer", NULL}, {NULL}},
     {DHT_MSG_FIND_SUCC, {"target", NULL}, {"hops", "trace", "path", NULL}},
     {DHT_MSG_FIND_SUCC_R, {"peer", NULL}, {"hops", "path", NULL}},
     {DHT_MSG_GET_NEIGHBORS, {NULL}, {NULL}},
-    {DHT_MSG_NEIGHBORS, {"peer", "succs", NULL}, {"pred", "preds", NULL}},
+    {DHT_MSG_NEIGHBORS,
+     {"peer", "succs", NULL},
+     {"pred", "preds", "wall", NULL}},
     {DHT_MSG_NOTIFY, {"peer", NULL}, {NULL}},
     {DHT_MSG_GET, {"key", NULL}, {"hops", "final", NULL}},
-    {DHT_MSG_PUT, {"key", "value", NULL}, {"hops", "final", NULL}},
-    {DHT_MSG_DEL, {"key", NULL}, {"hops", "final", NULL}},
+    {DHT_MSG_PUT, {"key", "value", NULL}, {"hops", "final", "ver", NULL}},
+    {DHT_MSG_DEL, {"key", NULL}, {"hops", "final", "ver", NULL}},
     {DHT_MSG_VALUE, {"value", NULL}, {"hops", NULL}},
     {DHT_MSG_OK, {NULL}, {"hops", NULL}},
     {DHT_MSG_HANDOFF, {"items", NULL}, {NULL}},
@@ -608,7 +677,7 @@ static const type_spec type_specs[] = {
     {DHT_MSG_STATS, {NULL}, {NULL}},
     {DHT_MSG_STATS_R,
      {"peer", "succs", "fingers", "counters", NULL},
-     {"pred", "preds", NULL}},
+     {"pred", "preds", "lost", NULL}},
     {DHT_MSG_ACCEPTED, {NULL}, {NULL}},
     {DHT_MSG_REPLICATE, {"items", NULL}, {NULL}},
     {DHT_MSG_SYNC, {"from", "to", "digests", NULL}, {NULL}},
@@ -688,6 +757,57 @@ static void pack_good(mp *m, enum kind k) {
   case K_STR:
     mp_s(m, "oops");
     break;
+  case K_VER:
+    mp_arr(m, 2);
+    mp_u(m, 1700000000000ull << 16);
+    mp_id(m, 10);
+    break;
+  case K_WALL:
+    mp_u(m, 1700000000000ull);
+    break;
+  case K_LOST: /* one range with a holder, one with none */
+    mp_arr(m, 2);
+    mp_arr(m, 4);
+    mp_id(m, 11);
+    mp_id(m, 12);
+    mp_u(m, 1700000000000ull);
+    mp_arr(m, 1);
+    mp_peer(m, 13);
+    mp_arr(m, 4);
+    mp_id(m, 14);
+    mp_id(m, 11);
+    mp_u(m, 0);
+    mp_arr(m, 0);
+    break;
+  }
+}
+
+/* A lost range [from, to, at, holders] with element `bad` (0..3) replaced
+ * by the wrong value v: 0 a str, 1 a negative int, 2 nil. */
+static void mp_lost_bad(mp *m, int bad, int v) {
+  static const uint8_t id19[19];
+  int i;
+
+  mp_arr(m, 1);
+  mp_arr(m, 4);
+  for (i = 0; i < 4; i++) {
+    if (i == bad) {
+      if (v == 0) {
+        mp_s(m, "x");
+      } else if (v == 1) {
+        mp_i(m, -1);
+      } else if (i < 2) {
+        mp_bin(m, id19, sizeof(id19)); /* an id one byte short */
+      } else {
+        mp_nil(m);
+      }
+    } else if (i < 2) {
+      mp_id(m, 20 + (unsigned)i);
+    } else if (i == 2) {
+      mp_u(m, 5);
+    } else {
+      mp_arr(m, 0);
+    }
   }
 }
 
@@ -1110,6 +1230,172 @@ static bool pack_bad(mp *m, enum kind k, int variant) {
       return true;
     case 1:
       mp_u(m, 1);
+      return true;
+    default:
+      return false;
+    }
+  case K_VER:
+    switch (variant) {
+    case 0: /* the stamp alone, the writer alone, nil, a map */
+      mp_u(m, 5);
+      return true;
+    case 1:
+      mp_id(m, 1);
+      return true;
+    case 2:
+      mp_nil(m);
+      return true;
+    case 3:
+      mp_map(m, 1);
+      mp_s(m, "hlc");
+      mp_u(m, 5);
+      return true;
+    case 4: /* one element, three elements, the two swapped */
+      mp_arr(m, 1);
+      mp_u(m, 5);
+      return true;
+    case 5:
+      mp_arr(m, 3);
+      mp_u(m, 5);
+      mp_id(m, 1);
+      msgpack_pack_false(&m->pk);
+      return true;
+    case 6:
+      mp_arr(m, 2);
+      mp_id(m, 1);
+      mp_u(m, 5);
+      return true;
+    case 7: /* hlc a str, negative, a float, nil */
+    case 8:
+    case 9:
+    case 10:
+      mp_arr(m, 2);
+      if (variant == 7) {
+        mp_s(m, "5");
+      } else if (variant == 8) {
+        mp_i(m, -5);
+      } else if (variant == 9) {
+        msgpack_pack_double(&m->pk, 5.0);
+      } else {
+        mp_nil(m);
+      }
+      mp_id(m, 1);
+      return true;
+    case 11: /* writer 19 or 21 bytes, a str, empty, a uint */
+    case 12:
+    case 13:
+    case 14:
+    case 15:
+      mp_arr(m, 2);
+      mp_u(m, 5);
+      if (variant == 11) {
+        mp_bin(m, id19, sizeof(id19));
+      } else if (variant == 12) {
+        mp_bin(m, id21, sizeof(id21));
+      } else if (variant == 13) {
+        mp_sn(m, id.b, DHT_ID_LEN);
+      } else if (variant == 14) {
+        mp_bin(m, id.b, 0);
+      } else {
+        mp_u(m, 1);
+      }
+      return true;
+    default:
+      return false;
+    }
+  case K_WALL:
+    switch (variant) {
+    case 0:
+      mp_s(m, "1700000000000");
+      return true;
+    case 1:
+      mp_i(m, -1);
+      return true;
+    case 2:
+      msgpack_pack_true(&m->pk);
+      return true;
+    case 3:
+      msgpack_pack_double(&m->pk, 1.7e12);
+      return true;
+    case 4:
+      mp_nil(m);
+      return true;
+    case 5:
+      mp_arr(m, 1);
+      mp_u(m, 1);
+      return true;
+    case 6:
+      mp_bin(m, "\x01", 1);
+      return true;
+    default:
+      return false;
+    }
+  case K_LOST:
+    switch (variant) {
+    case 0: /* not an array; a range not an array */
+      mp_map(m, 0);
+      return true;
+    case 1:
+      mp_nil(m);
+      return true;
+    case 2:
+      mp_arr(m, 1);
+      mp_u(m, 5);
+      return true;
+    case 3: /* a range of 3 elements, of 5, a map */
+      mp_arr(m, 1);
+      mp_arr(m, 3);
+      mp_id(m, 1);
+      mp_id(m, 2);
+      mp_u(m, 3);
+      return true;
+    case 4:
+      mp_arr(m, 1);
+      mp_arr(m, 5);
+      mp_id(m, 1);
+      mp_id(m, 2);
+      mp_u(m, 3);
+      mp_arr(m, 0);
+      mp_u(m, 0);
+      return true;
+    case 5:
+      mp_arr(m, 1);
+      mp_map(m, 0);
+      return true;
+    case 6: /* from, to, at, holders each wrong in turn, three ways */
+    case 7:
+    case 8:
+    case 9:
+    case 10:
+    case 11:
+    case 12:
+    case 13:
+    case 14:
+    case 15:
+    case 16:
+    case 17:
+      mp_lost_bad(m, (variant - 6) / 3, (variant - 6) % 3);
+      return true;
+    case 18: /* a holder that is not a peer */
+      mp_arr(m, 1);
+      mp_arr(m, 4);
+      mp_id(m, 1);
+      mp_id(m, 2);
+      mp_u(m, 3);
+      mp_arr(m, 2);
+      mp_peer(m, 4);
+      mp_bin(m, "a:1", 3);
+      return true;
+    case 19: /* a good range, then a bad one */
+      mp_arr(m, 2);
+      mp_arr(m, 4);
+      mp_id(m, 1);
+      mp_id(m, 2);
+      mp_u(m, 3);
+      mp_arr(m, 0);
+      mp_arr(m, 2);
+      mp_id(m, 1);
+      mp_id(m, 2);
       return true;
     default:
       return false;
@@ -3202,6 +3488,488 @@ static void test_mp_check(void **state) {
   }
 }
 
+/* ---- tests: versions, clocks and lost ranges -------------------------------
+ */
+
+/* ver travels on PUT, DEL and ERROR, whole (any stamp, any writer); absent,
+ * it is not written and reads as absent, so an owner can tell a write it
+ * must stamp from one stamped at hlc 0. Set on a type without ver, it is
+ * not written at all. */
+static void test_ver_roundtrip(void **state) {
+  static const int types[] = {DHT_MSG_PUT, DHT_MSG_DEL, DHT_MSG_ERROR};
+  static const uint64_t stamps[] = {0, 1, 1700000000000ull << 16 | 0xffff,
+                                    UINT64_MAX};
+  static const int without[] = {DHT_MSG_GET,   DHT_MSG_OK,    DHT_MSG_VALUE,
+                                DHT_MSG_FETCH, DHT_MSG_PONG,  DHT_MSG_RECORD,
+                                DHT_MSG_STATS, DHT_MSG_ACCEPTED};
+  dht_wire_limits lim = lim_default();
+  dht_msg m, out;
+  dht_buf buf;
+  size_t i, j;
+
+  (void)state;
+  dht_buf_init(&buf);
+  for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+    for (j = 0; j < sizeof(stamps) / sizeof(stamps[0]); j++) {
+      sample_msg(&m, types[i], V_MID);
+      m.has_ver = true;
+      m.ver.hlc = stamps[j];
+      m.ver.writer = j % 2 ? id_max() : id_n(70 + (unsigned)j);
+      if (j == 0) {
+        memset(m.ver.writer.b, 0, DHT_ID_LEN);
+      }
+      roundtrip(&m);
+    }
+    sample_msg(&m, types[i], V_MID);
+    m.has_ver = false;
+    m.ver.hlc = 99; /* ignored: has_ver is false */
+    buf.len = 0;
+    assert_int_equal(dht_msg_encode(&m, &buf), 0);
+    assert_false(contains(buf.data, buf.len, "\xa3ver"));
+    assert_int_equal(dht_msg_decode(&out, buf.data + DHT_FRAME_HEADER_LEN,
+                                    buf.len - DHT_FRAME_HEADER_LEN, &lim),
+                     0);
+    assert_false(out.has_ver);
+    assert_true(out.ver.hlc == 0);
+    dht_msg_free(&out);
+  }
+  for (i = 0; i < sizeof(without) / sizeof(without[0]); i++) {
+    sample_msg(&m, without[i], V_MID);
+    m.has_ver = true;
+    m.ver.hlc = 5;
+    m.ver.writer = id_n(1);
+    buf.len = 0;
+    assert_int_equal(dht_msg_encode(&m, &buf), 0);
+    assert_false(contains(buf.data, buf.len, "\xa3ver"));
+    assert_int_equal(dht_msg_decode(&out, buf.data + DHT_FRAME_HEADER_LEN,
+                                    buf.len - DHT_FRAME_HEADER_LEN, &lim),
+                     0);
+    assert_false(out.has_ver);
+    dht_msg_free(&out);
+  }
+  dht_buf_free(&buf);
+}
+
+/* A stamped PUT, byte for byte: ver is the last entry, a 2-array of the
+ * stamp (in the smallest uint encoding) and the writer as a bin of 20. */
+static void test_ver_exact_bytes(void **state) {
+  static const uint8_t put[] = {
+      0x00, 0x00, 0x00, 0x4d, 0x88, 0xa1, 0x76, 0x01, 0xa1, 0x74, 0x09, 0xa3,
+      0x72, 0x69, 0x64, 0x07, 0xa4, 0x68, 0x6f, 0x70, 0x73, 0x00, 0xa5, 0x66,
+      0x69, 0x6e, 0x61, 0x6c, 0xc2, 0xa3, 0x6b, 0x65, 0x79, 0xc4, 0x01, 0x6b,
+      0xa5, 0x76, 0x61, 0x6c, 0x75, 0x65, 0xc4, 0x01, 0x76, 0xa3, 0x76, 0x65,
+      0x72, 0x92, 0xcf, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x00, 0x03, 0xc4,
+      0x14, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a,
+      0x3b, 0x3c, 0x3d, 0x3e, 0x3f, 0x40, 0x41, 0x42, 0x43};
+  dht_msg m;
+  unsigned i;
+
+  (void)state;
+  memset(&m, 0, sizeof(m));
+  m.type = DHT_MSG_PUT;
+  m.rid = 7;
+  m.key = cs("k");
+  m.value = cs("v");
+  m.has_ver = true;
+  m.ver.hlc = 1700000000000ull << 16 | 3;
+  for (i = 0; i < DHT_ID_LEN; i++) {
+    m.ver.writer.b[i] = (uint8_t)(0x30 + i);
+  }
+  expect_bytes(&m, put, sizeof(put));
+}
+
+/* A STALE refusal packed by hand (msgpack-c, not the encoder) decodes with
+ * its code, its text and the version it names, the stamp in a wider
+ * encoding than needed; without ver it decodes as before. */
+static void test_ver_decoded_from_hand_made_error(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_msg msg;
+  mp m;
+
+  (void)state;
+  begin_one(&m, DHT_MSG_ERROR, 3);
+  mp_s(&m, "ver");
+  mp_arr(&m, 2);
+  mp_raw(&m, "\xcf\x00\x00\x00\x00\x00\x00\x00\x2a", 9); /* 42 */
+  mp_id(&m, 33);
+  mp_s(&m, "code");
+  mp_i(&m, DHT_ERR_STALE);
+  mp_s(&m, "msg");
+  mp_s(&m, "node a:1: stale");
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_int_equal(msg.error_code, DHT_ERR_STALE);
+  assert_true(bytes_eq_str(msg.error_msg, "node a:1: stale"));
+  assert_true(msg.has_ver);
+  assert_true(msg.ver.hlc == 42);
+  assert_memory_equal(msg.ver.writer.b, id_n(33).b, DHT_ID_LEN);
+  dht_msg_free(&msg);
+  mp_free(&m);
+
+  begin_one(&m, DHT_MSG_ERROR, 1);
+  mp_s(&m, "code");
+  mp_i(&m, DHT_ERR_STALE);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_false(msg.has_ver);
+  dht_msg_free(&msg);
+  mp_free(&m);
+}
+
+/* wall travels on NEIGHBORS, from 1 ms to the largest uint; 0 means "not
+ * sent" and is not written. No other type writes it. */
+static void test_wall_roundtrip(void **state) {
+  static const uint64_t walls[] = {1, 1700000000000ull, UINT64_MAX};
+  dht_wire_limits lim = lim_default();
+  dht_msg m, out;
+  dht_buf buf;
+  size_t i;
+  mp hand;
+
+  (void)state;
+  dht_buf_init(&buf);
+  for (i = 0; i < sizeof(walls) / sizeof(walls[0]); i++) {
+    sample_msg(&m, DHT_MSG_NEIGHBORS, V_MID);
+    m.wall_ms = walls[i];
+    roundtrip(&m);
+  }
+  sample_msg(&m, DHT_MSG_NEIGHBORS, V_MID);
+  m.wall_ms = 0;
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_false(contains(buf.data, buf.len, "\xa4wall"));
+  roundtrip(&m);
+  sample_msg(&m, DHT_MSG_STATS_R, V_MID);
+  m.wall_ms = 1700000000000ull;
+  buf.len = 0;
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_false(contains(buf.data, buf.len, "\xa4wall"));
+  assert_int_equal(dht_msg_decode(&out, buf.data + DHT_FRAME_HEADER_LEN,
+                                  buf.len - DHT_FRAME_HEADER_LEN, &lim),
+                   0);
+  assert_true(out.wall_ms == 0);
+  dht_msg_free(&out);
+  dht_buf_free(&buf);
+
+  /* Packed by hand, in a wider encoding, before the required fields. */
+  begin_one(&hand, DHT_MSG_NEIGHBORS, 3);
+  mp_s(&hand, "wall");
+  mp_raw(&hand, "\xcf\x00\x00\x00\x00\x00\x00\x00\x05", 9);
+  mp_s(&hand, "peer");
+  mp_peer(&hand, 1);
+  mp_s(&hand, "succs");
+  mp_arr(&hand, 0);
+  assert_int_equal(dht_msg_decode(&out, (const uint8_t *)hand.sb.data,
+                                  hand.sb.size, &lim),
+                   0);
+  assert_true(out.wall_ms == 5);
+  dht_msg_free(&out);
+  mp_free(&hand);
+}
+
+/* Packs a STATS_R of rid 77 whose lost array has n ranges, the first of
+ * them with n_holders holders. */
+static void mp_stats_r_lost(mp *m, size_t n, size_t n_holders) {
+  size_t i, k;
+
+  begin_one(m, DHT_MSG_STATS_R, 5);
+  mp_s(m, "peer");
+  mp_peer(m, 1);
+  mp_s(m, "succs");
+  mp_arr(m, 0);
+  mp_s(m, "fingers");
+  mp_arr(m, 0);
+  mp_s(m, "counters");
+  mp_map(m, 0);
+  mp_s(m, "lost");
+  mp_arr(m, n);
+  for (i = 0; i < n; i++) {
+    mp_arr(m, 4);
+    mp_id(m, 40 + (unsigned)i);
+    mp_id(m, 60 + (unsigned)i);
+    mp_u(m, 1700000000000ull + i);
+    mp_arr(m, i == 0 ? n_holders : 1);
+    for (k = 0; k < (i == 0 ? n_holders : 1); k++) {
+      mp_peer(m, (unsigned)k);
+    }
+  }
+}
+
+/* STATS_R carries 0, 1 or up to DHT_LOST_MAX lost ranges, each with up to
+ * DHT_SUCC_LIST_MAX holders; one more of either is refused by the encoder
+ * (INVAL, nothing written) and, packed by hand, by the decoder (TOO_MANY,
+ * with the rid still readable). A range with a bad holder address is not
+ * encoded either. */
+static void test_lost_ranges_roundtrip_and_limits(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_peer_ref bad_holders[2];
+  dht_lost_range one;
+  dht_msg m, out;
+  outcome o;
+  mp hand;
+
+  (void)state;
+  sample_msg(&m, DHT_MSG_STATS_R, V_MID);
+  m.n_lost = 0;
+  roundtrip(&m);
+  m.n_lost = 1; /* no holders, at 0 */
+  roundtrip(&m);
+  m.lost = g_lost + 1; /* to the last id, at UINT64_MAX, 3 holders */
+  roundtrip(&m);
+  m.lost = g_lost + 2; /* 32 holders of 255-byte addresses */
+  roundtrip(&m);
+  m.lost = g_lost;
+  m.n_lost = DHT_LOST_MAX;
+  roundtrip(&m);
+  m.n_lost = DHT_LOST_MAX + 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  one = g_lost[2];
+  one.n_holders = DHT_SUCC_LIST_MAX + 1;
+  m.lost = &one;
+  m.n_lost = 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  bad_holders[0] = g_peers[0];
+  bad_holders[1] = g_peers[1];
+  bad_holders[1].addr = bs(NULL, 0);
+  one.holders = bad_holders;
+  one.n_holders = 2;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  bad_holders[1].addr = bs(g_addr_max, DHT_ADDR_LEN_MAX + 1);
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+
+  mp_stats_r_lost(&hand, DHT_LOST_MAX, DHT_SUCC_LIST_MAX);
+  assert_int_equal(dht_msg_decode(&out, (const uint8_t *)hand.sb.data,
+                                  hand.sb.size, &lim),
+                   0);
+  assert_int_equal(out.n_lost, DHT_LOST_MAX);
+  assert_memory_equal(out.lost[0].from.b, id_n(40).b, DHT_ID_LEN);
+  assert_memory_equal(out.lost[0].to.b, id_n(60).b, DHT_ID_LEN);
+  assert_true(out.lost[0].at_ms == 1700000000000ull);
+  assert_int_equal(out.lost[0].n_holders, DHT_SUCC_LIST_MAX);
+  assert_true(bytes_eq_str(out.lost[0].holders[31].addr, g_addr[31]));
+  assert_memory_equal(out.lost[15].from.b, id_n(55).b, DHT_ID_LEN);
+  assert_int_equal(out.lost[15].n_holders, 1);
+  dht_msg_free(&out);
+  mp_free(&hand);
+
+  mp_stats_r_lost(&hand, DHT_LOST_MAX + 1, 1);
+  o = decode_mp(&hand);
+  assert_int_equal(o.rv, DHT_ERR_TOO_MANY);
+  assert_true(o.can_reply);
+  assert_true(o.rid == 77);
+  mp_free(&hand);
+  mp_stats_r_lost(&hand, 1, DHT_SUCC_LIST_MAX + 1);
+  assert_int_equal(decode_mp(&hand).rv, DHT_ERR_TOO_MANY);
+  mp_free(&hand);
+  /* A huge declared count is refused before anything is allocated. */
+  begin_one(&hand, DHT_MSG_STATS_R, 1);
+  mp_s(&hand, "lost");
+  mp_raw(&hand, "\xdd\xff\xff\xff\xff", 5);
+  assert_int_equal(decode_mp(&hand).rv, DHT_ERR_TOO_MANY);
+  mp_free(&hand);
+}
+
+/* ACK_LOST names the range it acknowledges, both ends, in either order,
+ * the whole ring (from == to) included; both are required. */
+static void test_ack_lost_roundtrip(void **state) {
+  outcome o;
+  dht_msg m;
+  mp hand;
+
+  (void)state;
+  msg_init(&m, DHT_MSG_ACK_LOST, 31);
+  m.from = id_n(1);
+  m.to = id_n(2);
+  roundtrip(&m);
+  m.from = id_max(); /* wraps around the top of the ring */
+  m.to = id_u64(3);
+  roundtrip(&m);
+  m.to = m.from;
+  roundtrip(&m);
+
+  begin_one(&hand, DHT_MSG_ACK_LOST, 1);
+  mp_s(&hand, "from");
+  mp_id(&hand, 1);
+  o = decode_mp(&hand);
+  assert_int_equal(o.rv, DHT_ERR_MISSING_FIELD);
+  assert_true(o.can_reply); /* a request: the node answers the error */
+  assert_false(dht_msg_type_is_reply(DHT_MSG_ACK_LOST));
+  mp_free(&hand);
+  begin_one(&hand, DHT_MSG_ACK_LOST, 1);
+  mp_s(&hand, "to");
+  mp_id(&hand, 1);
+  assert_int_equal(decode_mp(&hand).rv, DHT_ERR_MISSING_FIELD);
+  mp_free(&hand);
+}
+
+/* The codes of the write refusals and of loss: their wire values never
+ * change, each has a name and a text of its own, distinct from every other
+ * code's, so a client can tell them apart and show them. */
+static void test_new_error_codes(void **state) {
+  static const struct {
+    int code;
+    int value;
+    const char *name;
+  } codes[] = {
+      {DHT_ERR_DISK_FULL, -21, "DISK_FULL"},
+      {DHT_ERR_CLOCK_SKEW, -22, "CLOCK_SKEW"},
+      {DHT_ERR_STALE, -23, "STALE"},
+      {DHT_ERR_LOST, -24, "LOST"},
+  };
+  size_t i;
+  int other;
+
+  (void)state;
+  assert_int_equal(DHT_ERR_MIN, -24);
+  for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+    const char *text = dht_strerror(codes[i].code);
+
+    assert_int_equal(codes[i].code, codes[i].value);
+    assert_string_equal(dht_errname(codes[i].code), codes[i].name);
+    assert_non_null(text);
+    assert_true(strlen(text) > 0);
+    for (other = -1; other >= DHT_ERR_MIN; other--) {
+      if (other != codes[i].code) {
+        assert_string_not_equal(text, dht_strerror(other));
+        assert_string_not_equal(codes[i].name, dht_errname(other));
+      }
+    }
+    assert_string_not_equal(text, dht_strerror(DHT_ERR_MIN - 1));
+  }
+  assert_string_equal(dht_errname(DHT_ERR_MIN - 1), "UNKNOWN");
+  /* The refusal a client shows for a full disk says so. */
+  assert_non_null(strstr(dht_strerror(DHT_ERR_DISK_FULL), "disk full"));
+}
+
+/* ver, wall and lost are read only where the type uses them: elsewhere a
+ * value of any type is ignored, as v1 ignores every key a type does not
+ * use. Twice in one map, they are a duplicate key like any other. */
+static void test_ver_wall_lost_ignored_elsewhere(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_msg msg;
+  mp m;
+
+  (void)state;
+  begin_one(&m, DHT_MSG_GET, 4);
+  mp_s(&m, "key");
+  mp_bin(&m, "k", 1);
+  mp_s(&m, "ver");
+  mp_s(&m, "not a version");
+  mp_s(&m, "wall");
+  mp_s(&m, "not a clock");
+  mp_s(&m, "lost");
+  mp_u(&m, 1);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_false(msg.has_ver);
+  assert_true(msg.wall_ms == 0);
+  assert_int_equal(msg.n_lost, 0);
+  dht_msg_free(&msg);
+  mp_free(&m);
+
+  begin_one(&m, DHT_MSG_NEIGHBORS, 4);
+  mp_s(&m, "peer");
+  mp_peer(&m, 1);
+  mp_s(&m, "succs");
+  mp_arr(&m, 0);
+  mp_s(&m, "lost");
+  mp_nil(&m);
+  mp_s(&m, "ver");
+  mp_u(&m, 3);
+  assert_int_equal(
+      dht_msg_decode(&msg, (const uint8_t *)m.sb.data, m.sb.size, &lim), 0);
+  assert_int_equal(msg.n_lost, 0);
+  assert_false(msg.has_ver);
+  dht_msg_free(&msg);
+  mp_free(&m);
+
+  begin_one(&m, DHT_MSG_DEL, 3);
+  mp_s(&m, "key");
+  mp_bin(&m, "k", 1);
+  mp_s(&m, "ver");
+  pack_good(&m, K_VER);
+  mp_s(&m, "ver");
+  pack_good(&m, K_VER);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
+  mp_free(&m);
+}
+
+/* A PUT whose ver is cut short is refused wherever the body ends inside
+ * it, and TRUNCATED once the writer id has begun; a writer id that is
+ * whole but 19 bytes long is BAD_TYPE, with the request id readable so
+ * that the owner can answer; a writer bin that claims 20 bytes but has 19
+ * before the next key leaves the map out of step. */
+static void test_ver_truncated_writer(void **state) {
+  static const uint8_t id19[19];
+  dht_msg m;
+  dht_buf buf;
+  size_t body_len, ver_at, writer_at, n;
+  outcome o;
+  mp hand;
+
+  (void)state;
+  dht_buf_init(&buf);
+  memset(&m, 0, sizeof(m));
+  m.type = DHT_MSG_PUT;
+  m.rid = 7;
+  m.key = cs("k");
+  m.value = cs("v");
+  m.has_ver = true;
+  m.ver.hlc = 1700000000000ull << 16;
+  m.ver.writer = id_n(5);
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  body_len = buf.len - DHT_FRAME_HEADER_LEN;
+  /* ver is last: "ver", 0x92, a uint 64 (9 bytes), 0xc4 0x14, 20 bytes. */
+  ver_at = body_len - (4 + 1 + 9 + 2 + DHT_ID_LEN);
+  assert_memory_equal(buf.data + DHT_FRAME_HEADER_LEN + ver_at, "\xa3ver", 4);
+  writer_at = body_len - (2 + DHT_ID_LEN);
+  for (n = ver_at; n < body_len; n++) {
+    o = decode_raw(buf.data + DHT_FRAME_HEADER_LEN, n);
+    /* Cut where an element is owed but none of it is there, the counts
+     * say so first (TOO_MANY); cut inside the writer, its length runs
+     * past the end. */
+    if (n > writer_at ? o.rv != DHT_ERR_TRUNCATED
+                      : o.rv != DHT_ERR_TRUNCATED && o.rv != DHT_ERR_TOO_MANY) {
+      fail_msg("PUT cut at %zu of %zu: got %d", n, body_len, o.rv);
+    }
+  }
+  assert_int_equal(decode_raw(buf.data + DHT_FRAME_HEADER_LEN, body_len).rv,
+                   0);
+  dht_buf_free(&buf);
+
+  begin_one(&hand, DHT_MSG_PUT, 3);
+  mp_s(&hand, "key");
+  mp_bin(&hand, "k", 1);
+  mp_s(&hand, "value");
+  mp_bin(&hand, "v", 1);
+  mp_s(&hand, "ver");
+  mp_arr(&hand, 2);
+  mp_u(&hand, 5);
+  mp_bin(&hand, id19, sizeof(id19));
+  o = decode_mp(&hand);
+  assert_int_equal(o.rv, DHT_ERR_BAD_TYPE);
+  assert_true(o.can_reply);
+  assert_true(o.rid == 77);
+  mp_free(&hand);
+
+  /* The writer's header says 20 bytes, 19 follow, then "key": the bin
+   * swallows the next key's first byte, the map goes out of step and ends
+   * early, and the well-formedness check (before any field) refuses it. */
+  begin_one(&hand, DHT_MSG_PUT, 3);
+  mp_s(&hand, "ver");
+  mp_arr(&hand, 2);
+  mp_u(&hand, 5);
+  mp_raw(&hand, "\xc4\x14", 2);
+  mp_raw(&hand, id19, sizeof(id19));
+  mp_s(&hand, "key");
+  mp_bin(&hand, "k", 1);
+  mp_s(&hand, "value");
+  mp_bin(&hand, "v", 1);
+  o = decode_mp(&hand);
+  assert_int_equal(o.rv, DHT_ERR_TRAILING); /* "value" is left over */
+  assert_false(o.can_reply); /* not well-formed: nothing can be trusted */
+  mp_free(&hand);
+}
+
 /* ---- tests: mutation -------------------------------------------------------
  */
 
@@ -3375,6 +4143,15 @@ int main(void) {
       cmocka_unit_test(test_sync_r_buckets),
       cmocka_unit_test(test_scan_limit),
       cmocka_unit_test(test_free_is_idempotent),
+      cmocka_unit_test(test_ver_roundtrip),
+      cmocka_unit_test(test_ver_exact_bytes),
+      cmocka_unit_test(test_ver_decoded_from_hand_made_error),
+      cmocka_unit_test(test_wall_roundtrip),
+      cmocka_unit_test(test_lost_ranges_roundtrip_and_limits),
+      cmocka_unit_test(test_ack_lost_roundtrip),
+      cmocka_unit_test(test_new_error_codes),
+      cmocka_unit_test(test_ver_wall_lost_ignored_elsewhere),
+      cmocka_unit_test(test_ver_truncated_writer),
       cmocka_unit_test(test_mp_check),
       cmocka_unit_test(test_mutation),
   };
