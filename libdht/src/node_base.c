@@ -242,27 +242,36 @@ bool dht__ref_is_self(const dht_node *node, const dht_peer_ref *ref) {
 
 /* ---- round-trip times ------------------------------------------------------- */
 
+/* Timeouts in a row that still double a peer's wait; beyond, it stays at
+ * rpc_timeout_ms anyway. */
+#define RTO_BACKOFF_MAX 8
+
 /* How long to wait for peer's reply: its smoothed round-trip time plus four
- * deviations (RFC 6298), within [rto_min_ms, rpc_timeout_ms]; the longest
- * until the peer has been measured. */
+ * deviations (RFC 6298), doubled for each timeout since the last sample,
+ * within [rto_min_ms, rpc_timeout_ms]; the longest until the peer has been
+ * measured. Without the doubling, a peer whose round trip grew past its
+ * wait would time out on every first send, and since only the replies to
+ * first sends are samples, its wait would never grow. */
 uint32_t dht__rto(const dht_node *node, int32_t peer) {
   const dht__peer *p = &node->peers[peer];
-  uint32_t rto;
+  uint64_t rto;
 
   if (!p->rtt_known) {
     return node->set.rpc_timeout_ms;
   }
-  rto = p->srtt_ms + 4 * p->rttvar_ms;
+  rto = ((uint64_t)p->srtt_ms + 4 * (uint64_t)p->rttvar_ms) << p->rto_backoff;
   if (rto < node->set.rto_min_ms) {
     return node->set.rto_min_ms;
   }
-  return rto < node->set.rpc_timeout_ms ? rto : node->set.rpc_timeout_ms;
+  return rto < node->set.rpc_timeout_ms ? (uint32_t)rto
+                                        : node->set.rpc_timeout_ms;
 }
 
 static void rtt_sample(dht_node *node, int32_t peer, uint64_t rtt_ms) {
   dht__peer *p = &node->peers[peer];
   uint32_t r = rtt_ms > UINT32_MAX / 8 ? UINT32_MAX / 8 : (uint32_t)rtt_ms;
 
+  p->rto_backoff = 0;
   if (!p->rtt_known) {
     p->srtt_ms = r;
     p->rttvar_ms = r / 2;
@@ -563,6 +572,9 @@ void dht__pending_expire(dht_node *node) {
       dht__pending_rearm(node, p,
                          (uint64_t)dht__rto(node, p->peer) << p->sends);
       p->sends++;
+      if (node->peers[p->peer].rto_backoff < RTO_BACKOFF_MAX) {
+        node->peers[p->peer].rto_backoff++;
+      }
       outbox_send_frame(node, p->peer, &p->frame);
       continue;
     }

@@ -548,10 +548,9 @@ static void probe_lost(dht_node *node) {
   }
   idx = dht__peer_intern(node, &l->id, l->addr, strlen(l->addr));
   p = idx != DHT__NO_PEER ? ask(node, &probe_ops, idx, DHT_MSG_PING) : NULL;
-  if (p != NULL) {
-    dht__pending_no_resend(p, node); /* one try is enough for a probe */
-    node->ring.probe_busy = true;
-  }
+  /* Resent like any request: the first send may have to wait for a new
+   * connection's handshake, one more round trip than the wait allows. */
+  node->ring.probe_busy = p != NULL;
 }
 
 /* A lost peer answered: ask it where this node belongs in its view of the

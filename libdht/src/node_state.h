@@ -75,6 +75,8 @@ typedef struct dht__peer {
   dht_id id;                       /* ring position, when id_known */
   bool id_known;                   /* false for a bootstrap not yet heard */
   bool rtt_known;                  /* srtt_ms and rttvar_ms are measured */
+  uint8_t rto_backoff;             /* timeouts since the last sample: the
+                                      wait doubles for each (RFC 6298 5.5) */
   uint32_t srtt_ms;                /* smoothed round-trip time */
   uint32_t rttvar_ms;              /* its mean deviation */
   uint32_t refs;                   /* holders of this slot; 0 means free */

@@ -373,6 +373,148 @@ static void test_dead_next_hop_is_routed_around(void **state) {
   host_free(&h);
 }
 
+/* The client asks a for the owner of b's id; a forwards the lookup to b.
+ * Returns the forward's rid. */
+static uint64_t lookup_forwarded_to_b(fake_host *h, uint64_t client_rid) {
+  host_action a;
+  dht_msg m;
+  uint64_t rid;
+
+  msg_init(&m, DHT_MSG_FIND_SUCC, client_rid);
+  m.target = key_id_of("b:2");
+  host_recv(h, CLIENT, &m);
+  assert_true(host_poll(h, &a));
+  assert_int_equal(a.msg.type, DHT_MSG_FIND_SUCC);
+  assert_string_equal(a.addr, "b:2");
+  rid = a.msg.rid;
+  action_free(&a);
+  host_drain(h);
+  return rid;
+}
+
+/* b answers the forward rid; a answers its client. */
+static void b_answers(fake_host *h, uint64_t rid) {
+  dht_msg r;
+
+  msg_init(&r, DHT_MSG_FIND_SUCC_R, rid);
+  r.has_peer = true;
+  peer_ref(&r.peer, "b:2");
+  host_recv(h, PEER, &r);
+  host_drain(h);
+}
+
+/* Waits ms, expecting no resend before, and the resend of rid then. */
+static void resent_after(fake_host *h, uint64_t rid, uint64_t ms) {
+  host_action a;
+
+  host_advance(h, ms - 1);
+  host_expect_none(h);
+  host_advance(h, 1);
+  host_expect_one(h, &a, DHT_ACTION_SEND, DHT_MSG_FIND_SUCC);
+  assert_int_equal(a.msg.rid, rid);
+  action_free(&a);
+}
+
+/* RFC 6298 5.5: after a timeout the wait for a peer doubles, and stays so
+ * until a reply to a first send gives a new sample. Only such replies are
+ * samples, so a peer whose round trip grew past its wait would otherwise
+ * time out on every first send for ever. */
+static void test_wait_doubles_after_a_timeout_until_a_sample(void **state) {
+  fake_host h;
+  uint64_t rid;
+
+  (void)state;
+  host_init_one_copy(&h, "a:1", 2);
+  dht_node_create_ring(h.node, h.now);
+  dht_node_set_maintenance(h.node, false, h.now); /* only lookups talk */
+  notify_from(&h, "b:2");
+  host_drain(&h);
+
+  /* A 20 ms sample: srtt 20 + 4 * 10 = 60 ms, below rto_min_ms. */
+  rid = lookup_forwarded_to_b(&h, 201);
+  host_advance(&h, 20);
+  b_answers(&h, rid);
+  /* A first send times out after rto_min_ms; its resend is answered. */
+  rid = lookup_forwarded_to_b(&h, 202);
+  resent_after(&h, rid, 100);
+  b_answers(&h, rid);
+  /* The next first send waits twice as long: 120 ms. */
+  rid = lookup_forwarded_to_b(&h, 203);
+  resent_after(&h, rid, 120);
+  b_answers(&h, rid);
+  /* Two timeouts: 240 ms. */
+  rid = lookup_forwarded_to_b(&h, 204);
+  resent_after(&h, rid, 240);
+  b_answers(&h, rid);
+  /* A first send answered in 20 ms is a new sample... */
+  rid = lookup_forwarded_to_b(&h, 205);
+  host_advance(&h, 20);
+  b_answers(&h, rid);
+  /* ...and the doubling is over: back to rto_min_ms. */
+  rid = lookup_forwarded_to_b(&h, 206);
+  resent_after(&h, rid, 100);
+  b_answers(&h, rid);
+  host_free(&h);
+}
+
+/* Advances h 10 ms at a time, for at most limit_ms, until the node sends
+ * msg_type to addr; returns its rid, or 0 if it never did. Every other
+ * action is dropped unanswered. */
+static uint64_t advance_until_sent(fake_host *h, const char *addr,
+                                   dht_msg_type msg_type, uint64_t limit_ms) {
+  host_actions all;
+  uint64_t waited, rid = 0;
+  size_t i;
+
+  for (waited = 0; waited < limit_ms && rid == 0; waited += 10) {
+    host_advance(h, 10);
+    host_take_all(h, &all);
+    for (i = 0; i < all.n; i++) {
+      if (all.a[i].type == DHT_ACTION_SEND && all.a[i].msg.type == msg_type &&
+          strcmp(all.a[i].addr, addr) == 0) {
+        rid = all.a[i].msg.rid;
+      }
+    }
+    host_actions_free(&all);
+  }
+  return rid;
+}
+
+/* A lost peer's ping is resent like any request: its first send may have to
+ * wait for a new connection's handshake, a round trip more than the wait
+ * allows, and a ping that is never resent then never gets an answer. */
+static void test_lost_peer_probe_is_resent(void **state) {
+  dht_settings s;
+  fake_host h;
+  uint64_t rid, again;
+  dht_msg pong;
+
+  (void)state;
+  dht_settings_default(&s);
+  s.replicas = 1;
+  host_init(&h, "a:1", NULL, &s, 0);
+  dht_node_create_ring(h.node, h.now);
+  notify_from(&h, "b:2"); /* a ring of two */
+  host_drain(&h);
+  /* b never answers: declared dead (its connection dropped), then lost. */
+  while (h.disconnects == 0 && h.now < HOST_START_MS + 10000) {
+    host_advance(&h, 10);
+    host_drain(&h);
+  }
+  assert_string_equal(h.last_disconnect, "b:2");
+  rid = advance_until_sent(&h, "b:2", DHT_MSG_PING, 10000);
+  assert_true(rid != 0);
+  again = advance_until_sent(&h, "b:2", DHT_MSG_PING, 2 * s.rpc_timeout_ms);
+  assert_int_equal(again, rid); /* the same ping, sent again */
+  /* b answers the resend: a asks it where a belongs (a merge). */
+  msg_init(&pong, DHT_MSG_PONG, rid);
+  pong.has_peer = true;
+  peer_ref(&pong.peer, "b:2");
+  host_recv(&h, PEER, &pong);
+  assert_true(advance_until_sent(&h, "b:2", DHT_MSG_FIND_SUCC, 10) != 0);
+  host_free(&h);
+}
+
 /* A request that has made max_hops forwards is refused even where it would
  * be answered; one short of the limit is answered. */
 static void test_hop_limit(void **state) {
@@ -1387,6 +1529,8 @@ int main(void) {
       cmocka_unit_test(test_notify_makes_a_ring_of_two),
       cmocka_unit_test(test_forward_and_relay),
       cmocka_unit_test(test_dead_next_hop_is_routed_around),
+    cmocka_unit_test(test_wait_doubles_after_a_timeout_until_a_sample),
+    cmocka_unit_test(test_lost_peer_probe_is_resent),
       cmocka_unit_test(test_hop_limit),
       cmocka_unit_test(test_garbage_is_answered_then_closed),
       cmocka_unit_test(test_join_through_bootstrap),
