@@ -35,389 +35,87 @@
  */
 #define _DEFAULT_SOURCE
 
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "dht/client.h"
 #include "dht/err.h"
-#include "dht/id.h"
 
 #define NODES_MAX 16
 #define PORTS_MAX 64 /* ports one test may take */
+#define WHY_LEN 400  /* a failed condition's reason */
+#define WAIT_POLL_MS 50
 #define KEYS 1000
-#define REPLICAS 3           /* dhtd's default */
-#define CALL_MS 5000         /* one request of the test's own */
 #define GET_DEADLINE_MS 1000 /* a user's get, retries included */
-#define SETTLE_MS 30000      /* for a ring to settle after a change */
 #define REPAIR_MS 15000      /* for the records to follow */
-#define SCAN_PAGE_LEN 4096   /* a node's own cap on one SCAN reply */
+#define STOP_MS 15000        /* for a signalled node to exit (SIGTERM: leave) */
+#define RUN_MS 10000         /* one dht or dhtd command */
 #define FILL_WINDOW 64       /* PUTs in flight while a ring is filled */
-#define DIR_LEN 240          /* a test's directory */
-#define PATH_LEN 300         /* a file in it */
-#define WHY_LEN 400
-
-/* One dhtd. */
-typedef struct node {
-  pid_t pid;          /* 0 when not running */
-  int port;           /* loopback port */
-  char addr[32];      /* "127.0.0.1:port" */
-  char dir[PATH_LEN]; /* data directory */
-  char log[PATH_LEN]; /* stdout and stderr of the process */
-  dht_id id;          /* hash of addr */
-  dht_client *client; /* connection for the test's own requests */
-} node;
 
 /* What the last acknowledged write of a key did. */
 typedef enum key_state { KEY_UNWRITTEN, KEY_WRITTEN, KEY_DELETED } key_state;
 
-/* One test's ring and everything it has been told. */
-typedef struct ring {
-  char dir[DIR_LEN];     /* the test's own directory */
-  node nodes[NODES_MAX]; /* in the order they were added */
-  int n_nodes;           /* entries of nodes in use, running or not */
-  int ports[PORTS_MAX];  /* every port handed out, never handed out twice */
-  int n_ports;           /* entries of ports in use */
-  key_state keys[KEYS];  /* per key: what its last OK was for */
-  unsigned gen[KEYS];    /* per written key: value_of(i, gen[i]) was put */
-} ring;
+/* Everything the ring has been told. */
+#define RING_OWN_FIELDS                                                        \
+  key_state keys[KEYS]; /* per key: what its last OK was for */                \
+  unsigned gen[KEYS];   /* per written key: value_of(i, gen[i]) was put */
 
-/* A condition on a ring: true when it holds; when not, why says why. */
-typedef bool (*ring_cond)(ring *r, char *why, size_t why_len);
+#include "ring_util.h"
 
-/* The problems a check found: how many, and the first one in words. */
-typedef struct problems {
-  char first[WHY_LEN];
-  int n;
-} problems;
-
-static const char *dhtd_path;
-static const char *dht_path;
-static char base_dir[200]; /* holds one directory per test */
-
-/* ---- processes and time -------------------------------------------------- */
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void pause_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-  nanosleep(&ts, NULL);
-}
-
-__attribute__((format(printf, 2, 3))) static void
-problem(problems *p, const char *fmt, ...) {
-  va_list ap;
-
-  if (p->n++ == 0) {
-    va_start(ap, fmt);
-    vsnprintf(p->first, sizeof(p->first), fmt, ap);
-    va_end(ap);
-  }
-}
-
-/* Appends to the string in buf, of len bytes in all, cutting what does
- * not fit. */
-__attribute__((format(printf, 3, 4))) static void append(char *buf, size_t len,
-                                                         const char *fmt, ...) {
-  size_t o = strlen(buf);
-  va_list ap;
-
-  va_start(ap, fmt);
-  vsnprintf(buf + o, len - o, fmt, ap);
-  va_end(ap);
-}
-
-/* Sums the problems up in why; true when there were none. */
-static bool no_problems(const problems *p, char *why, size_t why_len) {
-  if (p->n > 1) {
-    snprintf(why, why_len, "%s (and %d more)", p->first, p->n - 1);
-  } else if (p->n == 1) {
-    snprintf(why, why_len, "%s", p->first);
-  }
-  return p->n == 0;
-}
-
-/* Polls cond every 50 ms until it holds, or fails the test with its last
- * reason once timeout_ms has passed. A timeout of 0 checks once: for what
- * must hold already. */
-static void wait_until(ring *r, ring_cond cond, int timeout_ms,
-                       const char *what) {
-  uint64_t start = now_ms(), deadline = start + (uint64_t)timeout_ms;
-  char why[WHY_LEN] = "";
-
-  while (!cond(r, why, sizeof(why))) {
-    if (now_ms() >= deadline) {
-      fail_msg("%s: not so after %llu ms: %s", what,
-               (unsigned long long)(now_ms() - start), why);
-    }
-    pause_ms(50);
-  }
-}
-
-/* A TCP socket bound to a loopback port the kernel picked; *port gets it. */
-static int bind_loopback(int *port) {
-  struct sockaddr_in sa;
-  socklen_t len = sizeof(sa);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-  assert_true(fd >= 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-  *port = ntohs(sa.sin_port);
-  return fd;
-}
-
-/* A loopback port that was free a moment ago and that this test has not
- * been handed before (the kernel may hand a closed port out again). */
-static int free_port(ring *r) {
-  int port, i;
-  bool taken;
-
-  assert_true(r->n_ports < PORTS_MAX);
-  do {
-    close(bind_loopback(&port));
-    for (i = 0, taken = false; i < r->n_ports; i++) {
-      taken = taken || r->ports[i] == port;
-    }
-  } while (taken);
-  r->ports[r->n_ports++] = port;
-  return port;
-}
+/* ---- nodes and the ring -------------------------------------------------- */
 
 static void loopback_addr(ring *r, char *out, size_t len) {
   snprintf(out, len, "127.0.0.1:%d", free_port(r));
 }
 
-/* Runs argv with stdout appended to out_path and stderr to err_path (which
- * may be the same file); returns the pid. */
-static pid_t spawn(char *const argv[], const char *out_path,
-                   const char *err_path) {
-  pid_t pid = fork();
-
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    int err = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (out >= 0 && err >= 0) {
-      dup2(out, 1);
-      dup2(err, 2);
-      close(out);
-      close(err);
-    }
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  return pid;
-}
-
-/* Waits for pid to exit; returns its exit status (128 + the signal that
- * killed it), or -1 when it is still running after timeout_ms. */
-static int wait_exit(pid_t pid, int timeout_ms) {
-  uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-  int status;
-
-  for (;;) {
-    pid_t got = waitpid(pid, &status, WNOHANG);
-    if (got == pid) {
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    if (now_ms() > deadline) {
-      return -1;
-    }
-    pause_ms(20);
-  }
-}
-
-static void read_file(const char *path, char *buf, size_t len) {
-  FILE *f = fopen(path, "r");
-  size_t n = 0;
-
-  if (f != NULL) {
-    n = fread(buf, 1, len - 1, f);
-    fclose(f);
-  }
-  buf[n] = '\0';
-}
-
-/* ---- nodes --------------------------------------------------------------- */
-
-static node *node_add(ring *r) {
-  char ring_dir[sizeof(r->dir)];
-  node *d;
-
-  assert_true(r->n_nodes < NODES_MAX);
-  d = &r->nodes[r->n_nodes];
-  memset(d, 0, sizeof(*d));
-  d->port = free_port(r);
-  /* A copy: gcc cannot tell that d's paths and the ring's do not overlap. */
-  memcpy(ring_dir, r->dir, sizeof(ring_dir));
-  snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", d->port);
-  snprintf(d->dir, sizeof(d->dir), "%s/node%d", ring_dir, r->n_nodes);
-  snprintf(d->log, sizeof(d->log), "%s/node%d.log", ring_dir, r->n_nodes);
-  dht_id_hash(&d->id, d->addr, strlen(d->addr));
-  assert_int_equal(dht_client_new(&d->client, d->addr, NULL), 0);
-  r->n_nodes++;
-  return d;
-}
-
-/* Starts node d on its data directory, joining through join (NULL: a new
- * ring), with timers shortened so that a ring settles in a second or two. */
+/* Starts d straight from the test, as a user starts dhtd. */
 static void node_start(node *d, const node *join) {
-  char *argv[20];
-  int n = 0;
-
-  argv[n++] = (char *)dhtd_path;
-  argv[n++] = "--listen";
-  argv[n++] = d->addr;
-  argv[n++] = "--data-dir";
-  argv[n++] = d->dir;
-  argv[n++] = "--stabilize-ms";
-  argv[n++] = "100";
-  argv[n++] = "--fix-fingers-ms";
-  argv[n++] = "50";
-  argv[n++] = "--ping-ms";
-  argv[n++] = "200";
-  argv[n++] = "--timeout-ms";
-  argv[n++] = "200";
-  argv[n++] = "--log-level";
-  argv[n++] = "debug";
-  if (join != NULL) {
-    argv[n++] = "--join";
-    argv[n++] = (char *)join->addr;
-  }
-  argv[n] = NULL;
-  assert_int_equal(d->pid, 0);
-  d->pid = spawn(argv, d->log, d->log);
+  node_start_under(d, join, NULL, NULL);
 }
 
-/* Waits for d to exit with status want (128 + the signal for a kill). */
-static void node_wait_exit(node *d, int want, int timeout_ms) {
-  int status = wait_exit(d->pid, timeout_ms);
+/* ring_lists_right's check of order[p]'s lists: their first depth entries
+ * are the true ones. */
+static bool first_entries_right(node *const order[], int n, int p, int depth,
+                                const dht_client_neighbors_result *nb,
+                                char *why, size_t why_len) {
+  int k;
 
-  if (status >= 0) {
-    d->pid = 0; /* reaped: the pid may be anyone's now */
-  }
-  assert_int_equal(status, want);
-}
-
-/* Signals d and waits for the exit status that signal must give: 0 for a
- * graceful SIGTERM (the node leaves, handing its keys on), 128 + SIGKILL
- * for SIGKILL. */
-static void node_stop(node *d, int sig) {
-  assert_true(d->pid > 0);
-  assert_int_equal(kill(d->pid, sig), 0);
-  node_wait_exit(d, sig == SIGKILL ? 128 + SIGKILL : 0, 15000);
-}
-
-static bool node_answers(const node *d) {
-  return dht_client_ping(d->client, NULL, 200) == 0;
-}
-
-/* The running nodes in ring order (by id); returns how many. */
-static int ring_order(ring *r, node *order[NODES_MAX]) {
-  int i, j, n = 0;
-
-  for (i = 0; i < r->n_nodes; i++) {
-    node *d = &r->nodes[i];
-    if (d->pid == 0) {
-      continue;
+  for (k = 0; k < depth; k++) {
+    const char *succ = order[(p + 1 + k) % n]->addr;
+    const char *prev = order[(p + n - 1 - k) % n]->addr;
+    if (strcmp(nb->succs[k].addr, succ) != 0 ||
+        strcmp(nb->preds[k].addr, prev) != 0) {
+      snprintf(why, why_len,
+               "%s lists successor %d as %s and predecessor %d as %s, "
+               "not %s and %s",
+               order[p]->addr, k, nb->succs[k].addr, k, nb->preds[k].addr, succ,
+               prev);
+      return false;
     }
-    for (j = n; j > 0 && dht_id_cmp(&order[j - 1]->id, &d->id) > 0; j--) {
-      order[j] = order[j - 1];
-    }
-    order[j] = d;
-    n++;
   }
-  return n;
-}
-
-/* How many nodes beyond itself a node must list either way: its R - 1
- * replicas, or every other node of a smaller ring. */
-static int neighbour_depth(int n) {
-  return n - 1 < REPLICAS - 1 ? n - 1 : REPLICAS - 1;
+  return true;
 }
 
 /* True when every running node has the true predecessor and the true
  * first successors and predecessors, as deep as replication needs: only
  * then do its writes reach the right replicas. */
 static bool ring_settled(ring *r, char *why, size_t why_len) {
-  dht_client_neighbors_result nb;
-  node *order[NODES_MAX];
-  int n = ring_order(r, order), depth = neighbour_depth(n), p, k;
-
-  for (p = 0; p < n; p++) {
-    const node *d = order[p], *pred = order[(p + n - 1) % n];
-    if (dht_client_neighbors(d->client, &nb, 1000) != 0) {
-      snprintf(why, why_len, "%s does not answer: %s", d->addr,
-               dht_client_last_error(d->client));
-      return false;
-    }
-    if (n > 1 && (!nb.has_pred || strcmp(nb.pred.addr, pred->addr) != 0)) {
-      snprintf(why, why_len, "%s has predecessor %s, not %s", d->addr,
-               nb.has_pred ? nb.pred.addr : "(none)", pred->addr);
-      return false;
-    }
-    if (nb.n_succs < (size_t)depth || nb.n_preds < (size_t)depth) {
-      snprintf(why, why_len, "%s lists %zu successors and %zu predecessors",
-               d->addr, nb.n_succs, nb.n_preds);
-      return false;
-    }
-    for (k = 0; k < depth; k++) {
-      const char *succ = order[(p + 1 + k) % n]->addr;
-      const char *prev = order[(p + n - 1 - k) % n]->addr;
-      if (strcmp(nb.succs[k].addr, succ) != 0 ||
-          strcmp(nb.preds[k].addr, prev) != 0) {
-        snprintf(why, why_len,
-                 "%s lists successor %d as %s and predecessor %d as %s, "
-                 "not %s and %s",
-                 d->addr, k, nb.succs[k].addr, k, nb.preds[k].addr, succ, prev);
-        return false;
-      }
-    }
-  }
-  return true;
+  return ring_lists_right(r, first_entries_right, why, why_len);
 }
 
 /* Adds n nodes and starts them, the first as a new ring and the others
  * joining through it, and waits until the ring has settled. */
 static void ring_start(ring *r, int n) {
-  node *first = node_add(r);
+  node *first = node_add(r, NULL);
   uint64_t deadline = now_ms() + 5000;
   int i;
 
   node_start(first, NULL);
-  while (!node_answers(first)) {
-    if (now_ms() >= deadline) {
-      fail_msg("%s does not answer after 5 s: %s", first->addr,
-               dht_client_last_error(first->client));
-    }
-    pause_ms(50);
+  if (!node_answers_by(first, deadline)) {
+    fail_msg("%s does not answer after 5 s: %s", first->addr,
+             dht_client_last_error(first->client));
   }
   for (i = 1; i < n; i++) {
-    node_start(node_add(r), first);
+    node_start(node_add(r, NULL), first);
   }
   wait_until(r, ring_settled, SETTLE_MS, "ring settled");
 }
@@ -531,86 +229,18 @@ static void ring_fill(ring *r, const node *via) {
   }
 }
 
-/* Which positions of order[0..n) hold key i: holders[p] is set for its
- * owner, the first node at or after the key's id, and the next R - 1. */
-static void key_holders(node *const order[], int n, int i,
-                        bool holders[NODES_MAX]) {
-  char key[16];
-  dht_id kid;
-  int owner = 0, k;
+/* scan_node's index of a record: its key's, or -1 (a problem) for a key
+ * this test never writes. */
+static int written_key_index(const ring *r, const node *d,
+                             const dht_client_scan_item *it, problems *pr) {
+  int i = key_index(it->key, it->key_len);
 
-  key_name(i, key, sizeof(key));
-  dht_id_hash(&kid, key, strlen(key));
-  while (owner < n && dht_id_cmp(&order[owner]->id, &kid) < 0) {
-    owner++;
+  (void)r;
+  if (i < 0) {
+    problem(pr, "%s holds '%.*s', a key this test never wrote", d->addr,
+            (int)(it->key_len < 40 ? it->key_len : 40), (const char *)it->key);
   }
-  memset(holders, 0, NODES_MAX * sizeof(holders[0]));
-  for (k = 0; k < n && k < REPLICAS; k++) {
-    holders[(owner + k) % n] = true;
-  }
-}
-
-/* What the scans of keys_on_their_holders have met of one key. */
-typedef struct key_copies {
-  bool held[NODES_MAX];     /* per ring position: it listed the key */
-  const char *first_holder; /* the address of the first that did */
-  bool tombstone;           /* ... and what it holds */
-  dht_version version;
-} key_copies;
-
-/* Lists node d's records (SCAN, paged round the ring from the zero id) into
- * copies, with d at ring position p. */
-static void scan_node(const node *d, int p, key_copies *copies, problems *pr) {
-  char key[16];
-  dht_client_scan_result page;
-  dht_id from, prev;
-  bool first = true, done = false;
-  size_t j;
-
-  memset(&from, 0, sizeof(from));
-  memset(&prev, 0, sizeof(prev));
-  while (!done) {
-    if (dht_client_scan(d->client, &from, SCAN_PAGE_LEN, &page, CALL_MS) != 0) {
-      problem(pr, "%s does not answer SCAN: %s", d->addr,
-              dht_client_last_error(d->client));
-      return;
-    }
-    for (j = 0; j < page.n_items; j++) {
-      const dht_client_scan_item *it = &page.items[j];
-      int i = key_index(it->key, it->key_len);
-      key_copies *kc;
-      /* Ids only grow from the zero id; one that does not has come round. */
-      if (!first && dht_id_cmp(&it->key_id, &prev) <= 0) {
-        done = true;
-        break;
-      }
-      first = false;
-      prev = it->key_id;
-      if (i < 0) {
-        problem(pr, "%s holds '%.*s', a key this test never wrote", d->addr,
-                (int)(it->key_len < 40 ? it->key_len : 40),
-                (const char *)it->key);
-        continue;
-      }
-      kc = &copies[i];
-      kc->held[p] = true;
-      if (!it->has_version) {
-        problem(pr, "%s holds %s without a version", d->addr,
-                key_name(i, key, sizeof(key)));
-      } else if (kc->first_holder == NULL) {
-        kc->first_holder = d->addr;
-        kc->tombstone = it->tombstone;
-        kc->version = it->version;
-      } else if (kc->tombstone != it->tombstone ||
-                 dht_version_cmp(&kc->version, &it->version) != 0) {
-        problem(pr, "%s: %s and %s hold different versions",
-                key_name(i, key, sizeof(key)), kc->first_holder, d->addr);
-      }
-    }
-    done = done || !page.more || page.n_items == 0;
-    from = prev;
-    dht_client_scan_result_free(&page);
-  }
+  return i;
 }
 
 /* True when every running node holds exactly the records it should: each
@@ -627,11 +257,11 @@ static bool keys_on_their_holders(ring *r, char *why, size_t why_len) {
 
   assert_non_null(copies);
   for (p = 0; p < n; p++) {
-    scan_node(order[p], p, copies, &pr);
+    scan_node(r, order[p], p, written_key_index, true, copies, &pr);
   }
   for (i = 0; i < KEYS; i++) {
     key_name(i, key, sizeof(key));
-    key_holders(order, n, i, holders);
+    key_holders(order, n, key, holders);
     for (p = 0; p < n; p++) {
       bool want = holders[p] && r->keys[i] != KEY_UNWRITTEN;
       if (want && !copies[i].held[p]) {
@@ -648,7 +278,7 @@ static bool keys_on_their_holders(ring *r, char *why, size_t why_len) {
     }
   }
   free(copies);
-  return no_problems(&pr, why, why_len);
+  return no_problems(&pr, true, why, why_len);
 }
 
 /* Reads every key through c with the given deadline: a written key must
@@ -683,7 +313,7 @@ static uint64_t assert_reads(ring *r, dht_client *c, int timeout_ms) {
     }
     free(value);
   }
-  if (!no_problems(&pr, why, sizeof(why))) {
+  if (!no_problems(&pr, true, why, sizeof(why))) {
     fail_msg("reads through %s: %d wrong: %s", dht_client_addr(c), pr.n, why);
   }
   return slowest_ms;
@@ -691,48 +321,24 @@ static uint64_t assert_reads(ring *r, dht_client *c, int timeout_ms) {
 
 /* ---- what a user sees ---------------------------------------------------- */
 
-/* What a process that ran to the end left. */
-typedef struct run_result {
-  int status;      /* exit status, or 128 + signal */
-  char out[16384]; /* its stdout */
-  char err[8192];  /* its stderr */
-} run_result;
+/* Appends to the string in buf, of len bytes in all, cutting what does
+ * not fit. */
+__attribute__((format(printf, 3, 4))) static void append(char *buf, size_t len,
+                                                         const char *fmt, ...) {
+  size_t o = strlen(buf);
+  va_list ap;
 
-/* Runs argv to the end (10 s at most, then it is killed and the test
- * fails), capturing its output in files of r's directory. */
-static void run(const ring *r, char *const argv[], run_result *res) {
-  char out_path[PATH_LEN], err_path[PATH_LEN];
-  pid_t pid;
-
-  snprintf(out_path, sizeof(out_path), "%s/run.out", r->dir);
-  snprintf(err_path, sizeof(err_path), "%s/run.err", r->dir);
-  unlink(out_path);
-  unlink(err_path);
-  pid = spawn(argv, out_path, err_path);
-  res->status = wait_exit(pid, 10000);
-  if (res->status < 0) {
-    kill(pid, SIGKILL);
-    wait_exit(pid, 5000);
-    fail_msg("%s %s did not finish in 10 s", argv[0], argv[1]);
-  }
-  read_file(out_path, res->out, sizeof(res->out));
-  read_file(err_path, res->err, sizeof(res->err));
+  va_start(ap, fmt);
+  vsnprintf(buf + o, len - o, fmt, ap);
+  va_end(ap);
 }
 
-/* Runs the CLI with the arguments up to a NULL. */
-__attribute__((sentinel)) static void run_cli(const ring *r, run_result *res,
-                                              ...) {
-  char *argv[16];
-  va_list ap;
-  int n = 0;
-
-  argv[n++] = (char *)dht_path;
-  va_start(ap, res);
-  while ((argv[n++] = va_arg(ap, char *)) != NULL) {
-    assert_true(n < 16);
+/* Runs argv to the end (RUN_MS at most, then it is killed and the test
+ * fails), capturing its output in files of r's directory. */
+static void run(const ring *r, char *const argv[], run_result *res) {
+  if (!run_within(r, argv, RUN_MS, res)) {
+    fail_msg("%s %s did not finish in %d s", argv[0], argv[1], RUN_MS / 1000);
   }
-  va_end(ap);
-  run(r, argv, res);
 }
 
 /* A word of a command line or of what it prints that names an address
@@ -781,23 +387,6 @@ static void drop_log_lines(char *text) {
     in += len;
   }
   *out = '\0';
-}
-
-/* True when text matches pattern, in which '*' stands for any text (what
- * varies from run to run: a time, an attempt count, a list of problems). */
-static bool glob_matches(const char *text, const char *pattern) {
-  if (*pattern == '\0') {
-    return *text == '\0';
-  }
-  if (*pattern == '*') {
-    do {
-      if (glob_matches(text, pattern + 1)) {
-        return true;
-      }
-    } while (*text++ != '\0');
-    return false;
-  }
-  return *text == *pattern && glob_matches(text + 1, pattern + 1);
 }
 
 static int lines(const char *text) {
@@ -860,13 +449,13 @@ static void run_cases(const ring *r, const char *program,
  * start on, in ring order, with its predecessor and the number of records
  * it should hold, then the verdict. */
 static void ring_listing(ring *r, const node *start, char *out, size_t len) {
-  char short_id[DHT_ID_SHORT_LEN];
+  char short_id[DHT_ID_SHORT_LEN], key[16];
   node *order[NODES_MAX];
   int n = ring_order(r, order), records[NODES_MAX] = {0}, i, p, first = 0;
   bool holders[NODES_MAX];
 
   for (i = 0; i < KEYS; i++) {
-    key_holders(order, n, i, holders);
+    key_holders(order, n, key_name(i, key, sizeof(key)), holders);
     for (p = 0; p < n; p++) {
       records[p] += holders[p] && r->keys[i] != KEY_UNWRITTEN;
     }
@@ -888,12 +477,14 @@ static void ring_listing(ring *r, const node *start, char *out, size_t len) {
 /* `dht ring` through start prints exactly the listing, and nothing on
  * stderr. */
 static void assert_ring_listing(ring *r, const node *start) {
+  char *argv[] = {(char *)dht_path, "--node", (char *)start->addr, "ring",
+                  NULL};
   run_result *res = malloc(sizeof(*res));
   char want[4096];
 
   assert_non_null(res);
   ring_listing(r, start, want, sizeof(want));
-  run_cli(r, res, "--node", start->addr, "ring", NULL);
+  run(r, argv, res);
   assert_string_equal(res->err, "");
   assert_string_equal(res->out, want);
   assert_int_equal(res->status, 0);
@@ -953,7 +544,7 @@ static void test_ninth_node_takes_exactly_its_range(void **state) {
 
   ring_start(r, 8);
   ring_fill(r, &r->nodes[0]);
-  ninth = node_add(r);
+  ninth = node_add(r, NULL);
   node_start(ninth, &r->nodes[3]);
   wait_until(r, ring_settled, SETTLE_MS, "ring of 9 settled");
   /* Its successor handed it the keys of its range, and only those; the
@@ -967,7 +558,7 @@ static void test_sigterm_hands_keys_on(void **state) {
 
   ring_start(r, 8);
   ring_fill(r, &r->nodes[0]);
-  node_stop(&r->nodes[2], SIGTERM);
+  node_stop(&r->nodes[2], SIGTERM, STOP_MS);
   wait_until(r, ring_settled, SETTLE_MS, "ring of 7 settled");
   wait_until(r, keys_on_their_holders, REPAIR_MS, "keys handed on");
   assert_reads(r, r->nodes[0].client, CALL_MS);
@@ -987,7 +578,7 @@ static void test_sigkill_any_node_then_restart(void **state) {
   ring_fill(r, &r->nodes[0]);
   for (i = 0; i < r->n_nodes; i++) {
     node *d = &r->nodes[i], *reader = &r->nodes[(i + 1) % r->n_nodes];
-    node_stop(d, SIGKILL);
+    node_stop(d, SIGKILL, STOP_MS);
     assert_reads(r, reader->client, CALL_MS);
     wait_until(r, ring_settled, SETTLE_MS, "ring closed over the dead node");
     for (k = i; k < KEYS; k += r->n_nodes) {
@@ -1002,25 +593,6 @@ static void test_sigkill_any_node_then_restart(void **state) {
     wait_until(r, keys_on_their_holders, REPAIR_MS, "its keys repaired");
     assert_reads(r, d->client, CALL_MS);
   }
-}
-
-/* A client that retries within its deadline, on every running node but
- * reader when reader fails, as `dht --node A,B,...` does. */
-static dht_client *retrying_client(ring *r, const node *reader) {
-  const char *fallbacks[NODES_MAX];
-  size_t n = 0;
-  dht_client *c;
-  int i;
-
-  assert_int_equal(dht_client_new(&c, reader->addr, NULL), 0);
-  for (i = 0; i < r->n_nodes; i++) {
-    if (r->nodes[i].pid != 0 && &r->nodes[i] != reader) {
-      fallbacks[n++] = r->nodes[i].addr;
-    }
-  }
-  assert_int_equal(dht_client_set_fallbacks(c, fallbacks, n), 0);
-  dht_client_set_retry(c, true);
-  return c;
 }
 
 /* Two nodes die at once, ring neighbours included: every key stays readable
@@ -1319,42 +891,16 @@ static void test_daemon_refuses_clearly(void **state) {
 
 /* Gives the test an empty ring in a new directory of its own. */
 static int ring_new(void **state) {
-  ring *r = calloc(1, sizeof(*r));
-
-  if (r == NULL) {
-    return -1;
-  }
-  snprintf(r->dir, sizeof(r->dir), "%s/ring-XXXXXX", base_dir);
-  if (mkdtemp(r->dir) == NULL) {
-    perror("mkdtemp");
-    free(r);
-    return -1;
-  }
-  *state = r;
-  return 0;
+  *state = ring_make();
+  return *state != NULL ? 0 : -1;
 }
 
 /* Kills what the test left running, by pid, and removes its directory. */
 static int ring_del(void **state) {
   ring *r = *state;
-  int i;
 
-  for (i = 0; i < r->n_nodes; i++) {
-    if (r->nodes[i].pid > 0) {
-      kill(r->nodes[i].pid, SIGKILL);
-      wait_exit(r->nodes[i].pid, 5000);
-    }
-    dht_client_del(r->nodes[i].client);
-  }
-  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
-    char cmd[PATH_LEN + 20];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", r->dir);
-    if (system(cmd) != 0) {
-      fprintf(stderr, "could not remove %s\n", r->dir);
-    }
-  } else {
-    fprintf(stderr, "logs and data kept in %s\n", r->dir);
-  }
+  ring_kill_nodes(r);
+  ring_dir_remove(r);
   free(r);
   return 0;
 }
@@ -1379,24 +925,11 @@ int main(int argc, char **argv) {
   };
   int failed;
 
-  if (argc != 3 && argc != 4) {
-    fprintf(stderr, "usage: test_daemons PATH_TO_DHTD PATH_TO_DHT [PATTERN]\n");
-    return 2;
-  }
-  dhtd_path = argv[1];
-  dht_path = argv[2];
-  if (argc == 4) {
-    cmocka_set_test_filter(argv[3]);
-  }
-  signal(SIGPIPE, SIG_IGN);
-  snprintf(base_dir, sizeof(base_dir), "/tmp/dht-test-XXXXXX");
-  if (mkdtemp(base_dir) == NULL) {
-    perror("mkdtemp");
+  if (!ring_tests_args(argc, argv, "test_daemons") ||
+      !ring_tests_begin("/tmp/dht-test-XXXXXX")) {
     return 2;
   }
   failed = cmocka_run_group_tests(tests, NULL, NULL);
-  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
-    rmdir(base_dir);
-  }
+  ring_tests_end();
   return failed;
 }

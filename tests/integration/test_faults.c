@@ -38,32 +38,15 @@
  */
 #define _GNU_SOURCE /* setns(), CLONE_NEWNET */
 
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <sched.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <sys/mount.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "dht/client.h"
 #include "dht/err.h"
-#include "dht/id.h"
 
 #ifndef DHT_LIBFAKETIME
 #define DHT_LIBFAKETIME "" /* not found when the build was configured */
@@ -71,34 +54,17 @@
 
 #define NODES_MAX 10
 #define PORTS_MAX 32
+#define WHY_LEN 600 /* a failed condition's reason */
+#define WAIT_POLL_MS 100
 #define PROBES_MAX 64
-#define WRITES_MAX 8         /* per probe key */
-#define REPLICAS 3           /* dhtd's default */
-#define CALL_MS 5000         /* one request of the test's own */
-#define SETTLE_MS 30000      /* for a ring to settle after a change */
-#define QUIET_MS 40000       /* for a ring to settle, drain and repair */
-#define SCAN_PAGE_LEN 4096   /* a node's own cap on one SCAN reply */
-#define RUN_MS 30000         /* one dht command */
-#define DIR_LEN 200          /* a test's directory */
-#define PATH_LEN 300         /* a file in it */
-#define WHY_LEN 600
+#define WRITES_MAX 8        /* per probe key */
+#define QUIET_MS 40000      /* for a ring to settle, drain and repair */
+#define RUN_MS 30000        /* one dht command */
 #define KEY_LEN 32
 #define VALUE_LEN 128
-#define NETNS_PORT 7000      /* every node of a namespaced ring listens here */
+#define NETNS_PORT 7000     /* every node of a namespaced ring listens here */
 #define SKEW_MS (3600 * 1000)
-#define CLOCK_SLACK_MS 5000  /* what the clock probe may be off by */
-
-/* One dhtd. */
-typedef struct node {
-  pid_t pid;             /* 0 when not running */
-  char addr[40];         /* "HOST:PORT" it listens on */
-  char dir[PATH_LEN];    /* data directory */
-  char log[PATH_LEN];    /* its stdout and stderr */
-  char netns[64];        /* the namespace it runs in; "" for the test's */
-  const char *faketime;  /* libfaketime's FAKETIME offset, or NULL */
-  dht_id id;             /* hash of addr */
-  dht_client *client;    /* for the test's own requests */
-} node;
+#define CLOCK_SLACK_MS 5000 /* what the clock probe may be off by */
 
 /* One write of a probe key, as the client saw it. */
 typedef struct write_rec {
@@ -117,87 +83,27 @@ typedef struct probe {
   bool lost_ok;      /* every holder was killed: not checked by SCAN */
 } probe;
 
-/* One test's world. */
-typedef struct ring {
-  char dir[DIR_LEN];     /* the test's own directory */
-  node nodes[NODES_MAX]; /* in the order they were added */
-  int n_nodes;
-  int ports[PORTS_MAX];  /* loopback ports handed out, never twice */
-  int n_ports;
-  probe probes[PROBES_MAX];
-  int n_probes;
-  char netns_prefix[32]; /* "" unless the test made namespaces */
-  int n_netns;           /* node namespaces made: PREFIX-n0 .. */
-  bool hub_made;         /* PREFIX-hub exists */
-  int home_ns_fd;        /* the test's own namespace while in the hub; -1 */
-  char tmpfs[PATH_LEN];  /* a mounted tmpfs, or "" */
+/* How a node is run. */
+#define NODE_OWN_FIELDS                                                        \
+  char netns[64];       /* the namespace it runs in; "" for the test's */      \
+  const char *faketime; /* libfaketime's FAKETIME offset, or NULL */
+
+/* The test's world beyond its nodes: its probe keys, and what it set up. */
+#define RING_OWN_FIELDS                                                        \
+  probe probes[PROBES_MAX];                                                    \
+  int n_probes;                                                                \
+  char netns_prefix[32]; /* "" unless the test made namespaces */              \
+  int n_netns;           /* node namespaces made: PREFIX-n0 .. */              \
+  bool hub_made;         /* PREFIX-hub exists */                               \
+  int home_ns_fd;        /* the test's own namespace while in the hub; -1 */   \
+  char tmpfs[PATH_LEN];  /* a mounted tmpfs, or "" */                          \
   pid_t load_pid;        /* a background dht load, or 0 */
-} ring;
 
-/* A condition on a ring: true when it holds; when not, why says why. */
-typedef bool (*ring_cond)(ring *r, char *why, size_t why_len);
+#include "ring_util.h"
 
-/* The problems a check found: how many, and the first one in words. */
-typedef struct problems {
-  char first[WHY_LEN];
-  int n;
-} problems;
-
-static const char *dhtd_path;
-static const char *dht_path;
 static char self_path[PATH_LEN];
-static char base_dir[100];
 
-/* ---- processes and time -------------------------------------------------- */
-
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t now_ms(void) { return mono_ns() / 1000000u; }
-
-static void pause_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-  nanosleep(&ts, NULL);
-}
-
-__attribute__((format(printf, 2, 3))) static void
-problem(problems *p, const char *fmt, ...) {
-  va_list ap;
-
-  if (p->n++ == 0) {
-    va_start(ap, fmt);
-    vsnprintf(p->first, sizeof(p->first), fmt, ap);
-    va_end(ap);
-  }
-}
-
-/* Sums the problems up in why; true when there were none. */
-static bool no_problems(const problems *p, char *why, size_t why_len) {
-  if (p->n > 0) {
-    snprintf(why, why_len, "%s%s", p->first, p->n > 1 ? " (and more)" : "");
-  }
-  return p->n == 0;
-}
-
-/* Polls cond every 100 ms until it holds, or fails the test with its last
- * reason once timeout_ms has passed. Returns the ms it took. */
-static uint64_t wait_until(ring *r, ring_cond cond, int timeout_ms,
-                           const char *what) {
-  uint64_t start = now_ms(), deadline = start + (uint64_t)timeout_ms;
-  char why[WHY_LEN] = "";
-
-  while (!cond(r, why, sizeof(why))) {
-    if (now_ms() >= deadline) {
-      fail_msg("%s: not so after %llu ms: %s", what,
-               (unsigned long long)(now_ms() - start), why);
-    }
-    pause_ms(100);
-  }
-  return now_ms() - start;
-}
+/* ---- waits and shell commands -------------------------------------------- */
 
 /* Fails the test unless cond holds at every poll for ms. */
 static void holds_throughout(ring *r, ring_cond cond, int ms,
@@ -212,90 +118,6 @@ static void holds_throughout(ring *r, ring_cond cond, int ms,
     }
     pause_ms(100);
   }
-}
-
-/* A loopback port that was free a moment ago and that this test has not
- * been handed before. */
-static int free_port(ring *r) {
-  struct sockaddr_in sa;
-  socklen_t len = sizeof(sa);
-  int fd, port, i;
-  bool taken;
-
-  assert_true(r->n_ports < PORTS_MAX);
-  do {
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    port = ntohs(sa.sin_port);
-    close(fd);
-    for (i = 0, taken = false; i < r->n_ports; i++) {
-      taken = taken || r->ports[i] == port;
-    }
-  } while (taken);
-  r->ports[r->n_ports++] = port;
-  return port;
-}
-
-/* Runs argv (looked up in PATH when it has no '/') with stdout appended to
- * out_path and stderr to err_path, and with env_set[0..] ("NAME=VALUE",
- * up to a NULL; may be NULL) added to the environment. Returns the pid:
- * the program's own, as nothing is run in between. */
-static pid_t spawn(char *const argv[], char *const env_set[],
-                   const char *out_path, const char *err_path) {
-  pid_t pid = fork();
-
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    int err = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    int i;
-    if (out >= 0 && err >= 0) {
-      dup2(out, 1);
-      dup2(err, 2);
-      close(out);
-      close(err);
-    }
-    for (i = 0; env_set != NULL && env_set[i] != NULL; i++) {
-      putenv(env_set[i]);
-    }
-    execvp(argv[0], argv);
-    _exit(127);
-  }
-  return pid;
-}
-
-/* Waits for pid to exit; returns its exit status (128 + the signal that
- * killed it), or -1 when it is still running after timeout_ms. */
-static int wait_exit(pid_t pid, int timeout_ms) {
-  uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-  int status;
-
-  for (;;) {
-    pid_t got = waitpid(pid, &status, WNOHANG);
-    if (got == pid) {
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    if (now_ms() > deadline) {
-      return -1;
-    }
-    pause_ms(20);
-  }
-}
-
-static void read_file(const char *path, char *buf, size_t len) {
-  FILE *f = fopen(path, "r");
-  size_t n = 0;
-
-  if (f != NULL) {
-    n = fread(buf, 1, len - 1, f);
-    fclose(f);
-  }
-  buf[n] = '\0';
 }
 
 /* Runs a shell command line; returns its exit status. */
@@ -321,45 +143,13 @@ __attribute__((format(printf, 1, 2))) static int sh(const char *fmt, ...) {
 
 /* ---- nodes --------------------------------------------------------------- */
 
-/* Adds a node at addr (NULL: a fresh loopback port), in namespace netns
- * (NULL: the test's own). */
-static node *node_add(ring *r, const char *addr, const char *netns) {
-  char ring_dir[sizeof(r->dir)];
-  node *d;
-
-  assert_true(r->n_nodes < NODES_MAX);
-  d = &r->nodes[r->n_nodes];
-  memset(d, 0, sizeof(*d));
-  /* A copy: gcc cannot tell that d's paths and the ring's do not overlap. */
-  memcpy(ring_dir, r->dir, sizeof(ring_dir));
-  if (addr != NULL) {
-    snprintf(d->addr, sizeof(d->addr), "%s", addr);
-  } else {
-    snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", free_port(r));
-  }
-  snprintf(d->netns, sizeof(d->netns), "%s", netns != NULL ? netns : "");
-  snprintf(d->dir, sizeof(d->dir), "%s/node%d", ring_dir, r->n_nodes);
-  snprintf(d->log, sizeof(d->log), "%s/node%d.log", ring_dir, r->n_nodes);
-  dht_id_hash(&d->id, d->addr, strlen(d->addr));
-  assert_int_equal(dht_client_new(&d->client, d->addr, NULL), 0);
-  r->n_nodes++;
-  return d;
-}
-
-/* Starts d, joining through join (NULL: a new ring), with timers short
- * enough that a ring settles in a second or two: under `ip netns exec`
- * when it has a namespace, under libfaketime when it has an offset. */
+/* Starts d as node_start_under does: under `ip netns exec` when it has a
+ * namespace, under libfaketime when it has an offset. */
 static void node_start(node *d, const node *join) {
-  char *argv[32], *env[4] = {NULL};
+  char *in_netns[] = {"ip", "netns", "exec", d->netns, NULL};
+  char *env[4] = {NULL};
   static char preload[PATH_LEN + 16], offset[32];
-  int n = 0;
 
-  if (d->netns[0] != '\0') {
-    argv[n++] = "ip";
-    argv[n++] = "netns";
-    argv[n++] = "exec";
-    argv[n++] = d->netns;
-  }
   if (d->faketime != NULL) {
     /* libfaketime preloaded into dhtd itself: the faketime wrapper forks,
      * and the test must signal dhtd's own pid. */
@@ -369,104 +159,44 @@ static void node_start(node *d, const node *join) {
     env[1] = offset;
     env[2] = "FAKETIME_DONT_FAKE_MONOTONIC=1";
   }
-  argv[n++] = (char *)dhtd_path;
-  argv[n++] = "--listen";
-  argv[n++] = d->addr;
-  argv[n++] = "--data-dir";
-  argv[n++] = d->dir;
-  argv[n++] = "--stabilize-ms";
-  argv[n++] = "100";
-  argv[n++] = "--fix-fingers-ms";
-  argv[n++] = "50";
-  argv[n++] = "--ping-ms";
-  argv[n++] = "200";
-  argv[n++] = "--timeout-ms";
-  argv[n++] = "200";
-  argv[n++] = "--log-level";
-  argv[n++] = "debug";
-  if (join != NULL) {
-    argv[n++] = "--join";
-    argv[n++] = (char *)join->addr;
-  }
-  argv[n] = NULL;
-  assert_int_equal(d->pid, 0);
-  d->pid = spawn(argv, env, d->log, d->log);
+  node_start_under(d, join, d->netns[0] != '\0' ? in_netns : NULL, env);
 }
 
 static bool node_running(const node *d) {
   return d->pid > 0 && waitpid(d->pid, NULL, WNOHANG) == 0;
 }
 
-/* SIGKILLs d and reaps it. */
-static void node_kill(node *d) {
-  assert_true(d->pid > 0);
-  assert_int_equal(kill(d->pid, SIGKILL), 0);
-  assert_int_equal(wait_exit(d->pid, 5000), 128 + SIGKILL);
-  d->pid = 0; /* reaped: the pid may be anyone's now */
-}
+/* ring_lists_right's check of order[p]'s lists: every entry, not only the
+ * first R - 1, is the true one, as dht check looks at them all. */
+static bool every_entry_right(node *const order[], int n, int p, int depth,
+                              const dht_client_neighbors_result *nb, char *why,
+                              size_t why_len) {
+  int k;
 
-/* The running nodes in ring order (by id); returns how many. */
-static int ring_order(ring *r, node *order[NODES_MAX]) {
-  int i, j, n = 0;
-
-  for (i = 0; i < r->n_nodes; i++) {
-    node *d = &r->nodes[i];
-    if (d->pid == 0) {
-      continue;
+  (void)depth;
+  for (k = 0; k < n - 1 && ((size_t)k < nb->n_succs || (size_t)k < nb->n_preds);
+       k++) {
+    const char *succ = order[(p + 1 + k) % n]->addr;
+    const char *prev = order[(p + n - 1 - k) % n]->addr;
+    if ((size_t)k < nb->n_succs && strcmp(nb->succs[k].addr, succ) != 0) {
+      snprintf(why, why_len, "%s lists successor %d as %s, not %s",
+               order[p]->addr, k, nb->succs[k].addr, succ);
+      return false;
     }
-    for (j = n; j > 0 && dht_id_cmp(&order[j - 1]->id, &d->id) > 0; j--) {
-      order[j] = order[j - 1];
+    if ((size_t)k < nb->n_preds && strcmp(nb->preds[k].addr, prev) != 0) {
+      snprintf(why, why_len, "%s lists predecessor %d as %s, not %s",
+               order[p]->addr, k, nb->preds[k].addr, prev);
+      return false;
     }
-    order[j] = d;
-    n++;
   }
-  return n;
+  return true;
 }
 
 /* True when every running node has the true predecessor, lists at least
  * as many successors and predecessors as replication needs, and lists
  * each of them right. */
 static bool ring_settled(ring *r, char *why, size_t why_len) {
-  dht_client_neighbors_result nb;
-  node *order[NODES_MAX];
-  int n = ring_order(r, order), p, k;
-  int depth = n - 1 < REPLICAS - 1 ? n - 1 : REPLICAS - 1;
-
-  for (p = 0; p < n; p++) {
-    const node *d = order[p], *pred = order[(p + n - 1) % n];
-    if (dht_client_neighbors(d->client, &nb, 1000) != 0) {
-      snprintf(why, why_len, "%s does not answer: %s", d->addr,
-               dht_client_last_error(d->client));
-      return false;
-    }
-    if (n > 1 && (!nb.has_pred || strcmp(nb.pred.addr, pred->addr) != 0)) {
-      snprintf(why, why_len, "%s has predecessor %s, not %s", d->addr,
-               nb.has_pred ? nb.pred.addr : "(none)", pred->addr);
-      return false;
-    }
-    if (nb.n_succs < (size_t)depth || nb.n_preds < (size_t)depth) {
-      snprintf(why, why_len, "%s lists %zu successors and %zu predecessors",
-               d->addr, nb.n_succs, nb.n_preds);
-      return false;
-    }
-    /* Every entry, not only the first R - 1: dht check looks at them all. */
-    for (k = 0; k < n - 1 && ((size_t)k < nb.n_succs || (size_t)k < nb.n_preds);
-         k++) {
-      const char *succ = order[(p + 1 + k) % n]->addr;
-      const char *prev = order[(p + n - 1 - k) % n]->addr;
-      if ((size_t)k < nb.n_succs && strcmp(nb.succs[k].addr, succ) != 0) {
-        snprintf(why, why_len, "%s lists successor %d as %s, not %s", d->addr,
-                 k, nb.succs[k].addr, succ);
-        return false;
-      }
-      if ((size_t)k < nb.n_preds && strcmp(nb.preds[k].addr, prev) != 0) {
-        snprintf(why, why_len, "%s lists predecessor %d as %s, not %s",
-                 d->addr, k, nb.preds[k].addr, prev);
-        return false;
-      }
-    }
-  }
-  return true;
+  return ring_lists_right(r, every_entry_right, why, why_len);
 }
 
 /* Starts n nodes at addrs (NULL: loopback ports) in namespaces netns
@@ -479,17 +209,14 @@ static void ring_start_at(ring *r, int n, char addrs[][40],
   int i;
 
   for (i = 0; i < n; i++) {
-    node_add(r, addrs != NULL ? addrs[i] : NULL,
-             netns != NULL ? netns[i] : NULL);
+    node *d = node_add(r, addrs != NULL ? addrs[i] : NULL);
+    snprintf(d->netns, sizeof(d->netns), "%s", netns != NULL ? netns[i] : "");
   }
   first = &r->nodes[r->n_nodes - n];
   node_start(first, NULL);
-  while (dht_client_ping(first->client, NULL, 200) != 0) {
-    if (now_ms() >= deadline) {
-      fail_msg("%s does not answer after 5 s: %s", first->addr,
-               dht_client_last_error(first->client));
-    }
-    pause_ms(50);
+  if (!node_answers_by(first, deadline)) {
+    fail_msg("%s does not answer after 5 s: %s", first->addr,
+             dht_client_last_error(first->client));
   }
   for (i = 1; i < n; i++) {
     node_start(first + i, first);
@@ -503,7 +230,7 @@ static void ring_add(ring *r, int n) {
   int i;
 
   for (i = 0; i < n; i++) {
-    node_add(r, NULL, NULL);
+    node_add(r, NULL);
   }
 }
 
@@ -513,12 +240,9 @@ static void ring_start_added(ring *r) {
   int i;
 
   node_start(first, NULL);
-  while (dht_client_ping(first->client, NULL, 200) != 0) {
-    if (now_ms() >= deadline) {
-      fail_msg("%s does not answer after 5 s (see %s)", first->addr,
-               first->log);
-    }
-    pause_ms(50);
+  if (!node_answers_by(first, deadline)) {
+    fail_msg("%s does not answer after 5 s (see %s)", first->addr,
+             first->log);
   }
   for (i = 1; i < r->n_nodes; i++) {
     node_start(&r->nodes[i], first);
@@ -526,39 +250,7 @@ static void ring_start_added(ring *r) {
   wait_until(r, ring_settled, SETTLE_MS, "ring settled");
 }
 
-/* A client that starts at first and, when first fails, retries on every
- * other running node (as `dht --node A,B,...` does). */
-static dht_client *retrying_client(ring *r, const node *first) {
-  const char *fallbacks[NODES_MAX];
-  size_t n = 0;
-  dht_client *c;
-  int i;
-
-  assert_int_equal(dht_client_new(&c, first->addr, NULL), 0);
-  for (i = 0; i < r->n_nodes; i++) {
-    if (r->nodes[i].pid != 0 && &r->nodes[i] != first) {
-      fallbacks[n++] = r->nodes[i].addr;
-    }
-  }
-  assert_int_equal(dht_client_set_fallbacks(c, fallbacks, n), 0);
-  dht_client_set_retry(c, true);
-  return c;
-}
-
 /* ---- probe keys and the rule --------------------------------------------- */
-
-/* Position in order[0..n) of the owner of key: the first node at or after
- * its id. */
-static int owner_pos(node *const order[], int n, const char *key) {
-  dht_id kid;
-  int p = 0;
-
-  dht_id_hash(&kid, key, strlen(key));
-  while (p < n && dht_id_cmp(&order[p]->id, &kid) < 0) {
-    p++;
-  }
-  return p % n;
-}
 
 /* Adds up to want probe keys ("probe-N") whose owner in order[0..n) is at
  * one of the positions owners[0..n_owners), taking the first names that
@@ -754,104 +446,49 @@ static void assert_reads_allowed(ring *r, const char *when) {
       free(value);
     }
   }
-  if (!no_problems(&pr, why, sizeof(why))) {
+  if (!no_problems(&pr, false, why, sizeof(why))) {
     fail_msg("%s: %d reads the guarantee forbids; first: %s", when, pr.n, why);
   }
 }
 
 /* ---- quiet --------------------------------------------------------------- */
 
-/* What the SCANs have met of one probe key. */
-typedef struct probe_copies {
-  bool held[NODES_MAX];     /* per ring position: it holds the key */
-  const char *first_holder; /* the address of the first that does */
-  bool tombstone;           /* ... and what it holds */
-  dht_version version;
-} probe_copies;
-
-static int probe_index(const ring *r, const uint8_t *key, size_t len) {
+/* scan_node's index of a record: its probe's, or -1 for any other key
+ * (such as dht load's). */
+static int probe_record_index(const ring *r, const node *d,
+                              const dht_client_scan_item *it, problems *pr) {
   int i;
 
+  (void)d;
+  (void)pr;
   for (i = 0; i < r->n_probes; i++) {
-    if (strlen(r->probes[i].key) == len &&
-        memcmp(r->probes[i].key, key, len) == 0) {
+    if (strlen(r->probes[i].key) == it->key_len &&
+        memcmp(r->probes[i].key, it->key, it->key_len) == 0) {
       return i;
     }
   }
   return -1;
 }
 
-/* Lists node d's records (SCAN, paged round the ring from the zero id)
- * into copies, for the probe keys only, with d at ring position p. */
-static void scan_node(ring *r, const node *d, int p, probe_copies *copies,
-                      problems *pr) {
-  dht_client_scan_result page;
-  dht_id from, prev;
-  bool first = true, done = false;
-  size_t j;
-
-  memset(&from, 0, sizeof(from));
-  memset(&prev, 0, sizeof(prev));
-  while (!done) {
-    if (dht_client_scan(d->client, &from, SCAN_PAGE_LEN, &page, CALL_MS) != 0) {
-      problem(pr, "%s does not answer SCAN: %s", d->addr,
-              dht_client_last_error(d->client));
-      return;
-    }
-    for (j = 0; j < page.n_items; j++) {
-      const dht_client_scan_item *it = &page.items[j];
-      int i = probe_index(r, it->key, it->key_len);
-      probe_copies *pc;
-      /* Ids only grow from the zero id; one that does not has come round. */
-      if (!first && dht_id_cmp(&it->key_id, &prev) <= 0) {
-        done = true;
-        break;
-      }
-      first = false;
-      prev = it->key_id;
-      if (i < 0) {
-        continue;
-      }
-      pc = &copies[i];
-      pc->held[p] = true;
-      if (pc->first_holder == NULL) {
-        pc->first_holder = d->addr;
-        pc->tombstone = it->tombstone;
-        pc->version = it->version;
-      } else if (pc->tombstone != it->tombstone ||
-                 dht_version_cmp(&pc->version, &it->version) != 0) {
-        problem(pr, "%s: %s and %s hold different versions",
-                r->probes[i].key, pc->first_holder, d->addr);
-      }
-    }
-    done = done || !page.more || page.n_items == 0;
-    from = prev;
-    dht_client_scan_result_free(&page);
-  }
-}
-
 /* True when every probe key the test wrote is held by exactly its owner and
  * the owner's R - 1 successors among the running nodes, with one version
  * on all of them (keys whose every holder was killed excepted). */
 static bool probes_on_holders(ring *r, char *why, size_t why_len) {
-  probe_copies copies[PROBES_MAX];
+  key_copies copies[PROBES_MAX];
   node *order[NODES_MAX];
+  bool holders[NODES_MAX];
   problems pr = {"", 0};
-  int n = ring_order(r, order), i, p, k;
+  int n = ring_order(r, order), i, p;
 
   memset(copies, 0, sizeof(copies));
   for (p = 0; p < n; p++) {
-    scan_node(r, order[p], p, copies, &pr);
+    scan_node(r, order[p], p, probe_record_index, false, copies, &pr);
   }
   for (i = 0; i < r->n_probes; i++) {
-    bool holders[NODES_MAX] = {false};
-    int owner = owner_pos(order, n, r->probes[i].key);
     if (r->probes[i].n_w == 0 || r->probes[i].lost_ok) {
       continue;
     }
-    for (k = 0; k < n && k < REPLICAS; k++) {
-      holders[(owner + k) % n] = true;
-    }
+    key_holders(order, n, r->probes[i].key, holders);
     for (p = 0; p < n; p++) {
       if (holders[p] && !copies[i].held[p]) {
         problem(&pr, "%s lacks %s", order[p]->addr, r->probes[i].key);
@@ -861,7 +498,7 @@ static bool probes_on_holders(ring *r, char *why, size_t why_len) {
       }
     }
   }
-  return no_problems(&pr, why, why_len);
+  return no_problems(&pr, false, why, why_len);
 }
 
 /* True when no running node has a request to a peer pending. */
@@ -901,20 +538,12 @@ static bool ring_quiet(ring *r, char *why, size_t why_len) {
 
 /* ---- what a user sees ---------------------------------------------------- */
 
-/* What a process that ran to the end left. */
-typedef struct run_result {
-  int status;      /* exit status, or 128 + signal */
-  char out[16384]; /* its stdout */
-  char err[4096];  /* its stderr */
-} run_result;
-
 /* Runs the CLI with the arguments up to a NULL, to the end (RUN_MS at
  * most, then it is killed and the test fails). */
 __attribute__((sentinel)) static void run_cli(const ring *r, run_result *res,
                                               ...) {
-  char out_path[PATH_LEN], err_path[PATH_LEN], *argv[16];
+  char *argv[16];
   va_list ap;
-  pid_t pid;
   int n = 0;
 
   argv[n++] = (char *)dht_path;
@@ -923,35 +552,9 @@ __attribute__((sentinel)) static void run_cli(const ring *r, run_result *res,
     assert_true(n < 16);
   }
   va_end(ap);
-  snprintf(out_path, sizeof(out_path), "%s/run.out", r->dir);
-  snprintf(err_path, sizeof(err_path), "%s/run.err", r->dir);
-  unlink(out_path);
-  unlink(err_path);
-  pid = spawn(argv, NULL, out_path, err_path);
-  res->status = wait_exit(pid, RUN_MS);
-  if (res->status < 0) {
-    kill(pid, SIGKILL);
-    wait_exit(pid, 5000);
+  if (!run_within(r, argv, RUN_MS, res)) {
     fail_msg("dht %s did not finish in %d ms", argv[1], RUN_MS);
   }
-  read_file(out_path, res->out, sizeof(res->out));
-  read_file(err_path, res->err, sizeof(res->err));
-}
-
-/* True when text matches pattern, in which '*' stands for any text. */
-static bool glob_matches(const char *text, const char *pattern) {
-  if (*pattern == '\0') {
-    return *text == '\0';
-  }
-  if (*pattern == '*') {
-    do {
-      if (glob_matches(text, pattern + 1)) {
-        return true;
-      }
-    } while (*text++ != '\0');
-    return false;
-  }
-  return *text == *pattern && glob_matches(text + 1, pattern + 1);
 }
 
 /* Lines of text that contain word. */
@@ -984,9 +587,12 @@ static void assert_run(const run_result *res, const char *what, int status,
  * while a fault lasts, and its own final pass over the keys it wrote. */
 static void load_start(ring *r, int duration_s) {
   static char nodes[NODES_MAX * 41], duration[16], out_path[PATH_LEN];
-  char *argv[24];
+  char *argv[] = {(char *)dht_path, "--node", nodes, "load",
+                  "--rate", "100", "--duration", duration,
+                  "--keys", "200", "--connections", "8",
+                  "--prefix", "load-", "--quiet-s", "30", NULL};
   size_t o = 0;
-  int i, n = 0;
+  int i;
 
   for (i = 0; i < r->n_nodes; i++) {
     if (r->nodes[i].pid != 0) {
@@ -996,23 +602,6 @@ static void load_start(ring *r, int duration_s) {
   }
   snprintf(duration, sizeof(duration), "%d", duration_s);
   snprintf(out_path, sizeof(out_path), "%s/load.txt", r->dir);
-  argv[n++] = (char *)dht_path;
-  argv[n++] = "--node";
-  argv[n++] = nodes;
-  argv[n++] = "load";
-  argv[n++] = "--rate";
-  argv[n++] = "100";
-  argv[n++] = "--duration";
-  argv[n++] = duration;
-  argv[n++] = "--keys";
-  argv[n++] = "200";
-  argv[n++] = "--connections";
-  argv[n++] = "8";
-  argv[n++] = "--prefix";
-  argv[n++] = "load-";
-  argv[n++] = "--quiet-s";
-  argv[n++] = "30";
-  argv[n] = NULL;
   r->load_pid = spawn(argv, NULL, out_path, out_path);
 }
 
@@ -1230,19 +819,9 @@ static bool partition_quiet(ring *r, char *why, size_t why_len) {
  * unacknowledged, and the guarantee lets it land or not. */
 static void side_writes(ring *r, node *via, node *const side[], int n_side,
                         int gen) {
-  const char *fallbacks[NODES_MAX];
-  dht_client *c;
-  size_t n = 0;
+  dht_client *c = client_falling_back(via, side, n_side);
   int i;
 
-  assert_int_equal(dht_client_new(&c, via->addr, NULL), 0);
-  for (i = 0; i < n_side; i++) {
-    if (side[i] != via) {
-      fallbacks[n++] = side[i]->addr;
-    }
-  }
-  assert_int_equal(dht_client_set_fallbacks(c, fallbacks, n), 0);
-  dht_client_set_retry(c, true);
   for (i = 0; i < r->n_probes; i++) {
     /* Every fourth key's second round is a delete. */
     probe_write(&r->probes[i], c, gen == 2 && i % 4 == 0 ? -1 : gen, 3000);
@@ -1494,7 +1073,7 @@ static void skew_test(ring *r, const char *offset, int64_t skew_ms) {
               second && i % 2 == 0 ? -1 : second ? 2 : 1);
   }
   wait_check_passes(r, "after the writes");
-  node_kill(p);
+  node_stop(p, SIGKILL, 5000);
   wait_until(r, ring_settled, SETTLE_MS, "ring closed over P");
   wait_check_passes(r, "after the owner of deleted keys was killed");
 }
@@ -1657,8 +1236,7 @@ static void test_three_neighbours_killed_lose_a_range(void **state) {
   assert_int_equal(kill(order[3]->pid, SIGKILL), 0);
   assert_int_equal(kill(order[4]->pid, SIGKILL), 0);
   for (i = 2; i <= 4; i++) {
-    assert_int_equal(wait_exit(order[i]->pid, 5000), 128 + SIGKILL);
-    order[i]->pid = 0;
+    node_wait_exit(order[i], 128 + SIGKILL, 5000);
   }
   survivor = order[0];
   wait_until(r, ring_quiet, QUIET_MS, "the rest repaired");
@@ -1689,18 +1267,12 @@ static void test_three_neighbours_killed_lose_a_range(void **state) {
 
 /* Gives the test an empty world in a new directory of its own. */
 static int ring_new(void **state) {
-  ring *r = calloc(1, sizeof(*r));
+  ring *r = ring_make();
 
   if (r == NULL) {
     return -1;
   }
   r->home_ns_fd = -1;
-  snprintf(r->dir, sizeof(r->dir), "%s/ring-XXXXXX", base_dir);
-  if (mkdtemp(r->dir) == NULL) {
-    perror("mkdtemp");
-    free(r);
-    return -1;
-  }
   *state = r;
   return 0;
 }
@@ -1716,13 +1288,7 @@ static int ring_del(void **state) {
     kill(r->load_pid, SIGKILL);
     wait_exit(r->load_pid, 5000);
   }
-  for (i = 0; i < r->n_nodes; i++) {
-    if (r->nodes[i].pid > 0) {
-      kill(r->nodes[i].pid, SIGKILL);
-      wait_exit(r->nodes[i].pid, 5000);
-    }
-    dht_client_del(r->nodes[i].client);
-  }
+  ring_kill_nodes(r);
   if (r->home_ns_fd >= 0) {
     if (setns(r->home_ns_fd, CLONE_NEWNET) != 0) {
       perror("setns back to the test's namespace");
@@ -1738,13 +1304,7 @@ static int ring_del(void **state) {
   if (r->tmpfs[0] != '\0' && umount2(r->tmpfs, MNT_DETACH) != 0) {
     fprintf(stderr, "could not unmount %s: %s\n", r->tmpfs, strerror(errno));
   }
-  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
-    if (sh("rm -rf '%s'", r->dir) != 0) {
-      fprintf(stderr, "could not remove %s\n", r->dir);
-    }
-  } else {
-    fprintf(stderr, "logs and data kept in %s\n", r->dir);
-  }
+  ring_dir_remove(r);
   free(r);
   return 0;
 }
@@ -1780,14 +1340,8 @@ int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--clocks") == 0) {
     return print_clocks();
   }
-  if (argc != 3 && argc != 4) {
-    fprintf(stderr, "usage: test_faults PATH_TO_DHTD PATH_TO_DHT [PATTERN]\n");
+  if (!ring_tests_args(argc, argv, "test_faults")) {
     return 2;
-  }
-  dhtd_path = argv[1];
-  dht_path = argv[2];
-  if (argc == 4) {
-    cmocka_set_test_filter(argv[3]);
   }
   n = readlink("/proc/self/exe", self_path, sizeof(self_path) - 1);
   if (n <= 0) {
@@ -1795,15 +1349,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   self_path[n] = '\0';
-  signal(SIGPIPE, SIG_IGN);
-  snprintf(base_dir, sizeof(base_dir), "/tmp/dht-faults-XXXXXX");
-  if (mkdtemp(base_dir) == NULL) {
-    perror("mkdtemp");
+  if (!ring_tests_begin("/tmp/dht-faults-XXXXXX")) {
     return 2;
   }
   failed = cmocka_run_group_tests(tests, NULL, NULL);
-  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
-    rmdir(base_dir);
-  }
+  ring_tests_end();
   return failed;
 }

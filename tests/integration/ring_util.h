@@ -1,0 +1,664 @@
+/*
+ * ring_util.h: what test_daemons.c and test_faults.c both need to run
+ * real dhtd processes and look at them: processes with their output in
+ * files, waits against deadlines, loopback ports, a test's ring of nodes
+ * and their start, the ring order and its neighbour lists, the SCAN of
+ * what each node holds, and each test's directory.
+ *
+ * Static functions in a header rather than a .c linked into both tests:
+ * they work on the including test's own ring, whose limits and fields are
+ * the test's, so they are compiled with them. Before including it, a test
+ * defines _DEFAULT_SOURCE (or _GNU_SOURCE) and
+ *   NODES_MAX        how many nodes one of its tests may add;
+ *   PORTS_MAX        how many loopback ports one of its tests may take;
+ *   WHY_LEN          how long the reason a condition gives may be;
+ *   WAIT_POLL_MS     how often wait_until tries its condition again;
+ *   RING_OWN_FIELDS  the fields of its ring beyond the nodes (what the
+ *                    test has been told, what it has set up);
+ *   NODE_OWN_FIELDS  (if it needs any) the fields of its nodes beyond
+ *                    the ones here; node_add starts them zeroed.
+ */
+#ifndef RING_UTIL_H
+#define RING_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dht/client.h"
+#include "dht/id.h"
+
+#if !defined(NODES_MAX) || !defined(PORTS_MAX) || !defined(WHY_LEN) ||         \
+    !defined(WAIT_POLL_MS) || !defined(RING_OWN_FIELDS)
+#error "ring_util.h: define its settings first (see the top of the file)"
+#endif
+#ifndef NODE_OWN_FIELDS
+#define NODE_OWN_FIELDS /* none */
+#endif
+
+#define REPLICAS 3         /* dhtd's default */
+#define CALL_MS 5000       /* one request of the test's own */
+#define SETTLE_MS 30000    /* for a ring to settle after a change */
+#define SCAN_PAGE_LEN 4096 /* a node's own cap on one SCAN reply */
+#define DIR_LEN 240        /* a test's directory */
+#define PATH_LEN 300       /* a file in it */
+
+/* One dhtd. */
+typedef struct node {
+  pid_t pid;          /* 0 when not running */
+  int port;           /* its loopback port; 0 when node_add was given addr */
+  char addr[40];      /* "HOST:PORT" it listens on */
+  char dir[PATH_LEN]; /* data directory */
+  char log[PATH_LEN]; /* its stdout and stderr */
+  dht_id id;          /* hash of addr */
+  dht_client *client; /* connection for the test's own requests */
+  NODE_OWN_FIELDS
+} node;
+
+/* One test's ring and everything the test keeps of its own. */
+typedef struct ring {
+  char dir[DIR_LEN];     /* the test's own directory */
+  node nodes[NODES_MAX]; /* in the order they were added */
+  int n_nodes;           /* entries of nodes in use, running or not */
+  int ports[PORTS_MAX];  /* every port handed out, never handed out twice */
+  int n_ports;           /* entries of ports in use */
+  RING_OWN_FIELDS
+} ring;
+
+/* A condition on a ring: true when it holds; when not, why says why. */
+typedef bool (*ring_cond)(ring *r, char *why, size_t why_len);
+
+/* The problems a check found: how many, and the first one in words. */
+typedef struct problems {
+  char first[WHY_LEN];
+  int n;
+} problems;
+
+static const char *dhtd_path; /* the programs under test, from argv */
+static const char *dht_path;
+static char base_dir[200]; /* holds one directory per test */
+
+/* ---- processes and time -------------------------------------------------- */
+
+static inline uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t now_ms(void) { return mono_ns() / 1000000u; }
+
+static inline void pause_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+__attribute__((format(printf, 2, 3))) static inline void
+problem(problems *p, const char *fmt, ...) {
+  va_list ap;
+
+  if (p->n++ == 0) {
+    va_start(ap, fmt);
+    vsnprintf(p->first, sizeof(p->first), fmt, ap);
+    va_end(ap);
+  }
+}
+
+/* Sums the problems up in why: the first, then "(and N more)" with
+ * count_the_rest or only "(and more)" without (each test keeps its own
+ * wording); true when there were none. */
+static inline bool no_problems(const problems *p, bool count_the_rest,
+                               char *why, size_t why_len) {
+  if (p->n > 1 && count_the_rest) {
+    snprintf(why, why_len, "%s (and %d more)", p->first, p->n - 1);
+  } else if (p->n > 0) {
+    snprintf(why, why_len, "%s%s", p->first, p->n > 1 ? " (and more)" : "");
+  }
+  return p->n == 0;
+}
+
+/* Tries cond every WAIT_POLL_MS until it holds, or fails the test with its
+ * last reason once timeout_ms has passed. A timeout of 0 checks once: for
+ * what must hold already. Returns the ms it took. */
+static inline uint64_t wait_until(ring *r, ring_cond cond, int timeout_ms,
+                                  const char *what) {
+  uint64_t start = now_ms(), deadline = start + (uint64_t)timeout_ms;
+  char why[WHY_LEN] = "";
+
+  while (!cond(r, why, sizeof(why))) {
+    if (now_ms() >= deadline) {
+      fail_msg("%s: not so after %llu ms: %s", what,
+               (unsigned long long)(now_ms() - start), why);
+    }
+    pause_ms(WAIT_POLL_MS);
+  }
+  return now_ms() - start;
+}
+
+/* A TCP socket bound to a loopback port the kernel picked; *port gets it. */
+static inline int bind_loopback(int *port) {
+  struct sockaddr_in sa;
+  socklen_t len = sizeof(sa);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  assert_true(fd >= 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+
+/* A loopback port that was free a moment ago and that this test has not
+ * been handed before (the kernel may hand a closed port out again). */
+static inline int free_port(ring *r) {
+  int port, i;
+  bool taken;
+
+  assert_true(r->n_ports < PORTS_MAX);
+  do {
+    close(bind_loopback(&port));
+    for (i = 0, taken = false; i < r->n_ports; i++) {
+      taken = taken || r->ports[i] == port;
+    }
+  } while (taken);
+  r->ports[r->n_ports++] = port;
+  return port;
+}
+
+/* Runs argv (looked up in PATH when it has no '/', as `ip` is) with stdout
+ * appended to out_path and stderr to err_path (which may be the same
+ * file), and with env_set[0..] ("NAME=VALUE", up to a NULL; may be NULL)
+ * added to the environment. Returns the pid: the program's own, as
+ * nothing is run in between. */
+static inline pid_t spawn(char *const argv[], char *const env_set[],
+                          const char *out_path, const char *err_path) {
+  pid_t pid = fork();
+
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int err = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int i;
+    if (out >= 0 && err >= 0) {
+      dup2(out, 1);
+      dup2(err, 2);
+      close(out);
+      close(err);
+    }
+    for (i = 0; env_set != NULL && env_set[i] != NULL; i++) {
+      putenv(env_set[i]);
+    }
+    execvp(argv[0], argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* Waits for pid to exit; returns its exit status (128 + the signal that
+ * killed it), or -1 when it is still running after timeout_ms. */
+static inline int wait_exit(pid_t pid, int timeout_ms) {
+  uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+  int status;
+
+  for (;;) {
+    pid_t got = waitpid(pid, &status, WNOHANG);
+    if (got == pid) {
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (now_ms() > deadline) {
+      return -1;
+    }
+    pause_ms(20);
+  }
+}
+
+static inline void read_file(const char *path, char *buf, size_t len) {
+  FILE *f = fopen(path, "r");
+  size_t n = 0;
+
+  if (f != NULL) {
+    n = fread(buf, 1, len - 1, f);
+    fclose(f);
+  }
+  buf[n] = '\0';
+}
+
+/* What a process that ran to the end left. */
+typedef struct run_result {
+  int status;      /* exit status, or 128 + signal */
+  char out[16384]; /* its stdout */
+  char err[8192];  /* its stderr */
+} run_result;
+
+/* Runs argv to the end, its stdout and stderr captured in files of r's
+ * directory; false, and the process killed, when it has not ended within
+ * timeout_ms. */
+static inline bool run_within(const ring *r, char *const argv[], int timeout_ms,
+                              run_result *res) {
+  char out_path[PATH_LEN], err_path[PATH_LEN];
+  pid_t pid;
+
+  snprintf(out_path, sizeof(out_path), "%s/run.out", r->dir);
+  snprintf(err_path, sizeof(err_path), "%s/run.err", r->dir);
+  unlink(out_path);
+  unlink(err_path);
+  pid = spawn(argv, NULL, out_path, err_path);
+  res->status = wait_exit(pid, timeout_ms);
+  if (res->status < 0) {
+    kill(pid, SIGKILL);
+    wait_exit(pid, 5000);
+    return false;
+  }
+  read_file(out_path, res->out, sizeof(res->out));
+  read_file(err_path, res->err, sizeof(res->err));
+  return true;
+}
+
+/* True when text matches pattern, in which '*' stands for any text (what
+ * varies from run to run: a time, an attempt count, a list of problems). */
+static inline bool glob_matches(const char *text, const char *pattern) {
+  if (*pattern == '\0') {
+    return *text == '\0';
+  }
+  if (*pattern == '*') {
+    do {
+      if (glob_matches(text, pattern + 1)) {
+        return true;
+      }
+    } while (*text++ != '\0');
+    return false;
+  }
+  return *text == *pattern && glob_matches(text + 1, pattern + 1);
+}
+
+/* ---- nodes --------------------------------------------------------------- */
+
+/* Adds a node at addr (NULL: a fresh loopback port), not yet started. */
+static inline node *node_add(ring *r, const char *addr) {
+  char ring_dir[sizeof(r->dir)];
+  node *d;
+
+  assert_true(r->n_nodes < NODES_MAX);
+  d = &r->nodes[r->n_nodes];
+  memset(d, 0, sizeof(*d));
+  /* A copy: gcc cannot tell that d's paths and the ring's do not overlap. */
+  memcpy(ring_dir, r->dir, sizeof(ring_dir));
+  if (addr != NULL) {
+    snprintf(d->addr, sizeof(d->addr), "%s", addr);
+  } else {
+    d->port = free_port(r);
+    snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", d->port);
+  }
+  snprintf(d->dir, sizeof(d->dir), "%s/node%d", ring_dir, r->n_nodes);
+  snprintf(d->log, sizeof(d->log), "%s/node%d.log", ring_dir, r->n_nodes);
+  dht_id_hash(&d->id, d->addr, strlen(d->addr));
+  assert_int_equal(dht_client_new(&d->client, d->addr, NULL), 0);
+  r->n_nodes++;
+  return d;
+}
+
+/* Starts node d on its data directory, joining through join (NULL: a new
+ * ring), with timers shortened so that a ring settles in a second or two.
+ * The words of run_under (up to a NULL; NULL for none), such as `ip netns
+ * exec NS`, come before dhtd's own command line; env_set is spawn's. */
+static inline void node_start_under(node *d, const node *join,
+                                    char *const run_under[],
+                                    char *const env_set[]) {
+  char *argv[32];
+  int n = 0;
+
+  for (; run_under != NULL && run_under[n] != NULL; n++) {
+    assert_true(n < 12);
+    argv[n] = run_under[n];
+  }
+  argv[n++] = (char *)dhtd_path;
+  argv[n++] = "--listen";
+  argv[n++] = d->addr;
+  argv[n++] = "--data-dir";
+  argv[n++] = d->dir;
+  argv[n++] = "--stabilize-ms";
+  argv[n++] = "100";
+  argv[n++] = "--fix-fingers-ms";
+  argv[n++] = "50";
+  argv[n++] = "--ping-ms";
+  argv[n++] = "200";
+  argv[n++] = "--timeout-ms";
+  argv[n++] = "200";
+  argv[n++] = "--log-level";
+  argv[n++] = "debug";
+  if (join != NULL) {
+    argv[n++] = "--join";
+    argv[n++] = (char *)join->addr;
+  }
+  argv[n] = NULL;
+  assert_int_equal(d->pid, 0);
+  d->pid = spawn(argv, env_set, d->log, d->log);
+}
+
+/* True once d answers a PING; false when it has not by deadline_ms (on
+ * now_ms()'s clock), the reason in its client's last error. */
+static inline bool node_answers_by(const node *d, uint64_t deadline_ms) {
+  while (dht_client_ping(d->client, NULL, 200) != 0) {
+    if (now_ms() >= deadline_ms) {
+      return false;
+    }
+    pause_ms(50);
+  }
+  return true;
+}
+
+/* Waits for d to exit with status want (128 + the signal for a kill). */
+static inline void node_wait_exit(node *d, int want, int timeout_ms) {
+  int status = wait_exit(d->pid, timeout_ms);
+
+  if (status >= 0) {
+    d->pid = 0; /* reaped: the pid may be anyone's now */
+  }
+  assert_int_equal(status, want);
+}
+
+/* Signals d and waits, timeout_ms at most, for the exit status that signal
+ * must give: 0 for a graceful SIGTERM (the node leaves, handing its keys
+ * on), 128 + SIGKILL for SIGKILL. */
+static inline void node_stop(node *d, int sig, int timeout_ms) {
+  assert_true(d->pid > 0);
+  assert_int_equal(kill(d->pid, sig), 0);
+  node_wait_exit(d, sig == SIGKILL ? 128 + SIGKILL : 0, timeout_ms);
+}
+
+/* A client that starts at first and, when first fails, retries on each of
+ * nodes[0..n) but first (as `dht --node A,B,...` does). */
+static inline dht_client *client_falling_back(const node *first,
+                                              node *const nodes[], int n) {
+  const char *fallbacks[NODES_MAX];
+  size_t n_fallbacks = 0;
+  dht_client *c;
+  int i;
+
+  assert_int_equal(dht_client_new(&c, first->addr, NULL), 0);
+  for (i = 0; i < n; i++) {
+    if (nodes[i] != first) {
+      fallbacks[n_fallbacks++] = nodes[i]->addr;
+    }
+  }
+  assert_int_equal(dht_client_set_fallbacks(c, fallbacks, n_fallbacks), 0);
+  dht_client_set_retry(c, true);
+  return c;
+}
+
+/* client_falling_back on every running node. */
+static inline dht_client *retrying_client(ring *r, const node *first) {
+  node *running[NODES_MAX];
+  int i, n = 0;
+
+  for (i = 0; i < r->n_nodes; i++) {
+    if (r->nodes[i].pid != 0) {
+      running[n++] = &r->nodes[i];
+    }
+  }
+  return client_falling_back(first, running, n);
+}
+
+/* ---- the ring ------------------------------------------------------------ */
+
+/* The running nodes in ring order (by id); returns how many. */
+static inline int ring_order(ring *r, node *order[NODES_MAX]) {
+  int i, j, n = 0;
+
+  for (i = 0; i < r->n_nodes; i++) {
+    node *d = &r->nodes[i];
+    if (d->pid == 0) {
+      continue;
+    }
+    for (j = n; j > 0 && dht_id_cmp(&order[j - 1]->id, &d->id) > 0; j--) {
+      order[j] = order[j - 1];
+    }
+    order[j] = d;
+    n++;
+  }
+  return n;
+}
+
+/* How many nodes beyond itself a node must list either way: its R - 1
+ * replicas, or every other node of a smaller ring. */
+static inline int neighbour_depth(int n) {
+  return n - 1 < REPLICAS - 1 ? n - 1 : REPLICAS - 1;
+}
+
+/* Whether order[p], in a ring of n nodes in ring order, lists its
+ * neighbours right in nb, which holds at least depth of each; when not,
+ * why says why. */
+typedef bool (*neighbour_lists_check)(node *const order[], int n, int p,
+                                      int depth,
+                                      const dht_client_neighbors_result *nb,
+                                      char *why, size_t why_len);
+
+/* True when every running node answers with the true predecessor, lists at
+ * least neighbour_depth() successors and predecessors, and lists_right
+ * finds them right. */
+static inline bool ring_lists_right(ring *r, neighbour_lists_check lists_right,
+                                    char *why, size_t why_len) {
+  dht_client_neighbors_result nb;
+  node *order[NODES_MAX];
+  int n = ring_order(r, order), depth = neighbour_depth(n), p;
+
+  for (p = 0; p < n; p++) {
+    const node *d = order[p], *pred = order[(p + n - 1) % n];
+    if (dht_client_neighbors(d->client, &nb, 1000) != 0) {
+      snprintf(why, why_len, "%s does not answer: %s", d->addr,
+               dht_client_last_error(d->client));
+      return false;
+    }
+    if (n > 1 && (!nb.has_pred || strcmp(nb.pred.addr, pred->addr) != 0)) {
+      snprintf(why, why_len, "%s has predecessor %s, not %s", d->addr,
+               nb.has_pred ? nb.pred.addr : "(none)", pred->addr);
+      return false;
+    }
+    if (nb.n_succs < (size_t)depth || nb.n_preds < (size_t)depth) {
+      snprintf(why, why_len, "%s lists %zu successors and %zu predecessors",
+               d->addr, nb.n_succs, nb.n_preds);
+      return false;
+    }
+    if (!lists_right(order, n, p, depth, &nb, why, why_len)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Position in order[0..n) (n > 0) of the owner of key: the first node at
+ * or after its id. */
+static inline int owner_pos(node *const order[], int n, const char *key) {
+  dht_id kid;
+  int p = 0;
+
+  dht_id_hash(&kid, key, strlen(key));
+  while (p < n && dht_id_cmp(&order[p]->id, &kid) < 0) {
+    p++;
+  }
+  return p % n;
+}
+
+/* Which positions of order[0..n) hold key: holders[p] is set for its
+ * owner and the next R - 1. */
+static inline void key_holders(node *const order[], int n, const char *key,
+                               bool holders[NODES_MAX]) {
+  int owner = n > 0 ? owner_pos(order, n, key) : 0, k;
+
+  memset(holders, 0, NODES_MAX * sizeof(holders[0]));
+  for (k = 0; k < n && k < REPLICAS; k++) {
+    holders[(owner + k) % n] = true;
+  }
+}
+
+/* What the SCANs of a check have met of one key. */
+typedef struct key_copies {
+  bool held[NODES_MAX];     /* per ring position: it listed the key */
+  const char *first_holder; /* the address of the first that did */
+  bool tombstone;           /* ... and what it holds */
+  dht_version version;
+} key_copies;
+
+/* Which entry of the copies a record that node d listed counts in: its
+ * index, or -1 for a record the check leaves out, having called it a
+ * problem in pr if it is one. */
+typedef int (*record_index_fn)(const ring *r, const node *d,
+                               const dht_client_scan_item *it, problems *pr);
+
+/* Lists node d's records (SCAN, paged round the ring from the zero id) into
+ * copies[index_of(record)], with d at ring position p. Every holder of a
+ * key must hold the same version of it; with version_required, a record
+ * without a version is a problem too (else it is compared as it came). */
+static inline void scan_node(const ring *r, const node *d, int p,
+                             record_index_fn index_of, bool version_required,
+                             key_copies *copies, problems *pr) {
+  dht_client_scan_result page;
+  dht_id from, prev;
+  bool first = true, done = false;
+  size_t j;
+
+  memset(&from, 0, sizeof(from));
+  memset(&prev, 0, sizeof(prev));
+  while (!done) {
+    if (dht_client_scan(d->client, &from, SCAN_PAGE_LEN, &page, CALL_MS) != 0) {
+      problem(pr, "%s does not answer SCAN: %s", d->addr,
+              dht_client_last_error(d->client));
+      return;
+    }
+    for (j = 0; j < page.n_items; j++) {
+      const dht_client_scan_item *it = &page.items[j];
+      key_copies *kc;
+      int i;
+      /* Ids only grow from the zero id; one that does not has come round. */
+      if (!first && dht_id_cmp(&it->key_id, &prev) <= 0) {
+        done = true;
+        break;
+      }
+      first = false;
+      prev = it->key_id;
+      i = index_of(r, d, it, pr);
+      if (i < 0) {
+        continue;
+      }
+      kc = &copies[i];
+      kc->held[p] = true;
+      if (version_required && !it->has_version) {
+        problem(pr, "%s holds %.*s without a version", d->addr,
+                (int)it->key_len, (const char *)it->key);
+      } else if (kc->first_holder == NULL) {
+        kc->first_holder = d->addr;
+        kc->tombstone = it->tombstone;
+        kc->version = it->version;
+      } else if (kc->tombstone != it->tombstone ||
+                 dht_version_cmp(&kc->version, &it->version) != 0) {
+        problem(pr, "%.*s: %s and %s hold different versions", (int)it->key_len,
+                (const char *)it->key, kc->first_holder, d->addr);
+      }
+    }
+    done = done || !page.more || page.n_items == 0;
+    from = prev;
+    dht_client_scan_result_free(&page);
+  }
+}
+
+/* ---- fixtures and main --------------------------------------------------- */
+
+/* An empty ring in a new directory of its own under base_dir, or NULL
+ * (said on stderr) when it cannot be made. */
+static inline ring *ring_make(void) {
+  ring *r = calloc(1, sizeof(*r));
+
+  if (r == NULL) {
+    return NULL;
+  }
+  snprintf(r->dir, sizeof(r->dir), "%s/ring-XXXXXX", base_dir);
+  if (mkdtemp(r->dir) == NULL) {
+    perror("mkdtemp");
+    free(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* Kills every node the test left running, by pid, and closes the test's
+ * clients. */
+static inline void ring_kill_nodes(ring *r) {
+  int i;
+
+  for (i = 0; i < r->n_nodes; i++) {
+    if (r->nodes[i].pid > 0) {
+      kill(r->nodes[i].pid, SIGKILL);
+      wait_exit(r->nodes[i].pid, 5000);
+    }
+    dht_client_del(r->nodes[i].client);
+  }
+}
+
+/* Removes the test's directory, or with DHT_KEEP_TEST_DIR set says where
+ * its logs and data are kept. */
+static inline void ring_dir_remove(const ring *r) {
+  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
+    char cmd[PATH_LEN + 20];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", r->dir);
+    if (system(cmd) != 0) {
+      fprintf(stderr, "could not remove %s\n", r->dir);
+    }
+  } else {
+    fprintf(stderr, "logs and data kept in %s\n", r->dir);
+  }
+}
+
+/* Takes `program PATH_TO_DHTD PATH_TO_DHT [PATTERN]` from the command
+ * line; false, the usage shown, when that is not what it is. */
+static inline bool ring_tests_args(int argc, char **argv, const char *program) {
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: %s PATH_TO_DHTD PATH_TO_DHT [PATTERN]\n", program);
+    return false;
+  }
+  dhtd_path = argv[1];
+  dht_path = argv[2];
+  if (argc == 4) {
+    cmocka_set_test_filter(argv[3]);
+  }
+  return true;
+}
+
+/* Readies the process for its tests: a write to a connection a node has
+ * closed fails rather than ending the process, and base_dir is made from
+ * template ("...XXXXXX"). False, said on stderr, when it cannot be. */
+static inline bool ring_tests_begin(const char *template) {
+  signal(SIGPIPE, SIG_IGN);
+  snprintf(base_dir, sizeof(base_dir), "%s", template);
+  if (mkdtemp(base_dir) == NULL) {
+    perror("mkdtemp");
+    return false;
+  }
+  return true;
+}
+
+/* Removes base_dir, empty by now, unless DHT_KEEP_TEST_DIR keeps it. */
+static inline void ring_tests_end(void) {
+  if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
+    rmdir(base_dir);
+  }
+}
+
+#endif /* RING_UTIL_H */
