@@ -279,19 +279,21 @@ static int merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
     memset(&in.version, 0, sizeof(in.version));
     in.tombstone = false;
   }
-  if (store_refusing(node)) {
-    node->counters.writes_refused++;
-    return node->repl.store_error;
-  }
   hlc_take(node, in.version.hlc);
   dht_id_hash(&key_id, in.key.p, in.key.len);
   rv = record_get(node, &key_id, in.key.p, in.key.len, &have);
   if (rv == 0 && dht_version_cmp(&have.version, &in.version) >= 0) {
+    /* Held already: nothing to write, so nothing to refuse while the store
+     * refuses writes (a consult can still count this record as kept). */
     return 0;
   }
   if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
     node->counters.store_errors++;
     return rv;
+  }
+  if (store_refusing(node)) {
+    node->counters.writes_refused++;
+    return node->repl.store_error;
   }
   if (in.tombstone && tombstone_expired(node, in.version.hlc)) {
     /* Too old to keep, but not too old to delete what it deletes: a
@@ -693,6 +695,8 @@ static int consult(dht_node *node, uint64_t conn, uint64_t rid,
   }
   p->u.consult.origin_conn = conn;
   p->u.consult.origin_rid = rid;
+  p->u.consult.commits_failed = node->repl.commits_failed;
+  p->u.consult.unsure = false;
   memset(&fetch, 0, sizeof(fetch));
   fetch.type = DHT_MSG_FETCH;
   fetch.key = req->key;
@@ -739,9 +743,34 @@ void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
   }
 }
 
-/* A replica answered a consult (msg NULL: it failed, and is already out of
+/* A consult cannot vouch for this node's store: answers the request it
+ * kept with the store's refusal while writes are refused, else as
+ * UNAVAILABLE, which a client retries. */
+static void consult_refuse(dht_node *node, uint64_t conn, uint64_t rid) {
+  char text[DHT_ADDR_LEN_MAX + 200];
+
+  if (store_refusing(node)) {
+    store_error_text(node, text, sizeof(text));
+    dht__reply_refusal(node, conn, rid, node->repl.store_error, text, NULL);
+  } else {
+    dht__reply_error(node, conn, rid, DHT_ERR_UNAVAILABLE);
+  }
+}
+
+/*
+ * A replica answered a consult (msg NULL: it failed, and is already out of
  * the successor list): keep the newer record, ask the next position, and
- * once all have been asked, serve the request kept in p. */
+ * once all have been asked, serve the request kept in p.
+ *
+ * The request is then served from this store alone, so the replicas'
+ * records must be in it. When one could not be (the store refused it, or
+ * a group commit failed meanwhile and rolled it back) or a replica could
+ * not read its own (an ERROR instead of RECORD), the store may be older
+ * than an acknowledged write: the request is refused, not answered from
+ * it (seeds 83 and 125 of `dht-sim crashes --nodes-max 48 --crashes 6`:
+ * a restarted or new owner answered "not found", or the value a delete had
+ * replaced, after its store refused or rolled back the fetched record).
+ */
 static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
   dht__consult_state *c = &p->u.consult;
   uint64_t conn = c->origin_conn, rid = c->origin_rid;
@@ -753,10 +782,19 @@ static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
   assert(rv == 0 && "a kept request no longer decodes");
   (void)rv;
   if (msg != NULL) {
-    if (msg->type == DHT_MSG_RECORD) {
-      merge_items(node, msg);
+    if (msg->type != DHT_MSG_RECORD || merge_items(node, msg) < 0) {
+      c->unsure = true;
     }
     c->position++; /* on failure the next peer has moved into it */
+  }
+  if (c->commits_failed != node->repl.commits_failed) {
+    c->unsure = true;
+  }
+  if (c->unsure) {
+    consult_refuse(node, conn, rid);
+    dht_msg_free(&req);
+    dht__pending_free(node, p);
+    return;
   }
   if (c->position < replica_positions(node) &&
       ++c->tries < 2 * node->set.replicas) {
@@ -815,12 +853,21 @@ void dht__on_fetch(dht_node *node, const dht__request *in) {
   dht_msg out;
   dht_kv kv;
   dht_id key_id;
+  int rv;
 
   memset(&out, 0, sizeof(out));
   out.type = DHT_MSG_RECORD;
   out.rid = msg->rid;
   dht_id_hash(&key_id, msg->key.p, msg->key.len);
-  if (record_get(node, &key_id, msg->key.p, msg->key.len, &kv) == 0) {
+  rv = record_get(node, &key_id, msg->key.p, msg->key.len, &kv);
+  if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
+    /* An empty RECORD would say "none here", and the owner would serve
+     * without a record this node may hold. */
+    node->counters.store_errors++;
+    dht__reply_error(node, conn, msg->rid, rv);
+    return;
+  }
+  if (rv == 0) {
     out.items = &kv;
     out.n_items = 1;
   }
@@ -1446,6 +1493,7 @@ void dht__repl_commit_done(dht_node *node, int status) {
     dht__acks_release(node, 0, NULL);
   } else {
     node->counters.commit_failures++;
+    node->repl.commits_failed++; /* consults in flight see it move */
     store_failed(node, status == DHT_ERR_DISK_FULL ? status : DHT_ERR_STORE);
     store_error_text(node, text, sizeof(text));
     dht__acks_release(node, node->repl.store_error, text);

@@ -128,6 +128,9 @@ typedef struct dht__consult_state {
   uint64_t origin_rid;  /* ... with this request id */
   uint32_t position;    /* the replica position being asked */
   uint32_t tries;       /* FETCHes sent, bounded */
+  uint64_t commits_failed; /* repl.commits_failed when it began */
+  bool unsure;          /* a replica's record could not be kept here, or
+                           the replica could not say what it holds */
 } dht__consult_state;
 
 /* SYNC digests, or a PUSH of records, in one anti-entropy session
@@ -288,6 +291,8 @@ typedef struct dht__repl {
   uint64_t repair_tokens_ms;     /* when repair_tokens was last topped up */
 
   uint64_t commit_epoch;         /* group commits done (group_commit) */
+  uint64_t commits_failed;       /* ... of which failed, rolling back what
+                                    the node had written since the last */
   int store_error;               /* the last commit's error, 0 when fine */
   uint64_t store_retry_at_ms;    /* writes are refused until then */
   char store_errmsg[160];        /* what the store said when it failed */
