@@ -297,10 +297,17 @@ static int merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
   }
   if (in.tombstone && tombstone_expired(node, in.version.hlc)) {
     /* Too old to keep, but not too old to delete what it deletes: a
-     * replica that kept the older value would bring it back. */
-    if (rv == 0 && !have.tombstone &&
-        dht_store_remove(node->store, &key_id, in.key.p, in.key.len) == 0) {
-      *changed = true;
+     * replica that kept the older value would bring it back, so a remove
+     * that failed fails the merge (the sender must not hear OK). */
+    if (rv == 0 && !have.tombstone) {
+      rv = dht_store_remove(node->store, &key_id, in.key.p, in.key.len);
+      node->repl.wrote = true;
+      if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
+        node->counters.store_errors++;
+        store_failed(node, DHT_ERR_STORE);
+        return DHT_ERR_STORE;
+      }
+      *changed = rv == 0;
     }
     return 0;
   }
@@ -1214,6 +1221,7 @@ static void sync_answered(dht_node *node, dht__pending *p,
   n = merge_items(node, msg);
   if (n > 0) {
     node->counters.repair_keys_in += (uint64_t)n;
+    node->repl.repaired = true;
   }
   if (!msg->more && n >= 0 && node->pred != DHT__NO_PEER &&
       dht_id_eq(&s->from, &node->peers[node->pred].id)) {
@@ -1308,6 +1316,7 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
   dht_msg out;
   size_t n = 0;
   uint32_t b;
+  int rv = 0;
 
   if (d == NULL) {
     dht__reply_error(node, conn, msg->rid, DHT_ERR_NOMEM);
@@ -1332,8 +1341,8 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
   if (n > 0) {
     d->mask = mask;
     d->batch = &batch;
-    digest_range(node, d, &msg->from, &msg->to, (uint32_t)msg->n_digests,
-                 NULL);
+    rv = digest_range(node, d, &msg->from, &msg->to, (uint32_t)msg->n_digests,
+                      NULL);
     items = dht__batch_items(&batch);
   }
   free(d);
@@ -1344,7 +1353,9 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
   out.n_buckets = n;
   out.items = items;
   out.n_items = items != NULL ? batch.n : 0;
-  out.more = batch.full || batch.err != 0;
+  /* A scan that failed midway sent only part of the records: "more", so
+   * that the owner does not count itself in sync with this node. */
+  out.more = batch.full || batch.err != 0 || rv != 0;
   dht__reply(node, conn, &out);
   free(items);
   dht_buf_free(&batch.buf);
@@ -1494,6 +1505,14 @@ void dht__repl_commit_done(dht_node *node, int status) {
   } else {
     node->counters.commit_failures++;
     node->repl.commits_failed++; /* consults in flight see it move */
+    if (node->repl.repaired) {
+      /* The records the group took from replicas are gone again: an owner
+       * that counted itself in sync with them may lack some now, so it
+       * consults them again until the next exchange has it back in sync. */
+      node->repl.range_fresh = node->n_succs == 0;
+      node->repl.n_synced = 0;
+      sync_soon(node);
+    }
     store_failed(node, status == DHT_ERR_DISK_FULL ? status : DHT_ERR_STORE);
     store_error_text(node, text, sizeof(text));
     dht__acks_release(node, node->repl.store_error, text);
@@ -1508,6 +1527,7 @@ void dht__repl_commit_done(dht_node *node, int status) {
     }
   }
   node->repl.wrote = false;
+  node->repl.repaired = false;
   node->repl.commit_epoch++;
 }
 

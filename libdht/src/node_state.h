@@ -304,6 +304,8 @@ typedef struct dht__repl {
                                     way (the smaller of the two), else 0 */
   bool wrote;                    /* the store was written since the last
                                     group commit */
+  bool repaired;                 /* ... with records from a replica's
+                                    SYNC_R, which range_fresh counts on */
 } dht__repl;
 
 /* node_lost.c's state. */
