@@ -336,6 +336,53 @@ static long merge_items(dht_node *node, const dht_msg *msg) {
 
 /* ---- who holds what ------------------------------------------------------------- */
 
+/* A write sent here by an owner was refused, or its group commit failed:
+ * the owner may have acknowledged it all the same, on its other replicas'
+ * word (OK means durable on every live holder that took it), so this
+ * node's copies are no longer enough to answer a read alone. */
+static void missed_note(dht_node *node) {
+  node->repl.missed = true;
+  node->repl.n_insync = 0;
+}
+
+/* The owner of (from, to] found this node's records of it the same as its
+ * own: what this node missed there is back. */
+static void insync_note(dht_node *node, const dht_id *from, const dht_id *to) {
+  uint32_t i;
+
+  for (i = 0; i < node->repl.n_insync; i++) {
+    if (dht_id_eq(&node->repl.insync[i].to, to)) {
+      break;
+    }
+  }
+  if (i == DHT_SUCC_LIST_MAX) { /* full: the oldest goes */
+    memmove(&node->repl.insync[0], &node->repl.insync[1],
+            (DHT_SUCC_LIST_MAX - 1) * sizeof(node->repl.insync[0]));
+    i = DHT_SUCC_LIST_MAX - 1;
+  } else if (i == node->repl.n_insync) {
+    node->repl.n_insync++;
+  }
+  node->repl.insync[i].from = *from;
+  node->repl.insync[i].to = *to;
+}
+
+/* True unless this node missed a replicated write since the owner of
+ * key_id's range last found it in sync. */
+static bool replica_complete(const dht_node *node, const dht_id *key_id) {
+  uint32_t i;
+
+  if (!node->repl.missed) {
+    return true;
+  }
+  for (i = 0; i < node->repl.n_insync; i++) {
+    if (dht_id_in_oc(key_id, &node->repl.insync[i].from,
+                     &node->repl.insync[i].to)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 /* The farthest predecessor whose range this node replicates, of the
  * replicas - 1 it should; DHT__NO_PEER when it knows none. */
 static int32_t farthest_replicated_pred(const dht_node *node) {
@@ -371,7 +418,11 @@ static uint32_t replica_positions(const dht_node *node) {
  * A GET sent here as the last step for a key this node does not own: the
  * sender's owner is dead, or its view is behind. Serve it when this node
  * replicates the key's range and holds a record of it, so the read needs
- * no detour through a failed owner.
+ * no detour through a failed owner; but not while it may lack a write
+ * there that was acknowledged without it (it refused or lost it: seed 222
+ * of `dht-sim crashes --nodes-max 48 --crashes 6` read put #8 from a
+ * replica whose full disk had refused #9, just after #9's owner died), nor
+ * while leaving, when it refuses REPLICATE.
  */
 bool dht__may_serve_replica(dht_node *node, const dht_msg *req,
                             const dht_id *key_id) {
@@ -379,7 +430,9 @@ bool dht__may_serve_replica(dht_node *node, const dht_msg *req,
   dht_kv kv;
 
   if (req->type != DHT_MSG_GET || !req->final || far == DHT__NO_PEER ||
-      !dht_id_in_oc(key_id, &node->peers[far].id, &node->id)) {
+      node->state != DHT_NODE_JOINED ||
+      !dht_id_in_oc(key_id, &node->peers[far].id, &node->id) ||
+      !replica_complete(node, key_id)) {
     return false;
   }
   return record_get(node, key_id, req->key.p, req->key.len, &kv) == 0;
@@ -835,6 +888,9 @@ long dht__merge_and_ack(dht_node *node, uint64_t conn, uint64_t rid,
   char text[DHT_ADDR_LEN_MAX + 200];
   long n = merge_items(node, msg);
 
+  if (n < 0) {
+    missed_note(node);
+  }
   if (n == DHT_ERR_DISK_FULL || n == DHT_ERR_STORE) {
     store_error_text(node, text, sizeof(text));
     dht__reply_refusal(node, conn, rid, (int)n, text, NULL);
@@ -1336,6 +1392,9 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
       mask[b / 64] |= 1ull << (b % 64);
     }
   }
+  if (n == 0 && node->repl.missed) {
+    insync_note(node, &msg->from, &msg->to);
+  }
   dht__batch_init(&batch, node);
   batch.bytes_max /= 2; /* the owner pushes back as much: keep room */
   if (n > 0) {
@@ -1505,6 +1564,7 @@ void dht__repl_commit_done(dht_node *node, int status) {
   } else {
     node->counters.commit_failures++;
     node->repl.commits_failed++; /* consults in flight see it move */
+    missed_note(node); /* the held acknowledgements become refusals */
     if (node->repl.repaired) {
       /* The records the group took from replicas are gone again: an owner
        * that counted itself in sync with them may lack some now, so it

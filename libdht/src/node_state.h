@@ -264,6 +264,11 @@ typedef struct dht__sync {
   uint64_t pushed;              /* records pushed so far */
 } dht__sync;
 
+/* A ring interval (from, to]. */
+typedef struct dht__range {
+  dht_id from, to;
+} dht__range;
+
 /* Records copied out of a store scan (hand-off, repair, SCAN), to send once
  * the scan is over; node_repl.c lays them out. */
 typedef struct dht__batch {
@@ -306,6 +311,14 @@ typedef struct dht__repl {
                                     group commit */
   bool repaired;                 /* ... with records from a replica's
                                     SYNC_R, which range_fresh counts on */
+  bool missed;                   /* a write sent here to replicate was
+                                    refused or rolled back: this node may
+                                    lack an acknowledged write of a range
+                                    it replicates */
+  dht__range insync[DHT_SUCC_LIST_MAX]; /* since then, ranges whose owner
+                                    found them in sync (SYNC, no bucket
+                                    differing), newest last */
+  uint32_t n_insync;
 } dht__repl;
 
 /* node_lost.c's state. */
