@@ -279,26 +279,35 @@ static int merge_item(dht_node *node, const dht_kv *kv, bool *changed) {
     memset(&in.version, 0, sizeof(in.version));
     in.tombstone = false;
   }
-  if (store_refusing(node)) {
-    node->counters.writes_refused++;
-    return node->repl.store_error;
-  }
   hlc_take(node, in.version.hlc);
   dht_id_hash(&key_id, in.key.p, in.key.len);
   rv = record_get(node, &key_id, in.key.p, in.key.len, &have);
   if (rv == 0 && dht_version_cmp(&have.version, &in.version) >= 0) {
+    /* Held already: nothing to write, so nothing to refuse while the store
+     * refuses writes (a consult can still count this record as kept). */
     return 0;
   }
   if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
     node->counters.store_errors++;
     return rv;
   }
+  if (store_refusing(node)) {
+    node->counters.writes_refused++;
+    return node->repl.store_error;
+  }
   if (in.tombstone && tombstone_expired(node, in.version.hlc)) {
     /* Too old to keep, but not too old to delete what it deletes: a
-     * replica that kept the older value would bring it back. */
-    if (rv == 0 && !have.tombstone &&
-        dht_store_remove(node->store, &key_id, in.key.p, in.key.len) == 0) {
-      *changed = true;
+     * replica that kept the older value would bring it back, so a remove
+     * that failed fails the merge (the sender must not hear OK). */
+    if (rv == 0 && !have.tombstone) {
+      rv = dht_store_remove(node->store, &key_id, in.key.p, in.key.len);
+      node->repl.wrote = true;
+      if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
+        node->counters.store_errors++;
+        store_failed(node, DHT_ERR_STORE);
+        return DHT_ERR_STORE;
+      }
+      *changed = rv == 0;
     }
     return 0;
   }
@@ -326,6 +335,53 @@ static long merge_items(dht_node *node, const dht_msg *msg) {
 }
 
 /* ---- who holds what ------------------------------------------------------------- */
+
+/* A write sent here by an owner was refused, or its group commit failed:
+ * the owner may have acknowledged it all the same, on its other replicas'
+ * word (OK means durable on every live holder that took it), so this
+ * node's copies are no longer enough to answer a read alone. */
+static void missed_note(dht_node *node) {
+  node->repl.missed = true;
+  node->repl.n_insync = 0;
+}
+
+/* The owner of (from, to] found this node's records of it the same as its
+ * own: what this node missed there is back. */
+static void insync_note(dht_node *node, const dht_id *from, const dht_id *to) {
+  uint32_t i;
+
+  for (i = 0; i < node->repl.n_insync; i++) {
+    if (dht_id_eq(&node->repl.insync[i].to, to)) {
+      break;
+    }
+  }
+  if (i == DHT_SUCC_LIST_MAX) { /* full: the oldest goes */
+    memmove(&node->repl.insync[0], &node->repl.insync[1],
+            (DHT_SUCC_LIST_MAX - 1) * sizeof(node->repl.insync[0]));
+    i = DHT_SUCC_LIST_MAX - 1;
+  } else if (i == node->repl.n_insync) {
+    node->repl.n_insync++;
+  }
+  node->repl.insync[i].from = *from;
+  node->repl.insync[i].to = *to;
+}
+
+/* True unless this node missed a replicated write since the owner of
+ * key_id's range last found it in sync. */
+static bool replica_complete(const dht_node *node, const dht_id *key_id) {
+  uint32_t i;
+
+  if (!node->repl.missed) {
+    return true;
+  }
+  for (i = 0; i < node->repl.n_insync; i++) {
+    if (dht_id_in_oc(key_id, &node->repl.insync[i].from,
+                     &node->repl.insync[i].to)) {
+      return true;
+    }
+  }
+  return false;
+}
 
 /* The farthest predecessor whose range this node replicates, of the
  * replicas - 1 it should; DHT__NO_PEER when it knows none. */
@@ -362,7 +418,11 @@ static uint32_t replica_positions(const dht_node *node) {
  * A GET sent here as the last step for a key this node does not own: the
  * sender's owner is dead, or its view is behind. Serve it when this node
  * replicates the key's range and holds a record of it, so the read needs
- * no detour through a failed owner.
+ * no detour through a failed owner; but not while it may lack a write
+ * there that was acknowledged without it (it refused or lost it: seed 222
+ * of `dht-sim crashes --nodes-max 48 --crashes 6` read put #8 from a
+ * replica whose full disk had refused #9, just after #9's owner died), nor
+ * while leaving, when it refuses REPLICATE.
  */
 bool dht__may_serve_replica(dht_node *node, const dht_msg *req,
                             const dht_id *key_id) {
@@ -370,7 +430,9 @@ bool dht__may_serve_replica(dht_node *node, const dht_msg *req,
   dht_kv kv;
 
   if (req->type != DHT_MSG_GET || !req->final || far == DHT__NO_PEER ||
-      !dht_id_in_oc(key_id, &node->peers[far].id, &node->id)) {
+      node->state != DHT_NODE_JOINED ||
+      !dht_id_in_oc(key_id, &node->peers[far].id, &node->id) ||
+      !replica_complete(node, key_id)) {
     return false;
   }
   return record_get(node, key_id, req->key.p, req->key.len, &kv) == 0;
@@ -693,6 +755,8 @@ static int consult(dht_node *node, uint64_t conn, uint64_t rid,
   }
   p->u.consult.origin_conn = conn;
   p->u.consult.origin_rid = rid;
+  p->u.consult.commits_failed = node->repl.commits_failed;
+  p->u.consult.unsure = false;
   memset(&fetch, 0, sizeof(fetch));
   fetch.type = DHT_MSG_FETCH;
   fetch.key = req->key;
@@ -739,9 +803,34 @@ void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
   }
 }
 
-/* A replica answered a consult (msg NULL: it failed, and is already out of
+/* A consult cannot vouch for this node's store: answers the request it
+ * kept with the store's refusal while writes are refused, else as
+ * UNAVAILABLE, which a client retries. */
+static void consult_refuse(dht_node *node, uint64_t conn, uint64_t rid) {
+  char text[DHT_ADDR_LEN_MAX + 200];
+
+  if (store_refusing(node)) {
+    store_error_text(node, text, sizeof(text));
+    dht__reply_refusal(node, conn, rid, node->repl.store_error, text, NULL);
+  } else {
+    dht__reply_error(node, conn, rid, DHT_ERR_UNAVAILABLE);
+  }
+}
+
+/*
+ * A replica answered a consult (msg NULL: it failed, and is already out of
  * the successor list): keep the newer record, ask the next position, and
- * once all have been asked, serve the request kept in p. */
+ * once all have been asked, serve the request kept in p.
+ *
+ * The request is then served from this store alone, so the replicas'
+ * records must be in it. When one could not be (the store refused it, or
+ * a group commit failed meanwhile and rolled it back) or a replica could
+ * not read its own (an ERROR instead of RECORD), the store may be older
+ * than an acknowledged write: the request is refused, not answered from
+ * it (seeds 83 and 125 of `dht-sim crashes --nodes-max 48 --crashes 6`:
+ * a restarted or new owner answered "not found", or the value a delete had
+ * replaced, after its store refused or rolled back the fetched record).
+ */
 static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
   dht__consult_state *c = &p->u.consult;
   uint64_t conn = c->origin_conn, rid = c->origin_rid;
@@ -753,10 +842,19 @@ static void consult_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
   assert(rv == 0 && "a kept request no longer decodes");
   (void)rv;
   if (msg != NULL) {
-    if (msg->type == DHT_MSG_RECORD) {
-      merge_items(node, msg);
+    if (msg->type != DHT_MSG_RECORD || merge_items(node, msg) < 0) {
+      c->unsure = true;
     }
     c->position++; /* on failure the next peer has moved into it */
+  }
+  if (c->commits_failed != node->repl.commits_failed) {
+    c->unsure = true;
+  }
+  if (c->unsure) {
+    consult_refuse(node, conn, rid);
+    dht_msg_free(&req);
+    dht__pending_free(node, p);
+    return;
   }
   if (c->position < replica_positions(node) &&
       ++c->tries < 2 * node->set.replicas) {
@@ -790,6 +888,9 @@ long dht__merge_and_ack(dht_node *node, uint64_t conn, uint64_t rid,
   char text[DHT_ADDR_LEN_MAX + 200];
   long n = merge_items(node, msg);
 
+  if (n < 0) {
+    missed_note(node);
+  }
   if (n == DHT_ERR_DISK_FULL || n == DHT_ERR_STORE) {
     store_error_text(node, text, sizeof(text));
     dht__reply_refusal(node, conn, rid, (int)n, text, NULL);
@@ -815,12 +916,21 @@ void dht__on_fetch(dht_node *node, const dht__request *in) {
   dht_msg out;
   dht_kv kv;
   dht_id key_id;
+  int rv;
 
   memset(&out, 0, sizeof(out));
   out.type = DHT_MSG_RECORD;
   out.rid = msg->rid;
   dht_id_hash(&key_id, msg->key.p, msg->key.len);
-  if (record_get(node, &key_id, msg->key.p, msg->key.len, &kv) == 0) {
+  rv = record_get(node, &key_id, msg->key.p, msg->key.len, &kv);
+  if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
+    /* An empty RECORD would say "none here", and the owner would serve
+     * without a record this node may hold. */
+    node->counters.store_errors++;
+    dht__reply_error(node, conn, msg->rid, rv);
+    return;
+  }
+  if (rv == 0) {
     out.items = &kv;
     out.n_items = 1;
   }
@@ -1167,6 +1277,7 @@ static void sync_answered(dht_node *node, dht__pending *p,
   n = merge_items(node, msg);
   if (n > 0) {
     node->counters.repair_keys_in += (uint64_t)n;
+    node->repl.repaired = true;
   }
   if (!msg->more && n >= 0 && node->pred != DHT__NO_PEER &&
       dht_id_eq(&s->from, &node->peers[node->pred].id)) {
@@ -1261,6 +1372,7 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
   dht_msg out;
   size_t n = 0;
   uint32_t b;
+  int rv = 0;
 
   if (d == NULL) {
     dht__reply_error(node, conn, msg->rid, DHT_ERR_NOMEM);
@@ -1280,13 +1392,16 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
       mask[b / 64] |= 1ull << (b % 64);
     }
   }
+  if (n == 0 && node->repl.missed) {
+    insync_note(node, &msg->from, &msg->to);
+  }
   dht__batch_init(&batch, node);
   batch.bytes_max /= 2; /* the owner pushes back as much: keep room */
   if (n > 0) {
     d->mask = mask;
     d->batch = &batch;
-    digest_range(node, d, &msg->from, &msg->to, (uint32_t)msg->n_digests,
-                 NULL);
+    rv = digest_range(node, d, &msg->from, &msg->to, (uint32_t)msg->n_digests,
+                      NULL);
     items = dht__batch_items(&batch);
   }
   free(d);
@@ -1297,7 +1412,9 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
   out.n_buckets = n;
   out.items = items;
   out.n_items = items != NULL ? batch.n : 0;
-  out.more = batch.full || batch.err != 0;
+  /* A scan that failed midway sent only part of the records: "more", so
+   * that the owner does not count itself in sync with this node. */
+  out.more = batch.full || batch.err != 0 || rv != 0;
   dht__reply(node, conn, &out);
   free(items);
   dht_buf_free(&batch.buf);
@@ -1446,6 +1563,16 @@ void dht__repl_commit_done(dht_node *node, int status) {
     dht__acks_release(node, 0, NULL);
   } else {
     node->counters.commit_failures++;
+    node->repl.commits_failed++; /* consults in flight see it move */
+    missed_note(node); /* the held acknowledgements become refusals */
+    if (node->repl.repaired) {
+      /* The records the group took from replicas are gone again: an owner
+       * that counted itself in sync with them may lack some now, so it
+       * consults them again until the next exchange has it back in sync. */
+      node->repl.range_fresh = node->n_succs == 0;
+      node->repl.n_synced = 0;
+      sync_soon(node);
+    }
     store_failed(node, status == DHT_ERR_DISK_FULL ? status : DHT_ERR_STORE);
     store_error_text(node, text, sizeof(text));
     dht__acks_release(node, node->repl.store_error, text);
@@ -1460,6 +1587,7 @@ void dht__repl_commit_done(dht_node *node, int status) {
     }
   }
   node->repl.wrote = false;
+  node->repl.repaired = false;
   node->repl.commit_epoch++;
 }
 

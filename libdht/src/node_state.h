@@ -130,6 +130,9 @@ typedef struct dht__consult_state {
   uint64_t origin_rid;  /* ... with this request id */
   uint32_t position;    /* the replica position being asked */
   uint32_t tries;       /* FETCHes sent, bounded */
+  uint64_t commits_failed; /* repl.commits_failed when it began */
+  bool unsure;          /* a replica's record could not be kept here, or
+                           the replica could not say what it holds */
 } dht__consult_state;
 
 /* SYNC digests, or a PUSH of records, in one anti-entropy session
@@ -264,6 +267,11 @@ typedef struct dht__sync {
   uint64_t pushed;              /* records pushed so far */
 } dht__sync;
 
+/* A ring interval (from, to]. */
+typedef struct dht__range {
+  dht_id from, to;
+} dht__range;
+
 /* Records copied out of a store scan (hand-off, repair, SCAN), to send once
  * the scan is over; node_repl.c lays them out. */
 typedef struct dht__batch {
@@ -291,6 +299,8 @@ typedef struct dht__repl {
   uint64_t repair_tokens_ms;     /* when repair_tokens was last topped up */
 
   uint64_t commit_epoch;         /* group commits done (group_commit) */
+  uint64_t commits_failed;       /* ... of which failed, rolling back what
+                                    the node had written since the last */
   int store_error;               /* the last commit's error, 0 when fine */
   uint64_t store_retry_at_ms;    /* writes are refused until then */
   char store_errmsg[160];        /* what the store said when it failed */
@@ -302,6 +312,16 @@ typedef struct dht__repl {
                                     way (the smaller of the two), else 0 */
   bool wrote;                    /* the store was written since the last
                                     group commit */
+  bool repaired;                 /* ... with records from a replica's
+                                    SYNC_R, which range_fresh counts on */
+  bool missed;                   /* a write sent here to replicate was
+                                    refused or rolled back: this node may
+                                    lack an acknowledged write of a range
+                                    it replicates */
+  dht__range insync[DHT_SUCC_LIST_MAX]; /* since then, ranges whose owner
+                                    found them in sync (SYNC, no bucket
+                                    differing), newest last */
+  uint32_t n_insync;
 } dht__repl;
 
 /* node_lost.c's state. */
