@@ -1698,6 +1698,11 @@ void dht__repl_init(dht_node *node) {
   uint32_t i;
 
   node->repl.sync_at_ms = node->now_ms; /* a first round as soon as it joins */
+  /* Records at start are an old disk's: the writes acknowledged while the
+   * node was down went to the next successors instead, so, as after a
+   * refused write, it answers no replica read until each owner has found
+   * it in sync. An empty store has nothing to answer from. */
+  node->repl.missed = dht_store_count(node->store) > 0;
   node->repl.repair_tokens = node->set.repair_bytes_per_s;
   node->repl.repair_tokens_ms = node->now_ms;
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {

@@ -321,9 +321,10 @@ typedef struct dht__repl {
                                     exchange with every replica: writes
                                     consult them, as when not range_fresh */
   bool missed;                   /* a write sent here to replicate was
-                                    refused or rolled back: this node may
-                                    lack an acknowledged write of a range
-                                    it replicates */
+                                    refused or rolled back, or the node
+                                    started on a store with records: it
+                                    may lack an acknowledged write of a
+                                    range it replicates */
   dht__range insync[DHT_SUCC_LIST_MAX]; /* since then, ranges whose owner
                                     found them in sync (SYNC, no bucket
                                     differing), newest last */

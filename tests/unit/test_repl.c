@@ -2046,6 +2046,31 @@ static void test_any_answer_from_a_holder_records_nothing(void **state) {
   host_free(&h);
 }
 
+/* p0 sends A the digests of (p1, p0], matching what A holds there: A
+ * answers that no bucket differs, and is in sync there. */
+static void p0_finds_a_in_sync(fake_host *h, uint64_t rid) {
+  dht_id from = member_id(P1), to = member_id(P0);
+  host_action a;
+  digests have;
+  dht_msg m;
+
+  memset(&have, 0, sizeof(have));
+  have.from = &from;
+  have.to = &to;
+  assert_int_equal(dht_store_scan(h->store, &from, &to, digest_visit, &have),
+                   0);
+  msg_init(&m, DHT_MSG_SYNC, rid);
+  m.from = from;
+  m.to = to;
+  m.digests = &have.d[0][0];
+  m.n_digests = SYNC_BUCKETS;
+  assert_int_equal(host_recv(h, PEER, &m), 0);
+  host_expect_reply(h, &a, PEER, DHT_MSG_SYNC_R, rid);
+  assert_int_equal(a.msg.n_buckets, 0);
+  action_free(&a);
+  host_expect_none(h);
+}
+
 /*
  * A replica that refused a write it was sent (its store failed) may lack a
  * write its owner acknowledged on the other replicas' word: it passes
@@ -2055,12 +2080,11 @@ static void test_any_answer_from_a_holder_records_nothing(void **state) {
  * replaced, just after the owner died).
  */
 static void test_replica_that_missed_a_write_passes_reads_on(void **state) {
-  dht_id w = id_u64(5), from = member_id(P1), to = member_id(P0);
+  dht_id w = id_u64(5);
   uint64_t t = hlc_at(HOST_START_MS);
   dht_kv newer;
   fake_host h;
   host_action a;
-  digests have;
   dht_msg m;
   char of_p0[16];
   int next = 0;
@@ -2082,25 +2106,45 @@ static void test_replica_that_missed_a_write_passes_reads_on(void **state) {
 
   final_request(&h, DHT_MSG_GET, 711, of_p0);
   expect_passed_to(&h, PEER, 711, P0, DHT_MSG_GET, of_p0);
-
-  /* p0's digests of (p1, p0] match A's: A is in sync there again. */
-  memset(&have, 0, sizeof(have));
-  have.from = &from;
-  have.to = &to;
-  assert_int_equal(dht_store_scan(h.store, &from, &to, digest_visit, &have),
-                   0);
-  msg_init(&m, DHT_MSG_SYNC, 712);
-  m.from = from;
-  m.to = to;
-  m.digests = &have.d[0][0];
-  m.n_digests = SYNC_BUCKETS;
-  assert_int_equal(host_recv(&h, PEER, &m), 0);
-  host_expect_reply(&h, &a, PEER, DHT_MSG_SYNC_R, 712);
-  assert_int_equal(a.msg.n_buckets, 0);
-  action_free(&a);
-  host_expect_none(&h);
+  p0_finds_a_in_sync(&h, 712);
   final_request(&h, DHT_MSG_GET, 713, of_p0);
   host_expect_reply(&h, &a, PEER, DHT_MSG_VALUE, 713);
+  assert_true(bytes_eq_str(a.msg.value, "old"));
+  action_free(&a);
+  host_expect_none(&h);
+  host_free(&h);
+}
+
+/*
+ * A node restarted on its old disk lacks the writes acknowledged while it
+ * was down (its owners replaced it with the next successor), so its
+ * records are no more enough to answer a read alone than those of a
+ * replica that refused a write: it passes final GETs of the ranges it
+ * replicates on until each range's owner has found it in sync.
+ */
+static void test_restart_on_an_old_disk_passes_replica_reads_on(void **state) {
+  dht_id w = id_u64(5);
+  uint64_t t = hlc_at(HOST_START_MS);
+  fake_host h;
+  host_action a;
+  dht_store *disk;
+  char of_p0[16];
+  int next = 0;
+
+  (void)state;
+  ring_join(&h, false);
+  key_owned_by(of_p0, sizeof(of_p0), P0, &next);
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(of_p0, "old", version_of(t, &w), false));
+  disk = h.store;
+  dht_node_del(h.node);
+  ring_join_with(&h, false, disk, false);
+
+  final_request(&h, DHT_MSG_GET, 721, of_p0);
+  expect_passed_to(&h, PEER, 721, P0, DHT_MSG_GET, of_p0);
+  p0_finds_a_in_sync(&h, 722);
+  final_request(&h, DHT_MSG_GET, 723, of_p0);
+  host_expect_reply(&h, &a, PEER, DHT_MSG_VALUE, 723);
   assert_true(bytes_eq_str(a.msg.value, "old"));
   action_free(&a);
   host_expect_none(&h);
@@ -2134,6 +2178,7 @@ int main(void) {
       cmocka_unit_test(test_lost_range_is_reported_until_acknowledged),
       cmocka_unit_test(test_any_answer_from_a_holder_records_nothing),
       cmocka_unit_test(test_replica_that_missed_a_write_passes_reads_on),
+      cmocka_unit_test(test_restart_on_an_old_disk_passes_replica_reads_on),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
