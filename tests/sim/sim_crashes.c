@@ -115,7 +115,9 @@ typedef struct crash_run {
   uint64_t crashes_skipped; /* the ring was too small to lose a node */
   uint64_t puts, puts_acked, puts_refused, puts_unanswered;
   uint64_t dels, dels_acked;
-  uint64_t dels_resent; /* answered not found: a resent copy had deleted */
+  uint64_t dels_gone;   /* answered not found: deleted already */
+  uint64_t dels_resent; /* answered not found: a resent copy, or a refused
+                           delete, had deleted */
   double del_share;    /* of the writes, deletes */
   uint64_t gets, gets_value, gets_not_found, gets_unavailable;
   uint64_t repair_ms_max, repair_ms_sum, repairs;
@@ -315,12 +317,21 @@ static void judge_write(crash_run *r, const client_op *c, const sim_op *op,
       k->floor_del = del;
       k->floor_ms = op->replied_ms;
     }
+  } else if (del && op->error_code == DHT_ERR_NOT_FOUND &&
+             (k->floor == 0 || k->floor_del)) {
+    /* Nothing acknowledged to delete: the last acknowledged write is a
+     * delete, or there is none. Whether or not a resent copy of this one
+     * wrote a tombstone, the key stays deleted, and any later put must
+     * beat it at its owner: its copies are still checked. */
+    r->dels_gone++;
   } else if (del && op->error_code == DHT_ERR_NOT_FOUND) {
     /* A forwarder resends a request whose next hop is slow to accept it
      * (rpc_retries), and the owner serves each copy: the second finds the
      * first one's tombstone. Such a delete took effect, and no tombstone
      * can exist otherwise but an older delete's, which the acknowledged
-     * put replaced (a stray one would only make this check miss a loss). */
+     * put replaced, or that of a delete sent since and refused, which may
+     * have taken effect (a stray one would only make this check miss a
+     * loss). */
     if (has_tombstone(r, c->key)) {
       k->unsure = true;
       r->dels_resent++;
@@ -902,11 +913,13 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
                   "workload: %" PRIu64 " puts (%" PRIu64 " acknowledged, %" PRIu64
                   " refused, %" PRIu64 " unanswered), %" PRIu64
                   " deletes (%" PRIu64 " acknowledged, %" PRIu64
-                  " not found after their resent copy deleted), %" PRIu64
+                  " not found as deleted already, %" PRIu64
+                  " not found after a resent copy or a refused delete), %" PRIu64
                   " gets (%" PRIu64 " values, %" PRIu64 " not found, %" PRIu64
                   " unavailable)\n",
                   r.puts, r.puts_acked, r.puts_refused, r.puts_unanswered,
-                  r.dels, r.dels_acked, r.dels_resent, r.gets, r.gets_value,
+                  r.dels, r.dels_acked, r.dels_gone, r.dels_resent, r.gets,
+                  r.gets_value,
                   r.gets_not_found, r.gets_unavailable);
   sim_text_printf(report,
                   "repair after a change: mean %.2f s, max %.2f s (%" PRIu64
