@@ -663,9 +663,14 @@ static void probe_on_reply(dht_node *node, dht__pending *p,
   dht__pending_free(node, p);
 }
 
-/* A probe that failed: the peer stays lost. */
+/* A probe that failed: the peer stays lost, and its connection goes. A
+ * connect to a dead host retransmits its SYN ever more rarely (1, 3, 7 ..
+ * 63 s after the first) and everything sent to the address waits behind
+ * it: kept, it would hide the peer's return for up to a minute. The next
+ * probe opens a new connection, whose SYN a live host answers at once. */
 static void probe_on_failure(dht_node *node, dht__pending *p) {
   node->ring.probe_busy = false;
+  dht__emit_disconnect(node, node->peers[p->peer].addr);
   dht__pending_free(node, p);
 }
 
