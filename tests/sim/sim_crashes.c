@@ -76,8 +76,8 @@ typedef struct wkey {
   size_t write_op;    /* op index of the write in flight, or NO_OP */
   bool retired;       /* a write went unanswered: no more writes */
   bool skew_refused;  /* a write of it was refused with CLOCK_SKEW, as
-                         only an owner whose clock is beyond the bound
-                         may refuse one (skew_refusal_possible) */
+                         only an owner whose clock is beyond the bound may
+                         refuse one (sim_swarm_skew_refusal_possible) */
   bool unsure;        /* a delete newer than floor may have taken effect:
                          its copies are not checked any more */
 } wkey;
@@ -301,30 +301,6 @@ static bool has_tombstone(crash_run *r, uint32_t key) {
   return false;
 }
 
-/* A node refuses a write stamped further ahead of its clock than the skew
- * bound (CLOCK_SKEW), judged by its neighbours' time when both say it is
- * behind. Only where the seed puts clocks beyond the bound can a writer,
- * whose clock is within it, meet such a node: some running node's clock
- * must then be behind the write's stamp by more than the bound. */
-static bool skew_refusal_possible(const crash_run *r, const sim_op *op) {
-  const sim_world *w = &r->w;
-  uint64_t stamp_ms = op->ver.hlc >> 16;
-  size_t i;
-
-  if (r->draws.clock_kind != SIM_CLOCKS_BEYOND &&
-      r->draws.clock_kind != SIM_CLOCKS_GIVEN) {
-    return false;
-  }
-  for (i = 0; i < w->n_nodes; i++) {
-    uint64_t wall_ms = sim_clock_wall(&w->nodes[i].clock, w->now_ms);
-    if (w->nodes[i].node != NULL &&
-        wall_ms + r->o->max_clock_skew_ms < stamp_ms) {
-      return true;
-    }
-  }
-  return false;
-}
-
 /* Judges a write's answer. */
 static void judge_write(crash_run *r, const client_op *c, const sim_op *op,
                         bool answered) {
@@ -375,7 +351,8 @@ static void judge_write(crash_run *r, const client_op *c, const sim_op *op,
     r->puts_refused += !del;
     k->unsure |= del;
     if (op->error_code == DHT_ERR_CLOCK_SKEW) {
-      if (!skew_refusal_possible(r, op)) {
+      if (!sim_swarm_skew_refusal_possible(&r->draws, w, op->ver.hlc >> 16,
+                                           r->o->max_clock_skew_ms)) {
         sim_world_fail(w,
                        "%s #%" PRIu32 " of %s via %s was refused for clock "
                        "skew, but no running node's clock is behind its "
