@@ -784,9 +784,21 @@ void dht__serve_data(dht_node *node, uint64_t conn, uint64_t rid,
     serve_get(node, conn, rid, req, key_id);
     return;
   }
-  if (!node->repl.range_fresh && body != NULL && node->n_succs > 0 &&
-      consult(node, conn, rid, req, body, len) == 0) {
-    return;
+  /* A write also consults while writes_unsure: a failed commit may have
+   * rolled back a write this node served whose copies its replicas kept
+   * (it was refused, not acknowledged, so reads may go on without it),
+   * and a write stamped below that copy would be acknowledged here and
+   * then lose to it (crashes seed 39: put #4 was refused on n00021's
+   * failed commit but kept by both replicas; delete #5, stamped below it
+   * by a client whose clock was behind, was acknowledged, and #4 came
+   * back). A write the store refuses anyway needs nobody's record. */
+  if (!node->repl.range_fresh ||
+      (node->repl.writes_unsure && req->type != DHT_MSG_GET &&
+       !store_refusing(node))) {
+    if (body != NULL && node->n_succs > 0 &&
+        consult(node, conn, rid, req, body, len) == 0) {
+      return;
+    }
   }
   switch (req->type) {
   case DHT_MSG_GET:
@@ -1164,6 +1176,7 @@ static void fresh_note(dht_node *node, int32_t peer) {
     }
   }
   node->repl.range_fresh = true;
+  node->repl.writes_unsure = false;
 }
 
 static void sync_end(dht_node *node, dht__sync *s) {
@@ -1279,8 +1292,12 @@ static void sync_answered(dht_node *node, dht__pending *p,
     node->counters.repair_keys_in += (uint64_t)n;
     node->repl.repaired = true;
   }
+  /* Digests taken before a failed commit may have counted records it
+   * rolled back, and a record that was on its way to the replica then may
+   * have landed there since: such an answer says nothing of the store now. */
   if (!msg->more && n >= 0 && node->pred != DHT__NO_PEER &&
-      dht_id_eq(&s->from, &node->peers[node->pred].id)) {
+      dht_id_eq(&s->from, &node->peers[node->pred].id) &&
+      s->commits_failed == node->repl.commits_failed) {
     fresh_note(node, s->peer);
   }
   memset(s->mask, 0, sizeof(s->mask));
@@ -1307,8 +1324,9 @@ static void sync_round(dht_node *node) {
     return;
   }
   if (n == 0) {
-    node->repl.range_fresh =
-        true; /* alone, or no replicas: nobody to be behind */
+    /* alone, or no replicas: nobody to be behind */
+    node->repl.range_fresh = true;
+    node->repl.writes_unsure = false;
     return;
   }
   if (node->pred == DHT__NO_PEER) {
@@ -1345,6 +1363,7 @@ static void sync_round(dht_node *node) {
     s->to = node->id;
     s->n_buckets = node->set.sync_buckets;
     s->started_ms = node->now_ms;
+    s->commits_failed = node->repl.commits_failed;
     p->u.sync.session = (uint32_t)(s - node->repl.syncs);
     memset(&msg, 0, sizeof(msg));
     msg.type = DHT_MSG_SYNC;
@@ -1570,9 +1589,13 @@ void dht__repl_commit_done(dht_node *node, int status) {
        * that counted itself in sync with them may lack some now, so it
        * consults them again until the next exchange has it back in sync. */
       node->repl.range_fresh = node->n_succs == 0;
-      node->repl.n_synced = 0;
-      sync_soon(node);
     }
+    /* The writes it served in the group are gone too, but their
+     * REPLICATEs went: the replicas may hold a newer record than this
+     * node now, so its writes consult them until the next exchange. */
+    node->repl.writes_unsure = node->n_succs > 0;
+    node->repl.n_synced = 0;
+    sync_soon(node);
     store_failed(node, status == DHT_ERR_DISK_FULL ? status : DHT_ERR_STORE);
     store_error_text(node, text, sizeof(text));
     dht__acks_release(node, node->repl.store_error, text);
@@ -1675,6 +1698,11 @@ void dht__repl_init(dht_node *node) {
   uint32_t i;
 
   node->repl.sync_at_ms = node->now_ms; /* a first round as soon as it joins */
+  /* Records at start are an old disk's: the writes acknowledged while the
+   * node was down went to the next successors instead, so, as after a
+   * refused write, it answers no replica read until each owner has found
+   * it in sync. An empty store has nothing to answer from. */
+  node->repl.missed = dht_store_count(node->store) > 0;
   node->repl.repair_tokens = node->set.repair_bytes_per_s;
   node->repl.repair_tokens_ms = node->now_ms;
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {

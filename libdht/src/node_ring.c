@@ -377,6 +377,8 @@ static void stabilize(dht_node *node) {
   }
 }
 
+static void probe_lost(dht_node *node);
+
 static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   int32_t cands[DHT_SUCC_LIST_MAX + 2];
   size_t n = 0, i;
@@ -390,9 +392,19 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   if (msg->has_pred && !dht__ref_is_self(node, &msg->pred) &&
       dht_id_in_oo(&msg->pred.id, &node->id, &node->peers[asked].id)) {
     int32_t x = dht__peer_intern_ref(node, &msg->pred);
-    if (x != DHT__NO_PEER && dht__lost_find(node, node->peers[x].addr) < 0) {
+    int lost = x != DHT__NO_PEER ? dht__lost_find(node, node->peers[x].addr)
+                                 : -1;
+    if (x != DHT__NO_PEER && lost < 0) {
       dht__peer_hold(node, x);
       cands[n++] = x;
+    } else if (lost >= 0) {
+      /* A peer we gave up on has notified our successor: it may have
+       * restarted. It stays out of the tables until it answers us, but
+       * it is probed next, not in its turn on the lost list, which takes
+       * a check interval per entry, and longer for entries that are
+       * dead for good. */
+      node->ring.next_probe = (uint32_t)lost;
+      probe_lost(node);
     }
   }
   dht__peer_hold(node, asked);
@@ -663,9 +675,14 @@ static void probe_on_reply(dht_node *node, dht__pending *p,
   dht__pending_free(node, p);
 }
 
-/* A probe that failed: the peer stays lost. */
+/* A probe that failed: the peer stays lost, and its connection goes. A
+ * connect to a dead host retransmits its SYN ever more rarely (1, 3, 7 ..
+ * 63 s after the first) and everything sent to the address waits behind
+ * it: kept, it would hide the peer's return for up to a minute. The next
+ * probe opens a new connection, whose SYN a live host answers at once. */
 static void probe_on_failure(dht_node *node, dht__pending *p) {
   node->ring.probe_busy = false;
+  dht__emit_disconnect(node, node->peers[p->peer].addr);
   dht__pending_free(node, p);
 }
 

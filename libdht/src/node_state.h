@@ -265,6 +265,9 @@ typedef struct dht__sync {
   dht_id cursor;                /* the push resumes after this key id */
   uint64_t started_ms;          /* when the exchange began */
   uint64_t pushed;              /* records pushed so far */
+  uint64_t commits_failed;      /* repl.commits_failed when the digests
+                                   went: the answer vouches for nothing once
+                                   it moved */
 } dht__sync;
 
 /* A ring interval (from, to]. */
@@ -314,10 +317,14 @@ typedef struct dht__repl {
                                     group commit */
   bool repaired;                 /* ... with records from a replica's
                                     SYNC_R, which range_fresh counts on */
+  bool writes_unsure;            /* a group commit failed since the last
+                                    exchange with every replica: writes
+                                    consult them, as when not range_fresh */
   bool missed;                   /* a write sent here to replicate was
-                                    refused or rolled back: this node may
-                                    lack an acknowledged write of a range
-                                    it replicates */
+                                    refused or rolled back, or the node
+                                    started on a store with records: it
+                                    may lack an acknowledged write of a
+                                    range it replicates */
   dht__range insync[DHT_SUCC_LIST_MAX]; /* since then, ranges whose owner
                                     found them in sync (SYNC, no bucket
                                     differing), newest last */

@@ -75,6 +75,9 @@ typedef struct wkey {
   uint32_t last_del;  /* sequence number of the last delete sent; 0: none */
   size_t write_op;    /* op index of the write in flight, or NO_OP */
   bool retired;       /* a write went unanswered: no more writes */
+  bool skew_refused;  /* a write of it was refused with CLOCK_SKEW, as
+                         only an owner whose clock is beyond the bound may
+                         refuse one (sim_swarm_skew_refusal_possible) */
   bool unsure;        /* a delete newer than floor may have taken effect:
                          its copies are not checked any more */
 } wkey;
@@ -114,8 +117,11 @@ typedef struct crash_run {
   uint64_t wipes, joins, leaves, leave_crashes;
   uint64_t crashes_skipped; /* the ring was too small to lose a node */
   uint64_t puts, puts_acked, puts_refused, puts_unanswered;
+  uint64_t skew_refused; /* writes refused with CLOCK_SKEW */
   uint64_t dels, dels_acked;
-  uint64_t dels_resent; /* answered not found: a resent copy had deleted */
+  uint64_t dels_gone;   /* answered not found: deleted already */
+  uint64_t dels_resent; /* answered not found: a resent copy, or a refused
+                           delete, had deleted */
   double del_share;    /* of the writes, deletes */
   uint64_t gets, gets_value, gets_not_found, gets_unavailable;
   uint64_t repair_ms_max, repair_ms_sum, repairs;
@@ -315,12 +321,21 @@ static void judge_write(crash_run *r, const client_op *c, const sim_op *op,
       k->floor_del = del;
       k->floor_ms = op->replied_ms;
     }
+  } else if (del && op->error_code == DHT_ERR_NOT_FOUND &&
+             (k->floor == 0 || k->floor_del)) {
+    /* Nothing acknowledged to delete: the last acknowledged write is a
+     * delete, or there is none. Whether or not a resent copy of this one
+     * wrote a tombstone, the key stays deleted, and any later put must
+     * beat it at its owner: its copies are still checked. */
+    r->dels_gone++;
   } else if (del && op->error_code == DHT_ERR_NOT_FOUND) {
     /* A forwarder resends a request whose next hop is slow to accept it
      * (rpc_retries), and the owner serves each copy: the second finds the
      * first one's tombstone. Such a delete took effect, and no tombstone
      * can exist otherwise but an older delete's, which the acknowledged
-     * put replaced (a stray one would only make this check miss a loss). */
+     * put replaced, or that of a delete sent since and refused, which may
+     * have taken effect (a stray one would only make this check miss a
+     * loss). */
     if (has_tombstone(r, c->key)) {
       k->unsure = true;
       r->dels_resent++;
@@ -335,6 +350,19 @@ static void judge_write(crash_run *r, const client_op *c, const sim_op *op,
   } else {
     r->puts_refused += !del;
     k->unsure |= del;
+    if (op->error_code == DHT_ERR_CLOCK_SKEW) {
+      if (!sim_swarm_skew_refusal_possible(&r->draws, w, op->ver.hlc >> 16,
+                                           r->o->max_clock_skew_ms)) {
+        sim_world_fail(w,
+                       "%s #%" PRIu32 " of %s via %s was refused for clock "
+                       "skew, but no running node's clock is behind its "
+                       "stamp by more than the %" PRIu32 " ms bound",
+                       del ? "delete" : "put", c->seq, k->key,
+                       w->nodes[op->via_slot].addr, r->o->max_clock_skew_ms);
+      }
+      k->skew_refused = true;
+      r->skew_refused++;
+    }
   }
 }
 
@@ -589,7 +617,10 @@ static void populate(crash_run *r) {
   }
   drain_ops(r, w->now_ms + OPS_GRACE_MS);
   for (i = 0; i < r->n_keys && !w->failed; i++) {
-    if (r->keys[i].floor != 1) {
+    /* A refusal for clock skew is what the design promises where clocks
+     * go beyond the bound (judge_write() checked that one could); the
+     * key then starts out unwritten. */
+    if (r->keys[i].floor != 1 && !r->keys[i].skew_refused) {
       sim_world_fail(w, "put of %s on a converged ring was not acknowledged",
                      r->keys[i].key);
     }
@@ -900,13 +931,16 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
   }
   sim_text_printf(report,
                   "workload: %" PRIu64 " puts (%" PRIu64 " acknowledged, %" PRIu64
-                  " refused, %" PRIu64 " unanswered), %" PRIu64
+                  " refused (%" PRIu64 " writes for clock skew), %" PRIu64
+                  " unanswered), %" PRIu64
                   " deletes (%" PRIu64 " acknowledged, %" PRIu64
-                  " not found after their resent copy deleted), %" PRIu64
+                  " not found as deleted already, %" PRIu64
+                  " not found after a resent copy or a refused delete), %" PRIu64
                   " gets (%" PRIu64 " values, %" PRIu64 " not found, %" PRIu64
                   " unavailable)\n",
-                  r.puts, r.puts_acked, r.puts_refused, r.puts_unanswered,
-                  r.dels, r.dels_acked, r.dels_resent, r.gets, r.gets_value,
+                  r.puts, r.puts_acked, r.puts_refused, r.skew_refused,
+                  r.puts_unanswered, r.dels, r.dels_acked, r.dels_gone,
+                  r.dels_resent, r.gets, r.gets_value,
                   r.gets_not_found, r.gets_unavailable);
   sim_text_printf(report,
                   "repair after a change: mean %.2f s, max %.2f s (%" PRIu64
@@ -997,7 +1031,8 @@ void sim_burst_run(const sim_options *o, sim_run_result *result,
      * acknowledged value on a node that survives. */
     for (j = 0; j < r.n_keys; j++) {
       value_want want = {&r, (uint32_t)j, r.keys[j].floor};
-      bool survives = false;
+      /* A key whose only put was refused has nothing to lose. */
+      bool survives = r.keys[j].skew_refused;
       size_t s;
       for (s = 0; s < w->n_nodes && !survives; s++) {
         sim_record rec;
@@ -1062,6 +1097,9 @@ void sim_burst_run(const sim_options *o, sim_run_result *result,
                    value_seq(&r, (uint32_t)j, op->value, op->value_len) == 1;
       bool said_lost = op->replies > 0 && op->reply_type == DHT_MSG_ERROR &&
                        op->error_code == DHT_ERR_LOST;
+      if (r.keys[j].skew_refused) {
+        continue; /* its only put was refused: nothing to find */
+      }
       lost += said_lost;
       n_found += value;
       if (doomed[j] ? !said_lost : !value) {
@@ -1086,8 +1124,9 @@ void sim_burst_run(const sim_options *o, sim_run_result *result,
     sim_text_printf(report,
                     "check: %zu keys had every copy on the crashed nodes, %zu "
                     "read as lost, %zu found; the others were back on all "
-                    "their holders %.2f s after the crash\n",
-                    expect, lost, n_found, secs(repair_ms));
+                    "their holders %.2f s after the crash; %" PRIu64
+                    " puts refused for clock skew (not checked)\n",
+                    expect, lost, n_found, secs(repair_ms), r.skew_refused);
   }
   snprintf(result->summary, sizeof(result->summary),
            "k=%" PRIu32 " %s, %zu keys, %zu expected lost, %zu lost", k,

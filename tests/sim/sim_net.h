@@ -159,7 +159,8 @@ typedef struct sim_conn {
   sim_conn_state state;     /* connecting or open */
   uint32_t syn_tries;       /* SYN retransmissions so far */
   uint32_t latency_ms;      /* its path's one-way base latency */
-  uint64_t last_active_ms;  /* end 0: last frame read or written */
+  uint64_t last_active_ms;  /* end 0: last frame read or written; while
+                               connecting, when the first SYN went */
   uint32_t next[2];         /* the next connection of slot[e] at end e */
   uint32_t prev[2];         /* ...and the previous one */
   sim_stream stream[2];     /* [e]: what end e sends */

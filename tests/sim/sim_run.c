@@ -173,6 +173,7 @@ typedef struct run {
   fault_key *fault_keys; /* keys put during the faults */
   size_t n_fault_keys;   /* records in fault_keys */
   size_t cap_fault_keys; /* records allocated in fault_keys */
+  uint64_t skew_refused; /* puts of keys to keep refused for clock skew */
   uint64_t crashes, restarts, fresh_joins, cuts_done, clogs_done,
       pauses_done, fault_ops, overwrites;
   size_t lost; /* kept keys whose copies are all on nodes that stay down */
@@ -388,18 +389,16 @@ static void fail_placement(sim_world *w, const char *what, const char *key,
 
 /* Puts keys[0..n) through random nodes; every put must be acknowledged and,
  * the ring being converged, be on all its R holders by then: the owner
- * answers only once every live replica has the record. The one refusal
- * allowed is CLOCK_SKEW from an owner whose clock the seed set beyond the
- * skew bound: such keys are counted and dropped from keys, which is
- * compacted in order. Returns how many keys are left. */
+ * answers only once every live replica has the record. A put refused for
+ * clock skew where the design allows it (an owner whose clock is beyond
+ * the bound: sim_swarm_skew_refusal_possible) is counted, and its key
+ * dropped from keys. Returns how many keys are left, in keys[0..). */
 static size_t put_keys(run *r, key_record *keys, size_t n) {
   sim_world *w = &r->w;
   size_t first = w->ops_base + w->n_ops;
-  bool skew_allowed =
-      sim_swarm_clocks_beyond(&r->draws, r->o->max_clock_skew_ms);
   sim_placement pl;
   sim_ring ring;
-  size_t i, kept = 0;
+  size_t i, left = 0;
 
   for (i = 0; i < n && !w->failed; i++) {
     sim_world_put(w, sim_world_random_joined(w, SIM_NO_SLOT), keys[i].key,
@@ -410,9 +409,11 @@ static size_t put_keys(run *r, key_record *keys, size_t n) {
   for (i = 0; i < n && !w->failed; i++) {
     const sim_op *op = sim_world_op(w, first + i);
     char got[96], what[128];
-    if (skew_allowed && answered_in_time(op) &&
-        op->reply_type == DHT_MSG_ERROR &&
-        op->error_code == DHT_ERR_CLOCK_SKEW) {
+    if (answered_in_time(op) && op->reply_type == DHT_MSG_ERROR &&
+        op->error_code == DHT_ERR_CLOCK_SKEW &&
+        sim_swarm_skew_refusal_possible(&r->draws, w, op->ver.hlc >> 16,
+                                        r->o->max_clock_skew_ms)) {
+      r->skew_refused++;
       continue;
     }
     if (!answered_in_time(op) || op->reply_type != DHT_MSG_OK) {
@@ -425,22 +426,11 @@ static size_t put_keys(run *r, key_record *keys, size_t n) {
                w->nodes[op->via_slot].addr);
       fail_placement(w, what, keys[i].key, &pl);
     }
-    keys[kept++] = keys[i];
+    keys[left++] = keys[i];
   }
   sim_ring_free(&ring);
   sim_world_clear_ops(w);
-  return kept;
-}
-
-/* ", N refused: clock skew" for a report line, or "" when none was. */
-static const char *refused_note(size_t refused) {
-  static char note[64];
-
-  note[0] = '\0';
-  if (refused > 0) {
-    snprintf(note, sizeof(note), ", %zu refused: clock skew", refused);
-  }
-  return note;
+  return left;
 }
 
 static void make_key(run *r, key_record *k, const char *prefix, size_t i) {
@@ -490,13 +480,13 @@ static void phase_build(run *r) {
     make_key(r, &k, "p", i);
     keep_key(r, &k);
   }
-  r->n_prefault = r->n_kept = put_keys(r, r->kept, r->n_kept);
+  r->n_kept = put_keys(r, r->kept, r->n_kept);
+  r->n_prefault = r->n_kept;
   if (!w->failed) {
     sim_text_printf(r->report,
                     "build: %zu pre-fault keys stored on their %" PRIu32
-                    " holders%s\n",
-                    r->n_prefault, r->sw.replicas,
-                    refused_note(r->o->prefault_keys - r->n_prefault));
+                    " holders (%" PRIu64 " refused for clock skew)\n",
+                    r->n_prefault, r->sw.replicas, r->skew_refused);
   }
 }
 
@@ -973,6 +963,7 @@ static void read_keys(run *r, const key_record *keys, size_t n,
 
 static void check_fresh_keys(run *r) {
   key_record *keys = calloc(r->o->keys ? r->o->keys : 1, sizeof(*keys));
+  uint64_t refused = r->skew_refused;
   size_t i, n;
 
   if (keys == NULL) {
@@ -989,9 +980,9 @@ static void check_fresh_keys(run *r) {
   if (!r->w.failed) {
     sim_text_printf(r->report,
                     "check: %zu fresh keys stored on their %" PRIu32
-                    " holders and read back %" PRIu32 " times each%s\n",
-                    n, r->sw.replicas, r->o->reads,
-                    refused_note(r->o->keys - n));
+                    " holders and read back %" PRIu32 " times each (%" PRIu64
+                    " refused for clock skew)\n",
+                    n, r->sw.replicas, r->o->reads, r->skew_refused - refused);
   }
   free(keys);
 }

@@ -146,13 +146,6 @@ void sim_swarm_draw(sim_swarm *sw, sim_rng *g, const sim_options *o) {
   }
 }
 
-bool sim_swarm_clocks_beyond(const sim_swarm *sw, uint32_t bound_ms) {
-  const sim_clock_faults *c = &sw->clocks;
-
-  return c->within_ms > bound_ms ||
-         (c->beyond_share > 0 && c->beyond_ms > bound_ms);
-}
-
 void sim_swarm_report(const sim_swarm *sw, const sim_options *o,
                       sim_text *report) {
   const dht_settings *s = &sw->settings;
@@ -263,4 +256,21 @@ void sim_swarm_report_totals(const sim_world *w, sim_text *report) {
                   d->commits, d->commits_failed, d->writes_lost,
                   w->disk_fills, d->read_errors, d->write_errors,
                   w->clock_steps, w->restamps, w->leaves, w->leave_timeouts);
+}
+
+bool sim_swarm_skew_refusal_possible(const sim_swarm *sw, const sim_world *w,
+                                     uint64_t stamp_ms, uint32_t bound_ms) {
+  size_t i;
+
+  if (sw->clock_kind != SIM_CLOCKS_BEYOND &&
+      sw->clock_kind != SIM_CLOCKS_GIVEN) {
+    return false;
+  }
+  for (i = 0; i < w->n_nodes; i++) {
+    uint64_t wall_ms = sim_clock_wall(&w->nodes[i].clock, w->now_ms);
+    if (w->nodes[i].node != NULL && wall_ms + bound_ms < stamp_ms) {
+      return true;
+    }
+  }
+  return false;
 }

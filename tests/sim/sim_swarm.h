@@ -43,10 +43,6 @@ typedef struct sim_swarm {
 
 /* Draws sw from g, then applies o's overrides. */
 void sim_swarm_draw(sim_swarm *sw, sim_rng *g, const sim_options *o);
-/* True when some host's clock may be off the true time by more than
- * bound_ms: an owner that far behind rightly refuses a correct writer's
- * stamp (CLOCK_SKEW). */
-bool sim_swarm_clocks_beyond(const sim_swarm *sw, uint32_t bound_ms);
 /* The lines of the report that say what was drawn. */
 void sim_swarm_report(const sim_swarm *sw, const sim_options *o,
                       sim_text *report);
@@ -62,6 +58,13 @@ void sim_swarm_start_disk_faults(sim_swarm *sw, sim_world *w,
                                  uint64_t fault_ms);
 /* Turns them off: every disk works and has space again. */
 void sim_swarm_heal_disks(sim_world *w);
+/* Whether a write stamped stamp_ms may be refused with CLOCK_SKEW now: a
+ * node refuses a stamp further ahead of its time (or its neighbours', when
+ * both say it is behind) than the skew bound, which a writer whose clock
+ * is within the bound meets only where sw puts clocks beyond it, from a
+ * running node whose clock is behind the stamp by more than bound_ms. */
+bool sim_swarm_skew_refusal_possible(const sim_swarm *sw, const sim_world *w,
+                                     uint64_t stamp_ms, uint32_t bound_ms);
 /* One line of what the disks, clocks and leaves did, for the report. */
 void sim_swarm_report_totals(const sim_world *w, sim_text *report);
 

@@ -387,7 +387,10 @@ static void node_write(sim_world *w, sim_conn *c, unsigned e,
     return;
   }
   sim_net_write(net, c, e, a->frame, a->frame_len, w->now_ms);
-  if (e == 0) {
+  /* While connecting, last_active_ms is when the first SYN went, and the
+   * SYN's retransmissions are timed from it whatever is queued meanwhile
+   * (dhtd's conn_queue() does not touch it before on_connect either). */
+  if (e == 0 && c->state == SIM_CONN_OPEN) {
     c->last_active_ms = w->now_ms;
   }
   if (e == 1 && !c->reading_paused[e] &&
