@@ -19,6 +19,8 @@
  * reading its requests would deadlock the pair until the drop. Memory per
  * connection is thus bounded by those settings and one frame of input.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +76,9 @@ struct dhtd_net {
   uint32_t generation;      /* high bits of the next id */
   dhtd_conn *dirty_head;    /* connections with output to write */
   dhtd_conn *out_head;      /* outgoing connections, by address */
+  struct sockaddr_storage source; /* the listen address, port 0: where
+                                     outgoing connections come from */
+  bool bind_source;         /* the listen address is a specific one */
   bool stopping;            /* dhtd_net_stop called */
   char read_buf[64 * 1024]; /* libuv reads land here first */
 };
@@ -416,11 +421,41 @@ static void on_connect(uv_connect_t *req, int status) {
   conn_write(c);
 }
 
+static bool is_loopback(const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  }
+  return sa->sa_family == AF_INET6 &&
+         IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+}
+
+/*
+ * A node listening on a specific address connects from it too, so that
+ * peers see it under one address both ways, and a firewall rule between
+ * two nodes' addresses (an operator's, or scripts/churn --cut-every's)
+ * holds for the connections each opens. Not for a destination of another
+ * family, nor from a loopback address to a host beyond the machine, which
+ * the kernel would not route.
+ */
+static int bind_source(dhtd_conn *c, const struct sockaddr *dest) {
+  const struct sockaddr *src = (const struct sockaddr *)&c->net->source;
+
+  if (!c->net->bind_source || src->sa_family != dest->sa_family ||
+      (is_loopback(src) && !is_loopback(dest))) {
+    return 0;
+  }
+  return uv_tcp_bind(&c->tcp, src, 0);
+}
+
 static void start_connect(dhtd_conn *c, const struct sockaddr *sa) {
   int rv;
 
   c->connect_req.data = c;
-  rv = uv_tcp_connect(&c->connect_req, &c->tcp, sa, on_connect);
+  rv = bind_source(c, sa);
+  if (rv == 0) {
+    rv = uv_tcp_connect(&c->connect_req, &c->tcp, sa, on_connect);
+  }
   if (rv != 0) {
     dhtd_log(DHT_LOG_DEBUG, "connect to %s: %s", c->addr, uv_strerror(rv));
     conn_close(c, true);
@@ -637,6 +672,21 @@ static void on_connection(uv_stream_t *server, int status) {
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
+/* The listen address, port 0, is where outgoing connections come from,
+ * unless it is a wildcard (the kernel then picks by route). */
+static void init_source(dhtd_net *net, const struct sockaddr_storage *listen) {
+  net->source = *listen;
+  if (listen->ss_family == AF_INET) {
+    struct sockaddr_in *in = (struct sockaddr_in *)&net->source;
+    in->sin_port = 0;
+    net->bind_source = in->sin_addr.s_addr != htonl(INADDR_ANY);
+  } else {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&net->source;
+    in6->sin6_port = 0;
+    net->bind_source = !IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
+  }
+}
+
 int dhtd_net_start(dhtd_net **out, uv_loop_t *loop, const dhtd_net_config *cfg,
                    char *err, size_t err_len) {
   char host[DHT_ADDR_LEN_MAX + 1];
@@ -663,6 +713,7 @@ int dhtd_net_start(dhtd_net **out, uv_loop_t *loop, const dhtd_net_config *cfg,
   }
   net->cfg = *cfg;
   net->loop = loop;
+  init_source(net, &ss);
   uv_tcp_init(loop, &net->listener);
   net->listener.data = net;
   rv = uv_tcp_bind(&net->listener, (const struct sockaddr *)&ss, 0);

@@ -887,6 +887,53 @@ static void test_daemon_refuses_clearly(void **state) {
   close(fd);
 }
 
+/* ---- addresses ----------------------------------------------------------- */
+
+/* A socket of the test's own listening on ip:port. */
+static int listen_on(const char *ip, int port) {
+  struct sockaddr_in sa;
+  int fd = socket(AF_INET, SOCK_STREAM, 0), on = 1;
+
+  assert_true(fd >= 0);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  assert_int_equal(inet_pton(AF_INET, ip, &sa.sin_addr), 1);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(listen(fd, 4), 0);
+  return fd;
+}
+
+/* A node listening on a specific address connects to its peers from that
+ * address too, so that a firewall rule between two nodes' addresses cuts
+ * both directions: the peer it joins through (a socket of the test's own
+ * on another loopback address) sees the join come from it. */
+static void test_connections_come_from_the_listen_address(void **state) {
+  ring *r = *state;
+  char peer_ip[INET_ADDRSTRLEN], addr[32], target_addr[32];
+  struct sockaddr_in from;
+  socklen_t from_len = sizeof(from);
+  struct timeval tv = {5, 0};
+  int port = free_port(r), fd, conn;
+  node *d, *target;
+
+  snprintf(addr, sizeof(addr), "127.0.3.1:%d", free_port(r));
+  snprintf(target_addr, sizeof(target_addr), "127.0.3.2:%d", port);
+  d = node_add(r, addr);
+  target = node_add(r, target_addr);
+  fd = listen_on("127.0.3.2", port);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  node_start(d, target);
+  conn = accept(fd, (struct sockaddr *)&from, &from_len);
+  assert_true(conn >= 0);
+  assert_non_null(inet_ntop(AF_INET, &from.sin_addr, peer_ip,
+                            sizeof(peer_ip)));
+  assert_string_equal(peer_ip, "127.0.3.1");
+  close(conn);
+  close(fd);
+}
+
 /* ---- fixtures ------------------------------------------------------------ */
 
 /* Gives the test an empty ring in a new directory of its own. */
@@ -922,6 +969,7 @@ int main(int argc, char **argv) {
       RING_TEST(test_bad_bytes_close_only_their_connection),
       RING_TEST(test_cli_errors_are_one_exact_line),
       RING_TEST(test_daemon_refuses_clearly),
+      RING_TEST(test_connections_come_from_the_listen_address),
   };
   int failed;
 
