@@ -303,19 +303,24 @@ static int id_owner_cmp(const void *a, const void *b) {
 }
 
 /* Node ids as the simulator's nodes have them: the hash of "n00042:7000";
- * virtual id v > 0 of a node hashes "n00042:7000#v". Sorted. */
-static id_owner *make_node_ids(uint32_t nodes, uint32_t vnodes) {
+ * virtual id v > 0 of a node hashes "n00042:7000#v". Seed s numbers the
+ * nodes from (s - 1) * nodes on, so that every seed hashes names of its own
+ * (modulo 2^64) and seed 1 has n00000 .. Sorted. */
+static id_owner *make_node_ids(uint64_t seed, uint32_t nodes,
+                               uint32_t vnodes) {
   id_owner *ids = xcalloc((size_t)nodes * vnodes, sizeof(*ids));
+  uint64_t first = (seed - 1) * nodes;
   uint32_t i, v;
 
   for (i = 0; i < nodes; i++) {
     for (v = 0; v < vnodes; v++) {
-      char name[48];
+      char name[64];
       id_owner *e = &ids[(size_t)i * vnodes + v];
       if (v == 0) {
-        snprintf(name, sizeof(name), "n%05" PRIu32 ":7000", i);
+        snprintf(name, sizeof(name), "n%05" PRIu64 ":7000", first + i);
       } else {
-        snprintf(name, sizeof(name), "n%05" PRIu32 ":7000#%" PRIu32, i, v);
+        snprintf(name, sizeof(name), "n%05" PRIu64 ":7000#%" PRIu32,
+                 first + i, v);
       }
       dht_id_hash(&e->id, name, strlen(name));
       e->real = i;
@@ -325,14 +330,16 @@ static id_owner *make_node_ids(uint32_t nodes, uint32_t vnodes) {
   return ids;
 }
 
-/* Key ids: the hash of "key-<i>", as a key's id is the hash of its bytes. */
-static dht_id *make_key_ids(uint32_t keys) {
+/* Key ids: the hash of "key-<i>", as a key's id is the hash of its bytes.
+ * Seed s numbers the keys from (s - 1) * KEYS_MAX on (seed 1: key-0 ..). */
+static dht_id *make_key_ids(uint64_t seed, uint32_t keys) {
   dht_id *ids = xcalloc(keys, sizeof(*ids));
+  uint64_t first = (seed - 1) * KEYS_MAX;
   uint32_t i;
 
   for (i = 0; i < keys; i++) {
-    char name[32];
-    snprintf(name, sizeof(name), "key-%" PRIu32, i);
+    char name[40];
+    snprintf(name, sizeof(name), "key-%" PRIu64, first + i);
     dht_id_hash(&ids[i], name, strlen(name));
   }
   return ids;
@@ -360,8 +367,8 @@ static void count_keys(const id_owner *ids, size_t n_ids, const dht_id *keys,
 
 int sim_exp_keys_per_node(const sim_options *o) {
   uint32_t nodes = o->ring_size;
-  id_owner *ids = make_node_ids(nodes, 1);
-  dht_id *keys = make_key_ids(KEYS_MAX);
+  id_owner *ids = make_node_ids(o->seed, nodes, 1);
+  dht_id *keys = make_key_ids(o->seed, KEYS_MAX);
   uint32_t *counts = xcalloc(nodes, sizeof(uint32_t));
   uint32_t k;
 
@@ -381,8 +388,8 @@ int sim_exp_keys_per_node(const sim_options *o) {
 
 int sim_exp_keys_pdf(const sim_options *o) {
   uint32_t nodes = o->ring_size;
-  id_owner *ids = make_node_ids(nodes, 1);
-  dht_id *keys = make_key_ids(KEYS_PDF);
+  id_owner *ids = make_node_ids(o->seed, nodes, 1);
+  dht_id *keys = make_key_ids(o->seed, KEYS_PDF);
   uint32_t *counts = xcalloc(nodes, sizeof(uint32_t));
   uint32_t i = 0;
 
@@ -406,13 +413,13 @@ int sim_exp_keys_pdf(const sim_options *o) {
 
 int sim_exp_virtual_nodes(const sim_options *o) {
   uint32_t nodes = o->ring_size;
-  dht_id *keys = make_key_ids(KEYS_MAX);
+  dht_id *keys = make_key_ids(o->seed, KEYS_MAX);
   uint32_t *counts = xcalloc(nodes, sizeof(uint32_t));
   size_t v;
 
   printf("virtual_ids_per_node,nodes,keys,mean,p1,p99,max\n");
   for (v = 0; v < sizeof(vnode_counts) / sizeof(vnode_counts[0]); v++) {
-    id_owner *ids = make_node_ids(nodes, vnode_counts[v]);
+    id_owner *ids = make_node_ids(o->seed, nodes, vnode_counts[v]);
     count_keys(ids, (size_t)nodes * vnode_counts[v], keys, KEYS_MAX, counts,
                nodes);
     qsort(counts, nodes, sizeof(uint32_t), cmp_u32);
@@ -426,4 +433,315 @@ int sim_exp_virtual_nodes(const sim_options *o) {
   free(counts);
   free(keys);
   return 0;
+}
+
+/* ---- lookups under churn ------------------------------------------------- */
+
+/* The paper's churn rates R: nodes joining per second, and as many failing,
+ * while every node stabilizes every 30 s on average. */
+static const double churn_rates[] = {0.05, 0.10, 0.15, 0.20,
+                                     0.25, 0.30, 0.35, 0.40};
+/* The paper's mean stabilization interval: the unit its rates are in. */
+#define PAPER_STABILIZE_MS 30000u
+/* Two ways to put the paper's time on ours. "ours": the default settings
+ * (stabilize every 500 ms), the paper's time run 60 times faster, so that
+ * as many nodes change per stabilization round as in the paper; lookups,
+ * timeouts and the network are not sped up. "paper": every maintenance
+ * interval 60 times the default (stabilize every 30 s, as the paper), and
+ * the paper's rates as they are. */
+typedef struct churn_series {
+  const char *name;        /* the CSV's settings column */
+  uint32_t maint_scale;    /* maintenance intervals times this */
+} churn_series;
+static const churn_series churn_series_list[] = {
+    {"ours", 1},
+    {"paper", 60},
+};
+/* Churn runs this many stabilization rounds before lookups are counted, so
+ * that the routing tables have reached their steady staleness (several
+ * finger cycles too). */
+#define CHURN_WARMUP_ROUNDS 20u
+/* Replies are judged against the truth at most this long after they
+ * arrive; churn events happen at their exact times. */
+#define CHURN_STEP_MS 10u
+
+/* A lookup of the churn experiment, in flight until judged. */
+typedef struct churn_lookup {
+  size_t op;              /* the world's op index */
+  uint32_t owner_at_send; /* successor(target) when it was sent */
+} churn_lookup;
+
+/* What one churn rate gave. */
+typedef struct churn_result {
+  size_t sent;        /* lookups sent */
+  size_t lookups;     /* lookups judged: sent, less entry_dead */
+  size_t failed;      /* ...that did not name the owner in time */
+  size_t no_reply;    /* no result within the client's deadline */
+  size_t errors;      /* an ERROR result */
+  size_t timeouts;    /* ...of which DHT_ERR_TIMEOUT */
+  size_t wrong;       /* a result naming another node than the owner */
+  size_t entry_dead;  /* not judged: the node asked failed before it
+                         answered (a client would ask another) */
+  uint64_t hops_ok;   /* hops of the lookups that succeeded */
+  uint64_t ms_ok;     /* their latency */
+  uint64_t joins;     /* nodes that started to join during the run */
+  uint64_t failures;  /* nodes that failed during the run */
+  uint64_t nodes_sum; /* joined nodes, summed at every lookup sent */
+} churn_result;
+
+/* The joined nodes, to find a key's owner: rebuilt when the membership may
+ * have changed (a join completed, a node failed), and every second for the
+ * rare re-join that changes a node's state without an event. */
+typedef struct churn_truth {
+  sim_ring ring;         /* joined nodes, sorted */
+  uint64_t joins_seen;   /* w->joins when built */
+  uint64_t crashes_seen; /* crashes made when built */
+  uint64_t built_ms;     /* when */
+} churn_truth;
+
+static void churn_truth_update(churn_truth *t, const sim_world *w,
+                               uint64_t crashes) {
+  if (t->ring.members != NULL && t->joins_seen == w->joins &&
+      t->crashes_seen == crashes && w->now_ms < t->built_ms + 1000) {
+    return;
+  }
+  sim_ring_free(&t->ring);
+  sim_ring_build(&t->ring, w, true);
+  t->joins_seen = w->joins;
+  t->crashes_seen = crashes;
+  t->built_ms = w->now_ms;
+}
+
+static uint32_t churn_owner(const churn_truth *t, const dht_id *target) {
+  return t->ring.n > 0
+             ? t->ring.members[sim_ring_successor(&t->ring, target)].slot
+             : SIM_NO_SLOT;
+}
+
+/* Judges lookup l, answered, past its deadline, or orphaned by its entry
+ * node's failure: it succeeded when its result came in time and named the
+ * owner as of its arrival, or as of when it was sent (an owner that changed
+ * while the lookup was under way is not held against it). */
+static void churn_judge(sim_world *w, const churn_truth *t,
+                        const churn_lookup *l, churn_result *r) {
+  const sim_op *op = sim_world_op(w, l->op);
+  bool in_time =
+      op->replies > 0 && op->replied_ms - op->sent_ms <= SIM_CLIENT_TIMEOUT_MS;
+
+  if (op->replies == 0 && !sim_world_is_up(w, op->via_slot)) {
+    r->entry_dead++;
+    return;
+  }
+  r->lookups++;
+  if (!in_time) {
+    r->no_reply++;
+  } else if (op->reply_type != DHT_MSG_FIND_SUCC_R) {
+    r->errors++;
+    r->timeouts += op->error_code == DHT_ERR_TIMEOUT;
+  } else if (op->peer_slot == SIM_NO_SLOT ||
+             (op->peer_slot != churn_owner(t, &op->target) &&
+              op->peer_slot != l->owner_at_send)) {
+    r->wrong++;
+  } else {
+    r->hops_ok += op->hops;
+    r->ms_ok += op->replied_ms - op->sent_ms;
+    return;
+  }
+  r->failed++;
+}
+
+/* Installs the true successor lists and fingers into every running node,
+ * but no predecessor: sim_ring_install_oracle's predecessor comes without
+ * the predecessor list behind it, which the core then extends from the
+ * wrong end once maintenance runs (the first reply describing the
+ * predecessor breaks the invariant "the predecessor list starts at the
+ * predecessor"). Each node learns its predecessor, and the list with it,
+ * from the first notify. */
+static void install_succs_and_fingers(sim_world *w, uint32_t succ_list_len) {
+  dht_routing_peer succs[DHT_SUCC_LIST_MAX], fingers[DHT_ID_BITS];
+  sim_ring ring;
+  size_t i, j, n_succs;
+
+  sim_ring_build(&ring, w, false);
+  n_succs = ring.n - 1 < succ_list_len ? ring.n - 1 : succ_list_len;
+  for (i = 0; i < ring.n && !w->failed; i++) {
+    const sim_ring_member *m = &ring.members[i];
+    int rv;
+    for (j = 0; j < n_succs; j++) {
+      const sim_ring_member *sm = &ring.members[(i + 1 + j) % ring.n];
+      succs[j].id = sm->id;
+      succs[j].addr = w->nodes[sm->slot].addr;
+    }
+    for (j = 0; j < DHT_ID_BITS; j++) {
+      dht_id start;
+      const sim_ring_member *f;
+      dht_id_add_pow2(&start, &m->id, (unsigned)j);
+      f = &ring.members[sim_ring_successor(&ring, &start)];
+      fingers[j].id = f->id;
+      fingers[j].addr = w->nodes[f->slot].addr;
+    }
+    rv = dht_node_install_routing(w->nodes[m->slot].node, NULL, succs, n_succs,
+                                  fingers, sim_world_node_now(w, m->slot));
+    if (rv != 0) {
+      sim_world_fail(w, "dht_node_install_routing(%s): %s",
+                     w->nodes[m->slot].addr, dht_strerror(rv));
+    }
+    sim_world_drain(w, m->slot);
+  }
+  sim_ring_free(&ring);
+}
+
+/* The default settings with every maintenance interval times scale. */
+static void churn_settings(dht_settings *s, uint32_t scale) {
+  dht_settings_default(s);
+  s->stabilize_interval_ms *= scale;
+  s->fix_fingers_interval_ms *= scale;
+  s->check_pred_interval_ms *= scale;
+  s->sync_interval_ms *= scale;
+}
+
+/*
+ * One rate: a converged ring of o->ring_size nodes with maintenance on.
+ * Nodes join (fresh addresses, through a random joined node) and fail
+ * (hosts gone silently: found by timeouts) as two Poisson processes of
+ * rate_per_s each; o->samples lookups go out as a third, from random
+ * joined nodes for random ids, spread over o->measure_rounds
+ * stabilization rounds after CHURN_WARMUP_ROUNDS of churn. Churn goes on
+ * until the last lookup is judged.
+ */
+static int churn_point(const sim_options *o, uint64_t seed,
+                       const dht_settings *settings, double rate_per_s,
+                       churn_result *r) {
+  sim_world w;
+  sim_rng rng;
+  churn_truth truth;
+  churn_lookup *flight;
+  size_t n_flight = 0, i;
+  uint64_t crashes = 0;
+  uint64_t t_begin =
+      (uint64_t)CHURN_WARMUP_ROUNDS * settings->stabilize_interval_ms;
+  double gap_ms = 1000.0 / rate_per_s;
+  double lookup_gap_ms = (double)o->measure_rounds *
+                         settings->stabilize_interval_ms / o->samples;
+  double next_join, next_fail, next_lookup;
+  int status = 0;
+
+  memset(r, 0, sizeof(*r));
+  memset(&truth, 0, sizeof(truth));
+  flight = xcalloc(o->samples, sizeof(*flight));
+  sim_world_init(&w, seed, settings);
+  sim_rng_seed(&rng, seed ^ UINT64_C(0x636875726e)); /* "churn" */
+  for (i = 0; i < o->ring_size && !w.failed; i++) {
+    sim_world_start(&w, sim_world_add_node(&w));
+  }
+  install_succs_and_fingers(&w, settings->succ_list_len);
+  next_join = sim_rng_exponential(&rng, gap_ms);
+  next_fail = sim_rng_exponential(&rng, gap_ms);
+  next_lookup = (double)t_begin + sim_rng_exponential(&rng, lookup_gap_ms);
+  while (!w.failed && (r->sent < o->samples || n_flight > 0)) {
+    double next = (double)(w.now_ms + CHURN_STEP_MS);
+    size_t kept = 0;
+
+    next = next_join < next ? next_join : next;
+    next = next_fail < next ? next_fail : next;
+    next = r->sent < o->samples && next_lookup < next ? next_lookup : next;
+    /* ceil: the event is due once the clock is there */
+    sim_world_run_until(&w, (uint64_t)ceil(next));
+    churn_truth_update(&truth, &w, crashes);
+    for (i = 0; i < n_flight; i++) {
+      const sim_op *op = sim_world_op(&w, flight[i].op);
+      if (op->replies > 0 || !sim_world_is_up(&w, op->via_slot) ||
+          w.now_ms > op->sent_ms + SIM_CLIENT_TIMEOUT_MS) {
+        churn_judge(&w, &truth, &flight[i], r);
+      } else {
+        flight[kept++] = flight[i];
+      }
+    }
+    n_flight = kept;
+    if (next_join <= (double)w.now_ms) {
+      uint32_t boot = sim_world_random_joined(&w, SIM_NO_SLOT);
+      if (boot != SIM_NO_SLOT) {
+        sim_world_join(&w, sim_world_add_node(&w), boot);
+        r->joins++;
+      }
+      next_join += sim_rng_exponential(&rng, gap_ms);
+    }
+    if (next_fail <= (double)w.now_ms) {
+      uint32_t victim = sim_world_random_joined(&w, SIM_NO_SLOT);
+      if (victim != SIM_NO_SLOT && truth.ring.n > settings->succ_list_len) {
+        sim_world_crash(&w, victim, false);
+        crashes++;
+        r->failures++;
+      }
+      next_fail += sim_rng_exponential(&rng, gap_ms);
+    }
+    if (r->sent < o->samples && next_lookup <= (double)w.now_ms) {
+      uint32_t via = sim_world_random_joined(&w, SIM_NO_SLOT);
+      dht_id target;
+      churn_truth_update(&truth, &w, crashes);
+      sim_rng_id(&rng, &target);
+      flight[n_flight].op = sim_world_lookup(&w, via, &target);
+      flight[n_flight].owner_at_send = churn_owner(&truth, &target);
+      n_flight++;
+      r->sent++;
+      r->nodes_sum += truth.ring.n;
+      next_lookup += sim_rng_exponential(&rng, lookup_gap_ms);
+    }
+  }
+  if (w.failed) {
+    fprintf(stderr, "churn-lookups: %s\n", w.failure);
+    status = 1;
+  }
+  sim_ring_free(&truth.ring);
+  sim_world_free(&w);
+  free(flight);
+  return status;
+}
+
+int sim_exp_churn_lookups(const sim_options *o) {
+  size_t k, s;
+  int status = 0;
+
+  printf("settings,stabilize_interval_ms,rate_per_paper_s,rate_per_s,"
+         "changes_per_stabilize,nodes_start,mean_nodes,joins,failures,"
+         "lookups,failed_lookups,failed_lookup_fraction,no_reply,"
+         "error_replies,timeout_errors,wrong_owner,entry_failed,"
+         "mean_hops_ok,mean_ms_ok\n");
+  for (s = 0; s < sizeof(churn_series_list) / sizeof(churn_series_list[0]) &&
+              status == 0;
+       s++) {
+    const churn_series *series = &churn_series_list[s];
+    dht_settings settings;
+    churn_settings(&settings, series->maint_scale);
+    for (k = 0; k < sizeof(churn_rates) / sizeof(churn_rates[0]) && status == 0;
+         k++) {
+      /* The paper's R per its stabilization round, put on ours. */
+      double rate = churn_rates[k] * PAPER_STABILIZE_MS /
+                    settings.stabilize_interval_ms;
+      size_t ok;
+      churn_result r;
+      fprintf(stderr,
+              "churn-lookups: %s settings, R = %.2f (%.2f joins and failures "
+              "per virtual second)...\n",
+              series->name, churn_rates[k], rate);
+      status = churn_point(o, o->seed * 1000 + s * 100 + k, &settings, rate,
+                           &r);
+      if (status != 0) {
+        break;
+      }
+      ok = r.lookups - r.failed;
+      printf("%s,%" PRIu32 ",%.2f,%.2f,%.2f,%" PRIu32 ",%.1f,%" PRIu64
+             ",%" PRIu64 ",%zu,%zu,%.5f,%zu,%zu,%zu,%zu,%zu,%.3f,%.1f\n",
+             series->name, settings.stabilize_interval_ms, churn_rates[k], rate,
+             rate * settings.stabilize_interval_ms / 1000.0, o->ring_size,
+             r.sent ? (double)r.nodes_sum / (double)r.sent : 0.0, r.joins,
+             r.failures, r.lookups, r.failed,
+             r.lookups ? (double)r.failed / (double)r.lookups : 0.0,
+             r.no_reply, r.errors, r.timeouts, r.wrong, r.entry_dead,
+             ok ? (double)r.hops_ok / (double)ok : 0.0,
+             ok ? (double)r.ms_ok / (double)ok : 0.0);
+      fflush(stdout);
+    }
+  }
+  return status;
 }
