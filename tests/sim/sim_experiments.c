@@ -306,8 +306,7 @@ static int id_owner_cmp(const void *a, const void *b) {
  * virtual id v > 0 of a node hashes "n00042:7000#v". Seed s numbers the
  * nodes from (s - 1) * nodes on, so that every seed hashes names of its own
  * (modulo 2^64) and seed 1 has n00000 .. Sorted. */
-static id_owner *make_node_ids(uint64_t seed, uint32_t nodes,
-                               uint32_t vnodes) {
+static id_owner *make_node_ids(uint64_t seed, uint32_t nodes, uint32_t vnodes) {
   id_owner *ids = xcalloc((size_t)nodes * vnodes, sizeof(*ids));
   uint64_t first = (seed - 1) * nodes;
   uint32_t i, v;
@@ -319,8 +318,8 @@ static id_owner *make_node_ids(uint64_t seed, uint32_t nodes,
       if (v == 0) {
         snprintf(name, sizeof(name), "n%05" PRIu64 ":7000", first + i);
       } else {
-        snprintf(name, sizeof(name), "n%05" PRIu64 ":7000#%" PRIu32,
-                 first + i, v);
+        snprintf(name, sizeof(name), "n%05" PRIu64 ":7000#%" PRIu32, first + i,
+                 v);
       }
       dht_id_hash(&e->id, name, strlen(name));
       e->real = i;
@@ -441,6 +440,8 @@ int sim_exp_virtual_nodes(const sim_options *o) {
  * while every node stabilizes every 30 s on average. */
 static const double churn_rates[] = {0.05, 0.10, 0.15, 0.20,
                                      0.25, 0.30, 0.35, 0.40};
+_Static_assert(sizeof(churn_rates) / sizeof(churn_rates[0]) == SIM_CHURN_RATES,
+               "--rates is checked against SIM_CHURN_RATES");
 /* The paper's mean stabilization interval: the unit its rates are in. */
 #define PAPER_STABILIZE_MS 30000u
 /* Two ways to put the paper's time on ours. "ours": the default settings
@@ -450,8 +451,8 @@ static const double churn_rates[] = {0.05, 0.10, 0.15, 0.20,
  * interval 60 times the default (stabilize every 30 s, as the paper), and
  * the paper's rates as they are. */
 typedef struct churn_series {
-  const char *name;        /* the CSV's settings column */
-  uint32_t maint_scale;    /* maintenance intervals times this */
+  const char *name;     /* the CSV's settings column */
+  uint32_t maint_scale; /* maintenance intervals times this */
 } churn_series;
 static const churn_series churn_series_list[] = {
     {"ours", 1},
@@ -600,6 +601,114 @@ static void churn_settings(dht_settings *s, uint32_t scale) {
   s->sync_interval_ms *= scale;
 }
 
+/* One rate's run in progress. */
+typedef struct churn_run {
+  const sim_options *o;
+  const dht_settings *settings;
+  sim_world w;
+  sim_rng rng; /* churn and lookup times, lookup targets */
+  churn_truth truth;
+  churn_lookup *flight; /* lookups not judged yet */
+  size_t n_flight;
+  uint64_t crashes;
+  double gap_ms;        /* mean time between joins, and between failures */
+  double lookup_gap_ms; /* mean time between lookups */
+  double next_join, next_fail, next_lookup;
+  churn_result *r;
+} churn_run;
+
+/* Judges every lookup in flight that has its answer, has outlived the
+ * client's deadline or has lost its entry node; keeps the others. */
+static void churn_judge_done(churn_run *c) {
+  size_t i, kept = 0;
+
+  for (i = 0; i < c->n_flight; i++) {
+    const sim_op *op = sim_world_op(&c->w, c->flight[i].op);
+    if (op->replies > 0 || !sim_world_is_up(&c->w, op->via_slot) ||
+        c->w.now_ms > op->sent_ms + SIM_CLIENT_TIMEOUT_MS) {
+      churn_judge(&c->w, &c->truth, &c->flight[i], c->r);
+    } else {
+      c->flight[kept++] = c->flight[i];
+    }
+  }
+  c->n_flight = kept;
+}
+
+/* A fresh node joins through a random joined node, if one is due. */
+static void churn_join_due(churn_run *c) {
+  uint32_t boot;
+
+  if (c->next_join > (double)c->w.now_ms) {
+    return;
+  }
+  boot = sim_world_random_joined(&c->w, SIM_NO_SLOT);
+  if (boot != SIM_NO_SLOT) {
+    sim_world_join(&c->w, sim_world_add_node(&c->w), boot);
+    c->r->joins++;
+  }
+  c->next_join += sim_rng_exponential(&c->rng, c->gap_ms);
+}
+
+/* A random joined node fails, if one is due; never the last few, so that
+ * a successor list can still span the ring. */
+static void churn_fail_due(churn_run *c) {
+  uint32_t victim;
+
+  if (c->next_fail > (double)c->w.now_ms) {
+    return;
+  }
+  victim = sim_world_random_joined(&c->w, SIM_NO_SLOT);
+  if (victim != SIM_NO_SLOT && c->truth.ring.n > c->settings->succ_list_len) {
+    sim_world_crash(&c->w, victim, false);
+    c->crashes++;
+    c->r->failures++;
+  }
+  c->next_fail += sim_rng_exponential(&c->rng, c->gap_ms);
+}
+
+/* A random joined node looks up a random id, if a lookup is due. A ring
+ * with no joined node left cannot be measured: joins take long enough
+ * that a ring small against the rate loses every node while the new ones
+ * are still joining. */
+static void churn_lookup_due(churn_run *c) {
+  uint32_t via;
+  dht_id target;
+
+  if (c->r->sent >= c->o->samples || c->next_lookup > (double)c->w.now_ms) {
+    return;
+  }
+  via = sim_world_random_joined(&c->w, SIM_NO_SLOT);
+  if (via == SIM_NO_SLOT) {
+    sim_world_fail(&c->w,
+                   "no node is joined any more at %.2f joins and failures a "
+                   "second: a larger --ring-size is needed",
+                   1000.0 / c->gap_ms);
+    return;
+  }
+  churn_truth_update(&c->truth, &c->w, c->crashes);
+  sim_rng_id(&c->rng, &target);
+  c->flight[c->n_flight].op = sim_world_lookup(&c->w, via, &target);
+  c->flight[c->n_flight].owner_at_send = churn_owner(&c->truth, &target);
+  c->n_flight++;
+  c->r->sent++;
+  c->r->nodes_sum += c->truth.ring.n;
+  c->next_lookup += sim_rng_exponential(&c->rng, c->lookup_gap_ms);
+}
+
+/* Runs the world to the next event of the churn, or CHURN_STEP_MS on. */
+static void churn_advance(churn_run *c) {
+  double next = (double)(c->w.now_ms + CHURN_STEP_MS);
+
+  next = c->next_join < next ? c->next_join : next;
+  next = c->next_fail < next ? c->next_fail : next;
+  if (c->r->sent < c->o->samples && c->next_lookup < next) {
+    next = c->next_lookup;
+  }
+  /* ceil: the event is due once the clock is there */
+  sim_world_run_until(&c->w, (uint64_t)ceil(next));
+  churn_truth_update(&c->truth, &c->w, c->crashes);
+}
+
 /*
  * One rate: a converged ring of o->ring_size nodes with maintenance on.
  * Nodes join (fresh addresses, through a random joined node) and fail
@@ -612,89 +721,44 @@ static void churn_settings(dht_settings *s, uint32_t scale) {
 static int churn_point(const sim_options *o, uint64_t seed,
                        const dht_settings *settings, double rate_per_s,
                        churn_result *r) {
-  sim_world w;
-  sim_rng rng;
-  churn_truth truth;
-  churn_lookup *flight;
-  size_t n_flight = 0, i;
-  uint64_t crashes = 0;
-  uint64_t t_begin =
-      (uint64_t)CHURN_WARMUP_ROUNDS * settings->stabilize_interval_ms;
-  double gap_ms = 1000.0 / rate_per_s;
-  double lookup_gap_ms = (double)o->measure_rounds *
-                         settings->stabilize_interval_ms / o->samples;
-  double next_join, next_fail, next_lookup;
+  churn_run c;
+  uint32_t i;
+  double t_begin =
+      (double)CHURN_WARMUP_ROUNDS * settings->stabilize_interval_ms;
   int status = 0;
 
+  memset(&c, 0, sizeof(c));
   memset(r, 0, sizeof(*r));
-  memset(&truth, 0, sizeof(truth));
-  flight = xcalloc(o->samples, sizeof(*flight));
-  sim_world_init(&w, seed, settings);
-  sim_rng_seed(&rng, seed ^ UINT64_C(0x636875726e)); /* "churn" */
-  for (i = 0; i < o->ring_size && !w.failed; i++) {
-    sim_world_start(&w, sim_world_add_node(&w));
+  c.o = o;
+  c.settings = settings;
+  c.r = r;
+  c.flight = xcalloc(o->samples, sizeof(*c.flight));
+  c.gap_ms = 1000.0 / rate_per_s;
+  c.lookup_gap_ms =
+      (double)o->measure_rounds * settings->stabilize_interval_ms / o->samples;
+  sim_world_init(&c.w, seed, settings);
+  sim_rng_seed(&c.rng, seed ^ UINT64_C(0x636875726e)); /* "churn" */
+  for (i = 0; i < o->ring_size && !c.w.failed; i++) {
+    sim_world_start(&c.w, sim_world_add_node(&c.w));
   }
-  install_succs_and_fingers(&w, settings->succ_list_len);
-  next_join = sim_rng_exponential(&rng, gap_ms);
-  next_fail = sim_rng_exponential(&rng, gap_ms);
-  next_lookup = (double)t_begin + sim_rng_exponential(&rng, lookup_gap_ms);
-  while (!w.failed && (r->sent < o->samples || n_flight > 0)) {
-    double next = (double)(w.now_ms + CHURN_STEP_MS);
-    size_t kept = 0;
-
-    next = next_join < next ? next_join : next;
-    next = next_fail < next ? next_fail : next;
-    next = r->sent < o->samples && next_lookup < next ? next_lookup : next;
-    /* ceil: the event is due once the clock is there */
-    sim_world_run_until(&w, (uint64_t)ceil(next));
-    churn_truth_update(&truth, &w, crashes);
-    for (i = 0; i < n_flight; i++) {
-      const sim_op *op = sim_world_op(&w, flight[i].op);
-      if (op->replies > 0 || !sim_world_is_up(&w, op->via_slot) ||
-          w.now_ms > op->sent_ms + SIM_CLIENT_TIMEOUT_MS) {
-        churn_judge(&w, &truth, &flight[i], r);
-      } else {
-        flight[kept++] = flight[i];
-      }
-    }
-    n_flight = kept;
-    if (next_join <= (double)w.now_ms) {
-      uint32_t boot = sim_world_random_joined(&w, SIM_NO_SLOT);
-      if (boot != SIM_NO_SLOT) {
-        sim_world_join(&w, sim_world_add_node(&w), boot);
-        r->joins++;
-      }
-      next_join += sim_rng_exponential(&rng, gap_ms);
-    }
-    if (next_fail <= (double)w.now_ms) {
-      uint32_t victim = sim_world_random_joined(&w, SIM_NO_SLOT);
-      if (victim != SIM_NO_SLOT && truth.ring.n > settings->succ_list_len) {
-        sim_world_crash(&w, victim, false);
-        crashes++;
-        r->failures++;
-      }
-      next_fail += sim_rng_exponential(&rng, gap_ms);
-    }
-    if (r->sent < o->samples && next_lookup <= (double)w.now_ms) {
-      uint32_t via = sim_world_random_joined(&w, SIM_NO_SLOT);
-      dht_id target;
-      churn_truth_update(&truth, &w, crashes);
-      sim_rng_id(&rng, &target);
-      flight[n_flight].op = sim_world_lookup(&w, via, &target);
-      flight[n_flight].owner_at_send = churn_owner(&truth, &target);
-      n_flight++;
-      r->sent++;
-      r->nodes_sum += truth.ring.n;
-      next_lookup += sim_rng_exponential(&rng, lookup_gap_ms);
-    }
+  install_succs_and_fingers(&c.w, settings->succ_list_len);
+  c.next_join = sim_rng_exponential(&c.rng, c.gap_ms);
+  c.next_fail = sim_rng_exponential(&c.rng, c.gap_ms);
+  c.next_lookup = t_begin + sim_rng_exponential(&c.rng, c.lookup_gap_ms);
+  while (!c.w.failed && (r->sent < o->samples || c.n_flight > 0)) {
+    churn_advance(&c);
+    churn_judge_done(&c);
+    churn_join_due(&c);
+    churn_fail_due(&c);
+    churn_lookup_due(&c);
   }
-  if (w.failed) {
-    fprintf(stderr, "churn-lookups: %s\n", w.failure);
+  if (c.w.failed) {
+    fprintf(stderr, "churn-lookups: %s\n", c.w.failure);
     status = 1;
   }
-  sim_ring_free(&truth.ring);
-  sim_world_free(&w);
-  free(flight);
+  sim_ring_free(&c.truth.ring);
+  sim_world_free(&c.w);
+  free(c.flight);
   return status;
 }
 
@@ -713,19 +777,18 @@ int sim_exp_churn_lookups(const sim_options *o) {
     const churn_series *series = &churn_series_list[s];
     dht_settings settings;
     churn_settings(&settings, series->maint_scale);
-    for (k = 0; k < sizeof(churn_rates) / sizeof(churn_rates[0]) && status == 0;
-         k++) {
+    for (k = 0; k < o->churn_rates && status == 0; k++) {
       /* The paper's R per its stabilization round, put on ours. */
-      double rate = churn_rates[k] * PAPER_STABILIZE_MS /
-                    settings.stabilize_interval_ms;
+      double rate =
+          churn_rates[k] * PAPER_STABILIZE_MS / settings.stabilize_interval_ms;
       size_t ok;
       churn_result r;
       fprintf(stderr,
               "churn-lookups: %s settings, R = %.2f (%.2f joins and failures "
               "per virtual second)...\n",
               series->name, churn_rates[k], rate);
-      status = churn_point(o, o->seed * 1000 + s * 100 + k, &settings, rate,
-                           &r);
+      status =
+          churn_point(o, o->seed * 1000 + s * 100 + k, &settings, rate, &r);
       if (status != 0) {
         break;
       }
@@ -736,8 +799,8 @@ int sim_exp_churn_lookups(const sim_options *o) {
              rate * settings.stabilize_interval_ms / 1000.0, o->ring_size,
              r.sent ? (double)r.nodes_sum / (double)r.sent : 0.0, r.joins,
              r.failures, r.lookups, r.failed,
-             r.lookups ? (double)r.failed / (double)r.lookups : 0.0,
-             r.no_reply, r.errors, r.timeouts, r.wrong, r.entry_dead,
+             r.lookups ? (double)r.failed / (double)r.lookups : 0.0, r.no_reply,
+             r.errors, r.timeouts, r.wrong, r.entry_dead,
              ok ? (double)r.hops_ok / (double)ok : 0.0,
              ok ? (double)r.ms_ok / (double)ok : 0.0);
       fflush(stdout);

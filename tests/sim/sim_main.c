@@ -134,8 +134,8 @@ static const option_spec options[] = {
           "the seed (seeds, crashes, burst, sweep: the first one; sweep:\n"
           "                         by default, or 0, one above a million\n"
           "                         drawn from the clock; keys-*,\n"
-          "                         virtual-nodes: seed s names nodes and keys\n"
-          "                         from (s - 1) * count on)"),
+          "                         virtual-nodes: seed s names nodes and\n"
+          "                         keys from (s - 1) * count on)"),
     OPT64("--count", "N", count, MODE_SEEDS | MODES_CRASHING,
           "number of seeds to run"),
     OPT32(
@@ -251,6 +251,9 @@ static const option_spec options[] = {
     OPT32("--rounds", "N", measure_rounds, MODE_CHURN,
           "stabilization rounds a rate's lookups are spread over (after\n"
           "                         20 rounds of churn to warm up)"),
+    OPT32("--rates", "N", churn_rates, MODE_CHURN,
+          "the first N of the rates R = 0.05, 0.10, .. 0.40 (all 8\n"
+          "                         by default)"),
     OPT32("--bits-min", "K", bits_min, MODE_PATH, "smallest ring is 2^K nodes"),
     OPT32("--bits-max", "K", bits_max, MODE_PATH, "largest ring is 2^K nodes"),
     OPT32("--minutes", "N", minutes, MODE_SWEEP,
@@ -289,6 +292,7 @@ static void options_default(sim_options *o) {
   o->bits_max = 14;
   o->ring_size = 1024;
   o->measure_rounds = 120;
+  o->churn_rates = SIM_CHURN_RATES;
   o->minutes = 10;
   o->jobs = 2;
 }
@@ -435,9 +439,12 @@ static int check_options(const sim_options *o) {
     return -1;
   }
   if (o->bits_min < 2 || o->bits_min > o->bits_max || o->bits_max > 20 ||
-      o->samples == 0 || o->ring_size < 16 || o->measure_rounds == 0) {
-    fprintf(stderr, "dht-sim: need 2 <= bits-min <= bits-max <= 20, samples "
-                    ">= 1, ring-size >= 16, rounds >= 1\n");
+      o->samples == 0 || o->ring_size < 16 || o->measure_rounds == 0 ||
+      o->churn_rates == 0 || o->churn_rates > SIM_CHURN_RATES) {
+    fprintf(stderr,
+            "dht-sim: need 2 <= bits-min <= bits-max <= 20, samples >= 1, "
+            "ring-size >= 16, rounds >= 1, 1 <= rates <= %d\n",
+            SIM_CHURN_RATES);
     return -1;
   }
   return 0;
