@@ -105,7 +105,7 @@ static void build_oracle_world(sim_world *w, uint64_t seed, uint32_t n,
     sim_world_start(w, sim_world_add_node(w));
   }
   sim_ring_build(&ring, w, false);
-  sim_ring_install_oracle(&ring, w, succ_list_len);
+  sim_ring_install_oracle(&ring, w, succ_list_len, true);
   sim_ring_free(&ring);
   sim_world_set_maintenance(w, false);
 }
@@ -551,47 +551,6 @@ static void churn_judge(sim_world *w, const churn_truth *t,
   r->failed++;
 }
 
-/* Installs the true successor lists and fingers into every running node,
- * but no predecessor: sim_ring_install_oracle's predecessor comes without
- * the predecessor list behind it, which the core then extends from the
- * wrong end once maintenance runs (the first reply describing the
- * predecessor breaks the invariant "the predecessor list starts at the
- * predecessor"). Each node learns its predecessor, and the list with it,
- * from the first notify. */
-static void install_succs_and_fingers(sim_world *w, uint32_t succ_list_len) {
-  dht_routing_peer succs[DHT_SUCC_LIST_MAX], fingers[DHT_ID_BITS];
-  sim_ring ring;
-  size_t i, j, n_succs;
-
-  sim_ring_build(&ring, w, false);
-  n_succs = ring.n - 1 < succ_list_len ? ring.n - 1 : succ_list_len;
-  for (i = 0; i < ring.n && !w->failed; i++) {
-    const sim_ring_member *m = &ring.members[i];
-    int rv;
-    for (j = 0; j < n_succs; j++) {
-      const sim_ring_member *sm = &ring.members[(i + 1 + j) % ring.n];
-      succs[j].id = sm->id;
-      succs[j].addr = w->nodes[sm->slot].addr;
-    }
-    for (j = 0; j < DHT_ID_BITS; j++) {
-      dht_id start;
-      const sim_ring_member *f;
-      dht_id_add_pow2(&start, &m->id, (unsigned)j);
-      f = &ring.members[sim_ring_successor(&ring, &start)];
-      fingers[j].id = f->id;
-      fingers[j].addr = w->nodes[f->slot].addr;
-    }
-    rv = dht_node_install_routing(w->nodes[m->slot].node, NULL, succs, n_succs,
-                                  fingers, sim_world_node_now(w, m->slot));
-    if (rv != 0) {
-      sim_world_fail(w, "dht_node_install_routing(%s): %s",
-                     w->nodes[m->slot].addr, dht_strerror(rv));
-    }
-    sim_world_drain(w, m->slot);
-  }
-  sim_ring_free(&ring);
-}
-
 /* The default settings with every maintenance interval times scale. */
 static void churn_settings(dht_settings *s, uint32_t scale) {
   dht_settings_default(s);
@@ -722,6 +681,7 @@ static int churn_point(const sim_options *o, uint64_t seed,
                        const dht_settings *settings, double rate_per_s,
                        churn_result *r) {
   churn_run c;
+  sim_ring start; /* the converged ring the churn starts from */
   uint32_t i;
   double t_begin =
       (double)CHURN_WARMUP_ROUNDS * settings->stabilize_interval_ms;
@@ -741,7 +701,9 @@ static int churn_point(const sim_options *o, uint64_t seed,
   for (i = 0; i < o->ring_size && !c.w.failed; i++) {
     sim_world_start(&c.w, sim_world_add_node(&c.w));
   }
-  install_succs_and_fingers(&c.w, settings->succ_list_len);
+  sim_ring_build(&start, &c.w, false);
+  sim_ring_install_oracle(&start, &c.w, settings->succ_list_len, false);
+  sim_ring_free(&start);
   c.next_join = sim_rng_exponential(&c.rng, c.gap_ms);
   c.next_fail = sim_rng_exponential(&c.rng, c.gap_ms);
   c.next_lookup = t_begin + sim_rng_exponential(&c.rng, c.lookup_gap_ms);
