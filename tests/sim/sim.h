@@ -73,7 +73,11 @@ typedef struct sim_options {
   uint32_t samples;   /* lookups per data point */
   uint32_t bits_min;  /* path-length: smallest ring is 2^bits_min */
   uint32_t bits_max;  /* path-length: largest ring is 2^bits_max */
-  uint32_t ring_size; /* failures, keys-*: nodes in the ring */
+  uint32_t ring_size; /* failures, keys-*, churn-lookups: nodes in the ring */
+  uint32_t measure_rounds; /* churn-lookups: stabilization rounds a rate's
+                              lookups are spread over */
+  uint32_t churn_rates; /* churn-lookups: the first this many of the
+                           paper's rates, 1..SIM_CHURN_RATES */
   /* sweep */
   uint32_t minutes;   /* how long to start fresh seeds for */
   uint32_t jobs;      /* seeds run at once */
@@ -129,5 +133,8 @@ int sim_exp_failures(const sim_options *o);
 int sim_exp_keys_per_node(const sim_options *o);
 int sim_exp_keys_pdf(const sim_options *o);
 int sim_exp_virtual_nodes(const sim_options *o);
+/* churn-lookups: the paper's rates R = 0.05, 0.10, .. 0.40. */
+#define SIM_CHURN_RATES 8
+int sim_exp_churn_lookups(const sim_options *o);
 
 #endif /* SIM_H */

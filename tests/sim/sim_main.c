@@ -31,11 +31,14 @@ enum {
   MODE_CRASHES = 1 << 8,
   MODE_BURST = 1 << 9,
   MODE_SWEEP = 1 << 10,
+  MODE_CHURN = 1 << 11,
 };
 #define MODES_RUNNING (MODE_RUN | MODE_SEEDS)
 #define MODES_CRASHING (MODE_CRASHES | MODE_BURST)
 #define MODES_RINGS (MODES_RUNNING | MODES_CRASHING)
 #define MODES_DISK_FAULTS (MODES_RUNNING | MODE_CRASHES)
+#define MODES_EXPERIMENTS                                                      \
+  (MODE_PATH | MODE_FAILURES | MODE_KEYS | MODE_PDF | MODE_VNODES | MODE_CHURN)
 
 typedef struct mode_spec {
   const char *name;
@@ -103,6 +106,12 @@ static const mode_spec modes[] = {
     {"keys-pdf", MODE_PDF, "CSV: distribution of keys per node, 5*10^5 keys"},
     {"virtual-nodes", MODE_VNODES,
      "CSV: keys per real node with 1, 2, 5, 10, 20 virtual ids, 10^6 keys"},
+    {"churn-lookups", MODE_CHURN,
+     "CSV: failed lookups while nodes join and fail at R = 0.05..0.4\n"
+     "                 a second, stabilization every 30 s (the paper's\n"
+     "                 time run 60 times faster on the default settings;\n"
+     "                 then every maintenance interval times 60), live\n"
+     "                 protocol, --ring-size 500 by default"},
 };
 
 typedef struct option_spec {
@@ -121,11 +130,12 @@ typedef struct option_spec {
 
 static const option_spec options[] = {
     OPT64("--seed", "N", seed,
-          MODES_RINGS | MODE_SCENARIOS | MODE_PATH | MODE_FAILURES |
-              MODE_SWEEP,
+          MODES_RINGS | MODE_SCENARIOS | MODES_EXPERIMENTS | MODE_SWEEP,
           "the seed (seeds, crashes, burst, sweep: the first one; sweep:\n"
           "                         by default, or 0, one above a million\n"
-          "                         drawn from the clock)"),
+          "                         drawn from the clock; keys-*,\n"
+          "                         virtual-nodes: seed s names nodes and\n"
+          "                         keys from (s - 1) * count on)"),
     OPT64("--count", "N", count, MODE_SEEDS | MODES_CRASHING,
           "number of seeds to run"),
     OPT32(
@@ -236,16 +246,22 @@ static const option_spec options[] = {
     OPT32("--trace", NULL, trace, MODES_RINGS, "print every event on stderr"),
     OPT32("--progress", NULL, progress, MODES_RINGS,
           "print convergence progress on stderr"),
-    OPT32("--samples", "N", samples, MODE_PATH | MODE_FAILURES,
-          "lookups per data point"),
+    OPT32("--samples", "N", samples, MODE_PATH | MODE_FAILURES | MODE_CHURN,
+          "lookups per data point (churn-lookups: 3600 by default)"),
+    OPT32("--rounds", "N", measure_rounds, MODE_CHURN,
+          "stabilization rounds a rate's lookups are spread over (after\n"
+          "                         20 rounds of churn to warm up)"),
+    OPT32("--rates", "N", churn_rates, MODE_CHURN,
+          "the first N of the rates R = 0.05, 0.10, .. 0.40 (all 8\n"
+          "                         by default)"),
     OPT32("--bits-min", "K", bits_min, MODE_PATH, "smallest ring is 2^K nodes"),
     OPT32("--bits-max", "K", bits_max, MODE_PATH, "largest ring is 2^K nodes"),
     OPT32("--minutes", "N", minutes, MODE_SWEEP,
           "start fresh seeds for this long"),
     OPT32("--jobs", "N", jobs, MODE_SWEEP, "seeds run at once, 1..64"),
     OPT32("--ring-size", "N", ring_size,
-          MODE_FAILURES | MODE_KEYS | MODE_PDF | MODE_VNODES,
-          "nodes in the ring"),
+          MODE_FAILURES | MODE_KEYS | MODE_PDF | MODE_VNODES | MODE_CHURN,
+          "nodes in the ring (churn-lookups: 500 by default)"),
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -275,6 +291,8 @@ static void options_default(sim_options *o) {
   o->bits_min = 4;
   o->bits_max = 14;
   o->ring_size = 1024;
+  o->measure_rounds = 120;
+  o->churn_rates = SIM_CHURN_RATES;
   o->minutes = 10;
   o->jobs = 2;
 }
@@ -421,9 +439,12 @@ static int check_options(const sim_options *o) {
     return -1;
   }
   if (o->bits_min < 2 || o->bits_min > o->bits_max || o->bits_max > 20 ||
-      o->samples == 0 || o->ring_size < 16) {
-    fprintf(stderr, "dht-sim: need 2 <= bits-min <= bits-max <= 20, samples "
-                    ">= 1, ring-size >= 16\n");
+      o->samples == 0 || o->ring_size < 16 || o->measure_rounds == 0 ||
+      o->churn_rates == 0 || o->churn_rates > SIM_CHURN_RATES) {
+    fprintf(stderr,
+            "dht-sim: need 2 <= bits-min <= bits-max <= 20, samples >= 1, "
+            "ring-size >= 16, rounds >= 1, 1 <= rates <= %d\n",
+            SIM_CHURN_RATES);
     return -1;
   }
   return 0;
@@ -597,6 +618,12 @@ int main(int argc, char **argv) {
   if (mode == MODE_SWEEP) {
     o.seed = 0; /* fresh seeds unless told */
   }
+  if (mode == MODE_CHURN) {
+    /* The paper's ring, and one lookup per second of the paper's time
+     * (120 rounds of 30 s: an hour). */
+    o.ring_size = 500;
+    o.samples = 3600;
+  }
   if (parse_options(argc, argv, mode, &o) != 0 || check_options(&o) != 0) {
     return 2;
   }
@@ -624,6 +651,8 @@ int main(int argc, char **argv) {
     return sim_exp_keys_per_node(&o);
   case MODE_PDF:
     return sim_exp_keys_pdf(&o);
+  case MODE_CHURN:
+    return sim_exp_churn_lookups(&o);
   default:
     return sim_exp_virtual_nodes(&o);
   }

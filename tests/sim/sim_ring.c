@@ -247,7 +247,7 @@ size_t sim_ring_check_converged(const sim_ring *ring, const sim_world *w,
 }
 
 void sim_ring_install_oracle(const sim_ring *ring, sim_world *w,
-                             uint32_t succ_list_len) {
+                             uint32_t succ_list_len, bool install_pred) {
   dht_routing_peer pred, succs[DHT_SUCC_LIST_MAX], fingers[DHT_ID_BITS];
   size_t i, j, n_succs;
 
@@ -276,7 +276,8 @@ void sim_ring_install_oracle(const sim_ring *ring, sim_world *w,
       fingers[j].id = f->id;
       fingers[j].addr = w->nodes[f->slot].addr;
     }
-    rv = dht_node_install_routing(w->nodes[m->slot].node, &pred, succs, n_succs,
+    rv = dht_node_install_routing(w->nodes[m->slot].node,
+                                  install_pred ? &pred : NULL, succs, n_succs,
                                   fingers, sim_world_node_now(w, m->slot));
     if (rv != 0) {
       sim_world_fail(w, "dht_node_install_routing(%s): %s",

@@ -67,8 +67,13 @@ bool sim_ring_converge(sim_world *w, uint64_t limit_ms, bool progress,
                        const char *after);
 
 /* Installs the true routing, with succ_list_len successors, into every
- * member of ring (at least two members). */
+ * member of ring (at least two members). Without install_pred the nodes get
+ * no predecessor: an installed one comes without the predecessor list
+ * behind it, which the core then extends from the wrong end once
+ * maintenance runs (the first reply describing the predecessor breaks the
+ * invariant "the predecessor list starts at the predecessor"). A ring that
+ * runs maintenance lets each node learn both from the first notify. */
 void sim_ring_install_oracle(const sim_ring *ring, sim_world *w,
-                             uint32_t succ_list_len);
+                             uint32_t succ_list_len, bool install_pred);
 
 #endif /* SIM_RING_H */
