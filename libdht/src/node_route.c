@@ -14,7 +14,9 @@
  * fast, while a long chain only needs route_timeout_ms end to end.
  *
  * "final" marks the last step: the sender believes the receiver owns the key.
- * A receiver that disagrees (its predecessor is closer) passes it backwards.
+ * A receiver that disagrees (its predecessor is closer) passes it straight to
+ * the predecessor that owns it by its predecessor list, or refuses it when
+ * the key lies before that whole list (see step_back).
  * "hops" counts routing steps as the Chord paper counts path length: every
  * forward except the final delivery from the key's predecessor to its owner.
  * Backward steps do count, so that max_hops bounds every request.
@@ -67,14 +69,80 @@ static int32_t closest_preceding(const dht_node *node, const dht_id *target) {
 /* What to do with a request for key_id. */
 typedef struct route_decision {
   bool serve;     /* answer here */
+  bool refuse;    /* answer UNAVAILABLE: this node cannot place the key */
   int32_t next;   /* otherwise: forward to this peer */
   bool final;     /* ... telling it that it owns the key */
   bool count_hop; /* ... and count the forward in hops */
 } route_decision;
 
+/* True when key_id lies further before peer last than last lies before
+ * this node: by the spacing of our predecessor list, more nodes lie between
+ * the key and last than the list holds. */
+static bool far_before(const dht_node *node, const dht_id *key_id,
+                       int32_t last) {
+  dht_id key_to_last, last_to_self;
+
+  dht_id_distance(&key_to_last, key_id, &node->peers[last].id);
+  dht_id_distance(&last_to_self, &node->peers[last].id, &node->id);
+  return dht_id_cmp(&key_to_last, &last_to_self) > 0;
+}
+
+/*
+ * The sender of a last step thinks the key is ours, but it lies before our
+ * predecessor: the sender's successor pointer skips nodes, which lie between
+ * the key and us. Our predecessor list names the nearest of them, so the
+ * request goes straight to the one that owns the key by that list (it checks
+ * again against its own predecessor). Each such step goes backwards and
+ * lands no further back than the key, and counts as a hop.
+ *
+ * A pointer that nodes joining since the sender's last stabilize made stale
+ * skips a few nodes. One that skips far more than the whole list is broken:
+ * a node that lost its successors in a fault takes its closest finger, which
+ * can be most of the ring away. Walking back from there takes a hop per node
+ * in between, each holding the request for route_timeout_ms and passing
+ * keepalives up, and ends at max_hops on a ring larger than that; routing it
+ * onwards instead leads back to the node with the broken pointer, which
+ * sends it here again. So a full list (replicas entries, at least two)
+ * refuses a key further before its last entry than that entry is before us:
+ * the asker retries once stabilize has mended the pointer. A shorter list
+ * (its predecessor's list has not come yet, or replicas 1) cannot tell, and
+ * the request steps back to its end.
+ *
+ * Found with dht-sim run --seed 7 --nodes 48: during clogs 9718b4d5 was left
+ * with its own predecessor, three nodes back, as its only successor. Lookups
+ * of keys just after it walked back from there round the whole ring, and
+ * the resent copies of six of them reached max_hops 22516 times.
+ */
+static route_decision step_back(const dht_node *node, const dht_id *key_id) {
+  route_decision d = {false, false, DHT__NO_PEER, true, true};
+  uint32_t j;
+
+  if (node->pred == DHT__NO_PEER) {
+    d.serve = true; /* no predecessor to know better: take it */
+    return d;
+  }
+  /* preds[0] is pred; a predecessor installed by an oracle has no list. */
+  d.next = node->pred;
+  for (j = 0; j + 1 < node->n_preds; j++) {
+    const dht_id *here = &node->peers[node->preds[j]].id;
+    const dht_id *before = &node->peers[node->preds[j + 1]].id;
+    if (!dht_id_in_oo(before, &node->id, here) ||
+        dht_id_in_oc(key_id, before, here)) {
+      return d; /* here owns the key, or the list is out of order beyond */
+    }
+    d.next = node->preds[j + 1];
+  }
+  if (node->n_preds >= node->set.replicas && node->n_preds >= 2 &&
+      far_before(node, key_id, d.next)) {
+    d.next = DHT__NO_PEER;
+    d.refuse = true;
+  }
+  return d;
+}
+
 static route_decision decide(const dht_node *node, const dht_id *key_id,
                              bool final) {
-  route_decision d = {false, DHT__NO_PEER, false, true};
+  route_decision d = {false, false, DHT__NO_PEER, false, true};
   int32_t succ;
 
   if (owns(node, key_id)) {
@@ -89,15 +157,7 @@ static route_decision decide(const dht_node *node, const dht_id *key_id,
     return d;
   }
   if (final) {
-    /* The sender thinks the key is ours, but it lies before our
-     * predecessor: step back, or take it if we know no better. */
-    if (node->pred == DHT__NO_PEER) {
-      d.serve = true;
-    } else {
-      d.next = node->pred;
-      d.final = true;
-    }
-    return d;
+    return step_back(node, key_id);
   }
   d.next = closest_preceding(node, key_id);
   if (d.next == DHT__NO_PEER) {
@@ -197,7 +257,7 @@ static void finish_error(dht_node *node, dht__pending *p, int code) {
 static void route_pending(dht_node *node, dht__pending *p, int32_t first_hop) {
   dht_msg req, result;
   dht_peer_ref path[DHT_PATH_MAX];
-  route_decision d = {false, first_hop, false, true};
+  route_decision d = {false, false, first_hop, false, true};
   dht_id key_id;
   int rv;
 
@@ -223,6 +283,9 @@ static void route_pending(dht_node *node, dht__pending *p, int32_t first_hop) {
   } else if (d.serve) {
     serve_lookup(node, &req, &result, path);
     finish(node, p, &result);
+  } else if (d.refuse) {
+    node->counters.route_refused++;
+    finish_error(node, p, DHT_ERR_UNAVAILABLE);
   } else {
     dht__pending_retarget(node, p, d.next);
     dht__pending_rekey(node, p);
@@ -293,6 +356,11 @@ void dht__route_request(dht_node *node, const dht__request *in) {
   if (d.serve) {
     serve_lookup(node, msg, &result, path);
     dht__reply(node, conn, &result);
+    return;
+  }
+  if (d.refuse) {
+    node->counters.route_refused++;
+    dht__reply_error(node, conn, msg->rid, DHT_ERR_UNAVAILABLE);
     return;
   }
   p = dht__pending_new(node, &route_ops, d.next);

@@ -1172,9 +1172,11 @@ static void report_totals(run *r) {
                   "running nodes: forwards %" PRIu64 ", rpc timeouts %" PRIu64
                   ", peers declared dead %" PRIu64
                   ", unmatched replies %" PRIu64 ", hop limit %" PRIu64
-                  ", keys handed off %" PRIu64 "\n",
+                  ", last steps refused %" PRIu64 ", keys handed off %" PRIu64
+                  "\n",
                   c.forwards, c.rpc_timeouts, c.peers_failed,
-                  c.replies_unmatched, c.hop_limit, c.handoff_keys_out);
+                  c.replies_unmatched, c.hop_limit, c.route_refused,
+                  c.handoff_keys_out);
   sim_text_printf(r->report,
                   "replication: writes acked %" PRIu64 ", failed %" PRIu64
                   "; replica reads %" PRIu64 ", consults %" PRIu64

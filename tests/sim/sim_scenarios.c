@@ -327,6 +327,46 @@ static int fault_around(sim_world *w, sim_path_kind kind, uint32_t slot,
   return h;
 }
 
+/*
+ * Regression (found by `dht-sim run --seed 7 --nodes 48`; fixed in
+ * node_route.c, where a last step for a key far before the receiver's whole
+ * predecessor list is refused instead of passed back one predecessor at a
+ * time). A node and its three predecessors are cut off from the rest for
+ * long enough to close into a ring of four. After the heal, while probes
+ * and merges bring them back, a node's successor pointer can lie far ahead
+ * of it, and the last step of a lookup of a key just after that node goes
+ * to a node that finds the key more than half a ring behind it. Passed back
+ * one predecessor at a time, such lookups walked until max_hops (seeds 1, 2
+ * and 4 of this scenario did; with seed 1, 6d9a59bf's successor was
+ * 0b29b3eb, more than half the ring on). No request may reach max_hops.
+ */
+static void successor_behind_after_cut(sim_world *w) {
+  dht_node_counters c;
+  sim_ring ring;
+  size_t at, k;
+  int cut;
+
+  build_ring(w, 48);
+  if (w->failed) {
+    return;
+  }
+  cut = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_BOTH, 0);
+  sim_ring_build(&ring, w, true);
+  at = sim_ring_successor(&ring, &w->nodes[random_awake(w, SIM_NO_SLOT)].id);
+  for (k = 0; k < 4; k++) {
+    sim_net_path_side(&w->net, cut,
+                      ring.members[(at + ring.n - k) % ring.n].slot, 1);
+  }
+  sim_ring_free(&ring);
+  sim_world_run_until(w, w->now_ms + 20000);
+  sim_net_path_fault_end(&w->net, cut);
+  sim_ring_converge(w, CONVERGE_MS, false, "a cut of four neighbours");
+  sim_world_sum_counters(w, &c);
+  if (!w->failed && c.hop_limit > 0) {
+    sim_world_fail(w, "%" PRIu64 " requests reached max_hops", c.hop_limit);
+  }
+}
+
 /* One-way cuts: first a node whose frames reach nobody while it hears
  * everybody (its outbound paths cut), then a third of the ring that cannot
  * reach the rest while the rest reaches it. Bytes are held, not dropped;
@@ -1001,6 +1041,7 @@ static const scenario scenarios[] = {
     {"cut-off-with-dead-bootstrap", cut_off_with_dead_bootstrap, NULL},
     {"one-way-cuts", one_way_cuts, NULL},
     {"overlapping-cuts", overlapping_cuts, NULL},
+    {"successor-behind-after-cut", successor_behind_after_cut, NULL},
     {"clogged-node", clogged_node, NULL},
     {"put-held-by-short-cut", put_held_by_short_cut, NULL},
     {"paused-neighbours", paused_neighbours, NULL},

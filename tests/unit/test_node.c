@@ -544,6 +544,46 @@ static void test_hop_limit(void **state) {
   host_free(&h);
 }
 
+/* A last step for a key before the predecessor goes back to it, also when
+ * the predecessor came without a predecessor list (installed by an oracle,
+ * as the simulator's experiments do): the list cannot judge, and its first
+ * entry is not there to read. */
+static void test_last_step_back_to_an_installed_predecessor(void **state) {
+  dht_id self = id_top(0x80), key = id_top(0x30);
+  dht_routing_peer pred = {id_top(0x60), "p0:1"}, succ = {id_top(0xa0), "s1:1"};
+  dht_routing_peer fingers[DHT_ID_BITS];
+  dht_settings s;
+  fake_host h;
+  host_actions all;
+  const host_action *fwd;
+  dht_msg m;
+  size_t i;
+
+  (void)state;
+  dht_settings_default(&s);
+  host_init(&h, "a:1", &self, &s, 0);
+  for (i = 0; i < DHT_ID_BITS; i++) {
+    fingers[i] = succ;
+  }
+  assert_int_equal(
+      dht_node_install_routing(h.node, &pred, &succ, 1, fingers, h.now), 0);
+  dht_node_set_maintenance(h.node, false, h.now);
+  host_drain(&h);
+
+  msg_init(&m, DHT_MSG_FIND_SUCC, 310);
+  m.target = key;
+  m.final = true;
+  host_recv(&h, PEER, &m);
+  host_take_all(&h, &all);
+  assert_int_equal(all.n, 2);
+  fwd = only_send(&all, "p0:1", DHT_MSG_FIND_SUCC);
+  assert_true(fwd->msg.final);
+  assert_int_equal(fwd->msg.hops, 1);
+  only_reply(&all, PEER, 310, DHT_MSG_ACCEPTED);
+  host_actions_free(&all);
+  host_free(&h);
+}
+
 static void test_garbage_is_answered_then_closed(void **state) {
   fake_host h;
   host_action a;
@@ -1532,6 +1572,7 @@ int main(void) {
     cmocka_unit_test(test_wait_doubles_after_a_timeout_until_a_sample),
     cmocka_unit_test(test_lost_peer_probe_is_resent),
       cmocka_unit_test(test_hop_limit),
+      cmocka_unit_test(test_last_step_back_to_an_installed_predecessor),
       cmocka_unit_test(test_garbage_is_answered_then_closed),
       cmocka_unit_test(test_join_through_bootstrap),
       cmocka_unit_test(test_join_fails_when_bootstrap_is_silent),

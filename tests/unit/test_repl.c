@@ -1252,7 +1252,8 @@ static void final_request(fake_host *h, dht_msg_type type, uint64_t rid,
  * answered from A's store (a tombstone as NOT_FOUND) without asking anyone.
  * Passed back towards the owner instead: the same GET without final, a
  * final GET of a replicated key A does not hold or of a key it holds outside
- * the ranges it replicates, and a final PUT.
+ * the ranges it replicates (straight to p2, its owner by A's predecessor
+ * list), and a final PUT.
  */
 static void test_replica_answers_a_final_get_from_its_store(void **state) {
   dht_id w = id_u64(5);
@@ -1305,10 +1306,66 @@ static void test_replica_answers_a_final_get_from_its_store(void **state) {
   final_request(&h, DHT_MSG_GET, 705, absent);
   expect_passed_to(&h, PEER, 705, P0, DHT_MSG_GET, absent);
   final_request(&h, DHT_MSG_GET, 706, of_p2);
-  expect_passed_to(&h, PEER, 706, P0, DHT_MSG_GET, of_p2);
+  expect_passed_to(&h, PEER, 706, P2, DHT_MSG_GET, of_p2);
   final_request(&h, DHT_MSG_PUT, 707, of_p0);
   expect_passed_to(&h, PEER, 707, P0, DHT_MSG_PUT, of_p0);
   assert_record(h.store, of_p0, "p0's", version_of(t, &w), false);
+  host_free(&h);
+}
+
+/* ---- last steps for a key before the predecessor ------------------------------- */
+
+/* Sends A a lookup of target from a peer that believes A owns it. */
+static void final_lookup(fake_host *h, uint64_t rid, const dht_id *target) {
+  dht_msg m;
+
+  msg_init(&m, DHT_MSG_FIND_SUCC, rid);
+  m.target = *target;
+  m.final = true;
+  m.hops = 2;
+  assert_int_equal(host_recv(h, PEER, &m), 0);
+}
+
+/* Expects the lookup rid just sent to be passed on: ACCEPTED to its
+ * sender, the lookup to member m with final set, and nothing else. */
+static void expect_lookup_passed_to(fake_host *h, uint64_t rid, int m,
+                                    const dht_id *target) {
+  host_actions all;
+  const host_action *fwd;
+
+  host_take_all(h, &all);
+  assert_int_equal(all.n, 2);
+  fwd = only_send(&all, ring[m].addr, DHT_MSG_FIND_SUCC);
+  assert_true(fwd->msg.final);
+  assert_true(dht_id_eq(&fwd->msg.target, target));
+  assert_int_equal(fwd->msg.hops, 3); /* a step back is a hop */
+  only_reply(&all, PEER, rid, DHT_MSG_ACCEPTED);
+  host_actions_free(&all);
+}
+
+/*
+ * A last step for a key before A's predecessor p0 goes straight to the
+ * key's owner by A's predecessor list: p1, or p2 for a key a little before
+ * p2. A key further before p2 than p2 is before A came from a sender whose
+ * successor pointer skips far more nodes than joins explain (it lost its
+ * successors and took a finger most of the ring away): walking back from A
+ * would take a hop per node in between, round to the key, so it is refused
+ * at once (dht-sim run --seed 7 --nodes 48 reached max_hops 22516 times).
+ */
+static void test_last_step_before_the_predecessors(void **state) {
+  dht_id of_p1 = id_top(0x30), near_p2 = id_top(0xf0), far = id_top(0xb0);
+  fake_host h;
+
+  (void)state;
+  ring_join(&h, false);
+  final_lookup(&h, 801, &of_p1);
+  expect_lookup_passed_to(&h, 801, P1, &of_p1);
+  final_lookup(&h, 802, &near_p2);
+  expect_lookup_passed_to(&h, 802, P2, &near_p2);
+  final_lookup(&h, 803, &far);
+  host_expect_error(&h, PEER, 803, DHT_ERR_UNAVAILABLE);
+  host_expect_none(&h);
+  assert_int_equal(stats_counter(&h, "route_refused"), 1);
   host_free(&h);
 }
 
@@ -2167,6 +2224,7 @@ int main(void) {
       cmocka_unit_test(test_sync_digests_go_to_each_replica_every_interval),
       cmocka_unit_test(test_sync_repairs_differing_buckets_both_ways),
       cmocka_unit_test(test_replica_answers_a_final_get_from_its_store),
+      cmocka_unit_test(test_last_step_before_the_predecessors),
       cmocka_unit_test(test_copies_are_taken_whatever_their_stamp),
       cmocka_unit_test(test_expired_tombstone_still_deletes_an_older_value),
       cmocka_unit_test(test_group_commit_with_replicas),

@@ -153,6 +153,7 @@ typedef struct dht_action {
   X(replies_unmatched)    /* replies that matched no pending request */        \
   X(pending_full)         /* requests refused: pending table full */           \
   X(hop_limit)            /* lookups abandoned at max_hops */                  \
+  X(route_refused)        /* last steps refused: key before our preds list */ \
   X(gets)                 /* GETs served from the local store */               \
   X(puts)                 /* PUTs stored locally */                            \
   X(dels)                 /* DELs applied locally */                           \
