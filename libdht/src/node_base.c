@@ -771,14 +771,27 @@ void dht__reply_ok(dht_node *node, uint64_t conn, uint64_t rid,
   dht__reply(node, conn, &ok);
 }
 
-/* Answers OK to a write whose data this node stored since the last group
- * commit: at once without group commits, else when the commit is done. */
+/* The answer to a write that took effect: OK, or ERROR answer when it is
+ * not 0 (DHT_ERR_NOT_FOUND: a DEL that found no value, whose tombstone is
+ * stored all the same). */
+void dht__reply_written(dht_node *node, uint64_t conn, uint64_t rid,
+                        uint32_t hops, int answer) {
+  if (answer == 0) {
+    dht__reply_ok(node, conn, rid, hops);
+  } else {
+    dht__reply_error(node, conn, rid, answer);
+  }
+}
+
+/* Answers a write whose data this node stored since the last group commit
+ * (dht__reply_written): at once without group commits, else when the
+ * commit is done. */
 void dht__reply_ack(dht_node *node, uint64_t conn, uint64_t rid,
-                    uint32_t hops) {
+                    uint32_t hops, int answer) {
   dht__held_ack *a;
 
   if (!node->group_commit) {
-    dht__reply_ok(node, conn, rid, hops);
+    dht__reply_written(node, conn, rid, hops, answer);
     return;
   }
   if (node->n_held == node->cap_held) {
@@ -796,17 +809,18 @@ void dht__reply_ack(dht_node *node, uint64_t conn, uint64_t rid,
   a->conn = conn;
   a->rid = rid;
   a->hops = hops;
+  a->answer = answer;
 }
 
 /* A group commit ended with status: the acknowledgements waiting for it go
- * out, as OK, or as ERROR status with text when it failed. */
+ * out as they were held, or as ERROR status with text when it failed. */
 void dht__acks_release(dht_node *node, int status, const char *text) {
   size_t i;
 
   for (i = 0; i < node->n_held; i++) {
     const dht__held_ack *a = &node->held[i];
     if (status == 0) {
-      dht__reply_ok(node, a->conn, a->rid, a->hops);
+      dht__reply_written(node, a->conn, a->rid, a->hops, a->answer);
     } else {
       dht__reply_refusal(node, a->conn, a->rid, status, text, NULL);
     }

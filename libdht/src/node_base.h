@@ -68,8 +68,10 @@ void dht__reply_ok(dht_node *node, uint64_t conn, uint64_t rid,
 void dht__reply_error(dht_node *node, uint64_t conn, uint64_t rid, int code);
 void dht__reply_refusal(dht_node *node, uint64_t conn, uint64_t rid, int code,
                         const char *text, const dht_version *ver);
+void dht__reply_written(dht_node *node, uint64_t conn, uint64_t rid,
+                        uint32_t hops, int answer);
 void dht__reply_ack(dht_node *node, uint64_t conn, uint64_t rid,
-                    uint32_t hops);
+                    uint32_t hops, int answer);
 void dht__acks_release(dht_node *node, int status, const char *text);
 void dht__reply_accepted(dht_node *node, uint64_t conn, uint64_t rid);
 void dht__emit_event(dht_node *node, dht_event event, int error);

@@ -68,6 +68,7 @@ typedef struct dht__held_ack {
   uint64_t conn; /* where it goes */
   uint64_t rid;  /* the request it answers */
   uint32_t hops; /* echoed in the OK */
+  int answer;    /* 0: OK; DHT_ERR_NOT_FOUND: a DEL that found no value */
 } dht__held_ack;
 
 /* A node this one knows by address. */
@@ -228,6 +229,8 @@ typedef struct dht__write {
   uint32_t n_busy;
   uint64_t stored_epoch;              /* repl.commit_epoch when this node
                                          stored the record */
+  int answer;                         /* what the writer hears once the
+                                         write is done (dht__reply_written) */
 } dht__write;
 
 /* A range whose every copy died before it was repaired, as recorded by the

@@ -122,10 +122,10 @@ typedef struct crash_run {
   uint64_t puts, puts_acked, puts_refused, puts_unanswered;
   uint64_t skew_refused; /* writes refused with CLOCK_SKEW */
   uint64_t dels, dels_acked;
-  uint64_t dels_gone;   /* answered not found: deleted already */
-  uint64_t dels_resent; /* answered not found: a resent copy, or a refused
-                           delete, had deleted */
-  double del_share;    /* of the writes, deletes */
+  uint64_t dels_gone;            /* answered not found: deleted already */
+  uint64_t dels_other_tombstone; /* answered not found: another delete
+                                    (refused, or older) has a tombstone */
+  double del_share;              /* of the writes, deletes */
   uint64_t gets, gets_value, gets_not_found, gets_unavailable;
   uint64_t repair_ms_max, repair_ms_sum, repairs;
 } crash_run;
@@ -290,14 +290,16 @@ static bool lost_by_not_found(const wkey *k, const client_op *c,
   return floor > 0 && !floor_del && last_del < floor;
 }
 
-/* True when some disk, running or not, has a tombstone of key. */
-static bool has_tombstone(crash_run *r, uint32_t key) {
+/* True when some disk, running or not, has a tombstone of key at another
+ * version than ver. */
+static bool has_other_tombstone(crash_run *r, uint32_t key,
+                                const dht_version *ver) {
   size_t i;
 
   for (i = 0; i < r->w.n_nodes; i++) {
     sim_record rec;
     if (sim_store_read(r->w.nodes[i].store, r->keys[key].key, &rec) &&
-        rec.tombstone) {
+        rec.tombstone && dht_version_cmp(&rec.version, ver) != 0) {
       return true;
     }
   }
@@ -327,21 +329,21 @@ static void judge_write(crash_run *r, const client_op *c, const sim_op *op,
   } else if (del && op->error_code == DHT_ERR_NOT_FOUND &&
              (k->floor == 0 || k->floor_del)) {
     /* Nothing acknowledged to delete: the last acknowledged write is a
-     * delete, or there is none. Whether or not a resent copy of this one
-     * wrote a tombstone, the key stays deleted, and any later put must
-     * beat it at its owner: its copies are still checked. */
+     * delete, or there is none. The key stays deleted (this one's
+     * tombstone is stored too), and any later put must beat it at its
+     * owner: its copies are still checked. */
     r->dels_gone++;
   } else if (del && op->error_code == DHT_ERR_NOT_FOUND) {
-    /* A forwarder resends a request whose next hop is slow to accept it
-     * (rpc_retries), and the owner serves each copy: the second finds the
-     * first one's tombstone. Such a delete took effect, and no tombstone
-     * can exist otherwise but an older delete's, which the acknowledged
-     * put replaced, or that of a delete sent since and refused, which may
-     * have taken effect (a stray one would only make this check miss a
-     * loss). */
-    if (has_tombstone(r, c->key)) {
+    /* The owner found no value, although a put was acknowledged. Its own
+     * tombstone proves nothing (a DEL that finds no value stores it all
+     * the same, and a resent copy of it is the same write, answered OK):
+     * only another delete's can excuse it, that of a delete sent since and
+     * refused, which may have taken effect, or an older one, which the
+     * acknowledged put replaced (a stray one would only make this check
+     * miss a loss). */
+    if (has_other_tombstone(r, c->key, &op->ver)) {
       k->unsure = true;
-      r->dels_resent++;
+      r->dels_other_tombstone++;
     } else if (lost_by_not_found(k, c, k->floor, k->floor_del)) {
       sim_world_fail(w,
                      "lost write: delete #%" PRIu32 " of %s via %s sent at "
@@ -981,12 +983,12 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
                   " unanswered), %" PRIu64
                   " deletes (%" PRIu64 " acknowledged, %" PRIu64
                   " not found as deleted already, %" PRIu64
-                  " not found after a resent copy or a refused delete), %" PRIu64
+                  " not found beside another delete's tombstone), %" PRIu64
                   " gets (%" PRIu64 " values, %" PRIu64 " not found, %" PRIu64
                   " unavailable)\n",
                   r.puts, r.puts_acked, r.puts_refused, r.skew_refused,
                   r.puts_unanswered, r.dels, r.dels_acked, r.dels_gone,
-                  r.dels_resent, r.gets, r.gets_value,
+                  r.dels_other_tombstone, r.gets, r.gets_value,
                   r.gets_not_found, r.gets_unavailable);
   sim_text_printf(report,
                   "repair after a change: mean %.2f s, max %.2f s (%" PRIu64

@@ -1031,6 +1031,73 @@ static void replica_clock_beyond_grace(sim_world *w) {
              "ahead now owns the key");
 }
 
+/*
+ * Regression (found by `scripts/churn -n 8 --duration 60 --kill-every 20
+ * --pause-every 20 --cut-every 12 --skew-ms 3600000`, which ended with 1
+ * to 8 keys reading back deleted values, and by cuts alone; fixed in
+ * serve_write(), where a DEL that finds no value still stores and
+ * replicates its tombstone). Two adjacent nodes that hold none of a key's
+ * copies are cut off from the others long enough to close into a ring of
+ * their own, which the client still reaches. A DEL of the key, issued
+ * after its put was acknowledged, reaches the owner on that side, which
+ * holds no record of it: it answered NOT_FOUND at once and stored nothing,
+ * a client takes that for a delete done, and after the heal the put's
+ * copies on the other side were the only record of the key.
+ */
+static void del_across_partition(sim_world *w) {
+  const char *key = "cut-del-key";
+  uint32_t side[2];
+  sim_ring ring;
+  dht_id key_id;
+  size_t owner, op, i;
+  const sim_op *o;
+  int cut;
+
+  build_ring(w, 8);
+  if (w->failed) {
+    return;
+  }
+  put_acked(w, key, "old");
+  if (w->failed) {
+    return;
+  }
+  /* The two nodes after the key's holders (3 of 8 by default). */
+  dht_id_hash(&key_id, key, strlen(key));
+  sim_ring_build(&ring, w, true);
+  owner = sim_ring_successor(&ring, &key_id);
+  for (i = 0; i < 2; i++) {
+    side[i] = ring.members[(owner + w->replicas + i) % ring.n].slot;
+  }
+  sim_ring_free(&ring);
+  cut = sim_net_path_fault_start(&w->net, SIM_PATH_CUT, SIM_PATH_BOTH, 0);
+  for (i = 0; i < 2; i++) {
+    sim_net_path_side(&w->net, cut, side[i], 1);
+  }
+  sim_world_run_until(w, w->now_ms + 30000);
+  op = sim_world_del(w, side[0], key);
+  sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
+  o = sim_world_op(w, op);
+  if (!w->failed &&
+      (o->replies == 0 ||
+       (o->reply_type != DHT_MSG_OK &&
+        !(o->reply_type == DHT_MSG_ERROR &&
+          o->error_code == DHT_ERR_NOT_FOUND)))) {
+    sim_world_fail(w, "delete of %s via %s, cut off with %s, was answered "
+                      "neither OK nor NOT_FOUND",
+                   key, w->nodes[side[0]].addr, w->nodes[side[1]].addr);
+  }
+  sim_world_clear_ops(w);
+  sim_net_path_fault_end(&w->net, cut);
+  if (!w->failed) {
+    sim_ring_converge(w, CONVERGE_MS, false, "partition");
+  }
+  sim_world_run_until(w, w->now_ms + 5000);
+  get_expect(w, key, NULL,
+             "the put was acknowledged before the delete was issued; the "
+             "delete went to the cut-off side, which held no record of the "
+             "key");
+}
+
 typedef struct scenario {
   const char *name;
   void (*play)(sim_world *w);
@@ -1064,6 +1131,7 @@ static const scenario scenarios[] = {
     {"process-crash-resets", process_crash_resets, NULL},
     {"slower-paths-for-good", slower_paths_for_good, NULL},
     {"paused-relay-late-put", paused_relay_late_put, NULL},
+    {"del-across-partition", del_across_partition, NULL},
 };
 
 int sim_scenarios(const sim_options *o) {

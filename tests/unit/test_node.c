@@ -1276,7 +1276,9 @@ static void test_older_write_is_refused_stale(void **state) {
 /* A write at the version already stored is the same write again (a
  * client's retry, a late copy): it answers OK as the first did and
  * writes nothing. A DEL retried after it took effect answers OK, not
- * NOT_FOUND; a new DEL of the deleted key is NOT_FOUND. */
+ * NOT_FOUND; a new DEL of the deleted key, or of a key never written, is
+ * NOT_FOUND, and stores its tombstone all the same. A DEL older than the
+ * tombstone held is STALE, as a PUT would be. */
 static void test_equal_version_is_the_same_write(void **state) {
   dht_id w = id_u64(5);
   dht_version v = version_of(stamp_ms(WALL_MS) | 1, &w);
@@ -1308,10 +1310,15 @@ static void test_equal_version_is_the_same_write(void **state) {
 
   write_at(&h, 6, "k", NULL, &d2);
   host_expect_error(&h, CLIENT, 6, DHT_ERR_NOT_FOUND);
+  assert_record(h.store, "k", "", d2, true);
   write_at(&h, 7, "never", NULL, &d2);
   host_expect_error(&h, CLIENT, 7, DHT_ERR_NOT_FOUND);
+  assert_record(h.store, "never", "", d2, true);
+  write_at(&h, 8, "k", NULL, &d);
+  host_expect_error(&h, CLIENT, 8, DHT_ERR_STALE);
   host_expect_none(&h);
-  assert_int_equal(fs->puts + fs->removes, 2);
+  assert_int_equal(fs->puts + fs->removes, 4);
+  assert_record(h.store, "k", "", d2, true);
   host_free(&h);
 }
 
@@ -1421,11 +1428,12 @@ static void test_versionless_write_is_stamped_newer(void **state) {
 /*
  * With group commit, the OK of a write waits for the host's commit: none
  * before dht_node_commit_done(0), then every one held; reads are answered
- * at once meanwhile. A failed commit turns the held OKs into DISK_FULL
- * refusals that name the node and quote the store; then writes (PUT, DEL,
- * a peer's HANDOFF) are refused at once for store_retry_ms while GETs are
- * still served, and from then on taken again, their OKs waiting for the
- * next commit.
+ * at once meanwhile. So does the NOT_FOUND of a DEL that found no value,
+ * whose tombstone is stored. A failed commit turns the held OKs into
+ * DISK_FULL refusals that name the node and quote the store; then writes
+ * (PUT, DEL, a peer's HANDOFF) are refused at once for store_retry_ms
+ * while GETs are still served, and from then on taken again, their OKs
+ * waiting for the next commit.
  */
 static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
   fail_store *fs = fail_store_new(DISK_WORDS);
@@ -1451,8 +1459,7 @@ static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
   host_expect_none(&h);
 
   write_at(&h, 3, "a", "1", NULL);
-  write_at(&h, 4, "zz", NULL, NULL); /* NOT_FOUND needs no commit */
-  host_expect_error(&h, CLIENT, 4, DHT_ERR_NOT_FOUND);
+  write_at(&h, 4, "zz", NULL, NULL); /* no value: NOT_FOUND, once durable */
   write_at(&h, 5, "b", "2", NULL);
   host_expect_none(&h);
   h.now += 2;
@@ -1460,11 +1467,11 @@ static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
   failed_at = h.now;
   dht_node_commit_done(h.node, DHT_ERR_DISK_FULL, h.now);
   host_take_all(&h, &all);
-  assert_int_equal(all.n, 2);
+  assert_int_equal(all.n, 3);
   {
-    const uint64_t rids[] = {3, 5};
+    const uint64_t rids[] = {3, 4, 5};
     size_t i;
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < 3; i++) {
       const host_action *r = only_reply(&all, CLIENT, rids[i], DHT_MSG_ERROR);
       assert_int_equal(r->msg.error_code, DHT_ERR_DISK_FULL);
       assert_true(bytes_eq_str(r->msg.error_msg,
@@ -1507,6 +1514,11 @@ static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
   expect_ok(&h, 10);
   assert_true(store_record(h.store, "c", &item));
   assert_true(bytes_eq_str(item.value, "3"));
+  write_at(&h, 11, "zz", NULL, NULL);
+  host_expect_none(&h);
+  dht_node_commit_done(h.node, 0, h.now);
+  host_expect_error(&h, CLIENT, 11, DHT_ERR_NOT_FOUND);
+  host_expect_none(&h);
   host_free(&h);
 }
 

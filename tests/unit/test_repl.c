@@ -554,7 +554,8 @@ static void test_write_fails_when_no_replica_answers(void **state) {
 
 /* A DEL writes a tombstone, newer than the value, sent to the replicas like
  * a value; the OK waits for both, and then the key reads as missing. A
- * second DEL finds nothing to delete and sends nothing. */
+ * second DEL finds nothing to delete: it writes and sends its own
+ * tombstone all the same, and its NOT_FOUND waits for both replicas. */
 static void test_del_writes_a_tombstone_replicated_like_a_value(void **state) {
   dht_id writer = member_id(A);
   fake_host h;
@@ -584,9 +585,65 @@ static void test_del_writes_a_tombstone_replicated_like_a_value(void **state) {
   host_actions_free(&w.sent);
   expect_get(&h, 507, key, NULL);
 
-  client_request(&h, DHT_MSG_DEL, 508, key, NULL, false);
+  h.now += 3;
+  tomb = kv_of(key, "", version_of(hlc_at(h.now), &writer), true);
+  write_sent(&h, DHT_MSG_DEL, 508, key, NULL, &tomb, &w);
+  assert_record(h.store, key, "", tomb.version, true);
+  host_answer(&h, PEER, w.to_s1, DHT_MSG_OK);
+  host_answer(&h, PEER, w.to_s2, DHT_MSG_OK);
   host_expect_error(&h, CLIENT, 508, DHT_ERR_NOT_FOUND);
   host_expect_none(&h);
+  host_actions_free(&w.sent);
+  host_free(&h);
+}
+
+/*
+ * A DEL reaches an owner that holds no record of its key, or an older
+ * tombstone: the owner on one side of a partition, while the value put
+ * before the DEL was issued was acknowledged by the holders on the other
+ * side. The DEL is stored and replicated as a tombstone at its version,
+ * and answered NOT_FOUND only once both replicas have it, as an OK would
+ * be; when the partition heals and the value reaches A (anti-entropy,
+ * hand-off), the tombstone wins. Answered NOT_FOUND at once with nothing
+ * stored, as it was, the value came back (scripts/churn --cut-every).
+ */
+static void test_del_finding_no_value_still_writes_its_tombstone(void **state) {
+  dht_id client = id_u64(77), other = id_u64(78);
+  uint64_t t = hlc_at(HOST_START_MS);
+  dht_version put_v = version_of(t + (1000ull << 16), &other);
+  dht_version del_v = version_of(t + (2000ull << 16), &client);
+  dht_version old_tomb = version_of(t, &other);
+  const char *keys[2];
+  char never[16], deleted[16];
+  fake_host h;
+  write_out w;
+  dht_kv want;
+  int next = 0, i;
+
+  (void)state;
+  ring_join(&h, false);
+  key_owned_by(never, sizeof(never), A, &next);
+  key_owned_by(deleted, sizeof(deleted), A, &next);
+  record_in(&h, DHT_MSG_REPLICATE, kv_of(deleted, "", old_tomb, true));
+  keys[0] = never;
+  keys[1] = deleted;
+  for (i = 0; i < 2; i++) {
+    want = kv_of(keys[i], "", del_v, true);
+    write_sent_at(&h, DHT_MSG_DEL, 600 + (uint64_t)i, keys[i], NULL, &del_v,
+                  &want, &w);
+    assert_record(h.store, keys[i], "", del_v, true);
+    host_answer(&h, PEER, w.to_s1, DHT_MSG_OK);
+    host_expect_none(&h);
+    host_answer(&h, PEER, w.to_s2, DHT_MSG_OK);
+    host_expect_error(&h, CLIENT, 600 + (uint64_t)i, DHT_ERR_NOT_FOUND);
+    host_expect_none(&h);
+    host_actions_free(&w.sent);
+
+    /* The heal: the value from the other side, older than the DEL. */
+    record_in(&h, DHT_MSG_HANDOFF, kv_of(keys[i], "put before", put_v, false));
+    assert_record(h.store, keys[i], "", del_v, true);
+    expect_get(&h, 610 + (uint64_t)i, keys[i], NULL);
+  }
   host_free(&h);
 }
 
@@ -2214,6 +2271,7 @@ int main(void) {
       cmocka_unit_test(test_silent_replica_is_replaced_by_the_next_successor),
       cmocka_unit_test(test_write_fails_when_no_replica_answers),
       cmocka_unit_test(test_del_writes_a_tombstone_replicated_like_a_value),
+      cmocka_unit_test(test_del_finding_no_value_still_writes_its_tombstone),
       cmocka_unit_test(test_replicate_merges_by_version),
       cmocka_unit_test(test_handoff_merges_by_version),
       cmocka_unit_test(test_tombstones_merge_by_version),
