@@ -1163,24 +1163,6 @@ static void alone_at_wall(fake_host *h, dht_store *st, bool group_commit) {
   host_expect_none(h);
 }
 
-/* The client's PUT of value (DEL when value is NULL) of key as rid,
- * stamped ver (NULL: sent without a version). */
-static void write_at(fake_host *h, uint64_t rid, const char *key,
-                     const char *value, const dht_version *ver) {
-  dht_msg m;
-
-  msg_init(&m, value != NULL ? DHT_MSG_PUT : DHT_MSG_DEL, rid);
-  m.key = bytes_of(key);
-  if (value != NULL) {
-    m.value = bytes_of(value);
-  }
-  if (ver != NULL) {
-    m.has_ver = true;
-    m.ver = *ver;
-  }
-  assert_int_equal(host_recv(h, CLIENT, &m), 0);
-}
-
 /* Expects the OK to rid and nothing else. */
 static void expect_ok(fake_host *h, uint64_t rid) {
   host_action a;
@@ -1221,16 +1203,16 @@ static void test_owner_stores_the_writers_version(void **state) {
 
   (void)state;
   alone_at_wall(&h, NULL, false);
-  write_at(&h, 1, "k", "v1", &ahead);
+  host_write(&h, CLIENT, 1, "k", "v1", &ahead);
   expect_ok(&h, 1);
   assert_record(h.store, "k", "v1", ahead, false);
-  write_at(&h, 2, "k", "v2", &later);
+  host_write(&h, CLIENT, 2, "k", "v2", &later);
   expect_ok(&h, 2);
   assert_record(h.store, "k", "v2", later, false);
-  write_at(&h, 3, "old", "v", &behind);
+  host_write(&h, CLIENT, 3, "old", "v", &behind);
   expect_ok(&h, 3);
   assert_record(h.store, "old", "v", behind, false);
-  write_at(&h, 4, "k", NULL, &gone);
+  host_write(&h, CLIENT, 4, "k", NULL, &gone);
   expect_ok(&h, 4);
   assert_record(h.store, "k", "", gone, true);
   host_free(&h);
@@ -1253,17 +1235,17 @@ static void test_older_write_is_refused_stale(void **state) {
   older[1] = version_of(stamp_ms(WALL_MS) | 9, &w4); /* smaller writer */
   older[2] = version_of(0, &w5);
   alone_at_wall(&h, NULL, false);
-  write_at(&h, rid, "k", "stored", &stored);
+  host_write(&h, CLIENT, rid, "k", "stored", &stored);
   expect_ok(&h, rid);
   for (i = 0; i < 3; i++) {
-    write_at(&h, ++rid, "k", "older", &older[i]);
+    host_write(&h, CLIENT, ++rid, "k", "older", &older[i]);
     expect_refusal(&h, &a, rid, DHT_ERR_STALE, "");
     assert_true(a.msg.has_ver);
     assert_int_equal(dht_version_cmp(&a.msg.ver, &stored), 0);
     action_free(&a);
     assert_record(h.store, "k", "stored", stored, false);
   }
-  write_at(&h, ++rid, "k", NULL, &older[0]);
+  host_write(&h, CLIENT, ++rid, "k", NULL, &older[0]);
   expect_refusal(&h, &a, rid, DHT_ERR_STALE, "");
   assert_true(a.msg.has_ver);
   assert_int_equal(dht_version_cmp(&a.msg.ver, &stored), 0);
@@ -1289,32 +1271,32 @@ static void test_equal_version_is_the_same_write(void **state) {
 
   (void)state;
   alone_at_wall(&h, &fs->base, false);
-  write_at(&h, 1, "k", "v", &v);
+  host_write(&h, CLIENT, 1, "k", "v", &v);
   expect_ok(&h, 1);
   assert_int_equal(fs->puts, 1);
-  write_at(&h, 2, "k", "v", &v);
+  host_write(&h, CLIENT, 2, "k", "v", &v);
   expect_ok(&h, 2);
   assert_int_equal(fs->puts, 1);
   assert_record(h.store, "k", "v", v, false);
 
-  write_at(&h, 3, "k", NULL, &d);
+  host_write(&h, CLIENT, 3, "k", NULL, &d);
   expect_ok(&h, 3);
   assert_int_equal(fs->puts, 2);
   assert_record(h.store, "k", "", d, true);
-  write_at(&h, 4, "k", NULL, &d);
+  host_write(&h, CLIENT, 4, "k", NULL, &d);
   expect_ok(&h, 4);
   assert_int_equal(fs->puts + fs->removes, 2);
   assert_record(h.store, "k", "", d, true);
   client_request(&h, DHT_MSG_GET, 5, "k", NULL);
   host_expect_error(&h, CLIENT, 5, DHT_ERR_NOT_FOUND);
 
-  write_at(&h, 6, "k", NULL, &d2);
+  host_write(&h, CLIENT, 6, "k", NULL, &d2);
   host_expect_error(&h, CLIENT, 6, DHT_ERR_NOT_FOUND);
   assert_record(h.store, "k", "", d2, true);
-  write_at(&h, 7, "never", NULL, &d2);
+  host_write(&h, CLIENT, 7, "never", NULL, &d2);
   host_expect_error(&h, CLIENT, 7, DHT_ERR_NOT_FOUND);
   assert_record(h.store, "never", "", d2, true);
-  write_at(&h, 8, "k", NULL, &d);
+  host_write(&h, CLIENT, 8, "k", NULL, &d);
   host_expect_error(&h, CLIENT, 8, DHT_ERR_STALE);
   host_expect_none(&h);
   assert_int_equal(fs->puts + fs->removes, 4);
@@ -1339,31 +1321,31 @@ static void test_stamp_beyond_the_skew_bound_is_refused(void **state) {
   (void)state;
   alone_at_wall(&h, NULL, false);
   self = *dht_node_id(h.node);
-  write_at(&h, 1, "k1", "v", &beyond);
+  host_write(&h, CLIENT, 1, "k1", "v", &beyond);
   expect_refusal(&h, &a, 1, DHT_ERR_CLOCK_SKEW, "clock skew");
   assert_false(a.msg.has_ver);
   action_free(&a);
-  write_at(&h, 2, "k1", "v", &far);
+  host_write(&h, CLIENT, 2, "k1", "v", &far);
   expect_refusal(&h, &a, 2, DHT_ERR_CLOCK_SKEW, "clock skew");
   action_free(&a);
   assert_int_equal(dht_store_count(h.store), 0);
   assert_int_equal(dht_node_get_counters(h.node)->clock_skew_refused, 2);
 
-  write_at(&h, 3, "k2", "own", NULL);
+  host_write(&h, CLIENT, 3, "k2", "own", NULL);
   expect_ok(&h, 3);
   assert_record(h.store, "k2", "own", version_of(stamp_ms(WALL_MS), &self),
                 false);
-  write_at(&h, 4, "k2", NULL, &far);
+  host_write(&h, CLIENT, 4, "k2", NULL, &far);
   expect_refusal(&h, &a, 4, DHT_ERR_CLOCK_SKEW, "clock skew");
   action_free(&a);
   assert_true(store_record(h.store, "k2", &kv));
   assert_false(kv.tombstone);
 
-  write_at(&h, 5, "k1", "at the bound", &at_bound);
+  host_write(&h, CLIENT, 5, "k1", "at the bound", &at_bound);
   expect_ok(&h, 5);
   assert_record(h.store, "k1", "at the bound", at_bound, false);
   h.now += 1; /* a millisecond later, one tick more is within the bound */
-  write_at(&h, 6, "k3", "v", &beyond);
+  host_write(&h, CLIENT, 6, "k3", "v", &beyond);
   expect_ok(&h, 6);
   assert_record(h.store, "k3", "v", beyond, false);
   assert_int_equal(dht_node_get_counters(h.node)->clock_skew_refused, 3);
@@ -1386,16 +1368,16 @@ static void test_versionless_write_is_stamped_newer(void **state) {
   (void)state;
   alone_at_wall(&h, NULL, false);
   self = *dht_node_id(h.node);
-  write_at(&h, 1, "k", "client's", &ahead);
+  host_write(&h, CLIENT, 1, "k", "client's", &ahead);
   expect_ok(&h, 1);
-  write_at(&h, 2, "k", "owner's", NULL);
+  host_write(&h, CLIENT, 2, "k", "owner's", NULL);
   expect_ok(&h, 2);
   assert_true(store_record(h.store, "k", &kv));
   assert_true(bytes_eq_str(kv.value, "owner's"));
   assert_true(dht_version_cmp(&kv.version, &ahead) > 0);
   assert_true(dht_id_eq(&kv.version.writer, &self));
   prev = kv;
-  write_at(&h, 3, "k", NULL, NULL);
+  host_write(&h, CLIENT, 3, "k", NULL, NULL);
   expect_ok(&h, 3);
   assert_true(store_record(h.store, "k", &kv));
   assert_true(kv.tombstone);
@@ -1406,12 +1388,12 @@ static void test_versionless_write_is_stamped_newer(void **state) {
   handoff_in(&h, &handed, 1, 4);
   host_expect_none(&h);
   assert_record(h.store, "h", "from an hour ahead", hour, false);
-  write_at(&h, 5, "h", "beats it", NULL);
+  host_write(&h, CLIENT, 5, "h", "beats it", NULL);
   expect_ok(&h, 5);
   assert_true(store_record(h.store, "h", &kv));
   assert_true(bytes_eq_str(kv.value, "beats it"));
   assert_true(dht_version_cmp(&kv.version, &hour) > 0);
-  write_at(&h, 6, "other", "v", NULL);
+  host_write(&h, CLIENT, 6, "other", "v", NULL);
   expect_ok(&h, 6);
   assert_true(store_record(h.store, "other", &kv));
   assert_true(kv.version.hlc > stamp_ms(WALL_MS));
@@ -1447,7 +1429,7 @@ static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
 
   (void)state;
   alone_at_wall(&h, &fs->base, true);
-  write_at(&h, 1, "k", "v", NULL);
+  host_write(&h, CLIENT, 1, "k", "v", NULL);
   host_expect_none(&h);
   client_request(&h, DHT_MSG_GET, 2, "k", NULL); /* stored, not yet durable */
   host_expect_reply(&h, &a, CLIENT, DHT_MSG_VALUE, 2);
@@ -1458,9 +1440,9 @@ static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
   dht_node_commit_done(h.node, 0, h.now); /* nothing to commit */
   host_expect_none(&h);
 
-  write_at(&h, 3, "a", "1", NULL);
-  write_at(&h, 4, "zz", NULL, NULL); /* no value: NOT_FOUND, once durable */
-  write_at(&h, 5, "b", "2", NULL);
+  host_write(&h, CLIENT, 3, "a", "1", NULL);
+  host_write(&h, CLIENT, 4, "zz", NULL, NULL); /* no value: NOT_FOUND, once durable */
+  host_write(&h, CLIENT, 5, "b", "2", NULL);
   host_expect_none(&h);
   h.now += 2;
   fail_store_say(fs);
@@ -1482,10 +1464,10 @@ static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
   assert_int_equal(dht_node_get_counters(h.node)->commit_failures, 1);
 
   h.now = failed_at + 999;
-  write_at(&h, 6, "c", "3", NULL);
+  host_write(&h, CLIENT, 6, "c", "3", NULL);
   expect_refusal(&h, &a, 6, DHT_ERR_DISK_FULL, "disk full");
   action_free(&a);
-  write_at(&h, 7, "k", NULL, NULL);
+  host_write(&h, CLIENT, 7, "k", NULL, NULL);
   expect_refusal(&h, &a, 7, DHT_ERR_DISK_FULL, "disk full: " DISK_WORDS);
   action_free(&a);
   item = kv_of("d", "4", version_of(stamp_ms(WALL_MS), &w), false);
@@ -1508,13 +1490,13 @@ static void test_group_commit_holds_oks_and_reports_a_full_disk(void **state) {
 
   h.now = failed_at + 1000; /* store_retry_ms: try again */
   fs->failed = false;
-  write_at(&h, 10, "c", "3", NULL);
+  host_write(&h, CLIENT, 10, "c", "3", NULL);
   host_expect_none(&h);
   dht_node_commit_done(h.node, 0, h.now);
   expect_ok(&h, 10);
   assert_true(store_record(h.store, "c", &item));
   assert_true(bytes_eq_str(item.value, "3"));
-  write_at(&h, 11, "zz", NULL, NULL);
+  host_write(&h, CLIENT, 11, "zz", NULL, NULL);
   host_expect_none(&h);
   dht_node_commit_done(h.node, 0, h.now);
   host_expect_error(&h, CLIENT, 11, DHT_ERR_NOT_FOUND);
@@ -1535,11 +1517,11 @@ static void test_full_disk_refuses_writes_for_a_while(void **state) {
 
   (void)state;
   alone_at_wall(&h, &fs->base, false);
-  write_at(&h, 1, "k", "v", NULL);
+  host_write(&h, CLIENT, 1, "k", "v", NULL);
   expect_ok(&h, 1);
   fs->write_error = DHT_ERR_DISK_FULL;
   failed_at = h.now;
-  write_at(&h, 2, "j", "w", NULL);
+  host_write(&h, CLIENT, 2, "j", "w", NULL);
   host_expect_reply(&h, &a, CLIENT, DHT_MSG_ERROR, 2);
   assert_int_equal(a.msg.error_code, DHT_ERR_DISK_FULL);
   assert_true(bytes_eq_str(a.msg.error_msg, "node a:1: disk full: " DISK_WORDS));
@@ -1549,7 +1531,7 @@ static void test_full_disk_refuses_writes_for_a_while(void **state) {
 
   fs->write_error = 0; /* room again, but the node waits store_retry_ms */
   h.now = failed_at + 999;
-  write_at(&h, 3, "j", "w", NULL);
+  host_write(&h, CLIENT, 3, "j", "w", NULL);
   expect_refusal(&h, &a, 3, DHT_ERR_DISK_FULL, "disk full");
   action_free(&a);
   assert_int_equal(fs->puts, 1); /* refused without trying */
@@ -1558,13 +1540,13 @@ static void test_full_disk_refuses_writes_for_a_while(void **state) {
   action_free(&a);
   host_expect_none(&h);
   h.now = failed_at + 1000;
-  write_at(&h, 5, "j", "w", NULL);
+  host_write(&h, CLIENT, 5, "j", "w", NULL);
   expect_ok(&h, 5);
   assert_true(store_record(h.store, "j", &kv));
 
   fs->write_error = DHT_ERR_STORE;
   fs->why = "Input/output error";
-  write_at(&h, 6, "i", "x", NULL);
+  host_write(&h, CLIENT, 6, "i", "x", NULL);
   host_expect_reply(&h, &a, CLIENT, DHT_MSG_ERROR, 6);
   assert_int_equal(a.msg.error_code, DHT_ERR_STORE);
   assert_true(bytes_eq_str(a.msg.error_msg,

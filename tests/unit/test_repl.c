@@ -1437,24 +1437,6 @@ static uint64_t ceiling_at(uint64_t now) {
   return (wall_at(now) + SKEW_MS) << 16 | 0xffffu;
 }
 
-/* The client's write of key as rid (PUT of value, or DEL when value is
- * NULL) stamped ver (NULL: without a version). */
-static void client_write(fake_host *h, uint64_t rid, const char *key,
-                         const char *value, const dht_version *ver) {
-  dht_msg m;
-
-  msg_init(&m, value != NULL ? DHT_MSG_PUT : DHT_MSG_DEL, rid);
-  m.key = bytes_of(key);
-  if (value != NULL) {
-    m.value = bytes_of(value);
-  }
-  if (ver != NULL) {
-    m.has_ver = true;
-    m.ver = *ver;
-  }
-  assert_int_equal(host_recv(h, CLIENT, &m), 0);
-}
-
 /* Answers both REPLICATEs of w with OK and expects the client's OK to rid;
  * frees w. */
 static void write_acked(fake_host *h, write_out *w, uint64_t rid) {
@@ -1500,12 +1482,12 @@ static void test_copies_are_taken_whatever_their_stamp(void **state) {
   assert_int_equal(stats_counter(&h, "clock_skew_refused"), 0);
 
   beyond = version_of(ceiling_at(h.now) + 1, &w);
-  client_write(&h, 801, mine, "v", &beyond);
+  host_write(&h, CLIENT, 801, mine, "v", &beyond);
   host_expect_error(&h, CLIENT, 801, DHT_ERR_CLOCK_SKEW);
   host_expect_none(&h);
   assert_int_equal(stats_counter(&h, "clock_skew_refused"), 1);
 
-  client_write(&h, 802, mine2, "own", NULL);
+  host_write(&h, CLIENT, 802, mine2, "own", NULL);
   host_take_all(&h, &all);
   only_reply(&all, CLIENT, 802, DHT_MSG_ACCEPTED);
   to_s1 = only_send(&all, ring[S1].addr, DHT_MSG_REPLICATE);
@@ -1666,7 +1648,7 @@ static void test_group_commit_with_replicas(void **state) {
   m.rid = 825;
   assert_int_equal(host_recv(&h, PEER, &m), 0);
   host_expect_error(&h, PEER, 825, DHT_ERR_DISK_FULL);
-  client_write(&h, 826, k1, "again", NULL);
+  host_write(&h, CLIENT, 826, k1, "again", NULL);
   host_expect_error(&h, CLIENT, 826, DHT_ERR_DISK_FULL);
   host_expect_none(&h);
   expect_get(&h, 827, k1, "v1");
@@ -1733,7 +1715,7 @@ static void test_writes_consult_after_a_rolled_back_write(void **state) {
 
   host_advance(&h, 1000); /* store_retry_ms: writes are taken again */
   host_expect_none(&h);
-  client_write(&h, 833, key, NULL, &between);
+  host_write(&h, CLIENT, 833, key, NULL, &between);
   fetch_answered(&h, 833, S1, key, &want);
   fetch_answered(&h, 833, S2, key, &want);
   host_expect_reply(&h, &a, CLIENT, DHT_MSG_ERROR, 833);
@@ -1807,7 +1789,7 @@ static void test_digests_out_across_a_failed_commit_count_for_nothing(
 
   host_advance(&h, 1000); /* store_retry_ms */
   host_drain(&h);
-  client_write(&h, 841, k1, "v", &v);
+  host_write(&h, CLIENT, 841, k1, "v", &v);
   fetched_nothing_then_replicated(&h, 841, k1);
   dht_node_commit_done(h.node, 0, h.now);
   host_drain(&h);
@@ -1855,7 +1837,7 @@ static void put_stamped_ahead(fake_host *h, uint64_t rid, const char *key,
   write_out wo;
 
   if (!taken) {
-    client_write(h, rid, key, "v", &ver);
+    host_write(h, CLIENT, rid, key, "v", &ver);
     host_expect_error(h, CLIENT, rid, DHT_ERR_CLOCK_SKEW);
     host_expect_none(h);
     return;

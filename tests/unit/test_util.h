@@ -627,6 +627,25 @@ static inline void host_data_request(fake_host *h, uint64_t conn,
   assert_int_equal(host_recv(h, conn, &m), 0);
 }
 
+/* A client's write of key on conn as rid: a PUT of value, or a DEL when
+ * value is NULL, stamped ver (NULL: sent without a version). */
+static inline void host_write(fake_host *h, uint64_t conn, uint64_t rid,
+                              const char *key, const char *value,
+                              const dht_version *ver) {
+  dht_msg m;
+
+  msg_init(&m, value != NULL ? DHT_MSG_PUT : DHT_MSG_DEL, rid);
+  m.key = bytes_of(key);
+  if (value != NULL) {
+    m.value = bytes_of(value);
+  }
+  if (ver != NULL) {
+    m.has_ver = true;
+    m.ver = *ver;
+  }
+  assert_int_equal(host_recv(h, conn, &m), 0);
+}
+
 /* Sends the node n records in a message of type (HANDOFF or REPLICATE) on
  * conn, as a peer would, and expects its OK to rid first. */
 static inline void host_records_in(fake_host *h, uint64_t conn,
