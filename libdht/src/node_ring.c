@@ -382,6 +382,7 @@ static void probe_lost(dht_node *node);
 static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   int32_t cands[DHT_SUCC_LIST_MAX + 2];
   size_t n = 0, i;
+  int named_lost = -1; /* the nearest lost peer the successor names */
   dht_msg notify;
 
   if (node->n_succs == 0 || node->succs[0] != asked || !msg->has_peer) {
@@ -398,13 +399,7 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
       dht__peer_hold(node, x);
       cands[n++] = x;
     } else if (lost >= 0) {
-      /* A peer we gave up on has notified our successor: it may have
-       * restarted. It stays out of the tables until it answers us, but
-       * it is probed next, not in its turn on the lost list, which takes
-       * a check interval per entry, and longer for entries that are
-       * dead for good. */
-      node->ring.next_probe = (uint32_t)lost;
-      probe_lost(node);
+      named_lost = lost; /* it has notified our successor */
     }
   }
   dht__peer_hold(node, asked);
@@ -416,9 +411,24 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
     }
     idx = dht__peer_intern_ref(node, &msg->succs[i]);
     if (idx != DHT__NO_PEER) {
+      if (named_lost < 0) {
+        named_lost = dht__lost_find(node, node->peers[idx].addr);
+      }
       dht__peer_hold(node, idx);
       cands[n++] = idx;
     }
+  }
+  if (named_lost >= 0) {
+    /* A peer we gave up on is alive in our successor's view, as its
+     * predecessor or in its list: it may have restarted, or only our
+     * connection to it failed (a host that restarted resets the one we
+     * kept to its old process). It stays out of the tables until it
+     * answers us, but it is probed next, not in its turn on the lost
+     * list, which takes a check interval per entry, and longer for
+     * entries that are dead for good: in its turn, a deep entry of the
+     * list would stay wrong for many rounds on a ring at rest. */
+    node->ring.next_probe = (uint32_t)named_lost;
+    probe_lost(node);
   }
   dht__succs_set(node, cands, n);
   for (i = 0; i < n; i++) {
