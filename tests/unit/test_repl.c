@@ -386,22 +386,10 @@ typedef struct write_out {
  * (NULL: without a version): expects, in any order, the ACCEPTED, a
  * REPLICATE of want to s1 and one to s2, and nothing else. Free w->sent
  * after. */
-static void write_sent_at(fake_host *h, dht_msg_type type, uint64_t rid,
-                          const char *key, const char *value,
-                          const dht_version *ver, const dht_kv *want,
-                          write_out *w) {
-  dht_msg m;
-
-  msg_init(&m, type, rid);
-  m.key = bytes_of(key);
-  if (value != NULL) {
-    m.value = bytes_of(value);
-  }
-  if (ver != NULL) {
-    m.has_ver = true;
-    m.ver = *ver;
-  }
-  assert_int_equal(host_recv(h, CLIENT, &m), 0);
+static void write_sent_at(fake_host *h, uint64_t rid, const char *key,
+                          const char *value, const dht_version *ver,
+                          const dht_kv *want, write_out *w) {
+  host_write(h, CLIENT, rid, key, value, ver);
   host_take_all(h, &w->sent);
   assert_int_equal(w->sent.n, 3);
   only_reply(&w->sent, CLIENT, rid, DHT_MSG_ACCEPTED);
@@ -411,10 +399,9 @@ static void write_sent_at(fake_host *h, dht_msg_type type, uint64_t rid,
   assert_replicate(w->to_s2, S2, want);
 }
 
-static void write_sent(fake_host *h, dht_msg_type type, uint64_t rid,
-                       const char *key, const char *value, const dht_kv *want,
-                       write_out *w) {
-  write_sent_at(h, type, rid, key, value, NULL, want, w);
+static void write_sent(fake_host *h, uint64_t rid, const char *key,
+                       const char *value, const dht_kv *want, write_out *w) {
+  write_sent_at(h, rid, key, value, NULL, want, w);
 }
 
 /* ---- writes ------------------------------------------------------------------- */
@@ -430,7 +417,7 @@ static void put_taken(fake_host *h, uint64_t rid, char key[16], dht_kv *want,
   ring_join(h, false);
   key_owned_by(key, 16, A, &next);
   *want = kv_of(key, "v1", version_of(hlc_at(h->now), &writer), false);
-  write_sent(h, DHT_MSG_PUT, rid, key, "v1", want, w);
+  write_sent(h, rid, key, "v1", want, w);
   assert_record(h->store, key, "v1", want->version, false);
 }
 
@@ -574,7 +561,7 @@ static void test_del_writes_a_tombstone_replicated_like_a_value(void **state) {
 
   h.now += 3;
   tomb = kv_of(key, "", version_of(hlc_at(h.now), &writer), true);
-  write_sent(&h, DHT_MSG_DEL, 506, key, NULL, &tomb, &w);
+  write_sent(&h, 506, key, NULL, &tomb, &w);
   assert_record(h.store, key, "", tomb.version, true);
   host_answer(&h, PEER, w.to_s1, DHT_MSG_OK);
   host_expect_none(&h);
@@ -587,7 +574,7 @@ static void test_del_writes_a_tombstone_replicated_like_a_value(void **state) {
 
   h.now += 3;
   tomb = kv_of(key, "", version_of(hlc_at(h.now), &writer), true);
-  write_sent(&h, DHT_MSG_DEL, 508, key, NULL, &tomb, &w);
+  write_sent(&h, 508, key, NULL, &tomb, &w);
   assert_record(h.store, key, "", tomb.version, true);
   host_answer(&h, PEER, w.to_s1, DHT_MSG_OK);
   host_answer(&h, PEER, w.to_s2, DHT_MSG_OK);
@@ -629,7 +616,7 @@ static void test_del_finding_no_value_still_writes_its_tombstone(void **state) {
   keys[1] = deleted;
   for (i = 0; i < 2; i++) {
     want = kv_of(keys[i], "", del_v, true);
-    write_sent_at(&h, DHT_MSG_DEL, 600 + (uint64_t)i, keys[i], NULL, &del_v,
+    write_sent_at(&h, 600 + (uint64_t)i, keys[i], NULL, &del_v,
                   &want, &w);
     assert_record(h.store, keys[i], "", del_v, true);
     host_answer(&h, PEER, w.to_s1, DHT_MSG_OK);
@@ -824,27 +811,35 @@ static void new_predecessor(fake_host *h, char *key, size_t len,
   host_expect_none(h);
 }
 
-/* Expects A's next actions to be a FETCH of key to member m and, maybe,
- * ACCEPTED to the client's request rid, and answers the FETCH with a
- * RECORD of *rec, or of nothing when rec is NULL. */
+/* Takes A's next actions into all and expects them to be a FETCH of key to
+ * member m and, maybe, ACCEPTED to the client's request rid; returns the
+ * FETCH's request id. */
+static uint64_t fetch_taken(fake_host *h, uint64_t rid, int m, const char *key,
+                            host_actions *all) {
+  const host_action *fetch;
+  size_t i;
+
+  host_take_all(h, all);
+  fetch = only_send(all, ring[m].addr, DHT_MSG_FETCH);
+  assert_true(bytes_eq_str(fetch->msg.key, key));
+  for (i = 0; i < all->n; i++) { /* one position at a time, no answer yet */
+    assert_true(&all->a[i] == fetch ||
+                (all->a[i].type == DHT_ACTION_REPLY &&
+                 all->a[i].conn == CLIENT && all->a[i].msg.rid == rid &&
+                 all->a[i].msg.type == DHT_MSG_ACCEPTED));
+  }
+  return fetch->msg.rid;
+}
+
+/* fetch_taken, then answers the FETCH with a RECORD of *rec, or of nothing
+ * when rec is NULL. */
 static void fetch_answered(fake_host *h, uint64_t rid, int m, const char *key,
                            const dht_kv *rec) {
-  const host_action *fetch;
   host_actions all;
   dht_msg r;
   dht_kv kv;
-  size_t i;
 
-  host_take_all(h, &all);
-  fetch = only_send(&all, ring[m].addr, DHT_MSG_FETCH);
-  assert_true(bytes_eq_str(fetch->msg.key, key));
-  for (i = 0; i < all.n; i++) { /* one position at a time, no answer yet */
-    assert_true(&all.a[i] == fetch ||
-                (all.a[i].type == DHT_ACTION_REPLY && all.a[i].conn == CLIENT &&
-                 all.a[i].msg.rid == rid &&
-                 all.a[i].msg.type == DHT_MSG_ACCEPTED));
-  }
-  msg_init(&r, DHT_MSG_RECORD, fetch->msg.rid);
+  msg_init(&r, DHT_MSG_RECORD, fetch_taken(h, rid, m, key, &all));
   if (rec != NULL) {
     kv = *rec;
     kv.key = bytes_of(key);
@@ -948,26 +943,14 @@ test_write_while_not_in_sync_beats_the_replicas_record(void **state) {
   host_free(&h);
 }
 
-/* Expects A's next actions to be a FETCH of key to member m and, maybe,
- * ACCEPTED to the client's request rid, and answers the FETCH with ERROR
- * code, as a replica whose store failed to read would. */
+/* fetch_taken, then answers the FETCH with ERROR code, as a replica whose
+ * store failed to read would. */
 static void fetch_refused(fake_host *h, uint64_t rid, int m, const char *key,
                           int code) {
-  const host_action *fetch;
   host_actions all;
   dht_msg r;
-  size_t i;
 
-  host_take_all(h, &all);
-  fetch = only_send(&all, ring[m].addr, DHT_MSG_FETCH);
-  assert_true(bytes_eq_str(fetch->msg.key, key));
-  for (i = 0; i < all.n; i++) {
-    assert_true(&all.a[i] == fetch ||
-                (all.a[i].type == DHT_ACTION_REPLY && all.a[i].conn == CLIENT &&
-                 all.a[i].msg.rid == rid &&
-                 all.a[i].msg.type == DHT_MSG_ACCEPTED));
-  }
-  msg_init(&r, DHT_MSG_ERROR, fetch->msg.rid);
+  msg_init(&r, DHT_MSG_ERROR, fetch_taken(h, rid, m, key, &all));
   r.error_code = code;
   assert_int_equal(host_recv(h, PEER, &r), 0);
   host_actions_free(&all);
@@ -1581,7 +1564,7 @@ static void test_group_commit_with_replicas(void **state) {
 
   /* Replicas first, then the commit. */
   want = kv_of(k1, "v1", version_of(hlc_at(h.now), &writer), false);
-  write_sent(&h, DHT_MSG_PUT, 820, k1, "v1", &want, &wo);
+  write_sent(&h, 820, k1, "v1", &want, &wo);
   host_answer(&h, PEER, wo.to_s1, DHT_MSG_OK);
   host_answer(&h, PEER, wo.to_s2, DHT_MSG_OK);
   host_actions_free(&wo.sent);
@@ -1594,7 +1577,7 @@ static void test_group_commit_with_replicas(void **state) {
   /* The commit first, then the replicas. */
   h.now += 1;
   want = kv_of(k2, "v2", version_of(hlc_at(h.now), &writer), false);
-  write_sent(&h, DHT_MSG_PUT, 821, k2, "v2", &want, &wo);
+  write_sent(&h, 821, k2, "v2", &want, &wo);
   dht_node_commit_done(h.node, 0, h.now);
   host_expect_none(&h);
   write_acked(&h, &wo, 821);
@@ -1615,7 +1598,7 @@ static void test_group_commit_with_replicas(void **state) {
    * refused at once; the replicas' OKs that follow change nothing. */
   h.now += 1;
   want = kv_of(k3, "v3", version_of(hlc_at(h.now), &writer), false);
-  write_sent(&h, DHT_MSG_PUT, 823, k3, "v3", &want, &wo);
+  write_sent(&h, 823, k3, "v3", &want, &wo);
   copy = kv_of(of_p0b, "p0's", version_of(hlc_at(h.now), &w), false);
   m.rid = 824;
   assert_int_equal(host_recv(&h, PEER, &m), 0);
@@ -1686,7 +1669,7 @@ static void test_writes_consult_after_a_rolled_back_write(void **state) {
   key_owned_by(key, sizeof(key), A, &next);
   key_id = key_id_of(key);
   want = kv_of(key, "v1", v1, false);
-  write_sent_at(&h, DHT_MSG_PUT, 830, key, "v1", &v1, &want, &wo);
+  write_sent_at(&h, 830, key, "v1", &v1, &want, &wo);
   dht_node_commit_done(h.node, 0, h.now);
   write_acked(&h, &wo, 830);
   assert_int_equal(
@@ -1700,7 +1683,7 @@ static void test_writes_consult_after_a_rolled_back_write(void **state) {
   /* v2 goes to the replicas; the commit fails and the store puts v1 back,
    * as LMDB's aborted transaction would; the replicas keep v2. */
   want = kv_of(key, "v2", v2, false);
-  write_sent_at(&h, DHT_MSG_PUT, 831, key, "v2", &v2, &want, &wo);
+  write_sent_at(&h, 831, key, "v2", &v2, &want, &wo);
   assert_int_equal(dht_store_put(h.store, &key_id, (const uint8_t *)key,
                                  strlen(key), saved, rec_len),
                    0);
@@ -1804,7 +1787,7 @@ static void test_digests_out_across_a_failed_commit_count_for_nothing(
   dht_node_set_maintenance(h.node, false, h.now);
   host_drain(&h);
   want = kv_of(k2, "v", v, false);
-  write_sent_at(&h, DHT_MSG_PUT, 842, k2, "v", &v, &want, &wo);
+  write_sent_at(&h, 842, k2, "v", &v, &want, &wo);
   host_actions_free(&wo.sent);
   host_free(&h);
 }
@@ -1842,7 +1825,7 @@ static void put_stamped_ahead(fake_host *h, uint64_t rid, const char *key,
     host_expect_none(h);
     return;
   }
-  write_sent_at(h, DHT_MSG_PUT, rid, key, "v", &ver, &want, &wo);
+  write_sent_at(h, rid, key, "v", &ver, &want, &wo);
   write_acked(h, &wo, rid);
   assert_record(h->store, key, "v", ver, false);
 }
