@@ -77,8 +77,9 @@ struct dhtd_net {
   dhtd_conn *dirty_head;    /* connections with output to write */
   dhtd_conn *out_head;      /* outgoing connections, by address */
   struct sockaddr_storage source; /* the listen address, port 0: where
-                                     outgoing connections come from */
-  bool bind_source;         /* the listen address is a specific one */
+                                     outgoing connections come from
+                                     (AF_UNSPEC: a wildcard, the kernel
+                                     picks) */
   bool stopping;            /* dhtd_net_stop called */
   char read_buf[64 * 1024]; /* libuv reads land here first */
 };
@@ -441,7 +442,7 @@ static bool is_loopback(const struct sockaddr *sa) {
 static int bind_source(dhtd_conn *c, const struct sockaddr *dest) {
   const struct sockaddr *src = (const struct sockaddr *)&c->net->source;
 
-  if (!c->net->bind_source || src->sa_family != dest->sa_family ||
+  if (src->sa_family != dest->sa_family ||
       (is_loopback(src) && !is_loopback(dest))) {
     return 0;
   }
@@ -675,15 +676,20 @@ static void on_connection(uv_stream_t *server, int status) {
 /* The listen address, port 0, is where outgoing connections come from,
  * unless it is a wildcard (the kernel then picks by route). */
 static void init_source(dhtd_net *net, const struct sockaddr_storage *listen) {
+  bool wildcard;
+
   net->source = *listen;
   if (listen->ss_family == AF_INET) {
     struct sockaddr_in *in = (struct sockaddr_in *)&net->source;
     in->sin_port = 0;
-    net->bind_source = in->sin_addr.s_addr != htonl(INADDR_ANY);
+    wildcard = in->sin_addr.s_addr == htonl(INADDR_ANY);
   } else {
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&net->source;
     in6->sin6_port = 0;
-    net->bind_source = !IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
+    wildcard = IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
+  }
+  if (wildcard) {
+    net->source.ss_family = AF_UNSPEC;
   }
 }
 

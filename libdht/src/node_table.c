@@ -272,13 +272,6 @@ void dht__finger_set(dht_node *node, uint32_t i, int32_t idx) {
   dht__slot_set(node, &node->fingers[i], idx);
 }
 
-/*
- * Removes peer idx from the routing state: successor list, fingers and
- * predecessor. With probe_later the node keeps pinging it for a while (it may
- * only have been cut off by a partition); a peer that left gracefully is not
- * probed. Requests still in flight to it fail now instead of at their
- * deadlines.
- */
 /* True when peer idx is in the successor list, the fingers or the
  * predecessor list. */
 static bool in_tables(const dht_node *node, int32_t idx) {
@@ -302,6 +295,13 @@ static bool in_tables(const dht_node *node, int32_t idx) {
   return node->pred == idx;
 }
 
+/*
+ * Removes peer idx from the routing state: successor list, fingers and
+ * predecessor. With probe_later the node keeps pinging it for a while (it may
+ * only have been cut off by a partition); a peer that left gracefully is not
+ * probed. Requests still in flight to it fail now instead of at their
+ * deadlines.
+ */
 void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later) {
   dht__peer *p = &node->peers[idx];
   uint32_t i;
