@@ -16,7 +16,7 @@
  * once the record is durable (dhtd writes replies after its group commit).
  * A replica found dead is replaced by the next successor, so an OK means
  * the record is on every live replica of the moment, and at least on two
- * nodes unless the ring has one.
+ * nodes unless the ring has only ever had one (replica_needed).
  *
  * Reads. The owner answers from its store. While it has not yet exchanged
  * digests with every replica since its range last changed (it just joined,
@@ -533,8 +533,18 @@ static bool stored_since_commit(const dht_node *node, uint64_t epoch) {
   return node->group_commit && epoch == node->repl.commit_epoch;
 }
 
+/* A write must reach a replica before it is acknowledged unless the node
+ * keeps one copy, or has never had a successor (a ring of one by design).
+ * A node left alone after it had successors is cut off or the last one
+ * standing, and an OK on its disk alone would promise more than one disk
+ * keeps: the write is refused UNAVAILABLE, and the caller retries. */
+static bool replica_needed(const dht_node *node) {
+  return node->set.replicas > 1 && node->had_succ;
+}
+
 static void write_finish(dht_node *node, dht__write *w) {
-  if (w->n_acked > 0 || replica_positions(node) == 0) {
+  if (w->n_acked > 0 ||
+      (replica_positions(node) == 0 && !replica_needed(node))) {
     node->counters.writes_acked++;
     if (stored_since_commit(node, w->stored_epoch)) {
       dht__reply_ack(node, w->origin_conn, w->origin_rid, w->hops, w->answer);
@@ -672,6 +682,12 @@ static void serve_write(dht_node *node, uint64_t conn, uint64_t rid,
   }
   if (req->has_ver && hlc_observe(node, ver.hlc) != 0) {
     refuse_skewed(node, conn, rid, ver.hlc);
+    return;
+  }
+  if (replica_positions(node) == 0 && replica_needed(node)) {
+    node->counters.writes_failed++;
+    snprintf(text, sizeof(text), "node %s: no replica reachable", node->addr);
+    dht__reply_refusal(node, conn, rid, DHT_ERR_UNAVAILABLE, text, NULL);
     return;
   }
   rv = record_get(node, key_id, req->key.p, req->key.len, &have);

@@ -420,6 +420,9 @@ struct dht_node {
   uint32_t n_preds;              /* entries in preds */
   int32_t succs[DHT_SUCC_LIST_MAX]; /* successor list, closest first */
   uint32_t n_succs;              /* entries in succs; 0 = alone */
+  bool had_succ;                 /* had a successor once: alone now, it is
+                                    cut off or the last node left, not a
+                                    ring of one by design */
   int32_t fingers[DHT_ID_BITS];  /* finger i = successor(id + 2^i) */
   dht__lost lost[DHT__LOST_MAX]; /* peers declared dead, still probed */
   int32_t last_preds[DHT_SUCC_LIST_MAX]; /* the predecessor list when it

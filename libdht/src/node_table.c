@@ -127,6 +127,7 @@ void dht__succs_set(dht_node *node, int32_t *cands, size_t n) {
             memcmp(node->succs, kept, n_kept * sizeof(kept[0])) != 0;
   memcpy(node->succs, kept, n_kept * sizeof(kept[0]));
   node->n_succs = (uint32_t)n_kept;
+  node->had_succ = node->had_succ || n_kept > 0;
   DHT__DEBUG_CHECK(node, tables);
   if (changed) {
     node->hooks.succs_changed(node);

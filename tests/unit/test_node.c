@@ -373,6 +373,68 @@ static void test_dead_next_hop_is_routed_around(void **state) {
   host_free(&h);
 }
 
+/* A node that keeps two copies serves writes alone while it is a ring of
+ * one by design; once it has had a successor, being alone means it is cut
+ * off or the last one left, and a write its disk alone would hold is
+ * refused (DESIGN.md: an OK means at least two nodes hold the write). */
+static void test_left_alone_refuses_writes(void **state) {
+  dht_settings s;
+  fake_host h;
+  host_action a;
+  host_actions all;
+  dht_id b, id;
+  dht_kv kv;
+  char key[16];
+  size_t i;
+  bool refused = false;
+
+  (void)state;
+  dht_settings_default(&s);
+  s.succ_list_len = 2;
+  s.replicas = 2;
+  host_init(&h, "a:1", NULL, &s, 0);
+  dht_node_create_ring(h.node, h.now);
+  dht_node_set_maintenance(h.node, false, h.now); /* only the writes talk */
+  client_request(&h, DHT_MSG_PUT, 1, "k", "alone");
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_OK, 1);
+  action_free(&a);
+
+  notify_from(&h, "b:2");
+  host_drain(&h);
+  assert_int_equal(dht_node_succs(h.node, NULL, NULL, 0), 1);
+  b = key_id_of("b:2");
+  for (i = 0; i < 100; i++) { /* a key a owns, so that b is its replica */
+    snprintf(key, sizeof(key), "k%zu", i);
+    id = key_id_of(key);
+    if (dht_id_in_oc(&id, &b, dht_node_id(h.node))) {
+      break;
+    }
+  }
+  client_request(&h, DHT_MSG_PUT, 2, key, "b never answers");
+  /* b is asked, asked again, then declared dead: no replica took it. */
+  host_advance(&h, s.rpc_timeout_ms);
+  host_advance(&h, 2 * (uint64_t)s.rpc_timeout_ms);
+  host_take_all(&h, &all);
+  for (i = 0; i < all.n; i++) {
+    if (all.a[i].type == DHT_ACTION_REPLY && all.a[i].msg.rid == 2 &&
+        all.a[i].msg.type != DHT_MSG_ACCEPTED) {
+      assert_int_equal(all.a[i].msg.type, DHT_MSG_ERROR);
+      assert_int_equal(all.a[i].msg.error_code, DHT_ERR_UNAVAILABLE);
+      refused = true;
+    }
+  }
+  host_actions_free(&all);
+  assert_true(refused);
+  assert_int_equal(dht_node_succs(h.node, NULL, NULL, 0), 0);
+
+  /* Alone now: refused at once, and nothing stored. */
+  client_request(&h, DHT_MSG_PUT, 3, "k2", "nobody to copy it");
+  host_expect_error(&h, CLIENT, 3, DHT_ERR_UNAVAILABLE);
+  host_expect_none(&h);
+  assert_false(store_record(h.store, "k2", &kv));
+  host_free(&h);
+}
+
 /* The client asks a for the owner of b's id; a forwards the lookup to b.
  * Returns the forward's rid. */
 static uint64_t lookup_forwarded_to_b(fake_host *h, uint64_t client_rid) {
@@ -1719,6 +1781,7 @@ int main(void) {
       cmocka_unit_test(test_notify_makes_a_ring_of_two),
       cmocka_unit_test(test_forward_and_relay),
       cmocka_unit_test(test_dead_next_hop_is_routed_around),
+      cmocka_unit_test(test_left_alone_refuses_writes),
     cmocka_unit_test(test_wait_doubles_after_a_timeout_until_a_sample),
     cmocka_unit_test(test_lost_peer_probe_is_resent),
     cmocka_unit_test(test_lost_peer_in_successors_list_is_probed_at_once),
