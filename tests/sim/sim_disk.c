@@ -9,11 +9,13 @@
  * exactly as the last commit left them. Groups are one call into a node:
  * a few records, a hand-off batch at most.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dht/err.h"
+#include "dht/node.h"
 #include "sim_disk.h"
 
 /* What one write of the pending group replaced. */
@@ -97,6 +99,30 @@ static void save_undo(sim_disk *d, const dht_id *key_id, const uint8_t *key,
   u->old_len = u->existed ? old_len : 0;
 }
 
+/* Notes the first write that replaces a record by an older version of its
+ * key (see sim_disk.h); u is the write's undo entry, which holds what it
+ * replaces. */
+static void check_not_older(sim_disk *d, const undo_entry *u,
+                            const uint8_t *value, size_t value_len) {
+  dht_kv was, now;
+
+  if (!u->existed || d->env->regression[0] != '\0') {
+    return;
+  }
+  memset(&was, 0, sizeof(was));
+  memset(&now, 0, sizeof(now));
+  dht_record_parse(u->old, u->old_len, &was);
+  dht_record_parse(value, value_len, &now);
+  if (dht_version_cmp(&now.version, &was.version) < 0) {
+    snprintf(d->env->regression, sizeof(d->env->regression),
+             "key %.*s: its %s of stamp %" PRIu64
+             " was replaced by an older %s of stamp %" PRIu64,
+             (int)(u->key_len < 64 ? u->key_len : 64), (const char *)u->key,
+             was.tombstone ? "tombstone" : "value", was.version.hlc,
+             now.tombstone ? "tombstone" : "value", now.version.hlc);
+  }
+}
+
 static void free_undo(sim_disk *d) {
   size_t i;
 
@@ -146,6 +172,7 @@ static int disk_put(dht_store *st, const dht_id *key_id, const uint8_t *key,
     return io_error(d, &d->env->write_errors);
   }
   save_undo(d, key_id, key, key_len);
+  check_not_older(d, &d->undo[d->n_undo - 1], value, value_len);
   rv = dht_store_put(d->contents, key_id, key, key_len, value, value_len);
   if (rv != 0) {
     fprintf(stderr, "dht-sim: out of memory (disk)\n");
@@ -252,6 +279,7 @@ int sim_disk_commit(sim_disk *d) {
 void sim_disk_crash(sim_disk *d) { roll_back(d); }
 
 void sim_disk_wipe(sim_disk *d) {
+  d->env->wipes++;
   free_undo(d);
   dht_store_del(d->contents);
   d->contents = new_contents();

@@ -16,6 +16,12 @@
  *     the group is rolled back (LMDB discards the group's transaction); a
  *     disk set full fails every such commit until space returns.
  * A commit with nothing pending always succeeds, as in LMDB.
+ *
+ * It also checks, at every write, that no record is replaced by an older
+ * version of its key: whatever merges copies must keep the newer one, so a
+ * write that loses to the record it would replace is a bug wherever it
+ * comes from. The first such write is described in env->regression for the
+ * world to report (the write still happens, so the run shows its effects).
  */
 #ifndef SIM_DISK_H
 #define SIM_DISK_H
@@ -45,6 +51,9 @@ typedef struct sim_disk_env {
                               crashes */
   uint64_t read_errors;    /* injected EIO on get and scan */
   uint64_t write_errors;   /* injected EIO on put and remove */
+  uint64_t wipes;          /* disks wiped (sim_disk_wipe) */
+  char regression[256];    /* the first write that replaced a record by an
+                              older version, "" while there is none */
 } sim_disk_env;
 
 typedef struct sim_disk sim_disk;

@@ -207,7 +207,8 @@ static uint64_t mix_peer(uint64_t h, const dht_id *id, const char *addr) {
 /* After every call into a node: its successor list is clockwise from it,
  * free of duplicates and of itself (unless it is the only entry), no longer
  * than succ_list_len; its successors and predecessor are real nodes; its
- * pending requests stay within pending_max. */
+ * pending requests stay within pending_max; it replaced no record on its
+ * disk by an older version. */
 static void check_structure(sim_world *w, uint32_t slot) {
   sim_node *n = &w->nodes[slot];
   dht_id ids[DHT_SUCC_LIST_MAX];
@@ -221,6 +222,11 @@ static void check_structure(sim_world *w, uint32_t slot) {
 
   if (!dht_node_check_invariants(n->node, why, sizeof(why))) {
     sim_world_fail(w, "%s: invariant broken: %s", n->addr, why);
+    return;
+  }
+  if (w->disks.regression[0] != '\0') {
+    sim_world_fail(w, "%s went back in time on its disk: %s", n->addr,
+                   w->disks.regression);
     return;
   }
   if (dht_node_pending_count(n->node) > w->settings.pending_max) {
@@ -1219,6 +1225,7 @@ static size_t write_send(sim_world *w, uint32_t slot, const char *key,
   }
   op->writer = (uint32_t)sim_rng_below(&w->writer_rng, SIM_WRITERS);
   op->ver = writer_stamp(w, op->writer);
+  op->wipes_at_send = w->disks.wipes;
   write_deliver(w, index);
   return index;
 }
@@ -1246,6 +1253,55 @@ static bool reply_fits(sim_op_kind kind, dht_msg_type type) {
     return type == DHT_MSG_OK;
   }
   return false;
+}
+
+/* Whether a disk, of a running node or a stopped one, holds the write's key
+ * at its version or a newer one. */
+static bool disk_holds(const sim_world *w, const sim_op *op) {
+  size_t i;
+
+  for (i = 0; i < w->n_nodes; i++) {
+    const uint8_t *rec;
+    size_t rec_len;
+    dht_kv kv;
+    if (dht_store_get(w->nodes[i].store, &op->target, op->write_key,
+                      op->write_key_len, &rec, &rec_len) != 0) {
+      continue;
+    }
+    memset(&kv, 0, sizeof(kv));
+    dht_record_parse(rec, rec_len, &kv);
+    if (dht_version_cmp(&kv.version, &op->ver) >= 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/*
+ * An acknowledgement in time (OK, or NOT_FOUND to a DEL) means the write is
+ * durable (DESIGN.md, "Replication"): when it reaches the client, some
+ * disk, of a running node or a stopped one, holds it or a newer write of
+ * the key. (It was on two when the owner answered, but a holder outside
+ * the key's range may hand its copy to one that has it already before the
+ * answer arrives.) A disk wiped since the write was sent may rightly have
+ * taken the copy with it.
+ */
+static void check_acked_write(sim_world *w, size_t index, const sim_op *op) {
+  bool acked =
+      op->reply_type == DHT_MSG_OK ||
+      (op->kind == SIM_OP_DEL && op->reply_type == DHT_MSG_ERROR &&
+       op->error_code == DHT_ERR_NOT_FOUND);
+
+  if (acked && op->replied_ms - op->sent_ms <= SIM_CLIENT_TIMEOUT_MS &&
+      op->wipes_at_send == w->disks.wipes && !disk_holds(w, op)) {
+    sim_world_fail(w,
+                   "client request %zu via %s: %s of key %.*s (stamp %" PRIu64
+                   ") acknowledged, but no disk holds it or anything newer",
+                   index, w->nodes[op->via_slot].addr,
+                   op->kind == SIM_OP_PUT ? "PUT" : "DEL",
+                   (int)op->write_key_len, (const char *)op->write_key,
+                   op->ver.hlc);
+  }
 }
 
 static void record_client_reply(sim_world *w, const sim_event *ev) {
@@ -1335,6 +1391,9 @@ static void record_client_reply(sim_world *w, const sim_event *ev) {
     break;
   default:
     break;
+  }
+  if (op->kind == SIM_OP_PUT || op->kind == SIM_OP_DEL) {
+    check_acked_write(w, index, op);
   }
   dht_msg_free(&msg);
 }

@@ -114,6 +114,7 @@ typedef struct sim_op {
   uint32_t writer;          /* the writer that stamped it */
   dht_version ver;          /* the version it carries now */
   uint32_t restamps;        /* STALE refusals answered by stamping anew */
+  uint64_t wipes_at_send;   /* PUT, DEL: disks wiped before it was sent */
 } sim_op;
 
 /* Writers the simulated client plays: each stamps writes as the client
