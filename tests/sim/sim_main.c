@@ -236,6 +236,21 @@ static const option_spec options[] = {
           "commits fail only on a full disk"),
     OPT32("--no-full-disks", NULL, no_full_disks, MODES_DISK_FAULTS,
           "disks never fill up"),
+    OPT32("--buggify", "MASK", buggify, MODES_RINGS,
+          "the core's fault points on while faults are (burst: while\n"
+          "                         the survivors repair), instead of as\n"
+          "                         drawn (each on for a quarter of the\n"
+          "                         seeds, firing at 0.1..10%): 1 timeout-\n"
+          "                         short (a request's wait cut to 1/8),\n"
+          "                         2 reply-delayed (a reply held up to 2\n"
+          "                         rpc timeouts), 4 store-put (a record\n"
+          "                         write fails: DHT_ERR_STORE), 8 send-\n"
+          "                         twice (a request sent twice); 0: drawn"),
+    OPT32("--buggify-ppm", "N", buggify_ppm, MODES_RINGS,
+          "the fault points that are on fire N in a million times the\n"
+          "                         core asks; 0: drawn per seed"),
+    OPT32("--no-buggify", NULL, no_buggify, MODES_RINGS,
+          "every fault point of the core off"),
     OPT32("--burst-k", "K", burst_k, MODE_BURST,
           "nodes crashed at once; 0: 2 + seed % 3"),
     OPT32("--burst-layout", "N", burst_layout, MODE_BURST,
