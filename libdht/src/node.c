@@ -393,6 +393,7 @@ void dht_node_conn_closed(dht_node *node, uint64_t conn) {
   if (b != NULL) {
     b->conn = 0;
   }
+  dht__delayed_drop_conn(node, conn);
 }
 
 void dht_node_peer_unreachable(dht_node *node, const char *addr,
@@ -419,6 +420,7 @@ void dht_node_commit_done(dht_node *node, int status, uint64_t now_ms) {
 
 void dht_node_handle_expiry(dht_node *node, uint64_t now_ms) {
   enter(node, now_ms);
+  dht__delayed_release(node);
   dht__pending_expire(node);
   dht__ring_timers(node);
   dht__repl_timers(node);
@@ -429,9 +431,13 @@ uint64_t dht_node_next_deadline(const dht_node *node) {
   uint64_t t = dht__ring_next_deadline(node);
   uint64_t repl = dht__repl_next_deadline(node);
   uint64_t pending = dht__pending_next_deadline(node);
+  uint64_t delayed = dht__delayed_next_deadline(node);
 
   if (repl < t) {
     t = repl;
+  }
+  if (delayed < t) {
+    t = delayed;
   }
   return pending < t ? pending : t;
 }

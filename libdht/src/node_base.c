@@ -52,6 +52,8 @@ int dht__base_init(dht_node *node, const dht_node_config *cfg,
   node->log_ud = cfg->log_ud;
   node->log_level = cfg->log_level;
   node->group_commit = cfg->group_commit;
+  node->fault = cfg->fault;
+  node->fault_ud = cfg->fault_ud;
   node->rng[0] = splitmix64(&seed);
   node->rng[1] = splitmix64(&seed);
   node->now_ms = now_ms;
@@ -81,6 +83,10 @@ void dht__base_free(dht_node *node) {
   free(node->peers);
   free(node->outbox);
   free(node->held);
+  for (i = 0; i < node->n_delayed; i++) {
+    free(node->delayed[i].frame);
+  }
+  free(node->delayed);
   dht_buf_free(&node->arena);
 }
 
@@ -556,6 +562,15 @@ void dht__pending_on_reply(dht_node *node, const dht_msg *msg) {
 static void outbox_send_frame(dht_node *node, int32_t peer,
                               const dht_buf *frame);
 
+/* How long a request waits for its reply: wait_ms, or an eighth of it where
+ * the fault point says, as if the network had turned slow. */
+static uint64_t request_wait(dht_node *node, uint64_t wait_ms) {
+  if (dht__fault(node, DHT_FAULT_TIMEOUT_SHORT)) {
+    return wait_ms / 8 > 0 ? wait_ms / 8 : 1;
+  }
+  return wait_ms;
+}
+
 /* Resends or fails every request that is due, earliest first. A failure
  * handler may make other requests due at once (a peer declared dead fails
  * everything sent to it); they are taken in the same pass. */
@@ -570,7 +585,8 @@ void dht__pending_expire(dht_node *node) {
     if (!p->accepted && p->sends <= node->set.rpc_retries) {
       /* back off: the peer may only be slow */
       dht__pending_rearm(node, p,
-                         (uint64_t)dht__rto(node, p->peer) << p->sends);
+                         request_wait(node, (uint64_t)dht__rto(node, p->peer)
+                                                << p->sends));
       p->sends++;
       if (node->peers[p->peer].rto_backoff < RTO_BACKOFF_MAX) {
         node->peers[p->peer].rto_backoff++;
@@ -687,8 +703,11 @@ int dht__pending_send(dht_node *node, dht__pending *p, dht_msg *msg) {
   p->sends = 1;
   p->accepted = false;
   p->sent_ms = node->now_ms;
-  dht__pending_rearm(node, p, dht__rto(node, p->peer));
+  dht__pending_rearm(node, p, request_wait(node, dht__rto(node, p->peer)));
   outbox_send_frame(node, p->peer, &p->frame);
+  if (dht__fault(node, DHT_FAULT_SEND_TWICE)) {
+    outbox_send_frame(node, p->peer, &p->frame);
+  }
   return 0;
 }
 
@@ -710,6 +729,81 @@ void dht__send(dht_node *node, int32_t peer, dht_msg *msg) {
   dht_buf_free(&frame);
 }
 
+/* Holds an encoded reply back for 1 .. 2 * rpc_timeout_ms. Returns false
+ * when it cannot (no room, no memory): the reply then goes out at once. */
+static bool delay_reply(dht_node *node, uint64_t conn, const uint8_t *frame,
+                        size_t len) {
+  dht__delayed_reply *d;
+
+  if (node->delayed == NULL) {
+    node->delayed = malloc(DHT__DELAYED_MAX * sizeof(*node->delayed));
+  }
+  if (node->delayed == NULL || node->n_delayed == DHT__DELAYED_MAX) {
+    return false;
+  }
+  d = &node->delayed[node->n_delayed];
+  d->frame = malloc(len);
+  if (d->frame == NULL) {
+    return false;
+  }
+  memcpy(d->frame, frame, len);
+  d->len = len;
+  d->conn = conn;
+  d->due_ms = node->now_ms + 1 +
+              dht__rand(node) % (2 * (uint64_t)node->set.rpc_timeout_ms);
+  node->n_delayed++;
+  return true;
+}
+
+uint64_t dht__delayed_next_deadline(const dht_node *node) {
+  uint64_t t = DHT_TIME_NEVER;
+  uint32_t i;
+
+  for (i = 0; i < node->n_delayed; i++) {
+    if (node->delayed[i].due_ms < t) {
+      t = node->delayed[i].due_ms;
+    }
+  }
+  return t;
+}
+
+/* release: sends the held replies that are due; else forgets conn's. The
+ * others stay, in order. */
+static void delayed_filter(dht_node *node, uint64_t conn, bool release) {
+  uint32_t i, kept = 0;
+
+  for (i = 0; i < node->n_delayed; i++) {
+    dht__delayed_reply *d = &node->delayed[i];
+    bool go = release ? d->due_ms <= node->now_ms : d->conn == conn;
+    if (!go) {
+      node->delayed[kept++] = *d;
+      continue;
+    }
+    if (release) {
+      size_t off = node->arena.len;
+      dht__outbox_entry *e;
+      if (dht_buf_reserve(&node->arena, d->len) == 0 &&
+          (e = outbox_push(node, DHT_ACTION_REPLY)) != NULL) {
+        dht_buf_append(&node->arena, d->frame, d->len);
+        e->conn = d->conn;
+        e->frame_off = off;
+        e->frame_len = d->len;
+        node->counters.frames_out++;
+      } else {
+        node->counters.reply_failures++;
+      }
+    }
+    free(d->frame);
+  }
+  node->n_delayed = kept;
+}
+
+void dht__delayed_release(dht_node *node) { delayed_filter(node, 0, true); }
+
+void dht__delayed_drop_conn(dht_node *node, uint64_t conn) {
+  delayed_filter(node, conn, false);
+}
+
 /* Queues msg as the reply on conn. A reply that cannot be queued is counted
  * and logged here; the asker then times out. */
 void dht__reply(dht_node *node, uint64_t conn, dht_msg *msg) {
@@ -718,6 +812,13 @@ void dht__reply(dht_node *node, uint64_t conn, dht_msg *msg) {
   int rv;
 
   rv = dht_msg_encode(msg, &node->arena);
+  if (rv == 0 && msg->type != DHT_MSG_ACCEPTED &&
+      dht__fault(node, DHT_FAULT_REPLY_DELAYED) &&
+      delay_reply(node, conn, node->arena.data + off,
+                  node->arena.len - off)) {
+    node->arena.len = off;
+    return;
+  }
   if (rv == 0 && (e = outbox_push(node, DHT_ACTION_REPLY)) != NULL) {
     e->conn = conn;
     e->frame_off = off;

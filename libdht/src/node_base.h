@@ -28,6 +28,10 @@ void dht__base_free(dht_node *node);
 void dht__log(dht_node *node, dht_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint64_t dht__rand(dht_node *node);
+/* Whether the host makes the fault happen here (dht/node.h). */
+static inline bool dht__fault(dht_node *node, dht_fault_point point) {
+  return node->fault != NULL && node->fault(node->fault_ud, point);
+}
 uint64_t dht__wall_ms(const dht_node *node);
 
 /* ---- peers ---- */
@@ -74,6 +78,12 @@ void dht__reply_ack(dht_node *node, uint64_t conn, uint64_t rid,
                     uint32_t hops, int answer);
 void dht__acks_release(dht_node *node, int status, const char *text);
 void dht__reply_accepted(dht_node *node, uint64_t conn, uint64_t rid);
+/* Replies held back by DHT_FAULT_REPLY_DELAYED: when the first is due
+ * (DHT_TIME_NEVER if none), sending those that are, forgetting a closed
+ * connection's. */
+uint64_t dht__delayed_next_deadline(const dht_node *node);
+void dht__delayed_release(dht_node *node);
+void dht__delayed_drop_conn(dht_node *node, uint64_t conn);
 void dht__emit_event(dht_node *node, dht_event event, int error);
 void dht__emit_close(dht_node *node, uint64_t conn);
 void dht__emit_disconnect(dht_node *node, const char *addr);

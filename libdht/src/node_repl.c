@@ -250,8 +250,10 @@ static int record_put(dht_node *node, const dht_id *key_id, const dht_kv *kv) {
   dht_buf_init(&rec);
   rv = record_build(&rec, kv);
   if (rv == 0) {
-    rv = dht_store_put(node->store, key_id, kv->key.p, kv->key.len, rec.data,
-                       rec.len);
+    rv = dht__fault(node, DHT_FAULT_STORE_PUT)
+             ? DHT_ERR_STORE
+             : dht_store_put(node->store, key_id, kv->key.p, kv->key.len,
+                             rec.data, rec.len);
     node->repl.wrote = true;
     if (rv != 0) {
       node->counters.store_errors++;

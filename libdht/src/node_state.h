@@ -71,6 +71,17 @@ typedef struct dht__held_ack {
   int answer;    /* 0: OK; DHT_ERR_NOT_FOUND: a DEL that found no value */
 } dht__held_ack;
 
+/* A reply held back by DHT_FAULT_REPLY_DELAYED until due_ms. */
+typedef struct dht__delayed_reply {
+  uint64_t due_ms; /* when it goes out, at the first expiry from then */
+  uint64_t conn;   /* where it goes */
+  uint8_t *frame;  /* the encoded frame (owned) */
+  size_t len;      /* bytes in frame */
+} dht__delayed_reply;
+
+/* Replies held back at once; a reply beyond them goes out at once. */
+#define DHT__DELAYED_MAX 64
+
 /* A node this one knows by address. */
 typedef struct dht__peer {
   dht_id id;                       /* ring position, when id_known */
@@ -376,6 +387,8 @@ struct dht_node {
   dht_log_fn log;                /* host's log sink, may be NULL */
   void *log_ud;                  /* passed to log */
   dht_log_level log_level;       /* lines above it are not formatted */
+  dht_fault_fn fault;            /* host's fault points, may be NULL */
+  void *fault_ud;                /* passed to fault */
   uint64_t rng[2];               /* xorshift128+ state, seeded by the host */
   uint64_t now_ms;               /* time of the call in progress */
   uint64_t wall_base_ms;         /* wall clock at created_ms */
@@ -410,6 +423,10 @@ struct dht_node {
   bool group_commit;             /* acknowledgements wait for commits */
   dht__held_ack *held;           /* acknowledgements waiting for one */
   size_t n_held, cap_held;       /* entries in use, allocated */
+  dht__delayed_reply *delayed;   /* replies held back by a fault point,
+                                    in the order sent; allocated at the
+                                    first (DHT__DELAYED_MAX entries) */
+  uint32_t n_delayed;            /* entries in delayed */
 
   dht_node_counters counters;    /* what happened, for STATS */
 

@@ -37,6 +37,10 @@ typedef struct sim_options {
   uint32_t no_eio;           /* 1: no EIO on reads and writes */
   uint32_t no_failed_commits; /* 1: commits fail only on a full disk */
   uint32_t no_full_disks;    /* 1: disks never fill up */
+  uint32_t buggify;          /* the core's fault points on, bit 1 << point
+                                (dht_fault_point); 0: drawn */
+  uint32_t buggify_ppm;      /* their rate when they fire; 0: drawn */
+  uint32_t no_buggify;       /* 1: every fault point off */
   uint32_t no_faults;        /* 1: skip the fault phase */
   uint32_t fault_ms;         /* fault phase length; 0: drawn in 20 s ..
                                 fault_ms_max */

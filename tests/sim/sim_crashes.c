@@ -950,6 +950,7 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
      * rest. */
     sim_swarm_start_disk_faults(&r.draws, w,
                                 4 * (uint64_t)o->crashes * o->crash_gap_ms);
+    sim_swarm_start_buggify(w);
   }
   start = w->now_ms;
   while (!w->failed && r.crashes + r.leaves + r.crashes_skipped < o->crashes) {
@@ -958,6 +959,7 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
     workload_gap(&r, "the change");
   }
   sim_swarm_heal_disks(w);
+  sim_swarm_stop_buggify(w);
   if (!w->failed) {
     r.phase = "drain";
     drain_ops(&r, w->now_ms + OPS_GRACE_MS);
@@ -1116,7 +1118,11 @@ void sim_burst_run(const sim_options *o, sim_run_result *result,
         r.keys[j].floor = 0;
       }
     }
+    /* The survivors repair under the core's fault points, if the seed
+     * turns any on; the checks at rest come after they stop. */
+    sim_swarm_start_buggify(w);
     repair_ms = await_repair(&r, "the crash");
+    sim_swarm_stop_buggify(w);
   }
   if (!w->failed) {
     r.phase = "heal";

@@ -87,8 +87,11 @@ static const mode_spec modes[] = {
      "                 clogged node, a put held by a short cut, paused\n"
      "                 neighbours, idle closes during a pause, a process\n"
      "                 crash's resets, slower paths, a paused relay's late\n"
-     "                 put); each must end in a converged ring with its\n"
-     "                 writes; cases marked as known core bugs must fail"},
+     "                 put; one per fault point of the core: waits cut\n"
+     "                 short, replies held back, record writes failing,\n"
+     "                 requests sent twice); each must end in a converged\n"
+     "                 ring with its writes; cases marked as known core\n"
+     "                 bugs must fail"},
     {"sweep", MODE_SWEEP,
      "fresh seeds for --minutes, --jobs at a time, each in a process of\n"
      "                 its own: seeds, crashes, burst and scenarios in turn,\n"
@@ -236,6 +239,22 @@ static const option_spec options[] = {
           "commits fail only on a full disk"),
     OPT32("--no-full-disks", NULL, no_full_disks, MODES_DISK_FAULTS,
           "disks never fill up"),
+    OPT32("--buggify", "MASK", buggify, MODES_RINGS,
+          "the core's fault points that act while faults are on (burst:\n"
+          "                         while the survivors repair), instead of\n"
+          "                         as drawn (each on for a quarter of the\n"
+          "                         seeds, firing at 0.1..10%):\n"
+          "                         1 timeout-short (a request's wait cut to\n"
+          "                         an eighth), 2 reply-delayed (a reply held\n"
+          "                         up to two rpc timeouts), 4 store-put (a\n"
+          "                         record write fails: DHT_ERR_STORE),\n"
+          "                         8 send-twice (a request sent twice);\n"
+          "                         0: drawn"),
+    OPT32("--buggify-ppm", "N", buggify_ppm, MODES_RINGS,
+          "the fault points that are on fire N in a million times the\n"
+          "                         core asks; 0: drawn per seed"),
+    OPT32("--no-buggify", NULL, no_buggify, MODES_RINGS,
+          "every fault point of the core off"),
     OPT32("--burst-k", "K", burst_k, MODE_BURST,
           "nodes crashed at once; 0: 2 + seed % 3"),
     OPT32("--burst-layout", "N", burst_layout, MODE_BURST,

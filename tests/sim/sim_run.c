@@ -744,6 +744,7 @@ static void phase_faults(run *r) {
   w->net.faults = r->sw.net;
   w->net.limits = r->sw.limits;
   sim_swarm_start_disk_faults(&r->draws, w, r->sw.fault_ms);
+  sim_swarm_start_buggify(w);
   plan_faults(r, start);
   while (!w->failed && w->now_ms < end) {
     fault_tick(r);
@@ -810,6 +811,7 @@ static void phase_heal(run *r) {
   r->phase = "heal";
   memset(&w->net.faults, 0, sizeof(w->net.faults));
   sim_swarm_heal_disks(w);
+  sim_swarm_stop_buggify(w);
   sim_net_path_faults_end(&w->net);
   for (i = 0; i < w->n_nodes; i++) {
     sim_world_resume(w, (uint32_t)i);

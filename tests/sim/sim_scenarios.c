@@ -1098,6 +1098,106 @@ static void del_across_partition(sim_world *w) {
              "key");
 }
 
+/* ---- the core's fault points (sim_buggify.h) ---------------------------------- */
+
+/* A get during faults: an error or no answer is allowed, a value other
+ * than the acknowledged one, or "not found", is not. */
+static void get_not_wrong(sim_world *w, const char *key, const char *value,
+                          const char *why) {
+  size_t op = sim_world_get(w, random_awake(w, SIM_NO_SLOT), key, value);
+  const sim_op *o;
+
+  sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
+  o = sim_world_op(w, op);
+  if (!w->failed && o->replies > 0 &&
+      ((o->reply_type == DHT_MSG_VALUE && !o->value_ok) ||
+       (o->reply_type == DHT_MSG_ERROR &&
+        o->error_code == DHT_ERR_NOT_FOUND) ||
+       (o->reply_type != DHT_MSG_VALUE && o->reply_type != DHT_MSG_ERROR))) {
+    sim_world_fail(w, "get of %s returned %s%.*s%s, not %s (%s)", key,
+                   o->reply_type == DHT_MSG_VALUE ? "\"" : "",
+                   o->reply_type == DHT_MSG_VALUE ? (int)o->value_len : 0,
+                   o->reply_type == DHT_MSG_VALUE ? (const char *)o->value : "",
+                   o->reply_type == DHT_MSG_VALUE ? "\""
+                   : o->reply_type == DHT_MSG_ERROR
+                       ? dht_errname(o->error_code)
+                       : "a reply of the wrong type",
+                   value, why);
+  }
+  sim_world_clear_ops(w);
+}
+
+/*
+ * One fault point of the core fires at prob on every node while keys are
+ * put and read on a ring of 8: each acknowledged put must read back at once
+ * and twice more from random nodes (an error is allowed while the point
+ * fires, a wrong value or "not found" is not). The point then stops; the
+ * ring must converge within CONVERGE_MS (a peer falsely declared dead must
+ * be taken back) and every acknowledged key read back.
+ */
+static void under_fault_point(sim_world *w, dht_fault_point point,
+                              double prob, const char *prefix) {
+  bool acked[SCENARIO_KEYS];
+  char key[32], value[40];
+  int i, j;
+
+  build_ring(w, 8);
+  if (w->failed) {
+    return;
+  }
+  w->buggify.prob[point] = prob;
+  w->buggify.active = true;
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "%s%d", prefix, i);
+    snprintf(value, sizeof(value), "%s-v", key);
+    acked[i] = put_once(w, random_awake(w, SIM_NO_SLOT), key, value);
+    for (j = 0; j < 3 && acked[i] && !w->failed; j++) {
+      get_not_wrong(w, key, value, "acknowledged while the point fired");
+    }
+    sim_world_run_until(w, w->now_ms + 500);
+  }
+  w->buggify.active = false;
+  if (!w->failed && w->buggify.fired[point] == 0) {
+    sim_world_fail(w, "fault point %s never fired",
+                   sim_buggify_name(point));
+  }
+  if (!w->failed) {
+    sim_ring_converge(w, CONVERGE_MS, false, sim_buggify_name(point));
+  }
+  sim_world_run_until(w, w->now_ms + 5000);
+  for (i = 0; i < SCENARIO_KEYS && !w->failed; i++) {
+    snprintf(key, sizeof(key), "%s%d", prefix, i);
+    snprintf(value, sizeof(value), "%s-v", key);
+    if (acked[i]) {
+      get_expect(w, key, value, "acknowledged while the point fired");
+    }
+  }
+}
+
+/* Half the waits are cut to an eighth: replies look lost, requests are
+ * resent, and a quarter of the requests fail although the peer lives. */
+static void timeouts_cut_short(sim_world *w) {
+  under_fault_point(w, DHT_FAULT_TIMEOUT_SHORT, 0.2, "short");
+}
+
+/* A third of the replies come up to two rpc timeouts late: after the
+ * asker's resend, or after it gave up and reused the request's slot. */
+static void replies_held_back(sim_world *w) {
+  under_fault_point(w, DHT_FAULT_REPLY_DELAYED, 0.3, "late");
+}
+
+/* A tenth of the record writes fail: the write, the replica's copy, the
+ * repair or the hand-off that wanted each must not be acknowledged. */
+static void store_puts_fail(sim_world *w) {
+  under_fault_point(w, DHT_FAULT_STORE_PUT, 0.1, "sput");
+}
+
+/* Half the requests go out twice: every one is executed twice and its
+ * second answer matches nothing. */
+static void requests_sent_twice(sim_world *w) {
+  under_fault_point(w, DHT_FAULT_SEND_TWICE, 0.5, "twice");
+}
+
 typedef struct scenario {
   const char *name;
   void (*play)(sim_world *w);
@@ -1132,6 +1232,10 @@ static const scenario scenarios[] = {
     {"slower-paths-for-good", slower_paths_for_good, NULL},
     {"paused-relay-late-put", paused_relay_late_put, NULL},
     {"del-across-partition", del_across_partition, NULL},
+    {"timeouts-cut-short", timeouts_cut_short, NULL},
+    {"replies-held-back", replies_held_back, NULL},
+    {"store-puts-fail", store_puts_fail, NULL},
+    {"requests-sent-twice", requests_sent_twice, NULL},
 };
 
 int sim_scenarios(const sim_options *o) {
@@ -1151,6 +1255,9 @@ int sim_scenarios(const sim_options *o) {
       settings.replicas = o->core_replicas;
     }
     sim_world_init(&w, o->seed, &settings);
+    /* Every fault point off, its stream seeded: the cases that use one
+     * turn it on themselves. */
+    sim_buggify_draw(&w.buggify, o->seed, 0, 0, true);
     w.replicas = o->replicas != 0 ? o->replicas : settings.replicas;
     w.log_on = o->log_level > 0;
     w.log_level = (dht_log_level)(o->log_level > 0 ? o->log_level - 1 : 0);

@@ -58,6 +58,10 @@ void sim_swarm_draw(sim_swarm *sw, sim_rng *g, const sim_options *o) {
   disks.commit_error = 0.01 * sim_rng_unit(g);
   fills = 0.1 * sim_rng_unit(g);
   sim_rng_fork(g, &sw->rng);
+  /* From a stream of its own, so that g, and every draw after, is what it
+   * was before the fault points existed. */
+  sim_buggify_draw(&sw->buggify, o->seed, o->buggify, o->buggify_ppm,
+                   o->no_buggify != 0);
 
   if (o->succ_list_len != 0) {
     succ_list_len = o->succ_list_len;
@@ -200,6 +204,7 @@ void sim_swarm_report(const sim_swarm *sw, const sim_options *o,
                     100 * sw->disks.commit_error, 60 * sw->disk_fills_per_s,
                     sw->disk_full_ms_max / 1000.0);
   }
+  sim_buggify_report(&sw->buggify, report);
 }
 
 void sim_swarm_drawn(const sim_swarm *sw, sim_drawn_settings *out) {
@@ -214,6 +219,7 @@ void sim_swarm_apply(const sim_swarm *sw, sim_world *w) {
   w->settings = sw->settings;
   w->replicas = sw->replicas;
   w->clocks = sw->clocks;
+  w->buggify = sw->buggify;
 }
 
 void sim_swarm_start_disk_faults(sim_swarm *sw, sim_world *w,
@@ -243,6 +249,10 @@ void sim_swarm_heal_disks(sim_world *w) {
   sim_world_free_disks(w);
 }
 
+void sim_swarm_start_buggify(sim_world *w) { w->buggify.active = true; }
+
+void sim_swarm_stop_buggify(sim_world *w) { w->buggify.active = false; }
+
 void sim_swarm_report_totals(const sim_world *w, sim_text *report) {
   const sim_disk_env *d = &w->disks;
 
@@ -256,6 +266,7 @@ void sim_swarm_report_totals(const sim_world *w, sim_text *report) {
                   d->commits, d->commits_failed, d->writes_lost,
                   w->disk_fills, d->read_errors, d->write_errors,
                   w->clock_steps, w->restamps, w->leaves, w->leave_timeouts);
+  sim_buggify_report_totals(&w->buggify, report);
 }
 
 bool sim_swarm_skew_refusal_possible(const sim_swarm *sw, const sim_world *w,

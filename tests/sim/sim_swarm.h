@@ -39,6 +39,7 @@ typedef struct sim_swarm {
   double disk_fills_per_s; /* disks filling up (all nodes together) */
   uint32_t disk_full_ms_max; /* longest a disk stays full */
   sim_rng rng;             /* when and where disks fill up */
+  sim_buggify buggify;     /* the core's fault points (sim_buggify.h) */
 } sim_swarm;
 
 /* Draws sw from g, then applies o's overrides. */
@@ -58,6 +59,10 @@ void sim_swarm_start_disk_faults(sim_swarm *sw, sim_world *w,
                                  uint64_t fault_ms);
 /* Turns them off: every disk works and has space again. */
 void sim_swarm_heal_disks(sim_world *w);
+/* The core's fault points act (start) or stop acting, as sw's plan says
+ * (sim_swarm_apply gave the world the plan, not acting). */
+void sim_swarm_start_buggify(sim_world *w);
+void sim_swarm_stop_buggify(sim_world *w);
 /* Whether a write stamped stamp_ms may be refused with CLOCK_SKEW now: a
  * node refuses a stamp further ahead of its time (or its neighbours', when
  * both say it is behind) than the skew bound, which a writer whose clock

@@ -890,6 +890,8 @@ void sim_world_start(sim_world *w, uint32_t slot) {
   cfg.log = w->log_on ? log_line : NULL;
   cfg.log_ud = w;
   cfg.log_level = w->log_level;
+  cfg.fault = sim_buggify_ask;
+  cfg.fault_ud = &w->buggify;
   rv = dht_node_new(&n->node, &cfg, w->now_ms);
   if (rv != 0) {
     n->node = NULL;

@@ -34,6 +34,7 @@
 #include <stdio.h>
 
 #include "dht/node.h"
+#include "sim_buggify.h"
 #include "sim_clock.h"
 #include "sim_disk.h"
 #include "sim_net.h"
@@ -148,6 +149,7 @@ typedef struct sim_world {
   sim_writer writers[SIM_WRITERS]; /* the client's writers */
   sim_rng writer_rng;      /* which writer writes, their clocks and ids */
   sim_disk_env disks;      /* how the disks fail, and their totals */
+  sim_buggify buggify;     /* the core's fault points: every node asks it */
   uint32_t disk_epoch;     /* bumped when every disk is freed: disk-full
                               events planned before are void */
   dht_log_level log_level; /* node log lines up to this level go to stderr */

@@ -45,6 +45,36 @@ typedef enum dht_log_level {
  * the node's short id and the time. Only called for levels <= log_level. */
 typedef void (*dht_log_fn)(void *ud, dht_log_level level, const char *line);
 
+/*
+ * Fault points (FoundationDB's BUGGIFY): places where the core asks its host
+ * whether to misbehave in a way a real deployment can also produce, so that
+ * a simulator can reach rare paths often. Each is something the node must
+ * survive without losing an acknowledged write. A host that sets no fault
+ * callback (dhtd) gets none: the core tests one pointer per point.
+ */
+typedef enum dht_fault_point {
+  DHT_FAULT_TIMEOUT_SHORT, /* a request's wait (first send or resend) is cut
+                              to an eighth of its RTO: a slow reply looks
+                              lost, and a live peer may be declared dead */
+  DHT_FAULT_REPLY_DELAYED, /* a reply (any but ACCEPTED, which must precede
+                              its request's result) is held for up to twice
+                              rpc_timeout_ms and sent at a later timer
+                              expiry: it reaches the asker late, after its
+                              timeout and resend, or out of order */
+  DHT_FAULT_STORE_PUT,     /* a record write fails as if the store refused
+                              it (DHT_ERR_STORE, nothing written): the
+                              write, replica copy, repair or hand-off that
+                              wanted it must not be acknowledged */
+  DHT_FAULT_SEND_TWICE,    /* a request's first send goes out twice under
+                              one request id: the receiver executes it
+                              twice and the second answer is unmatched */
+  DHT_FAULT_POINTS         /* how many there are */
+} dht_fault_point;
+
+/* Asked at each fault point: true makes the fault happen there. The core
+ * asks only where the fault would apply, so a host may count the answers. */
+typedef bool (*dht_fault_fn)(void *ud, dht_fault_point point);
+
 /* Tunables. dht_settings_default() fills in the defaults given here. */
 typedef struct dht_settings {
   uint32_t succ_list_len;           /* successors kept, 1..DHT_SUCC_LIST_MAX: 4 */
@@ -99,6 +129,8 @@ typedef struct dht_node_config {
   dht_log_fn log;        /* may be NULL */
   void *log_ud;          /* passed to log */
   dht_log_level log_level; /* lines above this level are not formatted */
+  dht_fault_fn fault;    /* fault injection for simulators; NULL: none */
+  void *fault_ud;        /* passed to fault */
 } dht_node_config;
 
 typedef enum dht_node_state {
