@@ -513,7 +513,7 @@ int cli_bench(cli_ctx *ctx, int argc, char **argv) {
   for (c = 0; c < b.conns_n; c++) {
     b.conns[c].slots = calloc(b.pipeline, sizeof(slot));
     if (b.conns[c].slots == NULL ||
-        dht_client_new(&b.conns[c].c, ctx->node, NULL) != 0) {
+        dht_client_new(&b.conns[c].c, ctx->node, &ctx->settings) != 0) {
       rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM,
                     "cannot set up connection %llu", (unsigned long long)c);
       goto out;

@@ -81,6 +81,8 @@ const char cli_check_usage[] =
     "Exit 0 when every invariant holds, 1 when one fails, 2 when the check\n"
     "could not run (no start node answers, bad arguments, a node without\n"
     "SCAN).\n"
+    "In a closed ring it needs the member key (--cluster-key-file): SCAN\n"
+    "and ACK_LOST are the ring's own messages, and a client key is refused.\n"
     "\n"
     "  --max-nodes N   give up after N nodes, 1..65536 [4096]\n"
     "  --replicas N    copies of each key, 1..64 [the start node's\n"
@@ -280,7 +282,7 @@ static int walk_start(check *k, dht_client_stats_result *st) {
   for (i = 0; i <= k->ctx->n_fallbacks; i++) {
     addr = i == 0 ? k->ctx->node : k->ctx->fallbacks[i - 1];
     c = NULL;
-    rv = dht_client_new(&c, addr, NULL);
+    rv = dht_client_new(&c, addr, &k->ctx->settings);
     if (rv == DHT_ERR_INVAL) {
       /* Only $DHT_NODE gets here: --node is checked when parsed. */
       return cli_fail(k->ctx, CLI_EXIT_ERROR, rv,
@@ -326,7 +328,7 @@ static void lost_ranges(check *k, const dht_client_peer *node,
 
   for (i = 0; i < st->n_lost; i++) {
     cli_lost_text(&st->lost[i], line, sizeof(line));
-    if (k->ack_lost && dht_client_new(&c, node->addr, NULL) == 0 &&
+    if (k->ack_lost && dht_client_new(&c, node->addr, &k->ctx->settings) == 0 &&
         dht_client_ack_lost(c, &st->lost[i].from, &st->lost[i].to,
                             k->ctx->timeout_ms) == 0) {
       if (!k->ctx->json) {
@@ -542,7 +544,7 @@ static int scan_node(check *k, size_t i) {
 
   memset(&from, 0, sizeof(from));
   memset(&prev, 0, sizeof(prev));
-  rv = dht_client_new(&c, n->self.addr, NULL);
+  rv = dht_client_new(&c, n->self.addr, &k->ctx->settings);
   if (rv != 0) {
     problem(k, P_SCAN, "%s: bad address", node_name(n, a, sizeof(a)));
     return 1;
@@ -908,6 +910,9 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
   k.ctx = ctx;
   rv = cli_scan_opts(ctx, argc, argv, cli_check_usage, check_num_opts,
                      CLI_COUNT_OF(check_num_opts), check_opt, &k);
+  if (rv == 0) {
+    rv = cli_need_member_key(ctx); /* SCAN is a member's message */
+  }
   if (rv != 0) {
     return rv < 0 ? cli_finish(ctx, CLI_EXIT_OK) : rv;
   }

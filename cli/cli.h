@@ -49,6 +49,10 @@ typedef struct cli_ctx {
   int timeout_ms;                           /* --timeout-ms */
   bool json;                                /* --json */
   const char *command; /* the command word, for JSON error objects */
+  const char *key_file; /* --cluster-key-file, else $DHT_CLUSTER_KEY_FILE,
+                           else NULL (an open ring) */
+  dht_client_settings settings; /* every client's: the defaults, and the
+                                   cluster key once cli_scan_args loaded it */
   char nodes_[CLI_NODES_MAX][DHT_ADDR_LEN_MAX + 1]; /* behind node and
                                                        fallbacks */
 } cli_ctx;
@@ -112,7 +116,15 @@ int cli_set_nodes(cli_ctx *ctx, const char *list, bool strict);
  * is set and --no-retry was not given. Returns 0, or an exit code (printed:
  * a bad $DHT_NODE address, out of memory). */
 int cli_open_client(cli_ctx *ctx, bool retry, dht_client **out);
-/* Handles --node, --timeout-ms, --no-retry and --json wherever they
+/* Loads ctx->key_file (if any) into ctx->settings, once; cli_scan_args
+ * calls it when a command's options are all read. Returns 0 or
+ * CLI_EXIT_ERROR (printed: unreadable, not a key, readable by others). */
+int cli_load_key(cli_ctx *ctx);
+/* For the commands that read the ring's internals (ring, check): refuses a
+ * client key, which the nodes would refuse too. Returns 0 or
+ * CLI_EXIT_ERROR (printed). */
+int cli_need_member_key(cli_ctx *ctx);
+/* Handles --node, --timeout-ms, --no-retry, --cluster-key-file and --json wherever they
  * appear. Returns 1 when the option was one of them (and consumed), 0 when
  * it was not, or CLI_EXIT_ERROR (printed) for a bad value; *rv gets the
  * exit code. */

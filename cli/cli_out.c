@@ -197,7 +197,7 @@ int cli_open_client(cli_ctx *ctx, bool retry, dht_client **out) {
   int rv;
 
   *out = NULL;
-  rv = dht_client_new(out, ctx->node, NULL);
+  rv = dht_client_new(out, ctx->node, &ctx->settings);
   if (rv == DHT_ERR_INVAL) {
     /* Only $DHT_NODE can get here: --node is checked when parsed. */
     return cli_fail(
@@ -238,6 +238,13 @@ int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv) {
       return 1;
     }
     *rv = cli_set_nodes(ctx, v, true);
+    return 1;
+  }
+  if (cli_opt_is(a, "--cluster-key-file")) {
+    if ((*rv = cli_opt_value(ctx, a, &v)) != 0) {
+      return 1;
+    }
+    ctx->key_file = v;
     return 1;
   }
   if (cli_opt_is(a, "--timeout-ms")) {
@@ -387,6 +394,11 @@ int cli_fail_call(const cli_ctx *ctx, dht_client *c, int rv, const char *key,
       strncmp(refusal, "node ", 5) == 0) {
     /* The node said which node refused, and why, in its own words. */
     return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", refusal);
+  }
+  if (rv == DHT_ERR_FORBIDDEN) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, rv,
+                    "%s (%s takes the ring's member key, not a client key)",
+                    dht_client_last_error(c), ctx->command);
   }
   return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_client_last_error(c));
 }
@@ -614,7 +626,30 @@ int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
     }
     return cli_unknown_opt(ctx, &a);
   }
+  return cli_load_key(ctx);
+}
+
+int cli_load_key(cli_ctx *ctx) {
+  char err[512];
+
+  if (ctx->key_file == NULL || ctx->settings.key.kind != DHT_KEY_NONE) {
+    return 0;
+  }
+  if (dht_ring_key_load(&ctx->settings.key, ctx->key_file, err, sizeof(err)) !=
+      0) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL, "%s", err);
+  }
   return 0;
+}
+
+int cli_need_member_key(cli_ctx *ctx) {
+  if (ctx->settings.key.kind != DHT_KEY_CLIENT) {
+    return 0;
+  }
+  return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_FORBIDDEN,
+                  "%s needs the ring's member key: %s holds a client key, "
+                  "which may only put, get, del, lookup, ping and ask stats",
+                  ctx->command, ctx->key_file);
 }
 
 /* What cli_scan_opts hands cli_scan_args for the command's options. */

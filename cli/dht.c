@@ -32,7 +32,7 @@
 
 static const char usage[] =
     "usage: dht [--node HOST:PORT[,HOST:PORT...]] [--timeout-ms N]\n"
-    "           [--no-retry] [--json] COMMAND [ARGS]\n"
+    "           [--no-retry] [--cluster-key-file FILE] [--json] COMMAND [ARGS]\n"
     "\n"
     "A client for a chord-dht ring. It talks to one node (dhtd), which routes\n"
     "each request to the node that owns the key.\n"
@@ -48,6 +48,7 @@ static const char usage[] =
     "  bench             load generator: throughput and latency\n"
     "  check             walk the ring and verify it and its replicas\n"
     "  load              bounded put/get workload, one CSV row a second\n"
+    "  keygen FILE       write a new cluster key (see dht keygen --help)\n"
     "  help [COMMAND]    this text, or a command's (also: dht COMMAND --help)\n"
     "\n"
     "Options, before or after the command:\n"
@@ -63,6 +64,14 @@ static const char usage[] =
     "                    default they retry transient failures (a node\n"
     "                    unreachable or busy, the ring repairing itself)\n"
     "                    within --timeout-ms\n"
+    "  --cluster-key-file FILE  the key of a closed ring (default\n"
+    "                    $DHT_CLUSTER_KEY_FILE; none: an open ring). Each\n"
+    "                    connection proves it, and frames are encrypted. A\n"
+    "                    member key may do everything; a client key (dht\n"
+    "                    keygen --client) only put, get, del, lookup, ping,\n"
+    "                    stats, bench and load: ring and check need the\n"
+    "                    member key. A node that does not take the key\n"
+    "                    closes the connection (error AUTH)\n"
     "  --json            print one JSON object on stdout instead of text\n"
     "  -h, --help        this text\n"
     "  --version         print the version\n"
@@ -126,7 +135,8 @@ static const char ring_usage[] =
     "list), a predecessor that is not the node before it, an id that differs\n"
     "from the one its predecessor lists, a walk that loops without coming\n"
     "back to the start or passes --max-nodes. Exit 0 when the ring is whole,\n"
-    "2 when there is any problem.\n"
+    "2 when there is any problem. In a closed ring it needs the member key\n"
+    "(--cluster-key-file); a client key is refused.\n"
     "\n"
     "  --max-nodes N   stop after N nodes, 1..65536 [4096]\n";
 
@@ -137,6 +147,21 @@ static const char stats_usage[] =
     "predecessor, its successor list, its distinct fingers (with the range\n"
     "of finger indexes i, finger i = successor(id + 2^i), each one covers)\n"
     "and every counter it reports.\n";
+
+static const char keygen_usage[] =
+    "usage: dht keygen FILE\n"
+    "       dht keygen --client MEMBER_KEY_FILE FILE\n"
+    "\n"
+    "Writes a new cluster key to FILE (mode 0600; an existing FILE is never\n"
+    "overwritten). Start every node of a ring with --cluster-key-file FILE:\n"
+    "only holders of the key can join it, read or write.\n"
+    "\n"
+    "With --client, writes instead the client key derived from the member\n"
+    "key in MEMBER_KEY_FILE: it lets a client put, get, del, lookup, ping and\n"
+    "ask stats, but not send the ring's internal messages, and the member\n"
+    "key cannot be computed from it. Keep both files secret.\n"
+    "\n"
+    "  --client MEMBER_KEY_FILE   derive the client key of that ring\n";
 
 static const char ping_usage[] =
     "usage: dht ping\n"
@@ -801,6 +826,9 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
 
   rv = cli_scan_opts(ctx, argc, argv, ring_usage, ring_num_opts,
                      CLI_COUNT_OF(ring_num_opts), NULL, &max_nodes);
+  if (rv == 0) {
+    rv = cli_need_member_key(ctx);
+  }
   if (rv != 0) {
     return rv < 0 ? CLI_EXIT_OK : rv;
   }
@@ -820,7 +848,7 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
   }
   /* The start is the first address alone, without its fallbacks. */
   c = NULL;
-  rv = dht_client_new(&c, ctx->node, NULL);
+  rv = dht_client_new(&c, ctx->node, &ctx->settings);
   if (rv == 0) {
     rv = dht_client_stats(c, st, ctx->timeout_ms);
   }
@@ -875,6 +903,66 @@ out:
   return rv;
 }
 
+/* ---- keygen ------------------------------------------------------------- */
+
+static int keygen_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  const char **member_file = ud;
+
+  if (!cli_opt_is(a, "--client")) {
+    return 0;
+  }
+  return cli_opt_value(ctx, a, member_file) == 0 ? 1 : CLI_EXIT_ERROR;
+}
+
+static int cmd_keygen(cli_ctx *ctx, int argc, char **argv) {
+  const char *member_file = NULL;
+  uint8_t raw[DHT_KEY_LEN];
+  cli_positional pos;
+  dht_ring_key key;
+  char err[512];
+  int rv;
+
+  ctx->key_file = NULL; /* keygen uses no key of $DHT_CLUSTER_KEY_FILE's */
+  rv = cli_scan_args(ctx, argc, argv, keygen_usage, 1, &pos, keygen_opt,
+                     &member_file);
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  if (pos.n != 1) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "keygen: missing FILE (see dht keygen --help)");
+  }
+  if (member_file != NULL) {
+    if (dht_ring_key_load(&key, member_file, err, sizeof(err)) != 0) {
+      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL, "%s", err);
+    }
+    if (key.kind != DHT_KEY_MEMBER) {
+      dht_ring_key_wipe(&key);
+      return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                      "%s holds a client key; --client needs the member key",
+                      member_file);
+    }
+  } else {
+    crypto_kdf_keygen(raw);
+    dht_ring_key_from_member(&key, raw);
+    sodium_memzero(raw, sizeof(raw));
+  }
+  rv = dht_ring_key_save(&key, member_file != NULL, pos.v[0], err,
+                         sizeof(err));
+  dht_ring_key_wipe(&key);
+  if (rv != 0) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", err);
+  }
+  if (ctx->json) {
+    printf("{\"ok\":true,\"command\":\"keygen\",\"kind\":\"%s\"}\n",
+           member_file != NULL ? "client" : "member");
+  } else {
+    printf("wrote a %s key to %s\n", member_file != NULL ? "client" : "member",
+           pos.v[0]);
+  }
+  return cli_finish(ctx, CLI_EXIT_OK);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 static int cmd_bench(cli_ctx *ctx, int argc, char **argv) {
@@ -889,7 +977,7 @@ static const command commands[] = {
     {"ring", cmd_ring, ring_usage}, {"stats", cmd_stats, stats_usage},
     {"ping", cmd_ping, ping_usage}, {"bench", cmd_bench, cli_bench_usage},
     {"check", cli_check, cli_check_usage}, {"load", cli_load, cli_load_usage},
-    {"help", cmd_help, usage},
+    {"keygen", cmd_keygen, keygen_usage}, {"help", cmd_help, usage},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -924,6 +1012,7 @@ static int cmd_help(cli_ctx *ctx, int argc, char **argv) {
 
 int main(int argc, char **argv) {
   const char *env = getenv("DHT_NODE"), *word = NULL;
+  const char *key_env = getenv("DHT_CLUSTER_KEY_FILE");
   const command *cmd;
   char shown[80];
   cli_ctx ctx;
@@ -934,6 +1023,8 @@ int main(int argc, char **argv) {
   (void)cli_set_nodes(
       &ctx, env != NULL && env[0] != '\0' ? env : CLI_NODE_DEFAULT, false);
   ctx.timeout_ms = CLI_TIMEOUT_MS_DEFAULT;
+  dht_client_settings_default(&ctx.settings);
+  ctx.key_file = key_env != NULL && key_env[0] != '\0' ? key_env : NULL;
   if (sodium_init() < 0) {
     return cli_fail(&ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM,
                     "libsodium failed to initialise");

@@ -688,9 +688,10 @@ static long node_index(const load *l, const char *addr) {
 
 /* Asks addr for STATS with a client of its own, for a node not on --node.
  * Returns 0 or a DHT_ERR_*. */
-static int stats_of(const char *addr, dht_client_stats_result *st) {
+static int stats_of(const load *l, const char *addr,
+                    dht_client_stats_result *st) {
   dht_client *c;
-  int rv = dht_client_new(&c, addr, NULL);
+  int rv = dht_client_new(&c, addr, &l->ctx->settings);
 
   if (rv == 0) {
     rv = dht_client_stats(c, st, QUIET_CALL_MS);
@@ -759,7 +760,7 @@ static bool quiet_poll(load *l, dht_client **clients, node_view *views,
     s = node_index(l, succ);
     if (s >= 0) {
       succ_pred = views[s].has_pred ? views[s].pred.addr : "";
-    } else if (stats_of(succ, st) == 0) {
+    } else if (stats_of(l, succ, st) == 0) {
       succ_pred = st->has_pred ? st->pred.addr : "";
     } else {
       snprintf(why, why_len, "%s's successor %s does not answer",
@@ -807,7 +808,7 @@ static int wait_quiet(load *l) {
   size_t i, cur = 0;
 
   for (i = 0; rv == 0 && i < l->n_nodes; i++) {
-    rv = dht_client_new(&clients[i], l->nodes[i], NULL) == 0 ? 0 : -1;
+    rv = dht_client_new(&clients[i], l->nodes[i], &l->ctx->settings) == 0 ? 0 : -1;
   }
   while (rv == 0) {
     node_view *now = views + cur * l->n_nodes,
@@ -1277,7 +1278,7 @@ static int make_client(load *l, uint64_t c) {
   dht_client **out = &l->workers[c].c;
   int rv;
 
-  rv = dht_client_new(out, l->nodes[first], NULL);
+  rv = dht_client_new(out, l->nodes[first], &l->ctx->settings);
   if (rv != 0) {
     return rv;
   }
@@ -1303,7 +1304,7 @@ static int ping_nodes(load *l) {
   int rv;
 
   for (i = 0; i < l->n_nodes; i++) {
-    if (dht_client_new(&c, l->nodes[i], NULL) != 0) {
+    if (dht_client_new(&c, l->nodes[i], &l->ctx->settings) != 0) {
       continue;
     }
     rv = dht_client_ping(c, NULL, timeout_ms);

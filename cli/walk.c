@@ -111,7 +111,7 @@ static int ask(walker *k, const char *addr, char *err, size_t err_len) {
   dht_client *c = NULL;
   int rv;
 
-  rv = dht_client_new(&c, addr, NULL);
+  rv = dht_client_new(&c, addr, &k->w->ctx->settings);
   if (rv != 0) {
     snprintf(err, err_len, "bad address %s", addr);
     return rv;

@@ -20,6 +20,7 @@
 #include "dht/client.h"
 #include "dht/err.h"
 #include "dht/node.h"
+#include "dht/seal.h"
 #include "dht/store_lmdb.h"
 #include "log.h"
 #include "net.h"
@@ -74,6 +75,17 @@ static const char usage[] =
     "  --out-queue-max BYTES  output queued to one connection before it is\n"
     "                         dropped; at least twice the largest frame\n"
     "                         (8388616) [16777216]\n"
+    "  --cluster-key-file FILE  run a closed ring: every connection must prove\n"
+    "                         it holds this ring's key (dht keygen FILE makes\n"
+    "                         one; mode 0600), and every frame is encrypted\n"
+    "                         and authenticated. Peers without it, or with\n"
+    "                         another ring's, are closed; holders of the\n"
+    "                         client key (dht keygen --client) may only put,\n"
+    "                         get, del, lookup, ping and ask stats. Every node\n"
+    "                         of a ring needs the same member key [open ring:\n"
+    "                         anyone who reaches the port is trusted]\n"
+    "  --handshake-timeout-ms N  with a key: close a connection that has not\n"
+    "                         proved it by then [5000]\n"
     "  --log-level LEVEL      error, warn, info or debug [info]\n"
     "  --help                 this text\n"
     "  --version              print the version\n";
@@ -90,6 +102,8 @@ typedef struct options {
   uint32_t max_conns;
   uint64_t out_queue_max;
   dht_log_level log_level;
+  const char *key_file;          /* --cluster-key-file, or NULL */
+  uint32_t handshake_timeout_ms; /* --handshake-timeout-ms */
   dht_settings settings;
 } options;
 
@@ -157,6 +171,7 @@ static int parse_args(int argc, char **argv, options *o) {
   o->max_conns = 1024;
   o->out_queue_max = 16u * 1024 * 1024;
   o->log_level = DHT_LOG_INFO;
+  o->handshake_timeout_ms = 5000;
   dht_settings_default(&o->settings);
 
   for (i = 1; i < argc; i++) {
@@ -237,6 +252,10 @@ static int parse_args(int argc, char **argv, options *o) {
                      2 * ((uint64_t)o->settings.limits.frame_len_max +
                           DHT_FRAME_HEADER_LEN),
                      (uint64_t)1 << 34, &o->out_queue_max);
+    } else if (strcmp(flag, "--cluster-key-file") == 0) {
+      o->key_file = val;
+    } else if (strcmp(flag, "--handshake-timeout-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 600000, &o->handshake_timeout_ms);
     } else if (strcmp(flag, "--log-level") == 0) {
       if (dhtd_log_level_parse(val, &o->log_level) != 0) {
         rv = fail("--log-level wants error, warn, info or debug, not '%s'",
@@ -391,6 +410,7 @@ static int open_store(const options *o, daemon_state *d) {
 
 int main(int argc, char **argv) {
   dht_node_config cfg;
+  dht_ring_key key;
   uv_timeval64_t wall;
   dhtd_net_config nc;
   daemon_state d;
@@ -427,6 +447,19 @@ int main(int argc, char **argv) {
   }
   signal(SIGPIPE, SIG_IGN); /* a peer that hangs up is an error code, not a
                                reason to die */
+
+  memset(&key, 0, sizeof(key));
+  if (o.key_file != NULL) {
+    if (dht_ring_key_load(&key, o.key_file, err, sizeof(err)) != 0) {
+      return fail("%s", err);
+    }
+    if (key.kind != DHT_KEY_MEMBER) {
+      dht_ring_key_wipe(&key);
+      return fail("%s holds a client key: a node needs the ring's member "
+                  "key (the file dht keygen FILE wrote)",
+                  o.key_file);
+    }
+  }
 
   memset(&d, 0, sizeof(d));
   d.loop = uv_default_loop();
@@ -475,6 +508,8 @@ int main(int argc, char **argv) {
   nc.on_event = on_node_event;
   nc.on_commit_failed = on_commit_failed;
   nc.ud = &d;
+  nc.key = key.kind != DHT_KEY_NONE ? &key : NULL;
+  nc.handshake_timeout_ms = o.handshake_timeout_ms;
   rv = dhtd_net_start(&d.net, d.loop, &nc, err, sizeof(err));
   if (rv != 0) {
     fail("%s", err);
@@ -499,9 +534,11 @@ int main(int argc, char **argv) {
                    o.sync_interval_ms);
   }
 
-  dhtd_log(DHT_LOG_INFO, "listening on %s as %s, keys in %s (%zu stored)",
+  dhtd_log(DHT_LOG_INFO, "listening on %s as %s, keys in %s (%zu stored), %s",
            o.listen, o.advertise, d.lmdb ? o.data_dir : "memory",
-           dht_store_count(d.store));
+           dht_store_count(d.store),
+           nc.key != NULL ? "closed ring (cluster key)"
+                          : "open ring (no cluster key)");
   if (o.join != NULL) {
     rv = dht_node_join(d.node, o.join, uv_now(d.loop));
   } else {
@@ -520,5 +557,6 @@ int main(int argc, char **argv) {
   dht_node_del(d.node);
   dht_store_del(d.store); /* commits what is pending */
   uv_loop_close(d.loop);
+  dht_ring_key_wipe(&key);
   return d.exit_code;
 }

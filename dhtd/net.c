@@ -18,6 +18,15 @@
  * requests, and a node that stopped reading them while its peer stopped
  * reading its requests would deadlock the pair until the drop. Memory per
  * connection is thus bounded by those settings and one frame of input.
+ *
+ * A closed ring (cfg.key): every connection gets a dht_seal. Bytes read go
+ * through it and only the frames it opens reach the node, with the role the
+ * handshake proved; frames the node sends are sealed on their way into the
+ * output buffer (held by the seal while an outgoing handshake is young). A
+ * handshake or frame that fails closes the connection at once, without a
+ * word to the peer; the node counts it (auth_failures) and the log says so
+ * at most once per AUTH_LOG_INTERVAL_MS. A timer closes the connections
+ * whose handshake outlives handshake_timeout_ms.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -25,10 +34,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "dht/client.h"
 #include "dht/err.h"
 #include "log.h"
 #include "net.h"
+
+/* Handshake failures are logged at most this often (the rest counted). */
+#define AUTH_LOG_INTERVAL_MS 10000
 
 typedef struct dhtd_conn dhtd_conn;
 
@@ -54,6 +68,8 @@ struct dhtd_conn {
   uint64_t last_active_ms; /* last byte in or out */
   uv_connect_t connect_req; /* outgoing: the connect */
   uv_getaddrinfo_t gai_req; /* outgoing: name resolution */
+  dht_seal *seal;         /* closed ring: this end of the key handshake and
+                             of the sealed frames; NULL in an open ring */
 };
 
 typedef struct write_req {
@@ -81,6 +97,9 @@ struct dhtd_net {
                                      (AF_UNSPEC: a wildcard, the kernel
                                      picks) */
   bool stopping;            /* dhtd_net_stop called */
+  uv_timer_t hs_timer;      /* closed ring: ends handshakes past deadline */
+  uint64_t auth_logged_ms;  /* when a handshake failure was last logged */
+  uint64_t auth_unlogged;   /* failures since then, not logged one by one */
   char read_buf[64 * 1024]; /* libuv reads land here first */
 };
 
@@ -152,7 +171,95 @@ static void conn_free(dhtd_conn *c) {
   net->n_conns--;
   dht_buf_free(&c->in);
   dht_buf_free(&c->out);
+  dht_seal_del(c->seal);
   free(c);
+}
+
+/* Closed ring: gives c its end of the handshake; an initiator's HELLO goes
+ * first into its output. Returns 0, or -1 (c must be closed). */
+static int conn_seal(dhtd_conn *c, bool initiator) {
+  dhtd_net *net = c->net;
+  uint8_t nonce[DHT_SEAL_NONCE_LEN];
+  dht_seal_settings set;
+
+  if (net->cfg.key == NULL) {
+    return 0;
+  }
+  dht_seal_settings_default(&set);
+  set.handshake_timeout_ms = net->cfg.handshake_timeout_ms;
+  set.frame_len_max = net->cfg.frame_len_max;
+  randombytes_buf(nonce, sizeof(nonce));
+  if (dht_seal_new(&c->seal, net->cfg.key, initiator, DHT_ROLE_MEMBER, nonce,
+                   &set, now_ms(net)) != 0) {
+    return -1;
+  }
+  return initiator && dht_seal_start(c->seal, &c->out) != 0 ? -1 : 0;
+}
+
+/* The peer of c, for the log: its address, or what the socket says. */
+static void conn_peer_name(dhtd_conn *c, char *buf, size_t len) {
+  struct sockaddr_storage ss;
+  int ss_len = sizeof(ss);
+  char host[64] = "?";
+
+  if (c->outgoing) {
+    snprintf(buf, len, "%s", c->addr);
+    return;
+  }
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &ss_len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+      snprintf(buf, len, "%s:%u", host,
+               ntohs(((struct sockaddr_in *)&ss)->sin_port));
+      return;
+    }
+    uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+    snprintf(buf, len, "[%s]:%u", host,
+             ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    return;
+  }
+  snprintf(buf, len, "?");
+}
+
+/* A handshake or sealed frame on c failed (code): counted by the node,
+ * logged rate-limited. The caller closes c; the peer is told nothing. */
+static void conn_auth_failed(dhtd_conn *c, int code) {
+  dhtd_net *net = c->net;
+  uint64_t now = now_ms(net);
+  char peer[DHT_ADDR_LEN_MAX + 1];
+  const char *why;
+
+  dht_node_count_auth_failure(net->cfg.node);
+  if (net->auth_logged_ms != 0 &&
+      now - net->auth_logged_ms < AUTH_LOG_INTERVAL_MS) {
+    net->auth_unlogged++;
+    return;
+  }
+  switch (code) {
+  case DHT_ERR_AUTH:
+    why = dht_seal_established(c->seal) ? "a frame failed authentication"
+                                        : "wrong cluster key";
+    break;
+  case DHT_ERR_MALFORMED:
+    why = "not a cluster-key handshake (no key, or an open-ring peer)";
+    break;
+  case DHT_ERR_TIMEOUT:
+    why = "handshake not finished in time";
+    break;
+  case DHT_ERR_TOO_LARGE:
+    why = "a sealed frame over the length limit";
+    break;
+  default:
+    why = dht_strerror(code);
+    break;
+  }
+  conn_peer_name(c, peer, sizeof(peer));
+  dhtd_log(DHT_LOG_WARN,
+           "closing conn %llu %s %s: %s (%llu more such closes unlogged)",
+           (unsigned long long)c->id, c->outgoing ? "to" : "from", peer, why,
+           (unsigned long long)net->auth_unlogged);
+  net->auth_logged_ms = now;
+  net->auth_unlogged = 0;
 }
 
 static void on_conn_closed(uv_handle_t *handle) {
@@ -246,30 +353,41 @@ static void conn_write(dhtd_conn *c) {
   }
 }
 
-static void conn_queue(dhtd_conn *c, const uint8_t *frame, size_t len) {
+/* Puts c on the flush list: its output is written this loop iteration. */
+static void conn_mark_dirty(dhtd_conn *c) {
   dhtd_net *net = c->net;
 
-  if (c->closing) {
-    return;
-  }
-  if (c->out.len + c->out_inflight + len > net->cfg.out_queue_max) {
-    dhtd_log(DHT_LOG_WARN,
-             "dropping conn %llu%s%s: %zu bytes of output not read",
-             (unsigned long long)c->id, c->outgoing ? " to " : "",
-             c->outgoing ? c->addr : "", c->out.len + c->out_inflight);
-    conn_close(c, true);
-    return;
-  }
-  if (dht_buf_append(&c->out, frame, len) != 0) {
-    conn_close(c, true);
-    return;
-  }
   if (!c->dirty) {
     c->dirty = true;
     c->next_dirty = net->dirty_head;
     net->dirty_head = c;
     uv_idle_start(&net->wake, on_wake);
   }
+}
+
+static void conn_queue(dhtd_conn *c, const uint8_t *frame, size_t len) {
+  dhtd_net *net = c->net;
+  size_t queued;
+
+  if (c->closing) {
+    return;
+  }
+  queued = c->out.len + c->out_inflight +
+           (c->seal != NULL ? dht_seal_held_len(c->seal) : 0);
+  if (queued + len > net->cfg.out_queue_max) {
+    dhtd_log(DHT_LOG_WARN,
+             "dropping conn %llu%s%s: %zu bytes of output not read",
+             (unsigned long long)c->id, c->outgoing ? " to " : "",
+             c->outgoing ? c->addr : "", queued);
+    conn_close(c, true);
+    return;
+  }
+  if ((c->seal != NULL ? dht_seal_send(c->seal, frame, len, &c->out)
+                       : dht_buf_append(&c->out, frame, len)) != 0) {
+    conn_close(c, true);
+    return;
+  }
+  conn_mark_dirty(c);
 }
 
 /* Once per loop iteration: make the store durable, tell the node how that
@@ -354,6 +472,35 @@ static long feed_frames(dhtd_conn *c, const uint8_t *data, size_t len) {
   return (long)off;
 }
 
+/* Closed ring: feeds the bytes read to c's seal, and every frame it opens
+ * to the node with the connection's role. A failure closes c. */
+static void feed_sealed(dhtd_conn *c, const uint8_t *data, size_t len) {
+  dhtd_net *net = c->net;
+  size_t out_before = c->out.len, flen;
+  const uint8_t *frame;
+  int rv;
+
+  rv = dht_seal_recv(c->seal, data, len, &c->out, now_ms(net));
+  if (c->out.len > out_before) {
+    conn_mark_dirty(c); /* the handshake's answer */
+  }
+  while (rv == 0 && !c->closing) {
+    rv = dht_seal_read(c->seal, &frame, &flen);
+    if (rv != 1) {
+      break;
+    }
+    dht_node_recv_as(net->cfg.node, c->id, dht_seal_role(c->seal),
+                     frame + DHT_FRAME_HEADER_LEN,
+                     flen - DHT_FRAME_HEADER_LEN, now_ms(net));
+    run_actions(net);
+    rv = 0;
+  }
+  if (rv < 0 && !c->closing) {
+    conn_auth_failed(c, rv);
+    conn_close(c, true);
+  }
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   dhtd_conn *c = stream->data;
   long used;
@@ -371,6 +518,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->last_active_ms = now_ms(c->net);
+  if (c->seal != NULL) {
+    feed_sealed(c, (const uint8_t *)buf->base, (size_t)nread);
+    return;
+  }
   if (c->in.len == c->in_off) {
     /* Nothing buffered: parse straight from the read buffer and keep only
      * the tail of a partial frame. */
@@ -519,6 +670,10 @@ static dhtd_conn *conn_to(dhtd_net *net, const char *addr) {
   snprintf(c->addr, sizeof(c->addr), "%s", addr);
   c->next_out = net->out_head;
   net->out_head = c;
+  if (conn_seal(c, true) != 0) {
+    conn_close(c, true);
+    return NULL;
+  }
   if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0 ||
       uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0) {
     start_connect(c, (const struct sockaddr *)&ss);
@@ -635,6 +790,22 @@ static void on_sweep(uv_timer_t *timer) {
   }
 }
 
+/* Closed ring: ends the handshakes that outlived their deadline. */
+static void on_hs_timer(uv_timer_t *timer) {
+  dhtd_net *net = timer->data;
+  uint64_t now = now_ms(net);
+  uint32_t i;
+
+  for (i = 0; i < net->cap_conns; i++) {
+    dhtd_conn *c = net->conns[i];
+    if (c != NULL && !c->closing && c->seal != NULL &&
+        now >= dht_seal_deadline(c->seal)) {
+      conn_auth_failed(c, DHT_ERR_TIMEOUT);
+      conn_close(c, true);
+    }
+  }
+}
+
 /* ---- accepting ------------------------------------------------------------------ */
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -669,6 +840,10 @@ static void on_connection(uv_stream_t *server, int status) {
   /* Accepted connections are never closed for idling (a client may sit
    * quietly), so let the kernel find the ones whose other end vanished. */
   uv_tcp_keepalive(&c->tcp, 1, 60);
+  if (conn_seal(c, false) != 0) {
+    conn_close(c, false);
+    return;
+  }
   c->connected = true;
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
@@ -740,6 +915,12 @@ int dhtd_net_start(dhtd_net **out, uv_loop_t *loop, const dhtd_net_config *cfg,
   net->sweep.data = net;
   uv_timer_start(&net->sweep, on_sweep, cfg->idle_close_ms / 2 + 1,
                  cfg->idle_close_ms / 2 + 1);
+  uv_timer_init(loop, &net->hs_timer);
+  net->hs_timer.data = net;
+  if (cfg->key != NULL) {
+    uint64_t every = cfg->handshake_timeout_ms / 4 + 1;
+    uv_timer_start(&net->hs_timer, on_hs_timer, every, every);
+  }
   uv_check_init(loop, &net->flush);
   net->flush.data = net;
   uv_check_start(&net->flush, on_flush);
@@ -765,6 +946,7 @@ void dhtd_net_stop(dhtd_net *net) {
   uv_close((uv_handle_t *)&net->listener, NULL);
   uv_close((uv_handle_t *)&net->timer, NULL);
   uv_close((uv_handle_t *)&net->sweep, NULL);
+  uv_close((uv_handle_t *)&net->hs_timer, NULL);
   uv_close((uv_handle_t *)&net->flush, NULL);
   uv_close((uv_handle_t *)&net->wake, NULL);
 }

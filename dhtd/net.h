@@ -6,7 +6,9 @@
  * armed from the node's next deadline, and output queues with back-pressure.
  * Replies and sends are queued per connection during a loop iteration and
  * written once per iteration, after the store has committed the writes they
- * acknowledge (group commit).
+ * acknowledge (group commit). With a cluster key, each connection starts
+ * with the key handshake and carries sealed frames (dht/seal.h); the node
+ * is told each connection's role with every frame.
  */
 #ifndef DHTD_NET_H
 #define DHTD_NET_H
@@ -18,6 +20,7 @@
 #include <uv.h>
 
 #include "dht/node.h"
+#include "dht/seal.h"
 #include "dht/store.h"
 
 typedef struct dhtd_net dhtd_net;
@@ -39,6 +42,11 @@ typedef struct dhtd_net_config {
   void (*on_commit_failed)(void *ud, int error); /* a store commit failed;
                                                     may be NULL */
   void *ud;                   /* passed to on_event */
+  const dht_ring_key *key;    /* borrowed: the cluster key of a closed ring
+                                 (every connection proves it, every frame is
+                                 sealed: dht/seal.h); NULL for an open ring */
+  uint32_t handshake_timeout_ms; /* with key: a connection that has not
+                                    finished its handshake by then is closed */
 } dhtd_net_config;
 
 /* Binds and listens. On failure returns a negative libuv code and writes a

@@ -93,6 +93,11 @@ struct dht_client {
   bool held;       /* reply (and its bytes at in_off) is handed out */
   size_t held_len; /* header + body of the held frame */
 
+  dht_seal *seal; /* closed ring: this end of the connection's seal */
+  dht_buf plain;  /* closed ring: a request encoded, before sealing */
+  dht_buf raw;    /* closed ring: bytes read, before opening */
+  bool got_bytes; /* the connection has received something */
+
   uint64_t next_rid;      /* rid of the next request; never 0 */
   char err[ERR_TEXT_MAX]; /* dht_client_last_error() */
   char refusal[ERR_TEXT_MAX]; /* dht_client_last_refusal() */
@@ -334,6 +339,7 @@ static void release(dht_client *c) {
 /* ---- lifecycle ---------------------------------------------------------- */
 
 void dht_client_settings_default(dht_client_settings *settings) {
+  memset(settings, 0, sizeof(*settings));
   dht_wire_limits_default(&settings->limits);
   settings->out_len_max = OUT_LEN_MAX_DEFAULT;
 }
@@ -370,6 +376,8 @@ int dht_client_new(dht_client **out, const char *addr,
   randombytes_buf(c->writer.b, DHT_ID_LEN);
   dht_buf_init(&c->out);
   dht_buf_init(&c->in);
+  dht_buf_init(&c->plain);
+  dht_buf_init(&c->raw);
   *out = c;
   return 0;
 }
@@ -384,6 +392,8 @@ void dht_client_close(dht_client *c) {
     close(c->fd);
     c->fd = -1;
   }
+  dht_seal_del(c->seal);
+  c->seal = NULL;
   c->out.len = 0;
   c->out_off = 0;
   c->in.len = 0;
@@ -397,6 +407,9 @@ void dht_client_del(dht_client *c) {
   dht_client_close(c);
   dht_buf_free(&c->out);
   dht_buf_free(&c->in);
+  dht_buf_free(&c->plain);
+  dht_buf_free(&c->raw);
+  sodium_memzero(&c->settings.key, sizeof(c->settings.key));
   free(c->fallbacks);
   free(c);
 }
@@ -512,6 +525,74 @@ static int connect_wait(int fd, int64_t deadline, int *err) {
   return 0;
 }
 
+static int read_some(dht_client *c);
+
+/* Closed ring: runs the key handshake on the fresh connection until both
+ * sides have proved the key, or the deadline. Returns 0, or with the
+ * connection closed DHT_ERR_AUTH (the node closed it: it does not take this
+ * key), DHT_ERR_TIMEOUT, DHT_ERR_UNAVAILABLE, DHT_ERR_NOMEM. */
+static int handshake_until(dht_client *c, int64_t deadline, int timeout_ms) {
+  uint8_t nonce[DHT_SEAL_NONCE_LEN];
+  dht_seal_settings set;
+  struct pollfd pfd;
+  int rv, n;
+
+  dht_seal_settings_default(&set);
+  /* The call's deadline bounds it; the seal's own must not cut in first. */
+  set.handshake_timeout_ms = 3600u * 1000u;
+  set.frame_len_max = c->settings.limits.frame_len_max;
+  randombytes_buf(nonce, sizeof(nonce));
+  rv = dht_seal_new(&c->seal, &c->settings.key, true,
+                    c->settings.key.kind == DHT_KEY_MEMBER ? DHT_ROLE_MEMBER
+                                                           : DHT_ROLE_CLIENT,
+                    nonce, &set, (uint64_t)now_ms());
+  if (rv == 0) {
+    rv = dht_seal_start(c->seal, &c->out);
+  }
+  if (rv != 0) {
+    set_err(c, "cannot start the cluster-key handshake with %s: %s",
+            c->node->addr, dht_strerror(rv));
+    dht_client_close(c);
+    return rv;
+  }
+  while (!dht_seal_established(c->seal)) {
+    rv = dht_client_flush(c);
+    if (rv != 0) {
+      return rv;
+    }
+    if (remaining_ms(deadline) == 0) {
+      set_err(c, "no cluster-key handshake from %s within %d ms",
+              c->node->addr, timeout_ms);
+      dht_client_close(c);
+      return DHT_ERR_TIMEOUT;
+    }
+    pfd.fd = c->fd;
+    pfd.events = (short)(POLLIN | (dht_client_want_write(c) ? POLLOUT : 0));
+    pfd.revents = 0;
+    n = poll(&pfd, 1, remaining_ms(deadline));
+    if (n < 0 && errno != EINTR) {
+      set_err(c, "poll on %s: %s", c->node->addr, strerror(errno));
+      dht_client_close(c);
+      return DHT_ERR_UNAVAILABLE;
+    }
+    if (n > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR))) {
+      rv = read_some(c);
+      if (rv == DHT_ERR_UNAVAILABLE) {
+        set_err(c,
+                "%s closed the connection during the cluster-key handshake: "
+                "it does not take this key (another ring's key, a client key "
+                "where the member key is needed, or a node of an open ring)",
+                c->node->addr);
+        return DHT_ERR_AUTH;
+      }
+      if (rv != 0) {
+        return rv;
+      }
+    }
+  }
+  return 0;
+}
+
 static int connect_until(dht_client *c, int64_t deadline, int timeout_ms) {
   struct addrinfo hints, *res = NULL, *ai;
   char port_str[8], numeric[INET6_ADDRSTRLEN] = "";
@@ -568,9 +649,12 @@ static int connect_until(dht_client *c, int64_t deadline, int timeout_ms) {
       (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       freeaddrinfo(res);
       c->fd = fd;
+      c->got_bytes = false;
       c->out.len = c->out_off = 0;
       c->in.len = c->in_off = 0;
-      return 0;
+      return c->settings.key.kind == DHT_KEY_NONE
+                 ? 0
+                 : handshake_until(c, deadline, timeout_ms);
     }
     close(fd);
   }
@@ -651,7 +735,22 @@ int dht_client_send(dht_client *c, dht_msg *req, uint64_t *rid) {
   }
   before = c->out.len;
   req->rid = c->next_rid;
-  rv = dht_msg_encode(req, &c->out);
+  if (c->seal != NULL) {
+    /* Sealing moves the counter on: check the room before, not after. */
+    c->plain.len = 0;
+    rv = dht_msg_encode(req, &c->plain);
+    if (rv == 0 && before > 0 &&
+        before + c->plain.len + DHT_SEAL_OVERHEAD > c->settings.out_len_max) {
+      set_err(c, "output queue to %s is full (%zu bytes unsent)",
+              c->node->addr, before);
+      return DHT_ERR_FULL;
+    }
+    if (rv == 0) {
+      rv = dht_seal_send(c->seal, c->plain.data, c->plain.len, &c->out);
+    }
+  } else {
+    rv = dht_msg_encode(req, &c->out);
+  }
   if (rv != 0) {
     set_err(c, "cannot encode %s request: %s", dht_msg_type_name(req->type),
             dht_strerror(rv));
@@ -675,6 +774,56 @@ int dht_client_send(dht_client *c, dht_msg *req, uint64_t *rid) {
 /* One recv() into in. Returns 0 (bytes arrived, or none yet), or
  * DHT_ERR_UNAVAILABLE / DHT_ERR_TOO_LARGE / DHT_ERR_NOMEM with the
  * connection closed (NOMEM leaves it open). */
+/* Closed ring: one recv() through the seal; the frames it opens are
+ * appended to in, as plain frames would have arrived. */
+static int read_sealed(dht_client *c) {
+  const uint8_t *frame;
+  size_t flen;
+  ssize_t n;
+  int rv;
+
+  rv = dht_buf_reserve(&c->raw, READ_CHUNK);
+  if (rv != 0) {
+    set_err(c, "out of memory reading from %s", c->node->addr);
+    return rv;
+  }
+  do {
+    n = recv(c->fd, c->raw.data, READ_CHUNK, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    return 0;
+  }
+  if (n <= 0) {
+    if (n == 0) {
+      set_err(c, "%s closed the connection", c->node->addr);
+    } else {
+      set_err(c, "read from %s: %s", c->node->addr, strerror(errno));
+    }
+    dht_client_close(c);
+    return DHT_ERR_UNAVAILABLE;
+  }
+  rv = dht_seal_recv(c->seal, c->raw.data, (size_t)n, &c->out,
+                     (uint64_t)now_ms());
+  while (rv == 0 && (rv = dht_seal_read(c->seal, &frame, &flen)) == 1) {
+    rv = dht_buf_append(&c->in, frame, flen);
+  }
+  if (rv == DHT_ERR_NOMEM) {
+    set_err(c, "out of memory reading from %s", c->node->addr);
+  }
+  if (rv < 0) {
+    if (rv != DHT_ERR_NOMEM) {
+      set_err(c, "%s %s: connection closed", c->node->addr,
+              dht_seal_established(c->seal)
+                  ? "sent a frame that failed authentication"
+                  : "failed the cluster-key handshake (it does not hold the "
+                    "key it claims)");
+    }
+    dht_client_close(c);
+    return rv == DHT_ERR_NOMEM ? rv : DHT_ERR_AUTH;
+  }
+  return 0;
+}
+
 static int read_some(dht_client *c) {
   size_t avail, want = READ_CHUNK, body_len = 0;
   ssize_t n;
@@ -686,6 +835,9 @@ static int read_some(dht_client *c) {
     memmove(c->in.data, c->in.data + c->in_off, avail);
     c->in.len = avail;
     c->in_off = 0;
+  }
+  if (c->seal != NULL) {
+    return read_sealed(c);
   }
   avail = c->in.len - c->in_off;
   if (avail >= DHT_FRAME_HEADER_LEN) {
@@ -713,13 +865,18 @@ static int read_some(dht_client *c) {
   }
   if (n > 0) {
     c->in.len += (size_t)n;
+    c->got_bytes = true;
     return 0;
   }
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
     return 0;
   }
   if (n == 0) {
-    set_err(c, "%s closed the connection", c->node->addr);
+    /* A closed ring closes a keyless connection at its first frame. */
+    set_err(c, "%s closed the connection%s", c->node->addr,
+            c->got_bytes ? ""
+                         : " before answering anything (if it runs a closed "
+                           "ring, a cluster key is needed)");
   } else {
     set_err(c, "read from %s: %s", c->node->addr, strerror(errno));
   }

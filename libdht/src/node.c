@@ -161,6 +161,11 @@ void dht_node_del(dht_node *node) {
   (IN_STATE(DHT_NODE_IDLE) | IN_STATE(DHT_NODE_JOINING) | SERVING |            \
    IN_STATE(DHT_NODE_LEFT))
 
+/* Connection roles as bits, for request_kind.roles. */
+#define FROM(r) (1u << (r))
+#define MEMBERS FROM(DHT_ROLE_MEMBER)
+#define ANYONE (FROM(DHT_ROLE_MEMBER) | FROM(DHT_ROLE_CLIENT))
+
 typedef void request_fn(dht_node *node, const dht__request *in);
 
 typedef struct request_kind {
@@ -168,6 +173,8 @@ typedef struct request_kind {
   unsigned served_in;  /* states (IN_STATE bits) it is served in; in any
                           other it is refused with DHT_ERR_STATE */
   bool one_way;        /* the sender expects no answer, not even a refusal */
+  unsigned roles;      /* roles (FROM bits) that may send it; from any
+                          other it is refused with DHT_ERR_FORBIDDEN */
 } request_kind;
 
 static void on_ping(dht_node *node, const dht__request *in) {
@@ -262,36 +269,55 @@ static void on_stats(dht_node *node, const dht__request *in) {
   dht__reply(node, in->conn, &msg);
 }
 
+/* What a client may do is what `dht put/get/del/lookup/ping/stats` needs;
+ * everything that changes or reveals the ring's internal state (routing,
+ * hand-off, replication, anti-entropy, the record listing, the operator's
+ * ACK_LOST) takes the member key. */
 static const request_kind requests[DHT_MSG_TYPE_LAST + 1] = {
-    [DHT_MSG_PING] = {on_ping, SERVING, false},
-    [DHT_MSG_FIND_SUCC] = {dht__route_request, SERVING, false},
-    [DHT_MSG_GET] = {dht__route_request, SERVING, false},
-    [DHT_MSG_PUT] = {dht__route_request, SERVING, false},
-    [DHT_MSG_DEL] = {dht__route_request, SERVING, false},
-    [DHT_MSG_GET_NEIGHBORS] = {dht__on_get_neighbors, SERVING, false},
-    [DHT_MSG_NOTIFY] = {dht__on_notify, SERVING, true},
-    [DHT_MSG_LEAVE] = {dht__on_leave, SERVING, false},
-    [DHT_MSG_STATS] = {on_stats, ANY_STATE, false},
+    [DHT_MSG_PING] = {on_ping, SERVING, false, ANYONE},
+    [DHT_MSG_FIND_SUCC] = {dht__route_request, SERVING, false, ANYONE},
+    [DHT_MSG_GET] = {dht__route_request, SERVING, false, ANYONE},
+    [DHT_MSG_PUT] = {dht__route_request, SERVING, false, ANYONE},
+    [DHT_MSG_DEL] = {dht__route_request, SERVING, false, ANYONE},
+    [DHT_MSG_GET_NEIGHBORS] = {dht__on_get_neighbors, SERVING, false, MEMBERS},
+    [DHT_MSG_NOTIFY] = {dht__on_notify, SERVING, true, MEMBERS},
+    [DHT_MSG_LEAVE] = {dht__on_leave, SERVING, false, MEMBERS},
+    [DHT_MSG_STATS] = {on_stats, ANY_STATE, false, ANYONE},
     /* Taken even before joining: that is how a new node gets its range. A
      * node on its way out refuses, so the sender keeps the keys. */
     [DHT_MSG_HANDOFF] = {dht__on_handoff,
                          IN_STATE(DHT_NODE_IDLE) | IN_STATE(DHT_NODE_JOINING) |
                              IN_STATE(DHT_NODE_JOINED),
-                         false},
+                         false, MEMBERS},
     /* A leaving node takes no new copies: they would leave with it. */
     [DHT_MSG_REPLICATE] = {dht__on_replicate, IN_STATE(DHT_NODE_JOINED),
-                           false},
-    [DHT_MSG_SYNC] = {dht__on_sync, SERVING, false},
-    [DHT_MSG_FETCH] = {dht__on_fetch, SERVING, false},
-    [DHT_MSG_SCAN] = {dht__on_scan, SERVING, false},
-    [DHT_MSG_ACK_LOST] = {dht__on_ack_lost, ANY_STATE, false},
+                           false, MEMBERS},
+    [DHT_MSG_SYNC] = {dht__on_sync, SERVING, false, MEMBERS},
+    [DHT_MSG_FETCH] = {dht__on_fetch, SERVING, false, MEMBERS},
+    [DHT_MSG_SCAN] = {dht__on_scan, SERVING, false, MEMBERS},
+    [DHT_MSG_ACK_LOST] = {dht__on_ack_lost, ANY_STATE, false, MEMBERS},
 };
 
-static void on_request(dht_node *node, const dht__request *in) {
+static void on_request(dht_node *node, const dht__request *in,
+                       dht_role role) {
   const request_kind *k = &requests[in->msg->type];
 
   assert(k->handler != NULL && "a decoded request type has no handler");
   node->counters.requests_in++;
+  /* Roles first: a client must not even learn the node's state. */
+  if (!(k->roles & FROM(role))) {
+    uint64_t n = ++node->counters.role_refused;
+    if ((n & (n - 1)) == 0) { /* logged at 1, 2, 4, 8, ...: rate-limited */
+      dht__log(node, DHT_LOG_WARN,
+               "refused %s from client conn %llu (%llu refused so far)",
+               dht_msg_type_name((int)in->msg->type),
+               (unsigned long long)in->conn, (unsigned long long)n);
+    }
+    if (!k->one_way) {
+      dht__reply_error(node, in->conn, in->msg->rid, DHT_ERR_FORBIDDEN);
+    }
+    return;
+  }
   if (!(k->served_in & IN_STATE(node->state))) {
     /* A node that is not (or no longer) in a ring must not be mistaken for
      * a live member: say so, and the asker routes around it. */
@@ -356,6 +382,11 @@ static void on_bad_frame(dht_node *node, uint64_t conn, const dht_msg *msg,
 
 int dht_node_recv(dht_node *node, uint64_t conn, const uint8_t *body,
                   size_t len, uint64_t now_ms) {
+  return dht_node_recv_as(node, conn, DHT_ROLE_MEMBER, body, len, now_ms);
+}
+
+int dht_node_recv_as(dht_node *node, uint64_t conn, dht_role role,
+                     const uint8_t *body, size_t len, uint64_t now_ms) {
   dht__request in;
   dht_msg msg;
   dht__bad_conn *b;
@@ -372,19 +403,27 @@ int dht_node_recv(dht_node *node, uint64_t conn, const uint8_t *body,
     if (b != NULL) {
       b->conn = 0; /* a good frame ends a run of bad ones */
     }
-    if (dht_msg_type_is_reply((int)msg.type)) {
+    if (dht_msg_type_is_reply((int)msg.type) && role != DHT_ROLE_MEMBER) {
+      /* The node asks clients nothing: a reply from one could only be an
+       * attempt to answer a request the node made to a member. */
+      node->counters.role_refused++;
+    } else if (dht_msg_type_is_reply((int)msg.type)) {
       dht__pending_on_reply(node, &msg);
     } else {
       in.conn = conn;
       in.msg = &msg;
       in.body = body;
       in.len = len;
-      on_request(node, &in);
+      on_request(node, &in, role);
     }
   }
   dht_msg_free(&msg);
   leave_call(node);
   return rv;
+}
+
+void dht_node_count_auth_failure(dht_node *node) {
+  node->counters.auth_failures++;
 }
 
 void dht_node_conn_closed(dht_node *node, uint64_t conn) {

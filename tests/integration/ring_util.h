@@ -17,6 +17,12 @@
  *                    test has been told, what it has set up);
  *   NODE_OWN_FIELDS  (if it needs any) the fields of its nodes beyond
  *                    the ones here; node_add starts them zeroed.
+ *
+ * A closed ring: with DHT_TEST_CLUSTER_KEY=1 in the environment,
+ * ring_tests_begin writes a cluster key, every dhtd started here gets
+ * --cluster-key-file, every client made here uses the key, and the dht
+ * processes the tests run find it in $DHT_CLUSTER_KEY_FILE. A test may set
+ * ring_key_path and ring_client_settings itself (ring_key_use) instead.
  */
 #ifndef RING_UTIL_H
 #define RING_UTIL_H
@@ -40,8 +46,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "dht/client.h"
 #include "dht/id.h"
+#include "dht/seal.h"
 
 #if !defined(NODES_MAX) || !defined(PORTS_MAX) || !defined(WHY_LEN) ||         \
     !defined(WAIT_POLL_MS) || !defined(RING_OWN_FIELDS)
@@ -92,6 +101,10 @@ typedef struct problems {
 static const char *dhtd_path; /* the programs under test, from argv */
 static const char *dht_path;
 static char base_dir[200]; /* holds one directory per test */
+/* The cluster key file every dhtd started here gets ("": an open ring),
+ * and the settings of every client made here (with that key). */
+static char ring_key_path[PATH_LEN];
+static dht_client_settings ring_client_settings;
 
 /* ---- processes and time -------------------------------------------------- */
 
@@ -310,7 +323,8 @@ static inline node *node_add(ring *r, const char *addr) {
   snprintf(d->dir, sizeof(d->dir), "%s/node%d", ring_dir, r->n_nodes);
   snprintf(d->log, sizeof(d->log), "%s/node%d.log", ring_dir, r->n_nodes);
   dht_id_hash(&d->id, d->addr, strlen(d->addr));
-  assert_int_equal(dht_client_new(&d->client, d->addr, NULL), 0);
+  assert_int_equal(dht_client_new(&d->client, d->addr, &ring_client_settings),
+                   0);
   r->n_nodes++;
   return d;
 }
@@ -344,6 +358,10 @@ static inline void node_start_under(node *d, const node *join,
   argv[n++] = "200";
   argv[n++] = "--log-level";
   argv[n++] = "debug";
+  if (ring_key_path[0] != '\0') {
+    argv[n++] = "--cluster-key-file";
+    argv[n++] = ring_key_path;
+  }
   if (join != NULL) {
     argv[n++] = "--join";
     argv[n++] = (char *)join->addr;
@@ -393,7 +411,7 @@ static inline dht_client *client_falling_back(const node *first,
   dht_client *c;
   int i;
 
-  assert_int_equal(dht_client_new(&c, first->addr, NULL), 0);
+  assert_int_equal(dht_client_new(&c, first->addr, &ring_client_settings), 0);
   for (i = 0; i < n; i++) {
     if (nodes[i] != first) {
       fallbacks[n_fallbacks++] = nodes[i]->addr;
@@ -644,12 +662,54 @@ static inline bool ring_tests_args(int argc, char **argv, const char *program) {
 /* Readies the process for its tests: a write to a connection a node has
  * closed fails rather than ending the process, and base_dir is made from
  * template ("...XXXXXX"). False, said on stderr, when it cannot be. */
+/* Makes dhtd and the clients made here use the key file at path (as
+ * written by dht_ring_key_save): a member key for the nodes, and for the
+ * clients whichever key the file holds (NULL: back to an open ring). */
+static inline void ring_key_use(const char *path, const dht_ring_key *key) {
+  dht_client_settings_default(&ring_client_settings);
+  ring_key_path[0] = '\0';
+  if (path != NULL) {
+    snprintf(ring_key_path, sizeof(ring_key_path), "%s", path);
+    ring_client_settings.key = *key;
+  }
+}
+
+/* Writes a new member key into base_dir/name; false (said) on failure. */
+static inline bool ring_key_new(const char *name, dht_ring_key *key,
+                                char *path, size_t path_len) {
+  uint8_t raw[DHT_KEY_LEN];
+  char err[256];
+
+  randombytes_buf(raw, sizeof(raw));
+  dht_ring_key_from_member(key, raw);
+  snprintf(path, path_len, "%s/%s", base_dir, name);
+  if (dht_ring_key_save(key, false, path, err, sizeof(err)) != 0) {
+    fprintf(stderr, "%s\n", err);
+    return false;
+  }
+  return true;
+}
+
 static inline bool ring_tests_begin(const char *template) {
+  const char *keyed = getenv("DHT_TEST_CLUSTER_KEY");
+
   signal(SIGPIPE, SIG_IGN);
   snprintf(base_dir, sizeof(base_dir), "%s", template);
   if (mkdtemp(base_dir) == NULL) {
     perror("mkdtemp");
     return false;
+  }
+  dht_client_settings_default(&ring_client_settings);
+  if (keyed != NULL && keyed[0] != '\0' && strcmp(keyed, "0") != 0) {
+    char path[PATH_LEN];
+    dht_ring_key key;
+    if (sodium_init() < 0 ||
+        !ring_key_new("cluster.key", &key, path, sizeof(path))) {
+      return false;
+    }
+    ring_key_use(path, &key);
+    setenv("DHT_CLUSTER_KEY_FILE", path, 1); /* for the dht processes */
+    fprintf(stderr, "closed ring: every node and client uses %s\n", path);
   }
   return true;
 }
@@ -657,6 +717,10 @@ static inline bool ring_tests_begin(const char *template) {
 /* Removes base_dir, empty by now, unless DHT_KEEP_TEST_DIR keeps it. */
 static inline void ring_tests_end(void) {
   if (getenv("DHT_KEEP_TEST_DIR") == NULL) {
+    if (ring_key_path[0] != '\0' &&
+        strncmp(ring_key_path, base_dir, strlen(base_dir)) == 0) {
+      unlink(ring_key_path);
+    }
     rmdir(base_dir);
   }
 }

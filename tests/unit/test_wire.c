@@ -3814,12 +3814,14 @@ static void test_new_error_codes(void **state) {
       {DHT_ERR_CLOCK_SKEW, -22, "CLOCK_SKEW"},
       {DHT_ERR_STALE, -23, "STALE"},
       {DHT_ERR_LOST, -24, "LOST"},
+      {DHT_ERR_FORBIDDEN, -25, "FORBIDDEN"},
+      {DHT_ERR_AUTH, -26, "AUTH"},
   };
   size_t i;
   int other;
 
   (void)state;
-  assert_int_equal(DHT_ERR_MIN, -24);
+  assert_int_equal(DHT_ERR_MIN, -26);
   for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
     const char *text = dht_strerror(codes[i].code);
 

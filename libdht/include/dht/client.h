@@ -26,6 +26,12 @@
  * is longer than frame_len_max; the next blocking call (or
  * dht_client_connect) opens a new one.
  *
+ * With a cluster key in the settings every connection starts with the
+ * key handshake (within the call's deadline) and carries sealed frames; a
+ * handshake the node refuses, or a frame that fails authentication, is
+ * DHT_ERR_AUTH and closes the connection (never retried: another node of
+ * the ring would refuse the same key).
+ *
  * Every failing call leaves a one-line, human-readable explanation in
  * dht_client_last_error() ("cannot reach 127.0.0.1:7000: Connection
  * refused"). Connection failures are DHT_ERR_UNAVAILABLE, a passed deadline
@@ -47,6 +53,7 @@
 #include <stdint.h>
 
 #include "dht/id.h"
+#include "dht/seal.h"
 #include "dht/wire.h"
 
 /* The longest counter name a STATS reply may carry (docs/PROTOCOL.md 2.3). */
@@ -80,10 +87,16 @@ typedef struct dht_client_settings {
                              before dht_client_send refuses with
                              DHT_ERR_FULL (one request always fits when the
                              queue is empty) */
+  dht_ring_key key;       /* a closed ring's key (dht/seal.h), copied: each
+                             connection proves it before any request, as a
+                             member with the member key, as a client with
+                             the client key; kind DHT_KEY_NONE: an open ring
+                             (plain frames). A node that refuses the key
+                             closes the connection: DHT_ERR_AUTH */
 } dht_client_settings;
 
-/* dht_wire_limits_default() (frame 4 MiB, key 1 KiB, value 1 MiB) and an
- * output queue of 16 MiB. */
+/* dht_wire_limits_default() (frame 4 MiB, key 1 KiB, value 1 MiB), an
+ * output queue of 16 MiB and no cluster key. */
 void dht_client_settings_default(dht_client_settings *settings);
 
 /* A node as the client hands it out: its own copy, NUL-terminated. Control

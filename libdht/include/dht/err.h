@@ -35,7 +35,9 @@
   X(DISK_FULL, -21, "disk full")                                               \
   X(CLOCK_SKEW, -22, "clock skew beyond the allowed bound")                    \
   X(STALE, -23, "a newer write of this key is stored")                         \
-  X(LOST, -24, "key possibly lost: every copy of its range died")
+  X(LOST, -24, "key possibly lost: every copy of its range died")              \
+  X(FORBIDDEN, -25, "message type not allowed for this connection's role")    \
+  X(AUTH, -26, "cluster key handshake or frame authentication failed")
 
 typedef enum dht_err {
   DHT_OK = 0,
@@ -45,7 +47,7 @@ typedef enum dht_err {
 } dht_err;
 
 /* The most negative code; anything below it is not a dht_err. */
-#define DHT_ERR_MIN DHT_ERR_LOST
+#define DHT_ERR_MIN DHT_ERR_AUTH
 
 /* Returns a static, human-readable message for code (never NULL). */
 const char *dht_strerror(int code);

@@ -214,7 +214,11 @@ typedef struct dht_action {
   X(clock_skew_refused)   /* stamps refused: too far ahead of this clock */  \
   X(commit_failures)      /* group commits that failed */                    \
   X(writes_refused)       /* writes refused while the store is failing */    \
-  X(ranges_lost)          /* ranges recorded as lost (every copy died) */
+  X(ranges_lost)          /* ranges recorded as lost (every copy died) */ \
+  X(role_refused)         /* messages refused: not for this connection's
+                             role (a client key sent a member's message) */ \
+  X(auth_failures)        /* connections closed by the host because their
+                             cluster-key handshake or a sealed frame failed */
 
 typedef struct dht_node_counters {
 #define DHT__COUNTER_FIELD(name) uint64_t name;
@@ -251,6 +255,19 @@ int dht_node_leave(dht_node *node, uint64_t now_ms);
  */
 int dht_node_recv(dht_node *node, uint64_t conn, const uint8_t *body,
                   size_t len, uint64_t now_ms);
+/*
+ * dht_node_recv for a connection whose handshake proved role (dht/seal.h).
+ * A client-role connection may send only PING, FIND_SUCC, GET, PUT, DEL and
+ * STATS: any other request is answered ERROR FORBIDDEN (NOTIFY, one-way,
+ * and replies, which a node never asked a client for, are dropped), and
+ * each is counted in role_refused. dht_node_recv is this with
+ * DHT_ROLE_MEMBER: an open ring, where every connection may send anything.
+ */
+int dht_node_recv_as(dht_node *node, uint64_t conn, dht_role role,
+                     const uint8_t *body, size_t len, uint64_t now_ms);
+/* The host closed a connection whose handshake or sealed frames failed:
+ * counted in auth_failures, so that STATS shows it. */
+void dht_node_count_auth_failure(dht_node *node);
 /* The host could not reach addr (connect refused, connection reset): fail
  * every request in flight to it now rather than at its deadline. */
 void dht_node_peer_unreachable(dht_node *node, const char *addr,

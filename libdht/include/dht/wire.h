@@ -70,6 +70,15 @@ typedef enum dht_msg_type {
 
 #define DHT_MSG_TYPE_LAST DHT_MSG_ACK_LOST
 
+/* What the handshake of a connection proved its peer to be (docs/SECURITY.md).
+ * In an open ring (no cluster key) every connection is a member. */
+typedef enum dht_role {
+  DHT_ROLE_MEMBER = 0, /* a node of the ring (or an operator with its key):
+                          may send every message type */
+  DHT_ROLE_CLIENT = 1, /* holds only the client key: PING, FIND_SUCC, GET,
+                          PUT, DEL and STATS */
+} dht_role;
+
 /* "FIND_SUCC" for DHT_MSG_FIND_SUCC; "UNKNOWN" for values outside the map. */
 const char *dht_msg_type_name(int type);
 
