@@ -246,6 +246,12 @@ void dht__preds_learn(dht_node *node, const dht_msg *msg) {
   while (node->n_preds > 1) { /* keep preds[0]: it is the predecessor */
     dht__peer_release(node, node->preds[--node->n_preds]);
   }
+  if (node->n_preds == 0 && node->pred != DHT__NO_PEER) {
+    /* A predecessor installed by an oracle comes without its list: the
+     * list starts at it all the same. */
+    dht__peer_hold(node, node->pred);
+    node->preds[node->n_preds++] = node->pred;
+  }
   for (i = 0; i < msg->n_preds && node->n_preds < node->set.replicas; i++) {
     int32_t idx;
     bool dup = false;
