@@ -4,9 +4,10 @@
  * type rather than having to discover msgpack. `scripts/fuzz --seeds`
  * runs it; the files it writes are committed.
  *
- *   fuzz_seeds DIR   writes DIR/wire/<type>-<n> (frame bodies, no header)
- *                    and DIR/node/<start>-<type> and DIR/node/<scenario>
- *                    (inputs in fuzz_node.c's step language)
+ *   fuzz_seeds DIR   writes DIR/wire/<type>-<n> (frame bodies, no header),
+ *                    DIR/node/<start>-<type> and DIR/node/<scenario>
+ *                    (inputs in fuzz_node.c's step language) and
+ *                    DIR/seal/<case> (inputs in fuzz_seal.c's)
  *
  * The node seeds must follow fuzz_node.c's input format: keep the op
  * numbers and setup bits below in step with it.
@@ -361,6 +362,73 @@ static void node_seeds(void) {
   dht_buf_free(&buf);
 }
 
+/* ---- inputs for the sealed channel ------------------------------------------------ */
+
+/* fuzz_seal.c's ops and setup values. */
+enum { SEAL_SEND, SEAL_DELIVER, SEAL_FLIP, SEAL_DROP, SEAL_REPLAY };
+enum { SEAL_KEYS_MEMBER = 0, SEAL_KEYS_CLIENT = 1, SEAL_KEYS_OTHER_RING = 2 };
+
+static void seal_deliver(script *s, int pipe) {
+  put1(s, SEAL_DELIVER);
+  put1(s, pipe);
+  put1(s, 0xff);
+  put1(s, 0xff);
+}
+
+static void seal_send(script *s, int side, const char *body) {
+  size_t i, n = strlen(body);
+
+  put1(s, SEAL_SEND);
+  put1(s, side);
+  put1(s, (int)(n >> 8));
+  put1(s, (int)(n & 0xff));
+  for (i = 0; i < n; i++) {
+    put1(s, body[i]);
+  }
+}
+
+/* The handshake (HELLO, CHALLENGE, both proofs) and a frame each way, with
+ * the keys of setup; then, after the last step given, whatever tamper
+ * says. */
+static void seal_file(const char *name, int setup, int tamper) {
+  script s;
+  int i;
+
+  s.len = 0;
+  put1(&s, setup);
+  for (i = 0; i < 2 * 32; i++) {
+    put1(&s, i < 32 ? 0x11 : 0x22);
+  }
+  for (i = 0; i < 4; i++) {
+    seal_deliver(&s, i % 2);
+  }
+  seal_send(&s, 0, "a frame from the initiator");
+  seal_send(&s, 1, "a frame from the responder");
+  if (tamper >= 0) { /* on the pipe from the initiator */
+    put1(&s, tamper);
+    put1(&s, 0);
+  }
+  if (tamper == SEAL_FLIP || tamper == SEAL_DROP) {
+    put1(&s, 0); /* offset, or bytes dropped: 9 */
+    put1(&s, 9);
+  }
+  if (tamper == SEAL_FLIP) {
+    put1(&s, 3); /* the bit */
+  }
+  seal_deliver(&s, 0);
+  seal_deliver(&s, 1);
+  write_file("seal", name, s.b, s.len);
+}
+
+static void seal_seeds(void) {
+  seal_file("member", SEAL_KEYS_MEMBER, -1);
+  seal_file("client", SEAL_KEYS_CLIENT, -1);
+  seal_file("other-ring", SEAL_KEYS_OTHER_RING, -1);
+  seal_file("flipped-bit", SEAL_KEYS_MEMBER, SEAL_FLIP);
+  seal_file("dropped-bytes", SEAL_KEYS_MEMBER, SEAL_DROP);
+  seal_file("replayed", SEAL_KEYS_MEMBER, SEAL_REPLAY);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: fuzz_seeds DIR\n");
@@ -372,5 +440,6 @@ int main(int argc, char **argv) {
   }
   wire_seeds();
   node_seeds();
+  seal_seeds();
   return 0;
 }
