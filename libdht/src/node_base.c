@@ -969,3 +969,31 @@ void dht__emit_close(dht_node *node, uint64_t conn) {
     node->counters.closes++;
   }
 }
+
+/* ---- host limits ------------------------------------------------------------ */
+
+void dht_node_count_limit(dht_node *node, dht_host_limit which) {
+  switch (which) {
+  case DHT_LIMIT_CONNS:
+    node->counters.limit_conns++;
+    break;
+  case DHT_LIMIT_PER_ADDR:
+    node->counters.limit_per_addr++;
+    break;
+  case DHT_LIMIT_IDLE:
+    node->counters.limit_idle++;
+    break;
+  case DHT_LIMIT_FRAME_TIME:
+    node->counters.limit_frame_time++;
+    break;
+  case DHT_LIMIT_MEMORY:
+    node->counters.limit_memory++;
+    break;
+  case DHT_LIMIT_INFLIGHT:
+    node->counters.limit_inflight++;
+    break;
+  case DHT_LIMIT_RATE:
+    node->counters.limit_rate++;
+    break;
+  }
+}
