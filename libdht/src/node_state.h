@@ -81,6 +81,8 @@ typedef struct dht__delayed_reply {
 
 /* Replies held back at once; a reply beyond them goes out at once. */
 #define DHT__DELAYED_MAX 64
+/* The outbox arena is freed once drained when it grew past this. */
+#define DHT__ARENA_KEEP_BYTES (4u * 1024 * 1024)
 
 /* A node this one knows by address. */
 typedef struct dht__peer {

@@ -92,6 +92,11 @@ typedef struct dht_settings {
   uint32_t route_attempts;          /* next hops tried per forward: 3 */
   uint32_t max_hops;                /* forwards per lookup, <= DHT_HOPS_MAX: 32 */
   uint32_t pending_max;             /* requests in flight: 65536 */
+  uint32_t outbox_bytes_max;        /* replies one call may queue before
+                                       the rest are refused with ERROR
+                                       FULL (a verdict that fails a flood
+                                       of routed GETs over to a local
+                                       replica must not queue GiBs): 32 MiB */
   uint32_t handoff_batch_bytes;     /* bytes of keys per HANDOFF: 256 KiB */
   uint32_t join_attempts;           /* FIND_SUCC tries on the bootstrap: 3 */
   uint32_t bad_frames_max;          /* undecodable frames before CLOSE: 8 */
@@ -184,6 +189,7 @@ typedef struct dht_action {
   X(peers_failed)         /* peers declared dead */                            \
   X(replies_unmatched)    /* replies that matched no pending request */        \
   X(pending_full)         /* requests refused: pending table full */           \
+  X(outbox_full)          /* replies refused: outbox_bytes_max queued */       \
   X(hop_limit)            /* lookups abandoned at max_hops */                  \
   X(route_refused)        /* last steps refused: key before our preds list */ \
   X(gets)                 /* GETs served from the local store */               \
