@@ -39,6 +39,15 @@
 #define SNAPSHOT_LEN 16384
 #define SOCKS_MAX 1200
 #define PEAK_MEM_MAX (256u * 1024 * 1024) /* VmHWM bound, bytes */
+/* Under ASan (the sanitizer pass of scripts/test builds dhtd with it too)
+ * freed memory waits in a 256 MiB quarantine beside shadow memory, so a
+ * daemon's peak says nothing about its own buffers: peaks are printed, and
+ * the normal build holds them to PEAK_MEM_MAX. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PEAK_MEM_CHECKED 0
+#else
+#define PEAK_MEM_CHECKED 1
+#endif
 #define SERVE_MS 3000 /* a well-behaved request must be served by then */
 #define IDLE_MS 2000  /* --idle-timeout-ms of the nodes */
 #define FRAME_MS 1500 /* --frame-timeout-ms */
@@ -408,7 +417,8 @@ static void seed_records(ring *r, node *d, char *probe, size_t probe_len) {
   snprintf(probe, probe_len, "k7");
 }
 
-/* Prints every node's peak memory and requires it under PEAK_MEM_MAX. */
+/* Prints every node's peak memory and requires it under PEAK_MEM_MAX
+ * (PEAK_MEM_CHECKED: not under ASan). */
 static void report_peaks(ring *r, const char *what) {
   int i;
 
@@ -421,7 +431,9 @@ static void report_peaks(ring *r, const char *what) {
     peak = peak_mem(d);
     fprintf(stderr, "%s: %s peak memory (VmHWM) %.1f MiB\n", what, d->addr,
             (double)peak / (1024 * 1024));
-    assert_true(peak < PEAK_MEM_MAX);
+    if (PEAK_MEM_CHECKED) {
+      assert_true(peak < PEAK_MEM_MAX);
+    }
   }
 }
 
