@@ -380,6 +380,7 @@ static void stop(daemon_state *d, int exit_code) {
   }
   d->stopping = true;
   d->exit_code = exit_code;
+  dhtd_log_release(true); /* a signal or a store failure while joining */
   dhtd_net_stop(d->net);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -392,9 +393,11 @@ static void on_node_event(void *ud, dht_event event, int error) {
 
   switch (event) {
   case DHT_EVENT_JOINED:
+    dhtd_log_release(true);
     dhtd_log(DHT_LOG_INFO, "joined the ring through %s", d->join_addr);
     break;
   case DHT_EVENT_JOIN_FAILED:
+    dhtd_log_release(false); /* the line below says it all */
     fail("cannot join the ring through %s: %s", d->join_addr,
          dht_strerror(error));
     stop(d, 1);
@@ -622,6 +625,11 @@ int main(int argc, char **argv) {
                    o.sync_interval_ms);
   }
 
+  /* Until the join is done; --log-level debug shows every step as it
+   * happens. */
+  if (o.join != NULL && o.log_level < DHT_LOG_DEBUG) {
+    dhtd_log_hold();
+  }
   dhtd_log(DHT_LOG_INFO, "listening on %s as %s, keys in %s (%zu stored), %s",
            o.listen, o.advertise, d.lmdb ? o.data_dir : "memory",
            dht_store_count(d.store),

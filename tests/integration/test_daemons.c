@@ -372,23 +372,6 @@ static void expand(const char *text, const placeholder *ph, char *out,
   out[o < len ? o : len - 1] = '\0';
 }
 
-/* Drops dhtd's log lines ("dhtd LEVEL ..."), keeping what it tells its
- * user ("dhtd: ..."), in place. */
-static void drop_log_lines(char *text) {
-  char *in = text, *out = text;
-
-  while (*in != '\0') {
-    char *end = strchr(in, '\n');
-    size_t len = end != NULL ? (size_t)(end - in) + 1 : strlen(in);
-    if (strncmp(in, "dhtd ", 5) != 0) {
-      memmove(out, in, len);
-      out += len;
-    }
-    in += len;
-  }
-  *out = '\0';
-}
-
 static int lines(const char *text) {
   int n = 0;
 
@@ -403,7 +386,7 @@ typedef struct user_case {
   const char *args[12]; /* after the program, placeholders allowed */
   int status;           /* its exit status */
   const char *out;      /* all of stdout */
-  const char *err;      /* all of stderr, dhtd's log lines left out */
+  const char *err;      /* all of stderr */
 } user_case;
 
 /* Runs each case with program and fails on the first whose exit
@@ -432,7 +415,6 @@ static void run_cases(const ring *r, const char *program,
     expand(c->out, ph, out, sizeof(out));
     expand(c->err, ph, err, sizeof(err));
     run(r, argv, res);
-    drop_log_lines(res->err);
     if (res->status != c->status || !glob_matches(res->out, out) ||
         !glob_matches(res->err, err) || lines(res->err) > 1) {
       /* Printed whole: a failure message would be cut short. */
