@@ -31,8 +31,7 @@
 #define RING_NODES_MAX 65536
 
 static const char usage[] =
-    "usage: dht [--node HOST:PORT[,HOST:PORT...]] [--timeout-ms N]\n"
-    "           [--no-retry] [--cluster-key-file FILE] [--json] COMMAND [ARGS]\n"
+    "Usage: dht [OPTIONS] COMMAND [ARGS]\n"
     "\n"
     "A client for a chord-dht ring. It talks to one node (dhtd), which routes\n"
     "each request to the node that owns the key.\n"

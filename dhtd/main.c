@@ -29,7 +29,7 @@
 #define LEAVE_TIMEOUT_MS 10000
 
 static const char usage[] =
-    "usage: dhtd --listen HOST:PORT (--data-dir DIR | --memory) [options]\n"
+    "Usage: dhtd --listen HOST:PORT (--data-dir DIR | --memory) [options]\n"
     "\n"
     "Runs one node of a Chord ring. Without --join it starts a new ring.\n"
     "SIGTERM or SIGINT leaves gracefully: the node hands its keys to its\n"
