@@ -844,25 +844,11 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
  * "v" and "t" first (as libdht's encoder does), else by decoding it;
  * -1 when it has none. */
 static int frame_type(dhtd_net *net, const uint8_t *b, size_t len) {
-  size_t i;
   dht_msg msg;
-  int t = -1;
+  int t = dht_msg_peek_type(b, len);
 
-  if (len >= 1 && (b[0] & 0xf0) == 0x80) {
-    i = 1;
-  } else if (len >= 3 && b[0] == 0xde) {
-    i = 3;
-  } else {
-    i = len;
-  }
-  if (i + 3 < len && b[i] == 0xa1 && b[i + 1] == 'v' && b[i + 2] < 0x80 &&
-      i + 5 < len && b[i + 3] == 0xa1 && b[i + 4] == 't') {
-    if (b[i + 5] < 0x80) {
-      return b[i + 5];
-    }
-    if (b[i + 5] == 0xcc && i + 6 < len) {
-      return b[i + 6];
-    }
+  if (t >= 0) {
+    return t;
   }
   memset(&msg, 0, sizeof(msg));
   dht_msg_decode(&msg, b, len, &net->limits);

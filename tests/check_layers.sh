@@ -18,7 +18,7 @@
 # It prints the file graph and exits 1 on a violation, 2 when it cannot run.
 set -u
 
-LAYERS="node_check node_base node_table node_lost node_repl node_route node_handoff node_ring node"
+LAYERS="node_check node_metrics node_base node_table node_lost node_repl node_route node_handoff node_ring node"
 
 if [ "$#" -ne 1 ] || [ ! -f "$1" ]; then
   echo "usage: sh check_layers.sh <path-to-libdht.a>" >&2

@@ -151,6 +151,7 @@ void dht_node_del(dht_node *node) {
   dht__repl_free(node);
   dht__lost_free(node);
   dht__base_free(node);
+  dht__metrics_free(node);
   free(node);
 }
 
@@ -198,6 +199,18 @@ static const char *const counter_names[] = {
 
 #define N_COUNTERS (sizeof(counter_names) / sizeof(counter_names[0]))
 
+/* STATS names of the bytes counted per message class (dht/metrics.h). */
+static const char *const bytes_in_names[] = {
+#define DHT__BYTES_IN_NAME(name, label) "bytes_in_" label,
+    DHT_MSG_CLASS_MAP(DHT__BYTES_IN_NAME)
+#undef DHT__BYTES_IN_NAME
+};
+static const char *const bytes_out_names[] = {
+#define DHT__BYTES_OUT_NAME(name, label) "bytes_out_" label,
+    DHT_MSG_CLASS_MAP(DHT__BYTES_OUT_NAME)
+#undef DHT__BYTES_OUT_NAME
+};
+
 static void counter_set(dht_counter *c, const char *name, uint64_t value) {
   c->name.p = (const uint8_t *)name;
   c->name.len = strlen(name);
@@ -232,11 +245,12 @@ static void on_stats(dht_node *node, const dht__request *in) {
   dht_peer_ref succs[DHT_SUCC_LIST_MAX], preds[DHT_SUCC_LIST_MAX];
   dht_finger_ref fingers[DHT_ID_BITS];
   dht_lost_range lost[DHT_LOST_MAX];
-  dht_counter counters[N_COUNTERS + 7];
+  dht_counter counters[N_COUNTERS + 7 + 2 * DHT_MSG_CLASSES];
   const uint64_t *values = (const uint64_t *)&node->counters;
   dht_msg msg;
   uint32_t i;
   size_t n;
+  int c;
 
   dht__describe_self(node, &msg, DHT_MSG_STATS_R, in->msg->rid, succs, preds);
   for (i = 0, n = 0; i < DHT_ID_BITS; i++) {
@@ -265,6 +279,12 @@ static void on_stats(dht_node *node, const dht__request *in) {
               node->repl.clock_offset_ms < 0
                   ? (uint64_t)-node->repl.clock_offset_ms
                   : 0);
+  for (c = 0; c < DHT_MSG_CLASSES; c++) {
+    counter_set(&counters[i++], bytes_in_names[c],
+                node->metrics.m.bytes_in[c]);
+    counter_set(&counters[i++], bytes_out_names[c],
+                node->metrics.m.bytes_out[c]);
+  }
   msg.counters = counters;
   stats_lost(node, &msg, lost, lost_holders);
   msg.n_counters = i;
@@ -306,6 +326,9 @@ static void on_request(dht_node *node, const dht__request *in,
 
   assert(k->handler != NULL && "a decoded request type has no handler");
   node->counters.requests_in++;
+  if (!k->one_way) {
+    dht__metrics_request(node, in->conn, in->msg);
+  }
   /* Roles first: a client must not even learn the node's state. */
   if (!(k->roles & FROM(role))) {
     uint64_t n = ++node->counters.role_refused;
@@ -399,8 +422,14 @@ int dht_node_recv_as(dht_node *node, uint64_t conn, dht_role role,
   node->counters.frames_in++;
   rv = dht_msg_decode(&msg, body, len, &node->set.limits);
   if (rv != 0) {
+    dht__metrics_recv(node, NULL, -1, len);
     on_bad_frame(node, conn, &msg, rv);
   } else {
+    dht__metrics_recv(node, &msg,
+                      dht_msg_type_is_reply((int)msg.type)
+                          ? dht__pending_msg_type(node, msg.rid)
+                          : -1,
+                      len);
     b = bad_conn_slot(node, conn, false);
     if (b != NULL) {
       b->conn = 0; /* a good frame ends a run of bad ones */

@@ -583,6 +583,18 @@ void dht__pending_on_reply(dht_node *node, const dht_msg *msg) {
 static void outbox_send_frame(dht_node *node, int32_t peer,
                               const dht_buf *frame);
 
+/* The type of the request in flight under rid (the frame it last sent),
+ * or -1 when none is. */
+int dht__pending_msg_type(dht_node *node, uint64_t rid) {
+  dht__pending *p = pending_find(node, rid);
+
+  if (p == NULL || p->frame.len <= DHT_FRAME_HEADER_LEN) {
+    return -1;
+  }
+  return dht_msg_peek_type(p->frame.data + DHT_FRAME_HEADER_LEN,
+                           p->frame.len - DHT_FRAME_HEADER_LEN);
+}
+
 /* How long a request waits for its reply: wait_ms, or an eighth of it where
  * the fault point says, as if the network had turned slow. */
 static uint64_t request_wait(dht_node *node, uint64_t wait_ms) {
@@ -713,6 +725,7 @@ static void outbox_send_frame(dht_node *node, int32_t peer,
   e->frame_len = frame->len;
   dht_buf_append(&node->arena, frame->data, frame->len);
   node->counters.frames_out++;
+  dht__metrics_send(node, frame->data, frame->len);
 }
 
 /* Encodes msg with p's rid, remembers the frame for resends, sends it to p's
@@ -858,6 +871,7 @@ void dht__reply(dht_node *node, uint64_t conn, dht_msg *msg) {
       dht__fault(node, DHT_FAULT_REPLY_DELAYED) &&
       delay_reply(node, conn, node->arena.data + off,
                   node->arena.len - off)) {
+    dht__metrics_reply(node, conn, msg, node->arena.len - off);
     node->arena.len = off;
     return;
   }
@@ -866,10 +880,12 @@ void dht__reply(dht_node *node, uint64_t conn, dht_msg *msg) {
     e->frame_off = off;
     e->frame_len = node->arena.len - off;
     node->counters.frames_out++;
+    dht__metrics_reply(node, conn, msg, e->frame_len);
     return;
   }
   node->arena.len = off;
   node->counters.reply_failures++;
+  dht__metrics_reply(node, conn, msg, 0);
   dht__log(node, DHT_LOG_WARN, "reply on conn %llu dropped: %s",
            (unsigned long long)conn,
            dht_strerror(rv != 0 ? rv : DHT_ERR_NOMEM));

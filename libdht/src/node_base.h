@@ -8,7 +8,7 @@
 #ifndef DHT_NODE_BASE_H
 #define DHT_NODE_BASE_H
 
-#include "node_check.h"
+#include "node_metrics.h"
 
 /* A request as it arrived on a connection. */
 typedef struct dht__request {
@@ -61,6 +61,7 @@ void dht__pending_fail_peer(dht_node *node, int32_t peer);
 void dht__pending_resend_peer(dht_node *node, int32_t peer);
 uint64_t dht__pending_next_deadline(const dht_node *node);
 void dht__pending_on_reply(dht_node *node, const dht_msg *msg);
+int dht__pending_msg_type(dht_node *node, uint64_t rid);
 void dht__pending_expire(dht_node *node);
 
 /* ---- the outbox ---- */

@@ -7,6 +7,7 @@
  * The layers, lowest first (docs/DESIGN.md says why this order;
  * tests/check_layers.sh checks it on the compiled library):
  *   node_check    reads every layer's state to verify the invariants below
+ *   node_metrics  counts traffic, requests' results and latency (observes)
  *   node_base     peers, pending requests, outbox, round-trip times, logging
  *   node_table    successor and predecessor lists, fingers, lost peers
  *   node_lost     ranges whose every copy died
@@ -42,6 +43,7 @@
 #include <stdint.h>
 
 #include "dht/err.h"
+#include "dht/metrics.h"
 #include "dht/node.h"
 
 #define DHT__NO_PEER (-1)
@@ -206,6 +208,24 @@ typedef struct dht__bad_conn {
   uint64_t conn;  /* 0 = free slot */
   uint32_t count; /* consecutive bad frames */
 } dht__bad_conn;
+
+/* A request received and not yet answered, noted for its result and its
+ * latency (node_metrics.c). */
+typedef struct dht__arrival {
+  uint64_t conn;  /* the connection it came on; 0 = free slot */
+  uint64_t rid;   /* its request id */
+  uint64_t at_ms; /* when it came */
+  int type;       /* its message type */
+} dht__arrival;
+
+/* node_metrics.c's state: the counts, and the arrivals in an open-addressing
+ * table (linear probing, a power-of-two size, at most half full). */
+typedef struct dht__metrics {
+  dht_node_metrics m;     /* counted so far (the gauges are not kept) */
+  dht__arrival *arrivals; /* the table, or NULL before the first */
+  uint32_t cap;           /* its slots */
+  uint32_t n;             /* arrivals in it */
+} dht__metrics;
 
 /* ---- table: the routing state ------------------------------------------------ */
 
@@ -461,6 +481,8 @@ struct dht_node {
   dht__ring ring;                /* node_ring.c */
   dht__bad_conn bad_conns[DHT__BAD_CONNS]; /* node.c: per-connection
                                               garbage */
+  dht__metrics metrics;          /* node_metrics.c: traffic, results and
+                                    latency of what passes */
 };
 
 #endif /* DHT_NODE_STATE_H */

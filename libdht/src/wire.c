@@ -163,6 +163,28 @@ const char *dht_msg_type_name(int type) {
   }
 }
 
+int dht_msg_peek_type(const uint8_t *b, size_t len) {
+  size_t i;
+
+  if (len >= 1 && (b[0] & 0xf0) == 0x80) {
+    i = 1; /* fixmap */
+  } else if (len >= 3 && b[0] == 0xde) {
+    i = 3; /* map 16 */
+  } else {
+    return -1;
+  }
+  if (i + 5 < len && b[i] == 0xa1 && b[i + 1] == 'v' && b[i + 2] < 0x80 &&
+      b[i + 3] == 0xa1 && b[i + 4] == 't') {
+    if (b[i + 5] < 0x80) {
+      return b[i + 5]; /* positive fixint */
+    }
+    if (b[i + 5] == 0xcc && i + 6 < len) {
+      return b[i + 6]; /* uint 8 */
+    }
+  }
+  return -1;
+}
+
 bool dht_msg_type_is_reply(int type) {
   switch (type) {
   case DHT_MSG_ERROR:

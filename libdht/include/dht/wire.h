@@ -82,6 +82,11 @@ typedef enum dht_role {
 /* "FIND_SUCC" for DHT_MSG_FIND_SUCC; "UNKNOWN" for values outside the map. */
 const char *dht_msg_type_name(int type);
 
+/* The message type of a frame body read without decoding it, where the
+ * map begins with "v" and then "t", as libdht's encoder writes them; -1
+ * when it does not (decode it to know). */
+int dht_msg_peek_type(const uint8_t *body, size_t len);
+
 /* True for the types that answer a request (ERROR, PONG, ..., SCAN_R) and
  * for the interim ACCEPTED; false for requests, NOTIFY and unknown types. */
 bool dht_msg_type_is_reply(int type);
