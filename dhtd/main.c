@@ -23,6 +23,7 @@
 #include "dht/seal.h"
 #include "dht/store_lmdb.h"
 #include "log.h"
+#include "metrics.h"
 #include "net.h"
 
 /* How long a graceful leave may take before the process exits anyway. */
@@ -110,6 +111,16 @@ static const char usage[] =
     "                         anyone who reaches the port is trusted]\n"
     "  --handshake-timeout-ms N  with a key: close a connection that has not\n"
     "                         proved it by then [5000]\n"
+    "  --metrics HOST:PORT    serve the node's metrics to Prometheus at\n"
+    "                         http://HOST:PORT/metrics (a numeric address;\n"
+    "                         docs/SECURITY.md, Limits) [off]\n"
+    "  --metrics-max-conns N  connections to --metrics at once; past it new\n"
+    "                         ones are closed as they come [16]\n"
+    "  --metrics-timeout-ms N\n"
+    "                         close a --metrics connection that has not sent\n"
+    "                         a whole request (at most 8 KiB) or taken its\n"
+    "                         answer this long after it came or was last\n"
+    "                         answered [10000]\n"
     "  --log-level LEVEL      error, warn, info or debug [info]\n"
     "  --help                 this text\n"
     "  --version              print the version\n";
@@ -136,6 +147,9 @@ typedef struct options {
   dht_log_level log_level;
   const char *key_file;          /* --cluster-key-file, or NULL */
   uint32_t handshake_timeout_ms; /* --handshake-timeout-ms */
+  const char *metrics;           /* --metrics HOST:PORT, or NULL */
+  uint32_t metrics_max_conns;    /* --metrics-max-conns */
+  uint32_t metrics_timeout_ms;   /* --metrics-timeout-ms */
   dht_settings settings;
 } options;
 
@@ -145,6 +159,7 @@ typedef struct daemon_state {
   dht_store *store;
   bool lmdb;
   dhtd_net *net;
+  dhtd_metrics *metrics; /* --metrics, or NULL */
   uv_signal_t sigterm, sigint;
   uv_timer_t leave_timer;
   uv_timer_t sync_timer;
@@ -232,6 +247,8 @@ static int parse_args(int argc, char **argv, options *o) {
   o->out_queue_max = 16u * 1024 * 1024;
   o->log_level = DHT_LOG_INFO;
   o->handshake_timeout_ms = 5000;
+  o->metrics_max_conns = 16;
+  o->metrics_timeout_ms = 10000;
   dht_settings_default(&o->settings);
 
   for (i = 1; i < argc; i++) {
@@ -336,6 +353,12 @@ static int parse_args(int argc, char **argv, options *o) {
       o->key_file = val;
     } else if (strcmp(flag, "--handshake-timeout-ms") == 0) {
       rv = parse_u32(flag, val, 1, 600000, &o->handshake_timeout_ms);
+    } else if (strcmp(flag, "--metrics") == 0) {
+      o->metrics = val;
+    } else if (strcmp(flag, "--metrics-max-conns") == 0) {
+      rv = parse_u32(flag, val, 1, 1024, &o->metrics_max_conns);
+    } else if (strcmp(flag, "--metrics-timeout-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 3600000, &o->metrics_timeout_ms);
     } else if (strcmp(flag, "--log-level") == 0) {
       if (dhtd_log_level_parse(val, &o->log_level) != 0) {
         rv = fail("--log-level wants error, warn, info or debug, not '%s'",
@@ -382,6 +405,7 @@ static void stop(daemon_state *d, int exit_code) {
   d->exit_code = exit_code;
   dhtd_log_release(true); /* a signal or a store failure while joining */
   dhtd_net_stop(d->net);
+  dhtd_metrics_stop(d->metrics);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->leave_timer, NULL);
@@ -489,6 +513,34 @@ static int open_store(const options *o, daemon_state *d) {
   }
   d->lmdb = true;
   return 0;
+}
+
+/* A start that failed once the node was made: says why, lets the loop
+ * finish closing what was opened, and frees it all. Returns 1. */
+static int start_failed(daemon_state *d, const char *why) {
+  fail("%s", why);
+  dhtd_metrics_stop(d->metrics);
+  uv_run(d->loop, UV_RUN_DEFAULT);
+  dhtd_net_del(d->net);
+  dhtd_metrics_del(d->metrics);
+  dht_node_del(d->node);
+  dht_store_del(d->store);
+  return 1;
+}
+
+/* --metrics: serves the node's metrics on their own address. */
+static int metrics_start(const options *o, daemon_state *d, char *err,
+                         size_t err_len) {
+  dhtd_metrics_config mc;
+
+  memset(&mc, 0, sizeof(mc));
+  mc.listen_addr = o->metrics;
+  mc.conns_max = o->metrics_max_conns;
+  mc.timeout_ms = o->metrics_timeout_ms;
+  mc.node = d->node;
+  mc.store = d->store;
+  mc.lmdb = d->lmdb;
+  return dhtd_metrics_start(&d->metrics, d->loop, &mc, err, err_len);
 }
 
 int main(int argc, char **argv) {
@@ -601,14 +653,13 @@ int main(int argc, char **argv) {
   nc.ud = &d;
   nc.key = key.kind != DHT_KEY_NONE ? &key : NULL;
   nc.handshake_timeout_ms = o.handshake_timeout_ms;
+  if (o.metrics != NULL &&
+      metrics_start(&o, &d, err, sizeof(err)) != 0) {
+    return start_failed(&d, err);
+  }
   rv = dhtd_net_start(&d.net, d.loop, &nc, err, sizeof(err));
   if (rv != 0) {
-    fail("%s", err);
-    uv_run(d.loop, UV_RUN_DEFAULT); /* finish closing the listener */
-    dhtd_net_del(d.net);
-    dht_node_del(d.node);
-    dht_store_del(d.store);
-    return 1;
+    return start_failed(&d, err);
   }
 
   uv_signal_init(d.loop, &d.sigterm);
@@ -650,6 +701,7 @@ int main(int argc, char **argv) {
   uv_run(d.loop, UV_RUN_DEFAULT);
 
   dhtd_net_del(d.net);
+  dhtd_metrics_del(d.metrics);
   dht_node_del(d.node);
   dht_store_del(d.store); /* commits what is pending */
   uv_loop_close(d.loop);

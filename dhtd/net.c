@@ -790,6 +790,9 @@ static void on_flush(uv_check_t *check) {
    * with nothing pending costs nothing. */
   if (net->cfg.store_commit != NULL) {
     rv = net->cfg.store_commit(net->cfg.store);
+    /* A commit may take a while (fsync): the node must see the time after
+     * it, for its deadlines and the latency of the writes it answers. */
+    uv_update_time(net->loop);
     if (rv != 0) {
       dhtd_log(DHT_LOG_ERROR, "store commit failed: %s: %s",
                dht_strerror(rv), dht_store_errmsg(net->cfg.store));
@@ -1428,18 +1431,24 @@ static void on_hs_timer(uv_timer_t *timer) {
 
 /* ---- accepting ------------------------------------------------------------------ */
 
-/* Accepts one connection off the backlog and closes it at once, so that
- * the backlog does not fill with connections nobody will serve. */
-static void refuse_backlog(dhtd_net *net, uv_stream_t *server) {
+bool dhtd_refuse_one(uv_loop_t *loop, uv_stream_t *server) {
   uv_tcp_t *overflow = malloc(sizeof(*overflow));
+  bool accepted = false;
 
-  if (overflow != NULL && uv_tcp_init(net->loop, overflow) == 0) {
-    if (uv_accept(server, (uv_stream_t *)overflow) == 0) {
-      dht_node_count_limit(net->cfg.node, DHT_LIMIT_CONNS);
-    }
+  if (overflow != NULL && uv_tcp_init(loop, overflow) == 0) {
+    accepted = uv_accept(server, (uv_stream_t *)overflow) == 0;
     uv_close((uv_handle_t *)overflow, (uv_close_cb)free);
   } else {
     free(overflow);
+  }
+  return accepted;
+}
+
+/* A connection the node cannot take (no memory for it) is refused off the
+ * backlog, and counted. */
+static void refuse_backlog(dhtd_net *net, uv_stream_t *server) {
+  if (dhtd_refuse_one(net->loop, server)) {
+    dht_node_count_limit(net->cfg.node, DHT_LIMIT_CONNS);
   }
 }
 
@@ -1530,24 +1539,33 @@ static void init_source(dhtd_net *net, const struct sockaddr_storage *listen) {
   }
 }
 
-int dhtd_net_start(dhtd_net **out, uv_loop_t *loop, const dhtd_net_config *cfg,
-                   char *err, size_t err_len) {
+int dhtd_listen_addr(const char *addr, struct sockaddr_storage *ss,
+                     char *err, size_t err_len) {
   char host[DHT_ADDR_LEN_MAX + 1];
-  struct sockaddr_storage ss;
-  dhtd_net *net;
   uint16_t port;
-  int rv;
 
-  if (dht_addr_parse(cfg->listen_addr, host, sizeof(host), &port) != 0) {
-    snprintf(err, err_len, "bad listen address '%s' (want HOST:PORT)",
-             cfg->listen_addr);
+  if (dht_addr_parse(addr, host, sizeof(host), &port) != 0) {
+    snprintf(err, err_len, "bad listen address '%s' (want HOST:PORT)", addr);
     return UV_EINVAL;
   }
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) != 0) {
     snprintf(err, err_len, "listen address '%s' must be a numeric IP address",
-             cfg->listen_addr);
+             addr);
     return UV_EINVAL;
+  }
+  return 0;
+}
+
+int dhtd_net_start(dhtd_net **out, uv_loop_t *loop, const dhtd_net_config *cfg,
+                   char *err, size_t err_len) {
+  struct sockaddr_storage ss;
+  dhtd_net *net;
+  int rv;
+
+  rv = dhtd_listen_addr(cfg->listen_addr, &ss, err, err_len);
+  if (rv != 0) {
+    return rv;
   }
   net = calloc(1, sizeof(*net));
   if (net == NULL) {

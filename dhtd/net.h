@@ -71,6 +71,16 @@ typedef struct dhtd_net_config {
                                     finished its handshake by then is closed */
 } dhtd_net_config;
 
+/* Parses "HOST:PORT" with a numeric IPv4 or [IPv6] host into *ss. Returns 0,
+ * or UV_EINVAL with a one-line reason in err. */
+int dhtd_listen_addr(const char *addr, struct sockaddr_storage *ss,
+                     char *err, size_t err_len);
+
+/* Accepts one connection off server's backlog and closes it at once, so
+ * that the backlog does not fill with connections nobody will serve.
+ * Returns whether there was one to accept. */
+bool dhtd_refuse_one(uv_loop_t *loop, uv_stream_t *server);
+
 /* Binds and listens. On failure returns a negative libuv code and writes a
  * one-line reason into err. */
 int dhtd_net_start(dhtd_net **out, uv_loop_t *loop, const dhtd_net_config *cfg,

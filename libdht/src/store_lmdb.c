@@ -889,6 +889,22 @@ size_t dht_store_lmdb_key_len_max(dht_store *st) {
   return lmdb_of(st)->key_size_max - DHT_ID_LEN;
 }
 
+int dht_store_lmdb_get_size(dht_store *st, dht_store_lmdb_size *out) {
+  lmdb_store *s = lmdb_of(st);
+  MDB_envinfo info;
+  MDB_stat stat;
+
+  if (mdb_env_stat(s->env, &stat) != 0 || mdb_env_info(s->env, &info) != 0) {
+    return DHT_ERR_STORE;
+  }
+  out->data_bytes = (uint64_t)stat.ms_psize *
+                    (stat.ms_branch_pages + stat.ms_leaf_pages +
+                     stat.ms_overflow_pages);
+  out->file_bytes = (uint64_t)stat.ms_psize * (info.me_last_pgno + 1);
+  out->map_bytes = info.me_mapsize;
+  return 0;
+}
+
 const char *dht_store_lmdb_errmsg(dht_store *st) {
   return lmdb_of(st)->errmsg;
 }

@@ -66,7 +66,7 @@ quiet "cpack" cpack -G DEB --config "$build/CPackConfig.cmake" -B "$tmp/pkg"
 deb=$(echo "$tmp"/pkg/chord-dht_*.deb)
 [ -f "$deb" ] || fail "cpack made no chord-dht_*.deb"
 depends=$(dpkg-deb -f "$deb" Depends)
-for lib in libc6 libuv1 libmsgpackc2 liblmdb0 libsodium23; do
+for lib in libc6 libuv1 libmsgpackc2 liblmdb0 libsodium23 libhttp-parser2.9; do
   [[ ", $depends" == *", $lib "* ]] || fail "Depends lacks $lib: $depends"
 done
 

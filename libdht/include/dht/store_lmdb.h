@@ -118,6 +118,18 @@ const char *dht_store_lmdb_errmsg(dht_store *st);
  * corruption): every later call fails, and it must be reopened. */
 bool dht_store_lmdb_failed(dht_store *st);
 
+/* How much room the environment takes, from LMDB's own bookkeeping (its
+ * meta page: no scan, no transaction), as of the last commit. */
+typedef struct dht_store_lmdb_size {
+  uint64_t data_bytes; /* pages of the records' tree (branch, leaf and
+                          overflow pages) */
+  uint64_t file_bytes; /* pages the data file uses, free ones included */
+  uint64_t map_bytes;  /* the map: how large the file may grow before the
+                          map must */
+} dht_store_lmdb_size;
+/* Fills *out. Returns 0 or DHT_ERR_STORE. */
+int dht_store_lmdb_get_size(dht_store *st, dht_store_lmdb_size *out);
+
 /* "always", "interval" or "none" ("?" for anything else). */
 const char *dht_sync_mode_name(dht_sync_mode mode);
 /* Parses a name from dht_sync_mode_name(). Returns 0 or DHT_ERR_INVAL. */
