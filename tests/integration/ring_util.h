@@ -34,6 +34,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -42,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -177,6 +179,34 @@ static inline int bind_loopback(int *port) {
   assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
   *port = ntohs(sa.sin_port);
   return fd;
+}
+
+/* A TCP connection of the test's own to 127.0.0.1:port. */
+static inline int connect_loopback(int port) {
+  struct sockaddr_in sa;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  assert_true(fd >= 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  return fd;
+}
+
+/* True when the other end closes fd (read sees EOF or a reset) within 5 s;
+ * whatever it sends before is read and dropped. */
+static inline bool closed_by_peer(int fd) {
+  struct timeval tv = {5, 0};
+  char buf[4096];
+  ssize_t n;
+
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  do {
+    n = read(fd, buf, sizeof(buf));
+  } while (n > 0);
+  return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
 /* A loopback port that was free a moment ago and that this test has not
@@ -332,12 +362,14 @@ static inline node *node_add(ring *r, const char *addr) {
 /* Starts node d on its data directory, joining through join (NULL: a new
  * ring), with timers shortened so that a ring settles in a second or two.
  * The words of run_under (up to a NULL; NULL for none), such as `ip netns
- * exec NS`, come before dhtd's own command line; env_set is spawn's. */
-static inline void node_start_under(node *d, const node *join,
-                                    char *const run_under[],
-                                    char *const env_set[]) {
-  char *argv[32];
-  int n = 0;
+ * exec NS`, come before dhtd's own command line, and those of extra (the
+ * same) after it; env_set is spawn's. */
+static inline void node_start_args(node *d, const node *join,
+                                   char *const run_under[],
+                                   char *const env_set[],
+                                   char *const extra[]) {
+  char *argv[48];
+  int n = 0, k;
 
   for (; run_under != NULL && run_under[n] != NULL; n++) {
     assert_true(n < 12);
@@ -366,9 +398,20 @@ static inline void node_start_under(node *d, const node *join,
     argv[n++] = "--join";
     argv[n++] = (char *)join->addr;
   }
+  for (k = 0; extra != NULL && extra[k] != NULL; k++) {
+    assert_true(n < 46);
+    argv[n++] = extra[k];
+  }
   argv[n] = NULL;
   assert_int_equal(d->pid, 0);
   d->pid = spawn(argv, env_set, d->log, d->log);
+}
+
+/* node_start_args with no words after dhtd's own. */
+static inline void node_start_under(node *d, const node *join,
+                                    char *const run_under[],
+                                    char *const env_set[]) {
+  node_start_args(d, join, run_under, env_set, NULL);
 }
 
 /* True once d answers a PING; false when it has not by deadline_ms (on
@@ -381,6 +424,28 @@ static inline bool node_answers_by(const node *d, uint64_t deadline_ms) {
     pause_ms(50);
   }
   return true;
+}
+
+static inline bool ring_succs_settled(ring *r, char *why, size_t why_len);
+
+/* Adds n nodes and starts them, the first as a new ring with the words of
+ * first_extra (up to a NULL; NULL for none) after its command line and
+ * the others joining through it, and waits until every node's first
+ * successor is its true one. */
+static inline void ring_start_first_with(ring *r, int n,
+                                         char *const first_extra[]) {
+  node *first = node_add(r, NULL);
+  int i;
+
+  node_start_args(first, NULL, NULL, NULL, first_extra);
+  if (!node_answers_by(first, now_ms() + 5000)) {
+    fail_msg("%s does not answer after 5 s: %s", first->addr,
+             dht_client_last_error(first->client));
+  }
+  for (i = 1; i < n; i++) {
+    node_start_under(node_add(r, NULL), first, NULL, NULL);
+  }
+  wait_until(r, ring_succs_settled, SETTLE_MS, "ring settled");
 }
 
 /* Waits for d to exit with status want (128 + the signal for a kill). */
@@ -744,6 +809,39 @@ static inline void ring_tests_end(void) {
     }
     rmdir(base_dir);
   }
+}
+
+/* The plain fixtures: each test gets an empty ring of its own (state), and
+ * whatever it started is killed by pid and its directory removed after,
+ * whether it passed or not. */
+static inline int ring_fixture_new(void **state) {
+  *state = ring_make();
+  return *state != NULL ? 0 : -1;
+}
+
+static inline int ring_fixture_del(void **state) {
+  ring *r = *state;
+
+  ring_kill_nodes(r);
+  ring_dir_remove(r);
+  free(r);
+  return 0;
+}
+
+/* The main of a program of n tests: takes its arguments, runs them in a
+ * directory of their own made from template, and returns how many failed
+ * (2 when it could not start). */
+static inline int ring_tests_main(int argc, char **argv, const char *program,
+                                  const char *template,
+                                  const struct CMUnitTest *tests, size_t n) {
+  int failed;
+
+  if (!ring_tests_args(argc, argv, program) || !ring_tests_begin(template)) {
+    return 2;
+  }
+  failed = _cmocka_run_group_tests(program, tests, n, NULL, NULL);
+  ring_tests_end();
+  return failed;
 }
 
 #endif /* RING_UTIL_H */

@@ -42,20 +42,7 @@
 
 
 /* Starts n nodes with this ring's member key and waits until they agree. */
-static void ring_start(ring *r, int n) {
-  node *first = node_add(r, NULL);
-  int i;
-
-  node_start_under(first, NULL, NULL, NULL);
-  if (!node_answers_by(first, now_ms() + 5000)) {
-    fail_msg("%s does not answer after 5 s: %s", first->addr,
-             dht_client_last_error(first->client));
-  }
-  for (i = 1; i < n; i++) {
-    node_start_under(node_add(r, NULL), first, NULL, NULL);
-  }
-  wait_until(r, ring_succs_settled, SETTLE_MS, "ring settled");
-}
+static void ring_start(ring *r, int n) { ring_start_first_with(r, n, NULL); }
 
 /* A client of d's address with key (NULL: none). */
 static dht_client *client_with(const node *d, const dht_ring_key *key) {
@@ -138,18 +125,7 @@ static bool closed_silently(int fd) {
   return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
-static int raw_connect(const node *d) {
-  struct sockaddr_in sa;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-  assert_true(fd >= 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)d->port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  return fd;
-}
+static int raw_connect(const node *d) { return connect_loopback(d->port); }
 
 /* ---- tests --------------------------------------------------------------- */
 

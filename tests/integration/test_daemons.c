@@ -669,31 +669,7 @@ static void test_dht_check_counts_copies(void **state) {
 /* ---- mistakes ------------------------------------------------------------ */
 
 /* Connects a raw TCP socket to d, for bytes no client would send. */
-static int raw_connect(const node *d) {
-  struct sockaddr_in sa;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-  assert_true(fd >= 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)d->port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  return fd;
-}
-
-/* True when the daemon closes fd (read sees EOF or a reset) within 5 s. */
-static bool closed_by_peer(int fd) {
-  struct timeval tv = {5, 0};
-  char buf[4096];
-  ssize_t n;
-
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  do {
-    n = read(fd, buf, sizeof(buf)); /* ERROR replies, then the close */
-  } while (n > 0);
-  return n == 0 || (n < 0 && errno == ECONNRESET);
-}
+static int raw_connect(const node *d) { return connect_loopback(d->port); }
 
 /* Garbage and an absurd frame length get the connection closed, and the
  * node goes on serving everyone else, its keys intact. */
@@ -940,27 +916,9 @@ static void test_connections_come_from_the_listen_address(void **state) {
   close(fd);
 }
 
-/* ---- fixtures ------------------------------------------------------------ */
-
-/* Gives the test an empty ring in a new directory of its own. */
-static int ring_new(void **state) {
-  *state = ring_make();
-  return *state != NULL ? 0 : -1;
-}
-
-/* Kills what the test left running, by pid, and removes its directory. */
-static int ring_del(void **state) {
-  ring *r = *state;
-
-  ring_kill_nodes(r);
-  ring_dir_remove(r);
-  free(r);
-  return 0;
-}
-
-/* A test with a fresh ring of its own. */
+/* A test with a fresh ring of its own (ring_util.h's plain fixtures). */
 #define RING_TEST(test)                                                        \
-  cmocka_unit_test_setup_teardown(test, ring_new, ring_del)
+  cmocka_unit_test_setup_teardown(test, ring_fixture_new, ring_fixture_del)
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
@@ -977,13 +935,7 @@ int main(int argc, char **argv) {
       RING_TEST(test_daemon_refuses_clearly),
       RING_TEST(test_connections_come_from_the_listen_address),
   };
-  int failed;
 
-  if (!ring_tests_args(argc, argv, "test_daemons") ||
-      !ring_tests_begin("/tmp/dht-test-XXXXXX")) {
-    return 2;
-  }
-  failed = cmocka_run_group_tests(tests, NULL, NULL);
-  ring_tests_end();
-  return failed;
+  return ring_tests_main(argc, argv, "test_daemons", "/tmp/dht-test-XXXXXX",
+                         tests, sizeof(tests) / sizeof(tests[0]));
 }

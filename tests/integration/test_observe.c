@@ -1,0 +1,351 @@
+/*
+ * test_observe.c: what an operator watches a node by, on real daemons:
+ * dhtd --metrics, scraped over real TCP after the real dht CLI has put and
+ * got keys.
+ *
+ * What it holds the endpoint to:
+ *   - the exposition passes `promtool check metrics` (Debian's prometheus
+ *     package; without promtool that one check is skipped, said on
+ *     stderr), lists every node counter, and its counts moved as the CLI's
+ *     requests say they must: PUTs and GETs by result at least as many as
+ *     were made, each histogram's _count its requests' total and its +Inf
+ *     bucket;
+ *   - its limits hold and cost the ring nothing: with 17 idle connections
+ *     open, the 17th is closed and `dht get` is served; an idle one is
+ *     closed at --metrics-timeout-ms; a 10 KiB request line, bad HTTP,
+ *     another path and another method are refused, and the node goes on
+ *     serving both its ring and its scrapes.
+ *
+ *   test_observe PATH_TO_DHTD PATH_TO_DHT [PATTERN]
+ *
+ * Every wait polls against a deadline; only the pids started here are
+ * signalled; ports are ones the kernel just handed out.
+ */
+#define _DEFAULT_SOURCE
+
+#include "dht/node.h"
+
+#define NODES_MAX 4
+#define PORTS_MAX 16
+#define WHY_LEN 400
+#define WAIT_POLL_MS 50
+#define RUN_MS 10000      /* one dht command */
+#define PUTS 20           /* dht put commands run */
+#define GETS 10           /* dht get commands run, of keys put */
+#define METRICS_CONNS 16  /* dhtd's default --metrics-max-conns */
+#define TIMEOUT_MS 3000   /* --metrics-timeout-ms of the tests' nodes */
+#define SCRAPE_MAX 262144 /* bytes of one answer read at most */
+
+#define RING_OWN_FIELDS                                                        \
+  int metrics_port;           /* the first node's --metrics port */           \
+  char scrape[SCRAPE_MAX];    /* the last answer read, NUL-terminated */      \
+  char scrape_path[PATH_LEN]; /* ... its body, saved for promtool */
+
+#include "ring_util.h"
+
+/* ---- the ring ------------------------------------------------------------ */
+
+/* Starts the first node with --metrics on a port of its own, and n - 1
+ * more joining it, and waits until every first successor is right. */
+static void ring_start_metered(ring *r, int n) {
+  char metrics_addr[40], timeout[16];
+  char *extra[] = {"--metrics", metrics_addr, "--metrics-timeout-ms", timeout,
+                   NULL};
+
+  r->metrics_port = free_port(r);
+  snprintf(metrics_addr, sizeof(metrics_addr), "127.0.0.1:%d",
+           r->metrics_port);
+  snprintf(timeout, sizeof(timeout), "%d", TIMEOUT_MS);
+  ring_start_first_with(r, n, extra);
+}
+
+/* Runs `dht --node NODE ARGS...` (up to a NULL) to the end; its status. */
+static int dht_run(ring *r, const node *d, const char *a1, const char *a2,
+                   const char *a3, run_result *res) {
+  char *argv[] = {(char *)dht_path, "--node", (char *)d->addr, (char *)a1,
+                  (char *)a2,      (char *)a3, NULL};
+
+  if (!run_within(r, argv, RUN_MS, res)) {
+    fail_msg("dht %s %s did not finish in %d ms", a1, a2, RUN_MS);
+  }
+  return res->status;
+}
+
+/* ---- HTTP ---------------------------------------------------------------- */
+
+/* Sends req (len bytes) on a new connection to the metrics port and reads
+ * the answer into r->scrape until the node closes or its Content-Length
+ * is in. Returns the status code, 0 when no answer came in 5 s. */
+static int http_ask(ring *r, const char *req, size_t len) {
+  struct timeval tv = {5, 0};
+  size_t got = 0, want = SIZE_MAX;
+  int fd = connect_loopback(r->metrics_port), status = 0;
+  ssize_t n;
+
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  assert_int_equal(write(fd, req, len), (ssize_t)len);
+  while (got < want && got + 1 < sizeof(r->scrape)) {
+    const char *end, *cl;
+    n = read(fd, r->scrape + got, sizeof(r->scrape) - 1 - got);
+    if (n <= 0) {
+      break;
+    }
+    got += (size_t)n;
+    r->scrape[got] = '\0';
+    end = strstr(r->scrape, "\r\n\r\n");
+    cl = strstr(r->scrape, "Content-Length: ");
+    if (end != NULL && cl != NULL && cl < end) {
+      want = (size_t)(end + 4 - r->scrape) + strtoul(cl + 16, NULL, 10);
+    }
+  }
+  r->scrape[got] = '\0';
+  close(fd);
+  sscanf(r->scrape, "HTTP/1.1 %d", &status);
+  return status;
+}
+
+/* http_ask of a NUL-terminated request. */
+static int http_ask_str(ring *r, const char *req) {
+  return http_ask(r, req, strlen(req));
+}
+
+static int http_get(ring *r, const char *path) {
+  char req[256];
+  int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n",
+                   path);
+
+  return http_ask(r, req, (size_t)n);
+}
+
+/* The body of the last answer. */
+static const char *body_of(const ring *r) {
+  const char *end = strstr(r->scrape, "\r\n\r\n");
+
+  assert_non_null(end);
+  return end + 4;
+}
+
+/* The value of the sample whose name and labels are exactly series (e.g.
+ * `dht_keys` or `dht_requests_total{type="PUT",result="ok"}`); the test
+ * fails when the last scrape has none. */
+static double sample(const ring *r, const char *series) {
+  const char *p = body_of(r);
+  size_t len = strlen(series);
+
+  while ((p = strstr(p, series)) != NULL) {
+    if ((p == body_of(r) || p[-1] == '\n') && p[len] == ' ') {
+      return strtod(p + len + 1, NULL);
+    }
+    p += len;
+  }
+  fail_msg("no sample %s in the scrape", series);
+  return 0;
+}
+
+/* A scrape of /metrics into r->scrape, which must succeed. */
+static void scrape(ring *r) {
+  assert_int_equal(http_get(r, "/metrics"), 200);
+}
+
+/* promtool check metrics on the last scrape's body, or a note that it
+ * cannot be run. */
+static void promtool_check(ring *r) {
+  char *which[] = {"sh", "-c", "command -v promtool", NULL};
+  char cmd[PATH_LEN + 40];
+  char *check[] = {"sh", "-c", cmd, NULL};
+  run_result *res = malloc(sizeof(*res));
+  FILE *f;
+
+  assert_non_null(res);
+  if (!run_within(r, which, RUN_MS, res) || res->status != 0) {
+    fprintf(stderr, "promtool not found (Debian package prometheus): the "
+                    "exposition is not linted\n");
+    free(res);
+    return;
+  }
+  snprintf(r->scrape_path, sizeof(r->scrape_path), "%s/scrape.txt", r->dir);
+  f = fopen(r->scrape_path, "w");
+  assert_non_null(f);
+  fputs(body_of(r), f);
+  fclose(f);
+  snprintf(cmd, sizeof(cmd), "promtool check metrics < '%s'", r->scrape_path);
+  assert_true(run_within(r, check, RUN_MS, res));
+  if (res->status != 0) {
+    fail_msg("promtool check metrics: exit %d: %s%s", res->status, res->out,
+             res->err);
+  }
+  free(res);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+/* Puts and gets through the CLI move exactly the counters they must, and
+ * the exposition is well-formed and complete. */
+static void test_scrape_counts_what_the_cli_did(void **state) {
+  static const char *const ops[] = {"GET", "PUT", "DEL", "FIND_SUCC"};
+  ring *r = *state;
+  run_result *res = malloc(sizeof(*res));
+  char key[32], value[32], series[160];
+  double count;
+  size_t i;
+
+  assert_non_null(res);
+  ring_start_metered(r, 2);
+  for (i = 0; i < PUTS; i++) {
+    snprintf(key, sizeof(key), "m-key-%zu", i);
+    snprintf(value, sizeof(value), "m-value-%zu", i);
+    assert_int_equal(dht_run(r, &r->nodes[0], "put", key, value, res), 0);
+  }
+  for (i = 0; i < GETS; i++) {
+    snprintf(key, sizeof(key), "m-key-%zu", i);
+    assert_int_equal(dht_run(r, &r->nodes[0], "get", key, NULL, res), 0);
+  }
+  assert_int_equal(dht_run(r, &r->nodes[0], "get", "m-missing", NULL, res), 1);
+  free(res);
+
+  scrape(r);
+  assert_non_null(strstr(r->scrape, "Content-Type: text/plain; version=0.0.4"));
+  promtool_check(r);
+  /* The first node took every request from the CLI, and answered each
+   * itself or relayed its owner's answer. */
+  assert_true(sample(r, "dht_requests_total{type=\"PUT\",result=\"ok\"}") >=
+              PUTS);
+  assert_true(sample(r, "dht_requests_total{type=\"GET\",result=\"ok\"}") >=
+              GETS);
+  assert_true(
+      sample(r, "dht_requests_total{type=\"GET\",result=\"not_found\"}") >= 1);
+  assert_true(sample(r, "dht_messages_received_total{type=\"PUT\"}") >= PUTS);
+  for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+    double answered = 0;
+    static const char *const results[] = {"ok", "not_found", "error"};
+    size_t k;
+    for (k = 0; k < 3; k++) {
+      snprintf(series, sizeof(series),
+               "dht_requests_total{type=\"%s\",result=\"%s\"}", ops[i],
+               results[k]);
+      answered += sample(r, series);
+    }
+    snprintf(series, sizeof(series),
+             "dht_request_duration_seconds_count{op=\"%s\"}", ops[i]);
+    count = sample(r, series);
+    assert_true(count == answered);
+    snprintf(series, sizeof(series),
+             "dht_request_duration_seconds_bucket{op=\"%s\",le=\"+Inf\"}",
+             ops[i]);
+    assert_true(sample(r, series) == count);
+  }
+  assert_true(sample(r, "dht_request_duration_seconds_count{op=\"PUT\"}") >=
+              PUTS);
+  assert_true(sample(r, "dht_bytes_received_total{class=\"client\"}") > 0);
+  assert_true(sample(r, "dht_bytes_sent_total{class=\"ring\"}") > 0);
+  assert_true(sample(r, "dht_node_joined") == 1);
+  assert_true(sample(r, "dht_node_state{state=\"joined\"}") == 1);
+  assert_true(sample(r, "dht_successors") >= 1);
+  assert_true(sample(r, "dht_predecessor_known") == 1);
+  assert_true(sample(r, "dht_keys") >= 1);
+  assert_true(sample(r, "dht_store_data_bytes") > 0);
+  assert_true(sample(r, "dht_puts_total") >= 1);
+  /* Every node counter is there, under its own name. */
+#define HAS_COUNTER(name)                                                      \
+  if (strstr(#name, "_ms") == NULL) {                                          \
+    snprintf(series, sizeof(series), "\n# HELP dht_%s", #name);               \
+    if (strstr(r->scrape, series) == NULL) {                                   \
+      fail_msg("no counter %s in the scrape", #name);                          \
+    }                                                                          \
+  }
+  DHT_NODE_COUNTER_MAP(HAS_COUNTER)
+#undef HAS_COUNTER
+  /* HEAD: the same headers, no body. */
+  assert_int_equal(http_ask_str(r, "HEAD /metrics HTTP/1.1\r\n\r\n"), 200);
+  assert_string_equal(body_of(r), "");
+}
+
+/* True when fd has been neither answered nor closed: nothing to read. */
+static bool still_open(int fd) {
+  char c;
+  ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
+
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* The condition of a metrics connection the test holds idle. */
+static int idle_fd;
+static bool idle_closed(ring *r, char *why, size_t why_len) {
+  (void)r;
+  snprintf(why, why_len, "an idle metrics connection is still open");
+  return !still_open(idle_fd);
+}
+
+/* The endpoint's limits: connections, time, request size, bad requests;
+ * none of them stops the ring serving, or the next scrape. */
+static void test_limits_hold_and_the_ring_serves_on(void **state) {
+  ring *r = *state;
+  run_result *res = malloc(sizeof(*res));
+  char *big = malloc(10 * 1024 + 64);
+  int fds[METRICS_CONNS + 1], i;
+  size_t n;
+
+  assert_non_null(res);
+  assert_non_null(big);
+  ring_start_metered(r, 1);
+  assert_int_equal(dht_run(r, &r->nodes[0], "put", "lim-key", "v", res), 0);
+
+  /* 17 idle connections: the first 16 are taken, the 17th closed. */
+  for (i = 0; i <= METRICS_CONNS; i++) {
+    fds[i] = connect_loopback(r->metrics_port);
+  }
+  assert_true(closed_by_peer(fds[METRICS_CONNS]));
+  close(fds[METRICS_CONNS]);
+  assert_int_equal(dht_run(r, &r->nodes[0], "get", "lim-key", NULL, res), 0);
+  assert_string_equal(res->out, "v");
+  for (i = 0; i < METRICS_CONNS; i++) {
+    assert_true(still_open(fds[i]));
+  }
+  /* ... and are closed once idle for --metrics-timeout-ms. */
+  idle_fd = fds[0];
+  wait_until(r, idle_closed, TIMEOUT_MS * 3, "idle connection closed");
+  for (i = 0; i < METRICS_CONNS; i++) {
+    close(fds[i]);
+  }
+
+  /* A 10 KiB request line. */
+  n = (size_t)snprintf(big, 16, "GET /");
+  memset(big + n, 'a', 10 * 1024);
+  n += 10 * 1024;
+  n += (size_t)snprintf(big + n, 32, " HTTP/1.1\r\n\r\n");
+  assert_int_equal(http_ask(r, big, n), 414);
+  /* Bad HTTP, another path, another method. */
+  assert_int_equal(http_ask_str(r, "HELLO THERE\r\n\r\n"), 400);
+  assert_int_equal(http_ask_str(r, "GET /metrics HTTP/1.1\r\n"
+                                   "Content-Length: 3\r\n\r\nabc"),
+                   400);
+  assert_int_equal(http_get(r, "/"), 404);
+  assert_int_equal(http_ask_str(r, "POST /metrics HTTP/1.1\r\n\r\n"), 405);
+  assert_non_null(strstr(r->scrape, "Allow: GET, HEAD\r\n"));
+
+  /* The node serves its ring and its scrapes as before, and counted it. */
+  assert_int_equal(dht_run(r, &r->nodes[0], "get", "lim-key", NULL, res), 0);
+  scrape(r);
+  assert_true(sample(r, "dht_metrics_connections_refused_total") >= 1);
+  assert_true(sample(r, "dht_metrics_timeouts_total") >= 1);
+  assert_true(sample(r, "dht_metrics_http_responses_total{code=\"414\"}") ==
+              1);
+  assert_true(sample(r, "dht_metrics_http_responses_total{code=\"400\"}") ==
+              2);
+  free(big);
+  free(res);
+}
+
+/* A test with a fresh ring of its own (ring_util.h's plain fixtures). */
+#define RING_TEST(test)                                                        \
+  cmocka_unit_test_setup_teardown(test, ring_fixture_new, ring_fixture_del)
+
+int main(int argc, char **argv) {
+  const struct CMUnitTest tests[] = {
+      RING_TEST(test_scrape_counts_what_the_cli_did),
+      RING_TEST(test_limits_hold_and_the_ring_serves_on),
+  };
+
+  return ring_tests_main(argc, argv, "test_observe", "/tmp/dht-test-XXXXXX",
+                         tests, sizeof(tests) / sizeof(tests[0]));
+}
