@@ -122,6 +122,10 @@ static const char usage[] =
     "                         answer this long after it came or was last\n"
     "                         answered [10000]\n"
     "  --log-level LEVEL      error, warn, info or debug [info]\n"
+    "  --log-format FORMAT    text: one line per event, tagged with the\n"
+    "                         node's short id; json: one JSON object per\n"
+    "                         line (time, level, node, msg and the line's\n"
+    "                         fields), start-up errors too [text]\n"
     "  --help                 this text\n"
     "  --version              print the version\n";
 
@@ -171,13 +175,13 @@ typedef struct daemon_state {
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...) {
+  char text[1024];
   va_list ap;
 
-  fputs("dhtd: ", stderr);
   va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
+  vsnprintf(text, sizeof(text), fmt, ap);
   va_end(ap);
-  fputc('\n', stderr);
+  dhtd_log_startup_error(text);
   return 2;
 }
 
@@ -233,6 +237,12 @@ static int parse_args(int argc, char **argv, options *o) {
   int i;
 
   memset(o, 0, sizeof(*o));
+  /* First, so that even a bad flag before it is said in its format. */
+  for (i = 1; i + 1 < argc; i++) {
+    if (strcmp(argv[i], "--log-format") == 0) {
+      dhtd_log_format_set(argv[i + 1]);
+    }
+  }
   o->sync = DHT_SYNC_ALWAYS;
   o->sync_interval_ms = 1000;
   o->max_client_conns = 1024;
@@ -359,6 +369,10 @@ static int parse_args(int argc, char **argv, options *o) {
       rv = parse_u32(flag, val, 1, 1024, &o->metrics_max_conns);
     } else if (strcmp(flag, "--metrics-timeout-ms") == 0) {
       rv = parse_u32(flag, val, 1, 3600000, &o->metrics_timeout_ms);
+    } else if (strcmp(flag, "--log-format") == 0) {
+      if (dhtd_log_format_set(val) != 0) {
+        rv = fail("--log-format wants text or json, not '%s'", val);
+      }
     } else if (strcmp(flag, "--log-level") == 0) {
       if (dhtd_log_level_parse(val, &o->log_level) != 0) {
         rv = fail("--log-level wants error, warn, info or debug, not '%s'",
@@ -551,7 +565,7 @@ int main(int argc, char **argv) {
   daemon_state d;
   options o;
   dht_id id;
-  char err[256], short_id[DHT_ID_SHORT_LEN];
+  char err[256], short_id[DHT_ID_SHORT_LEN], id_hex[DHT_ID_HEX_LEN];
   char host[DHT_ADDR_LEN_MAX + 1];
   uint16_t port;
   int rv;
@@ -563,6 +577,7 @@ int main(int argc, char **argv) {
   if (o.advertise == NULL) {
     o.advertise = o.listen;
   }
+  dhtd_log_set_node(NULL, o.advertise);
   if (dht_addr_parse(o.advertise, host, sizeof(host), &port) != 0) {
     return fail("bad address '%s' (want HOST:PORT, [IPv6]:PORT)", o.advertise);
   }
@@ -629,6 +644,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   dhtd_log_init(dht_id_short(dht_node_id(d.node), short_id), o.log_level);
+  dhtd_log_set_node(dht_id_hex(dht_node_id(d.node), id_hex), o.advertise);
 
   memset(&nc, 0, sizeof(nc));
   nc.listen_addr = o.listen;

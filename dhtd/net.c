@@ -332,7 +332,7 @@ static void conn_auth_failed(dhtd_conn *c, int code) {
     break;
   }
   conn_peer_name(c, peer, sizeof(peer));
-  dhtd_log(DHT_LOG_WARN,
+  dhtd_log_peer(DHT_LOG_WARN, peer,
            "closing conn %llu %s %s: %s (%llu more such closes unlogged)",
            (unsigned long long)c->id, c->outgoing ? "to" : "from", peer, why,
            (unsigned long long)net->auth_unlogged);
@@ -477,9 +477,11 @@ static void limit_hit(dhtd_net *net, addr_entry *e, dht_host_limit which,
   va_start(ap, fmt);
   vsnprintf(what, sizeof(what), fmt, ap);
   va_end(ap);
-  dhtd_log(DHT_LOG_WARN, "%s%s%s (further hits %s are only counted: %s)",
-           e != NULL ? e->name : "", e != NULL ? ": " : "", what,
-           e != NULL ? "from this address" : "like it", limit_counter[which]);
+  dhtd_log_peer(DHT_LOG_WARN, e != NULL ? e->name : NULL,
+                "%s%s%s (further hits %s are only counted: %s)",
+                e != NULL ? e->name : "", e != NULL ? ": " : "", what,
+                e != NULL ? "from this address" : "like it",
+                limit_counter[which]);
   if (e != NULL) {
     e->logged |= 1u << which;
   }
@@ -1119,7 +1121,8 @@ static void on_connect(uv_connect_t *req, int status) {
 
   if (status != 0) {
     if (status != UV_ECANCELED) {
-      dhtd_log(DHT_LOG_DEBUG, "connect to %s: %s", c->addr, uv_strerror(status));
+      dhtd_log_peer(DHT_LOG_DEBUG, c->addr, "connect to %s: %s", c->addr,
+                    uv_strerror(status));
     }
     conn_close(c, true);
     return;
@@ -1167,7 +1170,8 @@ static void start_connect(dhtd_conn *c, const struct sockaddr *sa) {
     rv = uv_tcp_connect(&c->connect_req, &c->tcp, sa, on_connect);
   }
   if (rv != 0) {
-    dhtd_log(DHT_LOG_DEBUG, "connect to %s: %s", c->addr, uv_strerror(rv));
+    dhtd_log_peer(DHT_LOG_DEBUG, c->addr, "connect to %s: %s", c->addr,
+                  uv_strerror(rv));
     conn_close(c, true);
   }
 }
@@ -1183,8 +1187,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
     return;
   }
   if (status != 0 || res == NULL) {
-    dhtd_log(DHT_LOG_WARN, "cannot resolve %s: %s", c->addr,
-             uv_strerror(status));
+    dhtd_log_peer(DHT_LOG_WARN, c->addr, "cannot resolve %s: %s", c->addr,
+                  uv_strerror(status));
     uv_freeaddrinfo(res);
     conn_close(c, true);
     return;

@@ -14,7 +14,12 @@
  *     open, the 17th is closed and `dht get` is served; an idle one is
  *     closed at --metrics-timeout-ms; a 10 KiB request line, bad HTTP,
  *     another path and another method are refused, and the node goes on
- *     serving both its ring and its scrapes.
+ *     serving both its ring and its scrapes;
+ *   - dhtd --log-format json: every line of a short real run (a join,
+ *     puts and gets, graceful leaves, at --log-level debug) and of a
+ *     start-up error is one JSON object with time, level, node and msg,
+ *     its strings escaped, as python3 parses it (skipped, said on stderr,
+ *     without python3).
  *
  *   test_observe PATH_TO_DHTD PATH_TO_DHT [PATTERN]
  *
@@ -336,6 +341,107 @@ static void test_limits_hold_and_the_ring_serves_on(void **state) {
   free(res);
 }
 
+/* Runs python3 -c prog on the files args (up to a NULL); false, said on
+ * stderr, when there is no python3. The test fails on a non-zero exit. */
+static bool python_check(ring *r, const char *prog, const char *const args[]) {
+  char *which[] = {"sh", "-c", "command -v python3", NULL};
+  char *argv[8];
+  run_result *res = malloc(sizeof(*res));
+  int n = 0;
+
+  assert_non_null(res);
+  if (!run_within(r, which, RUN_MS, res) || res->status != 0) {
+    fprintf(stderr, "python3 not found: the JSON log is not parsed\n");
+    free(res);
+    return false;
+  }
+  argv[n++] = "python3";
+  argv[n++] = "-c";
+  argv[n++] = (char *)prog;
+  for (; *args != NULL; args++) {
+    assert_true(n < 7);
+    argv[n++] = (char *)*args;
+  }
+  argv[n] = NULL;
+  assert_true(run_within(r, argv, RUN_MS, res));
+  if (res->status != 0) {
+    fail_msg("python3 says: %s%s", res->out, res->err);
+  }
+  free(res);
+  return true;
+}
+
+/* Every line of each file is one JSON object with the keys every line has,
+ * in their forms; the node, once named, with its id and address. */
+static const char check_json_lines[] =
+    "import json, re, sys\n"
+    "t = re.compile(r'^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z$')\n"
+    "for path in sys.argv[1:]:\n"
+    "    lines = open(path, 'rb').read().decode('utf-8').split('\\n')\n"
+    "    assert lines[-1] == '', path + ': no newline at the end'\n"
+    "    assert len(lines) > 3, path + ': %d lines' % len(lines)\n"
+    "    for n, line in enumerate(lines[:-1], 1):\n"
+    "        where = '%s:%d: ' % (path, n)\n"
+    "        o = json.loads(line)\n"
+    "        assert isinstance(o, dict), where + 'not an object'\n"
+    "        for k in ('time', 'level', 'node', 'msg'):\n"
+    "            assert k in o, where + 'no ' + k\n"
+    "        assert t.match(o['time']), where + o['time']\n"
+    "        assert o['level'] in ('error', 'warn', 'info', 'debug'), where\n"
+    "        assert isinstance(o['msg'], str), where\n"
+    "        assert re.match('^[0-9a-f]{40}$', o['node']['id']), where\n"
+    "        assert o['node']['addr'].startswith('127.0.0.1:'), where\n";
+
+/* The one line of a start-up error names the bad bytes escaped: a control
+ * character as \u0001, a byte that is not UTF-8 as U+FFFD. */
+static const char check_startup_error[] =
+    "import json, sys\n"
+    "lines = open(sys.argv[1], 'rb').read().decode('utf-8').split('\\n')\n"
+    "assert len(lines) == 2 and lines[1] == '', lines\n"
+    "o = json.loads(lines[0])\n"
+    "assert o['level'] == 'error', o\n"
+    "assert 'bad\\x01\\ufffd\"\\\\:1' in o['msg'], o['msg']\n";
+
+/* A short real run in JSON, and a start-up error, parse line by line. */
+static void test_json_log_is_one_object_per_line(void **state) {
+  char *json[] = {"--log-format", "json", NULL};
+  char bad_join[] = "bad\x01\xff\"\\:1";
+  char err_path[PATH_LEN], free_addr[40];
+  char *argv[] = {(char *)dhtd_path, "--listen",     free_addr, "--memory",
+                  "--log-format",    "json",         "--join",  bad_join,
+                  NULL};
+  const char *logs[3] = {NULL, NULL, NULL};
+  ring *r = *state;
+  run_result *res = malloc(sizeof(*res));
+  FILE *f;
+
+  assert_non_null(res);
+  ring_start_first_with(r, 1, json);
+  node_start_args(node_add(r, NULL), &r->nodes[0], NULL, NULL, json);
+  wait_until(r, ring_succs_settled, SETTLE_MS, "ring of 2 settled");
+  assert_int_equal(dht_run(r, &r->nodes[0], "put", "log-key", "v", res), 0);
+  assert_int_equal(dht_run(r, &r->nodes[1], "get", "log-key", NULL, res), 0);
+  node_stop(&r->nodes[1], SIGTERM, 15000);
+  node_stop(&r->nodes[0], SIGTERM, 15000);
+  logs[0] = r->nodes[0].log;
+  logs[1] = r->nodes[1].log;
+  if (python_check(r, check_json_lines, logs)) {
+    snprintf(free_addr, sizeof(free_addr), "127.0.0.1:%d", free_port(r));
+    assert_true(run_within(r, argv, RUN_MS, res));
+    assert_int_equal(res->status, 2);
+    assert_string_equal(res->out, "");
+    snprintf(err_path, sizeof(err_path), "%s/startup.err", r->dir);
+    f = fopen(err_path, "w");
+    assert_non_null(f);
+    fputs(res->err, f);
+    fclose(f);
+    logs[0] = err_path;
+    logs[1] = NULL;
+    python_check(r, check_startup_error, logs);
+  }
+  free(res);
+}
+
 /* A test with a fresh ring of its own (ring_util.h's plain fixtures). */
 #define RING_TEST(test)                                                        \
   cmocka_unit_test_setup_teardown(test, ring_fixture_new, ring_fixture_del)
@@ -344,6 +450,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       RING_TEST(test_scrape_counts_what_the_cli_did),
       RING_TEST(test_limits_hold_and_the_ring_serves_on),
+      RING_TEST(test_json_log_is_one_object_per_line),
   };
 
   return ring_tests_main(argc, argv, "test_observe", "/tmp/dht-test-XXXXXX",
