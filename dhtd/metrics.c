@@ -493,8 +493,10 @@ static void on_written(uv_write_t *req, int status) {
   }
   conn_next_request(c);
   if (c->in_len > 0) {
-    conn_process(c); /* a request sent behind the last (pipelined) */
-  } else if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+    conn_process(c); /* what was sent behind the last request */
+  }
+  if (!c->writing && !c->closing &&
+      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
     conn_close(c);
   }
 }

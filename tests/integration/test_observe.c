@@ -78,17 +78,16 @@ static int dht_run(ring *r, const node *d, const char *a1, const char *a2,
 
 /* ---- HTTP ---------------------------------------------------------------- */
 
-/* Sends req (len bytes) on a new connection to the metrics port and reads
- * the answer into r->scrape until the node closes or its Content-Length
- * is in. Returns the status code, 0 when no answer came in 5 s. */
-static int http_ask(ring *r, const char *req, size_t len) {
+/* Reads one answer from fd into r->scrape, until the node closes or its
+ * Content-Length is in (5 s at most). Returns its status code, 0 when
+ * none came. */
+static int http_read(ring *r, int fd) {
   struct timeval tv = {5, 0};
   size_t got = 0, want = SIZE_MAX;
-  int fd = connect_loopback(r->metrics_port), status = 0;
+  int status = 0;
   ssize_t n;
 
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  assert_int_equal(write(fd, req, len), (ssize_t)len);
   while (got < want && got + 1 < sizeof(r->scrape)) {
     const char *end, *cl;
     n = read(fd, r->scrape + got, sizeof(r->scrape) - 1 - got);
@@ -104,8 +103,18 @@ static int http_ask(ring *r, const char *req, size_t len) {
     }
   }
   r->scrape[got] = '\0';
-  close(fd);
   sscanf(r->scrape, "HTTP/1.1 %d", &status);
+  return status;
+}
+
+/* Sends req (len bytes) on a new connection to the metrics port and reads
+ * the answer into r->scrape (http_read). */
+static int http_ask(ring *r, const char *req, size_t len) {
+  int fd = connect_loopback(r->metrics_port), status;
+
+  assert_int_equal(write(fd, req, len), (ssize_t)len);
+  status = http_read(r, fd);
+  close(fd);
   return status;
 }
 
@@ -327,6 +336,17 @@ static void test_limits_hold_and_the_ring_serves_on(void **state) {
   assert_int_equal(http_get(r, "/"), 404);
   assert_int_equal(http_ask_str(r, "POST /metrics HTTP/1.1\r\n\r\n"), 405);
   assert_non_null(strstr(r->scrape, "Allow: GET, HEAD\r\n"));
+
+  /* Keep-alive: a request sent behind another, and finished later. */
+  fds[0] = connect_loopback(r->metrics_port);
+  for (i = 0; i < 2; i++) {
+    static const char *const parts[] = {"GET / HTTP/1.1\r\n\r\nGET /metr",
+                                        "ics HTTP/1.1\r\n\r\n"};
+    n = strlen(parts[i]);
+    assert_int_equal(write(fds[0], parts[i], n), (ssize_t)n);
+    assert_int_equal(http_read(r, fds[0]), i == 0 ? 404 : 200);
+  }
+  close(fds[0]);
 
   /* The node serves its ring and its scrapes as before, and counted it. */
   assert_int_equal(dht_run(r, &r->nodes[0], "get", "lim-key", NULL, res), 0);
