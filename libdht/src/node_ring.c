@@ -37,6 +37,17 @@ static void stabilize_soon(dht_node *node) {
 /* A successor failed or left: refill the list from the next one now. */
 void dht__ring_on_succ_lost(dht_node *node) { stabilize_soon(node); }
 
+/* A sender was refused for a position this node's tables may only be too
+ * old to know: refresh both lists now rather than at their next round. */
+void dht__ring_check_neighbours_soon(dht_node *node) {
+  if (node->ring.check_pred_at_ms > node->now_ms + 50) {
+    node->ring.check_pred_at_ms = node->now_ms + 50;
+  }
+  if (node->ring.stabilize_at_ms > node->now_ms + 50) {
+    node->ring.stabilize_at_ms = node->now_ms + 50;
+  }
+}
+
 /* A new predecessor is checked at once (and tells its own list). */
 void dht__ring_on_pred_changed(dht_node *node) {
   if (node->pred != DHT__NO_PEER) {
@@ -294,7 +305,7 @@ void dht__leave_step(dht_node *node) {
 void dht__on_leave(dht_node *node, const dht__request *in) {
   const dht_msg *msg = in->msg;
   int32_t cands[2 * DHT_SUCC_LIST_MAX];
-  int32_t gone = dht__peer_intern_ref(node, &msg->peer);
+  int32_t gone = dht__peer_intern_own(node, &msg->peer);
   size_t n = 0, i;
 
   if (gone != DHT__NO_PEER) {
@@ -448,13 +459,18 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
 }
 
 void dht__on_notify(dht_node *node, const dht__request *in) {
-  const dht_msg *msg = in->msg;
+  dht__ring_notified(node, &in->msg->peer);
+}
+
+/* peer, confirmed at its address (node.c) unless the ring trusts every
+ * link, thinks it is our predecessor. */
+void dht__ring_notified(dht_node *node, const dht_peer_ref *peer) {
   int32_t n;
 
-  if (!msg->has_peer || dht__ref_is_self(node, &msg->peer)) {
+  if (dht__ref_is_self(node, peer)) {
     return;
   }
-  n = dht__peer_intern_ref(node, &msg->peer);
+  n = dht__peer_intern_own(node, peer);
   if (n == DHT__NO_PEER) {
     return;
   }
