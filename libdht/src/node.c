@@ -510,7 +510,8 @@ static void on_check_link(dht_node *node, const dht__request *in) {
 
   if (msg->link != dht__link_token(node, (const char *)msg->peer.addr.p,
                                    msg->peer.addr.len)) {
-    dht__reply_error(node, in->conn, msg->rid, DHT_ERR_UNBOUND);
+    /* Not UNBOUND, which asks the asker to try again later. */
+    dht__reply_error(node, in->conn, msg->rid, DHT_ERR_UNEXPECTED);
     return;
   }
   memset(&out, 0, sizeof(out));
@@ -541,6 +542,7 @@ static bool position_ok(const dht_node *node, sender_rule rule,
                         const dht_peer_ref *src) {
   int32_t idx = dht__peer_find(node, (const char *)src->addr.p,
                                src->addr.len);
+  int32_t far;
   bool pred_side;
 
   if (idx != DHT__NO_PEER &&
@@ -549,11 +551,9 @@ static bool position_ok(const dht_node *node, sender_rule rule,
        idx == node->pred)) {
     return true;
   }
-  pred_side =
-      node->n_preds == 0 ||
-      dht_id_in_oo(&src->id, &node->peers[node->preds[node->n_preds - 1]].id,
-                   &node->id) ||
-      dht_id_eq(&src->id, &node->peers[node->preds[node->n_preds - 1]].id);
+  far = node->n_preds > 0 ? node->preds[node->n_preds - 1] : node->pred;
+  pred_side = far == DHT__NO_PEER ||
+              dht_id_in_oo(&src->id, &node->peers[far].id, &node->id);
   if (rule == PREDECESSOR) {
     return pred_side;
   }
