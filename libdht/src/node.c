@@ -534,36 +534,55 @@ static bool listed(const int32_t *list, uint32_t n, int32_t idx) {
   return false;
 }
 
-/* Whether src is where rule says a sender may be. Positions are judged
- * loosely where the tables may lag the ring: a node that joined since is
- * closer than the farthest one listed, and one that knows no predecessor
- * (or successor) yet cannot rule that side out. */
+/* How far, as a fraction of the ring, a sender may lie from this node on
+ * one side: the span of the n peers it knows there, scaled to cover R of
+ * them twice over. A replica a dead holder's place went to, or the node
+ * R positions away that hands keys back, may lie beyond the peers listed
+ * (the lists hold succ_list_len entries, which may be fewer than R), and a
+ * view that lags the ring lists nodes that have died. */
+static double side_span(const dht_node *node, double known, uint32_t n) {
+  uint32_t r = node->set.replicas > n ? node->set.replicas : n;
+  double span = known * 2.0 * (double)r / (double)(n > 0 ? n : 1);
+
+  return span < 1.0 ? span : 1.0;
+}
+
+/* Whether src is where rule says a sender may be: listed as a predecessor
+ * (or, for NEIGHBOUR, a successor), or as close on that side as the
+ * neighbours it knows, by side_span. A node that knows nobody on a side
+ * cannot rule that side out. */
 static bool position_ok(const dht_node *node, sender_rule rule,
                         const dht_peer_ref *src) {
   int32_t idx = dht__peer_find(node, (const char *)src->addr.p,
                                src->addr.len);
   int32_t far;
-  bool pred_side;
+  uint32_t n;
 
   if (idx != DHT__NO_PEER &&
       (listed(node->preds, node->n_preds, idx) ||
        listed(node->last_preds, node->n_last_preds, idx) ||
-       idx == node->pred)) {
+       idx == node->pred ||
+       (rule == NEIGHBOUR && listed(node->succs, node->n_succs, idx)))) {
     return true;
   }
   far = node->n_preds > 0 ? node->preds[node->n_preds - 1] : node->pred;
-  pred_side = far == DHT__NO_PEER ||
-              dht_id_in_oo(&src->id, &node->peers[far].id, &node->id);
-  if (rule == PREDECESSOR) {
-    return pred_side;
-  }
-  if (pred_side ||
-      (idx != DHT__NO_PEER && listed(node->succs, node->n_succs, idx))) {
+  n = node->n_preds > 0 ? node->n_preds : 1;
+  if (far == DHT__NO_PEER ||
+      dht_id_distance_frac(&src->id, &node->id) <=
+          side_span(node, dht_id_distance_frac(&node->peers[far].id, &node->id),
+                    n)) {
     return true;
   }
-  return node->n_succs == 0 ||
-         dht_id_in_oc(&src->id, &node->id,
-                      &node->peers[node->succs[node->n_succs - 1]].id);
+  if (rule != NEIGHBOUR) {
+    return false;
+  }
+  if (node->n_succs == 0) {
+    return true;
+  }
+  far = node->succs[node->n_succs - 1];
+  return dht_id_distance_frac(&node->id, &src->id) <=
+         side_span(node, dht_id_distance_frac(&node->id, &node->peers[far].id),
+                   node->n_succs);
 }
 
 /* Whether in may be taken from the sender it names under rule; if not, it
