@@ -361,63 +361,97 @@ static void test_sender_retries_and_confirms_its_token(void **state) {
 
 /* ---- data messages ------------------------------------------------------- */
 
-/* Sends records as type from addr on conn, confirming the link first. */
+/* Sends records as type from src on conn, confirming the link first. */
 static void records_from(fake_host *h, uint64_t conn, dht_msg_type type,
-                         const char *addr, uint64_t rid, dht_kv *item) {
-  dht_peer_ref src;
+                         const dht_peer_ref *src, uint64_t rid, dht_kv *item) {
+  char addr[16];
   uint64_t check;
   dht_msg m;
 
-  peer_ref(&src, addr);
+  snprintf(addr, sizeof(addr), "%.*s", (int)src->addr.len,
+           (const char *)src->addr.p);
   msg_init(&m, type, rid);
   m.items = item;
   m.n_items = 1;
   m.has_src = true;
-  m.src = src;
+  m.src = *src;
   m.link = TOKEN;
   assert_int_equal(host_recv(h, conn, &m), 0);
   /* Refused UNBOUND and asked, unless the link was confirmed already (a
    * copy taken twice changes nothing): either way it goes again. */
   check = check_sent(h, addr, TOKEN);
   if (check != 0) {
-    check_answer(h, check, &src);
+    check_answer(h, check, src);
     host_drain(h);
   }
   assert_int_equal(host_recv(h, conn, &m), 0);
 }
 
-/* REPLICATE is taken from a predecessor, not from a successor (even one
- * confirmed at its address), nor without a sender; HANDOFF from both. */
+/* REPLICATE is taken from a predecessor, not from a successor nor from a
+ * node far before this one (even confirmed at their addresses), nor
+ * without a sender; HANDOFF from a successor too. Ids are explicit
+ * (trust_ids) so that the positions are the test's: self at 0x80, its
+ * predecessor just before, its successor just after, a stranger far. */
 static void test_data_messages_by_ring_position(void **state) {
-  dht_id writer = id_top(0x77);
+  dht_routing_peer pred, succ, fingers[DHT_ID_BITS];
+  dht_peer_ref p, s, far;
+  dht_id self = id_top(0x80), writer = id_top(0x77);
   dht_kv item = kv_of("k", "v", version_of(5u << 16, &writer), false);
+  dht_settings set;
   host_action a;
-  trio t;
+  fake_host h;
+  int i;
 
   (void)state;
-  trio_init(&t, false);
-  records_from(&t.h, CONN_IN, DHT_MSG_REPLICATE, t.pred, 11u << 24, &item);
-  host_expect_reply(&t.h, &a, CONN_IN, DHT_MSG_OK, 11u << 24);
+  dht_settings_default(&set);
+  set.trust_ids = true;
+  host_init_strict(&h, SELF, &self, &set, 0);
+  pred.id = id_top(0x7f);
+  pred.addr = "b:2";
+  succ.id = id_top(0x81);
+  succ.addr = "c:3";
+  for (i = 0; i < DHT_ID_BITS; i++) {
+    fingers[i] = succ;
+  }
+  assert_int_equal(
+      dht_node_install_routing(h.node, &pred, &succ, 1, fingers, h.now), 0);
+  dht_node_set_maintenance(h.node, false, h.now);
+  host_drain(&h);
+  p.id = pred.id;
+  p.addr = bytes_of("b:2");
+  s.id = succ.id;
+  s.addr = bytes_of("c:3");
+  far.id = id_top(0x20);
+  far.addr = bytes_of("x:9");
+
+  records_from(&h, CONN_IN, DHT_MSG_REPLICATE, &p, 11u << 24, &item);
+  host_expect_reply(&h, &a, CONN_IN, DHT_MSG_OK, 11u << 24);
   action_free(&a);
-  host_drain(&t.h);
-  records_from(&t.h, CONN_IN + 1, DHT_MSG_REPLICATE, t.succ, 12u << 24,
-               &item);
-  host_expect_error(&t.h, CONN_IN + 1, 12u << 24, DHT_ERR_NOT_NEIGHBOR);
-  host_drain(&t.h);
-  assert_int_equal(COUNTER(&t.h, position_refused), 1);
-  records_from(&t.h, CONN_IN + 1, DHT_MSG_HANDOFF, t.succ, 13u << 24, &item);
-  host_expect_reply(&t.h, &a, CONN_IN + 1, DHT_MSG_OK, 13u << 24);
+  host_drain(&h);
+  records_from(&h, CONN_IN + 1, DHT_MSG_REPLICATE, &s, 12u << 24, &item);
+  host_expect_error(&h, CONN_IN + 1, 12u << 24, DHT_ERR_NOT_NEIGHBOR);
+  host_drain(&h);
+  records_from(&h, CONN_IN + 2, DHT_MSG_REPLICATE, &far, 13u << 24, &item);
+  host_expect_error(&h, CONN_IN + 2, 13u << 24, DHT_ERR_NOT_NEIGHBOR);
+  host_drain(&h);
+  records_from(&h, CONN_IN + 2, DHT_MSG_HANDOFF, &far, 14u << 24, &item);
+  host_expect_error(&h, CONN_IN + 2, 14u << 24, DHT_ERR_NOT_NEIGHBOR);
+  host_drain(&h);
+  /* the HANDOFF went twice on a link confirmed already */
+  assert_int_equal(COUNTER(&h, position_refused), 4);
+  records_from(&h, CONN_IN + 1, DHT_MSG_HANDOFF, &s, 15u << 24, &item);
+  host_expect_reply(&h, &a, CONN_IN + 1, DHT_MSG_OK, 15u << 24);
   action_free(&a);
-  host_drain(&t.h);
+  host_drain(&h);
   {
     dht_msg m;
-    msg_init(&m, DHT_MSG_REPLICATE, 14u << 24);
+    msg_init(&m, DHT_MSG_REPLICATE, 16u << 24);
     m.items = &item;
     m.n_items = 1;
-    assert_int_equal(host_recv(&t.h, CONN_IN, &m), 0);
-    host_expect_error(&t.h, CONN_IN, 14u << 24, DHT_ERR_NOT_NEIGHBOR);
+    assert_int_equal(host_recv(&h, CONN_IN, &m), 0);
+    host_expect_error(&h, CONN_IN, 16u << 24, DHT_ERR_NOT_NEIGHBOR);
   }
-  host_free(&t.h);
+  host_free(&h);
 }
 
 int main(void) {
