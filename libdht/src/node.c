@@ -176,10 +176,10 @@ typedef enum sender_rule {
   PREDECESSOR, /* a confirmed src that is one of this node's predecessors,
                   or lies between the farthest it knows and itself
                   (REPLICATE, SYNC, FETCH: an owner to its replicas) */
-  NEIGHBOUR,  /* a confirmed src within the neighbourhood: a predecessor
-                 as above, or a successor up to the farthest known
-                 (HANDOFF: back to preds[R-1], or a leaver's to its
-                 successor) */
+  CONFIRMED,  /* any confirmed src (HANDOFF: after a partition heals, a
+                 node may hold records far from its range and hand them
+                 to whoever its stale view names; refusing strands them,
+                 dht-sim seeds --seed 53) */
 } sender_rule;
 
 typedef struct request_kind {
@@ -309,7 +309,7 @@ static const request_kind requests[DHT_MSG_TYPE_LAST + 1] = {
     [DHT_MSG_HANDOFF] = {dht__on_handoff,
                          IN_STATE(DHT_NODE_IDLE) | IN_STATE(DHT_NODE_JOINING) |
                              IN_STATE(DHT_NODE_JOINED),
-                         false, MEMBERS, NEIGHBOUR},
+                         false, MEMBERS, CONFIRMED},
     /* A leaving node takes no new copies: they would leave with it. */
     [DHT_MSG_REPLICATE] = {dht__on_replicate, IN_STATE(DHT_NODE_JOINED),
                            false, MEMBERS, PREDECESSOR},
@@ -534,12 +534,11 @@ static bool listed(const int32_t *list, uint32_t n, int32_t idx) {
   return false;
 }
 
-/* How far, as a fraction of the ring, a sender may lie from this node on
- * one side: the span of the n peers it knows there, scaled to cover R of
- * them twice over. A replica a dead holder's place went to, or the node
- * R positions away that hands keys back, may lie beyond the peers listed
- * (the lists hold succ_list_len entries, which may be fewer than R), and a
- * view that lags the ring lists nodes that have died. */
+/* How far before this node, as a fraction of the ring, a predecessor may
+ * lie: the span of the n it knows, scaled to cover R of them twice over. A
+ * replica that took a dead holder's place may lie beyond the ones listed
+ * (the list may be shorter than R), and a view that lags the ring lists
+ * nodes that have died. */
 static double side_span(const dht_node *node, double known, uint32_t n) {
   uint32_t r = node->set.replicas > n ? node->set.replicas : n;
   double span = known * 2.0 * (double)r / (double)(n > 0 ? n : 1);
@@ -547,12 +546,10 @@ static double side_span(const dht_node *node, double known, uint32_t n) {
   return span < 1.0 ? span : 1.0;
 }
 
-/* Whether src is where rule says a sender may be: listed as a predecessor
- * (or, for NEIGHBOUR, a successor), or as close on that side as the
- * neighbours it knows, by side_span. A node that knows nobody on a side
- * cannot rule that side out. */
-static bool position_ok(const dht_node *node, sender_rule rule,
-                        const dht_peer_ref *src) {
+/* Whether src may send what only predecessors send: listed as one, or as
+ * close as the predecessors this node knows, by side_span. A node that
+ * knows no predecessor cannot rule anyone out. */
+static bool position_ok(const dht_node *node, const dht_peer_ref *src) {
   int32_t idx = dht__peer_find(node, (const char *)src->addr.p,
                                src->addr.len);
   int32_t far;
@@ -561,28 +558,16 @@ static bool position_ok(const dht_node *node, sender_rule rule,
   if (idx != DHT__NO_PEER &&
       (listed(node->preds, node->n_preds, idx) ||
        listed(node->last_preds, node->n_last_preds, idx) ||
-       idx == node->pred ||
-       (rule == NEIGHBOUR && listed(node->succs, node->n_succs, idx)))) {
+       idx == node->pred)) {
     return true;
   }
   far = node->n_preds > 0 ? node->preds[node->n_preds - 1] : node->pred;
   n = node->n_preds > 0 ? node->n_preds : 1;
-  if (far == DHT__NO_PEER ||
-      dht_id_distance_frac(&src->id, &node->id) <=
-          side_span(node, dht_id_distance_frac(&node->peers[far].id, &node->id),
-                    n)) {
-    return true;
-  }
-  if (rule != NEIGHBOUR) {
-    return false;
-  }
-  if (node->n_succs == 0) {
-    return true;
-  }
-  far = node->succs[node->n_succs - 1];
-  return dht_id_distance_frac(&node->id, &src->id) <=
-         side_span(node, dht_id_distance_frac(&node->id, &node->peers[far].id),
-                   node->n_succs);
+  return far == DHT__NO_PEER ||
+         dht_id_distance_frac(&src->id, &node->id) <=
+             side_span(node,
+                       dht_id_distance_frac(&node->peers[far].id, &node->id),
+                       n);
 }
 
 /* Whether in may be taken from the sender it names under rule; if not, it
@@ -625,7 +610,7 @@ static bool sender_ok(dht_node *node, const dht__request *in,
     return false;
   }
   l->used_ms = node->now_ms;
-  if (k->from != ITSELF && !position_ok(node, k->from, src)) {
+  if (k->from == PREDECESSOR && !position_ok(node, src)) {
     count_refused(node, &node->counters.position_refused, in->conn, msg,
                   "sender is not at a ring position that sends it");
     dht__ring_check_neighbours_soon(node);
