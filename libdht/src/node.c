@@ -582,8 +582,7 @@ static bool sender_ok(dht_node *node, const dht__request *in,
     return true;
   }
   if ((k->from != ITSELF && !msg->has_src) || msg->link == 0 ||
-      dht__ref_is_self(node, src) ||
-      !dht__id_ok(node, &src->id, (const char *)src->addr.p, src->addr.len)) {
+      dht__ref_is_self(node, src)) {
     count_refused(node, &node->counters.position_refused, in->conn, msg,
                   "no sender, or one whose id is not its address's");
     if (!k->one_way) {
@@ -592,6 +591,16 @@ static bool sender_ok(dht_node *node, const dht__request *in,
     return false;
   }
   l = link_find(node, in->conn);
+  if ((l == NULL || !l->confirmed || !link_names(l, src, msg->link)) &&
+      !dht__id_ok(node, &src->id, (const char *)src->addr.p, src->addr.len)) {
+    /* (A confirmed link's id was checked when it was confirmed.) */
+    count_refused(node, &node->counters.position_refused, in->conn, msg,
+                  "a sender whose id is not its address's");
+    if (!k->one_way) {
+      dht__reply_error(node, in->conn, msg->rid, DHT_ERR_NOT_NEIGHBOR);
+    }
+    return false;
+  }
   if (l == NULL || !l->confirmed || !link_names(l, src, msg->link)) {
     if (l != NULL && !l->confirmed && link_names(l, src, msg->link)) {
       l->notify = l->notify || msg->type == DHT_MSG_NOTIFY; /* still asking */

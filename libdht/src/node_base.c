@@ -258,38 +258,38 @@ bool dht__id_ok(dht_node *node, const dht_id *id, const char *addr,
   return true;
 }
 
-/* The high bits of a new request id, never 0: keyed BLAKE2b of a counter.
+/* The high bits of a new request id, never 0: SipHash-2-4 of a counter
+ * under the first half of the link key.
  * A plain counter, or the node's generator (whose state its outputs give
  * away), would let anyone who saw some of our request ids answer the next
  * ones with forged replies: a reply is matched by its rid alone, whatever
  * connection brings it. */
 uint64_t dht__rid_next(dht_node *node) {
-  uint8_t in[12] = {'r', 'i', 'd', '1'}, out[16];
+  uint8_t in[12] = {'r', 'i', 'd', '1'}, out[crypto_shorthash_BYTES];
   uint64_t hi;
 
   do {
     node->rid_counter++;
     memcpy(in + 4, &node->rid_counter, 8);
-    crypto_generichash(out, sizeof(out), in, sizeof(in), node->link_key,
-                       sizeof(node->link_key));
+    crypto_shorthash(out, in, sizeof(in), node->link_key);
     memcpy(&hi, out, sizeof(hi));
     hi >>= DHT__RID_SLOT_BITS;
   } while (hi == 0);
   return hi << DHT__RID_SLOT_BITS;
 }
 
-/* The token this node puts in the messages it sends to addr: keyed
- * BLAKE2b of the address, so that only addr (and whoever reads the path)
- * learns it, and a peer cannot tell the token sent to another. Never 0. */
+/* The token this node puts in the messages it sends to addr: a keyed hash
+ * (SipHash-2-4, libsodium's crypto_shorthash, a PRF) of the address under
+ * the second half of the link key, so that only addr (and whoever reads the
+ * path) learns it, and a peer cannot tell the token sent to another. Never
+ * 0. */
 uint64_t dht__link_token(const dht_node *node, const char *addr,
                          size_t addr_len) {
-  uint8_t out[16];
-
-  /* Domain-separated from request ids: "rid1" never starts an address. */
+  uint8_t out[crypto_shorthash_BYTES];
   uint64_t t;
 
-  crypto_generichash(out, sizeof(out), (const uint8_t *)addr, addr_len,
-                     node->link_key, sizeof(node->link_key));
+  crypto_shorthash(out, (const uint8_t *)addr, addr_len,
+                   node->link_key + crypto_shorthash_KEYBYTES);
   memcpy(&t, out, sizeof(t));
   return t != 0 ? t : 1;
 }
@@ -804,8 +804,8 @@ static void outbox_send_frame(dht_node *node, int32_t peer,
 /* Messages whose receiver takes them only from a confirmed sender carry
  * the sender's link token for it, and (when the type has no peer field
  * naming the sender) the sender itself as src. */
-static void link_stamp(const dht_node *node, int32_t peer, dht_msg *msg) {
-  const char *addr = node->peers[peer].addr;
+static void link_stamp(dht_node *node, int32_t peer, dht_msg *msg) {
+  dht__peer *p = &node->peers[peer];
 
   switch (msg->type) {
   case DHT_MSG_HANDOFF:
@@ -817,7 +817,10 @@ static void link_stamp(const dht_node *node, int32_t peer, dht_msg *msg) {
     /* fall through */
   case DHT_MSG_NOTIFY:
   case DHT_MSG_LEAVE:
-    msg->link = dht__link_token(node, addr, strlen(addr));
+    if (p->link_token == 0) { /* computed once per peer slot */
+      p->link_token = dht__link_token(node, p->addr, strlen(p->addr));
+    }
+    msg->link = p->link_token;
     break;
   default:
     break;

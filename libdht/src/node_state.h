@@ -63,7 +63,8 @@
 #define DHT__LINK_CHECKS_MAX 8
 /* Times a request refused ERROR UNBOUND is sent again (node_base.c). */
 #define DHT__LINK_WAITS_MAX 4
-/* Bytes of the key that makes this node's link tokens. */
+/* Bytes of the key behind request ids (first 16) and link tokens (last
+ * 16): two SipHash-2-4 keys. */
 #define DHT__LINK_KEY_LEN 32
 
 typedef struct dht__pending dht__pending;
@@ -100,6 +101,8 @@ typedef struct dht__peer {
   uint32_t srtt_ms;                /* smoothed round-trip time */
   uint32_t rttvar_ms;              /* its mean deviation */
   uint32_t refs;                   /* holders of this slot; 0 means free */
+  uint64_t link_token;             /* the token this node sends it, once
+                                      computed (0: not yet) */
   uint32_t pending_head;           /* first request in flight to it (a
                                       pending slot), or DHT__NO_SLOT */
   char addr[DHT_ADDR_LEN_MAX + 1]; /* "host:port", NUL-terminated */
