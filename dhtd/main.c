@@ -76,7 +76,32 @@ static const char usage[] =
     "  --timeout-ms N         longest wait for one peer reply before resending;\n"
     "                         the wait adapts to measured round trips [500]\n"
     "  --rto-min-ms N         shortest wait for one peer reply [100]\n"
-    "  --max-conns N          open connections, both directions [1024]\n"
+    "\n"
+  "Limits (docs/SECURITY.md, Limits): each hit is counted in dht stats\n"
+  "(limit_*) and logged once per remote address.\n"
+  "  --max-client-conns N   accepted connections not known to be peer links;\n"
+  "                         past it new ones must prove they are [1024]\n"
+  "  --max-peer-conns N     links this node opens to peers, and separately\n"
+  "                         accepted ones that proved to be peer links (a\n"
+  "                         member key; in an open ring, a ring-internal\n"
+  "                         message) [256]\n"
+  "  --max-conns-per-addr N accepted connections from one IPv4 address or\n"
+  "                         IPv6 /64, clients and peers together [64]\n"
+  "  --idle-timeout-ms N    close an accepted connection idle this long;\n"
+  "                         0: never [60000]\n"
+  "  --frame-timeout-ms N   close an accepted connection that has not\n"
+  "                         finished a frame this long after it began [10000]\n"
+  "  --max-buffer-bytes N   partial frames and output queues of all\n"
+  "                         connections: past 3/4 clients are not read, past\n"
+  "                         it the connection holding most is dropped\n"
+  "                         [134217728]\n"
+  "  --max-inflight N       requests of one client connection without their\n"
+  "                         reply before it is not read (until half are\n"
+  "                         answered) [256]\n"
+  "  --rate-per-addr N      requests per second on client connections from\n"
+  "                         one address, beyond it refused with ERROR FULL;\n"
+  "                         0: no limit [20000]\n"
+  "  --rate-burst N         requests one address may send at once [40000]\n"
     "  --out-queue-max BYTES  output queued to one connection before it is\n"
     "                         dropped; at least twice the largest frame\n"
     "                         (8388616) [16777216]\n"
@@ -104,7 +129,15 @@ typedef struct options {
   const char *id_hex;
   dht_sync_mode sync;
   uint32_t sync_interval_ms;
-  uint32_t max_conns;
+  uint32_t max_client_conns;     /* --max-client-conns */
+  uint32_t max_peer_conns;       /* --max-peer-conns */
+  uint32_t max_conns_per_addr;   /* --max-conns-per-addr */
+  uint32_t idle_timeout_ms;      /* --idle-timeout-ms */
+  uint32_t frame_timeout_ms;     /* --frame-timeout-ms */
+  uint64_t max_buffer_bytes;     /* --max-buffer-bytes */
+  uint32_t max_inflight;         /* --max-inflight */
+  uint32_t rate_per_addr;        /* --rate-per-addr */
+  uint32_t rate_burst;           /* --rate-burst */
   uint64_t out_queue_max;
   dht_log_level log_level;
   const char *key_file;          /* --cluster-key-file, or NULL */
@@ -173,7 +206,15 @@ static int parse_args(int argc, char **argv, options *o) {
   memset(o, 0, sizeof(*o));
   o->sync = DHT_SYNC_ALWAYS;
   o->sync_interval_ms = 1000;
-  o->max_conns = 1024;
+  o->max_client_conns = 1024;
+  o->max_peer_conns = 256;
+  o->max_conns_per_addr = 64;
+  o->idle_timeout_ms = 60000;
+  o->frame_timeout_ms = 10000;
+  o->max_buffer_bytes = 128u * 1024 * 1024;
+  o->max_inflight = 256;
+  o->rate_per_addr = 20000;
+  o->rate_burst = 40000;
   o->out_queue_max = 16u * 1024 * 1024;
   o->log_level = DHT_LOG_INFO;
   o->handshake_timeout_ms = 5000;
@@ -252,8 +293,25 @@ static int parse_args(int argc, char **argv, options *o) {
                      &o->settings.check_pred_interval_ms);
     } else if (strcmp(flag, "--timeout-ms") == 0) {
       rv = parse_u32(flag, val, 1, 600000, &o->settings.rpc_timeout_ms);
-    } else if (strcmp(flag, "--max-conns") == 0) {
-      rv = parse_u32(flag, val, 4, 1000000, &o->max_conns);
+    } else if (strcmp(flag, "--max-client-conns") == 0) {
+      rv = parse_u32(flag, val, 1, 1000000, &o->max_client_conns);
+    } else if (strcmp(flag, "--max-peer-conns") == 0) {
+      rv = parse_u32(flag, val, 4, 1000000, &o->max_peer_conns);
+    } else if (strcmp(flag, "--max-conns-per-addr") == 0) {
+      rv = parse_u32(flag, val, 1, 1000000, &o->max_conns_per_addr);
+    } else if (strcmp(flag, "--idle-timeout-ms") == 0) {
+      rv = parse_u32(flag, val, 0, 86400000, &o->idle_timeout_ms);
+    } else if (strcmp(flag, "--frame-timeout-ms") == 0) {
+      rv = parse_u32(flag, val, 1, 3600000, &o->frame_timeout_ms);
+    } else if (strcmp(flag, "--max-buffer-bytes") == 0) {
+      rv = parse_u64(flag, val, 1024u * 1024, (uint64_t)1 << 40,
+                     &o->max_buffer_bytes);
+    } else if (strcmp(flag, "--max-inflight") == 0) {
+      rv = parse_u32(flag, val, 1, 1000000, &o->max_inflight);
+    } else if (strcmp(flag, "--rate-per-addr") == 0) {
+      rv = parse_u32(flag, val, 0, 100000000, &o->rate_per_addr);
+    } else if (strcmp(flag, "--rate-burst") == 0) {
+      rv = parse_u32(flag, val, 1, 100000000, &o->rate_burst);
     } else if (strcmp(flag, "--out-queue-max") == 0) {
       /* Twice the largest frame: a smaller queue would drop every
        * connection that carries a full hand-off batch or a large value. */
@@ -517,8 +575,16 @@ int main(int argc, char **argv) {
   nc.frame_len_max = o.settings.limits.frame_len_max;
   nc.out_queue_max = o.out_queue_max;
   nc.out_queue_pause = o.out_queue_max / 4;
-  nc.conns_max = o.max_conns;
   nc.idle_close_ms = 60000;
+  nc.client_conns_max = o.max_client_conns;
+  nc.peer_conns_max = o.max_peer_conns;
+  nc.conns_per_addr_max = o.max_conns_per_addr;
+  nc.client_idle_ms = o.idle_timeout_ms;
+  nc.frame_timeout_ms = o.frame_timeout_ms;
+  nc.mem_max = o.max_buffer_bytes;
+  nc.inflight_max = o.max_inflight;
+  nc.rate_per_s = o.rate_per_addr;
+  nc.rate_burst = o.rate_burst;
   nc.on_event = on_node_event;
   nc.on_commit_failed = on_commit_failed;
   nc.ud = &d;

@@ -27,10 +27,34 @@
  * word to the peer; the node counts it (auth_failures) and the log says so
  * at most once per AUTH_LOG_INTERVAL_MS. A timer closes the connections
  * whose handshake outlives handshake_timeout_ms.
+ *
+ * Limits (docs/SECURITY.md, Limits). Connections are of three classes,
+ * each with its own budget: links this node opens (peer_conns_max),
+ * accepted connections known to be peer links (peer_conns_max again), and
+ * accepted clients (client_conns_max). An accepted connection is a client
+ * until its handshake proves the member key (closed ring) or it sends a
+ * message only ring members send (open ring). One that arrives while the
+ * clients' budget is full is taken on probation into the peer links'
+ * budget: it must prove itself a peer (in an open ring: its first message
+ * other than PING must be ring-internal, and some message must come
+ * within handshake_timeout_ms) or it is closed. So clients can never take
+ * the slots the ring needs; an open-ring attacker can claim peer slots
+ * too, but no more than conns_per_addr_max per address. Per remote address
+ * (IPv4, or the /64 of IPv6) a table holds how many accepted connections
+ * it has, a token bucket for the requests of its client connections, and
+ * which limits it has hit already (each is logged once per address while
+ * the entry lives). A timer closes accepted connections that idle past
+ * client_idle_ms or leave a frame unfinished past frame_timeout_ms. Every
+ * connection's buffered input and queued output count against mem_max:
+ * above three quarters of it clients that hold more than 1/1024 of it are
+ * not read, above it the connection using the most is dropped. A client connection with
+ * inflight_max requests unanswered is not read until half are answered.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +69,24 @@
 #define AUTH_LOG_INTERVAL_MS 10000
 
 typedef struct dhtd_conn dhtd_conn;
+
+/* Which budget a connection counts against. */
+typedef enum conn_class {
+  CLS_OUT,       /* opened by this node: a peer link */
+  CLS_CLIENT,    /* accepted, not known to be a peer */
+  CLS_PEER,      /* accepted, proved to be a peer link */
+  CLS_PROBATION, /* accepted while clients' budget was full: holds a peer
+                    slot until it proves itself a peer, or is closed */
+} conn_class;
+
+/* An input buffer larger than this is freed once it has been consumed. */
+#define IN_BUF_KEEP_BYTES (256 * 1024)
+
+/* Buckets of the address table, and its largest size. */
+#define ADDR_BUCKETS 1024
+#define ADDR_ENTRIES_MAX 65536
+/* An address with no connection is forgotten this long after its last. */
+#define ADDR_FORGET_MS 60000
 
 struct dhtd_conn {
   uv_tcp_t tcp;           /* first: the handle's address is the conn's */
@@ -62,6 +104,7 @@ struct dhtd_conn {
   size_t in_off;          /* start of unprocessed bytes in in */
   dht_buf out;            /* frames queued, not yet handed to uv_write */
   size_t out_inflight;    /* bytes handed to uv_write, not yet written */
+  size_t out_inflight_cap; /* ... and the room their buffers take */
   bool dirty;             /* on the flush list */
   dhtd_conn *next_dirty;  /* flush list link */
   dhtd_conn *next_out;    /* outgoing list link */
@@ -70,7 +113,31 @@ struct dhtd_conn {
   uv_getaddrinfo_t gai_req; /* outgoing: name resolution */
   dht_seal *seal;         /* closed ring: this end of the key handshake and
                              of the sealed frames; NULL in an open ring */
+  conn_class cls;         /* which budget it counts against */
+  bool accounted;         /* counted in its class and address */
+  bool reading;           /* uv_read_start is in force */
+  bool paused_inflight;   /* inflight_max unanswered: not read */
+  bool resume_pending;    /* answers came: read its buffered input again */
+  struct addr_entry *ae;  /* accepted: its remote address's entry */
+  uint64_t accepted_ms;   /* accepted: when */
+  uint64_t frames_seen;   /* frames read from it */
+  uint64_t frame_started_ms; /* accepted: when the partial input that is
+                                buffered began (0: none) */
+  uint32_t inflight;      /* client: requests without their final reply */
+  size_t mem_counted;     /* its share of net->mem_used */
 };
+
+/* One remote address (IPv4, or an IPv6 /64) that has connected. */
+typedef struct addr_entry {
+  struct addr_entry *next; /* hash chain */
+  uint8_t key[9];         /* family byte, then 4 or 8 address bytes */
+  uint32_t conns;         /* accepted connections open from it */
+  double tokens;          /* request tokens left */
+  uint64_t refill_ms;     /* when tokens was last topped up */
+  uint64_t last_ms;       /* last connection or request */
+  uint32_t logged;        /* bit (1 << dht_host_limit): already logged */
+  char name[64];          /* for the log */
+} addr_entry;
 
 typedef struct write_req {
   uv_write_t req;  /* libuv's request */
@@ -97,9 +164,21 @@ struct dhtd_net {
                                      (AF_UNSPEC: a wildcard, the kernel
                                      picks) */
   bool stopping;            /* dhtd_net_stop called */
-  uv_timer_t hs_timer;      /* closed ring: ends handshakes past deadline */
+  uv_timer_t hs_timer;      /* ends handshakes, frames and idling past
+                               their deadlines */
   uint64_t auth_logged_ms;  /* when a handshake failure was last logged */
   uint64_t auth_unlogged;   /* failures since then, not logged one by one */
+  uint32_t n_out;           /* CLS_OUT connections open */
+  uint32_t n_clients;       /* CLS_CLIENT connections open */
+  uint32_t n_peers_in;      /* CLS_PEER and CLS_PROBATION connections open */
+  addr_entry *addrs[ADDR_BUCKETS]; /* the address table */
+  uint32_t n_addrs;         /* entries in it */
+  uint64_t mem_used;        /* buffered input and queued output, all conns */
+  bool mem_paused;          /* over 3/4 of mem_max: clients are not read */
+  bool resume_any;          /* some conn has resume_pending */
+  bool out_logged;          /* the outgoing budget's fill was logged */
+  bool mem_logged;          /* the memory pause was logged */
+  dht_wire_limits limits;   /* for decoding the frames the host looks into */
   char read_buf[64 * 1024]; /* libuv reads land here first */
 };
 
@@ -108,6 +187,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_timer(uv_timer_t *timer);
 static void on_wake(uv_idle_t *idle);
+static void conn_drain(dhtd_conn *c);
 
 static uint64_t now_ms(const dhtd_net *net) { return uv_now(net->loop); }
 
@@ -128,9 +208,6 @@ static dhtd_conn *conn_new(dhtd_net *net) {
   dhtd_conn *c;
   uint32_t slot;
 
-  if (net->n_conns >= net->cfg.conns_max) {
-    return NULL;
-  }
   for (slot = 0; slot < net->cap_conns && net->conns[slot] != NULL; slot++) {
   }
   if (slot == net->cap_conns) {
@@ -167,6 +244,7 @@ static dhtd_conn *conn_new(dhtd_net *net) {
 static void conn_free(dhtd_conn *c) {
   dhtd_net *net = c->net;
 
+  net->mem_used -= c->mem_counted;
   net->conns[(uint32_t)c->id] = NULL;
   net->n_conns--;
   dht_buf_free(&c->in);
@@ -262,6 +340,295 @@ static void conn_auth_failed(dhtd_conn *c, int code) {
   net->auth_unlogged = 0;
 }
 
+/* ---- remote addresses and limits ------------------------------------------------ */
+
+/* The table key of c's remote address (IPv4, or the /64 of IPv6) and its
+ * name for the log. False when the socket does not say. */
+static bool addr_key_of(dhtd_conn *c, uint8_t key[9], char *name,
+                        size_t name_len) {
+  struct sockaddr_storage ss;
+  int ss_len = sizeof(ss);
+  char host[64] = "?";
+
+  memset(key, 0, 9);
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &ss_len) != 0) {
+    return false;
+  }
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    key[0] = 4;
+    memcpy(key + 1, &in->sin_addr, 4);
+    uv_ip4_name(in, host, sizeof(host));
+    snprintf(name, name_len, "%s", host);
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    /* One host of IPv6 easily holds a whole /64: count them together. */
+    key[0] = 6;
+    memcpy(key + 1, &in6->sin6_addr, 8);
+    uv_ip6_name(in6, host, sizeof(host));
+    snprintf(name, name_len, "%s (/64)", host);
+    return true;
+  }
+  return false;
+}
+
+static uint32_t addr_hash(const uint8_t key[9]) {
+  uint32_t h = 2166136261u;
+  int i;
+
+  for (i = 0; i < 9; i++) {
+    h = (h ^ key[i]) * 16777619u;
+  }
+  return h % ADDR_BUCKETS;
+}
+
+/* The entry of key, made if new; NULL when the table is full. */
+static addr_entry *addr_get(dhtd_net *net, const uint8_t key[9],
+                            const char *name) {
+  uint32_t h = addr_hash(key);
+  addr_entry *e;
+
+  for (e = net->addrs[h]; e != NULL; e = e->next) {
+    if (memcmp(e->key, key, sizeof(e->key)) == 0) {
+      return e;
+    }
+  }
+  if (net->n_addrs >= ADDR_ENTRIES_MAX || (e = calloc(1, sizeof(*e))) == NULL) {
+    return NULL;
+  }
+  memcpy(e->key, key, sizeof(e->key));
+  snprintf(e->name, sizeof(e->name), "%s", name);
+  e->tokens = net->cfg.rate_burst;
+  e->refill_ms = e->last_ms = now_ms(net);
+  e->next = net->addrs[h];
+  net->addrs[h] = e;
+  net->n_addrs++;
+  return e;
+}
+
+/* Forgets the addresses without connections that have been quiet long
+ * enough (with them, which limits they were logged for). */
+static void addr_sweep(dhtd_net *net, bool all) {
+  uint64_t now = now_ms(net);
+  uint32_t h;
+
+  for (h = 0; h < ADDR_BUCKETS; h++) {
+    addr_entry **pp = &net->addrs[h];
+    while (*pp != NULL) {
+      addr_entry *e = *pp;
+      if (all || (e->conns == 0 && now - e->last_ms >= ADDR_FORGET_MS)) {
+        *pp = e->next;
+        free(e);
+        net->n_addrs--;
+      } else {
+        pp = &e->next;
+      }
+    }
+  }
+}
+
+/* Takes one request token from e's bucket; false when it is empty. */
+static bool addr_take_token(dhtd_net *net, addr_entry *e) {
+  uint64_t now = now_ms(net);
+
+  if (net->cfg.rate_per_s == 0) {
+    return true;
+  }
+  e->tokens += (double)(now - e->refill_ms) * net->cfg.rate_per_s / 1000.0;
+  if (e->tokens > net->cfg.rate_burst) {
+    e->tokens = net->cfg.rate_burst;
+  }
+  e->refill_ms = now;
+  e->last_ms = now;
+  if (e->tokens < 1.0) {
+    return false;
+  }
+  e->tokens -= 1.0;
+  return true;
+}
+
+static const char *const limit_counter[] = {
+    [DHT_LIMIT_CONNS] = "limit_conns",
+    [DHT_LIMIT_PER_ADDR] = "limit_per_addr",
+    [DHT_LIMIT_IDLE] = "limit_idle",
+    [DHT_LIMIT_FRAME_TIME] = "limit_frame_time",
+    [DHT_LIMIT_MEMORY] = "limit_memory",
+    [DHT_LIMIT_INFLIGHT] = "limit_inflight",
+    [DHT_LIMIT_RATE] = "limit_rate",
+};
+
+/* A limit was hit by (a connection from) e: counted by the node; logged
+ * the first time for e (NULL: a link of our own, logged every time, which
+ * the callers make rare). */
+static void limit_hit(dhtd_net *net, addr_entry *e, dht_host_limit which,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void limit_hit(dhtd_net *net, addr_entry *e, dht_host_limit which,
+                      const char *fmt, ...) {
+  char what[200];
+  va_list ap;
+
+  dht_node_count_limit(net->cfg.node, which);
+  if (e != NULL && (e->logged & (1u << which)) != 0) {
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof(what), fmt, ap);
+  va_end(ap);
+  dhtd_log(DHT_LOG_WARN, "%s%s%s (further hits %s are only counted: %s)",
+           e != NULL ? e->name : "", e != NULL ? ": " : "", what,
+           e != NULL ? "from this address" : "like it", limit_counter[which]);
+  if (e != NULL) {
+    e->logged |= 1u << which;
+  }
+}
+
+/* Bytes c holds in buffers: input not yet a whole frame (or not yet
+ * processed: what the buffer holds, as allocated), output queued or being
+ * written. */
+static size_t conn_mem(const dhtd_conn *c) {
+  size_t n = c->in.cap + c->out.cap + c->out_inflight_cap;
+
+  if (c->seal != NULL) {
+    n += dht_seal_in_len(c->seal) + dht_seal_held_len(c->seal);
+  }
+  return n;
+}
+
+static void conn_close(dhtd_conn *c, bool failed);
+static void conn_reading_update(dhtd_conn *c);
+
+/* Drops connections, the largest users first (clients before peer links),
+ * until the buffers fit mem_max; pauses or resumes reading from clients
+ * around three quarters of it. */
+static void mem_enforce(dhtd_net *net) {
+  bool paused;
+  uint32_t i, rounds;
+
+  for (rounds = 0; net->mem_used > net->cfg.mem_max && rounds < 64;
+       rounds++) {
+    dhtd_conn *worst = NULL, *worst_client = NULL;
+    for (i = 0; i < net->cap_conns; i++) {
+      dhtd_conn *c = net->conns[i];
+      if (c == NULL || c->closing || c->mem_counted == 0) {
+        continue;
+      }
+      if (worst == NULL || c->mem_counted > worst->mem_counted) {
+        worst = c;
+      }
+      if ((c->cls == CLS_CLIENT || c->cls == CLS_PROBATION) &&
+          (worst_client == NULL ||
+           c->mem_counted > worst_client->mem_counted)) {
+        worst_client = c;
+      }
+    }
+    /* A client that holds a fair share goes before any peer link. */
+    if (worst_client != NULL &&
+        worst_client->mem_counted >= net->cfg.mem_max / 256) {
+      worst = worst_client;
+    }
+    if (worst == NULL) {
+      break;
+    }
+    limit_hit(net, worst->ae, DHT_LIMIT_MEMORY,
+              "dropping conn %llu%s%s: it holds %zu bytes of the %llu-byte "
+              "buffer budget (--max-buffer-bytes), %llu in use",
+              (unsigned long long)worst->id, worst->outgoing ? " to " : "",
+              worst->outgoing ? worst->addr : "", worst->mem_counted,
+              (unsigned long long)net->cfg.mem_max,
+              (unsigned long long)net->mem_used);
+    conn_close(worst, true);
+  }
+  paused = net->mem_paused ? net->mem_used > net->cfg.mem_max / 2
+                           : net->mem_used > net->cfg.mem_max / 4 * 3;
+  if (paused != net->mem_paused) {
+    net->mem_paused = paused;
+    if (paused && net->mem_logged) {
+      dht_node_count_limit(net->cfg.node, DHT_LIMIT_MEMORY);
+    } else if (paused) {
+      net->mem_logged = true; /* again after the next sweep at most */
+      limit_hit(net, NULL, DHT_LIMIT_MEMORY,
+                "buffers hold %llu bytes, over 3/4 of --max-buffer-bytes: "
+                "not reading clients until they drain",
+                (unsigned long long)net->mem_used);
+    }
+    for (i = 0; i < net->cap_conns; i++) {
+      if (net->conns[i] != NULL) {
+        conn_reading_update(net->conns[i]);
+      }
+    }
+  }
+}
+
+/* Brings c's share of mem_used up to date, then enforces the budget. */
+static void conn_mem_update(dhtd_conn *c) {
+  dhtd_net *net = c->net;
+  size_t now;
+
+  if (c->closing) {
+    return;
+  }
+  now = conn_mem(c);
+  net->mem_used = net->mem_used - c->mem_counted + now;
+  c->mem_counted = now;
+  if (net->mem_used > net->cfg.mem_max / 2 || net->mem_paused) {
+    mem_enforce(net);
+    if (!c->closing) {
+      conn_reading_update(c);
+    }
+  }
+}
+
+/* Reads from c when nothing holds it back: its output backed up, its
+ * unanswered requests, or (a client holding more than a small share) the
+ * memory budget: clients that hold little are read on, so that the
+ * well-behaved are served while the budget is tight. */
+static void conn_reading_update(dhtd_conn *c) {
+  dhtd_net *net = c->net;
+  bool want = !c->closing && c->connected && !c->tcp_closed &&
+              !c->reading_paused && !c->paused_inflight &&
+              !(net->mem_paused && !c->outgoing && c->cls != CLS_PEER &&
+                c->mem_counted >= net->cfg.mem_max / 1024);
+
+  if (want == c->reading || net->stopping) {
+    return;
+  }
+  c->reading = want;
+  if (want) {
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  } else {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  }
+}
+
+/* Takes c out of its budget and its address's count. */
+static void conn_unaccount(dhtd_conn *c) {
+  dhtd_net *net = c->net;
+
+  if (!c->accounted) {
+    return;
+  }
+  c->accounted = false;
+  switch (c->cls) {
+  case CLS_OUT:
+    net->n_out--;
+    break;
+  case CLS_CLIENT:
+    net->n_clients--;
+    break;
+  case CLS_PEER:
+  case CLS_PROBATION:
+    net->n_peers_in--;
+    break;
+  }
+  if (c->ae != NULL) {
+    c->ae->conns--;
+    c->ae->last_ms = now_ms(net);
+  }
+}
+
 static void on_conn_closed(uv_handle_t *handle) {
   dhtd_conn *c = handle->data;
   dhtd_net *net = c->net;
@@ -288,6 +655,9 @@ static void conn_close(dhtd_conn *c, bool failed) {
   }
   c->closing = true;
   c->failed = failed;
+  conn_unaccount(c);
+  net->mem_used -= c->mem_counted;
+  c->mem_counted = 0;
   if (c->outgoing) {
     for (pp = &net->out_head; *pp != NULL; pp = &(*pp)->next_out) {
       if (*pp == c) {
@@ -309,6 +679,7 @@ static void on_write(uv_write_t *req, int status) {
   dhtd_conn *c = w->conn;
 
   c->out_inflight -= w->buf.len;
+  c->out_inflight_cap -= w->buf.cap;
   dht_buf_free(&w->buf);
   free(w);
   if (status != 0) {
@@ -320,10 +691,15 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   c->last_active_ms = now_ms(c->net);
+  conn_mem_update(c);
   if (c->reading_paused && !c->closing &&
       c->out_inflight + c->out.len < c->net->cfg.out_queue_pause / 2) {
     c->reading_paused = false;
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    conn_reading_update(c);
+    /* Requests it sent meanwhile wait in its input: on_flush runs them. */
+    c->resume_pending = true;
+    c->net->resume_any = true;
+    uv_idle_start(&c->net->wake, on_wake);
   }
 }
 
@@ -345,8 +721,10 @@ static void conn_write(dhtd_conn *c) {
   dht_buf_init(&c->out);
   buf = uv_buf_init((char *)w->buf.data, (unsigned)w->buf.len);
   c->out_inflight += w->buf.len;
+  c->out_inflight_cap += w->buf.cap;
   if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) != 0) {
     c->out_inflight -= w->buf.len;
+    c->out_inflight_cap -= w->buf.cap;
     dht_buf_free(&w->buf);
     free(w);
     conn_close(c, true);
@@ -388,6 +766,7 @@ static void conn_queue(dhtd_conn *c, const uint8_t *frame, size_t len) {
     return;
   }
   conn_mark_dirty(c);
+  conn_mem_update(c);
 }
 
 /* Once per loop iteration: make the store durable, tell the node how that
@@ -422,10 +801,23 @@ static void on_flush(uv_check_t *check) {
     if (!c->closing && !c->outgoing && !c->reading_paused &&
         c->out_inflight + c->out.len > net->cfg.out_queue_pause) {
       c->reading_paused = true;
-      uv_read_stop((uv_stream_t *)&c->tcp);
+      conn_reading_update(c);
     }
   }
   net->dirty_head = NULL;
+  if (net->resume_any && !net->stopping) {
+    uint32_t i;
+    net->resume_any = false;
+    for (i = 0; i < net->cap_conns; i++) {
+      c = net->conns[i];
+      if (c != NULL && c->resume_pending && !c->closing) {
+        c->resume_pending = false;
+        c->paused_inflight = false;
+        conn_drain(c);
+        conn_reading_update(c);
+      }
+    }
+  }
 }
 
 /* Started while output waits, so that the loop polls without blocking and
@@ -442,68 +834,243 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(c->net->read_buf, sizeof(c->net->read_buf));
 }
 
-/* Feeds every whole frame in data to the node; returns the bytes consumed,
- * or -1 when the stream is broken (the connection is being closed). */
-static long feed_frames(dhtd_conn *c, const uint8_t *data, size_t len) {
+/* The message type of a frame body, read cheaply where the sender wrote
+ * "v" and "t" first (as libdht's encoder does), else by decoding it;
+ * -1 when it has none. */
+static int frame_type(dhtd_net *net, const uint8_t *b, size_t len) {
+  size_t i;
+  dht_msg msg;
+  int t = -1;
+
+  if (len >= 1 && (b[0] & 0xf0) == 0x80) {
+    i = 1;
+  } else if (len >= 3 && b[0] == 0xde) {
+    i = 3;
+  } else {
+    i = len;
+  }
+  if (i + 3 < len && b[i] == 0xa1 && b[i + 1] == 'v' && b[i + 2] < 0x80 &&
+      i + 5 < len && b[i + 3] == 0xa1 && b[i + 4] == 't') {
+    if (b[i + 5] < 0x80) {
+      return b[i + 5];
+    }
+    if (b[i + 5] == 0xcc && i + 6 < len) {
+      return b[i + 6];
+    }
+  }
+  memset(&msg, 0, sizeof(msg));
+  dht_msg_decode(&msg, b, len, &net->limits);
+  if (dht_msg_can_reply(&msg)) {
+    t = (int)msg.type;
+  }
+  dht_msg_free(&msg);
+  return t;
+}
+
+/* What a client may send (docs/SECURITY.md, Roles). */
+static bool type_is_client(int t) {
+  return t == DHT_MSG_PING || t == DHT_MSG_FIND_SUCC || t == DHT_MSG_GET ||
+         t == DHT_MSG_PUT || t == DHT_MSG_DEL || t == DHT_MSG_STATS;
+}
+
+/* A request expects a reply: not a reply, not NOTIFY. Unknown types count
+ * as requests (the node answers them with an ERROR when it can). */
+static bool type_is_request(int t) {
+  return !dht_msg_type_is_reply(t) && t != DHT_MSG_NOTIFY;
+}
+
+/* Answers a request refused by the rate limit with ERROR FULL, when it is
+ * one that can be answered. */
+static void refuse_rate(dhtd_conn *c, const uint8_t *body, size_t len) {
+  dht_msg msg, err;
+  dht_buf out;
+  static const char why[] = "request rate of this address over its limit "
+                            "(--rate-per-addr): slow down";
+
+  memset(&msg, 0, sizeof(msg));
+  dht_msg_decode(&msg, body, len, &c->net->limits);
+  if (dht_msg_can_reply(&msg) && type_is_request((int)msg.type)) {
+    memset(&err, 0, sizeof(err));
+    err.version = DHT_PROTOCOL_VERSION;
+    err.type = DHT_MSG_ERROR;
+    err.rid = msg.rid;
+    err.error_code = DHT_ERR_FULL;
+    err.error_msg.p = (const uint8_t *)why;
+    err.error_msg.len = sizeof(why) - 1;
+    dht_buf_init(&out);
+    if (dht_msg_encode(&err, &out) == 0) {
+      conn_queue(c, out.data, out.len);
+    }
+    dht_buf_free(&out);
+  }
+  dht_msg_free(&msg);
+}
+
+/* c (accepted) proved to be a peer link: it moves to the peers' budget if
+ * there is room (else it stays a client: only a budget, never a refusal). */
+static void conn_promote(dhtd_conn *c) {
   dhtd_net *net = c->net;
-  size_t off = 0, body_len;
+
+  if (c->cls == CLS_PROBATION) {
+    c->cls = CLS_PEER;
+  } else if (c->cls == CLS_CLIENT && net->n_peers_in < net->cfg.peer_conns_max) {
+    net->n_clients--;
+    net->n_peers_in++;
+    c->cls = CLS_PEER;
+    c->inflight = 0;
+    if (c->paused_inflight) {
+      c->paused_inflight = false;
+      c->resume_pending = true;
+      net->resume_any = true;
+    }
+  }
+}
+
+/* A connection on probation turned out a client while clients' budget is
+ * full: closed, counted, logged once for its address. */
+static void conn_refuse_probation(dhtd_conn *c, const char *why) {
+  dhtd_net *net = c->net;
+
+  limit_hit(net, c->ae, DHT_LIMIT_CONNS,
+            "closing conn %llu: %s, and %u client connections are open "
+            "(--max-client-conns)",
+            (unsigned long long)c->id, why, net->n_clients);
+  conn_close(c, false);
+}
+
+/* One whole frame body from c: classifies c by it, applies the limits of
+ * client connections, and passes it to the node. */
+static void deliver(dhtd_conn *c, dht_role role, const uint8_t *body,
+                    size_t len) {
+  dhtd_net *net = c->net;
+  int t = -2;
+
+  c->frames_seen++;
+  if (!c->outgoing && (c->cls == CLS_CLIENT || c->cls == CLS_PROBATION)) {
+    t = frame_type(net, body, len);
+    if (c->seal == NULL && t >= 0 && !type_is_client(t)) {
+      conn_promote(c); /* open ring: only ring members send this */
+    } else if (c->cls == CLS_PROBATION && t != DHT_MSG_PING) {
+      conn_refuse_probation(c, "a client (not a peer link) came while "
+                               "clients' budget was full");
+      return;
+    }
+  }
+  if (c->cls == CLS_CLIENT && type_is_request(t)) {
+    if (c->ae != NULL && !addr_take_token(net, c->ae)) {
+      limit_hit(net, c->ae, DHT_LIMIT_RATE,
+                "refusing requests: over %u per second (--rate-per-addr, "
+                "burst %u)",
+                net->cfg.rate_per_s, net->cfg.rate_burst);
+      refuse_rate(c, body, len);
+      return;
+    }
+    c->inflight++;
+  }
+  if (c->seal != NULL) {
+    dht_node_recv_as(net->cfg.node, c->id, role, body, len, now_ms(net));
+  } else {
+    dht_node_recv(net->cfg.node, c->id, body, len, now_ms(net));
+  }
+  run_actions(net);
+}
+
+/* Feeds c's buffered input to the node, frame by frame, while no limit
+ * holds it back; then restarts the frame deadline if a part of one is
+ * left. A broken stream closes c. */
+static void conn_drain(dhtd_conn *c) {
+  dhtd_net *net = c->net;
+  bool progressed = false, held = false;
+  size_t body_len, left;
+  const uint8_t *frame;
   int rv;
 
   while (!c->closing) {
-    rv = dht_frame_peek(data + off, len - off, net->cfg.frame_len_max,
+    if (!c->outgoing &&
+        c->out.len + c->out_inflight > net->cfg.out_queue_pause) {
+      /* Replies back up: take no more requests until they drain. */
+      if (!c->reading_paused) {
+        c->reading_paused = true;
+        conn_reading_update(c);
+      }
+      held = true;
+      break;
+    }
+    if (c->cls == CLS_CLIENT && net->cfg.inflight_max > 0 &&
+        c->inflight >= net->cfg.inflight_max) {
+      if (!c->paused_inflight) {
+        c->paused_inflight = true;
+        limit_hit(net, c->ae, DHT_LIMIT_INFLIGHT,
+                  "not reading conn %llu: %u requests unanswered "
+                  "(--max-inflight)",
+                  (unsigned long long)c->id, c->inflight);
+        conn_reading_update(c);
+      }
+      held = true;
+      break;
+    }
+    if (c->seal != NULL) {
+      rv = dht_seal_read(c->seal, &frame, &body_len);
+      if (rv == 0) {
+        break;
+      }
+      if (rv < 0) {
+        conn_auth_failed(c, rv);
+        conn_close(c, true);
+        return;
+      }
+      progressed = true;
+      deliver(c, dht_seal_role(c->seal), frame + DHT_FRAME_HEADER_LEN,
+              body_len - DHT_FRAME_HEADER_LEN);
+      continue;
+    }
+    left = c->in.len - c->in_off;
+    rv = dht_frame_peek(c->in.data + c->in_off, left, net->cfg.frame_len_max,
                         &body_len);
-    if (rv == DHT_ERR_TRUNCATED) {
+    if (rv == DHT_ERR_TRUNCATED || (rv == 0 && left < DHT_FRAME_HEADER_LEN + body_len)) {
       break;
     }
     if (rv != 0) {
       dhtd_log(DHT_LOG_WARN, "conn %llu: frame of more than %u bytes: closing",
                (unsigned long long)c->id, net->cfg.frame_len_max);
       conn_close(c, true);
-      return -1;
+      return;
     }
-    if (len - off < DHT_FRAME_HEADER_LEN + body_len) {
-      break;
+    progressed = true;
+    frame = c->in.data + c->in_off + DHT_FRAME_HEADER_LEN;
+    c->in_off += DHT_FRAME_HEADER_LEN + body_len;
+    /* Nothing appends to c->in before this returns (reads come only from
+     * the loop), and a close frees it only in the close callback. */
+    deliver(c, DHT_ROLE_MEMBER, frame, body_len);
+  }
+  if (c->closing) {
+    return;
+  }
+  if (c->in_off == c->in.len) {
+    c->in.len = 0;
+    c->in_off = 0;
+    if (c->in.cap > IN_BUF_KEEP_BYTES) {
+      dht_buf_free(&c->in); /* a large frame's room is not kept idle */
     }
-    dht_node_recv(net->cfg.node, c->id, data + off + DHT_FRAME_HEADER_LEN,
-                  body_len, now_ms(net));
-    off += DHT_FRAME_HEADER_LEN + body_len;
-    run_actions(net);
+  } else if (c->in_off > c->in.len / 2) {
+    memmove(c->in.data, c->in.data + c->in_off, c->in.len - c->in_off);
+    c->in.len -= c->in_off;
+    c->in_off = 0;
   }
-  return (long)off;
-}
-
-/* Closed ring: feeds the bytes read to c's seal, and every frame it opens
- * to the node with the connection's role. A failure closes c. */
-static void feed_sealed(dhtd_conn *c, const uint8_t *data, size_t len) {
-  dhtd_net *net = c->net;
-  size_t out_before = c->out.len, flen;
-  const uint8_t *frame;
-  int rv;
-
-  rv = dht_seal_recv(c->seal, data, len, &c->out, now_ms(net));
-  if (c->out.len > out_before) {
-    conn_mark_dirty(c); /* the handshake's answer */
+  left = c->seal != NULL ? dht_seal_in_len(c->seal) : c->in.len - c->in_off;
+  if (left == 0 || held) {
+    c->frame_started_ms = 0; /* nothing partial, or held back by us */
+  } else if (c->frame_started_ms == 0 || progressed) {
+    c->frame_started_ms = now_ms(net);
   }
-  while (rv == 0 && !c->closing) {
-    rv = dht_seal_read(c->seal, &frame, &flen);
-    if (rv != 1) {
-      break;
-    }
-    dht_node_recv_as(net->cfg.node, c->id, dht_seal_role(c->seal),
-                     frame + DHT_FRAME_HEADER_LEN,
-                     flen - DHT_FRAME_HEADER_LEN, now_ms(net));
-    run_actions(net);
-    rv = 0;
-  }
-  if (rv < 0 && !c->closing) {
-    conn_auth_failed(c, rv);
-    conn_close(c, true);
-  }
+  conn_mem_update(c);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   dhtd_conn *c = stream->data;
-  long used;
+  dhtd_net *net = c->net;
+  size_t out_before;
+  int rv;
 
   if (nread == 0) {
     return;
@@ -517,41 +1084,37 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     conn_close(c, c->outgoing || nread != UV_EOF);
     return;
   }
-  c->last_active_ms = now_ms(c->net);
-  if (c->seal != NULL) {
-    feed_sealed(c, (const uint8_t *)buf->base, (size_t)nread);
-    return;
+  c->last_active_ms = now_ms(net);
+  if (c->ae != NULL) {
+    c->ae->last_ms = c->last_active_ms;
   }
-  if (c->in.len == c->in_off) {
-    /* Nothing buffered: parse straight from the read buffer and keep only
-     * the tail of a partial frame. */
-    used = feed_frames(c, (const uint8_t *)buf->base, (size_t)nread);
-    if (used >= 0 && (size_t)used < (size_t)nread) {
-      c->in.len = 0;
-      c->in_off = 0;
-      if (dht_buf_append(&c->in, buf->base + used, (size_t)nread - (size_t)used) != 0) {
-        conn_close(c, true);
+  if (c->seal != NULL) {
+    bool was_established = dht_seal_established(c->seal);
+    out_before = c->out.len;
+    rv = dht_seal_recv(c->seal, (const uint8_t *)buf->base, (size_t)nread,
+                       &c->out, now_ms(net));
+    if (c->out.len > out_before) {
+      conn_mark_dirty(c); /* the handshake's answer */
+    }
+    if (rv < 0) {
+      conn_auth_failed(c, rv);
+      conn_close(c, true);
+      return;
+    }
+    if (!was_established && dht_seal_established(c->seal) && !c->outgoing) {
+      if (dht_seal_role(c->seal) == DHT_ROLE_MEMBER) {
+        conn_promote(c);
+      } else if (c->cls == CLS_PROBATION) {
+        conn_refuse_probation(c, "a client key came while clients' budget "
+                                 "was full");
+        return;
       }
     }
-    return;
-  }
-  if (dht_buf_append(&c->in, buf->base, (size_t)nread) != 0) {
+  } else if (dht_buf_append(&c->in, buf->base, (size_t)nread) != 0) {
     conn_close(c, true);
     return;
   }
-  used = feed_frames(c, c->in.data + c->in_off, c->in.len - c->in_off);
-  if (used < 0) {
-    return;
-  }
-  c->in_off += (size_t)used;
-  if (c->in_off == c->in.len) {
-    c->in.len = 0;
-    c->in_off = 0;
-  } else if (c->in_off > c->in.len / 2) {
-    memmove(c->in.data, c->in.data + c->in_off, c->in.len - c->in_off);
-    c->in.len -= c->in_off;
-    c->in_off = 0;
-  }
+  conn_drain(c);
 }
 
 /* ---- outgoing connections ---------------------------------------------------- */
@@ -569,7 +1132,7 @@ static void on_connect(uv_connect_t *req, int status) {
   c->connected = true;
   c->last_active_ms = now_ms(c->net);
   uv_tcp_nodelay(&c->tcp, 1); /* small request frames must not wait */
-  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  conn_reading_update(c);
   conn_write(c);
 }
 
@@ -662,11 +1225,26 @@ static dhtd_conn *conn_to(dhtd_net *net, const char *addr) {
   if (c != NULL) {
     return c;
   }
-  if (dht_addr_parse(addr, host, sizeof(host), &port) != 0 ||
-      (c = conn_new(net)) == NULL) {
+  if (dht_addr_parse(addr, host, sizeof(host), &port) != 0) {
+    return NULL;
+  }
+  if (net->n_out >= net->cfg.peer_conns_max) {
+    dht_node_count_limit(net->cfg.node, DHT_LIMIT_CONNS);
+    if (!net->out_logged) {
+      dhtd_log(DHT_LOG_WARN, "not opening a link to %s: %u links open "
+               "(--max-peer-conns; later ones only counted: limit_conns)",
+               addr, net->n_out);
+      net->out_logged = true;
+    }
+    return NULL;
+  }
+  if ((c = conn_new(net)) == NULL) {
     return NULL;
   }
   c->outgoing = true;
+  c->cls = CLS_OUT;
+  c->accounted = true;
+  net->n_out++;
   snprintf(c->addr, sizeof(c->addr), "%s", addr);
   c->next_out = net->out_head;
   net->out_head = c;
@@ -735,6 +1313,17 @@ static void run_actions(dhtd_net *net) {
     case DHT_ACTION_REPLY:
       c = conn_by_id(net, a.conn);
       if (c != NULL) {
+        if (c->cls == CLS_CLIENT && c->inflight > 0 &&
+            frame_type(net, a.frame + DHT_FRAME_HEADER_LEN,
+                       a.frame_len - DHT_FRAME_HEADER_LEN) !=
+                DHT_MSG_ACCEPTED) {
+          c->inflight--;
+          if (c->paused_inflight && !c->resume_pending &&
+              c->inflight <= net->cfg.inflight_max / 2) {
+            c->resume_pending = true; /* in on_flush: not from in here */
+            net->resume_any = true;
+          }
+        }
         conn_queue(c, a.frame, a.frame_len);
       }
       break;
@@ -788,9 +1377,16 @@ static void on_sweep(uv_timer_t *timer) {
       conn_close(c, false);
     }
   }
+  addr_sweep(net, false);
+  net->mem_logged = false;
+  if (net->n_out < net->cfg.peer_conns_max) {
+    net->out_logged = false;
+  }
 }
 
-/* Closed ring: ends the handshakes that outlived their deadline. */
+/* Ends what outlived its deadline: handshakes (closed ring), frames begun
+ * and not finished, accepted connections idle too long, and those on
+ * probation that never said what they are. */
 static void on_hs_timer(uv_timer_t *timer) {
   dhtd_net *net = timer->data;
   uint64_t now = now_ms(net);
@@ -798,20 +1394,69 @@ static void on_hs_timer(uv_timer_t *timer) {
 
   for (i = 0; i < net->cap_conns; i++) {
     dhtd_conn *c = net->conns[i];
-    if (c != NULL && !c->closing && c->seal != NULL &&
-        now >= dht_seal_deadline(c->seal)) {
+    if (c == NULL || c->closing) {
+      continue;
+    }
+    if (c->seal != NULL && now >= dht_seal_deadline(c->seal)) {
       conn_auth_failed(c, DHT_ERR_TIMEOUT);
       conn_close(c, true);
+      continue;
+    }
+    if (c->outgoing) {
+      continue;
+    }
+    if (c->frame_started_ms != 0 &&
+        now - c->frame_started_ms >= net->cfg.frame_timeout_ms) {
+      limit_hit(net, c->ae, DHT_LIMIT_FRAME_TIME,
+                "closing conn %llu: a frame begun %llu ms ago is not "
+                "finished (--frame-timeout-ms %u)",
+                (unsigned long long)c->id,
+                (unsigned long long)(now - c->frame_started_ms),
+                net->cfg.frame_timeout_ms);
+      conn_close(c, true);
+      continue;
+    }
+    if (net->cfg.client_idle_ms > 0 && c->out.len == 0 &&
+        c->out_inflight == 0 && c->inflight == 0 &&
+        now - c->last_active_ms >= net->cfg.client_idle_ms) {
+      limit_hit(net, c->ae, DHT_LIMIT_IDLE,
+                "closing conn %llu: idle for %llu ms (--idle-timeout-ms)",
+                (unsigned long long)c->id,
+                (unsigned long long)(now - c->last_active_ms));
+      conn_close(c, false);
+      continue;
+    }
+    if (c->cls == CLS_PROBATION && c->frames_seen == 0 && c->seal == NULL &&
+        now - c->accepted_ms >= net->cfg.handshake_timeout_ms) {
+      conn_refuse_probation(c, "it sent nothing in --handshake-timeout-ms "
+                               "while clients' budget was full");
     }
   }
 }
 
 /* ---- accepting ------------------------------------------------------------------ */
 
+/* Accepts one connection off the backlog and closes it at once, so that
+ * the backlog does not fill with connections nobody will serve. */
+static void refuse_backlog(dhtd_net *net, uv_stream_t *server) {
+  uv_tcp_t *overflow = malloc(sizeof(*overflow));
+
+  if (overflow != NULL && uv_tcp_init(net->loop, overflow) == 0) {
+    if (uv_accept(server, (uv_stream_t *)overflow) == 0) {
+      dht_node_count_limit(net->cfg.node, DHT_LIMIT_CONNS);
+    }
+    uv_close((uv_handle_t *)overflow, (uv_close_cb)free);
+  } else {
+    free(overflow);
+  }
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   dhtd_net *net = server->data;
+  char name[64] = "?";
+  uint8_t key[9];
+  addr_entry *e;
   dhtd_conn *c;
-  uv_tcp_t *overflow;
 
   if (status != 0) {
     dhtd_log(DHT_LOG_WARN, "accept: %s", uv_strerror(status));
@@ -819,33 +1464,58 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   c = conn_new(net);
   if (c == NULL) {
-    /* Accept and close at once, so that the backlog does not fill. */
-    overflow = malloc(sizeof(*overflow));
-    if (overflow != NULL && uv_tcp_init(net->loop, overflow) == 0) {
-      if (uv_accept(server, (uv_stream_t *)overflow) == 0) {
-        dhtd_log(DHT_LOG_WARN, "refusing a connection: %u open already",
-                 net->n_conns);
-      }
-      uv_close((uv_handle_t *)overflow, (uv_close_cb)free);
-    } else {
-      free(overflow);
-    }
+    refuse_backlog(net, server);
     return;
   }
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c, false);
     return;
   }
+  c->accepted_ms = now_ms(net);
+  e = addr_key_of(c, key, name, sizeof(name)) ? addr_get(net, key, name)
+                                               : NULL;
+  if (e == NULL) {
+    limit_hit(net, NULL, DHT_LIMIT_PER_ADDR,
+              "refusing a connection from %s: the address table is full "
+              "(%u addresses)", name, net->n_addrs);
+    conn_close(c, false);
+    return;
+  }
+  e->last_ms = c->accepted_ms;
+  if (e->conns >= net->cfg.conns_per_addr_max) {
+    limit_hit(net, e, DHT_LIMIT_PER_ADDR,
+              "refusing connections: %u open from this address "
+              "(--max-conns-per-addr)", e->conns);
+    conn_close(c, false);
+    return;
+  }
+  if (net->n_clients < net->cfg.client_conns_max) {
+    c->cls = CLS_CLIENT;
+    net->n_clients++;
+  } else if (net->n_peers_in < net->cfg.peer_conns_max) {
+    c->cls = CLS_PROBATION; /* may only be a peer link */
+    net->n_peers_in++;
+  } else {
+    limit_hit(net, e, DHT_LIMIT_CONNS,
+              "refusing connections: %u clients and %u peer links open "
+              "(--max-client-conns, --max-peer-conns)",
+              net->n_clients, net->n_peers_in);
+    conn_close(c, false);
+    return;
+  }
+  c->accounted = true;
+  c->ae = e;
+  e->conns++;
   uv_tcp_nodelay(&c->tcp, 1);
-  /* Accepted connections are never closed for idling (a client may sit
-   * quietly), so let the kernel find the ones whose other end vanished. */
+  /* Idle accepted connections are closed after --idle-timeout-ms, but
+   * let the kernel find sooner the ones whose other end vanished. */
   uv_tcp_keepalive(&c->tcp, 1, 60);
   if (conn_seal(c, false) != 0) {
     conn_close(c, false);
     return;
   }
   c->connected = true;
-  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  conn_reading_update(c);
 }
 
 /* The listen address, port 0, is where outgoing connections come from,
@@ -894,6 +1564,8 @@ int dhtd_net_start(dhtd_net **out, uv_loop_t *loop, const dhtd_net_config *cfg,
   }
   net->cfg = *cfg;
   net->loop = loop;
+  dht_wire_limits_default(&net->limits);
+  net->limits.frame_len_max = cfg->frame_len_max;
   init_source(net, &ss);
   uv_tcp_init(loop, &net->listener);
   net->listener.data = net;
@@ -917,8 +1589,18 @@ int dhtd_net_start(dhtd_net **out, uv_loop_t *loop, const dhtd_net_config *cfg,
                  cfg->idle_close_ms / 2 + 1);
   uv_timer_init(loop, &net->hs_timer);
   net->hs_timer.data = net;
-  if (cfg->key != NULL) {
-    uint64_t every = cfg->handshake_timeout_ms / 4 + 1;
+  {
+    uint64_t every = cfg->frame_timeout_ms;
+    if (cfg->client_idle_ms > 0 && cfg->client_idle_ms < every) {
+      every = cfg->client_idle_ms;
+    }
+    if (cfg->handshake_timeout_ms < every) {
+      every = cfg->handshake_timeout_ms;
+    }
+    every = every / 4 + 1;
+    if (every > 1000) {
+      every = 1000;
+    }
     uv_timer_start(&net->hs_timer, on_hs_timer, every, every);
   }
   uv_check_init(loop, &net->flush);
@@ -953,6 +1635,7 @@ void dhtd_net_stop(dhtd_net *net) {
 
 void dhtd_net_del(dhtd_net *net) {
   if (net != NULL) {
+    addr_sweep(net, true);
     free(net->conns);
     free(net);
   }

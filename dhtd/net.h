@@ -36,8 +36,30 @@ typedef struct dhtd_net_config {
                                  dropped */
   size_t out_queue_pause;     /* bytes queued to one connection before we
                                  stop reading from it */
-  uint32_t conns_max;         /* open connections, both directions */
   uint32_t idle_close_ms;     /* close outgoing connections idle this long */
+  /* Limits and fairness (docs/SECURITY.md, Limits); 0 turns one off where
+   * its comment says so. Each hit is counted by the node (limit_* in STATS)
+   * and logged once per remote address while it is remembered. */
+  uint32_t client_conns_max;  /* accepted connections not (yet) known to be
+                                 peer links */
+  uint32_t peer_conns_max;    /* peer links: opened by this node, and,
+                                 separately, accepted ones that proved to be
+                                 (a member handshake, or in an open ring a
+                                 ring-internal message) */
+  uint32_t conns_per_addr_max; /* accepted connections from one IPv4 address
+                                  or IPv6 /64, clients and peers together */
+  uint32_t client_idle_ms;    /* close an accepted connection that sent and
+                                 was sent nothing this long (0: never) */
+  uint32_t frame_timeout_ms;  /* an accepted connection must finish a frame
+                                 this long after its first bytes came */
+  uint64_t mem_max;           /* partial input frames plus output queues of
+                                 all connections: over 3/4 of it clients are
+                                 not read; over it the largest is dropped */
+  uint32_t inflight_max;      /* requests of one client connection without
+                                 their final reply before it is not read */
+  uint32_t rate_per_s;        /* requests per second from one remote address
+                                 on client connections (0: no limit) ... */
+  uint32_t rate_burst;        /* ... and how many may come at once */
   void (*on_event)(void *ud, dht_event event, int error); /* node events */
   void (*on_commit_failed)(void *ud, int error); /* a store commit failed;
                                                     may be NULL */

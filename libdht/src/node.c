@@ -26,6 +26,7 @@ void dht_settings_default(dht_settings *s) {
   s->route_attempts = 3;
   s->max_hops = 32;
   s->pending_max = 65536;
+  s->outbox_bytes_max = 32u * 1024 * 1024;
   s->handoff_batch_bytes = 256 * 1024;
   s->join_attempts = 3;
   s->bad_frames_max = 8;
@@ -47,7 +48,8 @@ int dht_settings_check(const dht_settings *s) {
       s->rpc_retries > 16 || s->route_timeout_ms < s->rpc_timeout_ms ||
       s->route_attempts < 1 || s->route_attempts > 16 || s->max_hops < 1 ||
       s->max_hops > DHT_HOPS_MAX || s->pending_max < 16 ||
-      s->pending_max > DHT__PENDING_HARD_MAX || s->handoff_batch_bytes < 1 ||
+      s->pending_max > DHT__PENDING_HARD_MAX ||
+      s->outbox_bytes_max < l->frame_len_max || s->handoff_batch_bytes < 1 ||
       s->join_attempts < 1 || s->bad_frames_max < 1) {
     return DHT_ERR_INVAL;
   }

@@ -724,6 +724,9 @@ void dht__outbox_compact(dht_node *node) {
     node->outbox_head = 0;
     node->outbox_len = 0;
     node->arena.len = 0;
+    if (node->arena.cap > DHT__ARENA_KEEP_BYTES) {
+      dht_buf_free(&node->arena); /* a burst's room is not kept idle */
+    }
   }
 }
 
@@ -951,6 +954,19 @@ void dht__reply(dht_node *node, uint64_t conn, dht_msg *msg) {
   int rv;
 
   rv = dht_msg_encode(msg, &node->arena);
+  if (rv == 0 && msg->type != DHT_MSG_ERROR &&
+      node->arena.len > node->set.outbox_bytes_max) {
+    /* One call queued too much (a verdict that sends a flood of routed
+     * GETs of a large value to the local replica, all at once): the asker
+     * hears that the node is busy rather than the node holding GiBs. The
+     * arena grew by this one frame at most. */
+    node->arena.len = off;
+    node->counters.outbox_full++;
+    dht__reply_refusal(node, conn, msg->rid, DHT_ERR_FULL,
+                       "node busy: too many replies at once, try again",
+                       NULL);
+    return;
+  }
   if (rv == 0 && msg->type != DHT_MSG_ACCEPTED &&
       dht__fault(node, DHT_FAULT_REPLY_DELAYED) &&
       delay_reply(node, conn, node->arena.data + off,
@@ -1106,5 +1122,33 @@ void dht__emit_close(dht_node *node, uint64_t conn) {
   if (e != NULL) {
     e->conn = conn;
     node->counters.closes++;
+  }
+}
+
+/* ---- host limits ------------------------------------------------------------ */
+
+void dht_node_count_limit(dht_node *node, dht_host_limit which) {
+  switch (which) {
+  case DHT_LIMIT_CONNS:
+    node->counters.limit_conns++;
+    break;
+  case DHT_LIMIT_PER_ADDR:
+    node->counters.limit_per_addr++;
+    break;
+  case DHT_LIMIT_IDLE:
+    node->counters.limit_idle++;
+    break;
+  case DHT_LIMIT_FRAME_TIME:
+    node->counters.limit_frame_time++;
+    break;
+  case DHT_LIMIT_MEMORY:
+    node->counters.limit_memory++;
+    break;
+  case DHT_LIMIT_INFLIGHT:
+    node->counters.limit_inflight++;
+    break;
+  case DHT_LIMIT_RATE:
+    node->counters.limit_rate++;
+    break;
   }
 }

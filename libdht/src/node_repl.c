@@ -146,8 +146,6 @@ static bool tombstone_expired(const dht_node *node, uint64_t stamp) {
          dht__wall_ms(node);
 }
 
-
-
 /* Values stored before versions existed (no header) read as version 0. */
 void dht_record_parse(const uint8_t *rec, size_t rec_len, dht_kv *kv) {
   uint32_t i;

@@ -56,8 +56,13 @@ static int32_t closest_preceding(const dht_node *node, const dht_id *target) {
     }                                                                          \
   } while (0)
 
+  /* Most low fingers repeat the one above them (all point at the
+   * successor): a repeat decides as its twin did, best being unchanged
+   * since, so it is skipped. */
   for (i = DHT_ID_BITS - 1; i >= 0; i--) {
-    CONSIDER(node->fingers[i]);
+    if (i == DHT_ID_BITS - 1 || node->fingers[i] != node->fingers[i + 1]) {
+      CONSIDER(node->fingers[i]);
+    }
   }
   for (i = 0; i < (int)node->n_succs; i++) {
     CONSIDER(node->succs[i]);

@@ -90,6 +90,8 @@ typedef struct dht__delayed_reply {
 
 /* Replies held back at once; a reply beyond them goes out at once. */
 #define DHT__DELAYED_MAX 64
+/* The outbox arena is freed once drained when it grew past this. */
+#define DHT__ARENA_KEEP_BYTES (4u * 1024 * 1024)
 
 /* A node this one knows by address. */
 typedef struct dht__peer {
@@ -105,6 +107,12 @@ typedef struct dht__peer {
                                       computed (0: not yet) */
   uint32_t pending_head;           /* first request in flight to it (a
                                       pending slot), or DHT__NO_SLOT */
+  bool failed_now;                 /* declared dead at failed_at_ms: more
+                                      failures then are the same verdict */
+  uint64_t failed_at_ms;           /* the node's time of the last verdict */
+  uint64_t failed_logged_ms;       /* when a verdict was last logged
+                                      (0: never) */
+  uint32_t failed_unlogged;        /* verdicts since then, not logged */
   char addr[DHT_ADDR_LEN_MAX + 1]; /* "host:port", NUL-terminated */
 } dht__peer;
 

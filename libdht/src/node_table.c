@@ -10,6 +10,9 @@
 
 #include "node_table.h"
 
+/* A peer that keeps failing is logged at most this often (all counted). */
+#define FAILED_LOG_INTERVAL_MS 10000
+
 /* ---- peers declared dead ---------------------------------------------------- */
 
 int dht__lost_find(const dht_node *node, const char *addr) {
@@ -246,6 +249,12 @@ void dht__preds_learn(dht_node *node, const dht_msg *msg) {
   while (node->n_preds > 1) { /* keep preds[0]: it is the predecessor */
     dht__peer_release(node, node->preds[--node->n_preds]);
   }
+  if (node->n_preds == 0 && node->pred != DHT__NO_PEER) {
+    /* A predecessor installed by an oracle comes without its list: the
+     * list starts at it all the same. */
+    dht__peer_hold(node, node->pred);
+    node->preds[node->n_preds++] = node->pred;
+  }
   for (i = 0; i < msg->n_preds && node->n_preds < node->set.replicas; i++) {
     int32_t idx;
     bool dup = false;
@@ -307,13 +316,36 @@ void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later) {
   dht__peer *p = &node->peers[idx];
   uint32_t i;
 
+  /* Each request that fails declares its peer dead again, and a flood of
+   * requests to one peer expires in one pass: once the peer is out of the
+   * tables, more failures at the same instant are the same verdict. The
+   * first one already failed every request in flight to it, so repeating
+   * the purge (a scan of them) and the DISCONNECT would cost O(requests)
+   * per request. */
+  if (p->failed_now && p->failed_at_ms == node->now_ms &&
+      !in_tables(node, idx)) {
+    if (probe_later && p->id_known && dht__lost_find(node, p->addr) < 0) {
+      lost_add(node, p);
+    }
+    return;
+  }
   dht__peer_hold(node, idx); /* keep the slot alive through the purge */
-  /* Each request that fails declares its peer dead again: only the first
-   * time, while the peer is still in the tables or not yet known lost, is
-   * news worth a count and a log line. */
+  p->failed_now = true;
+  p->failed_at_ms = node->now_ms;
+  /* Only the first time, while the peer is still in the tables or not yet
+   * known lost, is news worth a count; a peer that comes back and fails
+   * again and again is logged once per FAILED_LOG_INTERVAL_MS. */
   if (in_tables(node, idx) || dht__lost_find(node, p->addr) < 0) {
     node->counters.peers_failed++;
-    dht__log(node, DHT_LOG_INFO, "peer %s failed", p->addr);
+    if (p->failed_logged_ms == 0 ||
+        node->now_ms - p->failed_logged_ms >= FAILED_LOG_INTERVAL_MS) {
+      dht__log(node, DHT_LOG_INFO, "peer %s failed (%u more failures unlogged)",
+               p->addr, p->failed_unlogged);
+      p->failed_logged_ms = node->now_ms > 0 ? node->now_ms : 1;
+      p->failed_unlogged = 0;
+    } else {
+      p->failed_unlogged++;
+    }
   }
   if (probe_later && p->id_known) {
     lost_add(node, p);

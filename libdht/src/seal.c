@@ -592,3 +592,5 @@ uint64_t dht_seal_deadline(const dht_seal *s) {
 }
 
 size_t dht_seal_held_len(const dht_seal *s) { return s->held.len; }
+
+size_t dht_seal_in_len(const dht_seal *s) { return s->in.len - s->in_off; }

@@ -642,7 +642,10 @@ static enum field field_lookup(const char *s, uint32_t len) {
 }
 
 static bool str_eq(const msgpack_object_str *a, const msgpack_object_str *b) {
-  return a->size == b->size && memcmp(a->ptr, b->ptr, a->size) == 0;
+  /* msgpack-c leaves ptr NULL for an empty str, and memcmp() must not
+   * see NULL even for 0 bytes. */
+  return a->size == b->size &&
+         (a->size == 0 || memcmp(a->ptr, b->ptr, a->size) == 0);
 }
 
 /* Allocates n elements of size each from the zone; NULL for n == 0 too,

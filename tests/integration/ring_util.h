@@ -502,6 +502,27 @@ static inline bool ring_lists_right(ring *r, neighbour_lists_check lists_right,
   return true;
 }
 
+/* ring_lists_right's lightest check: order[p]'s first successor is its
+ * true one (for tests that need a ring, not its replication depth). */
+static inline bool first_successor_right(node *const order[], int n, int p,
+                                         int depth,
+                                         const dht_client_neighbors_result *nb,
+                                         char *why, size_t why_len) {
+  const node *succ = order[(p + 1) % n];
+
+  (void)depth;
+  if (n > 1 && strcmp(nb->succs[0].addr, succ->addr) != 0) {
+    snprintf(why, why_len, "%s has successor %s, not %s", order[p]->addr,
+             nb->succs[0].addr, succ->addr);
+    return false;
+  }
+  return true;
+}
+
+static inline bool ring_succs_settled(ring *r, char *why, size_t why_len) {
+  return ring_lists_right(r, first_successor_right, why, why_len);
+}
+
 /* Position in order[0..n) (n > 0) of the owner of key: the first node at
  * or after its id. */
 static inline int owner_pos(node *const order[], int n, const char *key) {

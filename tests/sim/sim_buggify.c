@@ -56,6 +56,11 @@ bool sim_buggify_any(const sim_buggify *b) {
   return false;
 }
 
+bool sim_buggify_views_split(const sim_buggify *b) {
+  return b->active && (b->prob[DHT_FAULT_TIMEOUT_SHORT] > 0 ||
+                       b->prob[DHT_FAULT_REPLY_DELAYED] > 0);
+}
+
 bool sim_buggify_ask(void *ud, dht_fault_point point) {
   sim_buggify *b = ud;
 

@@ -37,6 +37,11 @@ void sim_buggify_draw(sim_buggify *b, uint64_t seed, uint32_t mask,
                       uint32_t ppm, bool off);
 /* Whether any point is on. */
 bool sim_buggify_any(const sim_buggify *b);
+/* Whether points are acting now that make live peers look dead (short
+ * waits, late replies): nodes then disagree on who holds what, as across
+ * a partition, and DESIGN.md promises fresh reads only once the ring is
+ * quiet again. */
+bool sim_buggify_views_split(const sim_buggify *b);
 /* The dht_fault_fn the world gives every node; ud is the sim_buggify. */
 bool sim_buggify_ask(void *ud, dht_fault_point point);
 /* "buggify: ..." lines: the plan, and how often each point fired. */

@@ -97,6 +97,8 @@ typedef struct client_op {
                          return */
   bool floor_del;     /* a get: that floor was a delete */
   uint32_t last_del;  /* the key's last delete sent before this request */
+  bool views_split;   /* a get sent while fault points made live peers
+                         look dead: not promised to be fresh */
 } client_op;
 
 typedef struct crash_run {
@@ -127,6 +129,7 @@ typedef struct crash_run {
                                     (refused, or older) has a tombstone */
   double del_share;              /* of the writes, deletes */
   uint64_t gets, gets_value, gets_not_found, gets_unavailable;
+  uint64_t gets_behind; /* older than promised, while views were split */
   uint64_t repair_ms_max, repair_ms_sum, repairs;
 } crash_run;
 
@@ -245,6 +248,7 @@ static client_op *track(crash_run *r, size_t op, uint32_t key,
   c->key = key;
   c->kind = kind;
   c->last_del = r->keys[key].last_del;
+  c->views_split = sim_buggify_views_split(&r->w.buggify);
   return c;
 }
 
@@ -391,6 +395,8 @@ static void judge(crash_run *r, const client_op *c, const sim_op *op) {
                      "for it",
                      k->key, w->nodes[op->via_slot].addr, (int)op->value_len,
                      (const char *)op->value);
+    } else if (seq < c->seq && c->views_split) {
+      r->gets_behind++;
     } else if (seq < c->seq) {
       sim_world_fail(w,
                      "stale read: get of %s via %s sent at %.3f s returned "
@@ -403,7 +409,9 @@ static void judge(crash_run *r, const client_op *c, const sim_op *op) {
   } else if (answered && op->reply_type == DHT_MSG_ERROR &&
              op->error_code == DHT_ERR_NOT_FOUND) {
     r->gets_not_found++;
-    if (lost_by_not_found(k, c, c->seq, c->floor_del)) {
+    if (lost_by_not_found(k, c, c->seq, c->floor_del) && c->views_split) {
+      r->gets_behind++;
+    } else if (lost_by_not_found(k, c, c->seq, c->floor_del)) {
       sim_world_fail(w,
                      "lost write: get of %s via %s sent at %.3f s found "
                      "nothing, but put #%" PRIu32
@@ -987,11 +995,12 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
                   " not found as deleted already, %" PRIu64
                   " not found beside another delete's tombstone), %" PRIu64
                   " gets (%" PRIu64 " values, %" PRIu64 " not found, %" PRIu64
-                  " unavailable)\n",
+                  " unavailable; %" PRIu64
+                  " behind while fault points split views)\n",
                   r.puts, r.puts_acked, r.puts_refused, r.skew_refused,
                   r.puts_unanswered, r.dels, r.dels_acked, r.dels_gone,
                   r.dels_other_tombstone, r.gets, r.gets_value,
-                  r.gets_not_found, r.gets_unavailable);
+                  r.gets_not_found, r.gets_unavailable, r.gets_behind);
   sim_text_printf(report,
                   "repair after a change: mean %.2f s, max %.2f s (%" PRIu64
                   " changes over %.1f s); after the last: %.2f s\n",

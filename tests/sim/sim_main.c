@@ -69,8 +69,9 @@ static const mode_spec modes[] = {
      "                 disks failing and clocks off as drawn; no\n"
      "                 acknowledged write may be lost, no get may return a\n"
      "                 value older than the last write acknowledged before\n"
-     "                 it started, and R copies must be back before the\n"
-     "                 next change"},
+     "                 it started (unless fault points made live peers\n"
+     "                 look dead meanwhile), and R copies must be back\n"
+     "                 before the next change"},
     {"burst", MODE_BURST,
      "seeds --seed .. --seed + --count - 1: k nodes crash at once\n"
      "                 (adjacent or anywhere; any six seeds in a row cover\n"

@@ -83,6 +83,10 @@ uint64_t sim_queue_peek_time(const sim_queue *q) {
   return q->len > 0 ? q->heap[0].key >> SEQ_BITS : UINT64_MAX;
 }
 
+const sim_event *sim_queue_peek(const sim_queue *q) {
+  return q->len > 0 ? &q->pool[q->heap[0].pool] : NULL;
+}
+
 int sim_queue_pop(sim_queue *q, sim_event *out) {
   sim_queue_entry last;
   size_t i = 0;

@@ -85,6 +85,8 @@ void sim_queue_free(sim_queue *q);
 void sim_queue_push(sim_queue *q, const sim_event *ev);
 /* The earliest event's time; UINT64_MAX when the queue is empty. */
 uint64_t sim_queue_peek_time(const sim_queue *q);
+/* The earliest event, or NULL: valid until the next push or pop. */
+const sim_event *sim_queue_peek(const sim_queue *q);
 /* Removes the earliest event into *out (ownership of its frame moves to the
  * caller). Returns 0, or -1 when the queue is empty. */
 int sim_queue_pop(sim_queue *q, sim_event *out);

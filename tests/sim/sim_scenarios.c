@@ -1101,10 +1101,13 @@ static void del_across_partition(sim_world *w) {
 /* ---- the core's fault points (sim_buggify.h) ---------------------------------- */
 
 /* A get during faults: an error or no answer is allowed, a value other
- * than the acknowledged one, or "not found", is not. */
+ * than the acknowledged one is not, nor "not found" unless the point makes
+ * live peers look dead (sim_buggify_views_split: fresh reads are promised
+ * only once the ring is quiet). */
 static void get_not_wrong(sim_world *w, const char *key, const char *value,
                           const char *why) {
   size_t op = sim_world_get(w, random_awake(w, SIM_NO_SLOT), key, value);
+  bool behind_ok = sim_buggify_views_split(&w->buggify);
   const sim_op *o;
 
   sim_world_run_ops(w, w->now_ms + SIM_CLIENT_TIMEOUT_MS);
@@ -1112,7 +1115,7 @@ static void get_not_wrong(sim_world *w, const char *key, const char *value,
   if (!w->failed && o->replies > 0 &&
       ((o->reply_type == DHT_MSG_VALUE && !o->value_ok) ||
        (o->reply_type == DHT_MSG_ERROR &&
-        o->error_code == DHT_ERR_NOT_FOUND) ||
+        o->error_code == DHT_ERR_NOT_FOUND && !behind_ok) ||
        (o->reply_type != DHT_MSG_VALUE && o->reply_type != DHT_MSG_ERROR))) {
     sim_world_fail(w, "get of %s returned %s%.*s%s, not %s (%s)", key,
                    o->reply_type == DHT_MSG_VALUE ? "\"" : "",
@@ -1131,7 +1134,7 @@ static void get_not_wrong(sim_world *w, const char *key, const char *value,
  * One fault point of the core fires at prob on every node while keys are
  * put and read on a ring of 8: each acknowledged put must read back at once
  * and twice more from random nodes (an error is allowed while the point
- * fires, a wrong value or "not found" is not). The point then stops; the
+ * fires, a wrong value is not, see get_not_wrong). The point then stops; the
  * ring must converge within CONVERGE_MS (a peer falsely declared dead must
  * be taken back) and every acknowledged key read back.
  */
@@ -1186,10 +1189,12 @@ static void replies_held_back(sim_world *w) {
   under_fault_point(w, DHT_FAULT_REPLY_DELAYED, 0.3, "late");
 }
 
-/* A tenth of the record writes fail: the write, the replica's copy, the
- * repair or the hand-off that wanted each must not be acknowledged. */
+/* Three in ten record writes fail (a ring of 8 writes only about 60 records
+ * here, so a tenth may never fire: sweep seed 797141155): the write, the
+ * replica's copy, the repair or the hand-off that wanted each must not be
+ * acknowledged. */
 static void store_puts_fail(sim_world *w) {
-  under_fault_point(w, DHT_FAULT_STORE_PUT, 0.1, "sput");
+  under_fault_point(w, DHT_FAULT_STORE_PUT, 0.3, "sput");
 }
 
 /* Half the requests go out twice: every one is executed twice and its

@@ -802,6 +802,61 @@ static void test_last_step_back_to_an_installed_predecessor(void **state) {
   host_free(&h);
 }
 
+/* An installed predecessor comes without a predecessor list; when it
+ * answers the predecessor check, the list it sends follows it, and the
+ * list starts at the predecessor itself (found by fuzz_node: the list
+ * started at the predecessor's predecessor instead). */
+static void test_installed_predecessor_then_its_list(void **state) {
+  dht_id self = id_top(0x80);
+  dht_routing_peer pred = {id_top(0x60), "p0:1"}, succ = {id_top(0xa0), "s1:1"};
+  dht_routing_peer fingers[DHT_ID_BITS];
+  dht_peer_ref pp;
+  dht_settings s;
+  fake_host h;
+  host_action a;
+  dht_msg m;
+  dht_id preds[4];
+  char why[256];
+  size_t i;
+  bool asked = false;
+
+  (void)state;
+  dht_settings_default(&s);
+  host_init(&h, "a:1", &self, &s, 0);
+  for (i = 0; i < DHT_ID_BITS; i++) {
+    fingers[i] = succ;
+  }
+  assert_int_equal(
+      dht_node_install_routing(h.node, &pred, &succ, 1, fingers, h.now), 0);
+  host_drain(&h);
+  for (i = 0; i < 40 && !asked; i++) {
+    host_advance(&h, 50);
+    while (host_poll(&h, &a)) {
+      if (!asked && a.type == DHT_ACTION_SEND && strcmp(a.addr, "p0:1") == 0 &&
+          a.msg.type == DHT_MSG_GET_NEIGHBORS) {
+        asked = true;
+        msg_init(&m, DHT_MSG_NEIGHBORS, a.msg.rid);
+        m.has_peer = true;
+        m.peer.id = pred.id;
+        m.peer.addr = bytes_of(pred.addr);
+        pp.id = id_top(0x40);
+        pp.addr = bytes_of("p1:1");
+        m.preds = &pp;
+        m.n_preds = 1;
+        m.succs = NULL;
+        assert_int_equal(host_recv(&h, PEER, &m), 0);
+      }
+      action_free(&a);
+    }
+  }
+  assert_true(asked);
+  assert_true(dht_node_check_invariants(h.node, why, sizeof(why)));
+  assert_int_equal(dht_node_preds(h.node, preds, NULL, 4), 2);
+  assert_memory_equal(preds[0].b, pred.id.b, DHT_ID_LEN);
+  assert_memory_equal(preds[1].b, pp.id.b, DHT_ID_LEN);
+  host_free(&h);
+}
+
 static void test_garbage_is_answered_then_closed(void **state) {
   fake_host h;
   host_action a;
@@ -1787,6 +1842,7 @@ int main(void) {
     cmocka_unit_test(test_lost_peer_in_successors_list_is_probed_at_once),
       cmocka_unit_test(test_hop_limit),
       cmocka_unit_test(test_last_step_back_to_an_installed_predecessor),
+      cmocka_unit_test(test_installed_predecessor_then_its_list),
       cmocka_unit_test(test_garbage_is_answered_then_closed),
       cmocka_unit_test(test_join_through_bootstrap),
       cmocka_unit_test(test_join_fails_when_bootstrap_is_silent),

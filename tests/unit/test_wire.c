@@ -2831,6 +2831,16 @@ static void test_duplicate_keys(void **state) {
   assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
   mp_free(&m);
 
+  /* Empty keys, which msgpack-c hands over without a pointer (found by
+   * fuzz_wire: UBSan saw memcmp() get NULL). */
+  begin_one(&m, DHT_MSG_PING, 2);
+  mp_s(&m, "");
+  mp_u(&m, 1);
+  mp_s(&m, "");
+  mp_u(&m, 2);
+  assert_int_equal(decode_mp(&m).rv, DHT_ERR_MALFORMED);
+  mp_free(&m);
+
   /* Counter names. */
   begin_one(&m, DHT_MSG_STATS_R, 4);
   mp_s(&m, "peer");

@@ -92,6 +92,11 @@ typedef struct dht_settings {
   uint32_t route_attempts;          /* next hops tried per forward: 3 */
   uint32_t max_hops;                /* forwards per lookup, <= DHT_HOPS_MAX: 32 */
   uint32_t pending_max;             /* requests in flight: 65536 */
+  uint32_t outbox_bytes_max;        /* replies one call may queue before
+                                       the rest are refused with ERROR
+                                       FULL (a verdict that fails a flood
+                                       of routed GETs over to a local
+                                       replica must not queue GiBs): 32 MiB */
   uint32_t handoff_batch_bytes;     /* bytes of keys per HANDOFF: 256 KiB */
   uint32_t join_attempts;           /* FIND_SUCC tries on the bootstrap: 3 */
   uint32_t bad_frames_max;          /* undecodable frames before CLOSE: 8 */
@@ -202,6 +207,7 @@ typedef struct dht_action {
   X(peers_failed)         /* peers declared dead */                            \
   X(replies_unmatched)    /* replies that matched no pending request */        \
   X(pending_full)         /* requests refused: pending table full */           \
+  X(outbox_full)          /* replies refused: outbox_bytes_max queued */       \
   X(hop_limit)            /* lookups abandoned at max_hops */                  \
   X(route_refused)        /* last steps refused: key before our preds list */ \
   X(gets)                 /* GETs served from the local store */               \
@@ -237,6 +243,19 @@ typedef struct dht_action {
                              role (a client key sent a member's message) */ \
   X(auth_failures)        /* connections closed by the host because their
                              cluster-key handshake or a sealed frame failed */ \
+  X(limit_conns)          /* host: connections refused, their budget (client
+                             or peer) full (docs/SECURITY.md, Limits) */   \
+  X(limit_per_addr)       /* host: connections refused, too many from one
+                             remote address */                              \
+  X(limit_idle)           /* host: accepted connections closed for idling */ \
+  X(limit_frame_time)     /* host: connections closed, a frame not finished
+                             in time after its length (slowloris) */        \
+  X(limit_memory)         /* host: connections dropped, the largest user of
+                             the memory budget for buffers */               \
+  X(limit_inflight)       /* host: times a client connection was not read,
+                             too many of its requests unanswered */         \
+  X(limit_rate)           /* host: requests refused (ERROR FULL), over the
+                             request rate of their remote address */ \
   X(ids_refused)          /* peers named with an id that is not the hash of
                              their address, or that rewrites a known id */ \
   X(link_checks)          /* CHECK_LINKs sent to confirm a sender */ \
@@ -293,6 +312,19 @@ int dht_node_recv_as(dht_node *node, uint64_t conn, dht_role role,
 /* The host closed a connection whose handshake or sealed frames failed:
  * counted in auth_failures, so that STATS shows it. */
 void dht_node_count_auth_failure(dht_node *node);
+/* Limits the host enforces on connections (dhtd: docs/SECURITY.md,
+ * Limits); each has a counter of the same name in STATS. */
+typedef enum dht_host_limit {
+  DHT_LIMIT_CONNS,      /* limit_conns */
+  DHT_LIMIT_PER_ADDR,   /* limit_per_addr */
+  DHT_LIMIT_IDLE,       /* limit_idle */
+  DHT_LIMIT_FRAME_TIME, /* limit_frame_time */
+  DHT_LIMIT_MEMORY,     /* limit_memory */
+  DHT_LIMIT_INFLIGHT,   /* limit_inflight */
+  DHT_LIMIT_RATE,       /* limit_rate */
+} dht_host_limit;
+/* The host hit one of its limits: counted, so that STATS shows it. */
+void dht_node_count_limit(dht_node *node, dht_host_limit which);
 /* The host could not reach addr (connect refused, connection reset): fail
  * every request in flight to it now rather than at its deadline. */
 void dht_node_peer_unreachable(dht_node *node, const char *addr,

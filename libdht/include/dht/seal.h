@@ -166,5 +166,9 @@ dht_role dht_seal_role(const dht_seal *s);
 uint64_t dht_seal_deadline(const dht_seal *s);
 /* Bytes of frames held until the handshake lets them out. */
 size_t dht_seal_held_len(const dht_seal *s);
+/* Bytes read and kept, not yet taken out by dht_seal_read (a partial
+ * record, or whole ones waiting): for the host's memory budget and its
+ * frame deadline. */
+size_t dht_seal_in_len(const dht_seal *s);
 
 #endif /* DHT_SEAL_H */
