@@ -26,7 +26,9 @@
 #define CLI_VALUE_LEN_MAX (1024u * 1024u) /* ... and value_len_max */
 #define CLI_TIMEOUT_MS_DEFAULT 5000
 #define CLI_TIMEOUT_MS_MAX 3600000
-#define CLI_NODE_DEFAULT "127.0.0.1:7000"
+/* Where scripts/ring starts its first node, and where the installed
+ * service listens unless told otherwise. */
+#define CLI_NODE_DEFAULT "127.0.0.1:7100"
 /* Addresses in a --node list: the first and its fallbacks. */
 #define CLI_NODES_MAX (1 + DHT_CLIENT_FALLBACKS_MAX)
 
@@ -44,6 +46,7 @@ typedef struct cli_ctx {
   /* The first address of --node, $DHT_NODE or CLI_NODE_DEFAULT. */
   const char *node;
   const char *fallbacks[CLI_NODES_MAX - 1]; /* the list's other addresses */
+  bool node_default; /* node is CLI_NODE_DEFAULT: no --node, no $DHT_NODE */
   size_t n_fallbacks;                       /* entries in fallbacks */
   bool no_retry;                            /* --no-retry */
   int timeout_ms;                           /* --timeout-ms */

@@ -238,6 +238,7 @@ int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv) {
       return 1;
     }
     *rv = cli_set_nodes(ctx, v, true);
+    ctx->node_default = false;
     return 1;
   }
   if (cli_opt_is(a, "--cluster-key-file")) {
@@ -399,6 +400,14 @@ int cli_fail_call(const cli_ctx *ctx, dht_client *c, int rv, const char *key,
     return cli_fail(ctx, CLI_EXIT_ERROR, rv,
                     "%s (%s takes the ring's member key, not a client key)",
                     dht_client_last_error(c), ctx->command);
+  }
+  if (ctx->node_default &&
+      strncmp(dht_client_last_error(c), "cannot reach ", 13) == 0) {
+    /* Most likely the user forgot to say where the ring is. */
+    return cli_fail(ctx, CLI_EXIT_ERROR, rv,
+                    "%s (the default node: give --node HOST:PORT or set "
+                    "$DHT_NODE)",
+                    dht_client_last_error(c));
   }
   return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_client_last_error(c));
 }

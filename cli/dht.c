@@ -31,8 +31,7 @@
 #define RING_NODES_MAX 65536
 
 static const char usage[] =
-    "usage: dht [--node HOST:PORT[,HOST:PORT...]] [--timeout-ms N]\n"
-    "           [--no-retry] [--cluster-key-file FILE] [--json] COMMAND [ARGS]\n"
+    "Usage: dht [OPTIONS] COMMAND [ARGS]\n"
     "\n"
     "A client for a chord-dht ring. It talks to one node (dhtd), which routes\n"
     "each request to the node that owns the key.\n"
@@ -53,17 +52,21 @@ static const char usage[] =
     "\n"
     "Options, before or after the command:\n"
     "  --node HOST:PORT  node to talk to: IPv4, [IPv6] or a host name; the\n"
-    "                    default is $DHT_NODE, else 127.0.0.1:7000. A\n"
-    "                    comma-separated list adds fallbacks: put, get, del\n"
-    "                    and lookup move on to the next address when a node\n"
-    "                    fails, check starts from the first that answers;\n"
-    "                    the other commands use the first address only\n"
+    "                    default is $DHT_NODE, else 127.0.0.1:7100, where\n"
+    "                    scripts/ring starts its first node and the\n"
+    "                    installed service listens. A comma-separated\n"
+    "                    list adds fallbacks: put, get, del and lookup move\n"
+    "                    on to the next address when a node fails, check\n"
+    "                    starts from the first that answers; the other\n"
+    "                    commands use the first address only\n"
     "  --timeout-ms N    time limit of each request, connecting and retries\n"
     "                    included, 1..3600000 [5000]\n"
     "  --no-retry        put, get, del and lookup make one attempt; by\n"
     "                    default they retry transient failures (a node\n"
     "                    unreachable or busy, the ring repairing itself)\n"
-    "                    within --timeout-ms\n"
+    "                    within --timeout-ms, but not a connection refused\n"
+    "                    by every address: nothing listens there, and that\n"
+    "                    is an error at once\n"
     "  --cluster-key-file FILE  the key of a closed ring (default\n"
     "                    $DHT_CLUSTER_KEY_FILE; none: an open ring). Each\n"
     "                    connection proves it, and frames are encrypted. A\n"
@@ -1020,8 +1023,8 @@ int main(int argc, char **argv) {
   int kind, rv;
 
   memset(&ctx, 0, sizeof(ctx));
-  (void)cli_set_nodes(
-      &ctx, env != NULL && env[0] != '\0' ? env : CLI_NODE_DEFAULT, false);
+  ctx.node_default = env == NULL || env[0] == '\0';
+  (void)cli_set_nodes(&ctx, ctx.node_default ? CLI_NODE_DEFAULT : env, false);
   ctx.timeout_ms = CLI_TIMEOUT_MS_DEFAULT;
   dht_client_settings_default(&ctx.settings);
   ctx.key_file = key_env != NULL && key_env[0] != '\0' ? key_env : NULL;

@@ -16,5 +16,13 @@ void dhtd_log(dht_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* A dht_log_fn for the node: its lines already carry the tag. */
 void dhtd_log_node(void *ud, dht_log_level level, const char *line);
+/* Holds the lines that would be printed instead of printing them, until
+ * dhtd_log_release(): a node whose join fails says so in one line, as
+ * dhtd promises for every failure to start, not with the log of each
+ * attempt before it. About 16 KiB of lines are held; those past it are
+ * counted. */
+void dhtd_log_hold(void);
+/* Ends the hold (if any): prints the held lines in order, or drops them. */
+void dhtd_log_release(bool print);
 
 #endif /* DHTD_LOG_H */

@@ -25,12 +25,11 @@
 #include "log.h"
 #include "net.h"
 
-#define DHTD_VERSION "0.1.0"
 /* How long a graceful leave may take before the process exits anyway. */
 #define LEAVE_TIMEOUT_MS 10000
 
 static const char usage[] =
-    "usage: dhtd --listen HOST:PORT (--data-dir DIR | --memory) [options]\n"
+    "Usage: dhtd --listen HOST:PORT (--data-dir DIR | --memory) [options]\n"
     "\n"
     "Runs one node of a Chord ring. Without --join it starts a new ring.\n"
     "SIGTERM or SIGINT leaves gracefully: the node hands its keys to its\n"
@@ -199,6 +198,26 @@ static int parse_u32(const char *flag, const char *s, uint32_t min,
   return rv;
 }
 
+static int unknown_option(const char *flag) {
+  return fail("unknown option '%s' (see dhtd --help)", flag);
+}
+
+/* Whether --help lists flag ("\n  --flag "). Every flag the parser takes is
+ * there, so this tells an unknown flag from a known one whose value is
+ * missing before looking for the value. */
+static bool in_usage(const char *flag) {
+  const char *p = usage;
+  size_t len = strlen(flag);
+
+  while ((p = strstr(p, "\n  ")) != NULL) {
+    p += 3;
+    if (strncmp(p, flag, len) == 0 && p[len] == ' ') {
+      return true;
+    }
+  }
+  return false;
+}
+
 /* Returns 0 to run, 1 when --help/--version was served, 2 on a bad flag. */
 static int parse_args(int argc, char **argv, options *o) {
   int i;
@@ -231,7 +250,7 @@ static int parse_args(int argc, char **argv, options *o) {
       return 1;
     }
     if (strcmp(flag, "--version") == 0) {
-      printf("dhtd %s (protocol %d)\n", DHTD_VERSION, DHT_PROTOCOL_VERSION);
+      printf("dhtd %s (protocol %d)\n", DHT_VERSION, DHT_PROTOCOL_VERSION);
       return 1;
     }
     if (strcmp(flag, "--memory") == 0) {
@@ -242,8 +261,11 @@ static int parse_args(int argc, char **argv, options *o) {
       o->settings.trust_ids = true;
       continue;
     }
-    if (strncmp(flag, "--", 2) != 0) {
+    if (flag[0] != '-') {
       return fail("unexpected argument '%s' (see dhtd --help)", flag);
+    }
+    if (!in_usage(flag)) {
+      return unknown_option(flag);
     }
     if (val == NULL) {
       return fail("%s needs a value (see dhtd --help)", flag);
@@ -330,7 +352,7 @@ static int parse_args(int argc, char **argv, options *o) {
       }
     } else {
       takes_value = false;
-      rv = fail("unknown flag '%s' (see dhtd --help)", flag);
+      rv = unknown_option(flag);
     }
     if (rv != 0) {
       return 2;
@@ -367,6 +389,7 @@ static void stop(daemon_state *d, int exit_code) {
   }
   d->stopping = true;
   d->exit_code = exit_code;
+  dhtd_log_release(true); /* a signal or a store failure while joining */
   dhtd_net_stop(d->net);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -379,9 +402,11 @@ static void on_node_event(void *ud, dht_event event, int error) {
 
   switch (event) {
   case DHT_EVENT_JOINED:
+    dhtd_log_release(true);
     dhtd_log(DHT_LOG_INFO, "joined the ring through %s", d->join_addr);
     break;
   case DHT_EVENT_JOIN_FAILED:
+    dhtd_log_release(false); /* the line below says it all */
     fail("cannot join the ring through %s: %s", d->join_addr,
          dht_strerror(error));
     stop(d, 1);
@@ -614,6 +639,11 @@ int main(int argc, char **argv) {
                    o.sync_interval_ms);
   }
 
+  /* Until the join is done; --log-level debug shows every step as it
+   * happens. */
+  if (o.join != NULL && o.log_level < DHT_LOG_DEBUG) {
+    dhtd_log_hold();
+  }
   dhtd_log(DHT_LOG_INFO, "listening on %s as %s, keys in %s (%zu stored), %s",
            o.listen, o.advertise, d.lmdb ? o.data_dir : "memory",
            dht_store_count(d.store),

@@ -637,7 +637,13 @@ static void on_conn_closed(uv_handle_t *handle) {
   if (!net->stopping) {
     dht_node_conn_closed(net->cfg.node, c->id);
     if (c->outgoing && c->failed) {
-      dht_node_peer_unreachable(net->cfg.node, c->addr, now_ms(net));
+      /* A connection that was up may have met a restarted peer's reset:
+       * the node sends again, and only a connect that fails is final. */
+      if (c->connected) {
+        dht_node_peer_reset(net->cfg.node, c->addr, now_ms(net));
+      } else {
+        dht_node_peer_unreachable(net->cfg.node, c->addr, now_ms(net));
+      }
       run_actions(net);
     }
   }

@@ -97,6 +97,7 @@ struct dht_client {
   dht_buf plain;  /* closed ring: a request encoded, before sealing */
   dht_buf raw;    /* closed ring: bytes read, before opening */
   bool got_bytes; /* the connection has received something */
+  bool refused;   /* the last connect was refused (nothing listens there) */
 
   uint64_t next_rid;      /* rid of the next request; never 0 */
   char err[ERR_TEXT_MAX]; /* dht_client_last_error() */
@@ -659,6 +660,7 @@ static int connect_until(dht_client *c, int64_t deadline, int timeout_ms) {
     close(fd);
   }
   freeaddrinfo(res);
+  c->refused = err == ECONNREFUSED;
   if (is_numeric) {
     set_err(c, "cannot reach %s: %s", c->node->addr, strerror(err));
   } else {
@@ -1159,7 +1161,7 @@ static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
   char err[ERR_TEXT_MAX];
   int64_t start = now_ms(), deadline = start + timeout_ms;
   size_t n_nodes = c->n_fallbacks + 1, tried = 1;
-  bool retry = may_retry && c->retry, answered;
+  bool retry = may_retry && c->retry, answered, refused_all = true;
   int rv, left, share, backoff_ms = BACKOFF_MS_MIN;
   retry_kind kind;
 
@@ -1177,11 +1179,13 @@ static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
       share = ATTEMPT_MS_MIN;
     }
     c->attempts++;
+    c->refused = false;
     rv = call_expect_until(c, req, expect, reply, now_ms() + share, share,
                            &answered);
     if (rv == 0 || !retry) {
       return rv;
     }
+    refused_all = refused_all && c->refused;
     if (rv == DHT_ERR_STALE && c->stale_known && req->has_ver &&
         remaining_ms(deadline) > 0) {
       /* A newer write of the key is stored (this client's clock is behind
@@ -1195,7 +1199,10 @@ static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
       continue;
     }
     kind = retry_kind_of(rv, answered);
-    if (kind == RETRY_NONE || remaining_ms(deadline) == 0) {
+    /* Every address refused to connect: nothing listens at any, and
+     * waiting out the deadline would only hide that. */
+    if (kind == RETRY_NONE || remaining_ms(deadline) == 0 ||
+        (refused_all && tried >= n_nodes)) {
       break;
     }
     if (kind == RETRY_NEXT) {
@@ -1216,7 +1223,11 @@ static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
       tried++;
     }
   }
-  if (c->attempts > 1) {
+  if (refused_all && c->attempts > 1) {
+    snprintf(err, sizeof(err), "%s", c->err);
+    set_err(c, "%s (and so did the %u other address%s)", err,
+            c->attempts - 1, c->attempts > 2 ? "es" : "");
+  } else if (c->attempts > 1) {
     snprintf(err, sizeof(err), "%s", c->err);
     set_err(c, "%s (gave up after %u attempts in %lld ms)", err, c->attempts,
             (long long)(now_ms() - start));

@@ -775,18 +775,29 @@ void dht_node_conn_closed(dht_node *node, uint64_t conn) {
   dht__delayed_drop_conn(node, conn);
 }
 
-void dht_node_peer_unreachable(dht_node *node, const char *addr,
-                               uint64_t now_ms) {
+/* Applies what the host learned of its connection to addr to the requests
+ * in flight there, then runs what is due. */
+static void peer_conn_news(dht_node *node, const char *addr, uint64_t now_ms,
+                           void (*apply)(dht_node *node, int32_t peer)) {
   int32_t idx;
 
   enter(node, now_ms);
   idx = dht__peer_find(node, addr, strlen(addr));
   if (idx != DHT__NO_PEER) {
-    /* No point resending: fail at this expiry pass. */
-    dht__pending_fail_peer(node, idx);
+    apply(node, idx);
   }
   leave_call(node);
   dht_node_handle_expiry(node, now_ms);
+}
+
+void dht_node_peer_unreachable(dht_node *node, const char *addr,
+                               uint64_t now_ms) {
+  /* No point resending: fail at this expiry pass. */
+  peer_conn_news(node, addr, now_ms, dht__pending_fail_peer);
+}
+
+void dht_node_peer_reset(dht_node *node, const char *addr, uint64_t now_ms) {
+  peer_conn_news(node, addr, now_ms, dht__pending_resend_peer);
 }
 
 /* ---- timers ----------------------------------------------------------------- */

@@ -629,6 +629,27 @@ void dht__pending_fail_peer(dht_node *node, int32_t peer) {
   }
 }
 
+static void pending_resend(dht_node *node, dht__pending *p);
+
+/* dht_node_peer_reset: the connection that carried what is in flight to
+ * peer broke. */
+void dht__pending_resend_peer(dht_node *node, int32_t peer) {
+  uint32_t slot;
+
+  for (slot = node->peers[peer].pending_head; slot != DHT__NO_SLOT;
+       slot = node->pending[slot]->peer_next) {
+    dht__pending *p = node->pending[slot];
+    if (p->accepted) {
+      continue; /* the peer has it; its own deadline covers the rest */
+    }
+    if (p->sends <= node->set.rpc_retries) {
+      pending_resend(node, p);
+    } else {
+      dht__pending_rearm(node, p, 0); /* fails at this expiry pass */
+    }
+  }
+}
+
 /* When the earliest request is due; DHT_TIME_NEVER when none is live. */
 uint64_t dht__pending_next_deadline(const dht_node *node) {
   return node->n_pending > 0
@@ -695,14 +716,10 @@ void dht__pending_expire(dht_node *node) {
     }
     if (!p->accepted && p->sends <= node->set.rpc_retries) {
       /* back off: the peer may only be slow */
-      dht__pending_rearm(node, p,
-                         request_wait(node, (uint64_t)dht__rto(node, p->peer)
-                                                << p->sends));
-      p->sends++;
+      pending_resend(node, p);
       if (node->peers[p->peer].rto_backoff < RTO_BACKOFF_MAX) {
         node->peers[p->peer].rto_backoff++;
       }
-      outbox_send_frame(node, p->peer, &p->frame);
       continue;
     }
     node->counters.rpc_timeouts++;
@@ -714,6 +731,15 @@ void dht__pending_expire(dht_node *node) {
             p->deadline_ms > node->now_ms) &&
            "a failed request was left due");
   }
+}
+
+/* Sends p's frame once more, waiting longer for each try. */
+static void pending_resend(dht_node *node, dht__pending *p) {
+  dht__pending_rearm(node, p,
+                     request_wait(node, (uint64_t)dht__rto(node, p->peer)
+                                            << p->sends));
+  p->sends++;
+  outbox_send_frame(node, p->peer, &p->frame);
 }
 
 /* ---- the outbox ------------------------------------------------------------- */

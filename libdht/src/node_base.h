@@ -64,6 +64,7 @@ int dht__pending_send(dht_node *node, dht__pending *p, dht_msg *msg);
 void dht__pending_no_resend(dht__pending *p, const dht_node *node);
 void dht__pending_rearm(dht_node *node, dht__pending *p, uint64_t wait_ms);
 void dht__pending_fail_peer(dht_node *node, int32_t peer);
+void dht__pending_resend_peer(dht_node *node, int32_t peer);
 uint64_t dht__pending_next_deadline(const dht_node *node);
 void dht__pending_on_reply(dht_node *node, const dht_msg *msg);
 void dht__pending_expire(dht_node *node);

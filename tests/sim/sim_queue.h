@@ -54,7 +54,9 @@ typedef struct sim_event {
                            connection number */
   uint8_t end;          /* STREAM: the sending end; CLOSED: slot's end */
   bool failed;          /* CLOSED: by an error (dhtd then reports an
-                           outgoing connection's peer unreachable) */
+                           outgoing connection's peer unreachable, or
+                           reset when it was established) */
+  bool established;     /* CLOSED: it had been established */
   uint8_t *frame;       /* DELIVER, CLIENT_REPLY: owned frame with header */
   size_t frame_len;     /* bytes in frame */
 } sim_event;

@@ -1159,11 +1159,11 @@ static void report_totals(run *r) {
                   " connect timeouts, %" PRIu64 " resets, %" PRIu64
                   " idle closes, %" PRIu64 " out-queue drops, %" PRIu64
                   " read pauses, %" PRIu64 " data timeouts; %" PRIu64
-                  " unreachable reports\n",
+                  " unreachable and %" PRIu64 " reset reports\n",
                   n->frames, n->connects, n->retransmits, n->clogged, n->held,
                   n->refused, n->connect_timeouts, n->resets, n->idle_closes,
                   n->overflows, n->read_pauses, n->data_timeouts,
-                  w->unreachable);
+                  w->unreachable, w->resets_reported);
   if (n->dropped > 0 || n->duplicated > 0) {
     sim_text_printf(r->report,
                     "network, NOT TCP: %" PRIu64 " frames dropped, %" PRIu64

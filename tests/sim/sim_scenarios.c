@@ -566,21 +566,22 @@ static void idle_close_during_pause(sim_world *w) {
 
 /* A process crash (the host stays up) resets its connections at once:
  * every peer that had a connection open to it hears of it within a
- * network latency, long before any request times out. */
+ * network latency, long before any request times out (and what it had in
+ * flight there meets a refused connect a round trip later). */
 static void process_crash_resets(sim_world *w) {
-  uint64_t unreachable;
+  uint64_t reports;
   uint32_t x;
 
   build_ring(w, 12);
   if (w->failed) {
     return;
   }
-  unreachable = w->unreachable;
+  reports = w->unreachable + w->resets_reported;
   x = random_awake(w, SIM_NO_SLOT);
   sim_world_crash(w, x, true);
   sim_world_run_until(w, w->now_ms + 2 * SIM_NET_LATENCY_MAX_MS +
                              SIM_NET_JITTER_MAX_MS);
-  if (w->unreachable == unreachable) {
+  if (w->unreachable + w->resets_reported == reports) {
     sim_world_fail(w, "no peer heard of the reset within a round trip of "
                       "the crash of %s", w->nodes[x].addr);
     return;

@@ -151,6 +151,7 @@ static void push_conn(sim_world *w, sim_event_kind kind, uint64_t at_ms,
   ev.conn = c->id;
   ev.end = (uint8_t)e;
   ev.failed = failed;
+  ev.established = c->state == SIM_CONN_OPEN;
   sim_queue_push(&w->queue, &ev);
 }
 
@@ -1419,15 +1420,20 @@ static void deliver_frame(sim_world *w, uint32_t slot, uint64_t conn,
 }
 
 /* dhtd's on_conn_closed: the node forgets the connection, and learns that
- * its peer is unreachable when its own connection failed. */
+ * its peer is unreachable when its own connection failed to connect, or
+ * that what it sent may be lost when its established one broke. */
 static void conn_closed(sim_world *w, const sim_event *ev) {
   sim_node *n = &w->nodes[ev->slot];
+  const char *peer = w->nodes[ev->peer_slot].addr;
+  uint64_t now = sim_world_node_now(w, ev->slot);
 
   dht_node_conn_closed(n->node, ev->conn);
-  if (ev->end == 0 && ev->failed) {
+  if (ev->end == 0 && ev->failed && ev->established) {
+    w->resets_reported++;
+    dht_node_peer_reset(n->node, peer, now);
+  } else if (ev->end == 0 && ev->failed) {
     w->unreachable++;
-    dht_node_peer_unreachable(n->node, w->nodes[ev->peer_slot].addr,
-                              sim_world_node_now(w, ev->slot));
+    dht_node_peer_unreachable(n->node, peer, now);
   }
   sim_world_drain(w, ev->slot);
 }

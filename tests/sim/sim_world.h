@@ -15,8 +15,9 @@
  * requests to B go on A's outgoing connection to B, opened on first use and
  * reused, and B's replies come back on it. When a connection closes, each
  * end's node gets dht_node_conn_closed(), and the opening end's node, when
- * the connection failed (refused, reset, timed out, closed by the peer),
- * dht_node_peer_unreachable() for its peer. A process crash resets its
+ * the connection failed, dht_node_peer_unreachable() for its peer if it never
+ * connected (refused, timed out), dht_node_peer_reset() if it had (reset,
+ * closed by the peer). A process crash resets its
  * connections at once; a host crash leaves them silent until the host is
  * back and answers with a reset. The simulated client uses connections
  * SIM_CLIENT_CONN | op index, in order, next to its node.
@@ -173,6 +174,7 @@ typedef struct sim_world {
   uint64_t join_failures;        /* JOIN_FAILED events */
   uint64_t joins;                /* JOINED events */
   uint64_t unreachable;          /* peer_unreachable calls made */
+  uint64_t resets_reported;      /* peer_reset calls made */
   uint64_t leaves;               /* graceful leaves that ended in LEFT */
   uint64_t leave_timeouts;       /* ...that did not, within
                                     SIM_LEAVE_TIMEOUT_MS */

@@ -289,7 +289,9 @@ int dht_client_set_fallbacks(dht_client *c, const char *const *addrs, size_t n);
  *
  * When the node itself is the problem (cannot connect, connection closed,
  * no reply within the attempt's share, STATE, FULL) the next attempt goes
- * to the next fallback address, and the connection is closed. When the
+ * to the next fallback address, and the connection is closed. When every
+ * address has refused the connection (nothing listens at any of them),
+ * the call fails at once rather than at its deadline. When the
  * node answered for the ring (UNAVAILABLE, TIMEOUT, HOPS) the next attempt
  * goes to the same node, which re-routes it. A PUT or DEL retried after an
  * attempt timed out may be applied twice; versions make that harmless.

@@ -325,10 +325,20 @@ typedef enum dht_host_limit {
 } dht_host_limit;
 /* The host hit one of its limits: counted, so that STATS shows it. */
 void dht_node_count_limit(dht_node *node, dht_host_limit which);
-/* The host could not reach addr (connect refused, connection reset): fail
- * every request in flight to it now rather than at its deadline. */
+/* The host could not connect to addr (refused, timed out, no such host):
+ * fail every request in flight to it now rather than at its deadline. */
 void dht_node_peer_unreachable(dht_node *node, const char *addr,
                                uint64_t now_ms);
+/*
+ * The host's established connection to addr broke (reset, or closed by the
+ * peer): what was in flight on it is lost, but the peer may well be alive
+ * (it restarted, and an old connection meets its new kernel's reset; or it
+ * closed the connection as idle). Every request the peer has not taken
+ * over is sent again now, as a retry, on the connection the host opens
+ * next; a request whose retries are spent fails now. A peer whose port now
+ * refuses is then reported unreachable by that connect.
+ */
+void dht_node_peer_reset(dht_node *node, const char *addr, uint64_t now_ms);
 /* The host closed conn: forget its per-connection state. */
 void dht_node_conn_closed(dht_node *node, uint64_t conn);
 /* Runs the timers that are due. */
