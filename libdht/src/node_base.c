@@ -241,21 +241,28 @@ int32_t dht__peer_intern_own(dht_node *node, const dht_peer_ref *ref) {
   return dht__peer_intern(node, &ref->id, addr, ref->addr.len);
 }
 
-/* Whether id may be the id of the node at addr: without trust_ids it must
- * be hash(addr), what every node without --id takes (counted when not). */
+/* Whether id may be the id of the node at addr (counted when not): never
+ * this node's own id at another address, since two nodes cannot share an
+ * id (the node would list itself); and without trust_ids it must be
+ * hash(addr), what every node without --id takes. */
 bool dht__id_ok(dht_node *node, const dht_id *id, const char *addr,
                 size_t addr_len) {
   dht_id want;
+  bool ok;
 
-  if (node->set.trust_ids) {
-    return true;
+  if (dht_id_eq(id, &node->id)) {
+    ok = addr_len == strlen(node->addr) &&
+         memcmp(addr, node->addr, addr_len) == 0;
+  } else if (node->set.trust_ids) {
+    ok = true;
+  } else {
+    dht_id_hash(&want, addr, addr_len);
+    ok = dht_id_eq(&want, id);
   }
-  dht_id_hash(&want, addr, addr_len);
-  if (!dht_id_eq(&want, id)) {
+  if (!ok) {
     node->counters.ids_refused++;
-    return false;
   }
-  return true;
+  return ok;
 }
 
 /* The high bits of a new request id, never 0: SipHash-2-4 of a counter

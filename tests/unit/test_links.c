@@ -150,26 +150,18 @@ static void test_id_must_be_hash_of_address(void **state) {
   host_free(&t.h);
 }
 
-/* With trust_ids, a neighbour's list that names a known address with
- * another id does not rewrite it: only the peer itself may. */
-static void test_third_party_never_rewrites_an_id(void **state) {
-  dht_peer_ref succs[2];
+/* Lets stabilize ask the successor and answers it NEIGHBORS naming one
+ * successor, listed. */
+static void answer_stabilize(trio *t, dht_peer_ref *listed) {
   host_action a;
   dht_msg m;
-  dht_id pred_id, want;
-  trio t;
 
-  (void)state;
-  trio_init(&t, true);
-  dht_id_hash(&want, t.pred, 3);
-  dht_node_set_maintenance(t.h.node, true, t.h.now);
-  host_advance(&t.h, 1);
-  /* stabilize asks the successor; it answers with a list that names the
-   * predecessor under another id */
+  dht_node_set_maintenance(t->h.node, true, t->h.now);
+  host_advance(&t->h, 1);
   for (;;) {
-    assert_true(host_poll(&t.h, &a));
+    assert_true(host_poll(&t->h, &a));
     if (a.type == DHT_ACTION_SEND && a.msg.type == DHT_MSG_GET_NEIGHBORS &&
-        strcmp(a.addr, t.succ) == 0) {
+        strcmp(a.addr, t->succ) == 0) {
       break;
     }
     action_free(&a);
@@ -177,13 +169,48 @@ static void test_third_party_never_rewrites_an_id(void **state) {
   msg_init(&m, DHT_MSG_NEIGHBORS, a.msg.rid);
   action_free(&a);
   m.has_peer = true;
-  peer_ref(&m.peer, t.succ);
-  succs[0].id = id_top(0x01);
-  succs[0].addr = bytes_of(t.pred);
-  m.succs = succs;
+  peer_ref(&m.peer, t->succ);
+  m.succs = listed;
   m.n_succs = 1;
-  assert_int_equal(host_recv(&t.h, CONN_OUT, &m), 0);
-  host_drain(&t.h);
+  assert_int_equal(host_recv(&t->h, CONN_OUT, &m), 0);
+  host_drain(&t->h);
+}
+
+/* With trust_ids too, a peer at another address with this node's own id is
+ * refused: two nodes cannot share an id, and the node would list itself. */
+static void test_own_id_elsewhere_refused(void **state) {
+  const char *addrs[DHT_SUCC_LIST_MAX];
+  dht_peer_ref twin;
+  size_t n, i;
+  trio t;
+
+  (void)state;
+  trio_init(&t, true);
+  dht_id_hash(&twin.id, SELF, strlen(SELF));
+  twin.addr = bytes_of("d:4");
+  answer_stabilize(&t, &twin);
+  n = dht_node_succs(t.h.node, NULL, addrs, DHT_SUCC_LIST_MAX);
+  for (i = 0; i < n; i++) {
+    assert_string_not_equal(addrs[i], "d:4");
+  }
+  assert_true(COUNTER(&t.h, ids_refused) >= 1);
+  host_free(&t.h);
+}
+
+/* With trust_ids, a neighbour's list that names a known address with
+ * another id does not rewrite it: only the peer itself may. */
+static void test_third_party_never_rewrites_an_id(void **state) {
+  dht_peer_ref renamed;
+  dht_id pred_id, want;
+  trio t;
+
+  (void)state;
+  trio_init(&t, true);
+  dht_id_hash(&want, t.pred, 3);
+  /* the successor's list names the predecessor under another id */
+  renamed.id = id_top(0x01);
+  renamed.addr = bytes_of(t.pred);
+  answer_stabilize(&t, &renamed);
   assert_true(dht_node_pred(t.h.node, &pred_id, NULL));
   assert_true(dht_id_eq(&pred_id, &want));
   assert_true(COUNTER(&t.h, ids_refused) >= 1);
@@ -460,6 +487,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_id_must_be_hash_of_address),
       cmocka_unit_test(test_third_party_never_rewrites_an_id),
+      cmocka_unit_test(test_own_id_elsewhere_refused),
       cmocka_unit_test(test_notify_adopted_only_once_confirmed),
       cmocka_unit_test(test_leave_only_from_the_leaver),
       cmocka_unit_test(test_sender_retries_and_confirms_its_token),
