@@ -497,7 +497,11 @@ static void link_on_reply(dht_node *node, dht__pending *p,
   link_settled(node, p, msg);
 }
 
+/* No answer: the connection the question went on may be stuck behind a
+ * cut, its bytes retransmitted ever more rarely; the next check opens a
+ * new one (as a failed probe does, node_ring.c). */
 static void link_on_failure(dht_node *node, dht__pending *p) {
+  dht__emit_disconnect(node, node->peers[p->peer].addr);
   link_settled(node, p, NULL);
 }
 
