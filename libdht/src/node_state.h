@@ -407,6 +407,10 @@ typedef struct dht__ring {
   bool stabilize_busy;           /* a stabilize GET_NEIGHBORS is in flight */
   bool pred_check_busy;          /* a check_predecessor is in flight */
   bool probe_busy;               /* a PING to a lost peer is in flight */
+  bool skip_check_busy;          /* a PING to a node found skipped is in
+                                    flight (node_ring.c check_skipped) */
+  dht_id skip_check_succ;        /* the successor's id at the last pass's
+                                    end (check_skipped) */
   bool finger_lookup_busy;       /* a finger lookup is in flight */
 
   char join_addr[DHT_ADDR_LEN_MAX + 1]; /* bootstrap while JOINING */
