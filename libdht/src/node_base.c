@@ -225,22 +225,6 @@ int32_t dht__peer_intern_ref(dht_node *node, const dht_peer_ref *ref) {
                           ref->addr.len);
 }
 
-/* dht__peer_intern for a ref that the peer itself gave, over a link this
- * node confirmed (a verified NOTIFY, LEAVE): with trust_ids it may give its
- * address a new id (it restarted with another --id); without, its id must
- * be hash(addr) as always. */
-int32_t dht__peer_intern_own(dht_node *node, const dht_peer_ref *ref) {
-  const char *addr = (const char *)ref->addr.p;
-  int32_t idx = dht__peer_find(node, addr, ref->addr.len);
-
-  if (idx != DHT__NO_PEER && node->set.trust_ids) {
-    node->peers[idx].id = ref->id;
-    node->peers[idx].id_known = true;
-    return idx;
-  }
-  return dht__peer_intern(node, &ref->id, addr, ref->addr.len);
-}
-
 /* Whether id may be the id of the node at addr (counted when not): never
  * this node's own id at another address, since two nodes cannot share an
  * id (the node would list itself); and without trust_ids it must be

@@ -40,7 +40,6 @@ int32_t dht__peer_find(const dht_node *node, const char *addr,
 int32_t dht__peer_intern(dht_node *node, const dht_id *id, const char *addr,
                          size_t addr_len);
 int32_t dht__peer_intern_ref(dht_node *node, const dht_peer_ref *ref);
-int32_t dht__peer_intern_own(dht_node *node, const dht_peer_ref *ref);
 bool dht__id_ok(dht_node *node, const dht_id *id, const char *addr,
                 size_t addr_len);
 uint64_t dht__rid_next(dht_node *node);
