@@ -50,7 +50,12 @@ static const char usage[] =
     "                         none: leave flushing to the OS (survives a crash\n"
     "                         of dhtd, not of the machine) [always]\n"
     "  --sync-interval-ms N   with --sync interval [1000]\n"
-    "  --id HEX               40 hex digits: ring id instead of hash(advertise)\n"
+    "  --id HEX               40 hex digits: ring id instead of hash(advertise);\n"
+    "                         needs --trust-ids\n"
+    "  --trust-ids            take the ids peers claim, not only hash(address):\n"
+    "                         for rings with --id; every node needs it, and\n"
+    "                         anyone may then pick its ring position\n"
+    "                         (docs/SECURITY.md)\n"
     "  --successors N         successor list length, 1..32 [4]\n"
     "  --replicas N           copies of each key, the owner's included, on\n"
     "                         the owner and its successors; at most\n"
@@ -277,6 +282,10 @@ static int parse_args(int argc, char **argv, options *o) {
     }
     if (strcmp(flag, "--memory") == 0) {
       o->memory = true;
+      continue;
+    }
+    if (strcmp(flag, "--trust-ids") == 0) {
+      o->settings.trust_ids = true;
       continue;
     }
     if (flag[0] != '-') {
@@ -592,6 +601,10 @@ int main(int argc, char **argv) {
       dht_id_from_hex(&id, o.id_hex, strlen(o.id_hex)) != 0) {
     return fail("--id wants 40 hex digits, not '%s'", o.id_hex);
   }
+  if (o.id_hex != NULL && !o.settings.trust_ids) {
+    return fail("--id needs --trust-ids (on every node of the ring): other "
+                "nodes take only ids that are the hash of the address");
+  }
   if (sodium_init() < 0) {
     return fail("libsodium failed to initialise");
   }
@@ -631,6 +644,7 @@ int main(int argc, char **argv) {
   cfg.store = d.store;
   cfg.settings = o.settings;
   randombytes_buf(&cfg.seed, sizeof(cfg.seed));
+  randombytes_buf(cfg.link_key, sizeof(cfg.link_key));
   if (uv_gettimeofday(&wall) == 0) {
     cfg.wall_ms = (uint64_t)wall.tv_sec * 1000 + (uint64_t)wall.tv_usec / 1000;
   }

@@ -171,6 +171,20 @@ void dht_node_del(dht_node *node) {
 
 typedef void request_fn(dht_node *node, const dht__request *in);
 
+/* Who may send a message, as the ring sees it (docs/PROTOCOL.md 4.4). */
+typedef enum sender_rule {
+  ANYWHERE,   /* anyone the role allows */
+  ITSELF,     /* the node its peer field names, confirmed on this
+                 connection (NOTIFY, LEAVE) */
+  PREDECESSOR, /* a confirmed src that is one of this node's predecessors,
+                  or lies between the farthest it knows and itself
+                  (REPLICATE, SYNC, FETCH: an owner to its replicas) */
+  CONFIRMED,  /* any confirmed src (HANDOFF: after a partition heals, a
+                 node may hold records far from its range and hand them
+                 to whoever its stale view names; refusing strands them,
+                 dht-sim seeds --seed 53) */
+} sender_rule;
+
 typedef struct request_kind {
   request_fn *handler; /* NULL for reply types */
   unsigned served_in;  /* states (IN_STATE bits) it is served in; in any
@@ -178,6 +192,9 @@ typedef struct request_kind {
   bool one_way;        /* the sender expects no answer, not even a refusal */
   unsigned roles;      /* roles (FROM bits) that may send it; from any
                           other it is refused with DHT_ERR_FORBIDDEN */
+  sender_rule from;    /* the ring positions it is taken from; others are
+                          refused with DHT_ERR_UNBOUND (not confirmed yet)
+                          or DHT_ERR_NOT_NEIGHBOR */
 } request_kind;
 
 static void on_ping(dht_node *node, const dht__request *in) {
@@ -295,30 +312,348 @@ static void on_stats(dht_node *node, const dht__request *in) {
  * everything that changes or reveals the ring's internal state (routing,
  * hand-off, replication, anti-entropy, the record listing, the operator's
  * ACK_LOST) takes the member key. */
+static void on_check_link(dht_node *node, const dht__request *in);
+
 static const request_kind requests[DHT_MSG_TYPE_LAST + 1] = {
-    [DHT_MSG_PING] = {on_ping, SERVING, false, ANYONE},
-    [DHT_MSG_FIND_SUCC] = {dht__route_request, SERVING, false, ANYONE},
-    [DHT_MSG_GET] = {dht__route_request, SERVING, false, ANYONE},
-    [DHT_MSG_PUT] = {dht__route_request, SERVING, false, ANYONE},
-    [DHT_MSG_DEL] = {dht__route_request, SERVING, false, ANYONE},
-    [DHT_MSG_GET_NEIGHBORS] = {dht__on_get_neighbors, SERVING, false, MEMBERS},
-    [DHT_MSG_NOTIFY] = {dht__on_notify, SERVING, true, MEMBERS},
-    [DHT_MSG_LEAVE] = {dht__on_leave, SERVING, false, MEMBERS},
-    [DHT_MSG_STATS] = {on_stats, ANY_STATE, false, ANYONE},
+    [DHT_MSG_PING] = {on_ping, SERVING, false, ANYONE, ANYWHERE},
+    [DHT_MSG_FIND_SUCC] = {dht__route_request, SERVING, false, ANYONE,
+                           ANYWHERE},
+    [DHT_MSG_GET] = {dht__route_request, SERVING, false, ANYONE, ANYWHERE},
+    [DHT_MSG_PUT] = {dht__route_request, SERVING, false, ANYONE, ANYWHERE},
+    [DHT_MSG_DEL] = {dht__route_request, SERVING, false, ANYONE, ANYWHERE},
+    [DHT_MSG_GET_NEIGHBORS] = {dht__on_get_neighbors, SERVING, false, MEMBERS,
+                               ANYWHERE},
+    [DHT_MSG_NOTIFY] = {dht__on_notify, SERVING, true, MEMBERS, ITSELF},
+    [DHT_MSG_LEAVE] = {dht__on_leave, SERVING, false, MEMBERS, ITSELF},
+    [DHT_MSG_STATS] = {on_stats, ANY_STATE, false, ANYONE, ANYWHERE},
     /* Taken even before joining: that is how a new node gets its range. A
      * node on its way out refuses, so the sender keeps the keys. */
     [DHT_MSG_HANDOFF] = {dht__on_handoff,
                          IN_STATE(DHT_NODE_IDLE) | IN_STATE(DHT_NODE_JOINING) |
                              IN_STATE(DHT_NODE_JOINED),
-                         false, MEMBERS},
+                         false, MEMBERS, CONFIRMED},
     /* A leaving node takes no new copies: they would leave with it. */
     [DHT_MSG_REPLICATE] = {dht__on_replicate, IN_STATE(DHT_NODE_JOINED),
-                           false, MEMBERS},
-    [DHT_MSG_SYNC] = {dht__on_sync, SERVING, false, MEMBERS},
-    [DHT_MSG_FETCH] = {dht__on_fetch, SERVING, false, MEMBERS},
-    [DHT_MSG_SCAN] = {dht__on_scan, SERVING, false, MEMBERS},
-    [DHT_MSG_ACK_LOST] = {dht__on_ack_lost, ANY_STATE, false, MEMBERS},
+                           false, MEMBERS, PREDECESSOR},
+    [DHT_MSG_SYNC] = {dht__on_sync, SERVING, false, MEMBERS, PREDECESSOR},
+    [DHT_MSG_FETCH] = {dht__on_fetch, SERVING, false, MEMBERS, PREDECESSOR},
+    /* The operator's: `dht check` lists and acknowledges with them. */
+    [DHT_MSG_SCAN] = {dht__on_scan, SERVING, false, MEMBERS, ANYWHERE},
+    [DHT_MSG_ACK_LOST] = {dht__on_ack_lost, ANY_STATE, false, MEMBERS,
+                          ANYWHERE},
+    /* Answered in every state: a leaving node must still confirm the
+     * LEAVE it sends. */
+    [DHT_MSG_CHECK_LINK] = {on_check_link, ANY_STATE, false, MEMBERS,
+                            ANYWHERE},
 };
+
+/* ---- who sent it: links and ring positions -------------------------------------- */
+
+/*
+ * An inbound connection's frames name their sender (a NOTIFY's or LEAVE's
+ * peer, the src of the others) and carry the token that sender uses for
+ * this node. Neither proves anything: anyone can write them. So before the
+ * node takes such a message it asks the named address, over its own
+ * connection there, whether it sent that token (CHECK_LINK): a process that
+ * is not at that address never hears the question, and the node at the
+ * address answers no to a token it did not make. The answer binds the
+ * connection to the address and the id it gave (dht__link); until then the
+ * message is refused ERROR UNBOUND, which the sender's base layer answers
+ * by sending it again a round trip later. A NOTIFY, which gets no answer,
+ * is kept in the link and applied when the address confirms.
+ */
+
+static void count_refused(dht_node *node, uint64_t *counter, uint64_t conn,
+                          const dht_msg *msg, const char *why) {
+  uint64_t n = ++*counter;
+
+  if ((n & (n - 1)) == 0) { /* logged at 1, 2, 4, 8, ...: rate-limited */
+    dht__log(node, DHT_LOG_WARN,
+             "refused %s from conn %llu: %s (%llu so far)",
+             dht_msg_type_name((int)msg->type), (unsigned long long)conn,
+             why, (unsigned long long)n);
+  }
+}
+
+static dht__link *link_find(dht_node *node, uint64_t conn) {
+  size_t i;
+
+  for (i = 0; i < DHT__LINKS_MAX; i++) {
+    if (node->links[i].conn == conn) {
+      return &node->links[i];
+    }
+  }
+  return NULL;
+}
+
+/* A slot for a new link: a free one, else the least recently used
+ * confirmed one (it confirms again when it next sends); NULL when every
+ * slot is being checked. */
+static dht__link *link_slot(dht_node *node) {
+  dht__link *victim = NULL;
+  size_t i;
+
+  for (i = 0; i < DHT__LINKS_MAX; i++) {
+    dht__link *l = &node->links[i];
+    if (l->conn == 0) {
+      return l;
+    }
+    if (l->confirmed && (victim == NULL || l->used_ms < victim->used_ms)) {
+      victim = l;
+    }
+  }
+  return victim;
+}
+
+static size_t link_checks_out(const dht_node *node) {
+  size_t i, n = 0;
+
+  for (i = 0; i < DHT__LINKS_MAX; i++) {
+    n += node->links[i].conn != 0 && !node->links[i].confirmed;
+  }
+  return n;
+}
+
+static const dht__pending_ops link_ops;
+
+/* Starts the check of the sender that msg names on conn (src). Returns
+ * false when none could be started. */
+static bool link_check_start(dht_node *node, uint64_t conn,
+                             const dht_peer_ref *src, uint64_t token,
+                             bool notify) {
+  dht__link *l;
+  dht__pending *p;
+  dht_msg ask;
+  int32_t peer;
+
+  /* A flood of claims must not become a flood of questions. */
+  if (link_checks_out(node) >= DHT__LINK_CHECKS_MAX ||
+      (l = link_slot(node)) == NULL) {
+    return false;
+  }
+  /* The address as it is, whatever id it claims: the answer tells. */
+  peer = dht__peer_intern(node, NULL, (const char *)src->addr.p,
+                          src->addr.len);
+  if (peer == DHT__NO_PEER) {
+    return false;
+  }
+  p = dht__pending_new(node, &link_ops, peer);
+  if (p == NULL) {
+    return false;
+  }
+  p->u.link.conn = conn;
+  p->u.link.token = token;
+  memset(&ask, 0, sizeof(ask));
+  ask.type = DHT_MSG_CHECK_LINK;
+  ask.has_peer = true;
+  dht__self_ref(node, &ask.peer);
+  ask.link = token;
+  if (dht__pending_send(node, p, &ask) != 0) {
+    dht__pending_free(node, p);
+    return false;
+  }
+  memset(l, 0, sizeof(*l));
+  l->conn = conn;
+  l->token = token;
+  l->id = src->id;
+  l->notify = notify;
+  l->used_ms = node->now_ms;
+  memcpy(l->addr, src->addr.p, src->addr.len);
+  l->addr[src->addr.len] = '\0';
+  node->counters.link_checks++;
+  return true;
+}
+
+static bool link_names(const dht__link *l, const dht_peer_ref *src,
+                       uint64_t token) {
+  return l->token == token && strlen(l->addr) == src->addr.len &&
+         memcmp(l->addr, src->addr.p, src->addr.len) == 0 &&
+         dht_id_eq(&l->id, &src->id);
+}
+
+/* The answer to a CHECK_LINK: a PONG from the address asked, naming the
+ * id the sender claimed, confirms the link; anything else drops it. */
+static void link_settled(dht_node *node, dht__pending *p, const dht_msg *msg) {
+  dht__link *l = link_find(node, p->u.link.conn);
+  const dht__peer *asked = &node->peers[p->peer];
+  dht_peer_ref peer;
+  bool ok;
+
+  if (l == NULL || l->confirmed || l->token != p->u.link.token ||
+      strcmp(l->addr, asked->addr) != 0) {
+    dht__pending_free(node, p); /* closed or replaced meanwhile */
+    return;
+  }
+  ok = msg != NULL && msg->type == DHT_MSG_PONG && msg->has_peer &&
+       msg->peer.addr.len == strlen(asked->addr) &&
+       memcmp(msg->peer.addr.p, asked->addr, msg->peer.addr.len) == 0 &&
+       dht_id_eq(&msg->peer.id, &l->id) &&
+       dht__id_ok(node, &l->id, l->addr, strlen(l->addr));
+  dht__pending_free(node, p);
+  if (!ok) {
+    uint64_t n = ++node->counters.links_refused;
+    if ((n & (n - 1)) == 0) {
+      dht__log(node, DHT_LOG_WARN,
+               "conn %llu claims to come from %s, which does not confirm it "
+               "(%llu so far)",
+               (unsigned long long)l->conn, l->addr, (unsigned long long)n);
+    }
+    memset(l, 0, sizeof(*l));
+    return;
+  }
+  l->confirmed = true;
+  l->used_ms = node->now_ms;
+  if (l->notify) {
+    l->notify = false;
+    peer.id = l->id;
+    peer.addr.p = (const uint8_t *)l->addr;
+    peer.addr.len = strlen(l->addr);
+    dht__ring_notified(node, &peer);
+  }
+}
+
+static void link_on_reply(dht_node *node, dht__pending *p,
+                          const dht_msg *msg) {
+  link_settled(node, p, msg);
+}
+
+/* No answer: the connection the question went on may be stuck behind a
+ * cut, its bytes retransmitted ever more rarely; the next check opens a
+ * new one (as a failed probe does, node_ring.c). */
+static void link_on_failure(dht_node *node, dht__pending *p) {
+  dht__emit_disconnect(node, node->peers[p->peer].addr);
+  link_settled(node, p, NULL);
+}
+
+static const dht__pending_ops link_ops = {"check_link", false, link_on_reply,
+                                          link_on_failure};
+
+/* CHECK_LINK: "did you send me this token?" Yes when it is the token this
+ * node makes for the asker's address: PONG, naming this node. */
+static void on_check_link(dht_node *node, const dht__request *in) {
+  const dht_msg *msg = in->msg;
+  dht_msg out;
+
+  if (msg->link != dht__link_token(node, (const char *)msg->peer.addr.p,
+                                   msg->peer.addr.len)) {
+    /* Not UNBOUND, which asks the asker to try again later. */
+    dht__reply_error(node, in->conn, msg->rid, DHT_ERR_UNEXPECTED);
+    return;
+  }
+  memset(&out, 0, sizeof(out));
+  out.type = DHT_MSG_PONG;
+  out.rid = msg->rid;
+  out.has_peer = true;
+  dht__self_ref(node, &out.peer);
+  dht__reply(node, in->conn, &out);
+}
+
+/* Whether peer slot idx is in list. */
+static bool listed(const int32_t *list, uint32_t n, int32_t idx) {
+  uint32_t i;
+
+  for (i = 0; i < n; i++) {
+    if (list[i] == idx) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/* How far before this node, as a fraction of the ring, a predecessor may
+ * lie: the span of the n it knows, scaled to cover R of them twice over. A
+ * replica that took a dead holder's place may lie beyond the ones listed
+ * (the list may be shorter than R), and a view that lags the ring lists
+ * nodes that have died. */
+static double side_span(const dht_node *node, double known, uint32_t n) {
+  uint32_t r = node->set.replicas > n ? node->set.replicas : n;
+  double span = known * 2.0 * (double)r / (double)(n > 0 ? n : 1);
+
+  return span < 1.0 ? span : 1.0;
+}
+
+/* Whether src may send what only predecessors send: listed as one, or as
+ * close as the predecessors this node knows, by side_span. A node that
+ * knows no predecessor cannot rule anyone out. */
+static bool position_ok(const dht_node *node, const dht_peer_ref *src) {
+  int32_t idx = dht__peer_find(node, (const char *)src->addr.p,
+                               src->addr.len);
+  int32_t far;
+  uint32_t n;
+
+  if (idx != DHT__NO_PEER &&
+      (listed(node->preds, node->n_preds, idx) ||
+       listed(node->last_preds, node->n_last_preds, idx) ||
+       idx == node->pred)) {
+    return true;
+  }
+  far = node->n_preds > 0 ? node->preds[node->n_preds - 1] : node->pred;
+  n = node->n_preds > 0 ? node->n_preds : 1;
+  return far == DHT__NO_PEER ||
+         dht_id_distance_frac(&src->id, &node->id) <=
+             side_span(node,
+                       dht_id_distance_frac(&node->peers[far].id, &node->id),
+                       n);
+}
+
+/* Whether in may be taken from the sender it names under rule; if not, it
+ * has been refused (answered, unless one way) and counted. */
+static bool sender_ok(dht_node *node, const dht__request *in,
+                      const request_kind *k) {
+  const dht_msg *msg = in->msg;
+  const dht_peer_ref *src = k->from == ITSELF ? &msg->peer : &msg->src;
+  dht__link *l;
+
+  if (node->set.trust_links) {
+    return true;
+  }
+  if ((k->from != ITSELF && !msg->has_src) || msg->link == 0 ||
+      dht__ref_is_self(node, src)) {
+    count_refused(node, &node->counters.position_refused, in->conn, msg,
+                  "no sender, or one whose id is not its address's");
+    if (!k->one_way) {
+      dht__reply_error(node, in->conn, msg->rid, DHT_ERR_NOT_NEIGHBOR);
+    }
+    return false;
+  }
+  l = link_find(node, in->conn);
+  if ((l == NULL || !l->confirmed || !link_names(l, src, msg->link)) &&
+      !dht__id_ok(node, &src->id, (const char *)src->addr.p, src->addr.len)) {
+    /* (A confirmed link's id was checked when it was confirmed.) */
+    count_refused(node, &node->counters.position_refused, in->conn, msg,
+                  "a sender whose id is not its address's");
+    if (!k->one_way) {
+      dht__reply_error(node, in->conn, msg->rid, DHT_ERR_NOT_NEIGHBOR);
+    }
+    return false;
+  }
+  if (l == NULL || !l->confirmed || !link_names(l, src, msg->link)) {
+    if (l != NULL && !l->confirmed && link_names(l, src, msg->link)) {
+      l->notify = l->notify || msg->type == DHT_MSG_NOTIFY; /* still asking */
+    } else {
+      if (l != NULL) {
+        memset(l, 0, sizeof(*l)); /* the connection names another sender */
+      }
+      link_check_start(node, in->conn, src, msg->link,
+                       msg->type == DHT_MSG_NOTIFY);
+    }
+    count_refused(node, &node->counters.unbound_refused, in->conn, msg,
+                  "sender not confirmed yet");
+    if (!k->one_way) {
+      dht__reply_error(node, in->conn, msg->rid, DHT_ERR_UNBOUND);
+    }
+    return false;
+  }
+  l->used_ms = node->now_ms;
+  if (k->from == PREDECESSOR && !position_ok(node, src)) {
+    count_refused(node, &node->counters.position_refused, in->conn, msg,
+                  "sender is not at a ring position that sends it");
+    dht__ring_check_neighbours_soon(node);
+    dht__reply_error(node, in->conn, msg->rid, DHT_ERR_NOT_NEIGHBOR);
+    return false;
+  }
+  return true;
+}
 
 static void on_request(dht_node *node, const dht__request *in,
                        dht_role role) {
@@ -349,6 +684,9 @@ static void on_request(dht_node *node, const dht__request *in,
     if (!k->one_way) {
       dht__reply_error(node, in->conn, in->msg->rid, DHT_ERR_STATE);
     }
+    return;
+  }
+  if (k->from != ANYWHERE && !sender_ok(node, in, k)) {
     return;
   }
   k->handler(node, in);
@@ -459,7 +797,11 @@ void dht_node_count_auth_failure(dht_node *node) {
 
 void dht_node_conn_closed(dht_node *node, uint64_t conn) {
   dht__bad_conn *b = bad_conn_slot(node, conn, false);
+  dht__link *l = link_find(node, conn);
 
+  if (l != NULL) {
+    memset(l, 0, sizeof(*l)); /* a new connection must confirm again */
+  }
   if (b != NULL) {
     b->conn = 0;
   }

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "node_base.h"
 
 /* A request's buffers above this size are freed when it ends, so that a
@@ -56,12 +58,24 @@ int dht__base_init(dht_node *node, const dht_node_config *cfg,
   node->fault_ud = cfg->fault_ud;
   node->rng[0] = splitmix64(&seed);
   node->rng[1] = splitmix64(&seed);
+  {
+    /* The host's secret (dhtd draws it from libsodium), or, for the
+     * simulator and tests, one made from the seed so that runs replay. */
+    static const uint8_t none[DHT__LINK_KEY_LEN];
+    uint64_t k = cfg->seed ^ 0x6c696e6b2d6b6579ull, w;
+    size_t i;
+    if (memcmp(cfg->link_key, none, sizeof(none)) != 0) {
+      memcpy(node->link_key, cfg->link_key, sizeof(node->link_key));
+    } else {
+      for (i = 0; i < DHT__LINK_KEY_LEN; i += 8) {
+        w = splitmix64(&k);
+        memcpy(node->link_key + i, &w, 8);
+      }
+    }
+  }
   node->now_ms = now_ms;
   node->wall_base_ms = cfg->wall_ms;
   node->created_ms = now_ms;
-  /* Request ids start at a random point so that a restarted node does not
-   * reuse the ids its previous life had in flight. */
-  node->rid_counter = dht__rand(node) >> (DHT__RID_SLOT_BITS + 1);
   dht_buf_init(&node->arena);
   return 0;
 }
@@ -159,13 +173,23 @@ int32_t dht__peer_intern(dht_node *node, const dht_id *id, const char *addr,
   idx = dht__peer_find(node, addr, addr_len);
   if (idx != DHT__NO_PEER) {
     p = &node->peers[idx];
-    if (id != NULL && (!p->id_known || !dht_id_eq(&p->id, id))) {
-      /* The address now answers with another id (restarted with a new
-       * identity): trust the latest word. */
+    if (id != NULL && p->id_known && !dht_id_eq(&p->id, id)) {
+      /* Somebody names a known address with another id. Only the peer
+       * itself may say it has a new one (dht__peer_intern_own). */
+      node->counters.ids_refused++;
+      return DHT__NO_PEER;
+    }
+    if (id != NULL && !p->id_known) {
+      if (!dht__id_ok(node, id, addr, addr_len)) {
+        return DHT__NO_PEER;
+      }
       p->id = *id;
       p->id_known = true;
     }
     return idx;
+  }
+  if (id != NULL && !dht__id_ok(node, id, addr, addr_len)) {
+    return DHT__NO_PEER;
   }
   for (i = 0; i < node->n_peers; i++) {
     if (node->peers[i].refs == 0) {
@@ -199,6 +223,66 @@ int32_t dht__peer_intern(dht_node *node, const dht_id *id, const char *addr,
 int32_t dht__peer_intern_ref(dht_node *node, const dht_peer_ref *ref) {
   return dht__peer_intern(node, &ref->id, (const char *)ref->addr.p,
                           ref->addr.len);
+}
+
+/* Whether id may be the id of the node at addr (counted when not): never
+ * this node's own id at another address, since two nodes cannot share an
+ * id (the node would list itself); and without trust_ids it must be
+ * hash(addr), what every node without --id takes. */
+bool dht__id_ok(dht_node *node, const dht_id *id, const char *addr,
+                size_t addr_len) {
+  dht_id want;
+  bool ok;
+
+  if (dht_id_eq(id, &node->id)) {
+    ok = addr_len == strlen(node->addr) &&
+         memcmp(addr, node->addr, addr_len) == 0;
+  } else if (node->set.trust_ids) {
+    ok = true;
+  } else {
+    dht_id_hash(&want, addr, addr_len);
+    ok = dht_id_eq(&want, id);
+  }
+  if (!ok) {
+    node->counters.ids_refused++;
+  }
+  return ok;
+}
+
+/* The high bits of a new request id, never 0: SipHash-2-4 of a counter
+ * under the first half of the link key.
+ * A plain counter, or the node's generator (whose state its outputs give
+ * away), would let anyone who saw some of our request ids answer the next
+ * ones with forged replies: a reply is matched by its rid alone, whatever
+ * connection brings it. */
+uint64_t dht__rid_next(dht_node *node) {
+  uint8_t in[12] = {'r', 'i', 'd', '1'}, out[crypto_shorthash_BYTES];
+  uint64_t hi;
+
+  do {
+    node->rid_counter++;
+    memcpy(in + 4, &node->rid_counter, 8);
+    crypto_shorthash(out, in, sizeof(in), node->link_key);
+    memcpy(&hi, out, sizeof(hi));
+    hi >>= DHT__RID_SLOT_BITS;
+  } while (hi == 0);
+  return hi << DHT__RID_SLOT_BITS;
+}
+
+/* The token this node puts in the messages it sends to addr: a keyed hash
+ * (SipHash-2-4, libsodium's crypto_shorthash, a PRF) of the address under
+ * the second half of the link key, so that only addr (and whoever reads the
+ * path) learns it, and a peer cannot tell the token sent to another. Never
+ * 0. */
+uint64_t dht__link_token(const dht_node *node, const char *addr,
+                         size_t addr_len) {
+  uint8_t out[crypto_shorthash_BYTES];
+  uint64_t t;
+
+  crypto_shorthash(out, (const uint8_t *)addr, addr_len,
+                   node->link_key + crypto_shorthash_KEYBYTES);
+  memcpy(&t, out, sizeof(t));
+  return t != 0 ? t : 1;
 }
 
 void dht__peer_hold(dht_node *node, int32_t idx) {
@@ -434,6 +518,8 @@ dht__pending *dht__pending_new(dht_node *node, const dht__pending_ops *ops,
   p->peer = peer;
   p->sends = 0;
   p->accepted = false;
+  p->link_waits = 0;
+  p->link_resend = false;
   p->deadline_ms = DHT_TIME_NEVER;
   p->frame.len = 0;
   p->kept.len = 0;
@@ -450,8 +536,7 @@ dht__pending *dht__pending_new(dht_node *node, const dht__pending_ops *ops,
 /* Gives p a fresh request id, so that a late reply to an earlier attempt
  * cannot be mistaken for the answer to the next one. */
 void dht__pending_rekey(dht_node *node, dht__pending *p) {
-  node->rid_counter++;
-  p->rid = node->rid_counter << DHT__RID_SLOT_BITS | p->slot;
+  p->rid = dht__rid_next(node) | p->slot;
 }
 
 static dht__pending *pending_find(dht_node *node, uint64_t rid) {
@@ -575,6 +660,15 @@ void dht__pending_on_reply(dht_node *node, const dht_msg *msg) {
   if (p->sends == 1 && !p->accepted) {
     rtt_sample(node, p->peer, node->now_ms - p->sent_ms);
   }
+  if (msg->type == DHT_MSG_ERROR && msg->error_code == DHT_ERR_UNBOUND &&
+      p->link_waits < DHT__LINK_WAITS_MAX) {
+    /* The peer is asking us, over its own connection, whether we sent
+     * this: send it again once that has had a round trip's time. */
+    p->link_waits++;
+    p->link_resend = true;
+    dht__pending_rearm(node, p, dht__rto(node, p->peer));
+    return;
+  }
   if (msg->type != DHT_MSG_ACCEPTED || p->ops->takes_accepted) {
     p->ops->on_reply(node, p, msg);
   }
@@ -614,6 +708,14 @@ void dht__pending_expire(dht_node *node) {
     uint64_t rid = p->rid;
     if (p->deadline_ms > node->now_ms) {
       break;
+    }
+    if (p->link_resend) {
+      p->link_resend = false;
+      p->sent_ms = node->now_ms;
+      dht__pending_rearm(node, p,
+                         request_wait(node, dht__rto(node, p->peer)));
+      outbox_send_frame(node, p->peer, &p->frame);
+      continue;
     }
     if (!p->accepted && p->sends <= node->set.rpc_retries) {
       /* back off: the peer may only be slow */
@@ -732,10 +834,38 @@ static void outbox_send_frame(dht_node *node, int32_t peer,
  * peer and arms the reply deadline. Returns 0, DHT_ERR_NOMEM or
  * DHT_ERR_INVAL (msg breaks a hard cap: a bug); on an error nothing was
  * sent and the caller still owns p. */
+/* Messages whose receiver takes them only from a confirmed sender carry
+ * the sender's link token for it, and (when the type has no peer field
+ * naming the sender) the sender itself as src. */
+static void link_stamp(dht_node *node, int32_t peer, dht_msg *msg) {
+  dht__peer *p = &node->peers[peer];
+
+  switch (msg->type) {
+  case DHT_MSG_HANDOFF:
+  case DHT_MSG_REPLICATE:
+  case DHT_MSG_SYNC:
+  case DHT_MSG_FETCH:
+    msg->has_src = true;
+    dht__self_ref(node, &msg->src);
+    /* fall through */
+  case DHT_MSG_NOTIFY:
+  case DHT_MSG_LEAVE:
+    if (p->link_token == 0) { /* computed once per peer slot */
+      p->link_token = dht__link_token(node, p->addr, strlen(p->addr));
+    }
+    msg->link = p->link_token;
+    break;
+  default:
+    break;
+  }
+}
+
 int dht__pending_send(dht_node *node, dht__pending *p, dht_msg *msg) {
   int rv;
 
   msg->rid = p->rid;
+  link_stamp(node, p->peer, msg);
+  p->link_resend = false;
   p->frame.len = 0;
   rv = dht_msg_encode(msg, &p->frame);
   if (rv != 0) {
@@ -759,9 +889,9 @@ void dht__send(dht_node *node, int32_t peer, dht_msg *msg) {
   int rv;
 
   dht_buf_init(&frame);
-  /* A fresh counter value: no pending request holds this rid, so a reply
-   * (NOTIFY has none) could never be mistaken for another's. */
-  msg->rid = ++node->rid_counter << DHT__RID_SLOT_BITS;
+  /* Slot bits 0: no reply (NOTIFY has none) is expected under it. */
+  msg->rid = dht__rid_next(node);
+  link_stamp(node, peer, msg);
   rv = dht_msg_encode(msg, &frame);
   if (rv == 0) {
     outbox_send_frame(node, peer, &frame);

@@ -40,6 +40,11 @@ int32_t dht__peer_find(const dht_node *node, const char *addr,
 int32_t dht__peer_intern(dht_node *node, const dht_id *id, const char *addr,
                          size_t addr_len);
 int32_t dht__peer_intern_ref(dht_node *node, const dht_peer_ref *ref);
+bool dht__id_ok(dht_node *node, const dht_id *id, const char *addr,
+                size_t addr_len);
+uint64_t dht__rid_next(dht_node *node);
+uint64_t dht__link_token(const dht_node *node, const char *addr,
+                         size_t addr_len);
 void dht__peer_hold(dht_node *node, int32_t idx);
 void dht__peer_release(dht_node *node, int32_t idx);
 void dht__slot_set(dht_node *node, int32_t *slot, int32_t idx);

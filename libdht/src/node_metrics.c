@@ -44,6 +44,7 @@ static dht_msg_class class_of(int type) {
   case DHT_MSG_NEIGHBORS:
   case DHT_MSG_NOTIFY:
   case DHT_MSG_LEAVE:
+  case DHT_MSG_CHECK_LINK:
     return DHT_MSG_CLASS_RING;
   case DHT_MSG_FIND_SUCC:
   case DHT_MSG_FIND_SUCC_R:

@@ -12,7 +12,7 @@
 
 /* The kinds of request this layer sends; defined with their handlers. */
 static const dht__pending_ops stabilize_ops, pred_check_ops, probe_ops,
-    leave_ops;
+    skip_ops, leave_ops;
 
 /* Spreads periodic work over [0.75, 1.25] of its interval so that nodes
  * started together do not stay in lock-step. */
@@ -36,6 +36,17 @@ static void stabilize_soon(dht_node *node) {
 
 /* A successor failed or left: refill the list from the next one now. */
 void dht__ring_on_succ_lost(dht_node *node) { stabilize_soon(node); }
+
+/* A sender was refused for a position this node's tables may only be too
+ * old to know: refresh both lists now rather than at their next round. */
+void dht__ring_check_neighbours_soon(dht_node *node) {
+  if (node->ring.check_pred_at_ms > node->now_ms + 50) {
+    node->ring.check_pred_at_ms = node->now_ms + 50;
+  }
+  if (node->ring.stabilize_at_ms > node->now_ms + 50) {
+    node->ring.stabilize_at_ms = node->now_ms + 50;
+  }
+}
 
 /* A new predecessor is checked at once (and tells its own list). */
 void dht__ring_on_pred_changed(dht_node *node) {
@@ -294,7 +305,7 @@ void dht__leave_step(dht_node *node) {
 void dht__on_leave(dht_node *node, const dht__request *in) {
   const dht_msg *msg = in->msg;
   int32_t cands[2 * DHT_SUCC_LIST_MAX];
-  int32_t gone = dht__peer_intern_ref(node, &msg->peer);
+  int32_t gone = dht__peer_intern_own(node, &msg->peer);
   size_t n = 0, i;
 
   if (gone != DHT__NO_PEER) {
@@ -448,13 +459,18 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
 }
 
 void dht__on_notify(dht_node *node, const dht__request *in) {
-  const dht_msg *msg = in->msg;
+  dht__ring_notified(node, &in->msg->peer);
+}
+
+/* peer, confirmed at its address (node.c) unless the ring trusts every
+ * link, thinks it is our predecessor. */
+void dht__ring_notified(dht_node *node, const dht_peer_ref *peer) {
   int32_t n;
 
-  if (!msg->has_peer || dht__ref_is_self(node, &msg->peer)) {
+  if (dht__ref_is_self(node, peer)) {
     return;
   }
-  n = dht__peer_intern_ref(node, &msg->peer);
+  n = dht__peer_intern_own(node, peer);
   if (n == DHT__NO_PEER) {
     return;
   }
@@ -473,7 +489,7 @@ void dht__on_notify(dht_node *node, const dht__request *in) {
 
 static void finger_lookup_done(dht_node *node, uint32_t i,
                                const dht_msg *result);
-static void merge_with(dht_node *node, int32_t peer);
+static void skipped_done(dht_node *node, uint32_t arg, const dht_msg *result);
 
 /*
  * Stabilize repairs pointers one neighbour at a time, so it cannot leave a
@@ -484,8 +500,11 @@ static void merge_with(dht_node *node, int32_t peer);
  * --seed 2 --nodes 1500 --no-faults --join-gap-ms 20). Once per pass over
  * the fingers, the node therefore asks the ring at large, starting from a
  * finger drawn at random, which node follows its id: an answer between it
- * and its successor is adopted (merge_done), as when the two sides of a
- * partition meet again. On a ring at rest the answer is the node itself.
+ * and its successor is adopted once it answers a ping (skipped_done). On a
+ * ring at rest the answer is the node itself. Only a successor that has
+ * not changed since the last pass is questioned: under heavy churn
+ * stabilize is busy mending anyway, and answers from a ring in flux made
+ * lookups fail more often (churn-lookups at R = 0.40: 21 % instead of 14 %).
  */
 static void check_skipped(dht_node *node) {
   int32_t cands[DHT_ID_BITS];
@@ -493,6 +512,11 @@ static void check_skipped(dht_node *node) {
   uint32_t i;
 
   if (node->state != DHT_NODE_JOINED || node->n_succs == 0) {
+    return;
+  }
+  if (!dht_id_eq(&node->peers[node->succs[0]].id,
+                 &node->ring.skip_check_succ)) {
+    node->ring.skip_check_succ = node->peers[node->succs[0]].id;
     return;
   }
   for (i = DHT_ID_BITS; i-- > 0;) {
@@ -503,7 +527,9 @@ static void check_skipped(dht_node *node) {
     }
   }
   if (n > 0) {
-    merge_with(node, cands[dht__rand(node) % n]);
+    dht_msg msg;
+    fill_find_succ(&msg, &node->id, false);
+    dht__route_start(node, cands[dht__rand(node) % n], &msg, skipped_done, 0);
   }
 }
 
@@ -629,20 +655,25 @@ static void merge_with(dht_node *node, int32_t peer) {
   dht__route_start(node, peer, &msg, merge_done, 0);
 }
 
-static void merge_done(dht_node *node, uint32_t arg, const dht_msg *result) {
-  int32_t idx;
-
-  (void)arg;
+/* The peer a lookup of this node's own id found, interned, when it lies
+ * between this node and its successor; DHT__NO_PEER otherwise. */
+static int32_t closer_successor(dht_node *node, const dht_msg *result) {
   if (result->type != DHT_MSG_FIND_SUCC_R || !result->has_peer ||
       dht__ref_is_self(node, &result->peer)) {
-    return;
+    return DHT__NO_PEER;
   }
   if (node->n_succs > 0 &&
       !dht_id_in_oo(&result->peer.id, &node->id,
                     &node->peers[node->succs[0]].id)) {
-    return;
+    return DHT__NO_PEER;
   }
-  idx = dht__peer_intern_ref(node, &result->peer);
+  return dht__peer_intern_ref(node, &result->peer);
+}
+
+static void merge_done(dht_node *node, uint32_t arg, const dht_msg *result) {
+  int32_t idx = closer_successor(node, result);
+
+  (void)arg;
   if (idx != DHT__NO_PEER) {
     dht__log(node, DHT_LOG_INFO, "merging: %s is closer than our successor",
              node->peers[idx].addr);
@@ -738,6 +769,41 @@ static void probe_on_failure(dht_node *node, dht__pending *p) {
   dht__pending_free(node, p);
 }
 
+/* check_skipped's lookup answered. The view that named a closer node may
+ * hold one that has died since (under churn, often): it is adopted only
+ * once it answers a ping of its own (skip_on_reply). */
+static void skipped_done(dht_node *node, uint32_t arg, const dht_msg *result) {
+  int32_t idx = closer_successor(node, result);
+
+  (void)arg;
+  if (idx != DHT__NO_PEER && !node->ring.skip_check_busy) {
+    node->ring.skip_check_busy = ask(node, &skip_ops, idx, DHT_MSG_PING) != NULL;
+  }
+}
+
+static void skip_on_reply(dht_node *node, dht__pending *p,
+                          const dht_msg *msg) {
+  int32_t peer = p->peer;
+
+  node->ring.skip_check_busy = false;
+  dht__pending_free(node, p);
+  if (msg->type == DHT_MSG_PONG && node->state == DHT_NODE_JOINED &&
+      node->n_succs > 0 &&
+      dht_id_in_oo(&node->peers[peer].id, &node->id,
+                   &node->peers[node->succs[0]].id)) {
+    dht__log(node, DHT_LOG_INFO, "%s was skipped: it is our successor now",
+             node->peers[peer].addr);
+    dht__succ_adopt(node, peer);
+    stabilize_soon(node);
+  }
+}
+
+/* No answer: it stays out; the next pass looks again. */
+static void skip_on_failure(dht_node *node, dht__pending *p) {
+  node->ring.skip_check_busy = false;
+  dht__pending_free(node, p);
+}
+
 /* A LEAVE notice is settled by any answer, or by none. */
 static void leave_settled(dht_node *node, dht__pending *p) {
   dht__pending_free(node, p);
@@ -757,6 +823,8 @@ static const dht__pending_ops stabilize_ops = {"stabilize", true,
                                                stabilize_done, stabilize_failed};
 static const dht__pending_ops pred_check_ops = {
     "check_pred", true, pred_check_done, pred_check_failed};
+static const dht__pending_ops skip_ops = {"skip_check", true, skip_on_reply,
+                                          skip_on_failure};
 static const dht__pending_ops probe_ops = {"probe", true, probe_on_reply,
                                            probe_on_failure};
 static const dht__pending_ops leave_ops = {"leave", true, leave_on_reply,

@@ -21,6 +21,8 @@ uint64_t dht__ring_next_deadline(const dht_node *node);
 
 /* ---- requests from other nodes ---- */
 void dht__on_notify(dht_node *node, const dht__request *in);
+void dht__ring_notified(dht_node *node, const dht_peer_ref *peer);
+void dht__ring_check_neighbours_soon(dht_node *node);
 void dht__on_leave(dht_node *node, const dht__request *in);
 
 /* ---- events from the layers below (wired as hooks by node.c) ---- */

@@ -59,6 +59,15 @@
 #define DHT__PENDING_HARD_MAX (1u << DHT__RID_SLOT_BITS)
 /* "No pending slot", at the ends of a peer's list of requests. */
 #define DHT__NO_SLOT UINT32_MAX
+/* Inbound connections whose sender is confirmed (or being checked), and of
+ * them at most this many checks in flight at once (node.c). */
+#define DHT__LINKS_MAX 16
+#define DHT__LINK_CHECKS_MAX 8
+/* Times a request refused ERROR UNBOUND is sent again (node_base.c). */
+#define DHT__LINK_WAITS_MAX 4
+/* Bytes of the key behind request ids (first 16) and link tokens (last
+ * 16): two SipHash-2-4 keys. */
+#define DHT__LINK_KEY_LEN 32
 
 typedef struct dht__pending dht__pending;
 
@@ -96,6 +105,8 @@ typedef struct dht__peer {
   uint32_t srtt_ms;                /* smoothed round-trip time */
   uint32_t rttvar_ms;              /* its mean deviation */
   uint32_t refs;                   /* holders of this slot; 0 means free */
+  uint64_t link_token;             /* the token this node sends it, once
+                                      computed (0: not yet) */
   uint32_t pending_head;           /* first request in flight to it (a
                                       pending slot), or DHT__NO_SLOT */
   bool failed_now;                 /* declared dead at failed_at_ms: more
@@ -157,6 +168,13 @@ typedef struct dht__consult_state {
                            the replica could not say what it holds */
 } dht__consult_state;
 
+/* CHECK_LINK to the address a sender on an inbound connection claims
+ * (node.c). */
+typedef struct dht__link_state {
+  uint64_t conn;  /* the inbound connection to confirm */
+  uint64_t token; /* the token its sender put in its messages */
+} dht__link_state;
+
 /* SYNC digests, or a PUSH of records, in one anti-entropy session
  * (node_repl.c). A PUSH keeps the records it sent in the kept buffer. */
 typedef struct dht__sync_state {
@@ -180,6 +198,9 @@ struct dht__pending {
   bool accepted;               /* the peer answered ACCEPTED: it is alive
                                   and has taken the request over, so it is
                                   neither resent nor failed with the peer */
+  uint8_t link_waits;          /* ERROR UNBOUND answers so far */
+  bool link_resend;            /* the next deadline resends frame as it is
+                                  (the peer was confirming our link) */
   dht_buf frame;               /* the frame last sent, for resending */
   dht_buf kept;                /* bytes the kind keeps for its handlers */
   union {
@@ -187,6 +208,7 @@ struct dht__pending {
     dht__replicate_state replicate;
     dht__consult_state consult;
     dht__sync_state sync;
+    dht__link_state link;
   } u;
 };
 
@@ -202,6 +224,19 @@ typedef struct dht__outbox_entry {
   size_t frame_off; /* SEND, REPLY: the frame in the arena */
   size_t frame_len;
 } dht__outbox_entry;
+
+/* The sender of an inbound connection, as node.c knows it: claimed by its
+ * messages, then confirmed (or not) by a CHECK_LINK to its address. */
+typedef struct dht__link {
+  uint64_t conn;                   /* 0 = free slot */
+  uint64_t token;                  /* the token its messages carry */
+  dht_id id;                       /* the id it claims; once confirmed, the
+                                      id heard from the address itself */
+  bool confirmed;                  /* the address said it sent token */
+  bool notify;                     /* a NOTIFY waits for the answer */
+  uint64_t used_ms;                /* last used, for eviction */
+  char addr[DHT_ADDR_LEN_MAX + 1]; /* the advertised address it claims */
+} dht__link;
 
 /* Undecodable frames seen in a row on one connection (node.c). */
 typedef struct dht__bad_conn {
@@ -392,6 +427,10 @@ typedef struct dht__ring {
   bool stabilize_busy;           /* a stabilize GET_NEIGHBORS is in flight */
   bool pred_check_busy;          /* a check_predecessor is in flight */
   bool probe_busy;               /* a PING to a lost peer is in flight */
+  bool skip_check_busy;          /* a PING to a node found skipped is in
+                                    flight (node_ring.c check_skipped) */
+  dht_id skip_check_succ;        /* the successor's id at the last pass's
+                                    end (check_skipped) */
   bool finger_lookup_busy;       /* a finger lookup is in flight */
 
   char join_addr[DHT_ADDR_LEN_MAX + 1]; /* bootstrap while JOINING */
@@ -418,6 +457,8 @@ struct dht_node {
   dht_fault_fn fault;            /* host's fault points, may be NULL */
   void *fault_ud;                /* passed to fault */
   uint64_t rng[2];               /* xorshift128+ state, seeded by the host */
+  uint8_t link_key[DHT__LINK_KEY_LEN]; /* keys this node's link tokens
+                                    (node_base.c), derived from the seed */
   uint64_t now_ms;               /* time of the call in progress */
   uint64_t wall_base_ms;         /* wall clock at created_ms */
   uint64_t created_ms;           /* now_ms at dht_node_new */
@@ -440,8 +481,9 @@ struct dht_node {
   uint32_t n_slots_used;         /* slots ever handed out: [0, n) */
   uint32_t n_pending;            /* live requests, also the heap's size */
   uint32_t n_free;               /* entries on the free stack */
+  uint64_t rid_counter;          /* requests sent: request ids are a keyed
+                                    hash of it (node_base.c) */
   uint32_t n_pending_structs;    /* slots whose struct is allocated */
-  uint64_t rid_counter;          /* high bits of the next request id */
 
   dht__outbox_entry *outbox;     /* actions not yet polled */
   size_t outbox_len;             /* entries queued */
@@ -483,6 +525,8 @@ struct dht_node {
                                               garbage */
   dht__metrics metrics;          /* node_metrics.c: traffic, results and
                                     latency of what passes */
+  dht__link links[DHT__LINKS_MAX]; /* node.c: who sends on which inbound
+                                      connection */
 };
 
 #endif /* DHT_NODE_STATE_H */

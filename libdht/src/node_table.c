@@ -306,6 +306,31 @@ static bool in_tables(const dht_node *node, int32_t idx) {
 }
 
 /*
+ * dht__peer_intern for a ref the peer itself gave, over a link this node
+ * confirmed (its own NOTIFY or LEAVE). With trust_ids an address may come
+ * back under another id (restarted with another --id): its old position
+ * first leaves every table, as a peer that left does, so that no list
+ * holds it at an id it no longer has (fuzz_node found lists out of
+ * clockwise order after an in-place change). Without trust_ids the id must
+ * be hash(addr) as always.
+ */
+int32_t dht__peer_intern_own(dht_node *node, const dht_peer_ref *ref) {
+  const char *addr = (const char *)ref->addr.p;
+  int32_t idx = dht__peer_find(node, addr, ref->addr.len);
+
+  if (idx != DHT__NO_PEER && node->set.trust_ids &&
+      node->peers[idx].id_known && !dht_id_eq(&node->peers[idx].id, &ref->id)) {
+    if (!dht__id_ok(node, &ref->id, addr, ref->addr.len)) {
+      return DHT__NO_PEER;
+    }
+    dht__declare_dead(node, idx, false);
+    node->peers[idx].id = ref->id;
+    return idx;
+  }
+  return dht__peer_intern(node, &ref->id, addr, ref->addr.len);
+}
+
+/*
  * Removes peer idx from the routing state: successor list, fingers and
  * predecessor. With probe_later the node keeps pinging it for a while (it may
  * only have been cut off by a partition); a peer that left gracefully is not

@@ -22,6 +22,7 @@ void dht__last_preds_clear(dht_node *node);
 void dht__preds_learn(dht_node *node, const dht_msg *msg);
 void dht__finger_set(dht_node *node, uint32_t i, int32_t idx);
 void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later);
+int32_t dht__peer_intern_own(dht_node *node, const dht_peer_ref *ref);
 int dht__table_install(dht_node *node, const dht_routing_peer *pred,
                        const dht_routing_peer *succs, size_t n_succs,
                        const dht_routing_peer *fingers);

@@ -26,6 +26,14 @@
  * another reason. The log is bounded by group_bytes_max: beyond it a write
  * commits the group early, which only makes earlier writes durable sooner.
  *
+ * Dirty pages. Without MDB_WRITEMAP, LMDB copies each page a transaction
+ * changes into a malloc()ed buffer, and after the commit keeps every such
+ * buffer on a free list for later transactions, never giving one back
+ * until the environment closes: the largest group ever written stays in
+ * the process's memory. A group of random keys dirties about one leaf page
+ * per write, so groups are also bounded by group_writes_max writes,
+ * committed early like a group too large in bytes.
+ *
  * Pointers handed out. get returns a pointer into LMDB's map. It stays valid
  * until the next call on the store because nothing that could move or reuse
  * the page happens in between: the read transaction is only reset when a
@@ -108,6 +116,7 @@ typedef struct lmdb_store {
   redo_log log;           /* the pending group's writes */
   size_t map_size_max;    /* the map does not grow past this; 0: no limit */
   size_t group_bytes_max; /* redo log bytes that force an early commit */
+  size_t group_writes_max; /* writes in a group that force one too */
   dht_sync_mode sync;     /* what a commit promises */
   int lock_fd;            /* the data dir's lock file, flock()ed, or -1 */
   bool lost;              /* pending writes that returned 0 were discarded
@@ -602,7 +611,8 @@ static int write_op(lmdb_store *s, int op, const dht_id *key_id,
   }
   /* Bounded by the callers' checks: key_size_max and VALUE_LEN_MAX. */
   entry = sizeof(redo_hdr) + DHT_ID_LEN + key_len + value_len;
-  if (s->log.n_ops > 0 && (entry > s->group_bytes_max ||
+  if (s->log.n_ops > 0 && (s->log.n_ops >= s->group_writes_max ||
+                           entry > s->group_bytes_max ||
                            s->log.len > s->group_bytes_max - entry)) {
     rc = commit_group(s);
     if (rc != 0) {
@@ -1131,6 +1141,9 @@ int dht_store_lmdb_open(dht_store **out, const char *dir,
   s->group_bytes_max = o.group_bytes_max != 0
                            ? o.group_bytes_max
                            : DHT_STORE_LMDB_GROUP_BYTES_MAX_DEFAULT;
+  s->group_writes_max = o.group_writes_max != 0
+                            ? o.group_writes_max
+                            : DHT_STORE_LMDB_GROUP_WRITES_MAX_DEFAULT;
   map_size = o.map_size != 0 ? o.map_size : DHT_STORE_LMDB_MAP_SIZE_DEFAULT;
   if (map_size < DHT_STORE_LMDB_MAP_SIZE_MIN) {
     map_size = DHT_STORE_LMDB_MAP_SIZE_MIN;

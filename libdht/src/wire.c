@@ -72,6 +72,8 @@ enum field {
   F_VER,
   F_WALL,
   F_LOST,
+  F_LINK,
+  F_SRC,
   F_COUNT
 };
 
@@ -95,6 +97,7 @@ static const struct field_name {
     [F_PREDS] = {"preds", 5}, [F_DIGESTS] = {"digests", 7},
     [F_BUCKETS] = {"buckets", 7}, [F_VER] = {"ver", 3},
     [F_WALL] = {"wall", 4},       [F_LOST] = {"lost", 4},
+    [F_LINK] = {"link", 4},       [F_SRC] = {"src", 3},
 };
 
 /* Per message type, the fields beyond v/t/rid that it carries and the ones
@@ -116,7 +119,7 @@ static const struct type_fields {
     [DHT_MSG_NEIGHBORS] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) |
                                FB(F_PREDS) | FB(F_WALL),
                            FB(F_PEER) | FB(F_SUCCS)},
-    [DHT_MSG_NOTIFY] = {FB(F_PEER), FB(F_PEER)},
+    [DHT_MSG_NOTIFY] = {FB(F_PEER) | FB(F_LINK), FB(F_PEER)},
     [DHT_MSG_GET] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL), FB(F_KEY)},
     [DHT_MSG_PUT] = {FB(F_KEY) | FB(F_VALUE) | FB(F_HOPS) | FB(F_FINAL) |
                          FB(F_VER),
@@ -125,8 +128,8 @@ static const struct type_fields {
                      FB(F_KEY)},
     [DHT_MSG_VALUE] = {FB(F_VALUE) | FB(F_HOPS), FB(F_VALUE)},
     [DHT_MSG_OK] = {FB(F_HOPS), 0},
-    [DHT_MSG_HANDOFF] = {FB(F_ITEMS), FB(F_ITEMS)},
-    [DHT_MSG_LEAVE] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS),
+    [DHT_MSG_HANDOFF] = {FB(F_ITEMS) | FB(F_LINK) | FB(F_SRC), FB(F_ITEMS)},
+    [DHT_MSG_LEAVE] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) | FB(F_LINK),
                        FB(F_PEER) | FB(F_SUCCS)},
     [DHT_MSG_STATS] = {0, 0},
     [DHT_MSG_STATS_R] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) | FB(F_FINGERS) |
@@ -134,16 +137,18 @@ static const struct type_fields {
                          FB(F_PEER) | FB(F_SUCCS) | FB(F_FINGERS) |
                              FB(F_COUNTERS)},
     [DHT_MSG_ACCEPTED] = {0, 0},
-    [DHT_MSG_REPLICATE] = {FB(F_ITEMS), FB(F_ITEMS)},
-    [DHT_MSG_SYNC] = {FB(F_FROM) | FB(F_TO) | FB(F_DIGESTS),
+    [DHT_MSG_REPLICATE] = {FB(F_ITEMS) | FB(F_LINK) | FB(F_SRC), FB(F_ITEMS)},
+    [DHT_MSG_SYNC] = {FB(F_FROM) | FB(F_TO) | FB(F_DIGESTS) | FB(F_LINK) |
+                          FB(F_SRC),
                       FB(F_FROM) | FB(F_TO) | FB(F_DIGESTS)},
     [DHT_MSG_SYNC_R] = {FB(F_BUCKETS) | FB(F_ITEMS) | FB(F_MORE),
                         FB(F_BUCKETS) | FB(F_ITEMS)},
-    [DHT_MSG_FETCH] = {FB(F_KEY), FB(F_KEY)},
+    [DHT_MSG_FETCH] = {FB(F_KEY) | FB(F_LINK) | FB(F_SRC), FB(F_KEY)},
     [DHT_MSG_RECORD] = {FB(F_ITEMS), FB(F_ITEMS)},
     [DHT_MSG_SCAN] = {FB(F_FROM) | FB(F_LIMIT), FB(F_FROM) | FB(F_LIMIT)},
     [DHT_MSG_SCAN_R] = {FB(F_ITEMS) | FB(F_MORE), FB(F_ITEMS)},
     [DHT_MSG_ACK_LOST] = {FB(F_FROM) | FB(F_TO), FB(F_FROM) | FB(F_TO)},
+    [DHT_MSG_CHECK_LINK] = {FB(F_PEER) | FB(F_LINK), FB(F_PEER) | FB(F_LINK)},
 };
 
 _Static_assert(sizeof(type_fields) / sizeof(type_fields[0]) ==
@@ -309,6 +314,9 @@ static int check_encodable(const dht_msg *msg, uint32_t uses) {
     return DHT_ERR_INVAL;
   }
   if ((uses & FB(F_PEER)) && !addr_ok(&msg->peer.addr)) {
+    return DHT_ERR_INVAL;
+  }
+  if ((uses & FB(F_SRC)) && msg->has_src && !addr_ok(&msg->src.addr)) {
     return DHT_ERR_INVAL;
   }
   if ((uses & FB(F_PRED)) && msg->has_pred && !addr_ok(&msg->pred.addr)) {
@@ -544,6 +552,12 @@ static void pack_field(msgpack_packer *pk, const dht_msg *msg, enum field f) {
   case F_WALL:
     msgpack_pack_uint64(pk, msg->wall_ms);
     break;
+  case F_LINK:
+    msgpack_pack_uint64(pk, msg->link);
+    break;
+  case F_SRC:
+    pack_peer(pk, &msg->src);
+    break;
   case F_LOST:
     msgpack_pack_array(pk, msg->n_lost);
     for (i = 0; i < msg->n_lost; i++) {
@@ -586,6 +600,12 @@ int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
   }
   if (msg->wall_ms == 0) {
     fields &= ~FB(F_WALL);
+  }
+  if (msg->link == 0 && msg->type != DHT_MSG_CHECK_LINK) {
+    fields &= ~FB(F_LINK); /* absent: the sender sent no token */
+  }
+  if (!msg->has_src) {
+    fields &= ~FB(F_SRC);
   }
   for (f = 0; f < F_COUNT; f++) {
     n_fields += (fields >> f) & 1u;
@@ -1099,6 +1119,12 @@ static int decode_field(const decoder *d, enum field f, const msgpack_object *o,
     return get_uint(o, &msg->wall_ms);
   case F_LOST:
     return get_lost(d, o, msg);
+  case F_LINK:
+    return get_uint(o, &msg->link);
+  case F_SRC:
+    rv = get_peer(d, o, &msg->src);
+    msg->has_src = rv == 0;
+    return rv;
   default: /* v, t and rid are read by decode_body */
     return 0;
   }

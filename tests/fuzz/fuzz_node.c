@@ -114,15 +114,6 @@ typedef struct host {
   size_t n_seen;
   bool maintenance;
   dht_settings set;
-  /* every address a frame named, with the first id it came with, and
-   * whether one came again with another id (see known_broken) */
-  struct {
-    char addr[DHT_ADDR_LEN_MAX + 1];
-    dht_id id;
-  } named[64];
-  size_t n_named;
-  bool renamed;       /* an address came again with another id */
-  bool self_id_named; /* another address came with the node's id */
 } host;
 
 /* ---- the store -------------------------------------------------------------- */
@@ -314,115 +305,8 @@ static void record_send(host *h, size_t slot, uint64_t conn, const dht_msg *m) {
   }
 }
 
-/*
- * Invariants known to break, whose fix is open: an input that breaks one
- * ends there, so that the fuzzer goes on looking for other bugs. Each has
- * its input in tests/fuzz/known/node/, which the ctest fuzz_known_node
- * replays in a build with FUZZ_NODE_STRICT, where they count as failures:
- * that ctest expects the failure, and fails once the bug is fixed (then
- * move the input to regress/ and drop the entry here).
- */
-typedef struct known_bug {
-  size_t cause;      /* offset of the host's flag that a frame set it off */
-  const char *check; /* a part of what dht_node_check_invariants says */
-} known_bug;
-
-static const known_bug known_broken[] = {
-    /* After a frame named a known address with another id (h->renamed):
-     * dht__peer_intern "trusts the latest word" and changes the peer's id
-     * in place, so the successor list holding it keeps its old order, or
-     * holds a peer that now has this node's id. */
-    {offsetof(host, renamed), "is not clockwise after"},
-    {offsetof(host, renamed), "this node or listed twice"},
-    /* After a frame named a peer at another address with this node's id
-     * (h->self_id_named): dht__ref_is_self looks at addresses only, so the
-     * peer enters the successor or predecessor list, where the check
-     * (is_self: address or id) refuses it. */
-    {offsetof(host, self_id_named), "this node or listed twice"},
-};
-
-static bool is_known_broken(const host *h, const char *why) {
-#ifdef FUZZ_NODE_STRICT
-  (void)h;
-  (void)why;
-  (void)known_broken;
-  return false;
-#else
-  size_t i;
-
-  for (i = 0; i < sizeof(known_broken) / sizeof(known_broken[0]); i++) {
-    const bool *cause = (const bool *)((const char *)h + known_broken[i].cause);
-    if (*cause && strstr(why, known_broken[i].check) != NULL) {
-      return true;
-    }
-  }
-  return false;
-#endif
-}
-
-/* Notes that a frame named ref; sets h->renamed when its address came
- * before with another id, h->self_id_named when it has the node's id at
- * another address. */
-static void note_ref(host *h, const dht_peer_ref *ref) {
-  size_t i, len = ref->addr.len < DHT_ADDR_LEN_MAX ? ref->addr.len
-                                                   : DHT_ADDR_LEN_MAX;
-  const addr_slot *self = &h->addrs[SELF_SLOT];
-
-  if (dht_id_eq(&ref->id, &self->id) &&
-      (len != strlen(self->addr) || memcmp(ref->addr.p, self->addr, len) != 0)) {
-    h->self_id_named = true;
-  }
-  for (i = 0; i < h->n_named; i++) {
-    if (strlen(h->named[i].addr) == len &&
-        memcmp(h->named[i].addr, ref->addr.p, len) == 0) {
-      h->renamed = h->renamed || !dht_id_eq(&h->named[i].id, &ref->id);
-      return;
-    }
-  }
-  if (h->n_named < sizeof(h->named) / sizeof(h->named[0])) {
-    memcpy(h->named[h->n_named].addr, ref->addr.p, len);
-    h->named[h->n_named].addr[len] = '\0';
-    h->named[h->n_named].id = ref->id;
-    h->n_named++;
-  }
-}
-
-/* Notes every peer a frame body names, as the node will decode it. */
-static void note_frame(host *h, const uint8_t *body, size_t len) {
-  dht_msg m;
-  size_t i, k;
-
-  if (dht_msg_decode(&m, body, len, &h->set.limits) == 0) {
-    if (m.has_peer) {
-      note_ref(h, &m.peer);
-    }
-    if (m.has_pred) {
-      note_ref(h, &m.pred);
-    }
-    for (i = 0; i < m.n_succs; i++) {
-      note_ref(h, &m.succs[i]);
-    }
-    for (i = 0; i < m.n_preds; i++) {
-      note_ref(h, &m.preds[i]);
-    }
-    for (i = 0; i < m.n_path; i++) {
-      note_ref(h, &m.path[i]);
-    }
-    for (i = 0; i < m.n_fingers; i++) {
-      note_ref(h, &m.fingers[i].peer);
-    }
-    for (i = 0; i < m.n_lost; i++) {
-      for (k = 0; k < m.lost[i].n_holders; k++) {
-        note_ref(h, &m.lost[i].holders[k]);
-      }
-    }
-  }
-  dht_msg_free(&m);
-}
-
-/* Takes every action; checks the frames and the invariants. False when an
- * invariant known to break (known_broken) broke: the input ends there. */
-static bool drain(host *h) {
+/* Takes every action; checks the frames and the invariants. */
+static void drain(host *h) {
   dht_wire_limits lim;
   dht_action a;
   dht_msg m;
@@ -479,12 +363,8 @@ static bool drain(host *h) {
     }
   }
   if (!dht_node_check_invariants(h->node, why, sizeof(why))) {
-    if (is_known_broken(h, why)) {
-      return false;
-    }
     fuzz_fail("invariant broken: %s", why);
   }
-  return true;
 }
 
 /* ---- messages built from the input ------------------------------------------------- */
@@ -625,6 +505,30 @@ static size_t pick_items(host *h, fuzz_in *in, msg_space *sp, dht_kv *items,
   return n;
 }
 
+/* The sender fields of the messages only confirmed senders may send
+ * (docs/PROTOCOL.md 4.4): a link token (none, or one of a few, which the
+ * members asked confirm as the truth does) and, where the type has no peer
+ * field naming the sender, src. Read last, so that the bytes before keep
+ * what they meant to inputs kept before these fields. */
+static void fill_sender(host *h, fuzz_in *in, msg_space *sp, dht_msg *m) {
+  switch (m->type) {
+  case DHT_MSG_HANDOFF:
+  case DHT_MSG_REPLICATE:
+  case DHT_MSG_SYNC:
+  case DHT_MSG_FETCH:
+    m->has_src = true;
+    pick_peer(h, in, sp, &m->src);
+    /* fall through */
+  case DHT_MSG_NOTIFY:
+  case DHT_MSG_LEAVE:
+  case DHT_MSG_CHECK_LINK:
+    m->link = fuzz_u8(in) % 4;
+    break;
+  default:
+    break;
+  }
+}
+
 /* Fills in the fields m->type uses (docs/PROTOCOL.md section 4), from the
  * input; arrays live in sp. */
 static void fill_fields(host *h, fuzz_in *in, msg_space *sp, dht_msg *m) {
@@ -758,9 +662,13 @@ static void fill_fields(host *h, fuzz_in *in, msg_space *sp, dht_msg *m) {
       m->n_digests = n;
     }
     break;
+  case DHT_MSG_CHECK_LINK:
+    pick_peer(h, in, sp, &m->peer);
+    break;
   default: /* PING, GET_NEIGHBORS, OK, STATS, ACCEPTED: no fields */
     break;
   }
+  fill_sender(h, in, sp, m);
 }
 
 /* Encodes m and gives it to the node on conn; the encoder may refuse. */
@@ -787,8 +695,6 @@ static void deliver(host *h, uint64_t conn, const dht_msg *m) {
     }
 #endif
     conn_seen(h, conn);
-    note_frame(h, buf.data + DHT_FRAME_HEADER_LEN,
-               buf.len - DHT_FRAME_HEADER_LEN);
     dht_node_recv(h->node, conn, buf.data + DHT_FRAME_HEADER_LEN,
                   buf.len - DHT_FRAME_HEADER_LEN, h->now);
   }
@@ -799,6 +705,7 @@ static void deliver(host *h, uint64_t conn, const dht_msg *m) {
 static dht_msg_type reply_type(dht_msg_type type) {
   switch (type) {
   case DHT_MSG_PING:
+  case DHT_MSG_CHECK_LINK:
     return DHT_MSG_PONG;
   case DHT_MSG_FIND_SUCC:
     return DHT_MSG_FIND_SUCC_R;
@@ -898,7 +805,6 @@ static void op_raw(host *h, fuzz_in *in) {
   }
   p = fuzz_bytes(in, len, &got);
   conn_seen(h, conn);
-  note_frame(h, p, got);
   dht_node_recv(h->node, conn, p, got, h->now);
 }
 
@@ -1069,19 +975,15 @@ static void host_setup(host *h, fuzz_in *in) {
            "10.0.0.100:7000");
   h->addrs[SELF_SLOT].id = id;
   h->n_addrs = SELF_SLOT + 1;
-  for (i = 0; i <= SELF_SLOT; i++) {
-    dht_peer_ref ref;
-    ref.id = h->addrs[i].id;
-    ref.addr.p = (const uint8_t *)h->addrs[i].addr;
-    ref.addr.len = strlen(h->addrs[i].addr);
-    note_ref(h, &ref);
-  }
   h->store = fz_store_new();
 
   dht_settings_default(&h->set);
   if (b & 8) {
     small_settings(&h->set);
   }
+  /* The members sit at chosen ids, not at the hashes of their addresses:
+   * a ring configured with explicit ids, which runs with --trust-ids. */
+  h->set.trust_ids = true;
   memset(&cfg, 0, sizeof(cfg));
   cfg.addr = h->addrs[SELF_SLOT].addr;
   cfg.id = &id;
@@ -1112,7 +1014,7 @@ static void host_setup(host *h, fuzz_in *in) {
   default:
     break; /* idle: only HANDOFF, STATS and ACK_LOST are served */
   }
-  (void)drain(h);
+  drain(h);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -1123,9 +1025,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   host_setup(&h, &in);
   while (in.left > 0 && steps++ < STEPS_MAX) {
     step(&h, &in);
-    if (!drain(&h)) {
-      break;
-    }
+    drain(&h);
   }
   dht_node_del(h.node);
   dht_store_del(&h.store->base);

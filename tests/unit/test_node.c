@@ -320,30 +320,71 @@ static void test_forward_and_relay(void **state) {
   host_free(&h);
 }
 
+/* A node a:1 in a ring of two with b:2, maintenance off, that has just
+ * forwarded a client's lookup (rid 200 on CLIENT) to b; returns the rid
+ * it sent. */
+static uint64_t lookup_through_b(fake_host *h) {
+  host_action a;
+  dht_msg m;
+  uint64_t rid;
+
+  host_init_one_copy(h, "a:1", 2);
+  dht_node_create_ring(h->node, h->now);
+  dht_node_set_maintenance(h->node, false, h->now); /* only the lookup talks */
+  notify_from(h, "b:2");
+  host_drain(h);
+  msg_init(&m, DHT_MSG_FIND_SUCC, 200);
+  m.target = key_id_of("b:2");
+  host_recv(h, CLIENT, &m);
+  assert_true(host_poll(h, &a));
+  assert_int_equal(a.msg.type, DHT_MSG_FIND_SUCC);
+  rid = a.msg.rid;
+  action_free(&a);
+  host_drain(h);
+  return rid;
+}
+
+/* An established connection that breaks is not a verdict: what was in
+ * flight on it goes again at once, on the connection the host opens next,
+ * and the peer stays (it may have restarted); a reset once the retries are
+ * spent fails the request, and the peer is routed around (docs/DESIGN.md,
+ * "A broken connection is not a verdict"). */
+static void test_reset_resends_before_it_fails(void **state) {
+  fake_host h;
+  host_action a;
+  uint64_t rid;
+
+  (void)state;
+  rid = lookup_through_b(&h);
+
+  dht_node_peer_reset(h.node, "b:2", h.now); /* long before any timeout */
+  host_expect_one(&h, &a, DHT_ACTION_SEND, DHT_MSG_FIND_SUCC);
+  assert_string_equal(a.addr, "b:2");
+  assert_int_equal(a.msg.rid, rid);
+  action_free(&a);
+  assert_int_equal(dht_node_succs(h.node, NULL, NULL, 4), 1); /* b stays */
+
+  dht_node_peer_reset(h.node, "b:2", h.now); /* its one retry is spent */
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_ACCEPTED, 200);
+  action_free(&a);
+  host_expect_reply(&h, &a, CLIENT, DHT_MSG_FIND_SUCC_R, 200);
+  assert_true(bytes_eq_str(a.msg.peer.addr, "a:1"));
+  action_free(&a);
+  host_drain(&h);
+  assert_int_equal(dht_node_succs(h.node, NULL, NULL, 4), 0);
+  host_free(&h);
+}
+
 /* A next hop that never answers is resent to once after rpc_timeout_ms,
  * then declared dead after twice that, never sooner, and the request is
  * served by the node that is left. */
 static void test_dead_next_hop_is_routed_around(void **state) {
   fake_host h;
   host_action a;
-  dht_msg m;
   uint64_t rid;
 
   (void)state;
-  host_init_one_copy(&h, "a:1", 2);
-  dht_node_create_ring(h.node, h.now);
-  dht_node_set_maintenance(h.node, false, h.now); /* only the lookup talks */
-  notify_from(&h, "b:2");
-  host_drain(&h);
-
-  msg_init(&m, DHT_MSG_FIND_SUCC, 200);
-  m.target = key_id_of("b:2");
-  host_recv(&h, CLIENT, &m);
-  assert_true(host_poll(&h, &a));
-  assert_int_equal(a.msg.type, DHT_MSG_FIND_SUCC);
-  rid = a.msg.rid;
-  action_free(&a);
-  host_drain(&h);
+  rid = lookup_through_b(&h);
 
   host_advance(&h, 499);
   host_expect_none(&h);
@@ -1835,6 +1876,7 @@ int main(void) {
       cmocka_unit_test(test_restart_with_a_clock_behind_writes_newer),
       cmocka_unit_test(test_notify_makes_a_ring_of_two),
       cmocka_unit_test(test_forward_and_relay),
+      cmocka_unit_test(test_reset_resends_before_it_fails),
       cmocka_unit_test(test_dead_next_hop_is_routed_around),
       cmocka_unit_test(test_left_alone_refuses_writes),
     cmocka_unit_test(test_wait_doubles_after_a_timeout_until_a_sample),

@@ -5,7 +5,9 @@
  * The store's order (key id, then key bytes) and its ring-interval scans are
  * what hand-off and anti-entropy rely on, so besides the basic operations the
  * scans are checked on every interval shape (plain, wrapping, whole ring,
- * empty, ends on records) and against a naive model under random operations.
+ * empty, ends on records) and against a naive model under random walks that
+ * grow the store to thousands of records and back, so that the B+tree splits
+ * and merges on every level.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -504,52 +506,135 @@ static void test_many_records(void **state) {
   dht_store_del(st);
 }
 
-/* ---- randomized comparison with a naive model ----------------------------- */
+/* ---- randomized walks against a naive model ---------------------------- */
 
-/* The model: an unsorted array searched linearly, obviously right. */
-#define MODEL_MAX 512
+/* The model: a sorted array with binary search and memmove, the obvious
+ * implementation (the memory store used to be one). The array holds indices
+ * into a pool of records, so that a memmove moves 4 bytes a record; values
+ * are not kept: each is a function of a seed, regenerated to compare. */
+#define WALK_KEY_MAX 6
+#define WALK_VALUE_MAX 6000
+/* A tombstone's value, as the node writes it (docs/STORAGE.md): 0xd7, flags
+ * (bit 0: tombstone), an 8-byte stamp and the writer's 20-byte id. */
+#define WALK_TOMBSTONE_LEN 30
 
-typedef struct model_rec {
-  dht_id id;         /* key id */
-  char key[4];       /* key bytes */
-  size_t key_len;    /* 1..3 */
-  uint8_t value[16]; /* value bytes */
-  size_t value_len;  /* 0..16 */
-} model_rec;
+typedef struct walk_rec {
+  dht_id id;                    /* key id */
+  uint8_t key[WALK_KEY_MAX];    /* key bytes */
+  size_t key_len;               /* 1..WALK_KEY_MAX */
+  size_t value_len;             /* 0..WALK_VALUE_MAX */
+  uint32_t value_seed;          /* the value's bytes: walk_value() */
+  bool tombstone;               /* the value is a tombstone record */
+} walk_rec;
 
-typedef struct model {
-  model_rec recs[MODEL_MAX]; /* in insertion order, no duplicates */
-  size_t n;                  /* records in use */
-} model;
+typedef struct walk_model {
+  walk_rec *pool;  /* the records, in no order; freed slots are reused */
+  uint32_t *order; /* pool indices of the n records, in store order: id,
+                      key bytes, shorter first */
+  uint32_t *spare; /* pool slots freed by deletes */
+  size_t n;        /* records in the model */
+  size_t n_spare;  /* slots in spare */
+  size_t n_pool;   /* pool slots ever used */
+} walk_model;
 
-static int model_find(const model *m, const dht_id *id, const char *key,
-                      size_t key_len) {
-  size_t i;
-
-  for (i = 0; i < m->n; i++) {
-    if (dht_id_eq(&m->recs[i].id, id) && m->recs[i].key_len == key_len &&
-        memcmp(m->recs[i].key, key, key_len) == 0) {
-      return (int)i;
-    }
-  }
-  return -1;
+/* Record i in store order. */
+static walk_rec *walk_at(const walk_model *m, size_t i) {
+  return &m->pool[m->order[i]];
 }
 
-/* The store's order, restated naively: id, then bytes, then length. */
-static int model_cmp(const void *pa, const void *pb) {
-  const model_rec *a = pa;
-  const model_rec *b = pb;
-  size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
-  int c = dht_id_cmp(&a->id, &b->id);
+/* Inserts r at store position at. The pool has room: it has a slot for
+ * each of the n_max records the walk may hold. */
+static void walk_insert(walk_model *m, size_t at, const walk_rec *r) {
+  uint32_t slot = m->n_spare > 0 ? m->spare[--m->n_spare]
+                                 : (uint32_t)m->n_pool++;
+
+  m->pool[slot] = *r;
+  memmove(&m->order[at + 1], &m->order[at], (m->n - at) * sizeof(*m->order));
+  m->order[at] = slot;
+  m->n++;
+}
+
+static void walk_remove(walk_model *m, size_t at) {
+  m->spare[m->n_spare++] = m->order[at];
+  memmove(&m->order[at], &m->order[at + 1],
+          (m->n - at - 1) * sizeof(*m->order));
+  m->n--;
+}
+
+/* How one walk draws its operations. */
+typedef struct walk_profile {
+  uint64_t seed;            /* of the generator: a failure replays */
+  size_t n_max;             /* records the walk grows to, twice */
+  size_t value_len_max;     /* the usual value is 0..this many bytes */
+  unsigned big_per_mille;   /* values of 1000..WALK_VALUE_MAX bytes */
+  unsigned pool_percent;    /* ids from a small pool, so that records share
+                               ids and sit on interval ends */
+  unsigned scan_per_mille;  /* operations that are scans */
+} walk_profile;
+
+/* The bytes of a value: a tombstone record, or a pattern of the seed. */
+static void walk_value(const walk_rec *r, uint8_t *out) {
+  if (r->tombstone) {
+    memset(out, 0, WALK_TOMBSTONE_LEN);
+    out[0] = 0xd7;
+    out[1] = 0x01;
+    memcpy(out + 2, &r->value_seed, sizeof(r->value_seed));
+    return;
+  }
+  /* The seed first, so two values of one length differ; cheap to make and
+   * to compare, which the scans of large stores do for every record. */
+  memset(out, (uint8_t)(r->value_seed >> 24), r->value_len);
+  memcpy(out, &r->value_seed,
+         r->value_len < sizeof(r->value_seed) ? r->value_len
+                                              : sizeof(r->value_seed));
+}
+
+/* The store's order, restated: id, then bytes, then length. */
+static int walk_cmp(const walk_rec *a, const dht_id *id, const uint8_t *key,
+                    size_t key_len) {
+  size_t n = a->key_len < key_len ? a->key_len : key_len;
+  int c = memcmp(a->id.b, id->b, DHT_ID_LEN);
 
   if (c != 0) {
     return c;
   }
-  c = memcmp(a->key, b->key, n);
+  c = memcmp(a->key, key, n);
   if (c != 0) {
     return c;
   }
-  return (a->key_len > b->key_len) - (a->key_len < b->key_len);
+  return (a->key_len > key_len) - (a->key_len < key_len);
+}
+
+/* Index of the first record not below (id, key); *found when equal. */
+static size_t walk_find(const walk_model *m, const dht_id *id,
+                        const uint8_t *key, size_t key_len, bool *found) {
+  size_t lo = 0, hi = m->n;
+
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (walk_cmp(walk_at(m, mid), id, key, key_len) < 0) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  *found = lo < m->n && walk_cmp(walk_at(m, lo), id, key, key_len) == 0;
+  return lo;
+}
+
+/* Index of the first record whose id is above id. */
+static size_t walk_after(const walk_model *m, const dht_id *id) {
+  size_t lo = 0, hi = m->n;
+
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (memcmp(walk_at(m, mid)->id.b, id->b, DHT_ID_LEN) <= 0) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
 }
 
 /* Interval membership restated with distances rather than dht_id_in_oc:
@@ -567,180 +652,278 @@ static bool model_in(const dht_id *x, const dht_id *from, const dht_id *to) {
   return !dht_id_is_zero(&dx) && dht_id_cmp(&dx, &dt) <= 0;
 }
 
-/* The expected scan: sorted records, those after from first, then the ones
- * at or before from (the wrap), each run filtered by the interval. */
-static void model_check_scan(dht_store *st, model *m, const dht_id *from,
-                             const dht_id *to) {
-  model_rec *sorted = malloc(sizeof(model_rec) * (m->n + 1));
-  seen *s = scan_all(st, from, to, 0);
-  size_t k = 0;
-  int pass;
-  size_t i;
+/* A scan in progress, checked record by record against the model. */
+typedef struct walk_scan {
+  const walk_model *m;
+  const dht_id *from;
+  const dht_id *to;
+  size_t next;       /* model index expected next */
+  bool wrapped;      /* past the end of the model, back at its start */
+  size_t seen;       /* records visited */
+  size_t stop_after; /* ask to stop after this many (0: never) */
+  uint8_t *buf;      /* WALK_VALUE_MAX bytes for the expected value */
+} walk_scan;
 
-  assert_non_null(sorted);
-  memcpy(sorted, m->recs, sizeof(model_rec) * m->n);
-  qsort(sorted, m->n, sizeof(model_rec), model_cmp);
-  for (pass = 0; pass < 2; pass++) {
-    for (i = 0; i < m->n; i++) {
-      const model_rec *r = &sorted[i];
-      bool after = dht_id_cmp(&r->id, from) > 0;
-      if (after != (pass == 0) || !model_in(&r->id, from, to)) {
-        continue;
-      }
-      assert_true(k < s->n);
-      assert_true(dht_id_eq(&s->recs[k].id, &r->id));
-      assert_int_equal(s->recs[k].key_len, r->key_len);
-      assert_memory_equal(s->recs[k].key, r->key, r->key_len);
-      assert_int_equal(s->recs[k].value_len, r->value_len);
-      if (r->value_len > 0) {
-        assert_memory_equal(s->recs[k].value, r->value, r->value_len);
-      }
-      k++;
-    }
+/* The model index of the record a scan of (from, to] visits next: the
+ * records above from to the end, then, when the interval wraps or is the
+ * whole ring, from the start those up to to. SIZE_MAX when done. */
+static size_t walk_scan_expect(walk_scan *ws) {
+  const walk_model *m = ws->m;
+  bool plain = dht_id_cmp(ws->from, ws->to) < 0;
+
+  if (ws->next == m->n && !plain && !ws->wrapped) {
+    ws->next = 0;
+    ws->wrapped = true;
   }
-  assert_int_equal(k, s->n);
-  assert_int_equal(dht_store_count_range(st, from, to), k);
-  free(s);
-  free(sorted);
+  if (ws->next == m->n ||
+      ((plain || ws->wrapped) &&
+       memcmp(walk_at(m, ws->next)->id.b, ws->to->b, DHT_ID_LEN) > 0)) {
+    return SIZE_MAX;
+  }
+  return ws->next;
 }
 
-/* Draws from a small pool of ids so that equal ids, equal ends and records
- * sitting exactly on interval ends are common; the pool includes 0 and the
- * maximum id. */
-static dht_id random_id(uint64_t *rng) {
+static int walk_visit(void *ud, const dht_id *key_id, const uint8_t *key,
+                      size_t key_len, const uint8_t *value, size_t value_len) {
+  walk_scan *ws = ud;
+  size_t i = walk_scan_expect(ws);
+  const walk_rec *r;
+
+  assert_true(i != SIZE_MAX);
+  r = walk_at(ws->m, i);
+  assert_true(dht_id_eq(key_id, &r->id));
+  assert_true(model_in(key_id, ws->from, ws->to));
+  assert_int_equal(key_len, r->key_len);
+  assert_memory_equal(key, r->key, key_len);
+  assert_int_equal(value_len, r->value_len);
+  walk_value(r, ws->buf);
+  assert_true(value_len == 0 || memcmp(value, ws->buf, value_len) == 0);
+  ws->next++;
+  ws->seen++;
+  return ws->stop_after != 0 && ws->seen == ws->stop_after;
+}
+
+/* Scans (from, to] and checks it visits what the model says, in order, and
+ * (when it runs to the end) that count_range agrees and, on every
+ * check_all-th call, that no record of the interval was skipped. */
+static void walk_check_scan(dht_store *st, const walk_model *m,
+                            const dht_id *from, const dht_id *to,
+                            size_t stop_after, bool check_all, uint8_t *buf) {
+  walk_scan ws;
+
+  memset(&ws, 0, sizeof(ws));
+  ws.m = m;
+  ws.from = from;
+  ws.to = to;
+  ws.next = walk_after(m, from);
+  ws.stop_after = stop_after;
+  ws.buf = buf;
+  assert_int_equal(dht_store_scan(st, from, to, walk_visit, &ws), 0);
+  if (stop_after != 0 && ws.seen == stop_after) {
+    return;
+  }
+  assert_true(walk_scan_expect(&ws) == SIZE_MAX);
+  assert_int_equal(dht_store_count_range(st, from, to), ws.seen);
+  if (check_all) {
+    size_t i, in = 0;
+    for (i = 0; i < m->n; i++) {
+      in += model_in(&walk_at(m, i)->id, from, to);
+    }
+    assert_int_equal(in, ws.seen);
+  }
+}
+
+/* An id: from a small pool (0, the largest id, 24 points spread over the
+ * ring, and the ids of existing records) pool_percent of the time, where
+ * equal ids, interval ends on records and the wrap are common; otherwise a
+ * random full-width one. */
+static dht_id walk_id(uint64_t *rng, const walk_model *m,
+                      unsigned pool_percent) {
   uint64_t r = xorshift64(rng);
   dht_id id;
+  size_t i;
 
-  switch (r % 8) {
+  if (r % 100 >= pool_percent) {
+    for (i = 0; i < DHT_ID_LEN; i++) {
+      id.b[i] = (uint8_t)xorshift64(rng);
+    }
+    return id;
+  }
+  switch ((r >> 8) % 8) {
   case 0:
     return id_u64(0);
   case 1:
     return id_max();
   case 2:
-    /* a random full-width id */
-    {
-      size_t i;
-      for (i = 0; i < DHT_ID_LEN; i++) {
-        id.b[i] = (uint8_t)xorshift64(rng);
-      }
-      return id;
+    if (m->n > 0) {
+      return walk_at(m, xorshift64(rng) % m->n)->id;
     }
+    return id_u64(1);
   default:
-    /* 24 values spread over the ring via the top byte */
-    memset(id.b, 0, sizeof(id.b));
-    id.b[0] = (uint8_t)((r >> 8) % 24 * 10);
-    return id;
+    return id_top((uint8_t)((r >> 16) % 24 * 10));
   }
 }
 
-static void test_random_vs_model(void **state) {
+/* One operation of the walk; grow tilts it toward puts, else deletes. */
+static void walk_step(dht_store *st, walk_model *m, const walk_profile *pf,
+                      uint64_t *rng, bool grow, uint8_t *buf, size_t step) {
+  uint64_t r = xorshift64(rng);
+  unsigned op = (unsigned)(r % 1000);
+  unsigned put_until = grow ? 600 : 250;
+  unsigned del_until = put_until + (grow ? 150 : 450);
+  unsigned get_until = 1000 - pf->scan_per_mille;
+  walk_rec want;
+  bool found;
+  size_t at, i;
+
+  /* The key: an existing record's half the time, so that overwrites and
+   * deletes hit; else a new one, short and from two letters on pool ids so
+   * that keys share prefixes. */
+  memset(&want, 0, sizeof(want));
+  if (m->n > 0 && (r >> 10) % 2 == 0) {
+    want = *walk_at(m, xorshift64(rng) % m->n);
+  } else {
+    want.id = walk_id(rng, m, pf->pool_percent);
+    want.key_len = 1 + (size_t)(xorshift64(rng) % WALK_KEY_MAX);
+    for (i = 0; i < want.key_len; i++) {
+      want.key[i] = (uint8_t)('a' + xorshift64(rng) % 2);
+    }
+  }
+  at = walk_find(m, &want.id, want.key, want.key_len, &found);
+
+  if (op < put_until && !found && m->n == pf->n_max) {
+    /* the model is full: the shrinking phase starts there */
+  } else if (op < put_until) {
+    uint64_t v = xorshift64(rng);
+    want.value_seed = (uint32_t)(v >> 32);
+    want.tombstone = v % 10 == 0;
+    if (want.tombstone) {
+      want.value_len = WALK_TOMBSTONE_LEN;
+    } else if (v % 1000 < pf->big_per_mille) {
+      want.value_len = 1000 + (size_t)((v >> 12) % (WALK_VALUE_MAX - 1000));
+    } else {
+      want.value_len = (size_t)((v >> 12) % (pf->value_len_max + 1));
+    }
+    walk_value(&want, buf);
+    assert_int_equal(dht_store_put(st, &want.id, want.key, want.key_len,
+                                   want.value_len > 0 ? buf : NULL,
+                                   want.value_len),
+                     0);
+    if (found) {
+      *walk_at(m, at) = want;
+    } else {
+      walk_insert(m, at, &want);
+    }
+  } else if (op < del_until) {
+    int rc = dht_store_remove(st, &want.id, want.key, want.key_len);
+    assert_int_equal(rc, found ? 0 : DHT_ERR_NOT_FOUND);
+    if (found) {
+      walk_remove(m, at);
+    }
+  } else if (op < get_until) {
+    const uint8_t *v;
+    size_t v_len;
+    int rc = dht_store_get(st, &want.id, want.key, want.key_len, &v, &v_len);
+    assert_int_equal(rc, found ? 0 : DHT_ERR_NOT_FOUND);
+    if (found) {
+      assert_int_equal(v_len, walk_at(m, at)->value_len);
+      walk_value(walk_at(m, at), buf);
+      assert_true(v_len == 0 || memcmp(v, buf, v_len) == 0);
+      if (walk_at(m, at)->tombstone) {
+        dht_kv kv;
+        memset(&kv, 0, sizeof(kv));
+        dht_record_parse(v, v_len, &kv);
+        assert_true(kv.tombstone);
+      }
+    }
+  } else {
+    /* A scan from the chosen id: to a random or pool id, or stopping after
+     * a few records, which keeps scans of a large store short. */
+    dht_id to = walk_id(rng, m, pf->pool_percent);
+    size_t stop = (r >> 20) % 4 == 0 ? 0 : 1 + (size_t)((r >> 24) % 50);
+    walk_check_scan(st, m, &want.id, &to, stop, step % 16 == 0, buf);
+  }
+  assert_int_equal(dht_store_count(st), m->n);
+}
+
+/* Grows the store to n_max records, shrinks it to nothing, grows it again,
+ * checks every record and the whole ring from many points, then deletes
+ * everything in random order. */
+static void walk_run(const walk_profile *pf) {
   dht_store *st = dht_store_mem_new();
-  model *m = calloc(1, sizeof(*m));
-  uint64_t rng = 0x9e3779b97f4a7c15u; /* fixed seed: failures replay */
-  int step;
+  walk_model m;
+  uint64_t rng = pf->seed;
+  uint8_t *buf = malloc(WALK_VALUE_MAX);
+  size_t step = 0, i;
+  int round;
 
-  (void)state;
-  assert_non_null(m);
-  for (step = 0; step < 5000; step++) {
-    uint64_t r = xorshift64(&rng);
-    dht_id id = random_id(&rng);
-    char key[4];
-    size_t key_len = 1 + (size_t)(r % 3);
-    int at;
-    size_t i;
-
-    for (i = 0; i < key_len; i++) {
-      key[i] = (char)('a' + xorshift64(&rng) % 2);
+  memset(&m, 0, sizeof(m));
+  m.pool = malloc(pf->n_max * sizeof(*m.pool));
+  m.order = malloc(pf->n_max * sizeof(*m.order));
+  m.spare = malloc(pf->n_max * sizeof(*m.spare));
+  assert_non_null(st);
+  assert_non_null(buf);
+  assert_true(m.pool != NULL && m.order != NULL && m.spare != NULL);
+  for (round = 0; round < 2; round++) {
+    while (m.n < pf->n_max) {
+      walk_step(st, &m, pf, &rng, true, buf, step++);
     }
-    /* Half the time aim at an existing record, so that random full-width
-     * ids get replaced and deleted too and the store shrinks as well. */
-    if (m->n > 0 && (r >> 16) % 2 == 0) {
-      const model_rec *pick = &m->recs[xorshift64(&rng) % m->n];
-      id = pick->id;
-      key_len = pick->key_len;
-      memcpy(key, pick->key, key_len);
-    }
-    at = model_find(m, &id, key, key_len);
-
-    switch ((r >> 8) % 10) {
-    case 0:
-    case 1:
-    case 2:
-    case 3: { /* put */
-      uint8_t value[16];
-      size_t value_len = (size_t)(xorshift64(&rng) % 17);
-      model_rec *mr;
-      for (i = 0; i < value_len; i++) {
-        value[i] = (uint8_t)xorshift64(&rng);
+    if (round == 0) {
+      while (m.n > 0) {
+        walk_step(st, &m, pf, &rng, false, buf, step++);
       }
-      if (at < 0 && m->n == MODEL_MAX) {
-        break;
-      }
-      assert_int_equal(dht_store_put(st, &id, (const uint8_t *)key, key_len,
-                                     value_len > 0 ? value : NULL, value_len),
-                       0);
-      mr = at >= 0 ? &m->recs[at] : &m->recs[m->n++];
-      mr->id = id;
-      memcpy(mr->key, key, key_len);
-      mr->key_len = key_len;
-      memcpy(mr->value, value, value_len);
-      mr->value_len = value_len;
-      break;
     }
-    case 4:
-    case 5: { /* delete */
-      int rc = dht_store_remove(st, &id, (const uint8_t *)key, key_len);
-      if (at < 0) {
-        assert_int_equal(rc, DHT_ERR_NOT_FOUND);
-      } else {
-        assert_int_equal(rc, 0);
-        m->recs[at] = m->recs[--m->n];
-      }
-      break;
-    }
-    case 6:
-    case 7:
-    case 8: { /* get */
-      const uint8_t *v;
-      size_t v_len;
-      int rc = dht_store_get(st, &id, (const uint8_t *)key, key_len, &v,
-                             &v_len);
-      if (at < 0) {
-        assert_int_equal(rc, DHT_ERR_NOT_FOUND);
-      } else {
-        assert_int_equal(rc, 0);
-        assert_int_equal(v_len, m->recs[at].value_len);
-        if (v_len > 0) {
-          assert_memory_equal(v, m->recs[at].value, v_len);
-        }
-      }
-      break;
-    }
-    default: { /* scan and count_range */
-      dht_id to = random_id(&rng);
-      model_check_scan(st, m, &id, &to);
-      break;
-    }
-    }
-    assert_int_equal(dht_store_count(st), m->n);
   }
-  /* A final sweep: every model record is found, and the whole ring from
-   * every pool point scans to the model. */
+  for (i = 0; i < 64; i++) {
+    const dht_id *at = &walk_at(&m, xorshift64(&rng) % m.n)->id;
+    walk_check_scan(st, &m, at, at, 0, true, buf);
+  }
+  for (i = 0; i < m.n; i++) {
+    const walk_rec *r = walk_at(&m, i);
+    const uint8_t *v;
+    size_t v_len;
+    assert_int_equal(
+        dht_store_get(st, &r->id, r->key, r->key_len, &v, &v_len), 0);
+    assert_int_equal(v_len, r->value_len);
+  }
+  while (m.n > 0) {
+    size_t at = xorshift64(&rng) % m.n;
+    const walk_rec *r = walk_at(&m, at);
+    assert_int_equal(dht_store_remove(st, &r->id, r->key, r->key_len), 0);
+    walk_remove(&m, at);
+    assert_int_equal(dht_store_count(st), m.n);
+  }
   {
-    size_t i;
-    for (i = 0; i < m->n; i++) {
-      const uint8_t *v;
-      size_t v_len;
-      assert_int_equal(dht_store_get(st, &m->recs[i].id,
-                                     (const uint8_t *)m->recs[i].key,
-                                     m->recs[i].key_len, &v, &v_len),
-                       0);
-      assert_int_equal(v_len, m->recs[i].value_len);
-      model_check_scan(st, m, &m->recs[i].id, &m->recs[i].id);
-    }
+    dht_id zero = id_u64(0);
+    walk_check_scan(st, &m, &zero, &zero, 0, true, buf);
   }
-  free(m);
+  free(m.pool);
+  free(m.order);
+  free(m.spare);
+  free(buf);
   dht_store_del(st);
+}
+
+/* The walks, each its own test (main names them):
+ * - small: few records on few ids: many equal ids, keys that are prefixes of
+ *   each other, interval ends on records, and many scans;
+ * - tall: values of one to six kilobytes, so that a leaf holds one or two
+ *   and a few thousand records make a tree of three levels of inner nodes:
+ *   leaves and inner nodes split and merge on every level, the tree grows in
+ *   height and collapses back to one leaf; values past a leaf's size, and
+ *   runs of one id larger than a leaf, come up too;
+ * - wide: tens of thousands of small records: many records per leaf, leaves
+ *   that fill, split and merge by bytes rather than by count. */
+static const walk_profile walks[] = {
+    /* seed, n_max, value_len_max, big_per_mille, pool_percent,
+     * scan_per_mille */
+    {0x9e3779b97f4a7c15u, 400, 16, 0, 90, 100},
+    {0x2545f4914f6cdd1du, 6000, 100, 800, 5, 20},
+    {0xd1b54a32d192ed03u, 20000, 200, 2, 10, 10},
+};
+
+static void test_random_walk(void **state) {
+  walk_run(*state);
 }
 
 int main(void) {
@@ -759,7 +942,12 @@ int main(void) {
       cmocka_unit_test(test_scan_early_stop),
       cmocka_unit_test(test_count_range),
       cmocka_unit_test(test_many_records),
-      cmocka_unit_test(test_random_vs_model),
+      {"test_random_walk_small", test_random_walk, NULL, NULL,
+       (void *)&walks[0]},
+      {"test_random_walk_tall", test_random_walk, NULL, NULL,
+       (void *)&walks[1]},
+      {"test_random_walk_wide", test_random_walk, NULL, NULL,
+       (void *)&walks[2]},
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

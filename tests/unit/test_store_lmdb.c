@@ -921,6 +921,7 @@ typedef struct crash_plan {
   const char *dir;        /* the data directory */
   dht_sync_mode sync;     /* the mode to open it in */
   size_t group_bytes_max; /* 0: the default */
+  size_t group_writes_max; /* 0: the default */
   int n_uncommitted;      /* puts made after the last commit */
 } crash_plan;
 
@@ -935,6 +936,7 @@ static int crash_child(const crash_plan *p) {
   memset(&o, 0, sizeof(o));
   o.sync = p->sync;
   o.group_bytes_max = p->group_bytes_max;
+  o.group_writes_max = p->group_writes_max;
   if (dht_store_lmdb_open(&st, p->dir, &o) != 0) {
     return 10;
   }
@@ -1011,27 +1013,51 @@ static void test_crash_keeps_committed_only(void **state) {
   }
 }
 
-static void test_group_bytes_max_commits_early(void **state) {
-  fixture *f = *state;
+/* Crashes a child that made 100 uncommitted puts ("lost000".."lost099" at
+ * ids 1000..1099) under these group limits (0: the default), then reopens
+ * its directory. */
+static dht_store *crash_after_100_puts(fixture *f, size_t group_bytes_max,
+                                       size_t group_writes_max) {
   crash_plan p;
+
+  memset(&p, 0, sizeof(p));
+  p.dir = f->dir;
+  p.sync = DHT_SYNC_ALWAYS;
+  p.group_bytes_max = group_bytes_max;
+  p.group_writes_max = group_writes_max;
+  p.n_uncommitted = 100;
+  run_crash(&p);
+  return open_at(f->dir, NULL);
+}
+
+static void test_group_bytes_max_commits_early(void **state) {
   dht_store *st;
   dht_id first = id_u64(1000);
   dht_id last = id_u64(1099);
   size_t n;
 
-  /* 100 uncommitted puts of about 150 log bytes each, with room for about
-   * 27 in a group: the store committed the early ones by itself. */
-  memset(&p, 0, sizeof(p));
-  p.dir = f->dir;
-  p.sync = DHT_SYNC_ALWAYS;
-  p.group_bytes_max = 4096;
-  p.n_uncommitted = 100;
-  run_crash(&p);
-  st = open_at(f->dir, NULL);
+  /* Puts of about 150 log bytes each, with room for about 27 in a group:
+   * the store committed the early ones by itself. */
+  st = crash_after_100_puts(*state, 4096, 0);
   assert_int_equal(get_str(st, &first, "lost000"), 0);
   assert_int_equal(get_str(st, &last, "lost099"), DHT_ERR_NOT_FOUND);
   n = dht_store_count(st);
   assert_true(n > 50 && n < 101);
+  dht_store_del(st);
+}
+
+static void test_group_writes_max_commits_early(void **state) {
+  dht_store *st;
+  dht_id last_kept = id_u64(1089);
+  dht_id first_lost = id_u64(1090);
+
+  /* At most 30 writes in a group: before the 31st, the 61st and the 91st
+   * put the store committed the group by itself, so exactly the first 90
+   * survive the crash, with the record committed before them. */
+  st = crash_after_100_puts(*state, 0, 30);
+  assert_int_equal(get_str(st, &last_kept, "lost089"), 0);
+  assert_int_equal(get_str(st, &first_lost, "lost090"), DHT_ERR_NOT_FOUND);
+  assert_int_equal(dht_store_count(st), 91);
   dht_store_del(st);
 }
 
@@ -1140,6 +1166,7 @@ static void fill_to_limit(const char *dir, int commit_every) {
   memset(&o, 0, sizeof(o));
   o.map_size = DHT_STORE_LMDB_MAP_SIZE_MIN;
   o.map_size_max = 4 * DHT_STORE_LMDB_MAP_SIZE_MIN;
+  o.group_writes_max = 100000; /* commits only where commit_every says */
   st = open_at(dir, &o);
   for (;;) {
     uint8_t value[100];
@@ -1644,6 +1671,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_crash_keeps_committed_only,
                                       dir_setup, teardown),
       cmocka_unit_test_setup_teardown(test_group_bytes_max_commits_early,
+                                      dir_setup, teardown),
+      cmocka_unit_test_setup_teardown(test_group_writes_max_commits_early,
                                       dir_setup, teardown),
       cmocka_unit_test_setup_teardown(test_key_too_long, store_setup,
                                       teardown),

@@ -348,6 +348,10 @@ typedef struct fake_host {
   dht_store *store;  /* the store lent to node (memory, or a fail_store) */
   uint64_t now;      /* the time passed to every call, in ms */
   bool group_commit; /* the node waits for dht_node_commit_done */
+  bool strict;       /* the node checks its senders as dhtd's does (ids
+                        are hash(addr), links confirmed, ring positions);
+                        false: it trusts them (trust_ids, trust_links), so
+                        that tests of other rules can make up peers */
   /* DISCONNECT actions, which the host carries out itself (it has no
    * connections to close) rather than hand to the test */
   size_t disconnects;                         /* how many */
@@ -379,6 +383,10 @@ static inline void host_start_node(fake_host *h, const char *addr,
   cfg.seed = 42;
   cfg.wall_ms = wall_ms;
   cfg.settings = *s;
+  if (!h->strict) {
+    cfg.settings.trust_ids = true;
+    cfg.settings.trust_links = true;
+  }
   cfg.group_commit = h->group_commit;
   assert_int_equal(dht_node_new(&h->node, &cfg, h->now), 0);
 }
@@ -389,6 +397,18 @@ static inline void host_init(fake_host *h, const char *addr, const dht_id *id,
                              const dht_settings *s, uint64_t wall_ms) {
   memset(h, 0, sizeof(*h));
   h->now = HOST_START_MS;
+  h->store = dht_store_mem_new();
+  assert_non_null(h->store);
+  host_start_node(h, addr, id, s, wall_ms);
+}
+
+/* host_init for a node that checks its senders (fake_host.strict). */
+static inline void host_init_strict(fake_host *h, const char *addr,
+                                    const dht_id *id, const dht_settings *s,
+                                    uint64_t wall_ms) {
+  memset(h, 0, sizeof(*h));
+  h->now = HOST_START_MS;
+  h->strict = true;
   h->store = dht_store_mem_new();
   assert_non_null(h->store);
   host_start_node(h, addr, id, s, wall_ms);

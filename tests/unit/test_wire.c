@@ -312,7 +312,33 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     m->n_items = v == V_MIN ? 0 : v == V_MID ? 3 : ITEMS_N;
     m->more = v != V_MIN;
     break;
+  case DHT_MSG_CHECK_LINK:
+    m->has_peer = true;
+    m->peer = peers[3];
+    break;
   default: /* PING, GET_NEIGHBORS, STATS, ACCEPTED: header only */
+    break;
+  }
+  /* The sender's link token and its own peer, where the type has them
+   * (0 and absent are "not sent"; CHECK_LINK always sends its token). */
+  switch (t) {
+  case DHT_MSG_HANDOFF:
+  case DHT_MSG_REPLICATE:
+  case DHT_MSG_SYNC:
+  case DHT_MSG_FETCH:
+    m->has_src = v != V_MIN;
+    if (m->has_src) {
+      m->src = peers[4];
+    }
+    /* fall through */
+  case DHT_MSG_NOTIFY:
+  case DHT_MSG_LEAVE:
+  case DHT_MSG_CHECK_LINK:
+    m->link = v == V_MIN ? (t == DHT_MSG_CHECK_LINK ? 1 : 0)
+              : v == V_MID ? 0x0123456789abcdefull
+                           : UINT64_MAX;
+    break;
+  default:
     break;
   }
 }
@@ -405,6 +431,11 @@ static void assert_msg_eq(const dht_msg *a, const dht_msg *b) {
     assert_memory_equal(a->ver.writer.b, b->ver.writer.b, DHT_ID_LEN);
   }
   assert_true(a->wall_ms == b->wall_ms);
+  assert_true(a->link == b->link);
+  assert_int_equal(a->has_src, b->has_src);
+  if (a->has_src) {
+    assert_peer_eq(&a->src, &b->src);
+  }
   assert_int_equal(a->n_lost, b->n_lost);
   for (i = 0; i < a->n_lost; i++) {
     size_t k;
@@ -635,7 +666,7 @@ static const struct field_spec {
     {"from", K_ID},           {"to", K_ID},           {"limit", K_LIMIT},
     {"more", K_BOOL},         {"preds", K_PEERS},     {"digests", K_DIGESTS},
     {"buckets", K_BUCKETS},   {"ver", K_VER},         {"wall", K_WALL},
-    {"lost", K_LOST},
+    {"lost", K_LOST},         {"link", K_WALL},       {"src", K_PEER},
 };
 
 static enum kind kind_of(const char *name) {
@@ -666,27 +697,28 @@ static const type_spec type_specs[] = {
     {DHT_MSG_NEIGHBORS,
      {"peer", "succs", NULL},
      {"pred", "preds", "wall", NULL}},
-    {DHT_MSG_NOTIFY, {"peer", NULL}, {NULL}},
+    {DHT_MSG_NOTIFY, {"peer", NULL}, {"link", NULL}},
     {DHT_MSG_GET, {"key", NULL}, {"hops", "final", NULL}},
     {DHT_MSG_PUT, {"key", "value", NULL}, {"hops", "final", "ver", NULL}},
     {DHT_MSG_DEL, {"key", NULL}, {"hops", "final", "ver", NULL}},
     {DHT_MSG_VALUE, {"value", NULL}, {"hops", NULL}},
     {DHT_MSG_OK, {NULL}, {"hops", NULL}},
-    {DHT_MSG_HANDOFF, {"items", NULL}, {NULL}},
-    {DHT_MSG_LEAVE, {"peer", "succs", NULL}, {"pred", NULL}},
+    {DHT_MSG_HANDOFF, {"items", NULL}, {"link", "src", NULL}},
+    {DHT_MSG_LEAVE, {"peer", "succs", NULL}, {"pred", "link", NULL}},
     {DHT_MSG_STATS, {NULL}, {NULL}},
     {DHT_MSG_STATS_R,
      {"peer", "succs", "fingers", "counters", NULL},
      {"pred", "preds", "lost", NULL}},
     {DHT_MSG_ACCEPTED, {NULL}, {NULL}},
-    {DHT_MSG_REPLICATE, {"items", NULL}, {NULL}},
-    {DHT_MSG_SYNC, {"from", "to", "digests", NULL}, {NULL}},
+    {DHT_MSG_REPLICATE, {"items", NULL}, {"link", "src", NULL}},
+    {DHT_MSG_SYNC, {"from", "to", "digests", NULL}, {"link", "src", NULL}},
     {DHT_MSG_SYNC_R, {"buckets", "items", NULL}, {"more", NULL}},
-    {DHT_MSG_FETCH, {"key", NULL}, {NULL}},
+    {DHT_MSG_FETCH, {"key", NULL}, {"link", "src", NULL}},
     {DHT_MSG_RECORD, {"items", NULL}, {NULL}},
     {DHT_MSG_SCAN, {"from", "limit", NULL}, {NULL}},
     {DHT_MSG_SCAN_R, {"items", NULL}, {"more", NULL}},
     {DHT_MSG_ACK_LOST, {"from", "to", NULL}, {NULL}},
+    {DHT_MSG_CHECK_LINK, {"peer", "link", NULL}, {NULL}},
 };
 #define N_TYPE_SPECS (sizeof(type_specs) / sizeof(type_specs[0]))
 
@@ -1465,7 +1497,8 @@ static void test_type_names(void **state) {
   assert_string_equal(dht_msg_type_name(23), "SCAN");
   assert_string_equal(dht_msg_type_name(24), "SCAN_R");
   assert_string_equal(dht_msg_type_name(25), "ACK_LOST");
-  assert_int_equal(DHT_MSG_TYPE_LAST, 25);
+  assert_string_equal(dht_msg_type_name(26), "CHECK_LINK");
+  assert_int_equal(DHT_MSG_TYPE_LAST, 26);
   assert_string_equal(dht_msg_type_name(DHT_MSG_TYPE_LAST + 1), "UNKNOWN");
   assert_string_equal(dht_msg_type_name(-1), "UNKNOWN");
   assert_string_equal(dht_msg_type_name(31), "UNKNOWN");
@@ -1487,6 +1520,7 @@ static void test_type_is_reply(void **state) {
       [DHT_MSG_SYNC_R] = true,      [DHT_MSG_FETCH] = false,
       [DHT_MSG_RECORD] = true,      [DHT_MSG_SCAN] = false,
       [DHT_MSG_SCAN_R] = true,      [DHT_MSG_ACK_LOST] = false,
+      [DHT_MSG_CHECK_LINK] = false,
   };
   int t;
 
@@ -3826,12 +3860,14 @@ static void test_new_error_codes(void **state) {
       {DHT_ERR_LOST, -24, "LOST"},
       {DHT_ERR_FORBIDDEN, -25, "FORBIDDEN"},
       {DHT_ERR_AUTH, -26, "AUTH"},
+      {DHT_ERR_UNBOUND, -27, "UNBOUND"},
+      {DHT_ERR_NOT_NEIGHBOR, -28, "NOT_NEIGHBOR"},
   };
   size_t i;
   int other;
 
   (void)state;
-  assert_int_equal(DHT_ERR_MIN, -26);
+  assert_int_equal(DHT_ERR_MIN, -28);
   for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
     const char *text = dht_strerror(codes[i].code);
 

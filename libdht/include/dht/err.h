@@ -37,7 +37,9 @@
   X(STALE, -23, "a newer write of this key is stored")                         \
   X(LOST, -24, "key possibly lost: every copy of its range died")              \
   X(FORBIDDEN, -25, "message type not allowed for this connection's role")    \
-  X(AUTH, -26, "cluster key handshake or frame authentication failed")
+  X(AUTH, -26, "cluster key handshake or frame authentication failed")      \
+  X(UNBOUND, -27, "the sender's link is not confirmed yet: retry soon")       \
+  X(NOT_NEIGHBOR, -28, "the sender is not at a ring position that may send this")
 
 typedef enum dht_err {
   DHT_OK = 0,
@@ -47,7 +49,7 @@ typedef enum dht_err {
 } dht_err;
 
 /* The most negative code; anything below it is not a dht_err. */
-#define DHT_ERR_MIN DHT_ERR_AUTH
+#define DHT_ERR_MIN DHT_ERR_NOT_NEIGHBOR
 
 /* Returns a static, human-readable message for code (never NULL). */
 const char *dht_strerror(int code);

@@ -110,6 +110,20 @@ typedef struct dht_settings {
                                        refused (DHT_ERR_CLOCK_SKEW): 10 s */
   uint32_t store_retry_ms;          /* after a failed commit, writes are
                                        refused this long, then tried: 1 s */
+  bool trust_ids;                   /* take any id a peer claims: ids need
+                                       not be the hash of the address (a
+                                       ring configured with explicit ids;
+                                       docs/SECURITY.md says what it costs).
+                                       false: a peer whose id is not
+                                       hash(addr) is refused everywhere */
+  bool trust_links;                 /* take NOTIFY, LEAVE, HANDOFF,
+                                       REPLICATE, SYNC and FETCH from any
+                                       connection, unchecked: for unit
+                                       tests of other rules only, never set
+                                       by dhtd. false: the sender must be
+                                       confirmed at its advertised address
+                                       and at a ring position that may send
+                                       the message (docs/PROTOCOL.md 4.4) */
   dht_wire_limits limits;           /* decoder limits */
 } dht_settings;
 
@@ -124,7 +138,11 @@ typedef struct dht_node_config {
   const dht_id *id;      /* ring position; NULL means hash(addr) */
   dht_store *store;      /* where this node's keys live */
   dht_settings settings; /* tunables */
-  uint64_t seed;         /* seeds the node's generator (request ids, jitter) */
+  uint64_t seed;         /* seeds the node's generator (jitter, choices) */
+  uint8_t link_key[32];  /* secret behind the node's request ids and link
+                            tokens (docs/SECURITY.md): 32 random bytes from
+                            the host; all zero: made from seed, which is
+                            fine for simulators and tests only */
   uint64_t wall_ms;      /* wall-clock time (ms since the Unix epoch) at the
                             now_ms given to dht_node_new: versions stamp
                             writes with it (0: count from the node's start) */
@@ -237,7 +255,14 @@ typedef struct dht_action {
   X(limit_inflight)       /* host: times a client connection was not read,
                              too many of its requests unanswered */         \
   X(limit_rate)           /* host: requests refused (ERROR FULL), over the
-                             request rate of their remote address */
+                             request rate of their remote address */ \
+  X(ids_refused)          /* peers named with an id that is not the hash of
+                             their address, or that rewrites a known id */ \
+  X(link_checks)          /* CHECK_LINKs sent to confirm a sender */ \
+  X(links_refused)        /* senders that did not confirm their link */ \
+  X(unbound_refused)      /* messages refused until their link is confirmed */ \
+  X(position_refused)     /* messages refused: the sender is not at a ring
+                             position that may send them */
 
 typedef struct dht_node_counters {
 #define DHT__COUNTER_FIELD(name) uint64_t name;

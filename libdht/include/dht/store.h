@@ -93,8 +93,10 @@ static inline void dht_store_del(dht_store *st) {
 size_t dht_store_count_range(dht_store *st, const dht_id *from,
                              const dht_id *to);
 
-/* Creates an empty in-memory store (a sorted array: O(log n) lookups,
- * O(n) inserts). Returns NULL when out of memory. */
+/* Creates an empty in-memory store: a B+tree whose leaves hold their
+ * records inline, O(log n) lookups, inserts and deletes. Besides the codes
+ * above, its put returns DHT_ERR_TOO_LARGE for a key or a value of 4 GiB or
+ * more. Returns NULL when out of memory. */
 dht_store *dht_store_mem_new(void);
 
 #endif /* DHT_STORE_H */

@@ -42,6 +42,12 @@
  * the group early, when the options say 0: 64 MiB. This bounds the memory
  * the group's redo log (see store_lmdb.c) may take. */
 #define DHT_STORE_LMDB_GROUP_BYTES_MAX_DEFAULT ((size_t)64 << 20)
+/* Writes in one group above which a write commits the group early, when the
+ * options say 0. LMDB keeps the pages the largest group dirtied allocated
+ * until the store closes (see store_lmdb.c), about one 4 KiB page per write
+ * of a random key and a share of the branch pages above: this bounds that
+ * memory to a few MiB. */
+#define DHT_STORE_LMDB_GROUP_WRITES_MAX_DEFAULT ((size_t)1024)
 /* The lock file, inside the data directory, that one process at a time
  * holds (flock) while the store is open. */
 #define DHT_STORE_LMDB_LOCK_NAME "dhtd.lock"
@@ -70,6 +76,7 @@ typedef struct dht_store_lmdb_options {
   size_t map_size_max;    /* the map doubles up to this when full; 0: no limit */
   size_t group_bytes_max; /* pending key+value bytes forcing an early commit;
                              0: 64 MiB */
+  size_t group_writes_max; /* pending writes forcing an early commit; 0: 1024 */
   dht_sync_mode sync;     /* durability of a commit; 0 is DHT_SYNC_ALWAYS */
   char *err;              /* if not NULL, open writes why it failed here
                              (NUL-terminated, truncated to err_len) */

@@ -60,7 +60,9 @@
   X(RECORD, 22)       /* reply to FETCH: items (none or the record) */        \
   X(SCAN, 23)         /* request: from, limit (list the records held) */      \
   X(SCAN_R, 24)       /* reply: items (keys and versions, no values), more */ \
-  X(ACK_LOST, 25)     /* request: from, to (forget the lost ranges in it) */
+  X(ACK_LOST, 25)     /* request: from, to (forget the lost ranges in it) */ \
+  X(CHECK_LINK, 26)   /* request: peer (the asker), link: "did you send  */ \
+                      /* me this token?" answered PONG or ERROR UNBOUND */
 
 typedef enum dht_msg_type {
 #define DHT__MSG_ENUM(name, value) DHT_MSG_##name = (value),
@@ -68,7 +70,7 @@ typedef enum dht_msg_type {
 #undef DHT__MSG_ENUM
 } dht_msg_type;
 
-#define DHT_MSG_TYPE_LAST DHT_MSG_ACK_LOST
+#define DHT_MSG_TYPE_LAST DHT_MSG_CHECK_LINK
 
 /* What the handshake of a connection proved its peer to be (docs/SECURITY.md).
  * In an open ring (no cluster key) every connection is a member. */
@@ -169,6 +171,13 @@ typedef struct dht_msg {
                       issued; ERROR STALE: the newer version it lost to */
   uint64_t wall_ms; /* NEIGHBORS: the responder's wall clock, ms since the
                        Unix epoch (0: not sent) */
+
+  uint64_t link;     /* NOTIFY, LEAVE, HANDOFF, REPLICATE, SYNC, FETCH: the
+                        sender's link token for the receiver; CHECK_LINK:
+                        the token to confirm (0: not sent) */
+  bool has_src;      /* src is set */
+  dht_peer_ref src;  /* HANDOFF, REPLICATE, SYNC, FETCH: the sender itself,
+                        as it advertises itself (absent: not sent) */
 
   bool has_peer;     /* peer is set */
   dht_peer_ref peer; /* PONG, FIND_SUCC_R, NEIGHBORS, NOTIFY, LEAVE, STATS_R */
