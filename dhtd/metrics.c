@@ -222,6 +222,10 @@ static void put_node(expo *e, const dht_node *node,
   single(e, "dht_node_joined", "gauge",
          "1 while the node is a member of a ring (joined)",
          nm->state == DHT_NODE_JOINED);
+  single(e, "dht_node_ready", "gauge",
+         "1 when the node is ready: joined, its neighbour lists agreeing "
+         "with its neighbours', its range in sync with its replicas",
+         dht_node_ready(node));
   single(e, "dht_successors", "gauge", "successors known", nm->succs);
   single(e, "dht_predecessors", "gauge",
          "predecessors known (the predecessor list)", nm->preds);

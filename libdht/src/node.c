@@ -262,7 +262,7 @@ static void on_stats(dht_node *node, const dht__request *in) {
   dht_peer_ref succs[DHT_SUCC_LIST_MAX], preds[DHT_SUCC_LIST_MAX];
   dht_finger_ref fingers[DHT_ID_BITS];
   dht_lost_range lost[DHT_LOST_MAX];
-  dht_counter counters[N_COUNTERS + 7 + 2 * DHT_MSG_CLASSES];
+  dht_counter counters[N_COUNTERS + 8 + 2 * DHT_MSG_CLASSES];
   const uint64_t *values = (const uint64_t *)&node->counters;
   dht_msg msg;
   uint32_t i;
@@ -288,6 +288,7 @@ static void on_stats(dht_node *node, const dht__request *in) {
   counter_set(&counters[i++], "state", (uint64_t)node->state);
   counter_set(&counters[i++], "replicas", node->set.replicas);
   counter_set(&counters[i++], "range_fresh", node->repl.range_fresh);
+  counter_set(&counters[i++], "ready", dht__ring_ready(node));
   counter_set(&counters[i++], "clock_behind_ms",
               node->repl.clock_offset_ms > 0
                   ? (uint64_t)node->repl.clock_offset_ms
@@ -363,12 +364,17 @@ static const request_kind requests[DHT_MSG_TYPE_LAST + 1] = {
  * is kept in the link and applied when the address confirms.
  */
 
+/* A message refused for its sender, counted; logged at 1, 2, 4, 8, ...
+ * times (rate-limited). A sender not confirmed yet is the normal first
+ * message of every inbound link (info); the others may be an attack (warn). */
 static void count_refused(dht_node *node, uint64_t *counter, uint64_t conn,
                           const dht_msg *msg, const char *why) {
   uint64_t n = ++*counter;
 
-  if ((n & (n - 1)) == 0) { /* logged at 1, 2, 4, 8, ...: rate-limited */
-    dht__log(node, DHT_LOG_WARN,
+  if ((n & (n - 1)) == 0) {
+    dht__log(node,
+             counter == &node->counters.unbound_refused ? DHT_LOG_INFO
+                                                        : DHT_LOG_WARN,
              "refused %s from conn %llu: %s (%llu so far)",
              dht_msg_type_name((int)msg->type), (unsigned long long)conn,
              why, (unsigned long long)n);
@@ -872,6 +878,8 @@ bool dht_node_poll_action(dht_node *node, dht_action *out) {
 /* ---- accessors -------------------------------------------------------------- */
 
 dht_node_state dht_node_get_state(const dht_node *node) { return node->state; }
+
+bool dht_node_ready(const dht_node *node) { return dht__ring_ready(node); }
 
 const dht_id *dht_node_id(const dht_node *node) { return &node->id; }
 

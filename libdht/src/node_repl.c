@@ -1204,6 +1204,35 @@ static void fresh_note(dht_node *node, int32_t peer) {
   node->repl.writes_unsure = false;
 }
 
+/* An exchange of this node's whole range with the replica peer found it
+ * holding every record (no bucket differing: clean) or not; readiness asks
+ * it of every replica position (dht__repl_replicas_hold_range). */
+static void clean_note(dht_node *node, int32_t peer, bool clean) {
+  dht__repl *r = &node->repl;
+  const dht_id *id = &node->peers[peer].id;
+  uint32_t i;
+
+  for (i = 0; i < r->n_clean && !dht_id_eq(&r->clean[i], id); i++) {
+  }
+  if (clean && i == r->n_clean && r->n_clean < DHT_SUCC_LIST_MAX) {
+    r->clean[r->n_clean++] = *id;
+  } else if (!clean && i < r->n_clean) {
+    r->clean[i] = r->clean[--r->n_clean];
+  }
+}
+
+bool dht__repl_replicas_hold_range(const dht_node *node) {
+  uint32_t n = replica_positions(node), i;
+
+  for (i = 0; i < n; i++) {
+    if (!id_listed(node->repl.clean, node->repl.n_clean,
+                   &node->peers[node->succs[i]].id)) {
+      return false;
+    }
+  }
+  return node->repl.range_fresh && !node->repl.writes_unsure;
+}
+
 static void sync_end(dht_node *node, dht__sync *s) {
   if (s->pushed > 0) {
     node->counters.repair_ms_last = node->now_ms - s->started_ms;
@@ -1324,6 +1353,7 @@ static void sync_answered(dht_node *node, dht__pending *p,
       dht_id_eq(&s->from, &node->peers[node->pred].id) &&
       s->commits_failed == node->repl.commits_failed) {
     fresh_note(node, s->peer);
+    clean_note(node, s->peer, msg->n_buckets == 0);
   }
   memset(s->mask, 0, sizeof(s->mask));
   for (i = 0; i < msg->n_buckets; i++) {
@@ -1581,6 +1611,7 @@ static void sync_soon(dht_node *node) {
 void dht__repl_on_pred_change(dht_node *node) {
   node->repl.range_fresh = node->n_succs == 0;
   node->repl.n_synced = 0;
+  node->repl.n_clean = 0;
   sync_soon(node);
 }
 
@@ -1620,6 +1651,7 @@ void dht__repl_commit_done(dht_node *node, int status) {
      * node now, so its writes consult them until the next exchange. */
     node->repl.writes_unsure = node->n_succs > 0;
     node->repl.n_synced = 0;
+    node->repl.n_clean = 0;
     sync_soon(node);
     store_failed(node, status == DHT_ERR_DISK_FULL ? status : DHT_ERR_STORE);
     store_error_text(node, text, sizeof(text));

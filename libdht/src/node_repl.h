@@ -46,6 +46,7 @@ void dht__on_scan(dht_node *node, const dht__request *in);
 
 /* ---- events and timers ---- */
 void dht__repl_on_pred_change(dht_node *node);
+bool dht__repl_replicas_hold_range(const dht_node *node);
 void dht__repl_on_succs_change(dht_node *node);
 void dht__repl_timers(dht_node *node);
 uint64_t dht__repl_next_deadline(const dht_node *node);

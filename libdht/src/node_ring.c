@@ -399,6 +399,9 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   if (node->n_succs == 0 || node->succs[0] != asked || !msg->has_peer) {
     return; /* the successor changed while we asked: ask again next round */
   }
+  node->ring.agreed_succ = node->peers[asked].id;
+  node->ring.succ_agreed =
+      msg->has_pred && dht__ref_is_self(node, &msg->pred);
   dht__lost_forget(node, node->peers[asked].addr); /* it just answered */
   /* Its predecessor sits between us: that is our successor now. */
   if (msg->has_pred && !dht__ref_is_self(node, &msg->pred) &&
@@ -734,6 +737,9 @@ static void pred_check_done(dht_node *node, dht__pending *p,
     }
     if (peer == node->pred) {
       dht__preds_learn(node, msg);
+      node->ring.agreed_pred = node->peers[peer].id;
+      node->ring.pred_agreed =
+          msg->n_succs > 0 && dht__ref_is_self(node, &msg->succs[0]);
     }
     dht__peer_release(node, peer);
   }
@@ -893,6 +899,38 @@ int dht__ring_install(dht_node *node, const dht_routing_peer *pred,
   node->state = DHT_NODE_JOINED;
   schedule_maintenance(node);
   return 0;
+}
+
+/*
+ * Ready (docs/DESIGN.md, "Ready"): joined; the successor's last answer
+ * named this node its predecessor and the predecessor's named it its first
+ * successor (both lists were rebuilt from those answers, so they agree
+ * with the neighbours'); the range synced with every replica since the
+ * predecessor last changed, each current replica position found holding
+ * all of it at its last exchange, no write doubting that (a failed
+ * commit), and no hand-off batch in flight. A ring of one is ready once
+ * joined.
+ */
+bool dht__ring_ready(const dht_node *node) {
+  const dht__ring *r = &node->ring;
+
+  if (node->state != DHT_NODE_JOINED) {
+    return false;
+  }
+  if (node->n_succs > 0 &&
+      (!r->succ_agreed ||
+       !dht_id_eq(&r->agreed_succ, &node->peers[node->succs[0]].id))) {
+    return false;
+  }
+  if (node->pred != DHT__NO_PEER &&
+      (!r->pred_agreed ||
+       !dht_id_eq(&r->agreed_pred, &node->peers[node->pred].id))) {
+    return false;
+  }
+  if ((node->n_succs > 0) != (node->pred != DHT__NO_PEER)) {
+    return false; /* one side known only: still joining the ring */
+  }
+  return dht__repl_replicas_hold_range(node) && !node->handoff_busy;
 }
 
 void dht__ring_set_maintenance(dht_node *node, bool enabled) {

@@ -19,6 +19,8 @@ void dht__ring_set_maintenance(dht_node *node, bool enabled);
 void dht__ring_timers(dht_node *node);
 uint64_t dht__ring_next_deadline(const dht_node *node);
 
+bool dht__ring_ready(const dht_node *node);
+
 /* ---- requests from other nodes ---- */
 void dht__on_notify(dht_node *node, const dht__request *in);
 void dht__ring_notified(dht_node *node, const dht_peer_ref *peer);

@@ -370,6 +370,10 @@ typedef struct dht__repl {
                                     since the predecessor last changed */
   dht_id synced[DHT_SUCC_LIST_MAX]; /* replicas fully synced since then */
   uint32_t n_synced;
+  dht_id clean[DHT_SUCC_LIST_MAX]; /* replicas whose last exchange of the
+                                    whole range found nothing missing on
+                                    them, since then (readiness) */
+  uint32_t n_clean;
   uint64_t sync_at_ms;           /* next anti-entropy round */
   dht__write *writes;            /* replicated writes in flight */
   uint32_t cap_writes;           /* slots allocated */
@@ -431,6 +435,12 @@ typedef struct dht__ring {
                                     flight (node_ring.c check_skipped) */
   dht_id skip_check_succ;        /* the successor's id at the last pass's
                                     end (check_skipped) */
+  dht_id agreed_succ;            /* the successor whose last NEIGHBORS
+                                    named this node its predecessor... */
+  bool succ_agreed;              /* ...when this is set (readiness) */
+  dht_id agreed_pred;            /* the predecessor whose last NEIGHBORS
+                                    named this node its first successor... */
+  bool pred_agreed;              /* ...when this is set (readiness) */
   bool finger_lookup_busy;       /* a finger lookup is in flight */
 
   char join_addr[DHT_ADDR_LEN_MAX + 1]; /* bootstrap while JOINING */

@@ -361,6 +361,10 @@ bool dht_node_poll_action(dht_node *node, dht_action *out);
 
 /* Accessors, for the host, the simulator's invariant checks and STATS. */
 dht_node_state dht_node_get_state(const dht_node *node);
+/* Whether the node is ready: joined, its successor and predecessor lists
+ * agreeing with its neighbours', and its range in sync with its replicas
+ * (docs/DESIGN.md, "Ready"). STATS says so as the counter "ready". */
+bool dht_node_ready(const dht_node *node);
 const dht_id *dht_node_id(const dht_node *node);
 const char *dht_node_addr(const dht_node *node);
 /* The predecessor, if known. addr points into the node. */
