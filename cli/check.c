@@ -37,6 +37,7 @@
 
 #include "cli.h"
 #include "dht/err.h"
+#include "dht/node.h"
 
 #define CHECK_EXIT_FAILED 1
 #define CHECK_NODES_DEFAULT 4096
@@ -102,6 +103,7 @@ typedef struct check_node {
   dht_id succs[DHT_SUCC_LIST_MAX]; /* its successor list */
   size_t n_preds;                  /* entries in preds (0: not sent) */
   dht_id preds[DHT_SUCC_LIST_MAX]; /* its predecessor list */
+  bool ready;                      /* its "ready" counter said 1 */
   bool scanned;                    /* its records were listed */
   bool cut;                        /* ... up to the sample size only */
   size_t n_records;                /* records listed */
@@ -245,6 +247,32 @@ static const char *node_name(const check_node *n, char *buf, size_t len) {
   return buf;
 }
 
+/* Whether the node that answered a said it is ready; if not, why, into
+ * why (when not NULL). */
+static bool node_ready(const dht_client_stats_result *a, char *why,
+                       size_t why_len) {
+  uint64_t ready = 0, state = 0, fresh = 0;
+  const char *reason;
+
+  if (dht_client_stats_counter(a, "ready", &ready) != 0) {
+    reason = "it does not say whether it is ready (an older dhtd)";
+  } else if (ready == 1) {
+    return true;
+  } else if (dht_client_stats_counter(a, "state", &state) == 0 &&
+             state != (uint64_t)DHT_NODE_JOINED) {
+    reason = "it has not joined";
+  } else if (dht_client_stats_counter(a, "range_fresh", &fresh) == 0 &&
+             fresh == 0) {
+    reason = "its range is not yet in sync with its replicas";
+  } else {
+    reason = "its neighbours have not yet confirmed its lists";
+  }
+  if (why != NULL) {
+    snprintf(why, why_len, "%s %s", a->node.addr, reason);
+  }
+  return false;
+}
+
 static void node_fill(check_node *n, const dht_client_stats_result *a) {
   size_t i;
 
@@ -262,6 +290,7 @@ static void node_fill(check_node *n, const dht_client_stats_result *a) {
   for (i = 0; i < a->n_preds; i++) {
     n->preds[i] = a->preds[i].id;
   }
+  n->ready = node_ready(a, NULL, 0);
 }
 
 /* ---- the walk ----------------------------------------------------------- */
@@ -953,5 +982,168 @@ int cli_check(cli_ctx *ctx, int argc, char **argv) {
 out:
   free(st);
   check_free(&k);
+  return rv;
+}
+
+/* ---- dht wait ----------------------------------------------------------- */
+
+const char cli_wait_usage[] =
+    "usage: dht wait [--ready] [--ring [--nodes N]] [--max-nodes N]\n"
+    "\n"
+    "Waits until the node (the first address of --node) is ready: joined,\n"
+    "its successor and predecessor lists agreeing with its neighbours',\n"
+    "and its range in sync with its replicas (docs/DESIGN.md, \"Ready\").\n"
+    "With --ring, until every node of the ring is ready and the ring\n"
+    "passes dht check --ring-only. Asks again every 100 ms; --timeout-ms\n"
+    "is the whole wait's limit here [5000]. Exit 0 when ready, 1 when not\n"
+    "ready in time (the last reason is said), 2 on any other error.\n"
+    "\n"
+    "  --ready         wait until ready (what it waits for; the default)\n"
+    "  --ring          every node of the ring, not only the one asked\n"
+    "  --nodes N       with --ring: and the ring has exactly N nodes (a ring\n"
+    "                  still being built is ready at each size it passes)\n"
+    "  --max-nodes N   give up on a walk past N nodes, 1..65536 [4096]\n";
+
+#define WAIT_POLL_MS 100
+#define WAIT_ASK_MS_MAX 2000 /* the longest one request of a poll waits */
+
+typedef struct wait_opts {
+  bool ready;         /* --ready: accepted, the only condition */
+  bool ring;          /* --ring */
+  uint64_t nodes;     /* --nodes, 0: any number */
+  uint64_t max_nodes; /* --max-nodes */
+} wait_opts;
+
+static const cli_num_opt wait_num_opts[] = {
+    {"--nodes", NULL, 1, CHECK_NODES_MAX, 0, offsetof(wait_opts, nodes)},
+    {"--max-nodes", NULL, 1, CHECK_NODES_MAX, CHECK_NODES_DEFAULT,
+     offsetof(wait_opts, max_nodes)},
+};
+
+static int wait_opt(cli_ctx *ctx, cli_args *a, void *ud) {
+  wait_opts *o = ud;
+  int rv = cli_flag_take(ctx, a, "--ready", &o->ready, true);
+
+  return rv != 0 ? rv : cli_flag_take(ctx, a, "--ring", &o->ring, true);
+}
+
+/* Whether the ring from st on, walked with the request limit of ctx, is
+ * ready: it closes, passes the ring checks, has o's number of nodes, and
+ * every node says ready. If not, why. Returns 0 (see *ready) or an exit
+ * code (printed). */
+static int ring_ready(cli_ctx *ctx, const wait_opts *o,
+                      dht_client_stats_result *st, bool *ready, char *why,
+                      size_t why_len) {
+  char name[300];
+  cli_walk walk;
+  check k;
+  size_t i;
+  int rv;
+
+  memset(&k, 0, sizeof(k));
+  k.ctx = ctx;
+  k.max_nodes = o->max_nodes;
+  *ready = false;
+  walk = (cli_walk){ctx, o->max_nodes, true, walk_step, walk_problem, &k};
+  rv = cli_walk_ring(&walk, st, &k.closed);
+  if (rv == 0 && k.closed && order_nodes(&k) != 0) {
+    rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+  }
+  if (rv == 0) {
+    if (k.closed) {
+      check_ring(&k);
+    }
+    if (!ring_ok(&k)) {
+      snprintf(why, why_len, "%s",
+               k.n_problems > 0 ? k.problems[0]
+                                : "the walk did not come back to its start");
+    } else if (o->nodes != 0 && k.n_nodes != o->nodes) {
+      snprintf(why, why_len, "the ring has %zu nodes, not %llu", k.n_nodes,
+               (unsigned long long)o->nodes);
+    } else {
+      *ready = true;
+      for (i = 0; i < k.n_nodes && *ready; i++) {
+        if (!k.nodes[i].ready) {
+          snprintf(why, why_len, "%s is not ready yet",
+                   node_name(&k.nodes[i], name, sizeof(name)));
+          *ready = false;
+        }
+      }
+    }
+  }
+  check_free(&k);
+  return rv;
+}
+
+int cli_wait(cli_ctx *ctx, int argc, char **argv) {
+  dht_client_stats_result *st = NULL;
+  struct timespec pause = {0, WAIT_POLL_MS * 1000000L};
+  int64_t t0 = mono_ms(), left;
+  char why[PROBLEM_LEN] = "no answer yet";
+  wait_opts o;
+  cli_ctx ask;
+  bool ready = false;
+  int rv;
+
+  memset(&o, 0, sizeof(o));
+  rv = cli_scan_opts(ctx, argc, argv, cli_wait_usage, wait_num_opts,
+                     CLI_COUNT_OF(wait_num_opts), wait_opt, &o);
+  if (rv != 0) {
+    return rv < 0 ? cli_finish(ctx, CLI_EXIT_OK) : rv;
+  }
+  if (o.nodes != 0 && !o.ring) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_INVAL,
+                    "--nodes needs --ring (see dht wait --help)");
+  }
+  st = malloc(sizeof(*st));
+  if (st == NULL) {
+    return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
+  }
+  for (;;) {
+    dht_client *c = NULL;
+    left = ctx->timeout_ms - (mono_ms() - t0);
+    ask = *ctx;
+    ask.timeout_ms = (int)(left < WAIT_ASK_MS_MAX ? (left > 1 ? left : 1)
+                                                  : WAIT_ASK_MS_MAX);
+    rv = dht_client_new(&c, ctx->node, &ctx->settings);
+    if (rv != 0) {
+      rv = cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_strerror(rv));
+      break;
+    }
+    rv = dht_client_stats(c, st, ask.timeout_ms);
+    if (rv != 0) {
+      snprintf(why, sizeof(why), "%s", dht_client_last_error(c));
+    }
+    dht_client_del(c);
+    if (rv == 0 && !o.ring) {
+      ready = node_ready(st, why, sizeof(why));
+    } else if (rv == 0 &&
+               (rv = ring_ready(&ask, &o, st, &ready, why, sizeof(why))) !=
+                   0) {
+      break;
+    }
+    rv = 0;
+    left = ctx->timeout_ms - (mono_ms() - t0);
+    /* A last ask with almost no time left would only say it timed out. */
+    if (ready || left < 2 * WAIT_POLL_MS) {
+      break;
+    }
+    nanosleep(&pause, NULL);
+  }
+  if (rv == 0 && !ready) {
+    rv = cli_fail(ctx, CHECK_EXIT_FAILED, DHT_ERR_TIMEOUT,
+                  "not ready after %lld ms: %s", (long long)(mono_ms() - t0),
+                  why);
+  } else if (rv == 0) {
+    if (ctx->json) {
+      printf("{\"ok\":true,\"command\":\"wait\",\"ring\":%s,\"ms\":%lld}\n",
+             o.ring ? "true" : "false", (long long)(mono_ms() - t0));
+    } else {
+      printf("ready%s after %lld ms\n", o.ring ? " (every node)" : "",
+             (long long)(mono_ms() - t0));
+    }
+    rv = cli_finish(ctx, CLI_EXIT_OK);
+  }
+  free(st);
   return rv;
 }

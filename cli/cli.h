@@ -301,6 +301,10 @@ extern const char cli_bench_usage[];
 int cli_check(cli_ctx *ctx, int argc, char **argv);
 extern const char cli_check_usage[];
 
+/* dht wait ...: waits until the node, or the ring, is ready (check.c). */
+int cli_wait(cli_ctx *ctx, int argc, char **argv);
+extern const char cli_wait_usage[];
+
 /* dht load ...: a bounded put/get workload for churn experiments (load.c). */
 int cli_load(cli_ctx *ctx, int argc, char **argv);
 extern const char cli_load_usage[];

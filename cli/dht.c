@@ -46,6 +46,7 @@ static const char usage[] =
     "  ping              check that the node answers\n"
     "  bench             load generator: throughput and latency\n"
     "  check             walk the ring and verify it and its replicas\n"
+    "  wait              wait until the node (--ring: every node) is ready\n"
     "  load              bounded put/get workload, one CSV row a second\n"
     "  keygen FILE       write a new cluster key (see dht keygen --help)\n"
     "  help [COMMAND]    this text, or a command's (also: dht COMMAND --help)\n"
@@ -980,6 +981,7 @@ static const command commands[] = {
     {"ring", cmd_ring, ring_usage}, {"stats", cmd_stats, stats_usage},
     {"ping", cmd_ping, ping_usage}, {"bench", cmd_bench, cli_bench_usage},
     {"check", cli_check, cli_check_usage}, {"load", cli_load, cli_load_usage},
+    {"wait", cli_wait, cli_wait_usage},
     {"keygen", cmd_keygen, keygen_usage}, {"help", cmd_help, usage},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
