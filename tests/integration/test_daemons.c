@@ -666,6 +666,45 @@ static void test_dht_check_counts_copies(void **state) {
   run_cases(r, dht_path, cases, sizeof(cases) / sizeof(cases[0]), ph);
 }
 
+/* Runs dht wait --ring --nodes n from d, then dht check, which must pass
+ * at once: ready promises what check verifies. */
+static void check_right_after_ready(ring *r, const node *d, int n) {
+  char count[8];
+  char *wait_argv[] = {(char *)dht_path, "--node", (char *)d->addr,
+                       "--timeout-ms", "30000", "wait", "--ring", "--nodes",
+                       count, NULL};
+  char *check_argv[] = {(char *)dht_path, "--node", (char *)d->addr, "check",
+                        NULL};
+  run_result *res = malloc(sizeof(*res));
+
+  assert_non_null(res);
+  snprintf(count, sizeof(count), "%d", n);
+  assert_true(run_within(r, wait_argv, 40000, res));
+  if (res->status != 0) {
+    fail_msg("dht wait: exit %d: %s", res->status, res->err);
+  }
+  assert_true(run_within(r, check_argv, 30000, res));
+  if (res->status != 0) {
+    fail_msg("dht check right after dht wait: exit %d:\n%s", res->status,
+             res->out);
+  }
+  free(res);
+}
+
+/* Ready means a dht check passes (docs/DESIGN.md, "Ready"): once dht wait
+ * --ring says so, on a ring just built and filled, and on one that has
+ * just lost a node holding keys (its ranges take new replicas, which are
+ * not ready until they hold them). */
+static void test_ready_means_check_passes(void **state) {
+  ring *r = *state;
+
+  ring_start(r, 6);
+  ring_fill(r, &r->nodes[0]);
+  check_right_after_ready(r, &r->nodes[0], 6);
+  node_stop(&r->nodes[3], SIGKILL, 5000);
+  check_right_after_ready(r, &r->nodes[0], 5);
+}
+
 /* ---- mistakes ------------------------------------------------------------ */
 
 /* Connects a raw TCP socket to d, for bytes no client would send. */
@@ -930,6 +969,7 @@ int main(int argc, char **argv) {
       RING_TEST(test_sigkill_any_node_then_restart),
       RING_TEST(test_sigkill_two_at_once_loses_nothing),
       RING_TEST(test_dht_check_counts_copies),
+      RING_TEST(test_ready_means_check_passes),
       RING_TEST(test_bad_bytes_close_only_their_connection),
       RING_TEST(test_cli_errors_are_one_exact_line),
       RING_TEST(test_daemon_refuses_clearly),
