@@ -792,6 +792,7 @@ static void skip_on_reply(dht_node *node, dht__pending *p,
   int32_t peer = p->peer;
 
   node->ring.skip_check_busy = false;
+  dht__peer_hold(node, peer); /* p held the only reference, maybe */
   dht__pending_free(node, p);
   if (msg->type == DHT_MSG_PONG && node->state == DHT_NODE_JOINED &&
       node->n_succs > 0 &&
@@ -802,6 +803,7 @@ static void skip_on_reply(dht_node *node, dht__pending *p,
     dht__succ_adopt(node, peer);
     stabilize_soon(node);
   }
+  dht__peer_release(node, peer);
 }
 
 /* No answer: it stays out; the next pass looks again. */
