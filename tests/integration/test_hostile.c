@@ -359,12 +359,14 @@ static node *owner_of(ring *r, const char *key) {
   return order[owner_pos(order, n, key)];
 }
 
-/* A key owned by want (tried "prefix-0", "prefix-1", ...). */
+/* A key owned by want (tried "prefix-0", "prefix-1", ...: the ids of
+ * three random ports can leave a node a range of less than 1/10000 of the
+ * ring, so up to a million are tried). */
 static void key_owned_by(ring *r, const node *want, const char *prefix,
                          char *key, size_t len) {
   int i;
 
-  for (i = 0; i < 10000; i++) {
+  for (i = 0; i < 1000000; i++) {
     snprintf(key, len, "%s-%d", prefix, i);
     if (owner_of(r, key) == want) {
       return;
