@@ -123,6 +123,7 @@ static void join_attempt(dht_node *node) {
   int rv;
 
   memcpy(node->ring.join_addr, addr, len + 1);
+  node->state = DHT_NODE_JOINING;
   node->ring.join_tries++;
   node->ring.join_retry_at_ms = DHT_TIME_NEVER;
   boot = dht__peer_intern(node, NULL, addr, len);
@@ -145,10 +146,13 @@ static void join_attempt(dht_node *node) {
 
 /* A node that joined a ring and then lost every successor and its
  * predecessor is a ring of one that nobody knows: it joins again, through
- * its join list or a peer it lost, keeping its keys. */
+ * its join list or a peer it lost, keeping its keys. It is JOINING only
+ * while a join lookup is in flight: between attempts it is the ring of one
+ * it was, so that a peer looking for it (one restarting, or as cut off as
+ * it is) can join it or notify it. Refusing them all with ERROR STATE while
+ * it waited to retry left two such nodes refusing each other for good. */
 static void rejoin(dht_node *node) {
   dht__log(node, DHT_LOG_WARN, "cut off from the ring: joining again");
-  node->state = DHT_NODE_JOINING;
   node->ring.rejoining = true;
   node->ring.join_tries = 0;
   join_attempt(node);
@@ -184,6 +188,9 @@ static void join_done(dht_node *node, const dht_msg *result) {
                now ? "trying the next candidate" : "retrying");
       node->ring.join_retry_at_ms =
           node->now_ms + (now ? 0 : 2u * node->set.rpc_timeout_ms);
+      if (node->ring.rejoining) {
+        node->state = DHT_NODE_JOINED; /* until the next attempt (rejoin) */
+      }
     } else if (node->ring.rejoining) {
       /* Stay a ring of one and try again at the next stabilize round. */
       dht__log(node, DHT_LOG_WARN, "re-join failed: %s", dht_strerror(code));
@@ -282,6 +289,8 @@ int dht__ring_leave(dht_node *node) {
     return DHT_ERR_STATE;
   }
   node->state = DHT_NODE_LEAVING;
+  node->ring.rejoining = false; /* a re-join waiting for its next attempt */
+  node->ring.join_retry_at_ms = DHT_TIME_NEVER;
   dht__log(node, DHT_LOG_INFO, "leaving: handing %zu keys on",
            dht_store_count(node->store));
   dht__handoff_pump(node); /* ends in hooks.handoff_drained */
@@ -413,7 +422,8 @@ static void stabilize(dht_node *node) {
   node->counters.stabilize_rounds++;
   if (node->n_succs == 0) {
     if (node->pred == DHT__NO_PEER) {
-      if (node->ring.n_join_list > 0 && node->state == DHT_NODE_JOINED) {
+      if (node->ring.n_join_list > 0 && node->state == DHT_NODE_JOINED &&
+          !node->ring.rejoining) {
         rejoin(node);
       }
       return; /* alone, and nobody has found us */
@@ -876,11 +886,31 @@ static const dht__pending_ops leave_ops = {"leave", true, leave_on_reply,
 
 /* ---- timers -------------------------------------------------------------------- */
 
+/* Whether the node waits for a join attempt: joining, or re-joining
+ * between attempts. */
+static bool join_pending(const dht_node *node) {
+  return node->state == DHT_NODE_JOINING ||
+         (node->state == DHT_NODE_JOINED && node->ring.rejoining);
+}
+
+/* The next join attempt is due. A re-joining node that was found while it
+ * waited (joined by a peer, or notified) is in a ring again: it stops. */
+static void join_retry(dht_node *node) {
+  if (node->state == DHT_NODE_JOINED &&
+      (node->n_succs > 0 || node->pred != DHT__NO_PEER)) {
+    dht__log(node, DHT_LOG_INFO, "in a ring again: found while re-joining");
+    node->ring.rejoining = false;
+    node->ring.join_retry_at_ms = DHT_TIME_NEVER;
+    return;
+  }
+  join_attempt(node);
+}
+
 void dht__ring_timers(dht_node *node) {
   uint64_t now = node->now_ms;
 
-  if (node->state == DHT_NODE_JOINING && node->ring.join_retry_at_ms <= now) {
-    join_attempt(node);
+  if (join_pending(node) && node->ring.join_retry_at_ms <= now) {
+    join_retry(node);
   }
   if ((node->state != DHT_NODE_JOINED && node->state != DHT_NODE_LEAVING) ||
       !node->maintenance) {
@@ -905,16 +935,16 @@ void dht__ring_timers(dht_node *node) {
 }
 
 uint64_t dht__ring_next_deadline(const dht_node *node) {
-  uint64_t t;
+  uint64_t t = join_pending(node) ? node->ring.join_retry_at_ms
+                                  : DHT_TIME_NEVER;
 
-  if (node->state == DHT_NODE_JOINING) {
-    return node->ring.join_retry_at_ms;
-  }
   if ((node->state != DHT_NODE_JOINED && node->state != DHT_NODE_LEAVING) ||
       !node->maintenance) {
-    return DHT_TIME_NEVER;
+    return t;
   }
-  t = node->ring.stabilize_at_ms;
+  if (node->ring.stabilize_at_ms < t) {
+    t = node->ring.stabilize_at_ms;
+  }
   if (node->ring.fix_fingers_at_ms < t) {
     t = node->ring.fix_fingers_at_ms;
   }

@@ -1188,39 +1188,91 @@ static void test_join_list_rounds_then_fails(void **state) {
   host_free(&h);
 }
 
+/* Takes every action the node has now and fails on a join lookup among
+ * them (a traced FIND_SUCC: finger and other lookups are not traced). */
+static void expect_no_join_lookup(fake_host *h) {
+  host_actions all;
+  size_t i;
+
+  host_take_all(h, &all);
+  for (i = 0; i < all.n; i++) {
+    assert_false(all.a[i].type == DHT_ACTION_SEND &&
+                 all.a[i].msg.type == DHT_MSG_FIND_SUCC && all.a[i].msg.trace);
+  }
+  host_actions_free(&all);
+}
+
+/* Runs the node's timers, deadline after deadline, until just before at:
+ * it may probe, ping and fix fingers meanwhile, but not look up a join. */
+static void wait_without_join(fake_host *h, uint64_t at) {
+  uint64_t next;
+
+  while ((next = dht_node_next_deadline(h->node)) < at) {
+    host_advance(h, next > h->now ? next - h->now : 0);
+    expect_no_join_lookup(h);
+  }
+  h->now = at;
+}
+
+/* Joins through list {x:1, y:2}, answered by x:1 with successor c:3,
+ * which then refuses: the node, alone, re-joins at once through x:1 and
+ * y:2, which refuse too. */
+static void joined_then_cut_off(fake_host *h) {
+  const char *list[] = {"x:1", "y:2"};
+  uint64_t rid;
+
+  host_init_one_copy(h, "a:1", 2);
+  assert_int_equal(dht_node_join_list(h->node, list, 2, h->now), 0);
+  rid = expect_find_succ_to(h, "x:1");
+  find_succ_answered(h, rid, "c:3");
+  host_drain(h);
+  host_advance(h, 0);
+  host_drain(h); /* the first stabilize round, to c:3 */
+  dht_node_peer_unreachable(h->node, "c:3", h->now);
+  expect_find_succ_to(h, "x:1");
+  assert_int_equal(dht_node_get_state(h->node), DHT_NODE_JOINING);
+  dht_node_peer_unreachable(h->node, "x:1", h->now);
+  expect_find_succ_to(h, "y:2");
+  dht_node_peer_unreachable(h->node, "y:2", h->now);
+}
+
 /* A joined node that loses its only peer joins again through its join
  * list, the whole list at once, then 2 * rpc_timeout_ms later through the
- * peer it lost; it stays JOINED (no second JOINED event) throughout. */
+ * peer it lost. Between attempts it is the ring of one it was (JOINED),
+ * and the re-join brings no second JOINED event. */
 static void test_rejoin_goes_through_the_list(void **state) {
-  const char *list[] = {"x:1", "y:2"};
   dht_id succ, c_id = key_id_of("c:3");
   fake_host h;
   uint64_t rid;
 
   (void)state;
-  host_init_one_copy(&h, "a:1", 2);
-  assert_int_equal(dht_node_join_list(h.node, list, 2, h.now), 0);
-  rid = expect_find_succ_to(&h, "x:1");
-  find_succ_answered(&h, rid, "c:3");
-  host_drain(&h);
+  joined_then_cut_off(&h);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINED);
+  wait_without_join(&h, h.now + 1000);
   host_advance(&h, 0);
-  host_drain(&h); /* the first stabilize round, to c:3 */
-  /* c:3's port refuses: the node is alone, and re-joins at once. */
-  dht_node_peer_unreachable(h.node, "c:3", h.now);
-  expect_find_succ_to(&h, "x:1");
-  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINING);
-  dht_node_peer_unreachable(h.node, "x:1", h.now);
-  expect_find_succ_to(&h, "y:2");
-  dht_node_peer_unreachable(h.node, "y:2", h.now);
-  host_expect_none(&h);
-  assert_int_equal(dht_node_next_deadline(h.node), h.now + 1000);
-  host_advance(&h, 1000);
   rid = expect_find_succ_to(&h, "c:3");
   find_succ_answered(&h, rid, "c:3");
-  host_expect_none(&h); /* the state changes, but no event: it was JOINED */
+  expect_no_join_lookup(&h);
   assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINED);
   assert_int_equal(dht_node_succs(h.node, &succ, NULL, 1), 1);
   assert_true(dht_id_eq(&succ, &c_id));
+  host_free(&h);
+}
+
+/* A re-joining node waiting for its next attempt takes a NOTIFY (a peer
+ * that joined it, or as cut off as it is): it is in a ring again, and
+ * the attempt due 2 * rpc_timeout_ms after the last is not made. */
+static void test_rejoining_node_can_be_found(void **state) {
+  dht_id succ, p_id = key_id_of("p:5");
+  fake_host h;
+
+  (void)state;
+  joined_then_cut_off(&h);
+  notify_from(&h, "p:5");
+  assert_int_equal(dht_node_succs(h.node, &succ, NULL, 1), 1);
+  assert_true(dht_id_eq(&succ, &p_id));
+  wait_without_join(&h, h.now + 1001);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINED);
   host_free(&h);
 }
 
@@ -2059,6 +2111,7 @@ int main(void) {
       cmocka_unit_test(test_join_list_moves_on_at_once),
       cmocka_unit_test(test_join_list_rounds_then_fails),
       cmocka_unit_test(test_rejoin_goes_through_the_list),
+      cmocka_unit_test(test_rejoining_node_can_be_found),
       cmocka_unit_test(test_new_predecessor_receives_its_keys),
       cmocka_unit_test(test_refused_handoff_keeps_the_keys),
       cmocka_unit_test(test_handoff_in_stores_and_acks),
