@@ -178,7 +178,8 @@ static bool is_addr_line(const char *line, size_t len) {
   return dht_addr_parse(addr, host, sizeof(host), &port) == 0;
 }
 
-size_t dhtd_peers_load(dhtd_join_list *l, const char *data_dir) {
+size_t dhtd_peers_load(dhtd_join_list *l, const char *data_dir,
+                       const char *self) {
   char path[PEERS_PATH_MAX];
   size_t len, added = 0, bad = 0, off = 0;
   char *buf;
@@ -214,7 +215,9 @@ size_t dhtd_peers_load(dhtd_join_list *l, const char *data_dir) {
       continue;
     }
     buf[off - 1] = '\0'; /* ends the line in place (buf has room) */
-    added += list_add(l, line);
+    if (strcmp(line, self) != 0) {
+      added += list_add(l, line);
+    }
   }
   if (bad > 0) {
     dhtd_log(DHT_LOG_WARN,

@@ -42,11 +42,12 @@ size_t dhtd_join_resolve(dhtd_join_list *l, const char *list, char *err,
                          size_t err_len);
 
 /* Appends to l the addresses remembered in data_dir/peers (none when there
- * is no such file). Lines that are not HOST:PORT, or are longer than an
- * address may be, are skipped, counted and logged in one line; a file that
- * cannot be read is logged and taken as empty. Returns how many addresses
- * were added. */
-size_t dhtd_peers_load(dhtd_join_list *l, const char *data_dir);
+ * is no such file), but self, the node's own address. Lines that are not
+ * HOST:PORT, or are longer than an address may be, are skipped, counted and
+ * logged in one line; a file that cannot be read is logged and taken as
+ * empty. Returns how many addresses were added. */
+size_t dhtd_peers_load(dhtd_join_list *l, const char *data_dir,
+                       const char *self);
 
 /* DIR/peers as dhtd keeps it. */
 typedef struct dhtd_peers_file {

@@ -555,7 +555,7 @@ static int start_ring(const options *o, daemon_state *d) {
     resolved = dhtd_join_resolve(&d->joins, o->join, err, sizeof(err));
   }
   if (d->peers_kept) {
-    remembered = dhtd_peers_load(&d->joins, o->data_dir);
+    remembered = dhtd_peers_load(&d->joins, o->data_dir, o->advertise);
   }
   if (o->join != NULL && resolved == 0 && remembered == 0) {
     dhtd_log_release(false);

@@ -370,8 +370,9 @@ static void test_restart_rejoins_through_remembered_peers(void **state) {
 }
 
 /* A peers file of garbage: binary bytes, a NUL, a line far too long, no
- * port, a bad port, an open bracket, and more bytes than are read. The
- * node says so in one line and starts a ring of its own, as without it. */
+ * port, a bad port, an open bracket, the node's own address (which is no
+ * way into a ring), and more bytes than are read. The node says so in one
+ * line and starts a ring of its own, as without the file. */
 static void test_garbage_peers_file_still_starts(void **state) {
   static const char lines[] = "\x01\x02\xff\xfe garbage\n"
                               "127.0.0.1:1\0x\n"
@@ -381,18 +382,18 @@ static void test_garbage_peers_file_still_starts(void **state) {
   size_t len = sizeof(lines) - 1 + 300 + 100 * 1024, o;
   char *data = malloc(len), log[LOG_MAX];
   ring *r = *state;
-  node *d;
+  node *d = node_add(r, NULL);
 
   assert_non_null(data);
   memcpy(data, lines, sizeof(lines) - 1);
   o = sizeof(lines) - 1;
+  o += (size_t)snprintf(data + o, len - o, "%s\n", d->addr);
   memset(data + o, 'x', 300); /* a line longer than an address may be */
   o += 300;
   data[o] = '\n';
   for (o++; o < len; o++) {
     data[o] = (char)(o * 131 % 251); /* bytes, some of them newlines */
   }
-  d = node_add(r, NULL);
   write_peers_file(d, data, len);
   free(data);
   node_start_with(d, NULL, NULL);
