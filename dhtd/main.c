@@ -22,17 +22,21 @@
 #include "dht/node.h"
 #include "dht/seal.h"
 #include "dht/store_lmdb.h"
+#include "bootstrap.h"
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
 
 /* How long a graceful leave may take before the process exits anyway. */
 #define LEAVE_TIMEOUT_MS 10000
+/* How often DIR/peers is brought up to date (when the peers changed). */
+#define PEERS_SAVE_MS 5000
 
 static const char usage[] =
     "Usage: dhtd --listen HOST:PORT (--data-dir DIR | --memory) [options]\n"
     "\n"
-    "Runs one node of a Chord ring. Without --join it starts a new ring.\n"
+    "Runs one node of a Chord ring. Without --join, and without peers\n"
+    "remembered in --data-dir, it starts a new ring.\n"
     "SIGTERM or SIGINT leaves gracefully: the node hands its keys to its\n"
     "successor and tells its neighbours, then exits 0 (a second signal exits\n"
     "at once).\n"
@@ -41,9 +45,19 @@ static const char usage[] =
     "                         a specific one is also where connections to\n"
     "                         peers come from\n"
     "  --advertise HOST:PORT  address other nodes use to reach this one, which\n"
-    "                         also sets its ring id [the --listen address]\n"
-    "  --join HOST:PORT       join the ring this node belongs to\n"
-    "  --data-dir DIR         keep keys in an LMDB environment in DIR\n"
+    "                         also sets its ring id; behind NAT or in a\n"
+    "                         container, the host's address and the port\n"
+    "                         published for --listen [the --listen address]\n"
+    "  --join HOST:PORT[,HOST:PORT...]\n"
+    "                         join the ring these nodes belong to, asking them\n"
+    "                         in turn (a host name: each of its addresses,\n"
+    "                         resolved at start; one that does not resolve is\n"
+    "                         skipped)\n"
+    "  --data-dir DIR         keep keys in an LMDB environment in DIR, and the\n"
+    "                         node's last peers in DIR/peers: on a restart it\n"
+    "                         re-joins its ring through them (after the --join\n"
+    "                         nodes, or alone without --join); remove the file\n"
+    "                         to start a new ring\n"
     "  --memory               keep keys in memory only (lost on exit)\n"
     "  --sync MODE            always: fsync every group commit (survives power\n"
     "                         loss); interval: fsync every --sync-interval-ms;\n"
@@ -172,7 +186,11 @@ typedef struct daemon_state {
   uv_signal_t sigterm, sigint;
   uv_timer_t leave_timer;
   uv_timer_t sync_timer;
-  const char *join_addr;
+  uv_timer_t peers_timer;  /* brings DIR/peers up to date */
+  bool peers_kept;         /* --data-dir: DIR/peers is kept */
+  dhtd_peers_file peers;   /* DIR/peers */
+  dhtd_join_list joins;    /* the join candidates, in order */
+  char join_what[DHT_ADDR_LEN_MAX + 600]; /* what they are, for the log */
   int exit_code;
   int exit_code_after_leave; /* 0, or 1 when the store failed for good */
   bool stopping;
@@ -433,6 +451,7 @@ static void stop(daemon_state *d, int exit_code) {
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->leave_timer, NULL);
   uv_close((uv_handle_t *)&d->sync_timer, NULL);
+  uv_close((uv_handle_t *)&d->peers_timer, NULL);
 }
 
 static void on_node_event(void *ud, dht_event event, int error) {
@@ -441,11 +460,11 @@ static void on_node_event(void *ud, dht_event event, int error) {
   switch (event) {
   case DHT_EVENT_JOINED:
     dhtd_log_release(true);
-    dhtd_log(DHT_LOG_INFO, "joined the ring through %s", d->join_addr);
+    dhtd_log(DHT_LOG_INFO, "joined the ring");
     break;
   case DHT_EVENT_JOIN_FAILED:
     dhtd_log_release(false); /* the line below says it all */
-    fail("cannot join the ring through %s: %s", d->join_addr,
+    fail("cannot join the ring through %s: %s", d->join_what,
          dht_strerror(error));
     stop(d, 1);
     break;
@@ -501,6 +520,9 @@ static void on_signal(uv_signal_t *sig, int signum) {
     return;
   }
   dhtd_log(DHT_LOG_INFO, "signal %d: leaving the ring", signum);
+  if (d->peers_kept) {
+    dhtd_peers_save(&d->peers, d->node); /* the ring as it is left */
+  }
   dht_node_leave(d->node, uv_now(d->loop));
   uv_timer_start(&d->leave_timer, on_leave_timeout, LEAVE_TIMEOUT_MS, 0);
   dhtd_net_kick(d->net);
@@ -513,6 +535,59 @@ static void on_sync_timer(uv_timer_t *t) {
   if (rv != 0) {
     dhtd_log(DHT_LOG_ERROR, "store sync failed: %s", dht_strerror(rv));
   }
+}
+
+static void on_peers_timer(uv_timer_t *t) {
+  daemon_state *d = t->data;
+
+  dhtd_peers_save(&d->peers, d->node);
+}
+
+/* Joins through the --join candidates and the peers remembered in DIR/peers,
+ * in that order, or with neither starts a new ring. Returns 0, or 1 with
+ * the reason said. */
+static int start_ring(const options *o, daemon_state *d) {
+  char err[DHT_ADDR_LEN_MAX + 256];
+  size_t resolved = 0, remembered = 0;
+  int rv;
+
+  if (o->join != NULL) {
+    resolved = dhtd_join_resolve(&d->joins, o->join, err, sizeof(err));
+  }
+  if (d->peers_kept) {
+    remembered = dhtd_peers_load(&d->joins, o->data_dir, o->advertise);
+  }
+  if (o->join != NULL && resolved == 0 && remembered == 0) {
+    dhtd_log_release(false);
+    fail("cannot resolve any --join address: %s", err);
+    return 1;
+  }
+  if (d->joins.n == 0) {
+    dhtd_log_release(true);
+    rv = dht_node_create_ring(d->node, uv_now(d->loop));
+    dhtd_log(DHT_LOG_INFO, "started a new ring");
+  } else {
+    if (remembered == 0) {
+      snprintf(d->join_what, sizeof(d->join_what), "%s", o->join);
+    } else if (o->join != NULL) {
+      snprintf(d->join_what, sizeof(d->join_what),
+               "%s or the %zu peer%s remembered in %s/peers", o->join,
+               remembered, remembered == 1 ? "" : "s", o->data_dir);
+    } else {
+      snprintf(d->join_what, sizeof(d->join_what),
+               "the %zu peer%s remembered in %s/peers (remove that file to "
+               "start a new ring)",
+               remembered, remembered == 1 ? "" : "s", o->data_dir);
+    }
+    rv = dht_node_join_list(d->node, d->joins.ptrs, d->joins.n,
+                            uv_now(d->loop));
+  }
+  if (rv != 0) {
+    dhtd_log_release(false);
+    fail("cannot start: %s", dht_strerror(rv));
+    return 1;
+  }
+  return 0;
 }
 
 static int open_store(const options *o, daemon_state *d) {
@@ -594,8 +669,8 @@ int main(int argc, char **argv) {
     return fail("listening on %s: give --advertise HOST:PORT, the address "
                 "other nodes reach this one at", o.listen);
   }
-  if (o.join != NULL && dht_addr_parse(o.join, host, sizeof(host), &port) != 0) {
-    return fail("bad --join address '%s' (want HOST:PORT)", o.join);
+  if (o.join != NULL && dhtd_join_check(o.join, err, sizeof(err)) != 0) {
+    return fail("%s", err);
   }
   if (o.id_hex != NULL &&
       dht_id_from_hex(&id, o.id_hex, strlen(o.id_hex)) != 0) {
@@ -626,7 +701,6 @@ int main(int argc, char **argv) {
 
   memset(&d, 0, sizeof(d));
   d.loop = uv_default_loop();
-  d.join_addr = o.join;
   if (open_store(&o, &d) != 0) {
     return 1;
   }
@@ -705,10 +779,18 @@ int main(int argc, char **argv) {
     uv_timer_start(&d.sync_timer, on_sync_timer, o.sync_interval_ms,
                    o.sync_interval_ms);
   }
+  uv_timer_init(d.loop, &d.peers_timer);
+  d.peers_timer.data = &d;
+  d.peers_kept = d.lmdb;
+  if (d.peers_kept) {
+    dhtd_peers_init(&d.peers, o.data_dir);
+    uv_timer_start(&d.peers_timer, on_peers_timer, PEERS_SAVE_MS,
+                   PEERS_SAVE_MS);
+  }
 
-  /* Until the join is done; --log-level debug shows every step as it
-   * happens. */
-  if (o.join != NULL && o.log_level < DHT_LOG_DEBUG) {
+  /* Until the join is done (or a new ring is started); --log-level debug
+   * shows every step as it happens. */
+  if (o.log_level < DHT_LOG_DEBUG) {
     dhtd_log_hold();
   }
   dhtd_log(DHT_LOG_INFO, "listening on %s as %s, keys in %s (%zu stored), %s",
@@ -716,14 +798,7 @@ int main(int argc, char **argv) {
            dht_store_count(d.store),
            nc.key != NULL ? "closed ring (cluster key)"
                           : "open ring (no cluster key)");
-  if (o.join != NULL) {
-    rv = dht_node_join(d.node, o.join, uv_now(d.loop));
-  } else {
-    rv = dht_node_create_ring(d.node, uv_now(d.loop));
-    dhtd_log(DHT_LOG_INFO, "started a new ring");
-  }
-  if (rv != 0) {
-    fail("cannot start: %s", dht_strerror(rv));
+  if (start_ring(&o, &d) != 0) {
     stop(&d, 1);
   }
   dhtd_net_kick(d.net);

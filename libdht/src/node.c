@@ -148,6 +148,7 @@ void dht_node_del(dht_node *node) {
   if (node == NULL) {
     return;
   }
+  dht__ring_free(node);
   dht__repl_free(node);
   dht__lost_free(node);
   dht__base_free(node);
@@ -959,8 +960,13 @@ int dht_node_create_ring(dht_node *node, uint64_t now_ms) {
 
 int dht_node_join(dht_node *node, const char *bootstrap_addr,
                   uint64_t now_ms) {
+  return dht_node_join_list(node, &bootstrap_addr, 1, now_ms);
+}
+
+int dht_node_join_list(dht_node *node, const char *const *addrs, size_t n,
+                       uint64_t now_ms) {
   enter(node, now_ms);
-  return leave_with(node, dht__ring_join(node, bootstrap_addr));
+  return leave_with(node, dht__ring_join(node, addrs, n));
 }
 
 int dht_node_leave(dht_node *node, uint64_t now_ms) {

@@ -1,11 +1,13 @@
 /*
- * node_ring.c: keeping the ring whole (node_ring.h). Join through a
- * bootstrap node; stabilize (ask the successor for its predecessor and
- * successor list, then notify it); fix_fingers (refresh one finger lookup at
- * a time); check_predecessor (ping it); probe peers declared dead in case a
- * partition only hid them; and a graceful leave. The tables themselves are
- * node_table.c's: this file decides what goes into them.
+ * node_ring.c: keeping the ring whole (node_ring.h). Join through the
+ * first of a list of candidates that answers; stabilize (ask the successor
+ * for its predecessor and successor list, then notify it); fix_fingers
+ * (refresh one finger lookup at a time); check_predecessor (ping it);
+ * probe peers declared dead in case a partition only hid them; and a
+ * graceful leave. The tables themselves are node_table.c's: this file
+ * decides what goes into them.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "node_ring.h"
@@ -64,35 +66,49 @@ static void fill_find_succ(dht_msg *msg, const dht_id *target, bool trace) {
   msg->trace = trace;
 }
 
-/* The address to join through on attempt k (from 0): the bootstrap first;
- * a node re-joining after it was cut off also tries the peers it lost. */
+/* The address to join through on attempt k (from 0): the join list in
+ * order, round after round; a node re-joining after it was cut off tries,
+ * after one pass over the list, the peers it lost. */
 static const char *join_target(const dht_node *node, uint32_t k) {
-  uint32_t i, seen = 0;
+  uint32_t n = node->ring.n_join_list, i, seen = 0;
 
-  if (k == 0 || !node->ring.rejoining) {
-    return node->ring.join_addr;
+  if (k < n || !node->ring.rejoining) {
+    return node->ring.join_list[k % n];
   }
   for (i = 0; i < DHT__LOST_MAX; i++) {
-    if (node->lost[i].addr[0] != '\0' && ++seen == k) {
+    if (node->lost[i].addr[0] != '\0' && ++seen == k - n + 1) {
       return node->lost[i].addr;
     }
   }
-  return node->ring.join_addr;
+  return node->ring.join_list[k % n];
 }
 
-/* Join tries a round may make: join_attempts through the bootstrap; a node
+/* Join tries a join may make: join_attempts rounds over the list; a node
  * re-joining also tries every peer it lost once, since any of them (not
  * only the first few, which may be dead for good) may be back in a ring. */
-static uint32_t join_tries_max(const dht_node *node) {
-  uint32_t i, n = 1;
+static uint64_t join_tries_max(const dht_node *node) {
+  uint64_t rounds = (uint64_t)node->set.join_attempts * node->ring.n_join_list;
+  uint32_t i, n = node->ring.n_join_list;
 
   if (!node->ring.rejoining) {
-    return node->set.join_attempts;
+    return rounds;
   }
   for (i = 0; i < DHT__LOST_MAX; i++) {
     n += node->lost[i].addr[0] != '\0';
   }
-  return n > node->set.join_attempts ? n : node->set.join_attempts;
+  return n > rounds ? n : rounds;
+}
+
+/* Whether attempt k, after attempt k - 1 failed, goes out at once: it is
+ * the next candidate of the same pass over the list. The first of each
+ * round, and each lost peer a re-joining node tries, waits 2 *
+ * rpc_timeout_ms, as every retry through a single bootstrap does: a node
+ * that is starting up has time to listen, and a ring that is in flux,
+ * time to settle. */
+static bool join_goes_straight_on(const dht_node *node, uint32_t k) {
+  uint32_t n = node->ring.n_join_list;
+
+  return k % n != 0 && (k < n || !node->ring.rejoining);
 }
 
 static void join_lookup_done(dht_node *node, uint32_t arg,
@@ -100,14 +116,17 @@ static void join_lookup_done(dht_node *node, uint32_t arg,
 
 static void join_attempt(dht_node *node) {
   const char *addr = join_target(node, node->ring.join_tries);
+  size_t len = strlen(addr);
   dht_msg msg;
   dht_id target;
   int32_t boot;
   int rv;
 
+  memcpy(node->ring.join_addr, addr, len + 1);
+  node->state = DHT_NODE_JOINING;
   node->ring.join_tries++;
   node->ring.join_retry_at_ms = DHT_TIME_NEVER;
-  boot = dht__peer_intern(node, NULL, addr, strlen(addr));
+  boot = dht__peer_intern(node, NULL, addr, len);
   /* Ask for the successor of id + 1 rather than of id: if this node is
    * restarting and the ring still lists its address, the answer is then its
    * old successor instead of itself. The trace tells the bootstrap's id. */
@@ -127,10 +146,13 @@ static void join_attempt(dht_node *node) {
 
 /* A node that joined a ring and then lost every successor and its
  * predecessor is a ring of one that nobody knows: it joins again, through
- * its bootstrap or a peer it lost, keeping its keys. */
+ * its join list or a peer it lost, keeping its keys. It is JOINING only
+ * while a join lookup is in flight: between attempts it is the ring of one
+ * it was, so that a peer looking for it (one restarting, or as cut off as
+ * it is) can join it or notify it. Refusing them all with ERROR STATE while
+ * it waited to retry left two such nodes refusing each other for good. */
 static void rejoin(dht_node *node) {
   dht__log(node, DHT_LOG_WARN, "cut off from the ring: joining again");
-  node->state = DHT_NODE_JOINING;
   node->ring.rejoining = true;
   node->ring.join_tries = 0;
   join_attempt(node);
@@ -160,10 +182,15 @@ static void join_done(dht_node *node, const dht_msg *result) {
     int code = result->type == DHT_MSG_ERROR ? result->error_code
                                              : DHT_ERR_UNAVAILABLE;
     if (node->ring.join_tries < join_tries_max(node)) {
-      dht__log(node, DHT_LOG_WARN, "join through %s failed (%s), retrying",
-               node->ring.join_addr, dht_strerror(code));
+      bool now = join_goes_straight_on(node, node->ring.join_tries);
+      dht__log(node, DHT_LOG_WARN, "join through %s failed (%s), %s",
+               node->ring.join_addr, dht_strerror(code),
+               now ? "trying the next candidate" : "retrying");
       node->ring.join_retry_at_ms =
-          node->now_ms + 2u * node->set.rpc_timeout_ms;
+          node->now_ms + (now ? 0 : 2u * node->set.rpc_timeout_ms);
+      if (node->ring.rejoining) {
+        node->state = DHT_NODE_JOINED; /* until the next attempt (rejoin) */
+      }
     } else if (node->ring.rejoining) {
       /* Stay a ring of one and try again at the next stabilize round. */
       dht__log(node, DHT_LOG_WARN, "re-join failed: %s", dht_strerror(code));
@@ -189,7 +216,8 @@ static void join_done(dht_node *node, const dht_msg *result) {
   node->state = DHT_NODE_JOINED;
   dht__succ_adopt(node, idx);
   schedule_maintenance(node);
-  dht__log(node, DHT_LOG_INFO, "joined: successor %s", node->peers[idx].addr);
+  dht__log(node, DHT_LOG_INFO, "joined through %s: successor %s",
+           node->ring.join_addr, node->peers[idx].addr);
   if (!node->ring.rejoining) {
     dht__emit_event(node, DHT_EVENT_JOINED, 0);
   }
@@ -216,28 +244,53 @@ int dht__ring_create(dht_node *node) {
   return 0;
 }
 
-int dht__ring_join(dht_node *node, const char *bootstrap_addr) {
-  size_t len = strlen(bootstrap_addr);
+int dht__ring_join(dht_node *node, const char *const *addrs, size_t n) {
+  char(*list)[DHT_ADDR_LEN_MAX + 1];
+  size_t i, kept = 0;
 
   if (node->state != DHT_NODE_IDLE) {
     return DHT_ERR_STATE;
   }
-  if (len == 0 || len > node->set.limits.addr_len_max ||
-      strcmp(bootstrap_addr, node->addr) == 0) {
+  if (n == 0 || n > DHT_JOIN_LIST_MAX) {
     return DHT_ERR_INVAL;
   }
-  memcpy(node->ring.join_addr, bootstrap_addr, len + 1);
+  for (i = 0; i < n; i++) {
+    size_t len = strlen(addrs[i]);
+    if (len == 0 || len > node->set.limits.addr_len_max) {
+      return DHT_ERR_INVAL;
+    }
+    kept += strcmp(addrs[i], node->addr) != 0;
+  }
+  if (kept == 0) {
+    return DHT_ERR_INVAL; /* nobody to join but ourselves */
+  }
+  list = malloc(kept * sizeof(*list));
+  if (list == NULL) {
+    return DHT_ERR_NOMEM;
+  }
+  for (i = 0, kept = 0; i < n; i++) {
+    if (strcmp(addrs[i], node->addr) != 0) {
+      memcpy(list[kept++], addrs[i], strlen(addrs[i]) + 1);
+    }
+  }
+  free(node->ring.join_list);
+  node->ring.join_list = list;
+  node->ring.n_join_list = (uint32_t)kept;
   node->state = DHT_NODE_JOINING;
   node->ring.join_tries = 0;
   join_attempt(node);
   return 0;
 }
 
+void dht__ring_free(dht_node *node) { free(node->ring.join_list); }
+
 int dht__ring_leave(dht_node *node) {
   if (node->state != DHT_NODE_JOINED) {
     return DHT_ERR_STATE;
   }
   node->state = DHT_NODE_LEAVING;
+  node->ring.rejoining = false; /* a re-join waiting for its next attempt */
+  node->ring.join_retry_at_ms = DHT_TIME_NEVER;
   dht__log(node, DHT_LOG_INFO, "leaving: handing %zu keys on",
            dht_store_count(node->store));
   dht__handoff_pump(node); /* ends in hooks.handoff_drained */
@@ -369,7 +422,8 @@ static void stabilize(dht_node *node) {
   node->counters.stabilize_rounds++;
   if (node->n_succs == 0) {
     if (node->pred == DHT__NO_PEER) {
-      if (node->ring.join_addr[0] != '\0' && node->state == DHT_NODE_JOINED) {
+      if (node->ring.n_join_list > 0 && node->state == DHT_NODE_JOINED &&
+          !node->ring.rejoining) {
         rejoin(node);
       }
       return; /* alone, and nobody has found us */
@@ -840,11 +894,31 @@ static const dht__pending_ops leave_ops = {"leave", true, leave_on_reply,
 
 /* ---- timers -------------------------------------------------------------------- */
 
+/* Whether the node waits for a join attempt: joining, or re-joining
+ * between attempts. */
+static bool join_pending(const dht_node *node) {
+  return node->state == DHT_NODE_JOINING ||
+         (node->state == DHT_NODE_JOINED && node->ring.rejoining);
+}
+
+/* The next join attempt is due. A re-joining node that was found while it
+ * waited (joined by a peer, or notified) is in a ring again: it stops. */
+static void join_retry(dht_node *node) {
+  if (node->state == DHT_NODE_JOINED &&
+      (node->n_succs > 0 || node->pred != DHT__NO_PEER)) {
+    dht__log(node, DHT_LOG_INFO, "in a ring again: found while re-joining");
+    node->ring.rejoining = false;
+    node->ring.join_retry_at_ms = DHT_TIME_NEVER;
+    return;
+  }
+  join_attempt(node);
+}
+
 void dht__ring_timers(dht_node *node) {
   uint64_t now = node->now_ms;
 
-  if (node->state == DHT_NODE_JOINING && node->ring.join_retry_at_ms <= now) {
-    join_attempt(node);
+  if (join_pending(node) && node->ring.join_retry_at_ms <= now) {
+    join_retry(node);
   }
   if ((node->state != DHT_NODE_JOINED && node->state != DHT_NODE_LEAVING) ||
       !node->maintenance) {
@@ -869,16 +943,16 @@ void dht__ring_timers(dht_node *node) {
 }
 
 uint64_t dht__ring_next_deadline(const dht_node *node) {
-  uint64_t t;
+  uint64_t t = join_pending(node) ? node->ring.join_retry_at_ms
+                                  : DHT_TIME_NEVER;
 
-  if (node->state == DHT_NODE_JOINING) {
-    return node->ring.join_retry_at_ms;
-  }
   if ((node->state != DHT_NODE_JOINED && node->state != DHT_NODE_LEAVING) ||
       !node->maintenance) {
-    return DHT_TIME_NEVER;
+    return t;
   }
-  t = node->ring.stabilize_at_ms;
+  if (node->ring.stabilize_at_ms < t) {
+    t = node->ring.stabilize_at_ms;
+  }
   if (node->ring.fix_fingers_at_ms < t) {
     t = node->ring.fix_fingers_at_ms;
   }

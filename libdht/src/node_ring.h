@@ -10,7 +10,8 @@
 #include "node_route.h"
 
 int dht__ring_create(dht_node *node);
-int dht__ring_join(dht_node *node, const char *bootstrap_addr);
+int dht__ring_join(dht_node *node, const char *const *addrs, size_t n);
+void dht__ring_free(dht_node *node);
 int dht__ring_leave(dht_node *node);
 int dht__ring_install(dht_node *node, const dht_routing_peer *pred,
                       const dht_routing_peer *succs, size_t n_succs,

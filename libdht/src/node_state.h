@@ -443,7 +443,13 @@ typedef struct dht__ring {
   bool pred_agreed;              /* ...when this is set (readiness) */
   bool finger_lookup_busy;       /* a finger lookup is in flight */
 
-  char join_addr[DHT_ADDR_LEN_MAX + 1]; /* bootstrap while JOINING */
+  char (*join_list)[DHT_ADDR_LEN_MAX + 1]; /* the candidates to join
+                                    through, in order (heap; NULL until a
+                                    join): a JOINED node that is cut off
+                                    joins again through them too */
+  uint32_t n_join_list;          /* entries in join_list */
+  char join_addr[DHT_ADDR_LEN_MAX + 1]; /* the candidate of the attempt
+                                    in flight, for the log */
   uint32_t join_tries;           /* join lookups sent */
   bool rejoining;                /* joined once, found itself cut off */
   uint64_t join_retry_at_ms;     /* next join attempt, or NEVER */

@@ -1058,6 +1058,224 @@ static void test_join_retries_after_an_error_not_sooner(void **state) {
   host_free(&h);
 }
 
+/* Takes every action the node has now; there must be a FIND_SUCC to addr
+ * among them (others, such as a lost successor's DISCONNECT, may come
+ * too). Returns its request id. */
+static uint64_t expect_find_succ_to(fake_host *h, const char *addr) {
+  host_actions all;
+  uint64_t rid;
+
+  host_take_all(h, &all);
+  rid = only_send(&all, addr, DHT_MSG_FIND_SUCC)->msg.rid;
+  host_actions_free(&all);
+  return rid;
+}
+
+/* Answers the join lookup rid as the owner: its successor is succ_addr. */
+static void find_succ_answered(fake_host *h, uint64_t rid,
+                               const char *succ_addr) {
+  dht_msg r;
+
+  msg_init(&r, DHT_MSG_FIND_SUCC_R, rid);
+  r.has_peer = true;
+  peer_ref(&r.peer, succ_addr);
+  host_recv(h, PEER, &r);
+}
+
+/* A join list is checked whole: none, only the node's own address, an
+ * empty or an over-long entry, or too many entries are refused; the own
+ * address is skipped, and the first other entry is asked first. */
+static void test_join_list_is_checked(void **state) {
+  const char *self_only[] = {"a:1"};
+  const char *empty[] = {"b:2", ""};
+  const char *many[DHT_JOIN_LIST_MAX + 1];
+  const char *self_first[] = {"a:1", "b:2", "c:3"};
+  char long_addr[DHT_ADDR_LEN_MAX + 2];
+  const char *too_long[] = {long_addr};
+  fake_host h;
+  size_t i;
+
+  (void)state;
+  host_init_one_copy(&h, "a:1", 2);
+  memset(long_addr, 'x', sizeof(long_addr) - 1);
+  long_addr[sizeof(long_addr) - 1] = '\0';
+  for (i = 0; i < DHT_JOIN_LIST_MAX + 1; i++) {
+    many[i] = "b:2";
+  }
+  assert_int_equal(dht_node_join_list(h.node, self_only, 0, h.now),
+                   DHT_ERR_INVAL);
+  assert_int_equal(dht_node_join_list(h.node, self_only, 1, h.now),
+                   DHT_ERR_INVAL);
+  assert_int_equal(dht_node_join_list(h.node, empty, 2, h.now), DHT_ERR_INVAL);
+  assert_int_equal(dht_node_join_list(h.node, too_long, 1, h.now),
+                   DHT_ERR_INVAL);
+  assert_int_equal(
+      dht_node_join_list(h.node, many, DHT_JOIN_LIST_MAX + 1, h.now),
+      DHT_ERR_INVAL);
+  host_expect_none(&h);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_IDLE);
+  assert_int_equal(dht_node_join_list(h.node, self_first, 3, h.now), 0);
+  assert_int_equal(dht_node_join_list(h.node, self_first, 3, h.now),
+                   DHT_ERR_STATE);
+  expect_find_succ_to(&h, "b:2");
+  host_free(&h);
+}
+
+/* A candidate whose port refuses (the host says it is unreachable) and one
+ * that is not in a ring (ERROR STATE) each give way to the next at once:
+ * the join through the third costs no time at all. */
+static void test_join_list_moves_on_at_once(void **state) {
+  const char *list[] = {"dead:1", "idle:2", "live:3"};
+  uint64_t start, rid;
+  fake_host h;
+  dht_msg r;
+
+  (void)state;
+  host_init_one_copy(&h, "a:1", 2);
+  start = h.now;
+  assert_int_equal(dht_node_join_list(h.node, list, 3, h.now), 0);
+  expect_find_succ_to(&h, "dead:1");
+  dht_node_peer_unreachable(h.node, "dead:1", h.now);
+  rid = expect_find_succ_to(&h, "idle:2");
+  msg_init(&r, DHT_MSG_ERROR, rid);
+  r.error_code = DHT_ERR_STATE;
+  host_recv(&h, PEER, &r);
+  assert_int_equal(dht_node_next_deadline(h.node), h.now);
+  host_advance(&h, 0);
+  rid = expect_find_succ_to(&h, "live:3");
+  find_succ_answered(&h, rid, "c:4");
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINED);
+  assert_int_equal(h.now, start);
+  host_free(&h);
+}
+
+/*
+ * Every candidate refuses: each round goes through the list at once, the
+ * next round starts 2 * rpc_timeout_ms (1000) after the last one failed,
+ * and after join_attempts (3) rounds the join fails with the last
+ * candidate's error.
+ */
+static void test_join_list_rounds_then_fails(void **state) {
+  const char *list[] = {"x:1", "y:2"};
+  uint64_t start;
+  fake_host h;
+  host_action a;
+  int round;
+
+  (void)state;
+  host_init_one_copy(&h, "a:1", 2);
+  start = h.now;
+  assert_int_equal(dht_node_join_list(h.node, list, 2, h.now), 0);
+  for (round = 0; round < 3; round++) {
+    if (round > 0) {
+      assert_int_equal(dht_node_next_deadline(h.node), h.now + 1000);
+      host_advance(&h, 999);
+      host_expect_none(&h);
+      host_advance(&h, 1);
+    }
+    assert_int_equal(h.now - start, 1000u * (uint64_t)round);
+    expect_find_succ_to(&h, "x:1");
+    dht_node_peer_unreachable(h.node, "x:1", h.now);
+    expect_find_succ_to(&h, "y:2");
+    dht_node_peer_unreachable(h.node, "y:2", h.now);
+  }
+  host_expect_one(&h, &a, DHT_ACTION_EVENT, -1);
+  assert_int_equal(a.event, DHT_EVENT_JOIN_FAILED);
+  assert_int_equal(a.error, DHT_ERR_UNAVAILABLE);
+  action_free(&a);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_IDLE);
+  assert_int_equal(dht_node_next_deadline(h.node), DHT_TIME_NEVER);
+  host_free(&h);
+}
+
+/* Takes every action the node has now and fails on a join lookup among
+ * them (a traced FIND_SUCC: finger and other lookups are not traced). */
+static void expect_no_join_lookup(fake_host *h) {
+  host_actions all;
+  size_t i;
+
+  host_take_all(h, &all);
+  for (i = 0; i < all.n; i++) {
+    assert_false(all.a[i].type == DHT_ACTION_SEND &&
+                 all.a[i].msg.type == DHT_MSG_FIND_SUCC && all.a[i].msg.trace);
+  }
+  host_actions_free(&all);
+}
+
+/* Runs the node's timers, deadline after deadline, until just before at:
+ * it may probe, ping and fix fingers meanwhile, but not look up a join. */
+static void wait_without_join(fake_host *h, uint64_t at) {
+  uint64_t next;
+
+  while ((next = dht_node_next_deadline(h->node)) < at) {
+    host_advance(h, next > h->now ? next - h->now : 0);
+    expect_no_join_lookup(h);
+  }
+  h->now = at;
+}
+
+/* Joins through list {x:1, y:2}, answered by x:1 with successor c:3,
+ * which then refuses: the node, alone, re-joins at once through x:1 and
+ * y:2, which refuse too. */
+static void joined_then_cut_off(fake_host *h) {
+  const char *list[] = {"x:1", "y:2"};
+  uint64_t rid;
+
+  host_init_one_copy(h, "a:1", 2);
+  assert_int_equal(dht_node_join_list(h->node, list, 2, h->now), 0);
+  rid = expect_find_succ_to(h, "x:1");
+  find_succ_answered(h, rid, "c:3");
+  host_drain(h);
+  host_advance(h, 0);
+  host_drain(h); /* the first stabilize round, to c:3 */
+  dht_node_peer_unreachable(h->node, "c:3", h->now);
+  expect_find_succ_to(h, "x:1");
+  assert_int_equal(dht_node_get_state(h->node), DHT_NODE_JOINING);
+  dht_node_peer_unreachable(h->node, "x:1", h->now);
+  expect_find_succ_to(h, "y:2");
+  dht_node_peer_unreachable(h->node, "y:2", h->now);
+}
+
+/* A joined node that loses its only peer joins again through its join
+ * list, the whole list at once, then 2 * rpc_timeout_ms later through the
+ * peer it lost. Between attempts it is the ring of one it was (JOINED),
+ * and the re-join brings no second JOINED event. */
+static void test_rejoin_goes_through_the_list(void **state) {
+  dht_id succ, c_id = key_id_of("c:3");
+  fake_host h;
+  uint64_t rid;
+
+  (void)state;
+  joined_then_cut_off(&h);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINED);
+  wait_without_join(&h, h.now + 1000);
+  host_advance(&h, 0);
+  rid = expect_find_succ_to(&h, "c:3");
+  find_succ_answered(&h, rid, "c:3");
+  expect_no_join_lookup(&h);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINED);
+  assert_int_equal(dht_node_succs(h.node, &succ, NULL, 1), 1);
+  assert_true(dht_id_eq(&succ, &c_id));
+  host_free(&h);
+}
+
+/* A re-joining node waiting for its next attempt takes a NOTIFY (a peer
+ * that joined it, or as cut off as it is): it is in a ring again, and
+ * the attempt due 2 * rpc_timeout_ms after the last is not made. */
+static void test_rejoining_node_can_be_found(void **state) {
+  dht_id succ, p_id = key_id_of("p:5");
+  fake_host h;
+
+  (void)state;
+  joined_then_cut_off(&h);
+  notify_from(&h, "p:5");
+  assert_int_equal(dht_node_succs(h.node, &succ, NULL, 1), 1);
+  assert_true(dht_id_eq(&succ, &p_id));
+  wait_without_join(&h, h.now + 1001);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINED);
+  host_free(&h);
+}
+
 /* A ring {a, b} that is about to meet p, a node between b and a: theirs
  * are seeded keys in (b, p], which p will own, mine those in (p, a]. */
 typedef struct split {
@@ -1889,6 +2107,11 @@ int main(void) {
       cmocka_unit_test(test_join_through_bootstrap),
       cmocka_unit_test(test_join_fails_when_bootstrap_is_silent),
       cmocka_unit_test(test_join_retries_after_an_error_not_sooner),
+      cmocka_unit_test(test_join_list_is_checked),
+      cmocka_unit_test(test_join_list_moves_on_at_once),
+      cmocka_unit_test(test_join_list_rounds_then_fails),
+      cmocka_unit_test(test_rejoin_goes_through_the_list),
+      cmocka_unit_test(test_rejoining_node_can_be_found),
       cmocka_unit_test(test_new_predecessor_receives_its_keys),
       cmocka_unit_test(test_refused_handoff_keeps_the_keys),
       cmocka_unit_test(test_handoff_in_stores_and_acks),

@@ -98,7 +98,8 @@ typedef struct dht_settings {
                                        of routed GETs over to a local
                                        replica must not queue GiBs): 32 MiB */
   uint32_t handoff_batch_bytes;     /* bytes of keys per HANDOFF: 256 KiB */
-  uint32_t join_attempts;           /* FIND_SUCC tries on the bootstrap: 3 */
+  uint32_t join_attempts;           /* rounds of FIND_SUCC over the join
+                                       candidates: 3 */
   uint32_t bad_frames_max;          /* undecodable frames before CLOSE: 8 */
   uint32_t sync_interval_ms;        /* anti-entropy with each replica: 1000 */
   uint32_t sync_buckets;            /* digests per anti-entropy round,
@@ -158,7 +159,7 @@ typedef struct dht_node_config {
 
 typedef enum dht_node_state {
   DHT_NODE_IDLE,    /* created; call dht_node_create_ring() or _join() */
-  DHT_NODE_JOINING, /* looking up its successor through the bootstrap node */
+  DHT_NODE_JOINING, /* looking up its successor through a join candidate */
   DHT_NODE_JOINED,  /* part of a ring */
   DHT_NODE_LEAVING, /* handing its keys to its successor */
   DHT_NODE_LEFT,    /* done; the host may delete it */
@@ -177,7 +178,8 @@ typedef enum dht_action_type {
 
 typedef enum dht_event {
   DHT_EVENT_JOINED,      /* the node found its successor */
-  DHT_EVENT_JOIN_FAILED, /* the bootstrap never answered; error says why */
+  DHT_EVENT_JOIN_FAILED, /* no join candidate answered; error says why (the
+                            last one's failure) */
   DHT_EVENT_LEFT,        /* keys handed on, neighbours told: exit now */
 } dht_event;
 
@@ -282,8 +284,27 @@ void dht_node_del(dht_node *node);
 
 /* Starts a new ring of one. Returns 0 or DHT_ERR_STATE (not IDLE). */
 int dht_node_create_ring(dht_node *node, uint64_t now_ms);
-/* Joins the ring that bootstrap_addr belongs to. The outcome arrives as a
- * JOINED or JOIN_FAILED event. Returns 0, DHT_ERR_STATE or DHT_ERR_INVAL. */
+/* The most candidates dht_node_join_list takes. */
+#define DHT_JOIN_LIST_MAX 64
+
+/*
+ * Joins the ring that any of addrs[0..n) ("host:port", copied) belongs to,
+ * asking them in order for this node's successor until one answers. A
+ * candidate that fails (the host reports it unreachable, it answers an
+ * ERROR such as STATE from a node that is not in a ring, or it stays
+ * silent through its resends) gives way to the next at once; after the
+ * last, the node waits 2 * rpc_timeout_ms and goes round again, for
+ * settings.join_attempts rounds in all. Entries equal to the node's own
+ * address are skipped. A JOINED node that later loses every successor and
+ * its predecessor joins again through the same list, then through the
+ * peers it lost. The outcome arrives as a JOINED or JOIN_FAILED event.
+ * Returns 0, DHT_ERR_STATE (not IDLE), DHT_ERR_INVAL (n is 0 or above
+ * DHT_JOIN_LIST_MAX, an entry is empty or longer than the address limit,
+ * or only the node's own address is given) or DHT_ERR_NOMEM.
+ */
+int dht_node_join_list(dht_node *node, const char *const *addrs, size_t n,
+                       uint64_t now_ms);
+/* dht_node_join_list with the one candidate bootstrap_addr. */
 int dht_node_join(dht_node *node, const char *bootstrap_addr, uint64_t now_ms);
 /* Leaves gracefully: hands every key to the successor, tells the neighbours,
  * then emits LEFT. A node that is alone emits LEFT at once. Returns 0 or
