@@ -990,8 +990,8 @@ int dht__ring_install(dht_node *node, const dht_routing_peer *pred,
 bool dht__ring_ready(const dht_node *node) {
   const dht__ring *r = &node->ring;
 
-  if (node->state != DHT_NODE_JOINED) {
-    return false;
+  if (node->state != DHT_NODE_JOINED || r->rejoining) {
+    return false; /* a node cut off is a ring of one between its tries */
   }
   if (node->n_succs > 0 &&
       (!r->succ_agreed ||
