@@ -54,7 +54,7 @@
 
 #define NODES_MAX 10
 #define PORTS_MAX 32
-#define WHY_LEN 600 /* a failed condition's reason */
+#define WHY_LEN 1400 /* a failed condition's reason (with ss -i detail) */
 #define WAIT_POLL_MS 100
 #define PROBES_MAX 64
 #define WRITES_MAX 8        /* per probe key */
@@ -784,22 +784,33 @@ static void netns_cut(ring *r, node *const a[], int n_a, node *const b[],
 /* True when no socket of any node still holds bytes that its peer has not
  * acknowledged: nothing sent during the cut is still on its way. */
 static bool network_drained(ring *r, char *why, size_t why_len) {
-  char cmd[200], line[512], first[512] = "";
+  char cmd[200], line[512], first[1024] = "";
+  bool info_next = false;
   int i;
 
   for (i = 0; i < r->n_netns; i++) {
     FILE *f;
     long queued = 0, q;
-    snprintf(cmd, sizeof(cmd), "ip netns exec %s-n%d ss -Htn 2>/dev/null",
+    /* -o -i: the retransmission timer and TCP's own state (rto, backoff,
+     * retransmits, last send and ack) of a socket that stays behind, on
+     * the line after it. */
+    snprintf(cmd, sizeof(cmd), "ip netns exec %s-n%d ss -Htnoi 2>/dev/null",
              r->netns_prefix, i);
     f = popen(cmd, "r");
     assert_non_null(f);
     while (fgets(line, sizeof(line), f) != NULL) {
-      /* State Recv-Q Send-Q Local Peer */
-      if (sscanf(line, "%*s %*d %ld", &q) == 1 && q > 0) {
+      line[strcspn(line, "\n")] = '\0';
+      if (info_next) {
+        size_t used = strlen(first);
+        snprintf(first + used, sizeof(first) - used, " |%s", line);
+        info_next = false;
+      }
+      /* State Recv-Q Send-Q Local Peer [timer] */
+      if (line[0] != ' ' && line[0] != '\t' &&
+          sscanf(line, "%*s %*d %ld", &q) == 1 && q > 0) {
         if (queued == 0) {
           snprintf(first, sizeof(first), "%s", line);
-          first[strcspn(first, "\n")] = '\0';
+          info_next = true;
         }
         queued += q;
       }
