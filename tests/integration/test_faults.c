@@ -781,38 +781,59 @@ static void netns_cut(ring *r, node *const a[], int n_a, node *const b[],
   }
 }
 
-/* True when no socket of any node still holds bytes that its peer has not
- * acknowledged: nothing sent during the cut is still on its way. */
+/* Whether a socket that holds unacknowledged bytes is still behind the
+ * cut: its retransmission timer has retransmitted (TCP backs off up to
+ * 120 s), or nothing has been acknowledged for a second. A busy link
+ * always holds a few bytes in flight, but when its last acknowledgement is
+ * fresh and nothing is being retransmitted, everything it sent before (the
+ * cut's bytes included: acknowledgements are cumulative) has arrived.
+ * line is ss's line, info the -i line after it. */
+static bool socket_behind(const char *line, const char *info) {
+  const char *t = strstr(line, "timer:("), *a = strstr(info, "lastack:");
+  int retrans = 0, last_ack_ms = -1;
+
+  if (t != NULL) {
+    (void)sscanf(t, "timer:(%*[^,],%*[^,],%d)", &retrans);
+  }
+  if (a != NULL) {
+    (void)sscanf(a, "lastack:%d", &last_ack_ms);
+  }
+  return retrans > 0 || last_ack_ms < 0 || last_ack_ms >= 1000;
+}
+
+/* True when no socket of any node still holds bytes from the cut that its
+ * peer has not acknowledged (socket_behind): nothing sent during the cut is
+ * still on its way. */
 static bool network_drained(ring *r, char *why, size_t why_len) {
-  char cmd[200], line[512], first[1024] = "";
-  bool info_next = false;
+  char cmd[200], line[512], held[512], first[1100] = "";
   int i;
 
   for (i = 0; i < r->n_netns; i++) {
     FILE *f;
-    long queued = 0, q;
-    /* -o -i: the retransmission timer and TCP's own state (rto, backoff,
-     * retransmits, last send and ack) of a socket that stays behind, on
-     * the line after it. */
+    long queued = 0, q = 0;
+    bool pending = false;
+    /* -o -i: the retransmission timer, and on the line after each socket
+     * TCP's own state (rto, last send and ack, ...). */
     snprintf(cmd, sizeof(cmd), "ip netns exec %s-n%d ss -Htnoi 2>/dev/null",
              r->netns_prefix, i);
     f = popen(cmd, "r");
     assert_non_null(f);
     while (fgets(line, sizeof(line), f) != NULL) {
       line[strcspn(line, "\n")] = '\0';
-      if (info_next) {
-        size_t used = strlen(first);
-        snprintf(first + used, sizeof(first) - used, " |%s", line);
-        info_next = false;
+      if (line[0] == ' ' || line[0] == '\t') {
+        if (pending && socket_behind(held, line)) {
+          if (queued == 0) {
+            snprintf(first, sizeof(first), "%s |%.500s", held, line);
+          }
+          queued += q;
+        }
+        pending = false;
+        continue;
       }
       /* State Recv-Q Send-Q Local Peer [timer] */
-      if (line[0] != ' ' && line[0] != '\t' &&
-          sscanf(line, "%*s %*d %ld", &q) == 1 && q > 0) {
-        if (queued == 0) {
-          snprintf(first, sizeof(first), "%s", line);
-          info_next = true;
-        }
-        queued += q;
+      pending = sscanf(line, "%*s %*d %ld", &q) == 1 && q > 0;
+      if (pending) {
+        snprintf(held, sizeof(held), "%s", line);
       }
     }
     pclose(f);
