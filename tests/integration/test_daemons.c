@@ -725,8 +725,11 @@ static void test_bad_bytes_close_only_their_connection(void **state) {
   d = &r->nodes[0];
   ring_fill(r, d);
   fd = raw_connect(d);
-  for (i = 0; i < 8; i++) {
-    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+  assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+  /* An open ring closes after a few bad frames; a closed ring at the first
+   * (it is no handshake), and then the next write may fail: EPIPE. */
+  for (i = 1; i < 8 && write(fd, junk, sizeof(junk)) == (ssize_t)sizeof(junk);
+       i++) {
   }
   assert_true(closed_by_peer(fd));
   close(fd);
