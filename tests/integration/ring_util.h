@@ -685,6 +685,38 @@ static inline void scan_node(const ring *r, const node *d, int p,
 
 /* ---- fixtures and main --------------------------------------------------- */
 
+/* Every record of every running node, as text ("addr key hlc tomb;"),
+ * into out: what a test compares before and after an attack. Each node
+ * must hold fewer than a page of records. */
+static inline void ring_records_text(ring *r, char *out, size_t len) {
+  dht_client_scan_result page;
+  size_t used = 0, j;
+  dht_id from;
+  int i;
+
+  out[0] = '\0';
+  for (i = 0; i < r->n_nodes; i++) {
+    node *d = &r->nodes[i];
+    if (d->pid == 0) {
+      continue;
+    }
+    memset(&from, 0, sizeof(from));
+    assert_int_equal(
+        dht_client_scan(d->client, &from, SCAN_PAGE_LEN, &page, CALL_MS), 0);
+    assert_false(page.more);
+    for (j = 0; j < page.n_items; j++) {
+      const dht_client_scan_item *it = &page.items[j];
+      used += (size_t)snprintf(out + used, len - used, "%s %.*s %llu %d;",
+                               d->addr, (int)it->key_len,
+                               (const char *)it->key,
+                               (unsigned long long)it->version.hlc,
+                               it->tombstone);
+      assert_true(used < len);
+    }
+    dht_client_scan_result_free(&page);
+  }
+}
+
 /* An empty ring in a new directory of its own under base_dir, or NULL
  * (said on stderr) when it cannot be made. */
 static inline ring *ring_make(void) {

@@ -57,36 +57,6 @@ static dht_client *client_with(const node *d, const dht_ring_key *key) {
   return c;
 }
 
-/* Every record of every running node, as text ("addr key hlc tomb;"). */
-static void snapshot(ring *r, char *out, size_t len) {
-  dht_client_scan_result page;
-  size_t used = 0, j;
-  dht_id from;
-  int i;
-
-  out[0] = '\0';
-  for (i = 0; i < r->n_nodes; i++) {
-    node *d = &r->nodes[i];
-    if (d->pid == 0) {
-      continue;
-    }
-    memset(&from, 0, sizeof(from));
-    assert_int_equal(dht_client_scan(d->client, &from, SCAN_PAGE_LEN, &page,
-                                     CALL_MS),
-                     0);
-    assert_false(page.more);
-    for (j = 0; j < page.n_items; j++) {
-      const dht_client_scan_item *it = &page.items[j];
-      used += (size_t)snprintf(out + used, len - used, "%s %.*s %llu %d;",
-                               d->addr, (int)it->key_len,
-                               (const char *)it->key,
-                               (unsigned long long)it->version.hlc,
-                               it->tombstone);
-      assert_true(used < len);
-    }
-    dht_client_scan_result_free(&page);
-  }
-}
 
 static uint64_t counter_of(const node *d, const char *name) {
   dht_client_stats_result *st = malloc(sizeof(*st));
@@ -182,7 +152,7 @@ static void test_strangers_are_shut_out(void **state) {
   ring_start(r, 3);
   ring_fill(r);
   d = &r->nodes[0];
-  snapshot(r, before, sizeof(before));
+  ring_records_text(r, before, sizeof(before));
   failures = counter_of(d, "auth_failures");
 
   /* No key: the node closes at the first frame. */
@@ -233,7 +203,7 @@ static void test_strangers_are_shut_out(void **state) {
 
   /* Everything is as it was, and the node counted the closes. */
   wait_until(r, ring_succs_settled, SETTLE_MS, "ring still settled");
-  snapshot(r, after, sizeof(after));
+  ring_records_text(r, after, sizeof(after));
   assert_string_equal(before, after);
   rv = dht_client_get(d->client, "k01", 3, &value, &value_len, CALL_MS);
   assert_int_equal(rv, 0);
@@ -319,7 +289,7 @@ static void test_client_key_cannot_act_as_member(void **state) {
   ring_start(r, 3);
   ring_fill(r);
   d = &r->nodes[1];
-  snapshot(r, before, sizeof(before));
+  ring_records_text(r, before, sizeof(before));
   refused = counter_of(d, "role_refused");
   assert_int_equal(dht_ring_key_load(&client, r->client_path, err, sizeof(err)),
                    0);
@@ -347,7 +317,7 @@ static void test_client_key_cannot_act_as_member(void **state) {
               refused + sizeof(member_only) / sizeof(member_only[0]));
   /* The forged NOTIFY, LEAVE, HANDOFF and REPLICATE changed nothing. */
   wait_until(r, ring_succs_settled, 0, "ring as it was");
-  snapshot(r, after, sizeof(after));
+  ring_records_text(r, after, sizeof(after));
   assert_string_equal(before, after);
 
   /* dht ring and dht check say they need the member key. */

@@ -89,34 +89,6 @@ static void ring_start(ring *r, int n) {
   }
 }
 
-/* Every record of every node, as text ("addr key hlc tomb;"). */
-static void snapshot(ring *r, char *out, size_t len) {
-  dht_client_scan_result page;
-  size_t used = 0, j;
-  dht_id from;
-  int i;
-
-  out[0] = '\0';
-  for (i = 0; i < r->n_nodes; i++) {
-    node *d = &r->nodes[i];
-    memset(&from, 0, sizeof(from));
-    assert_int_equal(dht_client_scan(d->client, &from, SCAN_PAGE_LEN, &page,
-                                     CALL_MS),
-                     0);
-    assert_false(page.more);
-    for (j = 0; j < page.n_items; j++) {
-      const dht_client_scan_item *it = &page.items[j];
-      used += (size_t)snprintf(out + used, len - used, "%s %.*s %llu %d;",
-                               d->addr, (int)it->key_len,
-                               (const char *)it->key,
-                               (unsigned long long)it->version.hlc,
-                               it->tombstone);
-      assert_true(used < len);
-    }
-    dht_client_scan_result_free(&page);
-  }
-}
-
 /* Snapshots every node's records now, once the ring has settled. */
 static void ring_before(ring *r, char *before, size_t len) {
   /* Copies reach the replicas a moment after the OK: wait until the ring
@@ -136,7 +108,7 @@ static void ring_before(ring *r, char *before, size_t len) {
   }
   assert_int_equal(res->status, 0);
   free(res);
-  snapshot(r, before, len);
+  ring_records_text(r, before, len);
 }
 
 /* After the forgeries: nothing stored changed, the ring is as it was,
@@ -154,7 +126,7 @@ static void ring_unchanged(ring *r, const char *before) {
   assert_non_null(res);
   pause_ms(AFTERMATH_MS);
   wait_until(r, ring_settled, 0, "ring as it was");
-  snapshot(r, after, SNAPSHOT_LEN);
+  ring_records_text(r, after, SNAPSHOT_LEN);
   if (strcmp(before, after) != 0) {
     fail_msg("the records changed:\nbefore: %s\nafter:  %s", before, after);
   }
