@@ -1080,6 +1080,7 @@ int cli_wait(cli_ctx *ctx, int argc, char **argv) {
   struct timespec pause = {0, WAIT_POLL_MS * 1000000L};
   int64_t t0 = mono_ms(), left;
   char why[PROBLEM_LEN] = "no answer yet";
+  dht_client *c = NULL;
   wait_opts o;
   cli_ctx ask;
   bool ready = false;
@@ -1099,22 +1100,22 @@ int cli_wait(cli_ctx *ctx, int argc, char **argv) {
   if (st == NULL) {
     return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
   }
+  /* One client for every poll: it connects again by itself after a
+   * failure, rather than each poll opening a connection of its own. */
+  rv = dht_client_new(&c, ctx->node, &ctx->settings);
+  if (rv != 0) {
+    free(st);
+    return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_strerror(rv));
+  }
   for (;;) {
-    dht_client *c = NULL;
     left = ctx->timeout_ms - (mono_ms() - t0);
     ask = *ctx;
     ask.timeout_ms = (int)(left < WAIT_ASK_MS_MAX ? (left > 1 ? left : 1)
                                                   : WAIT_ASK_MS_MAX);
-    rv = dht_client_new(&c, ctx->node, &ctx->settings);
-    if (rv != 0) {
-      rv = cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_strerror(rv));
-      break;
-    }
     rv = dht_client_stats(c, st, ask.timeout_ms);
     if (rv != 0) {
       snprintf(why, sizeof(why), "%s", dht_client_last_error(c));
     }
-    dht_client_del(c);
     if (rv == 0 && !o.ring) {
       ready = node_ready(st, why, sizeof(why));
     } else if (rv == 0 &&
@@ -1144,6 +1145,7 @@ int cli_wait(cli_ctx *ctx, int argc, char **argv) {
     }
     rv = cli_finish(ctx, CLI_EXIT_OK);
   }
+  dht_client_del(c);
   free(st);
   return rv;
 }
