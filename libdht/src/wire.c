@@ -74,8 +74,12 @@ enum field {
   F_LOST,
   F_LINK,
   F_SRC,
+  F_EXCHANGES,
+  F_DEAD,
   F_COUNT
 };
+/* Field sets are uint32_t masks. */
+_Static_assert(F_COUNT <= 32, "too many fields for a 32-bit mask");
 
 #define FB(f) (1u << (f))
 
@@ -98,6 +102,7 @@ static const struct field_name {
     [F_BUCKETS] = {"buckets", 7}, [F_VER] = {"ver", 3},
     [F_WALL] = {"wall", 4},       [F_LOST] = {"lost", 4},
     [F_LINK] = {"link", 4},       [F_SRC] = {"src", 3},
+    [F_EXCHANGES] = {"exchanges", 9}, [F_DEAD] = {"dead", 4},
 };
 
 /* Per message type, the fields beyond v/t/rid that it carries and the ones
@@ -133,7 +138,8 @@ static const struct type_fields {
                        FB(F_PEER) | FB(F_SUCCS)},
     [DHT_MSG_STATS] = {0, 0},
     [DHT_MSG_STATS_R] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) | FB(F_FINGERS) |
-                             FB(F_COUNTERS) | FB(F_PREDS) | FB(F_LOST),
+                             FB(F_COUNTERS) | FB(F_PREDS) | FB(F_LOST) |
+                             FB(F_EXCHANGES) | FB(F_DEAD),
                          FB(F_PEER) | FB(F_SUCCS) | FB(F_FINGERS) |
                              FB(F_COUNTERS)},
     [DHT_MSG_ACCEPTED] = {0, 0},
@@ -395,6 +401,29 @@ static int check_encodable(const dht_msg *msg, uint32_t uses) {
       }
     }
   }
+  if (uses & FB(F_EXCHANGES)) {
+    if (msg->n_exchanges > DHT_EXCHANGES_MAX) {
+      return DHT_ERR_INVAL;
+    }
+    assert(msg->exchanges != NULL || msg->n_exchanges == 0);
+    for (i = 0; i < msg->n_exchanges; i++) {
+      if (!peers_ok(&msg->exchanges[i].peer, 1, 1) ||
+          msg->exchanges[i].outcome > DHT_EXCHANGE_OUTCOME_LAST) {
+        return DHT_ERR_INVAL;
+      }
+    }
+  }
+  if (uses & FB(F_DEAD)) {
+    if (msg->n_dead > DHT_DEAD_MAX) {
+      return DHT_ERR_INVAL;
+    }
+    assert(msg->dead != NULL || msg->n_dead == 0);
+    for (i = 0; i < msg->n_dead; i++) {
+      if (!peers_ok(&msg->dead[i].peer, 1, 1)) {
+        return DHT_ERR_INVAL;
+      }
+    }
+  }
   if ((uses & FB(F_CODE)) && msg->error_code >= 0) {
     return DHT_ERR_INVAL;
   }
@@ -567,6 +596,29 @@ static void pack_field(msgpack_packer *pk, const dht_msg *msg, enum field f) {
       msgpack_pack_bin_with_body(pk, l->to.b, DHT_ID_LEN);
       msgpack_pack_uint64(pk, l->at_ms);
       pack_peers(pk, l->holders, l->n_holders);
+    }
+    break;
+  case F_EXCHANGES:
+    msgpack_pack_array(pk, msg->n_exchanges);
+    for (i = 0; i < msg->n_exchanges; i++) {
+      const dht_exchange *x = &msg->exchanges[i];
+      msgpack_pack_array(pk, 8);
+      pack_peer(pk, &x->peer);
+      msgpack_pack_bin_with_body(pk, x->from.b, DHT_ID_LEN);
+      msgpack_pack_bin_with_body(pk, x->to.b, DHT_ID_LEN);
+      msgpack_pack_uint64(pk, x->ago_ms);
+      msgpack_pack_uint64(pk, x->took_ms);
+      msgpack_pack_uint64(pk, x->buckets);
+      msgpack_pack_uint64(pk, x->pushed);
+      msgpack_pack_uint64(pk, x->outcome);
+    }
+    break;
+  case F_DEAD:
+    msgpack_pack_array(pk, msg->n_dead);
+    for (i = 0; i < msg->n_dead; i++) {
+      msgpack_pack_array(pk, 2);
+      pack_peer(pk, &msg->dead[i].peer);
+      msgpack_pack_uint64(pk, msg->dead[i].ago_ms);
     }
     break;
   case F_COUNT:
@@ -986,6 +1038,22 @@ static int get_version(const msgpack_object *o, dht_version *v) {
   return rv != 0 ? rv : get_id(&o->via.array.ptr[1], &v->writer);
 }
 
+/* The start of a field that is an array of at most max compound entries
+ * (STATS_R lost, exchanges, dead): *n gets their count and *out room for
+ * them of elem_size each. Returns 0, BAD_TYPE, TOO_MANY or NOMEM. */
+static int list_begin(const decoder *d, const msgpack_object *o, size_t max,
+                      size_t elem_size, void **out, size_t *n) {
+  if (o->type != MSGPACK_OBJECT_ARRAY) {
+    return DHT_ERR_BAD_TYPE;
+  }
+  *n = o->via.array.size;
+  if (*n > max) {
+    return DHT_ERR_TOO_MANY;
+  }
+  *out = zone_array(d->zone, *n, elem_size);
+  return *out == NULL && *n > 0 ? DHT_ERR_NOMEM : 0;
+}
+
 /* lost: [[from id, to id, at uint, holders [peer...]], ...], at most
  * DHT_LOST_MAX. */
 static int get_lost(const decoder *d, const msgpack_object *o, dht_msg *msg) {
@@ -993,16 +1061,9 @@ static int get_lost(const decoder *d, const msgpack_object *o, dht_msg *msg) {
   size_t i, n;
   int rv;
 
-  if (o->type != MSGPACK_OBJECT_ARRAY) {
-    return DHT_ERR_BAD_TYPE;
-  }
-  n = o->via.array.size;
-  if (n > DHT_LOST_MAX) {
-    return DHT_ERR_TOO_MANY;
-  }
-  lost = zone_array(d->zone, n, sizeof(*lost));
-  if (lost == NULL && n > 0) {
-    return DHT_ERR_NOMEM;
+  if ((rv = list_begin(d, o, DHT_LOST_MAX, sizeof(*lost), (void **)&lost,
+                       &n)) != 0) {
+    return rv;
   }
   for (i = 0; i < n; i++) {
     const msgpack_object *e = &o->via.array.ptr[i];
@@ -1020,6 +1081,70 @@ static int get_lost(const decoder *d, const msgpack_object *o, dht_msg *msg) {
   }
   msg->lost = lost;
   msg->n_lost = n;
+  return 0;
+}
+
+/* exchanges: [[peer, from id, to id, ago uint, took uint, buckets uint,
+ * pushed uint, outcome uint], ...], at most DHT_EXCHANGES_MAX; an outcome
+ * above DHT_EXCHANGE_OUTCOME_LAST is TOO_LARGE. */
+static int get_exchanges(const decoder *d, const msgpack_object *o,
+                         dht_msg *msg) {
+  dht_exchange *xs;
+  size_t i, n;
+  int rv;
+
+  if ((rv = list_begin(d, o, DHT_EXCHANGES_MAX, sizeof(*xs), (void **)&xs,
+                       &n)) != 0) {
+    return rv;
+  }
+  for (i = 0; i < n; i++) {
+    const msgpack_object *e = &o->via.array.ptr[i];
+    if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 8) {
+      return DHT_ERR_BAD_TYPE;
+    }
+    e = e->via.array.ptr;
+    if ((rv = get_peer(d, &e[0], &xs[i].peer)) != 0 ||
+        (rv = get_id(&e[1], &xs[i].from)) != 0 ||
+        (rv = get_id(&e[2], &xs[i].to)) != 0 ||
+        (rv = get_uint(&e[3], &xs[i].ago_ms)) != 0 ||
+        (rv = get_uint(&e[4], &xs[i].took_ms)) != 0 ||
+        (rv = get_uint(&e[5], &xs[i].buckets)) != 0 ||
+        (rv = get_uint(&e[6], &xs[i].pushed)) != 0 ||
+        (rv = get_uint(&e[7], &xs[i].outcome)) != 0) {
+      return rv;
+    }
+    if (xs[i].outcome > DHT_EXCHANGE_OUTCOME_LAST) {
+      return DHT_ERR_TOO_LARGE;
+    }
+  }
+  msg->exchanges = xs;
+  msg->n_exchanges = n;
+  return 0;
+}
+
+/* dead: [[peer, ago uint], ...], at most DHT_DEAD_MAX. */
+static int get_dead(const decoder *d, const msgpack_object *o, dht_msg *msg) {
+  dht_dead_peer *dead;
+  size_t i, n;
+  int rv;
+
+  if ((rv = list_begin(d, o, DHT_DEAD_MAX, sizeof(*dead), (void **)&dead,
+                       &n)) != 0) {
+    return rv;
+  }
+  for (i = 0; i < n; i++) {
+    const msgpack_object *e = &o->via.array.ptr[i];
+    if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2) {
+      return DHT_ERR_BAD_TYPE;
+    }
+    e = e->via.array.ptr;
+    if ((rv = get_peer(d, &e[0], &dead[i].peer)) != 0 ||
+        (rv = get_uint(&e[1], &dead[i].ago_ms)) != 0) {
+      return rv;
+    }
+  }
+  msg->dead = dead;
+  msg->n_dead = n;
   return 0;
 }
 
@@ -1119,6 +1244,10 @@ static int decode_field(const decoder *d, enum field f, const msgpack_object *o,
     return get_uint(o, &msg->wall_ms);
   case F_LOST:
     return get_lost(d, o, msg);
+  case F_EXCHANGES:
+    return get_exchanges(d, o, msg);
+  case F_DEAD:
+    return get_dead(d, o, msg);
   case F_LINK:
     return get_uint(o, &msg->link);
   case F_SRC:

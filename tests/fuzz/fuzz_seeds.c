@@ -96,6 +96,8 @@ static dht_counter counters[2];
 static uint16_t buckets[2] = {0, 3};
 static uint8_t digests[4 * DHT_DIGEST_LEN];
 static dht_lost_range lost[1];
+static dht_exchange exchanges[1];
+static dht_dead_peer dead[1];
 
 /* A message of type with every field it uses set; variant 1 sets the
  * optional ones too. */
@@ -178,6 +180,20 @@ static void sample(dht_msg *m, dht_msg_type type, int variant) {
   lost[0].n_holders = 2;
   m->lost = lost;
   m->n_lost = variant == 1 ? 1 : 0;
+  exchanges[0].peer = member(4);
+  exchanges[0].from = member_id(0);
+  exchanges[0].to = member_id(1);
+  exchanges[0].ago_ms = 1500;
+  exchanges[0].took_ms = 20;
+  exchanges[0].buckets = 2;
+  exchanges[0].pushed = 7;
+  exchanges[0].outcome = DHT_EXCHANGE_DONE;
+  m->exchanges = exchanges;
+  m->n_exchanges = variant == 1 ? 1 : 0;
+  dead[0].peer = member(5);
+  dead[0].ago_ms = 30000;
+  m->dead = dead;
+  m->n_dead = variant == 1 ? 1 : 0;
   m->error_code = variant == 1 ? DHT_ERR_STALE : DHT_ERR_NOT_FOUND;
   m->error_msg = bytes_of(variant == 1 ? "stale" : "key not found");
 }

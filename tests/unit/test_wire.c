@@ -61,6 +61,10 @@ static uint8_t g_big[VALUE_MAX + 1]; /* one byte more than any limit */
  * three, then up to DHT_LOST_MAX + 1 with DHT_SUCC_LIST_MAX holders of
  * 255-byte addresses each (V_MAX, and one too many). */
 static dht_lost_range g_lost[DHT_LOST_MAX + 1];
+/* Anti-entropy exchanges and dead peers of STATS_R, one more than the cap
+ * each, with 255-byte addresses and every outcome. */
+static dht_exchange g_exchanges[DHT_EXCHANGES_MAX + 1];
+static dht_dead_peer g_dead[DHT_DEAD_MAX + 1];
 
 static dht_id id_n(unsigned n) {
   dht_id id;
@@ -150,6 +154,20 @@ static int setup_fixtures(void **state) {
     g_lost[i].holders = i == 1 ? g_peers + 7 : g_peers_max + (i % 3);
     g_lost[i].n_holders = i == 0 ? 0 : i == 1 ? 3 : DHT_SUCC_LIST_MAX;
   }
+  for (i = 0; i <= DHT_EXCHANGES_MAX; i++) {
+    g_exchanges[i].peer = g_peers_max[i];
+    g_exchanges[i].from = id_n(400 + i);
+    g_exchanges[i].to = i == 1 ? id_max() : id_n(430 + i);
+    g_exchanges[i].ago_ms = i == 1 ? UINT64_MAX : 1000u * i;
+    g_exchanges[i].took_ms = i;
+    g_exchanges[i].buckets = i == 2 ? DHT_SYNC_BUCKETS_MAX : i;
+    g_exchanges[i].pushed = i == 1 ? UINT64_MAX : 7u * i;
+    g_exchanges[i].outcome = i % (DHT_EXCHANGE_OUTCOME_LAST + 1);
+  }
+  for (i = 0; i <= DHT_DEAD_MAX; i++) {
+    g_dead[i].peer = g_peers_max[i];
+    g_dead[i].ago_ms = i == 1 ? UINT64_MAX : 500u * i;
+  }
   return 0;
 }
 
@@ -233,6 +251,10 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
       m->n_counters = v == V_MIN ? 0 : v == V_MID ? 5 : DHT_COUNTERS_MAX;
       m->lost = g_lost;
       m->n_lost = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_LOST_MAX;
+      m->exchanges = g_exchanges;
+      m->n_exchanges = v == V_MIN ? 0 : v == V_MID ? 3 : DHT_EXCHANGES_MAX;
+      m->dead = g_dead;
+      m->n_dead = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_DEAD_MAX;
     }
     if (t == DHT_MSG_NEIGHBORS) { /* 0 is "not sent" */
       m->wall_ms = v == V_MIN ? 0 : v == V_MID ? 1700000000123ull : UINT64_MAX;
@@ -448,6 +470,22 @@ static void assert_msg_eq(const dht_msg *a, const dht_msg *b) {
       assert_peer_eq(&a->lost[i].holders[k], &b->lost[i].holders[k]);
     }
   }
+  assert_int_equal(a->n_exchanges, b->n_exchanges);
+  for (i = 0; i < a->n_exchanges; i++) {
+    const dht_exchange *x = &a->exchanges[i], *y = &b->exchanges[i];
+
+    assert_peer_eq(&x->peer, &y->peer);
+    assert_memory_equal(x->from.b, y->from.b, DHT_ID_LEN);
+    assert_memory_equal(x->to.b, y->to.b, DHT_ID_LEN);
+    assert_true(x->ago_ms == y->ago_ms && x->took_ms == y->took_ms);
+    assert_true(x->buckets == y->buckets && x->pushed == y->pushed);
+    assert_true(x->outcome == y->outcome);
+  }
+  assert_int_equal(a->n_dead, b->n_dead);
+  for (i = 0; i < a->n_dead; i++) {
+    assert_peer_eq(&a->dead[i].peer, &b->dead[i].peer);
+    assert_true(a->dead[i].ago_ms == b->dead[i].ago_ms);
+  }
 }
 
 /* Decoded byte strings must borrow the body, not copy it. */
@@ -480,6 +518,12 @@ static void assert_borrowed(const dht_msg *m, const uint8_t *body, size_t len) {
     for (k = 0; k < m->lost[i].n_holders; k++) {
       assert_in(m->lost[i].holders[k].addr, body, len);
     }
+  }
+  for (i = 0; i < m->n_exchanges; i++) {
+    assert_in(m->exchanges[i].peer.addr, body, len);
+  }
+  for (i = 0; i < m->n_dead; i++) {
+    assert_in(m->dead[i].peer.addr, body, len);
   }
 }
 
@@ -538,7 +582,8 @@ static outcome decode_lim(const void *body, size_t len,
     assert_null(msg.zone_);
     assert_int_equal(msg.n_succs + msg.n_preds + msg.n_path + msg.n_fingers +
                          msg.n_items + msg.n_counters + msg.n_digests +
-                         msg.n_buckets + msg.n_lost + msg.key.len +
+                         msg.n_buckets + msg.n_lost + msg.n_exchanges +
+                         msg.n_dead + msg.key.len +
                          msg.value.len,
                      0);
     assert_false(msg.has_ver);
@@ -708,7 +753,7 @@ static const type_spec type_specs[] = {
     {DHT_MSG_STATS, {NULL}, {NULL}},
     {DHT_MSG_STATS_R,
      {"peer", "succs", "fingers", "counters", NULL},
-     {"pred", "preds", "lost", NULL}},
+     {"pred", "preds", "lost", NULL}}, /* exchanges, dead: their own test */
     {DHT_MSG_ACCEPTED, {NULL}, {NULL}},
     {DHT_MSG_REPLICATE, {"items", NULL}, {"link", "src", NULL}},
     {DHT_MSG_SYNC, {"from", "to", "digests", NULL}, {"link", "src", NULL}},
@@ -3710,11 +3755,9 @@ static void test_wall_roundtrip(void **state) {
   mp_free(&hand);
 }
 
-/* Packs a STATS_R of rid 77 whose lost array has n ranges, the first of
- * them with n_holders holders. */
-static void mp_stats_r_lost(mp *m, size_t n, size_t n_holders) {
-  size_t i, k;
-
+/* Packs the start of a STATS_R of rid 77: its required fields, empty,
+ * then field, an array of n entries to follow. */
+static void mp_stats_r_head(mp *m, const char *field, size_t n) {
   begin_one(m, DHT_MSG_STATS_R, 5);
   mp_s(m, "peer");
   mp_peer(m, 1);
@@ -3724,8 +3767,16 @@ static void mp_stats_r_lost(mp *m, size_t n, size_t n_holders) {
   mp_arr(m, 0);
   mp_s(m, "counters");
   mp_map(m, 0);
-  mp_s(m, "lost");
+  mp_s(m, field);
   mp_arr(m, n);
+}
+
+/* Packs a STATS_R of rid 77 whose lost array has n ranges, the first of
+ * them with n_holders holders. */
+static void mp_stats_r_lost(mp *m, size_t n, size_t n_holders) {
+  size_t i, k;
+
+  mp_stats_r_head(m, "lost", n);
   for (i = 0; i < n; i++) {
     mp_arr(m, 4);
     mp_id(m, 40 + (unsigned)i);
@@ -3809,6 +3860,90 @@ static void test_lost_ranges_roundtrip_and_limits(void **state) {
   mp_s(&hand, "lost");
   mp_raw(&hand, "\xdd\xff\xff\xff\xff", 5);
   assert_int_equal(decode_mp(&hand).rv, DHT_ERR_TOO_MANY);
+  mp_free(&hand);
+}
+
+/* Packs a STATS_R of rid 77 with one field, name, an array of n entries
+ * of elems elements each: [peer, uint...] with the last element last. */
+static void mp_stats_r_list(mp *m, const char *name, size_t n, size_t elems,
+                            uint64_t last) {
+  size_t i, k;
+
+  mp_stats_r_head(m, name, n);
+  for (i = 0; i < n; i++) {
+    mp_arr(m, elems);
+    mp_peer(m, (unsigned)i);
+    for (k = 1; k < elems; k++) {
+      if (elems == 8 && (k == 1 || k == 2)) {
+        mp_id(m, 40 + (unsigned)k); /* an exchange's from and to */
+      } else {
+        mp_u(m, k + 1 == elems ? last : 1000 + k);
+      }
+    }
+  }
+}
+
+/* STATS_R carries up to DHT_EXCHANGES_MAX exchanges, each with one of the
+ * three outcomes, and up to DHT_DEAD_MAX dead peers; the encoder refuses
+ * one more, an unknown outcome or a bad address (INVAL), the decoder one
+ * more (TOO_MANY), an unknown outcome (TOO_LARGE) or a wrong shape
+ * (BAD_TYPE), with the rid still readable. */
+static void test_exchanges_and_dead_roundtrip_and_limits(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_exchange bad;
+  dht_msg m, out;
+  outcome o;
+  mp hand;
+
+  (void)state;
+  sample_msg(&m, DHT_MSG_STATS_R, V_MAX);
+  roundtrip(&m);
+  m.n_exchanges = DHT_EXCHANGES_MAX + 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  m.n_exchanges = 1;
+  m.n_dead = DHT_DEAD_MAX + 1;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  m.n_dead = 0;
+  bad = g_exchanges[0];
+  bad.outcome = DHT_EXCHANGE_OUTCOME_LAST + 1;
+  m.exchanges = &bad;
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+  bad.outcome = DHT_EXCHANGE_FAILED;
+  bad.peer.addr = bs(NULL, 0);
+  expect_encode_fails(&m, DHT_ERR_INVAL);
+
+  mp_stats_r_list(&hand, "exchanges", DHT_EXCHANGES_MAX, 8,
+                  DHT_EXCHANGE_FAILED);
+  assert_int_equal(dht_msg_decode(&out, (const uint8_t *)hand.sb.data,
+                                  hand.sb.size, &lim),
+                   0);
+  assert_int_equal(out.n_exchanges, DHT_EXCHANGES_MAX);
+  assert_true(bytes_eq_str(out.exchanges[7].peer.addr, g_addr[7]));
+  assert_memory_equal(out.exchanges[7].to.b, id_n(42).b, DHT_ID_LEN);
+  assert_true(out.exchanges[7].ago_ms == 1003 &&
+              out.exchanges[7].pushed == 1006);
+  assert_true(out.exchanges[7].outcome == DHT_EXCHANGE_FAILED);
+  dht_msg_free(&out);
+  mp_free(&hand);
+  mp_stats_r_list(&hand, "exchanges", DHT_EXCHANGES_MAX + 1, 8, 0);
+  o = decode_mp(&hand);
+  assert_int_equal(o.rv, DHT_ERR_TOO_MANY);
+  assert_true(o.can_reply && o.rid == 77);
+  mp_free(&hand);
+  mp_stats_r_list(&hand, "exchanges", 1, 8, DHT_EXCHANGE_OUTCOME_LAST + 1);
+  assert_int_equal(decode_mp(&hand).rv, DHT_ERR_TOO_LARGE);
+  mp_free(&hand);
+  mp_stats_r_list(&hand, "exchanges", 1, 7, 0);
+  assert_int_equal(decode_mp(&hand).rv, DHT_ERR_BAD_TYPE);
+  mp_free(&hand);
+  mp_stats_r_list(&hand, "dead", DHT_DEAD_MAX, 2, UINT64_MAX);
+  assert_int_equal(decode_mp(&hand).rv, 0);
+  mp_free(&hand);
+  mp_stats_r_list(&hand, "dead", DHT_DEAD_MAX + 1, 2, 5);
+  assert_int_equal(decode_mp(&hand).rv, DHT_ERR_TOO_MANY);
+  mp_free(&hand);
+  mp_stats_r_list(&hand, "dead", 1, 3, 5);
+  assert_int_equal(decode_mp(&hand).rv, DHT_ERR_BAD_TYPE);
   mp_free(&hand);
 }
 
@@ -4196,6 +4331,7 @@ int main(void) {
       cmocka_unit_test(test_ver_decoded_from_hand_made_error),
       cmocka_unit_test(test_wall_roundtrip),
       cmocka_unit_test(test_lost_ranges_roundtrip_and_limits),
+      cmocka_unit_test(test_exchanges_and_dead_roundtrip_and_limits),
       cmocka_unit_test(test_ack_lost_roundtrip),
       cmocka_unit_test(test_new_error_codes),
       cmocka_unit_test(test_ver_wall_lost_ignored_elsewhere),

@@ -32,6 +32,8 @@
 #define DHT_DIGEST_LEN 16     /* bytes in one anti-entropy bucket digest */
 #define DHT_SYNC_BUCKETS_MAX 256 /* buckets a SYNC may split its range into */
 #define DHT_LOST_MAX 16       /* lost ranges in a STATS reply */
+#define DHT_EXCHANGES_MAX 8   /* anti-entropy exchanges in a STATS reply */
+#define DHT_DEAD_MAX 16       /* dead peers in a STATS reply */
 
 /* Message types. The numbers are the wire values and never change. */
 #define DHT_MSG_TYPE_MAP(X)                                                    \
@@ -140,6 +142,34 @@ typedef struct dht_lost_range {
   size_t n_holders;      /* at most DHT_SUCC_LIST_MAX */
 } dht_lost_range;
 
+/* How an anti-entropy exchange went: what the owner's last exchange with
+ * one replica found (STATS_R). */
+typedef enum dht_exchange_outcome {
+  DHT_EXCHANGE_RUNNING = 0, /* digests sent, or records being pushed */
+  DHT_EXCHANGE_DONE = 1,    /* every differing bucket pushed (or none) */
+  DHT_EXCHANGE_FAILED = 2,  /* the replica did not answer, refused, or a
+                               push failed: the next round tries again */
+} dht_exchange_outcome;
+#define DHT_EXCHANGE_OUTCOME_LAST DHT_EXCHANGE_FAILED
+
+/* The last anti-entropy exchange of the responder's range with one replica
+ * (STATS_R exchanges). */
+typedef struct dht_exchange {
+  dht_peer_ref peer; /* the replica */
+  dht_id from, to;   /* the range compared, (from, to] */
+  uint64_t ago_ms;   /* it began this long before the reply */
+  uint64_t took_ms;  /* it ran this long (so far, while running) */
+  uint64_t buckets;  /* digest buckets found to differ (0: in sync) */
+  uint64_t pushed;   /* records pushed to the replica */
+  uint64_t outcome;  /* a dht_exchange_outcome */
+} dht_exchange;
+
+/* A peer the responder declared dead and still probes (STATS_R dead). */
+typedef struct dht_dead_peer {
+  dht_peer_ref peer; /* the peer */
+  uint64_t ago_ms;   /* declared dead this long before the reply */
+} dht_dead_peer;
+
 /* One named counter of a STATS reply. */
 typedef struct dht_counter {
   dht_bytes name; /* 1..64 bytes of ASCII */
@@ -202,6 +232,10 @@ typedef struct dht_msg {
   size_t n_counters;       /* at most DHT_COUNTERS_MAX */
   dht_lost_range *lost;    /* STATS_R: ranges recorded as lost */
   size_t n_lost;           /* at most DHT_LOST_MAX */
+  dht_exchange *exchanges; /* STATS_R: last anti-entropy exchanges */
+  size_t n_exchanges;      /* at most DHT_EXCHANGES_MAX */
+  dht_dead_peer *dead;     /* STATS_R: peers declared dead */
+  size_t n_dead;           /* at most DHT_DEAD_MAX */
 
   int32_t error_code;  /* ERROR: a DHT_ERR_* value (negative) */
   dht_bytes error_msg; /* ERROR: one line for humans, may be empty */
