@@ -269,6 +269,20 @@ static void put_repair(expo *e, const dht_node_metrics *nm) {
          nm->sync_buckets);
   single(e, "dht_repair_handoff_busy", "gauge",
          "1 while a hand-off batch is in flight", nm->handoff_busy);
+  single(e, "dht_repair_records", "gauge",
+         "records still to push to replicas in the exchanges under way",
+         nm->repair_records);
+  single(e, "dht_repair_bytes", "gauge",
+         "key and record bytes of those records", nm->repair_bytes);
+  single(e, "dht_repair_handoff_records", "gauge",
+         "records still to hand on to the nodes they belong to",
+         nm->handoff_records);
+  single(e, "dht_repair_handoff_bytes", "gauge",
+         "key and record bytes of those records", nm->handoff_bytes);
+  family(e, "dht_repair_eta_seconds", "gauge",
+         "the node's estimate of the time the repair and hand-off left "
+         "should take");
+  put(e, "dht_repair_eta_seconds %.3f\n", (double)nm->backlog_eta_ms / 1000);
   single(e, "dht_repair_lost_ranges", "gauge",
          "ranges recorded lost (every copy died) and not yet acknowledged",
          nm->ranges_lost);

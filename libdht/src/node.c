@@ -258,13 +258,78 @@ static void stats_lost(const dht_node *node, dht_msg *msg,
   msg->n_lost = node->loss.n_ranges;
 }
 
+/* The successor whose id is id, or DHT__NO_PEER. */
+static int32_t succ_with_id(const dht_node *node, const dht_id *id) {
+  uint32_t i;
+
+  for (i = 0; i < node->n_succs; i++) {
+    if (dht_id_eq(&node->peers[node->succs[i]].id, id)) {
+      return node->succs[i];
+    }
+  }
+  return DHT__NO_PEER;
+}
+
+/* Lists in msg (STATS_R) the last exchange with each replica that is still
+ * a successor, in the order of the notes. */
+static void stats_exchanges(const dht_node *node, dht_msg *msg,
+                            dht_exchange out[DHT_EXCHANGES_MAX]) {
+  uint32_t i;
+  size_t n = 0;
+
+  for (i = 0; i < DHT_EXCHANGES_MAX; i++) {
+    const dht__exchange_note *x = &node->repl.exchanges[i];
+    int32_t peer = x->used ? succ_with_id(node, &x->peer) : DHT__NO_PEER;
+    uint64_t end;
+    if (peer == DHT__NO_PEER) {
+      continue;
+    }
+    end = x->outcome == DHT_EXCHANGE_RUNNING ? node->now_ms : x->ended_ms;
+    dht__peer_to_ref(node, peer, &out[n].peer);
+    out[n].from = x->from;
+    out[n].to = x->to;
+    out[n].ago_ms = node->now_ms - x->started_ms;
+    out[n].took_ms = end - x->started_ms;
+    out[n].buckets = x->buckets;
+    out[n].pushed = x->pushed;
+    out[n].outcome = x->outcome;
+    n++;
+  }
+  msg->exchanges = out;
+  msg->n_exchanges = n;
+}
+
+/* Lists in msg (STATS_R) the peers this node declared dead and probes. */
+static void stats_dead(const dht_node *node, dht_msg *msg,
+                       dht_dead_peer out[DHT__LOST_MAX]) {
+  uint32_t i;
+  size_t n = 0;
+
+  for (i = 0; i < DHT__LOST_MAX; i++) {
+    const dht__lost *l = &node->lost[i];
+    if (l->addr[0] == '\0') {
+      continue;
+    }
+    out[n].peer.id = l->id;
+    out[n].peer.addr.p = (const uint8_t *)l->addr;
+    out[n].peer.addr.len = strlen(l->addr);
+    out[n].ago_ms = node->now_ms - l->lost_at_ms;
+    n++;
+  }
+  msg->dead = out;
+  msg->n_dead = n;
+}
+
 static void on_stats(dht_node *node, const dht__request *in) {
   dht_peer_ref lost_holders[DHT_LOST_MAX][DHT_SUCC_LIST_MAX];
   dht_peer_ref succs[DHT_SUCC_LIST_MAX], preds[DHT_SUCC_LIST_MAX];
   dht_finger_ref fingers[DHT_ID_BITS];
   dht_lost_range lost[DHT_LOST_MAX];
-  dht_counter counters[N_COUNTERS + 8 + 2 * DHT_MSG_CLASSES];
+  dht_exchange exchanges[DHT_EXCHANGES_MAX];
+  dht_dead_peer dead[DHT__LOST_MAX];
+  dht_counter counters[N_COUNTERS + 13 + 2 * DHT_MSG_CLASSES];
   const uint64_t *values = (const uint64_t *)&node->counters;
+  dht_node_metrics m;
   dht_msg msg;
   uint32_t i;
   size_t n;
@@ -284,7 +349,8 @@ static void on_stats(dht_node *node, const dht__request *in) {
   for (i = 0; i < N_COUNTERS; i++) {
     counter_set(&counters[i], counter_names[i], values[i]);
   }
-  counter_set(&counters[i++], "keys", dht_store_count(node->store));
+  dht_node_get_metrics(node, &m);
+  counter_set(&counters[i++], "keys", m.keys);
   counter_set(&counters[i++], "pending", node->n_pending);
   counter_set(&counters[i++], "state", (uint64_t)node->state);
   counter_set(&counters[i++], "replicas", node->set.replicas);
@@ -298,6 +364,11 @@ static void on_stats(dht_node *node, const dht__request *in) {
               node->repl.clock_offset_ms < 0
                   ? (uint64_t)-node->repl.clock_offset_ms
                   : 0);
+  counter_set(&counters[i++], "repair_records", m.repair_records);
+  counter_set(&counters[i++], "repair_bytes", m.repair_bytes);
+  counter_set(&counters[i++], "handoff_records", m.handoff_records);
+  counter_set(&counters[i++], "handoff_bytes", m.handoff_bytes);
+  counter_set(&counters[i++], "backlog_eta_ms", m.backlog_eta_ms);
   for (c = 0; c < DHT_MSG_CLASSES; c++) {
     counter_set(&counters[i++], bytes_in_names[c],
                 node->metrics.m.bytes_in[c]);
@@ -306,6 +377,8 @@ static void on_stats(dht_node *node, const dht__request *in) {
   }
   msg.counters = counters;
   stats_lost(node, &msg, lost, lost_holders);
+  stats_exchanges(node, &msg, exchanges);
+  stats_dead(node, &msg, dead);
   msg.n_counters = i;
   dht__reply(node, in->conn, &msg);
 }

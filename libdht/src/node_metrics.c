@@ -311,6 +311,61 @@ static uint32_t popcount64(uint64_t x) {
   return n;
 }
 
+static uint64_t left(uint64_t total, uint64_t done) {
+  return total > done ? total - done : 0;
+}
+
+/* Milliseconds to move bytes at bytes_per_s (at least 1 byte/s). */
+static uint64_t ms_at(uint64_t bytes, uint64_t bytes_per_s) {
+  return bytes * 1000 / (bytes_per_s > 0 ? bytes_per_s : 1);
+}
+
+/* Bytes a second done_bytes took since start_ms, or 0 when unmeasured. */
+static uint64_t pace(const dht_node *node, uint64_t done_bytes,
+                     uint64_t start_ms) {
+  uint64_t dt = node->now_ms - start_ms;
+
+  return done_bytes > 0 && dt > 0 ? done_bytes * 1000 / dt : 0;
+}
+
+/* The records still to repair and hand on, and how long they should take
+ * (dht/metrics.h says how each is estimated). */
+static void backlog(const dht_node *node, dht_node_metrics *out) {
+  const dht__handoff *h = &node->handoff;
+  uint64_t cap = node->set.repair_bytes_per_s, repair_ms = 0, rate, debt;
+  uint32_t i;
+
+  out->repair_records = 0;
+  out->repair_bytes = 0;
+  for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
+    const dht__sync *s = &node->repl.syncs[i];
+    uint64_t bytes;
+    if (s->peer == DHT__NO_PEER) {
+      continue;
+    }
+    bytes = left(s->todo_bytes, s->pushed_bytes);
+    out->repair_records += left(s->todo_records, s->pushed);
+    out->repair_bytes += bytes;
+    rate = pace(node, s->pushed_bytes, s->answered_ms);
+    if (rate > 0 && rate < cap && ms_at(bytes, rate) > repair_ms) {
+      repair_ms = ms_at(bytes, rate); /* this replica is the slow one */
+    }
+  }
+  /* One rate limit for all, which a batch sent on credit may have left in
+   * debt: the debt is paid first. */
+  debt = node->repl.repair_tokens < 0 ? (uint64_t)-node->repl.repair_tokens
+                                      : 0;
+  if (out->repair_bytes > 0 &&
+      ms_at(out->repair_bytes + debt, cap) > repair_ms) {
+    repair_ms = ms_at(out->repair_bytes + debt, cap);
+  }
+  out->handoff_records = h->todo_records;
+  out->handoff_bytes = h->todo_bytes;
+  rate = pace(node, h->done_bytes, h->run_started_ms);
+  out->backlog_eta_ms =
+      repair_ms + ms_at(h->todo_bytes, rate > 0 ? rate : cap);
+}
+
 void dht_node_get_metrics(const dht_node *node, dht_node_metrics *out) {
   uint32_t i, w;
 
@@ -339,7 +394,8 @@ void dht_node_get_metrics(const dht_node *node, dht_node_metrics *out) {
       out->sync_buckets += popcount64(s->mask[w]);
     }
   }
-  out->handoff_busy = node->handoff_busy;
+  out->handoff_busy = node->handoff.busy;
+  backlog(node, out);
   out->writes_in_flight = 0;
   for (i = 0; i < node->repl.cap_writes; i++) {
     out->writes_in_flight += node->repl.writes[i].gen != 0;

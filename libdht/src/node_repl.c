@@ -1031,6 +1031,10 @@ size_t dht__batch_next(const dht_buf *buf, size_t off, dht_id *key_id,
   return off + BATCH_REC_HEAD + lens[0] + lens[1];
 }
 
+size_t dht__batch_payload(const dht_buf *buf, size_t n) {
+  return buf->len - n * BATCH_REC_HEAD;
+}
+
 /* Decodes a batch's records into a malloc'd item array (NULL on failure). */
 dht_kv *dht__batch_items(const dht__batch *b) {
   dht_kv *items = malloc((b->n > 0 ? b->n : 1) * sizeof(*items));
@@ -1088,8 +1092,11 @@ typedef struct digest_pass {
   uint32_t n_buckets;
   uint8_t digests[DHT_SYNC_BUCKETS_MAX][DHT_DIGEST_LEN];
   dht__batch expired;   /* tombstones past their grace */
-  const uint64_t *mask; /* with batch: the buckets whose records to copy */
-  dht__batch *batch;    /* where they go */
+  const uint64_t *mask; /* with batch or counting: the buckets that count */
+  dht__batch *batch;    /* where their records go */
+  bool counting;        /* count their records instead (batch NULL) */
+  uint64_t counted;     /* ... records */
+  uint64_t counted_bytes; /* ... and their key and record bytes */
 } digest_pass;
 
 static double range_width(const dht_id *from, const dht_id *to) {
@@ -1118,7 +1125,7 @@ static int digest_visit(void *ud, const dht_id *key_id, const uint8_t *key,
 
   dht_record_parse(rec, rec_len, &kv);
   if (kv.tombstone && tombstone_expired(d->node, kv.version.hlc)) {
-    if (d->expired.n < GC_PER_PASS) {
+    if (!d->counting && d->expired.n < GC_PER_PASS) {
       batch_add(&d->expired, key_id, key, key_len, rec, 0);
     }
     return 0; /* forgotten: in no digest */
@@ -1127,6 +1134,13 @@ static int digest_visit(void *ud, const dht_id *key_id, const uint8_t *key,
     return mask_has(d->mask, b)
                ? batch_add(d->batch, key_id, key, key_len, rec, rec_len)
                : 0;
+  }
+  if (d->counting) {
+    if (mask_has(d->mask, b)) {
+      d->counted++;
+      d->counted_bytes += key_len + rec_len;
+    }
+    return 0;
   }
   memcpy(in, key_id->b, DHT_ID_LEN);
   for (i = 0; i < 8; i++) {
@@ -1141,9 +1155,10 @@ static int digest_visit(void *ud, const dht_id *key_id, const uint8_t *key,
   return 0;
 }
 
-/* Scans (from, to]: digests (batch NULL) or copies the records of the
- * buckets in mask into batch, starting after start. Forgets expired
- * tombstones on the way. Returns 0 or DHT_ERR_STORE. */
+/* Scans (from, to]: digests (batch NULL, not counting), or copies the
+ * records of the buckets in mask into batch, or counts them, starting
+ * after start. Forgets expired tombstones on the way. Returns 0 or
+ * DHT_ERR_STORE. */
 static int digest_range(dht_node *node, digest_pass *d, const dht_id *from,
                         const dht_id *to, uint32_t n_buckets,
                         const dht_id *start) {
@@ -1153,6 +1168,8 @@ static int digest_range(dht_node *node, digest_pass *d, const dht_id *from,
   int rv;
 
   memset(d->digests, 0, sizeof(d->digests));
+  d->counted = 0;
+  d->counted_bytes = 0;
   d->node = node;
   d->from = from;
   d->width = range_width(from, to);
@@ -1171,6 +1188,20 @@ static int digest_range(dht_node *node, digest_pass *d, const dht_id *from,
     node->counters.store_errors++;
   }
   return rv;
+}
+
+/* A pass for digest_range (malloc'd: its digests are large), of the kind
+ * its arguments say; NULL when out of memory. */
+static digest_pass *pass_new(const uint64_t *mask, dht__batch *batch,
+                             bool counting) {
+  digest_pass *d = malloc(sizeof(*d));
+
+  if (d != NULL) {
+    d->mask = mask;
+    d->batch = batch;
+    d->counting = counting;
+  }
+  return d;
 }
 
 static dht__sync *sync_of(dht_node *node, int32_t peer) {
@@ -1233,7 +1264,59 @@ bool dht__repl_replicas_hold_range(const dht_node *node) {
   return node->repl.range_fresh && !node->repl.writes_unsure;
 }
 
-static void sync_end(dht_node *node, dht__sync *s) {
+/* The note of the last exchange with the replica id: its own, else a free
+ * one, else the oldest (create); NULL when there is none and create is
+ * false. */
+static dht__exchange_note *exchange_note(dht_node *node, const dht_id *id,
+                                         bool create) {
+  dht__exchange_note *oldest = NULL;
+  uint32_t i;
+
+  for (i = 0; i < DHT_EXCHANGES_MAX; i++) {
+    dht__exchange_note *x = &node->repl.exchanges[i];
+    if (x->used && dht_id_eq(&x->peer, id)) {
+      return x;
+    }
+    if (oldest == NULL || !x->used ||
+        (oldest->used && x->started_ms < oldest->started_ms)) {
+      oldest = x;
+    }
+  }
+  return create ? oldest : NULL;
+}
+
+/* Notes that session s's exchange began, in place of the last one with
+ * the same replica (or of the oldest note). */
+static void exchange_begin(dht_node *node, const dht__sync *s) {
+  dht__exchange_note *x = exchange_note(node, &node->peers[s->peer].id, true);
+
+  memset(x, 0, sizeof(*x));
+  x->used = true;
+  x->peer = node->peers[s->peer].id;
+  x->from = s->from;
+  x->to = s->to;
+  x->started_ms = s->started_ms;
+  x->outcome = DHT_EXCHANGE_RUNNING;
+}
+
+/* The note of session s's exchange, updated with what it has done. */
+static dht__exchange_note *exchange_update(dht_node *node, const dht__sync *s) {
+  dht__exchange_note *x = exchange_note(node, &node->peers[s->peer].id, false);
+
+  if (x != NULL) {
+    x->pushed = s->pushed;
+  }
+  return x;
+}
+
+static void sync_end(dht_node *node, dht__sync *s,
+                     dht_exchange_outcome outcome) {
+  dht__exchange_note *x = exchange_update(node, s);
+
+  if (x != NULL) {
+    x->ended_ms = node->now_ms;
+    x->outcome = (uint8_t)outcome;
+  }
   if (s->pushed > 0) {
     node->counters.repair_ms_last = node->now_ms - s->started_ms;
     dht__log(node, DHT_LOG_INFO,
@@ -1275,17 +1358,15 @@ static void push_next(dht_node *node, dht__sync *s) {
   }
   s->waiting = false;
   if (s->has_cursor && dht_id_eq(&s->cursor, &s->to)) {
-    sync_end(node, s);
+    sync_end(node, s, DHT_EXCHANGE_DONE);
     return;
   }
-  d = malloc(sizeof(*d));
+  d = pass_new(s->mask, &batch, false);
   if (d == NULL) {
-    sync_end(node, s);
+    sync_end(node, s, DHT_EXCHANGE_FAILED);
     return;
   }
   dht__batch_init(&batch, node);
-  d->mask = s->mask;
-  d->batch = &batch;
   rv = digest_range(node, d, &s->from, &s->to, s->n_buckets,
                     s->has_cursor ? &s->cursor : NULL);
   free(d);
@@ -1295,8 +1376,9 @@ static void push_next(dht_node *node, dht__sync *s) {
                             DHT_MSG_REPLICATE)
           : NULL;
   if (p == NULL) {
+    bool none_left = rv == 0 && batch.err == 0 && batch.n == 0;
     dht_buf_free(&batch.buf);
-    sync_end(node, s); /* nothing left to push, or it could not go */
+    sync_end(node, s, none_left ? DHT_EXCHANGE_DONE : DHT_EXCHANGE_FAILED);
     return;
   }
   p->u.sync.session = slot;
@@ -1310,22 +1392,41 @@ static void push_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
   bool ok = msg != NULL && msg->type == DHT_MSG_OK;
   dht_id key_id;
   dht_kv kv;
-  size_t off = 0, n = 0;
+  size_t off = 0, n = 0, bytes;
 
   while (off < p->kept.len) {
     off = dht__batch_next(&p->kept, off, &key_id, &kv);
     n++;
   }
+  bytes = dht__batch_payload(&p->kept, n);
   dht__pending_free(node, p);
   if (!ok) {
-    sync_end(node, s);
+    sync_end(node, s, DHT_EXCHANGE_FAILED);
     return;
   }
   s->cursor = key_id;
   s->has_cursor = true;
   s->pushed += n;
+  s->pushed_bytes += bytes;
+  exchange_update(node, s);
   node->counters.repair_keys_out += n;
   push_next(node, s);
+}
+
+/* Counts session s's records in the buckets that differ: the backlog its
+ * push works off (dht/metrics.h, repair_records). Left at 0 when the count
+ * cannot be made. */
+static void backlog_count(dht_node *node, dht__sync *s) {
+  digest_pass *d = pass_new(s->mask, NULL, true);
+
+  if (d == NULL) {
+    return;
+  }
+  if (digest_range(node, d, &s->from, &s->to, s->n_buckets, NULL) == 0) {
+    s->todo_records = d->counted;
+    s->todo_bytes = d->counted_bytes;
+  }
+  free(d);
 }
 
 /* The replica answered the digests (msg NULL: it failed): keep its newer
@@ -1333,12 +1434,13 @@ static void push_done(dht_node *node, dht__pending *p, const dht_msg *msg) {
 static void sync_answered(dht_node *node, dht__pending *p,
                           const dht_msg *msg) {
   dht__sync *s = &node->repl.syncs[p->u.sync.session];
+  dht__exchange_note *x;
   long n;
   size_t i;
 
   dht__pending_free(node, p);
   if (msg == NULL || msg->type != DHT_MSG_SYNC_R) {
-    sync_end(node, s);
+    sync_end(node, s, DHT_EXCHANGE_FAILED);
     return;
   }
   n = merge_items(node, msg);
@@ -1362,10 +1464,16 @@ static void sync_answered(dht_node *node, dht__pending *p,
     }
   }
   node->counters.sync_buckets_differ += msg->n_buckets;
+  s->answered_ms = node->now_ms;
+  x = exchange_update(node, s);
+  if (x != NULL) {
+    x->buckets = msg->n_buckets;
+  }
   if (msg->n_buckets == 0) {
-    sync_end(node, s);
+    sync_end(node, s, DHT_EXCHANGE_DONE);
     return;
   }
+  backlog_count(node, s);
   push_next(node, s);
 }
 
@@ -1396,11 +1504,10 @@ static void sync_round(dht_node *node) {
       continue;
     }
     if (d == NULL) {
-      d = malloc(sizeof(*d));
+      d = pass_new(NULL, NULL, false);
       if (d == NULL) {
         return;
       }
-      d->batch = NULL;
       if (digest_range(node, d, &node->peers[node->pred].id, &node->id,
                        node->set.sync_buckets, NULL) != 0) {
         break;
@@ -1419,6 +1526,7 @@ static void sync_round(dht_node *node) {
     s->n_buckets = node->set.sync_buckets;
     s->started_ms = node->now_ms;
     s->commits_failed = node->repl.commits_failed;
+    exchange_begin(node, s);
     p->u.sync.session = (uint32_t)(s - node->repl.syncs);
     memset(&msg, 0, sizeof(msg));
     msg.type = DHT_MSG_SYNC;
@@ -1429,7 +1537,7 @@ static void sync_round(dht_node *node) {
     node->counters.sync_rounds++;
     if (dht__pending_send(node, p, &msg) != 0) {
       dht__pending_free(node, p);
-      sync_end(node, s);
+      sync_end(node, s, DHT_EXCHANGE_FAILED);
     }
   }
   free(d);
@@ -1440,7 +1548,7 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
   uint64_t conn = in->conn;
   uint16_t differ[DHT_SYNC_BUCKETS_MAX];
   uint64_t mask[DHT_SYNC_BUCKETS_MAX / 64] = {0};
-  digest_pass *d = malloc(sizeof(*d));
+  digest_pass *d = pass_new(NULL, NULL, false);
   dht__batch batch;
   dht_kv *items = NULL;
   dht_msg out;
@@ -1452,7 +1560,6 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
     dht__reply_error(node, conn, msg->rid, DHT_ERR_NOMEM);
     return;
   }
-  d->batch = NULL;
   if (digest_range(node, d, &msg->from, &msg->to, (uint32_t)msg->n_digests,
                    NULL) != 0) {
     free(d);

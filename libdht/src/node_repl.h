@@ -33,6 +33,9 @@ int dht__batch_collect(void *ud, const dht_id *key_id, const uint8_t *key,
                        size_t key_len, const uint8_t *rec, size_t rec_len);
 size_t dht__batch_next(const dht_buf *buf, size_t off, dht_id *key_id,
                        dht_kv *kv);
+/* The bytes of the n records in buf that are keys and records (the rest
+ * is the batch's layout): what the backlog counts. */
+size_t dht__batch_payload(const dht_buf *buf, size_t n);
 dht_kv *dht__batch_items(const dht__batch *b);
 dht__pending *dht__batch_send(dht_node *node, dht__batch *b,
                               const dht__pending_ops *ops, int32_t peer,

@@ -341,11 +341,30 @@ typedef struct dht__sync {
   bool has_cursor;              /* cursor is set */
   dht_id cursor;                /* the push resumes after this key id */
   uint64_t started_ms;          /* when the exchange began */
+  uint64_t answered_ms;         /* when the replica named the buckets */
   uint64_t pushed;              /* records pushed so far */
+  uint64_t pushed_bytes;        /* ... their key and record bytes */
+  uint64_t todo_records;        /* records of the differing buckets when
+                                   the replica answered (the backlog is
+                                   this less pushed) */
+  uint64_t todo_bytes;          /* ... their key and record bytes */
   uint64_t commits_failed;      /* repl.commits_failed when the digests
                                    went: the answer vouches for nothing once
                                    it moved */
 } dht__sync;
+
+/* How the last anti-entropy exchange with one replica went, kept after
+ * its session ends (STATS_R exchanges, which `dht explain` reads). */
+typedef struct dht__exchange_note {
+  bool used;           /* the slot holds a note */
+  dht_id peer;         /* the replica's id */
+  dht_id from, to;     /* the range compared, (from, to] */
+  uint64_t started_ms; /* when it began */
+  uint64_t ended_ms;   /* when it ended, while outcome is not RUNNING */
+  uint64_t buckets;    /* buckets the replica found differing */
+  uint64_t pushed;     /* records pushed to it */
+  uint8_t outcome;     /* a dht_exchange_outcome */
+} dht__exchange_note;
 
 /* A ring interval (from, to]. */
 typedef struct dht__range {
@@ -379,6 +398,8 @@ typedef struct dht__repl {
   uint32_t cap_writes;           /* slots allocated */
   uint64_t write_gen;            /* last generation handed out */
   dht__sync syncs[DHT_SUCC_LIST_MAX]; /* anti-entropy sessions */
+  dht__exchange_note exchanges[DHT_EXCHANGES_MAX]; /* the last exchange
+                                    with each recent replica */
   int64_t repair_tokens;         /* bytes the repair may still send now */
   uint64_t repair_tokens_ms;     /* when repair_tokens was last topped up */
 
@@ -411,6 +432,22 @@ typedef struct dht__repl {
                                     differing), newest last */
   uint32_t n_insync;
 } dht__repl;
+
+/* node_handoff.c's state: the records this node holds but should not,
+ * on their way to where they belong. */
+typedef struct dht__handoff {
+  bool busy;                 /* a batch is in flight */
+  uint64_t todo_records;     /* records left to hand on, counted when the
+                                run began, less those taken since */
+  uint64_t todo_bytes;       /* ... their key and record bytes */
+  uint64_t run_started_ms;   /* when the run began (todo counted) */
+  uint64_t done_bytes;       /* bytes taken by receivers in this run */
+  uint64_t progress_ms;      /* the run's start or its last batch taken */
+  uint64_t stall_logged_ms;  /* when a stall was last logged (0: never in
+                                this run) */
+  char why[160];             /* why the last batch was not taken; "" when
+                                none failed since the last progress */
+} dht__handoff;
 
 /* node_lost.c's state. */
 typedef struct dht__loss {
@@ -535,7 +572,7 @@ struct dht_node {
 
   dht__loss loss;                /* node_lost.c */
   dht__repl repl;                /* node_repl.c */
-  bool handoff_busy;             /* node_handoff.c: a batch is in flight */
+  dht__handoff handoff;          /* node_handoff.c */
   dht__ring ring;                /* node_ring.c */
   dht__bad_conn bad_conns[DHT__BAD_CONNS]; /* node.c: per-connection
                                               garbage */

@@ -33,6 +33,7 @@
 #include <sodium.h>
 
 #include "dht/err.h"
+#include "dht/metrics.h"
 #include "dht/node.h"
 
 #include "test_util.h"
@@ -1175,20 +1176,31 @@ static void bucket_keys_find(bucket_keys *bk) {
   }
 }
 
+/* Asks A for its STATS, whose answer is *out. */
+static void stats_exchanges(fake_host *h, host_action *out) {
+  dht_msg m;
+
+  msg_init(&m, DHT_MSG_STATS, 77);
+  assert_int_equal(host_recv(h, CLIENT, &m), 0);
+  host_expect_one(h, out, DHT_ACTION_REPLY, DHT_MSG_STATS_R);
+}
+
 /*
  * s1 answers that buckets x and y differ, with its records there: a newer
  * version of one of A's keys and a key A lacks. A keeps both, then pushes
  * its own records of x and y to s1 with REPLICATE (the merged ones
  * included, at their merged versions), and nothing of bucket z, which is
  * in sync; s2, in sync, gets nothing. Once s1 has the push, the exchange
- * is over.
+ * is over. Until then its four records there are A's repair backlog;
+ * then STATS tells how each exchange went.
  */
 static void test_sync_repairs_differing_buckets_both_ways(void **state) {
-  dht_id w = id_u64(5), w9 = id_u64(9);
+  dht_id w = id_u64(5), w9 = id_u64(9), p0 = member_id(P0), a = member_id(A);
   uint64_t t = hlc_at(HOST_START_MS);
+  dht_node_metrics m;
   bucket_keys bk;
   fake_host h;
-  host_action to_s1, to_s2, push;
+  host_action to_s1, to_s2, push, st;
   const char *pushed[4];
   dht_kv theirs[2];
   uint16_t differ[2];
@@ -1221,6 +1233,10 @@ static void test_sync_repairs_differing_buckets_both_ways(void **state) {
   assert_record(h.store, bk.in_x[2], "s1's", theirs[1].version, false);
   assert_record(h.store, bk.in_x[1], "a's", version_of(t, &w), false);
 
+  /* The four records of x and y are the backlog until s1 takes them. */
+  dht_node_get_metrics(h.node, &m);
+  assert_true(m.repair_records == 4 && m.repair_bytes > 4 * 3);
+  assert_true(m.backlog_eta_ms <= 1 && m.handoff_records == 0);
   host_expect_one(&h, &push, DHT_ACTION_SEND, DHT_MSG_REPLICATE);
   assert_string_equal(push.addr, ring[S1].addr);
   pushed[0] = bk.in_x[0];
@@ -1234,11 +1250,87 @@ static void test_sync_repairs_differing_buckets_both_ways(void **state) {
   host_answer(&h, PEER, &push, DHT_MSG_OK);
   action_free(&push);
   host_expect_none(&h);
+  dht_node_get_metrics(h.node, &m);
+  assert_true(m.repair_records == 0 && m.repair_bytes == 0);
+  assert_true(m.backlog_eta_ms == 0);
+  /* STATS tells how each exchange went: s1's pushed the four, s2's found
+   * it in sync. */
+  stats_exchanges(&h, &st);
+  assert_int_equal(st.msg.n_exchanges, 2);
+  for (k = 0; k < 2; k++) {
+    const dht_exchange *x = &st.msg.exchanges[k];
+    bool s1 = bytes_eq_str(x->peer.addr, ring[S1].addr);
+    assert_true(s1 || bytes_eq_str(x->peer.addr, ring[S2].addr));
+    assert_true(x->outcome == DHT_EXCHANGE_DONE);
+    assert_true(x->buckets == (s1 ? 2u : 0u) && x->pushed == (s1 ? 4u : 0u));
+    assert_true(dht_id_eq(&x->from, &p0) && dht_id_eq(&x->to, &a));
+  }
+  action_free(&st);
 
   /* Nothing more until the next round. */
   sync_round(&h, &to_s1, &to_s2);
   action_free(&to_s1);
   action_free(&to_s2);
+  host_free(&h);
+}
+
+/* ---- hand-off ----------------------------------------------------------------- */
+
+/* p2 refuses every HANDOFF with DISK_FULL, as a node whose disk is full
+ * does; the ring answers everything else. */
+static bool refuse_handoffs(fake_host *h, const host_action *a,
+                            const ring_view *v) {
+  dht_msg r;
+
+  (void)v;
+  if (a->msg.type != DHT_MSG_HANDOFF) {
+    return false;
+  }
+  assert_string_equal(a->addr, ring[P2].addr);
+  msg_init(&r, DHT_MSG_ERROR, a->msg.rid);
+  r.error_code = DHT_ERR_DISK_FULL;
+  r.error_msg = bytes_of("disk full");
+  assert_int_equal(host_recv(h, PEER, &r), 0);
+  return true;
+}
+
+/*
+ * A is handed a record of s2's range, which it neither owns nor
+ * replicates, so it hands it on to p2, the farthest predecessor it
+ * replicates for. p2 refuses every batch: the record stays A's hand-off
+ * backlog, and once no batch has been taken for 10 s A's log says so and
+ * why, then again only 30 s later. When p2 takes it, the backlog is gone.
+ */
+static void test_stalled_handoff_says_why(void **state) {
+  dht_id w = id_u64(5);
+  ring_view refusing;
+  fake_host h;
+  char key[16];
+  int next = 0;
+  dht_kv kv;
+
+  (void)state;
+  ring_join(&h, true);
+  memset(&refusing, 0, sizeof(refusing));
+  refusing.first = refuse_handoffs;
+  key_owned_by(key, sizeof(key), S2, &next);
+  kv = kv_of(key, "v", version_of(hlc_at(h.now), &w), false);
+  host_records_in(&h, PEER, DHT_MSG_HANDOFF, &kv, 1, 4242);
+  run_ring(&h, h.now + 9000, &refusing);
+  assert_false(host_logged("hand-off stalled"));
+  assert_int_equal(stats_counter(&h, "handoff_records"), 1);
+  assert_true(stats_counter(&h, "handoff_bytes") > strlen(key));
+  run_ring(&h, h.now + 2000, &refusing);
+  assert_true(host_logged("hand-off stalled: 1 records"));
+  assert_true(host_logged("p2:1 refused the last batch: DISK_FULL (disk full)"));
+  host_warnings[0] = '\0';
+  run_ring(&h, h.now + 25000, &refusing);
+  assert_false(host_logged("hand-off stalled"));
+  run_ring(&h, h.now + 10000, &refusing);
+  assert_true(host_logged("hand-off stalled"));
+  run_ring(&h, h.now + 2000, NULL);
+  assert_int_equal(stats_counter(&h, "handoff_records"), 0);
+  assert_int_equal(stats_counter(&h, "handoff_bytes"), 0);
   host_free(&h);
 }
 
@@ -2246,6 +2338,7 @@ int main(void) {
       cmocka_unit_test(test_consult_refuses_what_it_could_not_check),
       cmocka_unit_test(test_sync_digests_go_to_each_replica_every_interval),
       cmocka_unit_test(test_sync_repairs_differing_buckets_both_ways),
+      cmocka_unit_test(test_stalled_handoff_says_why),
       cmocka_unit_test(test_replica_answers_a_final_get_from_its_store),
       cmocka_unit_test(test_last_step_before_the_predecessors),
       cmocka_unit_test(test_copies_are_taken_whatever_their_stamp),

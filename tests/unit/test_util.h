@@ -369,6 +369,30 @@ typedef struct host_action {
   dht_msg msg;                     /* SEND, REPLY: the frame decoded */
 } host_action;
 
+/* What the node under test logged at WARN or ERROR, its lines one after
+ * another (the oldest dropped when full), for host_logged. */
+static char host_warnings[8192];
+
+static inline void host_log(void *ud, dht_log_level level, const char *line) {
+  size_t have = strlen(host_warnings), add = strlen(line) + 1;
+
+  (void)ud;
+  if (level > DHT_LOG_WARN || add >= sizeof(host_warnings)) {
+    return;
+  }
+  if (have + add >= sizeof(host_warnings)) {
+    have = 0;
+  }
+  memcpy(host_warnings + have, line, add - 1);
+  host_warnings[have + add - 1] = '\n';
+  host_warnings[have + add] = '\0';
+}
+
+/* True when a WARN or ERROR line since the node started contains text. */
+static inline bool host_logged(const char *text) {
+  return strstr(host_warnings, text) != NULL;
+}
+
 /* Starts a node on h's store at h->now: at addr (id NULL: the hash of
  * addr), with settings s and its wall clock then at wall_ms. */
 static inline void host_start_node(fake_host *h, const char *addr,
@@ -388,6 +412,9 @@ static inline void host_start_node(fake_host *h, const char *addr,
     cfg.settings.trust_links = true;
   }
   cfg.group_commit = h->group_commit;
+  cfg.log = host_log;
+  cfg.log_level = DHT_LOG_WARN;
+  host_warnings[0] = '\0';
   assert_int_equal(dht_node_new(&h->node, &cfg, h->now), 0);
 }
 

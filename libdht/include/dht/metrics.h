@@ -107,6 +107,20 @@ typedef struct dht_node_metrics {
                                 exchanges: their records are being
                                 pushed to the replica */
   bool handoff_busy;         /* a hand-off batch is in flight */
+  uint64_t repair_records;   /* records of the differing buckets still to
+                                push to replicas, in the exchanges under
+                                way (counted when each replica answered) */
+  uint64_t repair_bytes;     /* ... their key and record bytes */
+  uint64_t handoff_records;  /* records still to hand on to where they
+                                belong (counted when the hand-off began) */
+  uint64_t handoff_bytes;    /* ... their key and record bytes */
+  uint64_t backlog_eta_ms;   /* the time both should still take: repair at
+                                its rate limit (repair_bytes_per_s, after
+                                any debt a batch sent on credit left) or at
+                                the pace seen so far when slower, hand-off
+                                at the pace seen so far (the repair rate
+                                until a batch is taken); 0 with nothing
+                                left */
   uint32_t writes_in_flight; /* replicated writes waiting for replicas */
   uint32_t acks_held;        /* answers waiting for a group commit */
   uint32_t ranges_lost;      /* ranges recorded lost, not acknowledged */
