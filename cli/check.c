@@ -652,19 +652,6 @@ static size_t owner_pos(const check *k, const dht_id *id) {
   return lo == k->n_nodes ? 0 : lo;
 }
 
-static void version_text(const dht_client_scan_item *it, char *buf,
-                         size_t len) {
-  char s[DHT_ID_SHORT_LEN];
-
-  if (!it->has_version) {
-    snprintf(buf, len, "unversioned");
-  } else {
-    snprintf(buf, len, "%llu/%s%s", (unsigned long long)it->version.hlc,
-             dht_id_short(&it->version.writer, s),
-             it->tombstone ? " (deleted)" : "");
-  }
-}
-
 /* Checks one key: its records are g[0..n), sorted by node. */
 static void check_key(check *k, const check_record *g, size_t n, size_t m) {
   char key[KEY_SHOWN_LEN + 8], kid[DHT_ID_SHORT_LEN], list[PROBLEM_LEN];
@@ -725,8 +712,8 @@ static void check_key(check *k, const check_record *g, size_t n, size_t m) {
   }
   for (i = 1; i < n; i++) {
     if (!same_version(g[0].item, g[i].item)) {
-      version_text(g[0].item, v1, sizeof(v1));
-      version_text(g[i].item, v2, sizeof(v2));
+      cli_version_text(g[0].item, v1, sizeof(v1));
+      cli_version_text(g[i].item, v2, sizeof(v2));
       problem(k, P_DIVERGENT,
               "divergent: key '%s' (id %s) is at version %s on %s but %s "
               "on %s",

@@ -4,8 +4,8 @@
  * on stderr, plus a JSON object on stdout with --json) and the JSON and
  * text output helpers (cli_out.c), the latency histogram of bench and load
  * (hist.c) and the ring walk of ring and check (walk.c). The commands live
- * in dht.c, except the benchmark (bench.c), the ring checker (check.c) and
- * the churn workload (load.c).
+ * in dht.c, except the benchmark (bench.c), the ring checker and dht wait
+ * (check.c), dht explain (explain.c) and the churn workload (load.c).
  */
 #ifndef DHT_CLI_H
 #define DHT_CLI_H
@@ -219,6 +219,42 @@ void cli_json_lost(FILE *f, const dht_client_lost_range *l);
  * before repair: HOST:PORT, ..." into buf (always NUL-terminated). */
 void cli_lost_text(const dht_client_lost_range *l, char *buf, size_t len);
 
+/* ---- repair backlog and versions (cli_out.c) ------------------------------ */
+
+/* "512 B", "12.0 KiB", "3.4 MiB", "1.2 GiB" into buf. Returns buf. */
+char *cli_bytes_text(uint64_t bytes, char *buf, size_t len);
+/* "350 ms", "1.2 s", "4 min 5 s", "3 h 20 min" into buf. Returns buf. */
+char *cli_ms_text(uint64_t ms, char *buf, size_t len);
+/* What a node still has to repair and hand on, from its STATS counters
+ * (repair_records, repair_bytes, handoff_records, handoff_bytes,
+ * backlog_eta_ms). */
+typedef struct cli_backlog {
+  bool known;                        /* the node reports them */
+  uint64_t repair_records, repair_bytes;
+  uint64_t handoff_records, handoff_bytes;
+  uint64_t eta_ms;                   /* its estimate of the time left */
+} cli_backlog;
+void cli_backlog_of(const dht_client_stats_result *st, cli_backlog *b);
+/* "none", "repair 120 (12.0 KiB), hand-off 30 (3.0 KiB), about 1.2 s
+ * left", or "-" when the node does not report it, into buf. */
+char *cli_backlog_text(const cli_backlog *b, char *buf, size_t len);
+/* "backlog":{"repair_records":N,...,"eta_ms":N}, or "backlog":null. */
+void cli_json_backlog(FILE *f, const cli_backlog *b);
+/* A record's version as SCAN lists it: its stamp's wall-clock time, its
+ * logical counter and the writer's short id,
+ * "2026-12-01T09:00:00.123Z+0/1a2b3c4d" ("unversioned"), with " (deleted)"
+ * for a tombstone. */
+void cli_version_text(const dht_client_scan_item *it, char *buf, size_t len);
+/* "running" / "done" / "failed". */
+const char *cli_exchange_outcome(dht_exchange_outcome outcome);
+/* How an exchange went, for people: "done 1.2 s ago, in 3 ms: in sync",
+ * "running for 0.3 s: 3 buckets differ, 12 records pushed so far",
+ * "failed 4.0 s ago: the next round tries again". */
+void cli_exchange_text(const dht_client_exchange *x, char *buf, size_t len);
+/* {"replica":peer,"from":hex,"to":hex,"ago_ms":N,"took_ms":N,"buckets":N,
+ * "pushed":N,"outcome":"done"} */
+void cli_json_exchange(FILE *f, const dht_client_exchange *x);
+
 /* ---- latency histogram (hist.c) ----------------------------------------- */
 
 /* Each power of two of microseconds above 1023 is split into 2^SUB_BITS
@@ -304,6 +340,11 @@ extern const char cli_check_usage[];
 /* dht wait ...: waits until the node, or the ring, is ready (check.c). */
 int cli_wait(cli_ctx *ctx, int argc, char **argv);
 extern const char cli_wait_usage[];
+
+/* dht explain KEY: where a key's copies are and why one is missing
+ * (explain.c). */
+int cli_explain(cli_ctx *ctx, int argc, char **argv);
+extern const char cli_explain_usage[];
 
 /* dht load ...: a bounded put/get workload for churn experiments (load.c). */
 int cli_load(cli_ctx *ctx, int argc, char **argv);

@@ -591,6 +591,170 @@ void cli_lost_text(const dht_client_lost_range *l, char *buf, size_t len) {
   }
 }
 
+char *cli_bytes_text(uint64_t bytes, char *buf, size_t len) {
+  static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+  double v = (double)bytes;
+  size_t u = 0;
+
+  if (bytes < 1024) {
+    snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+    return buf;
+  }
+  v /= 1024;
+  while (v >= 1024 && u + 1 < CLI_COUNT_OF(units)) {
+    v /= 1024;
+    u++;
+  }
+  snprintf(buf, len, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+char *cli_ms_text(uint64_t ms, char *buf, size_t len) {
+  uint64_t s = ms / 1000;
+
+  if (ms < 1000) {
+    snprintf(buf, len, "%llu ms", (unsigned long long)ms);
+  } else if (ms < 60000) {
+    snprintf(buf, len, "%.1f s", (double)ms / 1000);
+  } else if (s < 3600) {
+    snprintf(buf, len, "%llu min %llu s", (unsigned long long)(s / 60),
+             (unsigned long long)(s % 60));
+  } else {
+    snprintf(buf, len, "%llu h %llu min", (unsigned long long)(s / 3600),
+             (unsigned long long)(s / 60 % 60));
+  }
+  return buf;
+}
+
+void cli_backlog_of(const dht_client_stats_result *st, cli_backlog *b) {
+  memset(b, 0, sizeof(*b));
+  b->known =
+      dht_client_stats_counter(st, "repair_records", &b->repair_records) == 0 &&
+      dht_client_stats_counter(st, "repair_bytes", &b->repair_bytes) == 0 &&
+      dht_client_stats_counter(st, "handoff_records", &b->handoff_records) ==
+          0 &&
+      dht_client_stats_counter(st, "handoff_bytes", &b->handoff_bytes) == 0 &&
+      dht_client_stats_counter(st, "backlog_eta_ms", &b->eta_ms) == 0;
+}
+
+char *cli_backlog_text(const cli_backlog *b, char *buf, size_t len) {
+  char bytes[32], eta[32];
+  size_t used = 0;
+
+  if (!b->known) {
+    snprintf(buf, len, "-");
+    return buf;
+  }
+  buf[0] = '\0';
+  if (b->repair_records > 0) {
+    used += (size_t)snprintf(buf + used, len - used, "repair %llu (%s)",
+                             (unsigned long long)b->repair_records,
+                             cli_bytes_text(b->repair_bytes, bytes,
+                                            sizeof(bytes)));
+  }
+  if (b->handoff_records > 0 && used < len) {
+    used += (size_t)snprintf(buf + used, len - used, "%shand-off %llu (%s)",
+                             used > 0 ? ", " : "",
+                             (unsigned long long)b->handoff_records,
+                             cli_bytes_text(b->handoff_bytes, bytes,
+                                            sizeof(bytes)));
+  }
+  if (used == 0) {
+    snprintf(buf, len, "none");
+  } else if (used < len) {
+    snprintf(buf + used, len - used, ", about %s left",
+             cli_ms_text(b->eta_ms, eta, sizeof(eta)));
+  }
+  return buf;
+}
+
+void cli_json_backlog(FILE *f, const cli_backlog *b) {
+  if (!b->known) {
+    fputs("\"backlog\":null", f);
+    return;
+  }
+  fprintf(f,
+          "\"backlog\":{\"repair_records\":%llu,\"repair_bytes\":%llu,"
+          "\"handoff_records\":%llu,\"handoff_bytes\":%llu,"
+          "\"eta_ms\":%llu}",
+          (unsigned long long)b->repair_records,
+          (unsigned long long)b->repair_bytes,
+          (unsigned long long)b->handoff_records,
+          (unsigned long long)b->handoff_bytes,
+          (unsigned long long)b->eta_ms);
+}
+
+void cli_version_text(const dht_client_scan_item *it, char *buf, size_t len) {
+  uint64_t ms = it->version.hlc >> 16;
+  char s[DHT_ID_SHORT_LEN], when[32] = "?";
+  time_t secs = (time_t)(ms / 1000);
+  struct tm tm;
+
+  if (!it->has_version) {
+    snprintf(buf, len, "unversioned");
+    return;
+  }
+  if (gmtime_r(&secs, &tm) != NULL) {
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+  }
+  snprintf(buf, len, "%s.%03uZ+%u/%s%s", when, (unsigned)(ms % 1000),
+           (unsigned)(it->version.hlc & 0xffff),
+           dht_id_short(&it->version.writer, s),
+           it->tombstone ? " (deleted)" : "");
+}
+
+const char *cli_exchange_outcome(dht_exchange_outcome outcome) {
+  switch (outcome) {
+  case DHT_EXCHANGE_RUNNING:
+    return "running";
+  case DHT_EXCHANGE_DONE:
+    return "done";
+  case DHT_EXCHANGE_FAILED:
+    return "failed";
+  }
+  return "?";
+}
+
+void cli_exchange_text(const dht_client_exchange *x, char *buf, size_t len) {
+  char ago[32], took[32];
+
+  cli_ms_text(x->ago_ms, ago, sizeof(ago));
+  cli_ms_text(x->took_ms, took, sizeof(took));
+  switch (x->outcome) {
+  case DHT_EXCHANGE_RUNNING:
+    snprintf(buf, len, "running for %s: %llu buckets differ, %llu records "
+             "pushed so far", took, (unsigned long long)x->buckets,
+             (unsigned long long)x->pushed);
+    break;
+  case DHT_EXCHANGE_DONE:
+    if (x->buckets == 0) {
+      snprintf(buf, len, "done %s ago, in %s: in sync", ago, took);
+    } else {
+      snprintf(buf, len, "done %s ago, in %s: %llu buckets differed, %llu "
+               "records pushed", ago, took, (unsigned long long)x->buckets,
+               (unsigned long long)x->pushed);
+    }
+    break;
+  default:
+    snprintf(buf, len, "failed %s ago (%llu records pushed): the next round "
+             "tries again", ago, (unsigned long long)x->pushed);
+    break;
+  }
+}
+
+void cli_json_exchange(FILE *f, const dht_client_exchange *x) {
+  char hex[DHT_ID_HEX_LEN];
+
+  fputs("{\"replica\":", f);
+  cli_json_peer(f, &x->replica);
+  fprintf(f, ",\"from\":\"%s\"", dht_id_hex(&x->from, hex));
+  fprintf(f, ",\"to\":\"%s\",\"ago_ms\":%llu,\"took_ms\":%llu,"
+          "\"buckets\":%llu,\"pushed\":%llu,\"outcome\":\"%s\"}",
+          dht_id_hex(&x->to, hex), (unsigned long long)x->ago_ms,
+          (unsigned long long)x->took_ms, (unsigned long long)x->buckets,
+          (unsigned long long)x->pushed, cli_exchange_outcome(x->outcome));
+}
+
 int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
                   int max_pos, cli_positional *pos, cli_opt_fn own, void *ud) {
   const char *p;

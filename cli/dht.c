@@ -1,8 +1,9 @@
 /*
  * dht.c: the dht command-line client. Parses the global options and the
  * command, and implements put, get, del, lookup, ring, stats and ping on top
- * of the blocking client library (dht/client.h); bench is in bench.c and
- * the shared plumbing (arguments, errors, JSON) in cli_out.c.
+ * of the blocking client library (dht/client.h); the other commands are in
+ * their own files (cli.h lists them) and the shared plumbing (arguments,
+ * errors, JSON, the backlog and version texts) in cli_out.c.
  *
  * Conventions every command follows: exit 0 on success, 1 when get or del
  * finds no key, 2 on any other error; each error is one line on stderr
@@ -46,6 +47,7 @@ static const char usage[] =
     "  ping              check that the node answers\n"
     "  bench             load generator: throughput and latency\n"
     "  check             walk the ring and verify it and its replicas\n"
+    "  explain KEY       where KEY's copies are, and why one is missing\n"
     "  wait              wait until the node (--ring: every node) is ready\n"
     "  load              bounded put/get workload, one CSV row a second\n"
     "  keygen FILE       write a new cluster key (see dht keygen --help)\n"
@@ -73,9 +75,9 @@ static const char usage[] =
     "                    connection proves it, and frames are encrypted. A\n"
     "                    member key may do everything; a client key (dht\n"
     "                    keygen --client) only put, get, del, lookup, ping,\n"
-    "                    stats, bench and load: ring and check need the\n"
-    "                    member key. A node that does not take the key\n"
-    "                    closes the connection (error AUTH)\n"
+    "                    stats, bench and load: ring, check and explain\n"
+    "                    need the member key. A node that does not take the\n"
+    "                    key closes the connection (error AUTH)\n"
     "  --json            print one JSON object on stdout instead of text\n"
     "  -h, --help        this text\n"
     "  --version         print the version\n"
@@ -132,7 +134,9 @@ static const char ring_usage[] =
     "Walks the ring from the node by asking each node in turn for its STATS\n"
     "and moving to its first successor, until the walk comes back to the\n"
     "start. Prints each node in ring order: short id, address, predecessor's\n"
-    "address and key count.\n"
+    "address, key count, and the records (and bytes) it still has to push\n"
+    "to its replicas (repair) or to hand on to their new owners, with its\n"
+    "estimate of the time left (\"none\" when it has nothing left to move).\n"
     "\n"
     "Problems are listed after the nodes: a node that does not answer (the\n"
     "walk goes on from the next entry of the previous node's successor\n"
@@ -149,8 +153,11 @@ static const char stats_usage[] =
     "\n"
     "Prints one node's routing state and counters: its id and address, its\n"
     "predecessor, its successor list, its distinct fingers (with the range\n"
-    "of finger indexes i, finger i = successor(id + 2^i), each one covers)\n"
-    "and every counter it reports.\n";
+    "of finger indexes i, finger i = successor(id + 2^i), each one covers),\n"
+    "every counter it reports, its backlog (records and bytes still to\n"
+    "repair or hand off, and the time that should take), the last\n"
+    "anti-entropy exchange with each replica, the peers it found dead and\n"
+    "the ranges it recorded lost.\n";
 
 static const char keygen_usage[] =
     "usage: dht keygen FILE\n"
@@ -519,7 +526,8 @@ static int cmd_ping(cli_ctx *ctx, int argc, char **argv) {
 /* ---- stats -------------------------------------------------------------- */
 
 static void print_stats_text(const dht_client_stats_result *st) {
-  char s[DHT_ID_SHORT_LEN], hex[DHT_ID_HEX_LEN];
+  char s[DHT_ID_SHORT_LEN], hex[DHT_ID_HEX_LEN], line[CLI_WALK_PROBLEM_LEN];
+  cli_backlog b;
   uint32_t last;
   size_t i, w = 0;
 
@@ -556,8 +564,25 @@ static void print_stats_text(const dht_client_stats_result *st) {
     printf("  %-*s  %llu\n", (int)w, st->counters[i].name,
            (unsigned long long)st->counters[i].value);
   }
+  cli_backlog_of(st, &b);
+  printf("%-9s %s\n", "backlog", cli_backlog_text(&b, line, sizeof(line)));
+  printf("exchanges (%zu: the last anti-entropy exchange with each "
+         "replica)\n",
+         st->n_exchanges);
+  for (i = 0; i < st->n_exchanges; i++) {
+    cli_exchange_text(&st->exchanges[i], line, sizeof(line));
+    printf("  %s  %s  %s\n", dht_id_short(&st->exchanges[i].replica.id, s),
+           st->exchanges[i].replica.addr, line);
+  }
+  if (st->n_dead > 0) {
+    printf("dead peers (%zu, still probed)\n", st->n_dead);
+    for (i = 0; i < st->n_dead; i++) {
+      printf("  %s  %s  declared dead %s ago\n",
+             dht_id_short(&st->dead[i].peer.id, s), st->dead[i].peer.addr,
+             cli_ms_text(st->dead[i].ago_ms, line, sizeof(line)));
+    }
+  }
   if (st->n_lost > 0) {
-    char line[CLI_WALK_PROBLEM_LEN];
     printf("lost ranges (%zu: acknowledge with dht check --ack-lost)\n",
            st->n_lost);
     for (i = 0; i < st->n_lost; i++) {
@@ -568,6 +593,7 @@ static void print_stats_text(const dht_client_stats_result *st) {
 }
 
 static void print_stats_json(const dht_client_stats_result *st) {
+  cli_backlog b;
   size_t i;
 
   fputs("{\"ok\":true,\"command\":\"stats\",\"node\":", stdout);
@@ -602,7 +628,23 @@ static void print_stats_json(const dht_client_stats_result *st) {
     }
     cli_json_lost(stdout, &st->lost[i]);
   }
-  fputs("]}\n", stdout);
+  fputs("],\"exchanges\":[", stdout);
+  for (i = 0; i < st->n_exchanges; i++) {
+    if (i > 0) {
+      fputc(',', stdout);
+    }
+    cli_json_exchange(stdout, &st->exchanges[i]);
+  }
+  fputs("],\"dead\":[", stdout);
+  for (i = 0; i < st->n_dead; i++) {
+    printf("%s{\"peer\":", i > 0 ? "," : "");
+    cli_json_peer(stdout, &st->dead[i].peer);
+    printf(",\"ago_ms\":%llu}", (unsigned long long)st->dead[i].ago_ms);
+  }
+  fputs("],", stdout);
+  cli_backlog_of(st, &b);
+  cli_json_backlog(stdout, &b);
+  fputs("}\n", stdout);
 }
 
 static int stats_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
@@ -642,6 +684,7 @@ typedef struct ring_row {
   dht_client_peer pred; /* its predecessor */
   bool has_keys;        /* it reported a "keys" counter */
   uint64_t keys;        /* ... with this value */
+  cli_backlog backlog;  /* what it still has to repair and hand on */
   char error[300];      /* why it did not answer */
 } ring_row;
 
@@ -707,7 +750,7 @@ static bool pred_ok(const ring_walk *w, bool has_pred, const dht_id *pred,
 }
 
 static void ring_print_row(const ring_walk *w, const ring_row *r) {
-  char s[DHT_ID_SHORT_LEN], keys[24];
+  char s[DHT_ID_SHORT_LEN], keys[24], backlog[128];
 
   if (w->ctx->json) {
     return;
@@ -722,8 +765,9 @@ static void ring_print_row(const ring_walk *w, const ring_row *r) {
   } else {
     snprintf(keys, sizeof(keys), "-");
   }
-  printf("%-8s  %-21s  %-21s  %s\n", dht_id_short(&r->node.id, s), r->node.addr,
-         r->has_pred ? r->pred.addr : "(none)", keys);
+  printf("%-8s  %-21s  %-21s  %-8s  %s\n", dht_id_short(&r->node.id, s),
+         r->node.addr, r->has_pred ? r->pred.addr : "(none)", keys,
+         cli_backlog_text(&r->backlog, backlog, sizeof(backlog)));
 }
 
 static void ring_print_json(const ring_walk *w, bool closed) {
@@ -753,6 +797,8 @@ static void ring_print_json(const ring_walk *w, bool closed) {
       } else {
         fputs(",\"keys\":null", stdout);
       }
+      fputc(',', stdout);
+      cli_json_backlog(stdout, &r->backlog);
     } else {
       fputs(",\"error\":", stdout);
       cli_json_str(stdout, r->error);
@@ -798,6 +844,7 @@ static int ring_step(void *ud, const cli_walk_step *s) {
   row->has_pred = st->has_pred;
   row->pred = st->pred;
   row->has_keys = dht_client_stats_counter(st, "keys", &row->keys) == 0;
+  cli_backlog_of(st, &row->backlog);
   ring_print_row(w, row);
   if (prev != NULL && !pred_ok(w, st->has_pred, &st->pred.id, prev)) {
     ring_problem(w,
@@ -848,7 +895,8 @@ static int cmd_ring(cli_ctx *ctx, int argc, char **argv) {
     return cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM, "out of memory");
   }
   if (!ctx->json) {
-    printf("%-8s  %-21s  %-21s  %s\n", "ID", "ADDRESS", "PREDECESSOR", "KEYS");
+    printf("%-8s  %-21s  %-21s  %-8s  %s\n", "ID", "ADDRESS", "PREDECESSOR",
+           "KEYS", "TO REPAIR / HAND OFF");
   }
   /* The start is the first address alone, without its fallbacks. */
   c = NULL;
@@ -982,6 +1030,7 @@ static const command commands[] = {
     {"ping", cmd_ping, ping_usage}, {"bench", cmd_bench, cli_bench_usage},
     {"check", cli_check, cli_check_usage}, {"load", cli_load, cli_load_usage},
     {"wait", cli_wait, cli_wait_usage},
+    {"explain", cli_explain, cli_explain_usage},
     {"keygen", cmd_keygen, keygen_usage}, {"help", cmd_help, usage},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

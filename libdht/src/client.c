@@ -1484,6 +1484,25 @@ int dht_client_stats(dht_client *c, dht_client_stats_result *out,
       copy_peer(&o->holders[k], &l->holders[k]);
     }
   }
+  out->n_exchanges = r->n_exchanges < DHT_EXCHANGES_MAX ? r->n_exchanges
+                                                        : DHT_EXCHANGES_MAX;
+  for (i = 0; i < out->n_exchanges; i++) {
+    const dht_exchange *x = &r->exchanges[i];
+    dht_client_exchange *o = &out->exchanges[i];
+    copy_peer(&o->replica, &x->peer);
+    o->from = x->from;
+    o->to = x->to;
+    o->ago_ms = x->ago_ms;
+    o->took_ms = x->took_ms;
+    o->buckets = x->buckets;
+    o->pushed = x->pushed;
+    o->outcome = (dht_exchange_outcome)x->outcome;
+  }
+  out->n_dead = r->n_dead < DHT_DEAD_MAX ? r->n_dead : DHT_DEAD_MAX;
+  for (i = 0; i < out->n_dead; i++) {
+    copy_peer(&out->dead[i].peer, &r->dead[i].peer);
+    out->dead[i].ago_ms = r->dead[i].ago_ms;
+  }
   return 0;
 }
 

@@ -428,8 +428,8 @@ static void run_cases(const ring *r, const char *program,
 }
 
 /* What `dht ring` prints when asked through start: every running node from
- * start on, in ring order, with its predecessor and the number of records
- * it should hold, then the verdict. */
+ * start on, in ring order, with its predecessor, the number of records it
+ * should hold and nothing left to repair or hand off, then the verdict. */
 static void ring_listing(ring *r, const node *start, char *out, size_t len) {
   char short_id[DHT_ID_SHORT_LEN], key[16];
   node *order[NODES_MAX];
@@ -445,11 +445,11 @@ static void ring_listing(ring *r, const node *start, char *out, size_t len) {
   while (order[first] != start) {
     first++;
   }
-  snprintf(out, len, "%-8s  %-21s  %-21s  %s\n", "ID", "ADDRESS", "PREDECESSOR",
-           "KEYS");
+  snprintf(out, len, "%-8s  %-21s  %-21s  %-8s  %s\n", "ID", "ADDRESS",
+           "PREDECESSOR", "KEYS", "TO REPAIR / HAND OFF");
   for (i = 0; i < n; i++) {
     p = (first + i) % n;
-    append(out, len, "%-8s  %-21s  %-21s  %d\n",
+    append(out, len, "%-8s  %-21s  %-21s  %-8d  none\n",
            dht_id_short(&order[p]->id, short_id), order[p]->addr,
            n > 1 ? order[(p + n - 1) % n]->addr : "(none)", records[p]);
   }
@@ -703,6 +703,102 @@ static void test_ready_means_check_passes(void **state) {
   check_right_after_ready(r, &r->nodes[0], 6);
   node_stop(&r->nodes[3], SIGKILL, 5000);
   check_right_after_ready(r, &r->nodes[0], 5);
+}
+
+/* Runs dht --node d's address with args (NULL-terminated, at most 8) and
+ * --timeout-ms 1000 into *res. */
+static void run_dht_on(ring *r, const node *d, const char *const *args,
+                       run_result *res) {
+  char *argv[16] = {(char *)dht_path, "--node", (char *)d->addr,
+                    "--timeout-ms", "1000"};
+  int i;
+
+  for (i = 0; args[i] != NULL && i < 8; i++) {
+    argv[5 + i] = (char *)args[i];
+  }
+  argv[5 + i] = NULL;
+  assert_true(run_within(r, argv, RUN_MS, res));
+}
+
+/* Lines of text that contain what. */
+static int lines_with(const char *text, const char *what) {
+  int n = 0;
+
+  for (text = strstr(text, what); text != NULL; text = strstr(text + 1, what)) {
+    n++;
+  }
+  return n;
+}
+
+/*
+ * dht explain on a healthy ring: the owner and its two successors hold the
+ * newest version (exit 0), and dht ring shows nothing left to repair. With
+ * one of the key's replicas paused (SIGSTOP), explain exits 2 and names
+ * it, as a holder that does not answer or a peer the owner found dead;
+ * once it runs again, every holder has the newest version again.
+ */
+static void test_explain_says_where_copies_are(void **state) {
+  static const char *const explain[] = {"explain", "k-explained", NULL};
+  static const char *const ring_cmd[] = {"ring", NULL};
+  static const char *const wait[] = {"wait", "--ring", "--nodes", "5",
+                                     "--timeout-ms", "30000", NULL};
+  run_result *res = malloc(sizeof(*res));
+  bool holders[NODES_MAX], named = false;
+  node *order[NODES_MAX], *paused = NULL;
+  ring *r = *state;
+  uint64_t deadline;
+  int n, p;
+
+  assert_non_null(res);
+  ring_start(r, 5);
+  assert_int_equal(dht_client_put(r->nodes[0].client, "k-explained", 11, "v",
+                                  1, CALL_MS),
+                   0);
+  run_dht_on(r, &r->nodes[0], wait, res);
+  assert_int_equal(res->status, 0);
+  run_dht_on(r, &r->nodes[0], explain, res);
+  if (res->status != 0 ||
+      !strstr(res->out, "verdict  all 3 holders have the newest version")) {
+    fail_msg("explain on a ready ring: exit %d\n%s%s", res->status, res->out,
+             res->err);
+  }
+  assert_int_equal(lines_with(res->out, "  newest  "), 3);
+  run_dht_on(r, &r->nodes[0], ring_cmd, res);
+  assert_int_equal(res->status, 0);
+  assert_int_equal(lines_with(res->out, "  none\n"), 5);
+
+  n = ring_order(r, order);
+  key_holders(order, n, "k-explained", holders);
+  for (p = 0; p < n && paused == NULL; p++) {
+    if (holders[p] && p != owner_pos(order, n, "k-explained") &&
+        order[p] != &r->nodes[0]) {
+      paused = order[p];
+    }
+  }
+  assert_non_null(paused);
+  assert_int_equal(kill(paused->pid, SIGSTOP), 0);
+  for (deadline = now_ms() + 10000; !named && now_ms() < deadline;) {
+    run_dht_on(r, &r->nodes[0], explain, res);
+    named = res->status == 2 && strstr(res->out, paused->addr) != NULL &&
+            (strstr(res->out, "does not answer") != NULL ||
+             strstr(res->out, "declared dead") != NULL);
+  }
+  assert_int_equal(kill(paused->pid, SIGCONT), 0);
+  if (!named) {
+    fail_msg("explain never named the paused holder %s:\n%s%s", paused->addr,
+             res->out, res->err);
+  }
+  for (deadline = now_ms() + REPAIR_MS; now_ms() < deadline;) {
+    run_dht_on(r, &r->nodes[0], explain, res);
+    if (res->status == 0) {
+      break;
+    }
+  }
+  if (res->status != 0) {
+    fail_msg("explain after the holder came back: exit %d\n%s%s",
+             res->status, res->out, res->err);
+  }
+  free(res);
 }
 
 /* ---- mistakes ------------------------------------------------------------ */
@@ -973,6 +1069,7 @@ int main(int argc, char **argv) {
       RING_TEST(test_sigkill_two_at_once_loses_nothing),
       RING_TEST(test_dht_check_counts_copies),
       RING_TEST(test_ready_means_check_passes),
+      RING_TEST(test_explain_says_where_copies_are),
       RING_TEST(test_bad_bytes_close_only_their_connection),
       RING_TEST(test_cli_errors_are_one_exact_line),
       RING_TEST(test_daemon_refuses_clearly),

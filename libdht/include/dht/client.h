@@ -152,7 +152,25 @@ typedef struct dht_client_lost_range {
   dht_client_peer holders[DHT_CLIENT_LOST_HOLDERS_MAX]; /* the holders */
 } dht_client_lost_range;
 
-/* The decoded STATS_R of one node. About 110 KiB: prefer the heap (or a
+/* The last anti-entropy exchange of a node's range with one of its
+ * replicas (STATS_R exchanges; dht/wire.h, dht_exchange). */
+typedef struct dht_client_exchange {
+  dht_client_peer replica; /* the replica */
+  dht_id from, to;         /* the range compared, (from, to] */
+  uint64_t ago_ms;         /* it began this long before the answer */
+  uint64_t took_ms;        /* it ran this long (so far, while running) */
+  uint64_t buckets;        /* digest buckets found to differ (0: in sync) */
+  uint64_t pushed;         /* records pushed to the replica */
+  dht_exchange_outcome outcome; /* running, done or failed */
+} dht_client_exchange;
+
+/* A peer a node declared dead and still probes (STATS_R dead). */
+typedef struct dht_client_dead_peer {
+  dht_client_peer peer; /* the peer */
+  uint64_t ago_ms;      /* declared dead this long before the answer */
+} dht_client_dead_peer;
+
+/* The decoded STATS_R of one node. About 120 KiB: prefer the heap (or a
  * static) to a small stack. */
 typedef struct dht_client_stats {
   dht_client_peer node;                     /* the node that answered */
@@ -170,6 +188,10 @@ typedef struct dht_client_stats {
   dht_client_counter counters[DHT_COUNTERS_MAX]; /* in the order sent */
   size_t n_lost;                            /* entries in lost */
   dht_client_lost_range lost[DHT_LOST_MAX]; /* ranges it recorded lost */
+  size_t n_exchanges;                       /* entries in exchanges */
+  dht_client_exchange exchanges[DHT_EXCHANGES_MAX]; /* with its replicas */
+  size_t n_dead;                            /* entries in dead */
+  dht_client_dead_peer dead[DHT_DEAD_MAX];  /* peers it found dead */
 } dht_client_stats_result;
 
 /* One record a node holds, as SCAN lists it (no value). */
