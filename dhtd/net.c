@@ -81,6 +81,11 @@ typedef enum conn_class {
 
 /* An input buffer larger than this is freed once it has been consumed. */
 #define IN_BUF_KEEP_BYTES (256 * 1024)
+/* Bytes one connection may hand the node in one loop iteration: libuv
+ * would read a readable socket up to 32 times (2 MiB) before looking at
+ * any other, so that one pipelining connection could hold every other
+ * back for that long. One read's worth, then the others' turn. */
+#define READ_BUDGET_BYTES (64 * 1024)
 
 /* Buckets of the address table, and its largest size. */
 #define ADDR_BUCKETS 1024
@@ -118,6 +123,9 @@ struct dhtd_conn {
   bool reading;           /* uv_read_start is in force */
   bool paused_inflight;   /* inflight_max unanswered: not read */
   bool resume_pending;    /* answers came: read its buffered input again */
+  bool paused_budget;     /* read its READ_BUDGET_BYTES this iteration */
+  uint64_t turn;          /* the iteration turn_bytes counts in */
+  size_t turn_bytes;      /* bytes read from it in that iteration */
   struct addr_entry *ae;  /* accepted: its remote address's entry */
   uint64_t accepted_ms;   /* accepted: when */
   uint64_t frames_seen;   /* frames read from it */
@@ -176,6 +184,8 @@ struct dhtd_net {
   uint64_t mem_used;        /* buffered input and queued output, all conns */
   bool mem_paused;          /* over 3/4 of mem_max: clients are not read */
   bool resume_any;          /* some conn has resume_pending */
+  bool budget_any;          /* some conn has paused_budget */
+  uint64_t turn;            /* loop iterations, counted in on_flush */
   bool out_logged;          /* the outgoing budget's fill was logged */
   bool mem_logged;          /* the memory pause was logged */
   dht_wire_limits limits;   /* for decoding the frames the host looks into */
@@ -457,6 +467,7 @@ static const char *const limit_counter[] = {
     [DHT_LIMIT_MEMORY] = "limit_memory",
     [DHT_LIMIT_INFLIGHT] = "limit_inflight",
     [DHT_LIMIT_RATE] = "limit_rate",
+    [DHT_LIMIT_READ_BUDGET] = "limit_read_budget",
 };
 
 /* A limit was hit by (a connection from) e: counted by the node; logged
@@ -590,7 +601,7 @@ static void conn_mem_update(dhtd_conn *c) {
 static void conn_reading_update(dhtd_conn *c) {
   dhtd_net *net = c->net;
   bool want = !c->closing && c->connected && !c->tcp_closed &&
-              !c->reading_paused && !c->paused_inflight &&
+              !c->reading_paused && !c->paused_inflight && !c->paused_budget &&
               !(net->mem_paused && !c->outgoing && c->cls != CLS_PEER &&
                 c->mem_counted >= net->cfg.mem_max / 1024);
 
@@ -816,6 +827,18 @@ static void on_flush(uv_check_t *check) {
     }
   }
   net->dirty_head = NULL;
+  net->turn++;
+  if (net->budget_any && !net->stopping) {
+    uint32_t i;
+    net->budget_any = false;
+    for (i = 0; i < net->cap_conns; i++) {
+      c = net->conns[i];
+      if (c != NULL && c->paused_budget) {
+        c->paused_budget = false;
+        conn_reading_update(c); /* read again from the next poll on */
+      }
+    }
+  }
   if (net->resume_any && !net->stopping) {
     uint32_t i;
     net->resume_any = false;
@@ -1063,6 +1086,25 @@ static void conn_drain(dhtd_conn *c) {
   conn_mem_update(c);
 }
 
+/* Counts n bytes read from c in this loop iteration; once they reach its
+ * budget, c is not read again before the next (on_flush resumes it). What
+ * was read is processed all the same. */
+static void read_budget_take(dhtd_conn *c, size_t n) {
+  dhtd_net *net = c->net;
+
+  if (c->turn != net->turn) {
+    c->turn = net->turn;
+    c->turn_bytes = 0;
+  }
+  c->turn_bytes += n;
+  if (c->turn_bytes >= READ_BUDGET_BYTES && !c->paused_budget) {
+    c->paused_budget = true;
+    net->budget_any = true;
+    dht_node_count_limit(net->cfg.node, DHT_LIMIT_READ_BUDGET);
+    conn_reading_update(c);
+  }
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   dhtd_conn *c = stream->data;
   dhtd_net *net = c->net;
@@ -1085,6 +1127,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (c->ae != NULL) {
     c->ae->last_ms = c->last_active_ms;
   }
+  read_budget_take(c, (size_t)nread);
   if (c->seal != NULL) {
     bool was_established = dht_seal_established(c->seal);
     out_before = c->out.len;

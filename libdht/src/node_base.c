@@ -1183,5 +1183,8 @@ void dht_node_count_limit(dht_node *node, dht_host_limit which) {
   case DHT_LIMIT_RATE:
     node->counters.limit_rate++;
     break;
+  case DHT_LIMIT_READ_BUDGET:
+    node->counters.limit_read_budget++;
+    break;
   }
 }

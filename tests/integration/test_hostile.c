@@ -524,14 +524,16 @@ static void test_open_ring_survives_hostile_clients(void **state) {
   report_peaks(r, "after slow readers");
 
   /* 5. A pipelining flood from one connection that never reads, three
-   * times the rate limit's burst: back-pressure stops reading it, and
-   * everyone else is served meanwhile. Its GETs are of a key of t, so that
-   * t answers them itself. Whether the rate limit (ERROR FULL) is reached
-   * depends on how fast the node gets through them before back-pressure
-   * holds it, so limit_rate is shown, not required. */
+   * times the rate limit's burst: it is read a budget's worth per loop
+   * iteration (limit_read_budget counts the pauses), back-pressure stops
+   * reading it, and everyone else is served meanwhile. Its GETs are of a
+   * key of t, so that t answers them itself. Whether the rate limit (ERROR
+   * FULL) is reached depends on how fast the node gets through them before
+   * back-pressure holds it, so limit_rate is shown, not required. */
   {
     char own[32];
     uint64_t rate0 = counter_of(t, "limit_rate");
+    uint64_t budget0 = counter_of(t, "limit_read_budget");
     key_owned_by(r, t, "flood", own, sizeof(own));
     dht_buf_init(&frames);
     for (i = 0; i < 120000; i++) {
@@ -548,6 +550,7 @@ static void test_open_ring_survives_hostile_clients(void **state) {
             (unsigned long long)(now_ms() - start - took),
             (unsigned long long)took, (unsigned long long)rate0,
             (unsigned long long)counter_of(t, "limit_rate"));
+    assert_true(counter_of(t, "limit_read_budget") > budget0);
     attack_close_all(r);
   }
 

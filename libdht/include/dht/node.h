@@ -258,6 +258,9 @@ typedef struct dht_action {
                              too many of its requests unanswered */         \
   X(limit_rate)           /* host: requests refused (ERROR FULL), over the
                              request rate of their remote address */ \
+  X(limit_read_budget)    /* host: times a connection was not read for the
+                             rest of a loop iteration, its share of one
+                             iteration's reading used */ \
   X(ids_refused)          /* peers named with an id that is not the hash of
                              their address, or that rewrites a known id */ \
   X(link_checks)          /* CHECK_LINKs sent to confirm a sender */ \
@@ -343,6 +346,7 @@ typedef enum dht_host_limit {
   DHT_LIMIT_MEMORY,     /* limit_memory */
   DHT_LIMIT_INFLIGHT,   /* limit_inflight */
   DHT_LIMIT_RATE,       /* limit_rate */
+  DHT_LIMIT_READ_BUDGET, /* limit_read_budget */
 } dht_host_limit;
 /* The host hit one of its limits: counted, so that STATS shows it. */
 void dht_node_count_limit(dht_node *node, dht_host_limit which);
