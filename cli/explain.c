@@ -311,10 +311,14 @@ static void print_text(const explain *e) {
   if (e->newest == NULL) {
     printf("verdict  no holder has the key\n");
   } else if (e->n_behind == 0) {
-    printf("verdict  all %zu holders have the newest version\n", e->n_holders);
+    printf("verdict  %s%zu holder%s the newest version%s\n",
+           e->n_holders == 1 ? "its " : "all ", e->n_holders,
+           e->n_holders == 1 ? " has" : "s have",
+           e->newest->tombstone ? " (a delete)" : "");
   } else {
-    printf("verdict  %zu of %zu holders have the newest version\n",
-           e->n_holders - e->n_behind, e->n_holders);
+    printf("verdict  %zu of %zu holders have the newest version%s\n",
+           e->n_holders - e->n_behind, e->n_holders,
+           e->newest->tombstone ? " (a delete)" : "");
   }
 }
 
