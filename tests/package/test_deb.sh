@@ -20,8 +20,9 @@ sanitized=${2:-0}
 unit=/usr/lib/systemd/system/dhtd.service
 start_s=$SECONDS
 
-skip() { echo "test_deb: skipped: $*"; exit 77; }
-fail() { echo "test_deb: FAILED: $*" >&2; exit 1; }
+test_name=test_deb
+# shellcheck source=tests/script_util.sh
+. "$(dirname "$0")/../script_util.sh"
 
 [ "$sanitized" = 0 ] || skip "a sanitizer build is not a package to ship"
 [ "$(id -u)" = 0 ] || skip "installing a package needs root"
@@ -45,22 +46,13 @@ cleanup() {
     kill -KILL "$pid"
     wait "$pid" 2>/dev/null || true
   fi
-  if installed && ! dpkg --purge chord-dht >"$tmp/purge.log" 2>&1; then
-    cat "$tmp/purge.log" >&2
-    echo "test_deb: FAILED: could not purge chord-dht: remove it by hand" >&2
-    rc=1
+  if installed; then
+    undo "could not purge chord-dht: remove it by hand" dpkg --purge chord-dht || rc=1
   fi
   rm -rf "$tmp"
   exit "$rc"
 }
 trap cleanup EXIT
-
-# Runs a command quietly; on failure, shows its output and fails.
-quiet() {
-  local what=$1
-  shift
-  "$@" >"$tmp/out" 2>&1 || { cat "$tmp/out" >&2; fail "$what"; }
-}
 
 quiet "cpack" cpack -G DEB --config "$build/CPackConfig.cmake" -B "$tmp/pkg"
 deb=$(echo "$tmp"/pkg/chord-dht_*.deb)
