@@ -160,6 +160,7 @@ void dht__handoff_pump(dht_node *node) {
 }
 
 static void handoff_done(dht_node *node, dht__pending *p, bool ok) {
+  int32_t target = p->peer;
   dht__handoff *h = &node->handoff;
   size_t off = 0, n = 0, bytes;
   dht_id key_id;
@@ -194,7 +195,12 @@ static void handoff_done(dht_node *node, dht__pending *p, bool ok) {
   }
   dht__pending_free(node, p);
   h->busy = false;
-  if (ok || node->state == DHT_NODE_LEAVING) {
+  /* The next batch goes at once after a success, and while leaving when
+   * the receiver is out of the successor list (dead, or leaving too): the
+   * next successor, or none, which ends the leave. A receiver that still
+   * refuses is asked again at the next stabilize round, not in a loop. */
+  if (ok || (node->state == DHT_NODE_LEAVING &&
+             (node->n_succs == 0 || node->succs[0] != target))) {
     dht__handoff_pump(node);
   }
 }
@@ -217,6 +223,13 @@ static void handoff_on_reply(dht_node *node, dht__pending *p,
              node->peers[p->peer].addr, dht_errname(msg->error_code),
              (int)(text->len < 48 ? text->len : 48),
              text->len > 0 ? (const char *)text->p : "");
+    /* A successor out of the ring (leaving too, as when a whole ring
+     * stops) will take nothing from a leaving node: it is dropped as one
+     * that left, and the next successor is asked. */
+    if (node->state == DHT_NODE_LEAVING &&
+        msg->error_code == DHT_ERR_STATE) {
+      dht__declare_dead(node, p->peer, false);
+    }
   }
   handoff_done(node, p, msg->type == DHT_MSG_OK);
 }

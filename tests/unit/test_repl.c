@@ -1334,6 +1334,94 @@ static void test_stalled_handoff_says_why(void **state) {
   host_free(&h);
 }
 
+/* What a leave of A's saw, the ring answering as the test says. */
+typedef struct leave_seen {
+  int handoffs[RING_N]; /* HANDOFF batches, by receiver */
+  int refused;          /* ... refused */
+  uint64_t last_refused_ms, min_gap_ms; /* between two refusals to s1 */
+  bool left;            /* LEFT came */
+} leave_seen;
+
+/* Lets A leave: s1 refuses its first `refusals` HANDOFFs with code (all of
+ * them with STATE, which s1 sends while it leaves too), every other
+ * receiver takes them, and the ring answers the rest. */
+static void run_leave(fake_host *h, int code, int refusals, leave_seen *seen) {
+  uint64_t until = h->now + 20000;
+  host_action a;
+  dht_msg r;
+
+  memset(seen, 0, sizeof(*seen));
+  seen->min_gap_ms = UINT64_MAX;
+  assert_int_equal(dht_node_leave(h->node, h->now), 0);
+  while (!seen->left && next_action(h, until, &a)) {
+    int m = a.type == DHT_ACTION_SEND ? member_at(a.addr) : -1;
+    if (a.type == DHT_ACTION_EVENT) {
+      assert_int_equal(a.event, DHT_EVENT_LEFT);
+      seen->left = true;
+    } else if (a.msg.type == DHT_MSG_HANDOFF) {
+      if (++seen->handoffs[m] > 100) {
+        fail_msg("A sent %s HANDOFF after HANDOFF: a loop", a.addr);
+      }
+      msg_init(&r, DHT_MSG_OK, a.msg.rid);
+      if (m == S1 && (code == DHT_ERR_STATE || seen->refused < refusals)) {
+        if (seen->refused > 0 &&
+            h->now - seen->last_refused_ms < seen->min_gap_ms) {
+          seen->min_gap_ms = h->now - seen->last_refused_ms;
+        }
+        seen->refused++;
+        seen->last_refused_ms = h->now;
+        msg_init(&r, DHT_MSG_ERROR, a.msg.rid);
+        r.error_code = code;
+      }
+      assert_int_equal(host_recv(h, PEER, &r), 0);
+    } else if (a.msg.type == DHT_MSG_LEAVE) {
+      host_answer(h, PEER, &a, DHT_MSG_OK);
+    } else {
+      answer_as_ring(h, &a);
+    }
+    action_free(&a);
+  }
+}
+
+/*
+ * A leaving node hands its keys to its successor. A successor that answers
+ * STATE is out of the ring (leaving too, as when a whole ring stops): it
+ * is passed over at once for the next one, which takes the keys. One that
+ * refuses for another reason (its disk is full) is asked again at the
+ * next stabilize round, not in a loop: a leaving node once sent 75000
+ * HANDOFFs in 90 ms to a successor that was leaving too.
+ */
+static void test_leave_passes_over_a_leaving_successor(void **state) {
+  dht_id w = id_u64(5);
+  leave_seen seen;
+  fake_host h;
+  char key[16];
+  int next = 0;
+
+  (void)state;
+  ring_join(&h, true);
+  key_owned_by(key, sizeof(key), A, &next);
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(key, "v", version_of(hlc_at(h.now), &w), false));
+  run_leave(&h, DHT_ERR_STATE, 0, &seen);
+  assert_true(seen.left);
+  assert_int_equal(seen.handoffs[S1], 1);
+  assert_int_equal(seen.handoffs[S2], 1);
+  host_free(&h);
+
+  ring_join(&h, true);
+  next = 0;
+  key_owned_by(key, sizeof(key), A, &next);
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(key, "v", version_of(hlc_at(h.now), &w), false));
+  run_leave(&h, DHT_ERR_DISK_FULL, 3, &seen);
+  assert_true(seen.left);
+  assert_int_equal(seen.handoffs[S1], 4); /* three refused, then taken */
+  assert_int_equal(seen.handoffs[S2], 0);
+  assert_true(seen.min_gap_ms >= 100);
+  host_free(&h);
+}
+
 /* ---- replica reads ------------------------------------------------------------ */
 
 /* Expects the request just sent to be passed on: ACCEPTED to its sender, the
@@ -2339,6 +2427,7 @@ int main(void) {
       cmocka_unit_test(test_sync_digests_go_to_each_replica_every_interval),
       cmocka_unit_test(test_sync_repairs_differing_buckets_both_ways),
       cmocka_unit_test(test_stalled_handoff_says_why),
+      cmocka_unit_test(test_leave_passes_over_a_leaving_successor),
       cmocka_unit_test(test_replica_answers_a_final_get_from_its_store),
       cmocka_unit_test(test_last_step_before_the_predecessors),
       cmocka_unit_test(test_copies_are_taken_whatever_their_stamp),
