@@ -150,9 +150,17 @@ static void join_attempt(dht_node *node) {
  * while a join lookup is in flight: between attempts it is the ring of one
  * it was, so that a peer looking for it (one restarting, or as cut off as
  * it is) can join it or notify it. Refusing them all with ERROR STATE while
- * it waited to retry left two such nodes refusing each other for good. */
+ * it waited to retry left two such nodes refusing each other for good.
+ * A seed that founded a ring and has heard from nobody yet does the same:
+ * it looks for a ring the other seeds may have founded meanwhile. */
 static void rejoin(dht_node *node) {
-  dht__log(node, DHT_LOG_WARN, "cut off from the ring: joining again");
+  if (node->counters.succ_changes == 0) {
+    dht__log(node, DHT_LOG_INFO,
+             "a ring of one so far: looking for the others through the "
+             "join list");
+  } else {
+    dht__log(node, DHT_LOG_WARN, "cut off from the ring: joining again");
+  }
   node->ring.rejoining = true;
   node->ring.join_tries = 0;
   join_attempt(node);
@@ -183,8 +191,11 @@ static void join_done(dht_node *node, const dht_msg *result) {
                                              : DHT_ERR_UNAVAILABLE;
     if (node->ring.join_tries < join_tries_max(node)) {
       bool now = join_goes_straight_on(node, node->ring.join_tries);
-      dht__log(node, DHT_LOG_WARN, "join through %s failed (%s), %s",
-               node->ring.join_addr, dht_strerror(code),
+      /* A ring of one looking for the rest says so once a cycle (rejoin):
+       * its misses are expected, not each worth a warning. */
+      dht__log(node, node->ring.rejoining ? DHT_LOG_INFO : DHT_LOG_WARN,
+               "join through %s failed (%s), %s", node->ring.join_addr,
+               dht_strerror(code),
                now ? "trying the next candidate" : "retrying");
       node->ring.join_retry_at_ms =
           node->now_ms + (now ? 0 : 2u * node->set.rpc_timeout_ms);
@@ -193,9 +204,22 @@ static void join_done(dht_node *node, const dht_msg *result) {
       }
     } else if (node->ring.rejoining) {
       /* Stay a ring of one and try again at the next stabilize round. */
-      dht__log(node, DHT_LOG_WARN, "re-join failed: %s", dht_strerror(code));
+      dht__log(node, DHT_LOG_INFO, "re-join failed: %s", dht_strerror(code));
       node->state = DHT_NODE_JOINED;
       node->ring.rejoining = false;
+    } else if (node->ring.seed) {
+      /* No candidate is in a ring: every seed is starting, as after a
+       * stop of the whole ring. A seed founds one rather than wait for
+       * the others, who do the same; each ring of one keeps looking
+       * through its join list (stabilize, rejoin), and any two that find
+       * each other become one ring, their keys handed to their owners. */
+      dht__log(node, DHT_LOG_WARN,
+               "no candidate is in a ring (the last: %s, %s): this node is "
+               "on its own join list, a seed, so it founds one",
+               node->ring.join_addr, dht_strerror(code));
+      node->state = DHT_NODE_JOINED;
+      schedule_maintenance(node);
+      dht__emit_event(node, DHT_EVENT_JOINED, 0);
     } else {
       dht__log(node, DHT_LOG_ERROR, "join through %s failed: %s",
                node->ring.join_addr, dht_strerror(code));
@@ -262,8 +286,14 @@ int dht__ring_join(dht_node *node, const char *const *addrs, size_t n) {
     kept += strcmp(addrs[i], node->addr) != 0;
   }
   if (kept == 0) {
-    return DHT_ERR_INVAL; /* nobody to join but ourselves */
+    /* A seed with no other: the ring is this node's to found. */
+    node->state = DHT_NODE_JOINED;
+    schedule_maintenance(node);
+    dht__log(node, DHT_LOG_INFO, "founded a ring: the only seed is this node");
+    dht__emit_event(node, DHT_EVENT_JOINED, 0);
+    return 0;
   }
+  node->ring.seed = kept < n;
   list = malloc(kept * sizeof(*list));
   if (list == NULL) {
     return DHT_ERR_NOMEM;

@@ -489,6 +489,9 @@ typedef struct dht__ring {
                                     in flight, for the log */
   uint32_t join_tries;           /* join lookups sent */
   bool rejoining;                /* joined once, found itself cut off */
+  bool seed;                     /* its own address was in the join list:
+                                    when no candidate is in a ring, it
+                                    founds one (node_ring.c join_done) */
   uint64_t join_retry_at_ms;     /* next join attempt, or NEVER */
 
   uint32_t leave_acks_wanted;    /* LEAVING: LEAVE notices not yet settled */

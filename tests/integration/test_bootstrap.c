@@ -304,6 +304,84 @@ static void test_join_name_with_several_addresses(void **state) {
                 nc.hosts[0] != '\0' ? "nss_wrapper" : "the system's resolver");
 }
 
+/* ---- seeds ----------------------------------------------------------------- */
+
+/* Runs dht --node d's address with args (NULL-terminated, at most 6) into
+ * *res, which must end with exit 0 within RUN_MS. */
+static void dht_ok(ring *r, const node *d, const char *const *args,
+                   run_result *res) {
+  char *argv[12] = {(char *)dht_path, "--node", (char *)d->addr};
+  int i;
+
+  for (i = 0; args[i] != NULL && i < 6; i++) {
+    argv[3 + i] = (char *)args[i];
+  }
+  argv[3 + i] = NULL;
+  if (!run_within(r, argv, 3 * JOIN_MS, res) || res->status != 0) {
+    fail_msg("dht --node %s %s: exit %d\n%s%s", d->addr, args[0],
+             res->status, res->out, res->err);
+  }
+}
+
+/*
+ * Three nodes, each with --join naming all three (itself included: each is
+ * a seed), started at once, as a service on every machine of a new ring
+ * would be: none finds a ring to join, each founds one, and they become
+ * one ring. Then every node is killed and all three start again at once on
+ * their data directories, as after a power cut: the ring comes back whole,
+ * every key on it. Without seeds founding, every node gave up.
+ */
+static void test_seeds_start_and_restart_a_whole_ring(void **state) {
+  static const char *const wait[] = {"--timeout-ms", "30000", "wait",
+                                     "--ring", "--nodes", "3", NULL};
+  static const char *const check[] = {"check", NULL};
+  run_result *res = malloc(sizeof(*res));
+  ring *r = *state;
+  char list[3 * 41], key[16], value[32];
+  char *extra[] = {"--join", list, NULL};
+  int i, k, round;
+
+  assert_non_null(res);
+  for (i = 0; i < 3; i++) {
+    node_add(r, NULL);
+  }
+  snprintf(list, sizeof(list), "%s,%s,%s", r->nodes[0].addr, r->nodes[1].addr,
+           r->nodes[2].addr);
+  for (round = 0; round < 2; round++) {
+    for (i = 0; i < 3; i++) {
+      node_start_with(&r->nodes[i], extra, NULL);
+    }
+    for (i = 0; i < 3; i++) {
+      wait_joined(&r->nodes[i]);
+    }
+    dht_ok(r, &r->nodes[round], wait, res);
+    dht_ok(r, &r->nodes[2], check, res);
+    for (k = 0; k < KEYS; k++) {
+      dht_client *c = r->nodes[k % 3].client;
+      uint8_t *got = NULL;
+      size_t got_len = 0;
+      snprintf(key, sizeof(key), "key-%d", k);
+      snprintf(value, sizeof(value), "value-%d", k);
+      if (round == 0) {
+        assert_int_equal(dht_client_put(c, key, strlen(key), value,
+                                        strlen(value), CALL_MS),
+                         0);
+      } else {
+        assert_int_equal(dht_client_get(c, key, strlen(key), &got, &got_len,
+                                        CALL_MS),
+                         0);
+        assert_true(got_len == strlen(value) &&
+                    memcmp(got, value, got_len) == 0);
+        free(got);
+      }
+    }
+    for (i = 0; round == 0 && i < 3; i++) {
+      node_stop(&r->nodes[i], SIGKILL, STOP_MS);
+    }
+  }
+  free(res);
+}
+
 /* ---- remembered peers ---------------------------------------------------- */
 
 /* A ring of three, C joined through A. C stops, A dies; C, restarted on
@@ -414,6 +492,7 @@ int main(int argc, char **argv) {
       RING_TEST(test_join_list_skips_dead_and_unresolvable),
       RING_TEST(test_join_name_with_several_addresses),
       RING_TEST(test_restart_rejoins_through_remembered_peers),
+      RING_TEST(test_seeds_start_and_restart_a_whole_ring),
       RING_TEST(test_garbage_peers_file_still_starts),
   };
 

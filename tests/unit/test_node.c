@@ -949,7 +949,6 @@ static void test_join_through_bootstrap(void **state) {
 
   (void)state;
   host_init_one_copy(&h, "a:1", 2);
-  assert_int_equal(dht_node_join(h.node, "a:1", h.now), DHT_ERR_INVAL);
   assert_int_equal(dht_node_join(h.node, "boot:9", h.now), 0);
   assert_int_equal(dht_node_join(h.node, "boot:9", h.now), DHT_ERR_STATE);
   host_expect_one(&h, &a, DHT_ACTION_SEND, DHT_MSG_FIND_SUCC);
@@ -1082,9 +1081,9 @@ static void find_succ_answered(fake_host *h, uint64_t rid,
   host_recv(h, PEER, &r);
 }
 
-/* A join list is checked whole: none, only the node's own address, an
- * empty or an over-long entry, or too many entries are refused; the own
- * address is skipped, and the first other entry is asked first. */
+/* A join list is checked whole: none, an empty or an over-long entry, or
+ * too many entries are refused; the own address is skipped, and the first
+ * other entry is asked first. */
 static void test_join_list_is_checked(void **state) {
   const char *self_only[] = {"a:1"};
   const char *empty[] = {"b:2", ""};
@@ -1103,8 +1102,6 @@ static void test_join_list_is_checked(void **state) {
     many[i] = "b:2";
   }
   assert_int_equal(dht_node_join_list(h.node, self_only, 0, h.now),
-                   DHT_ERR_INVAL);
-  assert_int_equal(dht_node_join_list(h.node, self_only, 1, h.now),
                    DHT_ERR_INVAL);
   assert_int_equal(dht_node_join_list(h.node, empty, 2, h.now), DHT_ERR_INVAL);
   assert_int_equal(dht_node_join_list(h.node, too_long, 1, h.now),
@@ -1185,6 +1182,56 @@ static void test_join_list_rounds_then_fails(void **state) {
   action_free(&a);
   assert_int_equal(dht_node_get_state(h.node), DHT_NODE_IDLE);
   assert_int_equal(dht_node_next_deadline(h.node), DHT_TIME_NEVER);
+  host_free(&h);
+}
+
+/*
+ * A node on its own join list is a seed. When no other candidate is in a
+ * ring (one refuses its connection, one answers STATE: it is starting
+ * too), the seed founds one after its rounds, JOINED rather than
+ * JOIN_FAILED, and as a ring of one that nobody has found it asks the list
+ * again at its next stabilize round. A list of only itself founds the ring
+ * at once. (A node not on its list fails: test_join_list_rounds_then_fails.)
+ */
+static void test_seed_founds_a_ring_when_none_is_up(void **state) {
+  const char *list[] = {"x:1", "a:1", "y:2"};
+  const char *self_only[] = {"a:1"};
+  fake_host h;
+  host_action a;
+  uint64_t rid;
+  dht_msg r;
+  int round;
+
+  (void)state;
+  host_init_one_copy(&h, "a:1", 2);
+  assert_int_equal(dht_node_join_list(h.node, list, 3, h.now), 0);
+  for (round = 0; round < 3; round++) {
+    if (round > 0) {
+      host_advance(&h, 1000);
+    }
+    expect_find_succ_to(&h, "x:1");
+    dht_node_peer_unreachable(h.node, "x:1", h.now);
+    rid = expect_find_succ_to(&h, "y:2");
+    msg_init(&r, DHT_MSG_ERROR, rid);
+    r.error_code = DHT_ERR_STATE;
+    host_recv(&h, PEER, &r);
+  }
+  host_expect_one(&h, &a, DHT_ACTION_EVENT, -1);
+  assert_int_equal(a.event, DHT_EVENT_JOINED);
+  action_free(&a);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINED);
+  while (dht_node_get_state(h.node) == DHT_NODE_JOINED) {
+    host_advance(&h, dht_node_next_deadline(h.node) - h.now);
+  }
+  expect_find_succ_to(&h, "x:1"); /* looking for the others */
+  host_free(&h);
+
+  host_init_one_copy(&h, "a:1", 2);
+  assert_int_equal(dht_node_join_list(h.node, self_only, 1, h.now), 0);
+  host_expect_one(&h, &a, DHT_ACTION_EVENT, -1);
+  assert_int_equal(a.event, DHT_EVENT_JOINED);
+  action_free(&a);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_JOINED);
   host_free(&h);
 }
 
@@ -2110,6 +2157,7 @@ int main(void) {
       cmocka_unit_test(test_join_list_is_checked),
       cmocka_unit_test(test_join_list_moves_on_at_once),
       cmocka_unit_test(test_join_list_rounds_then_fails),
+      cmocka_unit_test(test_seed_founds_a_ring_when_none_is_up),
       cmocka_unit_test(test_rejoin_goes_through_the_list),
       cmocka_unit_test(test_rejoining_node_can_be_found),
       cmocka_unit_test(test_new_predecessor_receives_its_keys),

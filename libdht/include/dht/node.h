@@ -298,12 +298,17 @@ int dht_node_create_ring(dht_node *node, uint64_t now_ms);
  * silent through its resends) gives way to the next at once; after the
  * last, the node waits 2 * rpc_timeout_ms and goes round again, for
  * settings.join_attempts rounds in all. Entries equal to the node's own
- * address are skipped. A JOINED node that later loses every successor and
- * its predecessor joins again through the same list, then through the
- * peers it lost. The outcome arrives as a JOINED or JOIN_FAILED event.
+ * address are skipped, and make the node a seed: a seed that finds no
+ * candidate in a ring founds one (JOINED) instead of failing, as every
+ * seed does when a whole ring starts at once. A JOINED node that later
+ * loses every successor and its predecessor, or a seed that founded a
+ * ring and has heard from nobody, joins again through the same list (then
+ * through the peers it lost), staying a ring of one between attempts. The
+ * outcome arrives as a JOINED or JOIN_FAILED event (JOINED at once for a
+ * list of only the node's own address: a seed with no other).
  * Returns 0, DHT_ERR_STATE (not IDLE), DHT_ERR_INVAL (n is 0 or above
- * DHT_JOIN_LIST_MAX, an entry is empty or longer than the address limit,
- * or only the node's own address is given) or DHT_ERR_NOMEM.
+ * DHT_JOIN_LIST_MAX, or an entry is empty or longer than the address
+ * limit) or DHT_ERR_NOMEM.
  */
 int dht_node_join_list(dht_node *node, const char *const *addrs, size_t n,
                        uint64_t now_ms);
