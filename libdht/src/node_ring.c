@@ -1036,7 +1036,8 @@ bool dht__ring_ready(const dht_node *node) {
   if ((node->n_succs > 0) != (node->pred != DHT__NO_PEER)) {
     return false; /* one side known only: still joining the ring */
   }
-  return dht__repl_replicas_hold_range(node) && !node->handoff.busy;
+  return dht__repl_replicas_hold_range(node) && !node->handoff.busy &&
+         node->handoff.todo_records == 0;
 }
 
 void dht__ring_set_maintenance(dht_node *node, bool enabled) {
