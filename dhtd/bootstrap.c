@@ -252,7 +252,9 @@ static void peer_add(const char *list[DHTD_PEERS_MAX], size_t *n,
 /* Writes text to path through tmp_path. Returns 0 or an errno value. */
 static int write_atomically(const char *path, const char *tmp_path,
                             const char *head, const char *text) {
-  int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0644), err = 0;
+  /* 0600 like the store's files (docs/STORAGE.md): the file names the
+   * ring's members, and O_CREAT's mode is only a ceiling under the umask. */
+  int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0600), err = 0;
   size_t hlen = strlen(head), tlen = strlen(text);
 
   if (fd < 0) {

@@ -391,6 +391,7 @@ static void test_restart_rejoins_through_remembered_peers(void **state) {
   ring *r = *state;
   char key[16], value[32], peers[LOG_MAX], path[PATH_LEN + 8], log[LOG_MAX];
   char a_failed[80], via_b[80];
+  struct stat st;
   node *a, *b, *c;
   uint64_t took_ms;
   run_result *res = malloc(sizeof(*res));
@@ -417,6 +418,8 @@ static void test_restart_rejoins_through_remembered_peers(void **state) {
     fail_msg("%s does not list both %s and %s:\n%s", path, a->addr, b->addr,
              peers);
   }
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600); /* as the store's files */
   node_stop(a, SIGKILL, STOP_MS);
 
   from = log_size(c);
