@@ -474,6 +474,46 @@ static void stabilize(dht_node *node) {
 
 static void probe_lost(dht_node *node);
 
+/* How long a successor may name another predecessor than this node, one
+ * not between them, before the log says so; and how often it says so. */
+#define UNNAMED_WARN_MS 10000u
+#define UNNAMED_LOG_MS 60000u
+
+/* A successor that keeps naming a predecessor before this node (or none)
+ * has not taken this node's NOTIFYs: most often it cannot connect back to
+ * the address this node advertises (behind NAT without --advertise), so
+ * it cannot confirm them. Nothing else would tell the operator: the node
+ * itself looks joined. */
+static void unnamed_watch(dht_node *node, int32_t succ, const dht_msg *msg) {
+  dht__ring *r = &node->ring;
+  bool between = msg->has_pred && !dht__ref_is_self(node, &msg->pred) &&
+                 dht_id_in_oo(&msg->pred.id, &node->id,
+                              &node->peers[succ].id);
+
+  if (r->succ_agreed || between) {
+    r->unnamed_since_ms = 0;
+    return;
+  }
+  if (r->unnamed_since_ms == 0) {
+    r->unnamed_since_ms = node->now_ms;
+  }
+  if (node->now_ms - r->unnamed_since_ms >= UNNAMED_WARN_MS &&
+      (r->unnamed_logged_ms == 0 ||
+       node->now_ms - r->unnamed_logged_ms >= UNNAMED_LOG_MS)) {
+    r->unnamed_logged_ms = node->now_ms;
+    dht__log(node, DHT_LOG_WARN,
+             "successor %s has not taken this node as its predecessor for "
+             "%llu s (it names %.*s): can it connect to %s, the address "
+             "this node advertises (--advertise)? Its links_refused counter "
+             "says whether it tried and failed",
+             node->peers[succ].addr,
+             (unsigned long long)((node->now_ms - r->unnamed_since_ms) / 1000),
+             msg->has_pred ? (int)msg->pred.addr.len : 4,
+             msg->has_pred ? (const char *)msg->pred.addr.p : "none",
+             node->addr);
+  }
+}
+
 static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   int32_t cands[DHT_SUCC_LIST_MAX + 2];
   size_t n = 0, i;
@@ -486,6 +526,7 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   node->ring.agreed_succ = node->peers[asked].id;
   node->ring.succ_agreed =
       msg->has_pred && dht__ref_is_self(node, &msg->pred);
+  unnamed_watch(node, asked, msg);
   dht__lost_forget(node, node->peers[asked].addr); /* it just answered */
   /* Its predecessor sits between us: that is our successor now. */
   if (msg->has_pred && !dht__ref_is_self(node, &msg->pred) &&

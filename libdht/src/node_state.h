@@ -475,6 +475,10 @@ typedef struct dht__ring {
   dht_id agreed_succ;            /* the successor whose last NEIGHBORS
                                     named this node its predecessor... */
   bool succ_agreed;              /* ...when this is set (readiness) */
+  uint64_t unnamed_since_ms;     /* since when the successor names another
+                                    node, or none, as its predecessor (0:
+                                    it names this one) */
+  uint64_t unnamed_logged_ms;    /* when that was last logged */
   dht_id agreed_pred;            /* the predecessor whose last NEIGHBORS
                                     named this node its first successor... */
   bool pred_agreed;              /* ...when this is set (readiness) */
