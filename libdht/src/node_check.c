@@ -239,7 +239,7 @@ static bool check_refs(const dht_node *node, char *why, size_t why_len) {
     HELD(node->pending[node->deadline_heap[i]]->peer);
   }
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    HELD(node->repl.syncs[i].peer);
+    HELD(node->repl.sync_peers[i]);
   }
 #undef HELD
   for (k = 0; k < node->n_peers && ok; k++) {
@@ -322,9 +322,7 @@ void dht_node_prefetch(const dht_node *node) {
   prefetch_range(node->succs, sizeof(node->succs));
   prefetch_range(node->fingers, sizeof(node->fingers));
   prefetch_range(node->last_preds, sizeof(node->last_preds));
-  for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    __builtin_prefetch(&node->repl.syncs[i].peer);
-  }
+  prefetch_range(node->repl.sync_peers, sizeof(node->repl.sync_peers));
   /* refs, pending_head, the id and the address's first bytes: the first
    * line of each slot */
   for (k = 0; k < node->n_peers; k++) {

@@ -340,7 +340,6 @@ typedef struct dht__loss_check {
  * replica answers which buckets differ (and its records in them); this node
  * then pushes its own records of those buckets, rate-limited. */
 typedef struct dht__sync {
-  int32_t peer;                 /* the replica (holds a ref); NO_PEER = free */
   bool waiting;                 /* push paused by the repair rate limit */
   dht_id from, to;              /* the range synced: (from, to] */
   uint32_t n_buckets;           /* digests the range was split into */
@@ -407,6 +406,10 @@ typedef struct dht__repl {
   dht__sync syncs[DHT_SUCC_LIST_MAX]; /* anti-entropy sessions */
   dht__exchange_note exchanges[DHT_EXCHANGES_MAX]; /* the last exchange
                                     with each recent replica */
+  int32_t sync_peers[DHT_SUCC_LIST_MAX]; /* syncs[i]'s replica (holds a
+                                    ref), NO_PEER when free: apart from the
+                                    sessions, so that the scans for live
+                                    ones read 128 bytes, not 4 KiB */
   int64_t repair_tokens;         /* bytes the repair may still send now */
   uint64_t repair_tokens_ms;     /* when repair_tokens was last topped up */
 
