@@ -23,6 +23,8 @@
 /* Request structs kept beyond twice the requests in flight: a burst's are
  * freed as it drains, down to this many spares. */
 #define PENDING_STRUCTS_SPARE 64
+/* A cache line. */
+#define PENDING_ALIGN 64
 
 /* ---- lifecycle, logging and randomness ------------------------------------ */
 
@@ -199,10 +201,17 @@ int32_t dht__peer_intern(dht_node *node, const dht_id *id, const char *addr,
   if (i == node->n_peers) {
     if (node->n_peers == node->cap_peers) {
       int32_t cap = node->cap_peers ? node->cap_peers * 2 : 16;
-      dht__peer *peers = realloc(node->peers, (size_t)cap * sizeof(*peers));
+      /* Slots start on cache lines (dht__peer's alignment), which realloc
+       * does not promise. */
+      dht__peer *peers =
+          aligned_alloc(_Alignof(dht__peer), (size_t)cap * sizeof(*peers));
       if (peers == NULL) {
         return DHT__NO_PEER;
       }
+      if (node->n_peers > 0) {
+        memcpy(peers, node->peers, (size_t)node->n_peers * sizeof(*peers));
+      }
+      free(node->peers);
       node->peers = peers;
       node->cap_peers = cap;
     }
@@ -486,6 +495,20 @@ static void peer_list_unlink(dht_node *node, dht__pending *p) {
   }
 }
 
+/* A zeroed request struct on a cache line of its own: the fields every
+ * check of the pending table reads (rid to heap_pos) then cost one miss, not
+ * two. NULL when out of memory. */
+static dht__pending *pending_struct_new(void) {
+  size_t size = (sizeof(dht__pending) + PENDING_ALIGN - 1) /
+                PENDING_ALIGN * PENDING_ALIGN;
+  dht__pending *p = aligned_alloc(PENDING_ALIGN, size);
+
+  if (p != NULL) {
+    memset(p, 0, sizeof(*p));
+  }
+  return p;
+}
+
 /*
  * Takes a free pending slot for a request of kind ops to peer (which it
  * holds), in O(1) plus a heap insertion. A live request's struct never
@@ -505,7 +528,7 @@ dht__pending *dht__pending_new(dht_node *node, const dht__pending_ops *ops,
     return NULL;
   }
   if (node->pending[slot] == NULL) {
-    node->pending[slot] = calloc(1, sizeof(dht__pending));
+    node->pending[slot] = pending_struct_new();
     if (node->pending[slot] == NULL) {
       node->free_slots[node->n_free++] = slot;
       return NULL;

@@ -209,7 +209,7 @@ static bool check_refs(const dht_node *node, char *why, size_t why_len) {
       return true; /* cannot count without memory: nothing is known broken */
     }
   } else {
-    memset(on_stack, 0, sizeof(on_stack));
+    memset(on_stack, 0, (size_t)node->n_peers * sizeof(on_stack[0]));
   }
 #define HELD(idx)                                                              \
   do {                                                                         \
@@ -239,7 +239,7 @@ static bool check_refs(const dht_node *node, char *why, size_t why_len) {
     HELD(node->pending[node->deadline_heap[i]]->peer);
   }
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    HELD(node->repl.syncs[i].peer);
+    HELD(node->repl.sync_peers[i]);
   }
 #undef HELD
   for (k = 0; k < node->n_peers && ok; k++) {
@@ -322,13 +322,11 @@ void dht_node_prefetch(const dht_node *node) {
   prefetch_range(node->succs, sizeof(node->succs));
   prefetch_range(node->fingers, sizeof(node->fingers));
   prefetch_range(node->last_preds, sizeof(node->last_preds));
-  for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    __builtin_prefetch(&node->repl.syncs[i].peer);
-  }
+  prefetch_range(node->repl.sync_peers, sizeof(node->repl.sync_peers));
+  /* refs, pending_head, the id and the address's first bytes: the first
+   * line of each slot */
   for (k = 0; k < node->n_peers; k++) {
-    /* refs and pending_head, then the address is_self compares */
-    __builtin_prefetch(&node->peers[k].refs);
-    __builtin_prefetch(node->peers[k].addr);
+    __builtin_prefetch(&node->peers[k]);
   }
   prefetch_range(node->deadline_heap,
                  node->n_pending * sizeof(*node->deadline_heap));

@@ -340,7 +340,7 @@ static void backlog(const dht_node *node, dht_node_metrics *out) {
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
     const dht__sync *s = &node->repl.syncs[i];
     uint64_t bytes;
-    if (s->peer == DHT__NO_PEER) {
+    if (node->repl.sync_peers[i] == DHT__NO_PEER) {
       continue;
     }
     bytes = left(s->todo_bytes, s->pushed_bytes);
@@ -386,7 +386,7 @@ void dht_node_get_metrics(const dht_node *node, dht_node_metrics *out) {
   out->sync_buckets = 0;
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
     const dht__sync *s = &node->repl.syncs[i];
-    if (s->peer == DHT__NO_PEER) {
+    if (node->repl.sync_peers[i] == DHT__NO_PEER) {
       continue;
     }
     out->sync_sessions++;

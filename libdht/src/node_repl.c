@@ -1208,7 +1208,7 @@ static dht__sync *sync_of(dht_node *node, int32_t peer) {
   uint32_t i;
 
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    if (node->repl.syncs[i].peer == peer) {
+    if (node->repl.sync_peers[i] == peer) {
       return &node->repl.syncs[i];
     }
   }
@@ -1264,6 +1264,11 @@ bool dht__repl_replicas_hold_range(const dht_node *node) {
   return node->repl.range_fresh && !node->repl.writes_unsure;
 }
 
+/* The replica of session s (repl.sync_peers). */
+static int32_t *sync_peer(dht_node *node, const dht__sync *s) {
+  return &node->repl.sync_peers[s - node->repl.syncs];
+}
+
 /* The note of the last exchange with the replica id: its own, else a free
  * one, else the oldest (create); NULL when there is none and create is
  * false. */
@@ -1288,11 +1293,11 @@ static dht__exchange_note *exchange_note(dht_node *node, const dht_id *id,
 /* Notes that session s's exchange began, in place of the last one with
  * the same replica (or of the oldest note). */
 static void exchange_begin(dht_node *node, const dht__sync *s) {
-  dht__exchange_note *x = exchange_note(node, &node->peers[s->peer].id, true);
+  dht__exchange_note *x = exchange_note(node, &node->peers[*sync_peer(node, s)].id, true);
 
   memset(x, 0, sizeof(*x));
   x->used = true;
-  x->peer = node->peers[s->peer].id;
+  x->peer = node->peers[*sync_peer(node, s)].id;
   x->from = s->from;
   x->to = s->to;
   x->started_ms = s->started_ms;
@@ -1301,7 +1306,7 @@ static void exchange_begin(dht_node *node, const dht__sync *s) {
 
 /* The note of session s's exchange, updated with what it has done. */
 static dht__exchange_note *exchange_update(dht_node *node, const dht__sync *s) {
-  dht__exchange_note *x = exchange_note(node, &node->peers[s->peer].id, false);
+  dht__exchange_note *x = exchange_note(node, &node->peers[*sync_peer(node, s)].id, false);
 
   if (x != NULL) {
     x->pushed = s->pushed;
@@ -1312,6 +1317,7 @@ static dht__exchange_note *exchange_update(dht_node *node, const dht__sync *s) {
 static void sync_end(dht_node *node, dht__sync *s,
                      dht_exchange_outcome outcome) {
   dht__exchange_note *x = exchange_update(node, s);
+  int32_t *peer = sync_peer(node, s);
 
   if (x != NULL) {
     x->ended_ms = node->now_ms;
@@ -1321,11 +1327,11 @@ static void sync_end(dht_node *node, dht__sync *s,
     node->counters.repair_ms_last = node->now_ms - s->started_ms;
     dht__log(node, DHT_LOG_INFO,
              "repair: %llu records pushed to %s in %llu ms",
-             (unsigned long long)s->pushed, node->peers[s->peer].addr,
+             (unsigned long long)s->pushed, node->peers[*peer].addr,
              (unsigned long long)(node->now_ms - s->started_ms));
   }
-  dht__peer_release(node, s->peer);
-  s->peer = DHT__NO_PEER;
+  dht__peer_release(node, *peer);
+  *peer = DHT__NO_PEER;
 }
 
 static void tokens_refill(dht_node *node) {
@@ -1372,7 +1378,7 @@ static void push_next(dht_node *node, dht__sync *s) {
   free(d);
   bytes = (int64_t)batch.buf.len;
   p = rv == 0 && batch.err == 0 && batch.n > 0
-          ? dht__batch_send(node, &batch, &push_ops, s->peer,
+          ? dht__batch_send(node, &batch, &push_ops, *sync_peer(node, s),
                             DHT_MSG_REPLICATE)
           : NULL;
   if (p == NULL) {
@@ -1454,8 +1460,8 @@ static void sync_answered(dht_node *node, dht__pending *p,
   if (!msg->more && n >= 0 && node->pred != DHT__NO_PEER &&
       dht_id_eq(&s->from, &node->peers[node->pred].id) &&
       s->commits_failed == node->repl.commits_failed) {
-    fresh_note(node, s->peer);
-    clean_note(node, s->peer, msg->n_buckets == 0);
+    fresh_note(node, *sync_peer(node, s));
+    clean_note(node, *sync_peer(node, s), msg->n_buckets == 0);
   }
   memset(s->mask, 0, sizeof(s->mask));
   for (i = 0; i < msg->n_buckets; i++) {
@@ -1519,7 +1525,7 @@ static void sync_round(dht_node *node) {
       break;
     }
     memset(s, 0, sizeof(*s));
-    s->peer = peer;
+    *sync_peer(node, s) = peer;
     dht__peer_hold(node, peer);
     s->from = node->peers[node->pred].id;
     s->to = node->id;
@@ -1829,7 +1835,7 @@ void dht__repl_timers(dht_node *node) {
   }
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
     dht__sync *s = &node->repl.syncs[i];
-    if (s->peer != DHT__NO_PEER && s->waiting) {
+    if (node->repl.sync_peers[i] != DHT__NO_PEER && s->waiting) {
       push_next(node, s);
     }
   }
@@ -1843,7 +1849,7 @@ uint64_t dht__repl_next_deadline(const dht_node *node) {
     return DHT_TIME_NEVER;
   }
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    if (node->repl.syncs[i].peer != DHT__NO_PEER &&
+    if (node->repl.sync_peers[i] != DHT__NO_PEER &&
         node->repl.syncs[i].waiting) {
       /* tokens come back at repair_bytes_per_s: wake when some have */
       uint64_t wait = (uint64_t)(-node->repl.repair_tokens) * 1000u /
@@ -1870,7 +1876,7 @@ void dht__repl_init(dht_node *node) {
   node->repl.repair_tokens = node->set.repair_bytes_per_s;
   node->repl.repair_tokens_ms = node->now_ms;
   for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    node->repl.syncs[i].peer = DHT__NO_PEER;
+    node->repl.sync_peers[i] = DHT__NO_PEER;
   }
 }
 

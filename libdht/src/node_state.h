@@ -95,27 +95,32 @@ typedef struct dht__delayed_reply {
 /* The outbox arena is freed once drained when it grew past this. */
 #define DHT__ARENA_KEEP_BYTES (4u * 1024 * 1024)
 
-/* A node this one knows by address. */
+/* A node this one knows by address. Slots start on cache lines, and what
+ * the scans of every slot read (the lookup by address, the invariant
+ * checks) comes first, with the start of the address: a slot's first line
+ * holds all of it for an address of up to 31 bytes. What only a request or
+ * a verdict reads follows the address. */
 typedef struct dht__peer {
+  _Alignas(64) uint32_t refs;      /* holders of this slot; 0 means free */
+  uint32_t pending_head;           /* first request in flight to it (a
+                                      pending slot), or DHT__NO_SLOT */
   dht_id id;                       /* ring position, when id_known */
   bool id_known;                   /* false for a bootstrap not yet heard */
   bool rtt_known;                  /* srtt_ms and rttvar_ms are measured */
   uint8_t rto_backoff;             /* timeouts since the last sample: the
                                       wait doubles for each (RFC 6298 5.5) */
-  uint32_t srtt_ms;                /* smoothed round-trip time */
-  uint32_t rttvar_ms;              /* its mean deviation */
-  uint32_t refs;                   /* holders of this slot; 0 means free */
-  uint64_t link_token;             /* the token this node sends it, once
-                                      computed (0: not yet) */
-  uint32_t pending_head;           /* first request in flight to it (a
-                                      pending slot), or DHT__NO_SLOT */
   bool failed_now;                 /* declared dead at failed_at_ms: more
                                       failures then are the same verdict */
+  char addr[DHT_ADDR_LEN_MAX + 1]; /* "host:port", NUL-terminated */
+  uint32_t srtt_ms;                /* smoothed round-trip time */
+  uint32_t rttvar_ms;              /* its mean deviation */
+  uint32_t failed_unlogged;        /* verdicts since failed_logged_ms, not
+                                      logged */
+  uint64_t link_token;             /* the token this node sends it, once
+                                      computed (0: not yet) */
   uint64_t failed_at_ms;           /* the node's time of the last verdict */
   uint64_t failed_logged_ms;       /* when a verdict was last logged
                                       (0: never) */
-  uint32_t failed_unlogged;        /* verdicts since then, not logged */
-  char addr[DHT_ADDR_LEN_MAX + 1]; /* "host:port", NUL-terminated */
 } dht__peer;
 
 /* What a kind of request does when its answer comes or it fails; each
@@ -182,7 +187,9 @@ typedef struct dht__sync_state {
 } dht__sync_state;
 
 /* A request in flight. The common part is the base layer's; u is the
- * kind's own, read only by the layer that owns ops. */
+ * kind's own, read only by the layer that owns ops. The fields up to
+ * heap_pos, which the checks read of every request, fit the struct's first
+ * cache line (node_base.c aligns it). */
 struct dht__pending {
   uint64_t rid;                /* 0 = free slot */
   uint32_t slot;               /* index in dht_node.pending, the rid's low
@@ -333,7 +340,6 @@ typedef struct dht__loss_check {
  * replica answers which buckets differ (and its records in them); this node
  * then pushes its own records of those buckets, rate-limited. */
 typedef struct dht__sync {
-  int32_t peer;                 /* the replica (holds a ref); NO_PEER = free */
   bool waiting;                 /* push paused by the repair rate limit */
   dht_id from, to;              /* the range synced: (from, to] */
   uint32_t n_buckets;           /* digests the range was split into */
@@ -400,6 +406,10 @@ typedef struct dht__repl {
   dht__sync syncs[DHT_SUCC_LIST_MAX]; /* anti-entropy sessions */
   dht__exchange_note exchanges[DHT_EXCHANGES_MAX]; /* the last exchange
                                     with each recent replica */
+  int32_t sync_peers[DHT_SUCC_LIST_MAX]; /* syncs[i]'s replica (holds a
+                                    ref), NO_PEER when free: apart from the
+                                    sessions, so that the scans for live
+                                    ones read 128 bytes, not 4 KiB */
   int64_t repair_tokens;         /* bytes the repair may still send now */
   uint64_t repair_tokens_ms;     /* when repair_tokens was last topped up */
 

@@ -276,6 +276,8 @@ int sim_disk_commit(sim_disk *d) {
   return 0;
 }
 
+void sim_disk_prefetch(const sim_disk *d) { __builtin_prefetch(&d->n_undo); }
+
 void sim_disk_crash(sim_disk *d) { roll_back(d); }
 
 void sim_disk_wipe(sim_disk *d) {

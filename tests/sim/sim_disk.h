@@ -63,6 +63,8 @@ typedef struct sim_disk sim_disk;
 sim_disk *sim_disk_new(sim_disk_env *env);
 /* Frees the disk and its contents; NULL is a no-op. */
 void sim_disk_del(sim_disk *d);
+/* Asks for the memory sim_disk_commit reads, ahead of the call. */
+void sim_disk_prefetch(const sim_disk *d);
 
 /* The store to give the node (dht_node_config.store). */
 dht_store *sim_disk_store(sim_disk *d);

@@ -1583,6 +1583,7 @@ static void prefetch_next(const sim_world *w) {
   }
   if (n->node != NULL) {
     dht_node_prefetch(n->node);
+    sim_disk_prefetch(n->disk); /* every call ends with its commit */
   }
 }
 
