@@ -3,9 +3,11 @@
  *
  * One thread, one poll() loop over C connections, each keeping up to P
  * requests in flight through the client library's pipelined layer
- * (dht_client_send / dht_client_recv). Each request is a PUT or a GET of a
- * key drawn uniformly from a fixed key space, from a seeded generator, so
- * two runs with the same options send the same sequence.
+ * (dht_client_queue / dht_client_flush / dht_client_recv): the requests
+ * that refill a connection's window go out in one write. Each request is a
+ * PUT or a GET of a key drawn uniformly from a fixed key space, from a
+ * seeded generator, so two runs with the same options send the same
+ * sequence.
  *
  * A GET of a key that was never put is answered NOT_FOUND: that counts as a
  * completed operation ("not found"), not as an error, and is timed like any
@@ -148,8 +150,9 @@ static void conn_lost(bench *b, bconn *bc) {
   dht_client_close(bc->c);
 }
 
-/* Queues one request on bc. Returns 0, 1 when the output queue is full
- * (try later), or -1 when the connection was lost. */
+/* Queues one request on bc without writing it (run() writes a
+ * connection's batch with one flush). Returns 0, 1 when the output queue is
+ * full (try later), or -1 when the connection was lost. */
 static int issue(bench *b, bconn *bc, bool measuring) {
   char key[KEY_TEXT_MAX];
   uint64_t k, rid;
@@ -176,7 +179,7 @@ static int issue(bench *b, bconn *bc, bool measuring) {
     req.value.p = b->value;
     req.value.len = b->value_size;
   }
-  rv = dht_client_send(bc->c, &req, &rid);
+  rv = dht_client_queue(bc->c, &req, &rid);
   if (rv == DHT_ERR_FULL) {
     return 1;
   }
@@ -319,6 +322,12 @@ static int run(bench *b, bool measuring, int64_t end_ns) {
           break;
         }
         more = measuring && !b->by_requests ? true : b->issued < target;
+      }
+      /* The whole batch in one write: a send() per request cost the client
+       * more CPU than the node spent answering (docs/PERFORMANCE.md). */
+      if (!bc->dead && dht_client_want_write(bc->c) &&
+          dht_client_flush(bc->c) != 0) {
+        conn_lost(b, bc);
       }
       if (!bc->dead) {
         live++;

@@ -716,7 +716,7 @@ int dht_client_flush(dht_client *c) {
   return 0;
 }
 
-int dht_client_send(dht_client *c, dht_msg *req, uint64_t *rid) {
+int dht_client_queue(dht_client *c, dht_msg *req, uint64_t *rid) {
   size_t pending, before;
   int rv;
 
@@ -768,7 +768,13 @@ int dht_client_send(dht_client *c, dht_msg *req, uint64_t *rid) {
   if (rid != NULL) {
     *rid = req->rid;
   }
-  return dht_client_flush(c);
+  return 0;
+}
+
+int dht_client_send(dht_client *c, dht_msg *req, uint64_t *rid) {
+  int rv = dht_client_queue(c, req, rid);
+
+  return rv != 0 ? rv : dht_client_flush(c);
 }
 
 /* ---- reading ------------------------------------------------------------ */

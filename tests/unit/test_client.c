@@ -1262,7 +1262,11 @@ static void test_skips_noise(void **state) {
 
 /* ---- tests: the pipelined layer ----------------------------------------- */
 
-static void test_pipelined_out_of_order(void **state) {
+/* Three FIND_SUCCs through dht_client_send, or, when queued, through
+ * dht_client_queue and one flush; the replies come back out of order. */
+static void pipelined_out_of_order(bool queued) {
+  int (*send_fn)(dht_client *, dht_msg *, uint64_t *) =
+      queued ? dht_client_queue : dht_client_send;
   const dht_msg *r;
   dht_msg req;
   uint64_t rids[3];
@@ -1270,19 +1274,20 @@ static void test_pipelined_out_of_order(void **state) {
   int k;
   srv s;
 
-  (void)state;
   srv_start(&s, s_reorder);
   c = client_for(s.addr);
   /* Sending needs a connection first. */
   memset(&req, 0, sizeof(req));
   req.type = DHT_MSG_FIND_SUCC;
-  assert_int_equal(dht_client_send(c, &req, &rids[0]), DHT_ERR_UNAVAILABLE);
+  assert_int_equal(send_fn(c, &req, &rids[0]), DHT_ERR_UNAVAILABLE);
   assert_int_equal(dht_client_connect(c, TIMEOUT_MS), 0);
   assert_true(dht_client_fd(c) >= 0);
   for (k = 0; k < 3; k++) {
     req.target = id_n((unsigned)k);
-    assert_int_equal(dht_client_send(c, &req, &rids[k]), 0);
+    assert_int_equal(send_fn(c, &req, &rids[k]), 0);
     assert_int_equal(req.rid, rids[k]);
+    /* Queued frames wait for the flush, all of them. */
+    assert_true(!queued || dht_client_want_write(c));
   }
   assert_true(rids[0] != rids[1] && rids[1] != rids[2]);
   while (dht_client_want_write(c)) {
@@ -1303,6 +1308,16 @@ static void test_pipelined_out_of_order(void **state) {
   assert_int_equal(dht_client_recv(c, &r, -1), DHT_ERR_INVAL);
   dht_client_del(c);
   srv_join(&s);
+}
+
+static void test_pipelined_out_of_order(void **state) {
+  (void)state;
+  pipelined_out_of_order(false);
+}
+
+static void test_pipelined_queue_then_flush(void **state) {
+  (void)state;
+  pipelined_out_of_order(true);
 }
 
 static void test_pipelined_garbled_frame(void **state) {
@@ -1654,6 +1669,7 @@ int main(void) {
       cmocka_unit_test(test_stats_neighbors_lookup),
       cmocka_unit_test(test_skips_noise),
       cmocka_unit_test(test_pipelined_out_of_order),
+      cmocka_unit_test(test_pipelined_queue_then_flush),
       cmocka_unit_test(test_pipelined_garbled_frame),
       cmocka_unit_test(test_output_queue_full),
       cmocka_unit_test(test_fallback_when_refused),

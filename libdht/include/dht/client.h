@@ -11,10 +11,11 @@
  *     poll() waits only for what remains of it. They connect on demand, skip
  *     ACCEPTED (the interim reply of a forwarded request) and replies to
  *     other request ids, and return the final reply.
- *   - A pipelined layer for the benchmark (send, recv, flush, fd): requests
- *     go out without waiting, replies come back in any order, matched by the
- *     rid that dht_client_send assigned. Nothing here blocks except recv, and
- *     only up to its timeout, so one poll() loop can drive many clients.
+ *   - A pipelined layer for the benchmark (send, queue, recv, flush, fd):
+ *     requests go out without waiting, replies come back in any order,
+ *     matched by the rid that dht_client_send assigned. Nothing here blocks
+ *     except recv, and only up to its timeout, so one poll() loop can drive
+ *     many clients.
  *
  * By default nothing is retried: a call that fails returns its error and
  * the caller decides. dht_client_set_retry() turns on retries (and the use
@@ -432,6 +433,15 @@ int dht_client_fd(const dht_client *c);
  * nothing queued), DHT_ERR_INVAL (the encoder refused req), DHT_ERR_NOMEM.
  */
 int dht_client_send(dht_client *c, dht_msg *req, uint64_t *rid);
+
+/*
+ * As dht_client_send, but writes nothing: the frame waits in the queue
+ * behind the ones before it. Queue a batch of requests, then write them
+ * all with one dht_client_flush() (one send() where the socket takes it).
+ * Returns 0, DHT_ERR_UNAVAILABLE (not connected), DHT_ERR_FULL,
+ * DHT_ERR_INVAL, DHT_ERR_NOMEM, as dht_client_send.
+ */
+int dht_client_queue(dht_client *c, dht_msg *req, uint64_t *rid);
 
 /* True when queued request bytes are waiting for the socket to take them. */
 bool dht_client_want_write(const dht_client *c);
