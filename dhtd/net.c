@@ -159,7 +159,8 @@ struct dhtd_net {
   uv_tcp_t listener;        /* accepts peers and clients */
   uv_timer_t timer;         /* the node's next deadline */
   uv_timer_t sweep;         /* closes idle outgoing connections */
-  uv_check_t flush;         /* commit, then write, once per iteration */
+  uv_check_t flush;         /* requests, commit, answers: once per
+                               iteration (on_flush) */
   uv_idle_t wake;           /* keeps poll from blocking while output waits */
   dhtd_conn **conns;        /* by slot; the slot is the id's low 32 bits */
   uint32_t cap_conns;       /* slots allocated */
@@ -788,15 +789,40 @@ static void conn_queue(dhtd_conn *c, const uint8_t *frame, size_t len) {
   conn_mem_update(c);
 }
 
-/* Once per loop iteration: make the store durable, tell the node how that
- * went (it then releases the acknowledgements it held back, or turns them
- * into refusals), then write everything the node produced. */
+/* Writes what waits on the links this node opened, and leaves the rest on
+ * the flush list. Those links carry only this node's requests (a peer's
+ * answers come back on them, and a peer's requests arrive on links the
+ * peer opened), so nothing written there answers anyone. */
+static void write_requests(dhtd_net *net) {
+  dhtd_conn **link = &net->dirty_head, *c;
+
+  while ((c = *link) != NULL) {
+    if (c->outgoing) {
+      *link = c->next_dirty;
+      c->dirty = false;
+      conn_write(c);
+    } else {
+      link = &c->next_dirty;
+    }
+  }
+}
+
+/* Once per loop iteration: send this node's requests to its peers, make
+ * the store durable, tell the node how that went (it then releases the
+ * acknowledgements it held back, or turns them into refusals), then write
+ * everything else the node produced. The requests go before the commit so
+ * that a write's REPLICATE reaches its replicas while this node's fsync
+ * runs: the owner's commit and the replicas' overlap. No request vouches
+ * for durability; every answer that does (OK to a write, a REPLICATE, a
+ * HANDOFF) is held by the node until dht_node_commit_done, and every
+ * other answer, a read's included, still goes out after the commit. */
 static void on_flush(uv_check_t *check) {
   dhtd_net *net = check->data;
   dhtd_conn *c, *next;
   int rv;
 
   uv_idle_stop(&net->wake);
+  write_requests(net);
   /* Commit even when nothing is to be written: the deletes that follow an
    * acknowledged hand-off produce no output, and left in the open
    * transaction a crash would bring the handed-off keys back. Committing
