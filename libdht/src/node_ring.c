@@ -166,6 +166,21 @@ static void rejoin(dht_node *node) {
   join_attempt(node);
 }
 
+/* A node whose only successor died before any other node knew of it (no
+ * stabilize answered, nobody notified it) has not joined: it knows nobody
+ * alive, and nobody knows it, so a ring of one looking for the rest would
+ * wait for good. It joins again as a new node does, and fails as one does
+ * when its candidates stay dead (dht-sim run --seed 4 --nodes 33 ...: its
+ * bootstrap crashed 84 ms after answering, for good). */
+static void join_again(dht_node *node) {
+  dht__log(node, DHT_LOG_WARN,
+           "lost the successor before the ring knew of this node: the join "
+           "did not take; joining again");
+  node->state = DHT_NODE_JOINING;
+  node->ring.join_tries = 0;
+  join_attempt(node);
+}
+
 static void join_done(dht_node *node, const dht_msg *result) {
   const dht_peer_ref *succ = NULL;
   int32_t idx;
@@ -454,7 +469,12 @@ static void stabilize(dht_node *node) {
     if (node->pred == DHT__NO_PEER) {
       if (node->ring.n_join_list > 0 && node->state == DHT_NODE_JOINED &&
           !node->ring.rejoining) {
-        rejoin(node);
+        if (node->counters.succ_changes > 0 && !node->ring.heard &&
+            node->counters.pred_changes == 0) {
+          join_again(node);
+        } else {
+          rejoin(node);
+        }
       }
       return; /* alone, and nobody has found us */
     }
@@ -523,6 +543,7 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   if (node->n_succs == 0 || node->succs[0] != asked || !msg->has_peer) {
     return; /* the successor changed while we asked: ask again next round */
   }
+  node->ring.heard = true;
   node->ring.agreed_succ = node->peers[asked].id;
   node->ring.succ_agreed =
       msg->has_pred && dht__ref_is_self(node, &msg->pred);

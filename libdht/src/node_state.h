@@ -503,6 +503,9 @@ typedef struct dht__ring {
                                     in flight, for the log */
   uint32_t join_tries;           /* join lookups sent */
   bool rejoining;                /* joined once, found itself cut off */
+  bool heard;                    /* a successor answered a stabilize since
+                                    the join: the ring knows of this node
+                                    (else its join did not take) */
   bool seed;                     /* its own address was in the join list:
                                     when no candidate is in a ring, it
                                     founds one (node_ring.c join_done) */

@@ -1261,10 +1261,11 @@ static void wait_without_join(fake_host *h, uint64_t at) {
   h->now = at;
 }
 
-/* Joins through list {x:1, y:2}, answered by x:1 with successor c:3,
- * which then refuses: the node, alone, re-joins at once through x:1 and
- * y:2, which refuse too. */
-static void joined_then_cut_off(fake_host *h) {
+/* Joins through list {x:1, y:2}, answered by x:1 with successor c:3;
+ * once c:3 has notified it (a ring of two), c:3 refuses: the node, alone,
+ * re-joins at once through x:1 and y:2, which refuse too. With
+ * notified false, c:3 refuses before the ring knew of the node. */
+static void join_then_lose(fake_host *h, bool notified) {
   const char *list[] = {"x:1", "y:2"};
   uint64_t rid;
 
@@ -1273,6 +1274,9 @@ static void joined_then_cut_off(fake_host *h) {
   rid = expect_find_succ_to(h, "x:1");
   find_succ_answered(h, rid, "c:3");
   host_drain(h);
+  if (notified) {
+    notify_from(h, "c:3");
+  }
   host_advance(h, 0);
   host_drain(h); /* the first stabilize round, to c:3 */
   dht_node_peer_unreachable(h->node, "c:3", h->now);
@@ -1281,6 +1285,35 @@ static void joined_then_cut_off(fake_host *h) {
   dht_node_peer_unreachable(h->node, "x:1", h->now);
   expect_find_succ_to(h, "y:2");
   dht_node_peer_unreachable(h->node, "y:2", h->now);
+}
+
+static void joined_then_cut_off(fake_host *h) { join_then_lose(h, true); }
+
+/* A node whose successor dies before any node knew of it (no stabilize
+ * answer, no NOTIFY) has not joined: it joins again as a new node does,
+ * and fails as one does when the candidates stay dead, rather than wait
+ * for good as a ring of one nobody knows (dht-sim run --seed 4 --nodes 33
+ * --succ-list-len 4 --replicas 2 --rpc-timeout-ms 442 --sync-interval-ms
+ * 904 --tombstone-grace-ms 107963, ctest sim_seed_4). */
+static void test_join_that_did_not_take_fails(void **state) {
+  fake_host h;
+  host_action a;
+  int round;
+
+  (void)state;
+  join_then_lose(&h, false);
+  for (round = 1; round < 3; round++) {
+    host_advance(&h, 1000);
+    expect_find_succ_to(&h, "x:1");
+    dht_node_peer_unreachable(h.node, "x:1", h.now);
+    expect_find_succ_to(&h, "y:2");
+    dht_node_peer_unreachable(h.node, "y:2", h.now);
+  }
+  host_expect_one(&h, &a, DHT_ACTION_EVENT, -1);
+  assert_int_equal(a.event, DHT_EVENT_JOIN_FAILED);
+  action_free(&a);
+  assert_int_equal(dht_node_get_state(h.node), DHT_NODE_IDLE);
+  host_free(&h);
 }
 
 /* A joined node that loses its only peer joins again through its join
@@ -2158,6 +2191,7 @@ int main(void) {
       cmocka_unit_test(test_join_list_moves_on_at_once),
       cmocka_unit_test(test_join_list_rounds_then_fails),
       cmocka_unit_test(test_seed_founds_a_ring_when_none_is_up),
+      cmocka_unit_test(test_join_that_did_not_take_fails),
       cmocka_unit_test(test_rejoin_goes_through_the_list),
       cmocka_unit_test(test_rejoining_node_can_be_found),
       cmocka_unit_test(test_new_predecessor_receives_its_keys),
