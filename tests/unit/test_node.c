@@ -1146,6 +1146,24 @@ static void test_join_list_moves_on_at_once(void **state) {
   host_free(&h);
 }
 
+/* The join lookups of one round over {x:1, y:2}, each refused. */
+static void both_refuse(fake_host *h) {
+  expect_find_succ_to(h, "x:1");
+  dht_node_peer_unreachable(h->node, "x:1", h->now);
+  expect_find_succ_to(h, "y:2");
+  dht_node_peer_unreachable(h->node, "y:2", h->now);
+}
+
+/* Expects the JOIN_FAILED of a join whose last candidate was unreachable. */
+static void expect_join_failed(fake_host *h) {
+  host_action a;
+
+  host_expect_one(h, &a, DHT_ACTION_EVENT, -1);
+  assert_int_equal(a.event, DHT_EVENT_JOIN_FAILED);
+  assert_int_equal(a.error, DHT_ERR_UNAVAILABLE);
+  action_free(&a);
+}
+
 /*
  * Every candidate refuses: each round goes through the list at once, the
  * next round starts 2 * rpc_timeout_ms (1000) after the last one failed,
@@ -1156,7 +1174,6 @@ static void test_join_list_rounds_then_fails(void **state) {
   const char *list[] = {"x:1", "y:2"};
   uint64_t start;
   fake_host h;
-  host_action a;
   int round;
 
   (void)state;
@@ -1171,15 +1188,9 @@ static void test_join_list_rounds_then_fails(void **state) {
       host_advance(&h, 1);
     }
     assert_int_equal(h.now - start, 1000u * (uint64_t)round);
-    expect_find_succ_to(&h, "x:1");
-    dht_node_peer_unreachable(h.node, "x:1", h.now);
-    expect_find_succ_to(&h, "y:2");
-    dht_node_peer_unreachable(h.node, "y:2", h.now);
+    both_refuse(&h);
   }
-  host_expect_one(&h, &a, DHT_ACTION_EVENT, -1);
-  assert_int_equal(a.event, DHT_EVENT_JOIN_FAILED);
-  assert_int_equal(a.error, DHT_ERR_UNAVAILABLE);
-  action_free(&a);
+  expect_join_failed(&h);
   assert_int_equal(dht_node_get_state(h.node), DHT_NODE_IDLE);
   assert_int_equal(dht_node_next_deadline(h.node), DHT_TIME_NEVER);
   host_free(&h);
@@ -1297,21 +1308,15 @@ static void joined_then_cut_off(fake_host *h) { join_then_lose(h, true); }
  * 904 --tombstone-grace-ms 107963, ctest sim_seed_4). */
 static void test_join_that_did_not_take_fails(void **state) {
   fake_host h;
-  host_action a;
   int round;
 
   (void)state;
   join_then_lose(&h, false);
   for (round = 1; round < 3; round++) {
     host_advance(&h, 1000);
-    expect_find_succ_to(&h, "x:1");
-    dht_node_peer_unreachable(h.node, "x:1", h.now);
-    expect_find_succ_to(&h, "y:2");
-    dht_node_peer_unreachable(h.node, "y:2", h.now);
+    both_refuse(&h);
   }
-  host_expect_one(&h, &a, DHT_ACTION_EVENT, -1);
-  assert_int_equal(a.event, DHT_EVENT_JOIN_FAILED);
-  action_free(&a);
+  expect_join_failed(&h);
   assert_int_equal(dht_node_get_state(h.node), DHT_NODE_IDLE);
   host_free(&h);
 }
