@@ -306,18 +306,11 @@ static void test_join_name_with_several_addresses(void **state) {
 
 /* ---- seeds ----------------------------------------------------------------- */
 
-/* Runs dht --node d's address with args (NULL-terminated, at most 6) into
- * *res, which must end with exit 0 within RUN_MS. */
+/* Runs dht --node d's address with args into *res, which must end with
+ * exit 0 (a wait within its --timeout-ms, given first in args). */
 static void dht_ok(ring *r, const node *d, const char *const *args,
                    run_result *res) {
-  char *argv[12] = {(char *)dht_path, "--node", (char *)d->addr};
-  int i;
-
-  for (i = 0; args[i] != NULL && i < 6; i++) {
-    argv[3 + i] = (char *)args[i];
-  }
-  argv[3 + i] = NULL;
-  if (!run_within(r, argv, 3 * JOIN_MS, res) || res->status != 0) {
+  if (!dht_on(r, d, 3 * JOIN_MS, args, res) || res->status != 0) {
     fail_msg("dht --node %s %s: exit %d\n%s%s", d->addr, args[0],
              res->status, res->out, res->err);
   }
@@ -332,8 +325,7 @@ static void dht_ok(ring *r, const node *d, const char *const *args,
  * every key on it. Without seeds founding, every node gave up.
  */
 static void test_seeds_start_and_restart_a_whole_ring(void **state) {
-  static const char *const wait[] = {"--timeout-ms", "30000", "wait",
-                                     "--ring", "--nodes", "3", NULL};
+  static const char *const wait[] = {"wait", "--ring", "--nodes", "3", NULL};
   static const char *const check[] = {"check", NULL};
   run_result *res = malloc(sizeof(*res));
   ring *r = *state;

@@ -705,19 +705,10 @@ static void test_ready_means_check_passes(void **state) {
   check_right_after_ready(r, &r->nodes[0], 5);
 }
 
-/* Runs dht --node d's address with args (NULL-terminated, at most 8) and
- * --timeout-ms 1000 into *res. */
+/* dht_on with --timeout-ms 1000 (the wait says its own), which must end. */
 static void run_dht_on(ring *r, const node *d, const char *const *args,
                        run_result *res) {
-  char *argv[16] = {(char *)dht_path, "--node", (char *)d->addr,
-                    "--timeout-ms", "1000"};
-  int i;
-
-  for (i = 0; args[i] != NULL && i < 8; i++) {
-    argv[5 + i] = (char *)args[i];
-  }
-  argv[5 + i] = NULL;
-  assert_true(run_within(r, argv, RUN_MS, res));
+  assert_true(dht_on(r, d, 1000, args, res));
 }
 
 /* Lines of text that contain what. */
@@ -740,8 +731,7 @@ static int lines_with(const char *text, const char *what) {
 static void test_explain_says_where_copies_are(void **state) {
   static const char *const explain[] = {"explain", "k-explained", NULL};
   static const char *const ring_cmd[] = {"ring", NULL};
-  static const char *const wait[] = {"wait", "--ring", "--nodes", "5",
-                                     "--timeout-ms", "30000", NULL};
+  static const char *const wait[] = {"wait", "--ring", "--nodes", "5", NULL};
   run_result *res = malloc(sizeof(*res));
   bool holders[NODES_MAX], named = false;
   node *order[NODES_MAX], *paused = NULL;
@@ -754,7 +744,7 @@ static void test_explain_says_where_copies_are(void **state) {
   assert_int_equal(dht_client_put(r->nodes[0].client, "k-explained", 11, "v",
                                   1, CALL_MS),
                    0);
-  run_dht_on(r, &r->nodes[0], wait, res);
+  assert_true(dht_on(r, &r->nodes[0], 30000, wait, res));
   assert_int_equal(res->status, 0);
   run_dht_on(r, &r->nodes[0], explain, res);
   if (res->status != 0 ||

@@ -123,49 +123,6 @@ static void ring_start(ring *r, int n) {
   wait_until(r, ring_succs_settled, SETTLE_MS, "ring settled");
 }
 
-/* Every record of every running node, as text ("addr key hlc tomb;"). */
-static void snapshot(ring *r, char *out, size_t len) {
-  dht_client_scan_result page;
-  size_t used = 0, j;
-  dht_id from;
-  int i, pages;
-
-  out[0] = '\0';
-  for (i = 0; i < r->n_nodes; i++) {
-    node *d = &r->nodes[i];
-    if (d->pid == 0) {
-      continue;
-    }
-    memset(&from, 0, sizeof(from));
-    for (pages = 0; pages < 100; pages++) {
-      bool more;
-      assert_int_equal(dht_client_scan(d->client, &from, SCAN_PAGE_LEN,
-                                       &page, CALL_MS),
-                       0);
-      for (j = 0; j < page.n_items; j++) {
-        const dht_client_scan_item *it = &page.items[j];
-        /* Ids only grow from the zero id; one that does not came round. */
-        if ((pages > 0 || j > 0) && dht_id_cmp(&it->key_id, &from) <= 0) {
-          page.more = false;
-          break;
-        }
-        used += (size_t)snprintf(out + used, len - used, "%s %.*s %llu %d;",
-                                 d->addr, (int)it->key_len,
-                                 (const char *)it->key,
-                                 (unsigned long long)it->version.hlc,
-                                 it->tombstone);
-        assert_true(used < len);
-        from = it->key_id;
-      }
-      more = page.more && page.n_items > 0;
-      dht_client_scan_result_free(&page);
-      if (!more) {
-        break;
-      }
-    }
-  }
-}
-
 static uint64_t counter_of(const node *d, const char *name) {
   dht_client_stats_result *st = malloc(sizeof(*st));
   uint64_t v = 0;
@@ -450,7 +407,7 @@ static void test_open_ring_survives_hostile_clients(void **state) {
   ring_start(r, 3);
   t = &r->nodes[0];
   seed_records(r, t, probe, sizeof(probe));
-  snapshot(r, before, sizeof(before));
+  ring_records_text(r, before, sizeof(before));
 
   /* 1. Many connections from one address: at most --max-conns-per-addr
    * (64) are held, the rest refused; clients from elsewhere get in. */
@@ -622,7 +579,7 @@ static void test_open_ring_survives_hostile_clients(void **state) {
   took = served_within(t, probe);
   fprintf(stderr, "after everything: served in %llu ms\n",
           (unsigned long long)took);
-  snapshot(r, after, sizeof(after));
+  ring_records_text(r, after, sizeof(after));
   assert_string_equal(before, after);
   /* The stopped hop too: once resumed it reads what the attacked node
    * resent to it over their peer link, under that link's limits. */
@@ -641,7 +598,7 @@ static void test_closed_ring_survives_handshake_floods(void **state) {
   ring_start(r, 3);
   t = &r->nodes[0];
   seed_records(r, t, probe, sizeof(probe));
-  snapshot(r, before, sizeof(before));
+  ring_records_text(r, before, sizeof(before));
   auth0 = counter_of(t, "auth_failures");
 
   /* A handshake flood: garbage instead of a HELLO, half a HELLO (its magic
@@ -680,7 +637,7 @@ static void test_closed_ring_survives_handshake_floods(void **state) {
   took = served_within(t, probe);
   fprintf(stderr, "closed ring after the flood: served in %llu ms\n",
           (unsigned long long)took);
-  snapshot(r, after, sizeof(after));
+  ring_records_text(r, after, sizeof(after));
   assert_string_equal(before, after);
   report_peaks(r, "closed ring, at the end");
 }
