@@ -254,6 +254,8 @@ void cli_exchange_text(const dht_client_exchange *x, char *buf, size_t len);
 /* {"replica":peer,"from":hex,"to":hex,"ago_ms":N,"took_ms":N,"buckets":N,
  * "pushed":N,"outcome":"done"} */
 void cli_json_exchange(FILE *f, const dht_client_exchange *x);
+/* "dead":[{"peer":peer,"ago_ms":N},...] of dead[0..n) */
+void cli_json_dead(FILE *f, const dht_client_dead_peer *dead, size_t n);
 
 /* ---- latency histogram (hist.c) ----------------------------------------- */
 

@@ -755,6 +755,18 @@ void cli_json_exchange(FILE *f, const dht_client_exchange *x) {
           (unsigned long long)x->pushed, cli_exchange_outcome(x->outcome));
 }
 
+void cli_json_dead(FILE *f, const dht_client_dead_peer *dead, size_t n) {
+  size_t i;
+
+  fputs("\"dead\":[", f);
+  for (i = 0; i < n; i++) {
+    fprintf(f, "%s{\"peer\":", i > 0 ? "," : "");
+    cli_json_peer(f, &dead[i].peer);
+    fprintf(f, ",\"ago_ms\":%llu}", (unsigned long long)dead[i].ago_ms);
+  }
+  fputc(']', f);
+}
+
 int cli_scan_args(cli_ctx *ctx, int argc, char **argv, const char *help,
                   int max_pos, cli_positional *pos, cli_opt_fn own, void *ud) {
   const char *p;

@@ -635,13 +635,9 @@ static void print_stats_json(const dht_client_stats_result *st) {
     }
     cli_json_exchange(stdout, &st->exchanges[i]);
   }
-  fputs("],\"dead\":[", stdout);
-  for (i = 0; i < st->n_dead; i++) {
-    printf("%s{\"peer\":", i > 0 ? "," : "");
-    cli_json_peer(stdout, &st->dead[i].peer);
-    printf(",\"ago_ms\":%llu}", (unsigned long long)st->dead[i].ago_ms);
-  }
   fputs("],", stdout);
+  cli_json_dead(stdout, st->dead, st->n_dead);
+  fputc(',', stdout);
   cli_backlog_of(st, &b);
   cli_json_backlog(stdout, &b);
   fputs("}\n", stdout);

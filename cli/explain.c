@@ -366,13 +366,9 @@ static void print_json(const explain *e) {
     }
     fputc('}', stdout);
   }
-  fputs("],\"dead\":[", stdout);
-  for (i = 0; i < e->owner->n_dead; i++) {
-    printf("%s{\"peer\":", i > 0 ? "," : "");
-    cli_json_peer(stdout, &e->owner->dead[i].peer);
-    printf(",\"ago_ms\":%llu}", (unsigned long long)e->owner->dead[i].ago_ms);
-  }
-  fputs("],\"lost\":[", stdout);
+  fputs("],", stdout);
+  cli_json_dead(stdout, e->owner->dead, e->owner->n_dead);
+  fputs(",\"lost\":[", stdout);
   for (i = 0; i < e->owner->n_lost; i++) {
     if (i > 0) {
       fputc(',', stdout);
