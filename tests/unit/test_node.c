@@ -843,14 +843,95 @@ static void test_last_step_back_to_an_installed_predecessor(void **state) {
   host_free(&h);
 }
 
+/* Starts node a:1 at id 0x80 with settings s, its routing installed:
+ * predecessor pred, successor succ, every finger succ. */
+static void install_between(fake_host *h, const dht_settings *s,
+                            const dht_routing_peer *pred,
+                            const dht_routing_peer *succ) {
+  dht_routing_peer fingers[DHT_ID_BITS];
+  dht_id self = id_top(0x80);
+  size_t i;
+
+  host_init(h, "a:1", &self, s, 0);
+  for (i = 0; i < DHT_ID_BITS; i++) {
+    fingers[i] = *succ;
+  }
+  assert_int_equal(
+      dht_node_install_routing(h->node, pred, succ, 1, fingers, h->now), 0);
+  host_drain(h);
+}
+
+/* Runs h's node until until_ms, answering its successor s1:1 that its
+ * predecessor is z:1 (before the node, not between them), its
+ * predecessor p0:1 that its successor is the node, and every lookup with
+ * s1:1; drops the rest. */
+static void run_unnamed(fake_host *h, uint64_t until_ms,
+                        const dht_routing_peer *pred,
+                        const dht_routing_peer *succ) {
+  dht_peer_ref self_ref;
+  host_action a;
+  dht_msg m;
+
+  self_ref.id = *dht_node_id(h->node);
+  self_ref.addr = bytes_of(dht_node_addr(h->node));
+  while (h->now < until_ms) {
+    host_advance(h, 50);
+    while (host_poll(h, &a)) {
+      if (a.type == DHT_ACTION_SEND && a.msg.type == DHT_MSG_GET_NEIGHBORS) {
+        bool to_succ = strcmp(a.addr, succ->addr) == 0;
+        msg_init(&m, DHT_MSG_NEIGHBORS, a.msg.rid);
+        m.has_peer = true;
+        m.peer.id = to_succ ? succ->id : pred->id;
+        m.peer.addr = bytes_of(to_succ ? succ->addr : pred->addr);
+        if (to_succ) {
+          m.has_pred = true;
+          m.pred.id = id_top(0x20);
+          m.pred.addr = bytes_of("z:1");
+        } else {
+          m.succs = &self_ref;
+          m.n_succs = 1;
+        }
+        assert_int_equal(host_recv(h, PEER, &m), 0);
+      } else if (a.type == DHT_ACTION_SEND && a.msg.type == DHT_MSG_FIND_SUCC) {
+        msg_init(&m, DHT_MSG_FIND_SUCC_R, a.msg.rid); /* fingers: s1:1 */
+        m.has_peer = true;
+        m.peer.id = succ->id;
+        m.peer.addr = bytes_of(succ->addr);
+        assert_int_equal(host_recv(h, PEER, &m), 0);
+      }
+      action_free(&a);
+    }
+  }
+}
+
+/* A successor that keeps naming another predecessor, one not between it
+ * and this node, has not taken this node's NOTIFYs (most often it cannot
+ * reach the address this node advertises): after 10 s the node says so
+ * in its log, naming that address, and not before. */
+static void test_successor_that_never_takes_us_is_logged(void **state) {
+  dht_routing_peer pred = {id_top(0x60), "p0:1"}, succ = {id_top(0xa0), "s1:1"};
+  dht_settings s;
+  fake_host h;
+
+  (void)state;
+  dht_settings_default(&s);
+  s.replicas = 1; /* no anti-entropy to answer */
+  install_between(&h, &s, &pred, &succ);
+  run_unnamed(&h, h.now + 9000, &pred, &succ);
+  assert_false(host_logged("has not taken this node as its predecessor"));
+  run_unnamed(&h, h.now + 2000, &pred, &succ);
+  assert_true(host_logged("successor s1:1 has not taken this node as its "
+                          "predecessor for 10 s (it names z:1): can it "
+                          "connect to a:1"));
+  host_free(&h);
+}
+
 /* An installed predecessor comes without a predecessor list; when it
  * answers the predecessor check, the list it sends follows it, and the
  * list starts at the predecessor itself (found by fuzz_node: the list
  * started at the predecessor's predecessor instead). */
 static void test_installed_predecessor_then_its_list(void **state) {
-  dht_id self = id_top(0x80);
   dht_routing_peer pred = {id_top(0x60), "p0:1"}, succ = {id_top(0xa0), "s1:1"};
-  dht_routing_peer fingers[DHT_ID_BITS];
   dht_peer_ref pp;
   dht_settings s;
   fake_host h;
@@ -863,13 +944,7 @@ static void test_installed_predecessor_then_its_list(void **state) {
 
   (void)state;
   dht_settings_default(&s);
-  host_init(&h, "a:1", &self, &s, 0);
-  for (i = 0; i < DHT_ID_BITS; i++) {
-    fingers[i] = succ;
-  }
-  assert_int_equal(
-      dht_node_install_routing(h.node, &pred, &succ, 1, fingers, h.now), 0);
-  host_drain(&h);
+  install_between(&h, &s, &pred, &succ);
   for (i = 0; i < 40 && !asked; i++) {
     host_advance(&h, 50);
     while (host_poll(&h, &a)) {
@@ -2197,6 +2272,7 @@ int main(void) {
       cmocka_unit_test(test_join_list_rounds_then_fails),
       cmocka_unit_test(test_seed_founds_a_ring_when_none_is_up),
       cmocka_unit_test(test_join_that_did_not_take_fails),
+      cmocka_unit_test(test_successor_that_never_takes_us_is_logged),
       cmocka_unit_test(test_rejoin_goes_through_the_list),
       cmocka_unit_test(test_rejoining_node_can_be_found),
       cmocka_unit_test(test_new_predecessor_receives_its_keys),
