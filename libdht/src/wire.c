@@ -32,8 +32,8 @@
  * promises 1..64 bytes to whoever prints them. */
 #define COUNTER_NAME_LEN_MAX 64
 
-/* Entries in the body map, known and unknown keys together. v1 knows 25
- * keys and no message uses more than 9 of them; the cap leaves room for
+/* Entries in the body map, known and unknown keys together. v1 knows 36
+ * keys and no message uses more than 10 of them; the cap leaves room for
  * later versions and keeps the duplicate-key check over unknown keys (which
  * has no table to lean on) quadratic in a small number. */
 #define BODY_KEYS_MAX 64
@@ -76,12 +76,16 @@ enum field {
   F_SRC,
   F_EXCHANGES,
   F_DEAD,
+  F_SEEN,
+  F_VIEW,
+  F_SAME,
+  F_PROBE,
   F_COUNT
 };
-/* Field sets are uint32_t masks. */
-_Static_assert(F_COUNT <= 32, "too many fields for a 32-bit mask");
+/* Field sets are uint64_t masks. */
+_Static_assert(F_COUNT <= 64, "too many fields for a 64-bit mask");
 
-#define FB(f) (1u << (f))
+#define FB(f) (UINT64_C(1) << (f))
 
 static const struct field_name {
   const char *s; /* the key as it appears on the wire */
@@ -103,6 +107,8 @@ static const struct field_name {
     [F_WALL] = {"wall", 4},       [F_LOST] = {"lost", 4},
     [F_LINK] = {"link", 4},       [F_SRC] = {"src", 3},
     [F_EXCHANGES] = {"exchanges", 9}, [F_DEAD] = {"dead", 4},
+    [F_SEEN] = {"seen", 4},           [F_VIEW] = {"view", 4},
+    [F_SAME] = {"same", 4},           [F_PROBE] = {"probe", 5},
 };
 
 /* Per message type, the fields beyond v/t/rid that it carries and the ones
@@ -110,8 +116,8 @@ static const struct field_name {
  * the decoder exactly like unknown keys, so a later version may add a field
  * to an existing type without breaking v1 receivers. */
 static const struct type_fields {
-  uint32_t uses;
-  uint32_t required;
+  uint64_t uses;
+  uint64_t required;
 } type_fields[] = {
     [DHT_MSG_ERROR] = {FB(F_CODE) | FB(F_MSG) | FB(F_VER), FB(F_CODE)},
     [DHT_MSG_PING] = {0, 0},
@@ -120,10 +126,12 @@ static const struct type_fields {
                                FB(F_FINAL) | FB(F_PATH),
                            FB(F_TARGET)},
     [DHT_MSG_FIND_SUCC_R] = {FB(F_PEER) | FB(F_HOPS) | FB(F_PATH), FB(F_PEER)},
-    [DHT_MSG_GET_NEIGHBORS] = {0, 0},
+    [DHT_MSG_GET_NEIGHBORS] = {FB(F_SEEN), 0},
+    /* peer and succs are required unless same is true (decode_body). */
     [DHT_MSG_NEIGHBORS] = {FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) |
-                               FB(F_PREDS) | FB(F_WALL),
-                           FB(F_PEER) | FB(F_SUCCS)},
+                               FB(F_PREDS) | FB(F_WALL) | FB(F_VIEW) |
+                               FB(F_SAME),
+                           0},
     [DHT_MSG_NOTIFY] = {FB(F_PEER) | FB(F_LINK), FB(F_PEER)},
     [DHT_MSG_GET] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL), FB(F_KEY)},
     [DHT_MSG_PUT] = {FB(F_KEY) | FB(F_VALUE) | FB(F_HOPS) | FB(F_FINAL) |
@@ -145,7 +153,7 @@ static const struct type_fields {
     [DHT_MSG_ACCEPTED] = {0, 0},
     [DHT_MSG_REPLICATE] = {FB(F_ITEMS) | FB(F_LINK) | FB(F_SRC), FB(F_ITEMS)},
     [DHT_MSG_SYNC] = {FB(F_FROM) | FB(F_TO) | FB(F_DIGESTS) | FB(F_LINK) |
-                          FB(F_SRC),
+                          FB(F_SRC) | FB(F_PROBE),
                       FB(F_FROM) | FB(F_TO) | FB(F_DIGESTS)},
     [DHT_MSG_SYNC_R] = {FB(F_BUCKETS) | FB(F_ITEMS) | FB(F_MORE),
                         FB(F_BUCKETS) | FB(F_ITEMS)},
@@ -160,7 +168,6 @@ static const struct type_fields {
 _Static_assert(sizeof(type_fields) / sizeof(type_fields[0]) ==
                    DHT_MSG_TYPE_LAST + 1,
                "type_fields must have one row per message type");
-_Static_assert(F_COUNT <= 32, "field bits must fit in a uint32_t");
 
 const char *dht_msg_type_name(int type) {
   switch (type) {
@@ -307,7 +314,7 @@ static bool peers_ok(const dht_peer_ref *peers, size_t n, size_t max) {
 /* Refuses what any decoder rejects whatever its configured limits, so that a
  * frame this encoder writes only fails to decode because of a limit the
  * receiver chose. Returns 0 or DHT_ERR_INVAL. */
-static int check_encodable(const dht_msg *msg, uint32_t uses) {
+static int check_encodable(const dht_msg *msg, uint64_t uses) {
   size_t i;
 
   if ((uses & FB(F_HOPS)) && msg->hops > DHT_HOPS_MAX) {
@@ -613,6 +620,18 @@ static void pack_field(msgpack_packer *pk, const dht_msg *msg, enum field f) {
       msgpack_pack_uint64(pk, x->outcome);
     }
     break;
+  case F_SEEN:
+    msgpack_pack_uint64(pk, msg->seen);
+    break;
+  case F_VIEW:
+    msgpack_pack_uint64(pk, msg->view);
+    break;
+  case F_SAME:
+    pack_bool(pk, msg->same);
+    break;
+  case F_PROBE:
+    pack_bool(pk, msg->probe);
+    break;
   case F_DEAD:
     msgpack_pack_array(pk, msg->n_dead);
     for (i = 0; i < msg->n_dead; i++) {
@@ -631,7 +650,7 @@ int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
   const size_t start = out->len;
   encoder enc;
   msgpack_packer pk;
-  uint32_t fields;
+  uint64_t fields;
   size_t n_fields = 0, body_len;
   unsigned f;
   int rv;
@@ -658,6 +677,21 @@ int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
   }
   if (!msg->has_src) {
     fields &= ~FB(F_SRC);
+  }
+  if (msg->seen == 0) {
+    fields &= ~FB(F_SEEN);
+  }
+  if (msg->view == 0) {
+    fields &= ~FB(F_VIEW);
+  }
+  if (msg->same) {
+    /* the asker has this view already, responder included */
+    fields &= ~(FB(F_PEER) | FB(F_PRED) | FB(F_SUCCS) | FB(F_PREDS));
+  } else {
+    fields &= ~FB(F_SAME);
+  }
+  if (!msg->probe) {
+    fields &= ~FB(F_PROBE);
   }
   for (f = 0; f < F_COUNT; f++) {
     n_fields += (fields >> f) & 1u;
@@ -1250,6 +1284,14 @@ static int decode_field(const decoder *d, enum field f, const msgpack_object *o,
     return get_dead(d, o, msg);
   case F_LINK:
     return get_uint(o, &msg->link);
+  case F_SEEN:
+    return get_uint(o, &msg->seen);
+  case F_VIEW:
+    return get_uint(o, &msg->view);
+  case F_SAME:
+    return get_bool(o, &msg->same);
+  case F_PROBE:
+    return get_bool(o, &msg->probe);
   case F_SRC:
     rv = get_peer(d, o, &msg->src);
     msg->has_src = rv == 0;
@@ -1384,6 +1426,10 @@ static int decode_body(const decoder *d, const msgpack_object *root,
     if (rv != 0) {
       return rv;
     }
+  }
+  if (msg->type == DHT_MSG_NEIGHBORS && !msg->same &&
+      (slot[F_PEER] == NULL || slot[F_SUCCS] == NULL)) {
+    return DHT_ERR_MISSING_FIELD; /* only an unchanged view leaves them out */
   }
   return 0;
 }

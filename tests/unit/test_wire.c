@@ -258,6 +258,7 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     }
     if (t == DHT_MSG_NEIGHBORS) { /* 0 is "not sent" */
       m->wall_ms = v == V_MIN ? 0 : v == V_MID ? 1700000000123ull : UINT64_MAX;
+      m->view = v == V_MIN ? 0 : v == V_MID ? 0x5eedf00d : UINT64_MAX;
     }
     break;
   case DHT_MSG_GET:
@@ -305,6 +306,7 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     }
     m->digests = g_big + v;
     m->n_digests = v == V_MIN ? 1 : v == V_MID ? 4 : DHT_SYNC_BUCKETS_MAX;
+    m->probe = v == V_MID;
     break;
   case DHT_MSG_SYNC_R:
     m->buckets = v == V_MID ? g_buckets + DHT_SYNC_BUCKETS_MAX - 3 : g_buckets;
@@ -338,7 +340,10 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     m->has_peer = true;
     m->peer = peers[3];
     break;
-  default: /* PING, GET_NEIGHBORS, STATS, ACCEPTED: header only */
+  case DHT_MSG_GET_NEIGHBORS: /* 0 is "not sent" */
+    m->seen = v == V_MIN ? 0 : v == V_MID ? 0x5eedf00d : UINT64_MAX;
+    break;
+  default: /* PING, STATS, ACCEPTED: header only */
     break;
   }
   /* The sender's link token and its own peer, where the type has them
@@ -453,6 +458,10 @@ static void assert_msg_eq(const dht_msg *a, const dht_msg *b) {
     assert_memory_equal(a->ver.writer.b, b->ver.writer.b, DHT_ID_LEN);
   }
   assert_true(a->wall_ms == b->wall_ms);
+  assert_true(a->seen == b->seen);
+  assert_true(a->view == b->view);
+  assert_int_equal(a->same, b->same);
+  assert_int_equal(a->probe, b->probe);
   assert_true(a->link == b->link);
   assert_int_equal(a->has_src, b->has_src);
   if (a->has_src) {
@@ -3755,6 +3764,61 @@ static void test_wall_roundtrip(void **state) {
   mp_free(&hand);
 }
 
+/* Decodes a NEIGHBORS with one field, key, whose value is the one msgpack
+ * byte raw, and a peer when with_peer; returns the decoder's answer. */
+static int neighbors_with(const char *key, const char *raw, bool with_peer) {
+  mp hand;
+  int rv;
+
+  begin_one(&hand, DHT_MSG_NEIGHBORS, with_peer ? 2 : 1);
+  mp_s(&hand, key);
+  mp_raw(&hand, raw, 1);
+  if (with_peer) {
+    mp_s(&hand, "peer");
+    mp_peer(&hand, 1);
+  }
+  rv = decode_raw(hand.sb.data, hand.sb.size).rv;
+  mp_free(&hand);
+  return rv;
+}
+
+/* A NEIGHBORS marked same carries its view, wall and nothing of the view
+ * itself, even when the struct holds it; only same lets peer and succs be
+ * left out. */
+static void test_neighbors_same(void **state) {
+  dht_wire_limits lim = lim_default();
+  dht_msg m, out;
+  dht_buf buf;
+
+  (void)state;
+  dht_buf_init(&buf);
+  sample_msg(&m, DHT_MSG_NEIGHBORS, V_MID);
+  m.same = true;
+  assert_int_equal(dht_msg_encode(&m, &buf), 0);
+  assert_false(contains(buf.data, buf.len, "\xa4peer"));
+  assert_false(contains(buf.data, buf.len, "\xa4pred"));
+  assert_false(contains(buf.data, buf.len, "\xa5succs"));
+  assert_false(contains(buf.data, buf.len, "\xa5preds"));
+  assert_int_equal(dht_msg_decode(&out, buf.data + DHT_FRAME_HEADER_LEN,
+                                  buf.len - DHT_FRAME_HEADER_LEN, &lim),
+                   0);
+  assert_true(out.same);
+  assert_true(out.view == m.view);
+  assert_true(out.wall_ms == m.wall_ms);
+  assert_false(out.has_peer);
+  assert_false(out.has_pred);
+  assert_int_equal(out.n_succs + out.n_preds, 0);
+  dht_msg_free(&out);
+  dht_buf_free(&buf);
+
+  /* Without same, peer and succs are required as ever. */
+  assert_int_equal(neighbors_with("view", "\x09", false), DHT_ERR_MISSING_FIELD);
+  assert_int_equal(neighbors_with("same", "\xc2", true), /* false */
+                   DHT_ERR_MISSING_FIELD);
+  assert_int_equal(neighbors_with("same", "\xc3", false), 0); /* true */
+  assert_int_equal(neighbors_with("same", "\x01", false), DHT_ERR_BAD_TYPE);
+}
+
 /* Packs the start of a STATS_R of rid 77: its required fields, empty,
  * then field, an array of n entries to follow. */
 static void mp_stats_r_head(mp *m, const char *field, size_t n) {
@@ -4330,6 +4394,7 @@ int main(void) {
       cmocka_unit_test(test_ver_exact_bytes),
       cmocka_unit_test(test_ver_decoded_from_hand_made_error),
       cmocka_unit_test(test_wall_roundtrip),
+      cmocka_unit_test(test_neighbors_same),
       cmocka_unit_test(test_lost_ranges_roundtrip_and_limits),
       cmocka_unit_test(test_exchanges_and_dead_roundtrip_and_limits),
       cmocka_unit_test(test_ack_lost_roundtrip),

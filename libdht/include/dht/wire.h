@@ -42,8 +42,8 @@
   X(PONG, 2)          /* reply: peer (the responder) */                        \
   X(FIND_SUCC, 3)     /* request: target, hops, trace, path */                 \
   X(FIND_SUCC_R, 4)   /* reply: peer (the owner), hops, path */                \
-  X(GET_NEIGHBORS, 5) /* request: - */                                         \
-  X(NEIGHBORS, 6)     /* reply: peer (responder), pred, succs */               \
+  X(GET_NEIGHBORS, 5) /* request: seen */                                      \
+  X(NEIGHBORS, 6)     /* reply: peer (responder), pred, succs, view, same */   \
   X(NOTIFY, 7)        /* one-way: peer (who thinks it is your predecessor) */  \
   X(GET, 8)           /* request: key, hops, final */                          \
   X(PUT, 9)           /* request: key, value, hops, final */                   \
@@ -56,7 +56,7 @@
   X(STATS_R, 16)      /* reply: peer, pred, succs, preds, fingers, counters */ \
   X(ACCEPTED, 17)     /* interim reply to a request: taken over, wait */      \
   X(REPLICATE, 18)    /* request: items (versioned records to merge) */       \
-  X(SYNC, 19)         /* request: from, to, digests (one per bucket) */       \
+  X(SYNC, 19)         /* request: from, to, digests (per bucket), probe */   \
   X(SYNC_R, 20)       /* reply: buckets that differ, items in them, more */   \
   X(FETCH, 21)        /* request: key (one record, wherever it is held) */    \
   X(RECORD, 22)       /* reply to FETCH: items (none or the record) */        \
@@ -201,6 +201,14 @@ typedef struct dht_msg {
                       issued; ERROR STALE: the newer version it lost to */
   uint64_t wall_ms; /* NEIGHBORS: the responder's wall clock, ms since the
                        Unix epoch (0: not sent) */
+  uint64_t seen;    /* GET_NEIGHBORS: the view tag of the asker's last full
+                       NEIGHBORS from this responder (0: not sent) */
+  uint64_t view;    /* NEIGHBORS: a tag of the responder's pred, succs and
+                       preds; never 0 when sent (0: not sent) */
+  bool same;        /* NEIGHBORS: view equals the request's seen, so pred,
+                       succs and preds are left out */
+  bool probe;       /* SYNC: one digest of the whole range; the answer says
+                       whether it differs and carries no items */
 
   uint64_t link;     /* NOTIFY, LEAVE, HANDOFF, REPLICATE, SYNC, FETCH: the
                         sender's link token for the receiver; CHECK_LINK:
@@ -286,7 +294,7 @@ int dht_frame_peek(const uint8_t *buf, size_t len, uint32_t frame_len_max,
  * Appends one complete frame (header and body) for msg to out.
  * msg->version is ignored: DHT_PROTOCOL_VERSION is written. Only the fields
  * msg->type uses are written; peer whenever the type has one (has_peer is
- * not consulted), pred only when has_pred.
+ * not consulted) but in a NEIGHBORS marked same, pred only when has_pred.
  * Returns 0, DHT_ERR_NOMEM, or DHT_ERR_INVAL when msg breaks a hard cap
  * that every decoder enforces (an array above its DHT_*_MAX, an address
  * empty or above DHT_ADDR_LEN_MAX, an empty key, hops above DHT_HOPS_MAX,
