@@ -1435,6 +1435,50 @@ static void backlog_count(dht_node *node, dht__sync *s) {
   free(d);
 }
 
+/* Sends session s's SYNC: the digests d made of its range in
+ * s->n_buckets buckets. Returns 0, or an error (the session is over). */
+static int sync_send(dht_node *node, dht__sync *s, const digest_pass *d) {
+  dht__pending *p = dht__pending_new(node, &sync_ops, *sync_peer(node, s));
+  dht_msg msg;
+
+  if (p == NULL) {
+    sync_end(node, s, DHT_EXCHANGE_FAILED);
+    return DHT_ERR_FULL;
+  }
+  p->u.sync.session = (uint32_t)(s - node->repl.syncs);
+  memset(&msg, 0, sizeof(msg));
+  msg.type = DHT_MSG_SYNC;
+  msg.from = s->from;
+  msg.to = s->to;
+  msg.digests = &d->digests[0][0];
+  msg.n_digests = s->n_buckets;
+  msg.probe = s->probe;
+  if (dht__pending_send(node, p, &msg) != 0) {
+    dht__pending_free(node, p);
+    sync_end(node, s, DHT_EXCHANGE_FAILED);
+    return DHT_ERR_NOMEM;
+  }
+  return 0;
+}
+
+/* The replica found the probe's digest differing: the exchange goes on
+ * with the range in set.sync_buckets buckets, as if it had begun so. */
+static void sync_full(dht_node *node, dht__sync *s) {
+  digest_pass *d = pass_new(NULL, NULL, false);
+
+  s->probe = false;
+  s->n_buckets = node->set.sync_buckets;
+  if (d == NULL || digest_range(node, d, &s->from, &s->to, s->n_buckets,
+                                NULL) != 0) {
+    free(d);
+    sync_end(node, s, DHT_EXCHANGE_FAILED);
+    return;
+  }
+  node->counters.sync_full++;
+  (void)sync_send(node, s, d);
+  free(d);
+}
+
 /* The replica answered the digests (msg NULL: it failed): keep its newer
  * records, then push ours of the buckets that differ. */
 static void sync_answered(dht_node *node, dht__pending *p,
@@ -1453,6 +1497,10 @@ static void sync_answered(dht_node *node, dht__pending *p,
   if (n > 0) {
     node->counters.repair_keys_in += (uint64_t)n;
     node->repl.repaired = true;
+  }
+  if (s->probe && msg->n_buckets > 0) {
+    sync_full(node, s);
+    return;
   }
   /* Digests taken before a failed commit may have counted records it
    * rolled back, and a record that was on its way to the replica then may
@@ -1483,11 +1531,17 @@ static void sync_answered(dht_node *node, dht__pending *p,
   push_next(node, s);
 }
 
-/* Starts an exchange with every replica that has none going. */
+/*
+ * Starts an exchange with every replica that has none going. It opens with
+ * a probe: one digest of the whole range, which the replica answers with
+ * whether its own differs and no records; only a range that differs is
+ * compared bucket by bucket (sync_full). A pair in sync, the usual case,
+ * so exchanges about a hundred bytes each way rather than a digest per
+ * bucket, at the cost of one more round trip when they differ.
+ */
 static void sync_round(dht_node *node) {
   uint32_t n = replica_positions(node), i;
   digest_pass *d = NULL;
-  dht_msg msg;
 
   if (node->state != DHT_NODE_JOINED) {
     return;
@@ -1504,7 +1558,6 @@ static void sync_round(dht_node *node) {
   for (i = 0; i < n; i++) {
     int32_t peer = node->succs[i];
     dht__sync *s;
-    dht__pending *p;
 
     if (sync_of(node, peer) != NULL) {
       continue;
@@ -1514,14 +1567,13 @@ static void sync_round(dht_node *node) {
       if (d == NULL) {
         return;
       }
-      if (digest_range(node, d, &node->peers[node->pred].id, &node->id,
-                       node->set.sync_buckets, NULL) != 0) {
+      if (digest_range(node, d, &node->peers[node->pred].id, &node->id, 1,
+                       NULL) != 0) {
         break;
       }
     }
     s = sync_of(node, DHT__NO_PEER);
-    p = s != NULL ? dht__pending_new(node, &sync_ops, peer) : NULL;
-    if (p == NULL) {
+    if (s == NULL) {
       break;
     }
     memset(s, 0, sizeof(*s));
@@ -1529,22 +1581,13 @@ static void sync_round(dht_node *node) {
     dht__peer_hold(node, peer);
     s->from = node->peers[node->pred].id;
     s->to = node->id;
-    s->n_buckets = node->set.sync_buckets;
+    s->n_buckets = 1;
+    s->probe = true;
     s->started_ms = node->now_ms;
     s->commits_failed = node->repl.commits_failed;
     exchange_begin(node, s);
-    p->u.sync.session = (uint32_t)(s - node->repl.syncs);
-    memset(&msg, 0, sizeof(msg));
-    msg.type = DHT_MSG_SYNC;
-    msg.from = s->from;
-    msg.to = s->to;
-    msg.digests = &d->digests[0][0];
-    msg.n_digests = s->n_buckets;
     node->counters.sync_rounds++;
-    if (dht__pending_send(node, p, &msg) != 0) {
-      dht__pending_free(node, p);
-      sync_end(node, s, DHT_EXCHANGE_FAILED);
-    }
+    (void)sync_send(node, s, d);
   }
   free(d);
 }
@@ -1584,7 +1627,7 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
   }
   dht__batch_init(&batch, node);
   batch.bytes_max /= 2; /* the owner pushes back as much: keep room */
-  if (n > 0) {
+  if (n > 0 && !msg->probe) {
     d->mask = mask;
     d->batch = &batch;
     rv = digest_range(node, d, &msg->from, &msg->to, (uint32_t)msg->n_digests,

@@ -16,6 +16,10 @@
 static const dht__pending_ops stabilize_ops, pred_check_ops, probe_ops,
     skip_ops, leave_ops;
 
+/* How much slower fingers are refreshed once a whole pass changed none
+ * (fix_fingers). */
+#define FINGER_SETTLED_SLOWDOWN 4u
+
 /* Spreads periodic work over [0.75, 1.25] of its interval so that nodes
  * started together do not stay in lock-step. */
 static uint64_t jittered(dht_node *node, uint32_t interval_ms) {
@@ -443,10 +447,11 @@ void dht__on_leave(dht_node *node, const dht__request *in) {
 
 /* ---- periodic maintenance --------------------------------------------------- */
 
-/* Sends peer a request of type with no fields, as a request of kind ops.
- * Returns it, or NULL when it could not go. */
+/* Sends peer a request of type with no fields but seen (a GET_NEIGHBORS's;
+ * 0: none), as a request of kind ops. Returns it, or NULL when it could
+ * not go. */
 static dht__pending *ask(dht_node *node, const dht__pending_ops *ops,
-                         int32_t peer, dht_msg_type type) {
+                         int32_t peer, dht_msg_type type, uint64_t seen) {
   dht__pending *p = dht__pending_new(node, ops, peer);
   dht_msg msg;
 
@@ -455,11 +460,26 @@ static dht__pending *ask(dht_node *node, const dht__pending_ops *ops,
   }
   memset(&msg, 0, sizeof(msg));
   msg.type = type;
+  msg.seen = seen;
   if (dht__pending_send(node, p, &msg) != 0) {
     dht__pending_free(node, p);
     return NULL;
   }
   return p;
+}
+
+/*
+ * The view tag a GET_NEIGHBORS names, so that a neighbour whose view is the
+ * one this node last took in full answers with the tag alone: 0 unless a
+ * tag was kept (view) and this node's list is still the one it derived
+ * from that view (list, a dht__list_print). Taking that view again would
+ * then change nothing: a view is kept only when it named no lost peer and
+ * every peer in it found a slot, so that the list derived from it depends
+ * on the view and the list alone.
+ */
+static uint64_t view_seen(const dht_node *node, uint64_t view, uint64_t list,
+                          const int32_t *now, size_t n) {
+  return view != 0 && dht__list_print(node, now, n) == list ? view : 0;
 }
 
 static void stabilize(dht_node *node) {
@@ -486,9 +506,12 @@ static void stabilize(dht_node *node) {
   }
   dht__handoff_pump(node);
   if (!node->ring.stabilize_busy) {
+    uint64_t seen = view_seen(node, node->ring.succ_view,
+                              node->ring.succ_view_list, node->succs,
+                              node->n_succs);
     node->ring.stabilize_busy =
-        ask(node, &stabilize_ops, node->succs[0], DHT_MSG_GET_NEIGHBORS) !=
-        NULL;
+        ask(node, &stabilize_ops, node->succs[0], DHT_MSG_GET_NEIGHBORS,
+            seen) != NULL;
   }
 }
 
@@ -538,10 +561,26 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   int32_t cands[DHT_SUCC_LIST_MAX + 2];
   size_t n = 0, i;
   int named_lost = -1; /* the nearest lost peer the successor names */
+  bool all_interned = true;
   dht_msg notify;
 
-  if (node->n_succs == 0 || node->succs[0] != asked || !msg->has_peer) {
+  if (node->n_succs == 0 || node->succs[0] != asked) {
     return; /* the successor changed while we asked: ask again next round */
+  }
+  if (msg->same) {
+    /* The view this node took last, which named it the predecessor (only
+     * such views are kept): nothing to mend, nobody to notify. A tag this
+     * node no longer holds is the answer to an older round: the next
+     * round asks in full. */
+    if (msg->view == node->ring.succ_view) {
+      node->ring.heard = true;
+      dht__lost_forget(node, node->peers[asked].addr);
+    }
+    return;
+  }
+  node->ring.succ_view = 0;
+  if (!msg->has_peer) {
+    return;
   }
   node->ring.heard = true;
   node->ring.agreed_succ = node->peers[asked].id;
@@ -561,6 +600,7 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
     } else if (lost >= 0) {
       named_lost = lost; /* it has notified our successor */
     }
+    all_interned = all_interned && x != DHT__NO_PEER;
   }
   dht__peer_hold(node, asked);
   cands[n++] = asked;
@@ -577,6 +617,7 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
       dht__peer_hold(node, idx);
       cands[n++] = idx;
     }
+    all_interned = all_interned && idx != DHT__NO_PEER;
   }
   if (named_lost >= 0) {
     /* A peer we gave up on is alive in our successor's view, as its
@@ -599,6 +640,13 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   }
   if (node->succs[0] != asked) {
     stabilize_soon(node); /* learn the new successor's list */
+  } else if (node->ring.succ_agreed) {
+    if (named_lost < 0 && all_interned && msg->view != 0) {
+      node->ring.succ_view = msg->view;
+      node->ring.succ_view_list =
+          dht__list_print(node, node->succs, node->n_succs);
+    }
+    return; /* it names this node already: a NOTIFY would change nothing */
   }
   memset(&notify, 0, sizeof(notify));
   notify.type = DHT_MSG_NOTIFY;
@@ -682,15 +730,49 @@ static void check_skipped(dht_node *node) {
   }
 }
 
-/* Sets the finger fix_fingers refreshes next; a pass that ends checks for
- * skipped nodes. */
+/* Sets the finger fix_fingers refreshes next. A pass that ends sets the
+ * pace of the next one (fingers_settled) and checks for skipped nodes:
+ * after every pass while fingers move, after every
+ * FINGER_SETTLED_SLOWDOWN-th once they have settled. */
 static void finger_next(dht_node *node, uint32_t next) {
-  if (next <= node->ring.next_finger) {
-    check_skipped(node);
+  dht__ring *r = &node->ring;
+
+  if (next <= r->next_finger) {
+    r->settled_passes = r->fingers_settled ? r->settled_passes + 1 : 0;
+    if (r->settled_passes % FINGER_SETTLED_SLOWDOWN == 0) {
+      check_skipped(node);
+    }
+    r->fingers_settled = !r->fingers_moved;
+    r->fingers_moved = false;
   }
-  node->ring.next_finger = next;
+  r->next_finger = next;
+  r->finger_full_lookup = false;
 }
 
+static void finger_update(dht_node *node, uint32_t i, int32_t idx) {
+  if (node->fingers[i] != idx) {
+    node->ring.fingers_moved = true;
+    node->ring.fingers_settled = false;
+  }
+  dht__finger_set(node, i, idx);
+}
+
+/* finger_lookup_done's argument: the finger, and whether the lookup was a
+ * check at the node the finger named. */
+#define FINGER_CHECK 0x80000000u
+
+/*
+ * Refreshes the next finger that lies past the successor. A finger that
+ * names a node is checked at that node: a FIND_SUCC of the finger's start,
+ * marked final, which it answers itself while it still owns the start (one
+ * round trip, where a lookup from here takes a forward, an ACCEPTED and a
+ * relay at each of about log2(N) / 2 hops), and otherwise passes back
+ * along its predecessor list to the node that joined before it. A check
+ * that fails (the node is dead, or refuses a start far before it) is
+ * followed by a lookup from here. While fingers keep changing, one is
+ * refreshed every fix_fingers_interval_ms; after a whole pass that changed
+ * none, every FINGER_SETTLED_SLOWDOWN times that, until one changes.
+ */
 static void fix_fingers(dht_node *node) {
   const dht_id *succ_id;
   dht_msg msg;
@@ -707,30 +789,37 @@ static void fix_fingers(dht_node *node) {
     uint32_t i = node->ring.next_finger;
     dht_id_add_pow2(&start, &node->id, i);
     if (!dht_id_in_oc(&start, &node->id, succ_id)) {
+      int32_t at = node->ring.finger_full_lookup ? DHT__NO_PEER
+                                                 : node->fingers[i];
       fill_find_succ(&msg, &start, false);
+      msg.final = at != DHT__NO_PEER;
       /* Busy until finger_lookup_done, which may run before this returns. */
       node->ring.finger_lookup_busy = true;
-      if (dht__route_start(node, DHT__NO_PEER, &msg, finger_lookup_done, i) !=
-          0) {
+      if (dht__route_start(node, at, &msg, finger_lookup_done,
+                           at != DHT__NO_PEER ? i | FINGER_CHECK : i) != 0) {
         node->ring.finger_lookup_busy = false;
       }
       return;
     }
-    dht__finger_set(node, i, node->succs[0]);
+    finger_update(node, i, node->succs[0]);
     finger_next(node, (i + 1) % DHT_ID_BITS);
   }
 }
 
 /* A finger lookup answered: finger i and the ones after it that the same
  * node also covers point to it. */
-static void finger_lookup_done(dht_node *node, uint32_t i,
+static void finger_lookup_done(dht_node *node, uint32_t arg,
                                const dht_msg *result) {
+  uint32_t i = arg & ~FINGER_CHECK, j = i;
   int32_t idx = DHT__NO_PEER;
   dht_id start;
-  uint32_t j = i;
 
   node->ring.finger_lookup_busy = false;
   if (result->type != DHT_MSG_FIND_SUCC_R || !result->has_peer) {
+    if ((arg & FINGER_CHECK) && i == node->ring.next_finger) {
+      node->ring.finger_full_lookup = true; /* the same finger, from here */
+      return;
+    }
     finger_next(node, (i + 1) % DHT_ID_BITS);
     return;
   }
@@ -739,12 +828,12 @@ static void finger_lookup_done(dht_node *node, uint32_t i,
     idx = dht__peer_intern_ref(node, &result->peer);
   }
   if (idx == DHT__NO_PEER) {
-    dht__finger_set(node, i, DHT__NO_PEER);
+    finger_update(node, i, DHT__NO_PEER);
     finger_next(node, (i + 1) % DHT_ID_BITS);
     return;
   }
   do {
-    dht__finger_set(node, j, idx);
+    finger_update(node, j, idx);
     j++;
     if (j < DHT_ID_BITS) {
       dht_id_add_pow2(&start, &node->id, j);
@@ -757,8 +846,12 @@ static void finger_lookup_done(dht_node *node, uint32_t i,
 static void check_predecessor(dht_node *node) {
   if (node->pred != DHT__NO_PEER && !node->ring.pred_check_busy) {
     /* alive, and who precedes it */
+    uint64_t seen = view_seen(node, node->ring.pred_view,
+                              node->ring.pred_view_list, node->preds,
+                              node->n_preds);
     node->ring.pred_check_busy =
-        ask(node, &pred_check_ops, node->pred, DHT_MSG_GET_NEIGHBORS) != NULL;
+        ask(node, &pred_check_ops, node->pred, DHT_MSG_GET_NEIGHBORS, seen) !=
+        NULL;
   }
 }
 
@@ -786,7 +879,7 @@ static void probe_lost(dht_node *node) {
     return;
   }
   idx = dht__peer_intern(node, &l->id, l->addr, strlen(l->addr));
-  p = idx != DHT__NO_PEER ? ask(node, &probe_ops, idx, DHT_MSG_PING) : NULL;
+  p = idx != DHT__NO_PEER ? ask(node, &probe_ops, idx, DHT_MSG_PING, 0) : NULL;
   /* Resent like any request: the first send may have to wait for a new
    * connection's handshake, one more round trip than the wait allows. */
   node->ring.probe_busy = p != NULL;
@@ -881,11 +974,17 @@ static void pred_check_done(dht_node *node, dht__pending *p,
     if (msg->wall_ms != 0) {
       dht__repl_note_clock(node, msg->wall_ms, false);
     }
-    if (peer == node->pred) {
+    if (peer == node->pred && !msg->same) {
       dht__preds_learn(node, msg);
       node->ring.agreed_pred = node->peers[peer].id;
       node->ring.pred_agreed =
           msg->n_succs > 0 && dht__ref_is_self(node, &msg->succs[0]);
+      /* Kept, as stabilize keeps its successor's (view_seen), when it
+       * names this node. (A list that preds_learn cut short because the
+       * peer table was full stays short until the view changes.) */
+      node->ring.pred_view = node->ring.pred_agreed ? msg->view : 0;
+      node->ring.pred_view_list =
+          dht__list_print(node, node->preds, node->n_preds);
     }
     dht__peer_release(node, peer);
   }
@@ -929,7 +1028,7 @@ static void skipped_done(dht_node *node, uint32_t arg, const dht_msg *result) {
 
   (void)arg;
   if (idx != DHT__NO_PEER && !node->ring.skip_check_busy) {
-    node->ring.skip_check_busy = ask(node, &skip_ops, idx, DHT_MSG_PING) != NULL;
+    node->ring.skip_check_busy = ask(node, &skip_ops, idx, DHT_MSG_PING, 0) != NULL;
   }
 }
 
@@ -1022,8 +1121,9 @@ void dht__ring_timers(dht_node *node) {
     stabilize(node);
   }
   if (node->ring.fix_fingers_at_ms <= now) {
-    node->ring.fix_fingers_at_ms =
-        jittered(node, node->set.fix_fingers_interval_ms);
+    node->ring.fix_fingers_at_ms = jittered(
+        node, node->set.fix_fingers_interval_ms *
+                  (node->ring.fingers_settled ? FINGER_SETTLED_SLOWDOWN : 1));
     fix_fingers(node);
   }
   if (node->ring.check_pred_at_ms <= now) {

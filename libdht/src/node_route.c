@@ -277,6 +277,8 @@ static void route_pending(dht_node *node, dht__pending *p, int32_t first_hop) {
       return;
     }
     d = decide(node, &key_id, req.final);
+  } else {
+    d.final = req.final; /* a check at the node thought to own the key */
   }
   if (req.type != DHT_MSG_FIND_SUCC && p->u.route.done == NULL &&
       (d.serve || dht__may_serve_replica(node, &req, &key_id))) {
@@ -390,7 +392,8 @@ void dht__route_request(dht_node *node, const dht__request *in) {
 /*
  * Starts a lookup on this node's own behalf (a finger, its join, a merge
  * probe). With first_hop set the request goes there first, whatever the
- * routing table says, and a failure there ends it. The result reaches
+ * routing table says, as a last step when msg is marked final, and a
+ * failure there ends it. The result reaches
  * done(node, done_arg, result), at once when this node can answer itself.
  * Returns 0 or DHT_ERR_FULL / DHT_ERR_NOMEM (nothing was started, done is
  * not called).

@@ -341,6 +341,8 @@ typedef struct dht__loss_check {
  * then pushes its own records of those buckets, rate-limited. */
 typedef struct dht__sync {
   bool waiting;                 /* push paused by the repair rate limit */
+  bool probe;                   /* the digest sent is the whole range's
+                                   (node_repl.c sync_round) */
   dht_id from, to;              /* the range synced: (from, to] */
   uint32_t n_buckets;           /* digests the range was split into */
   uint64_t mask[DHT_SYNC_BUCKETS_MAX / 64]; /* buckets that differ */
@@ -492,7 +494,20 @@ typedef struct dht__ring {
   dht_id agreed_pred;            /* the predecessor whose last NEIGHBORS
                                     named this node its first successor... */
   bool pred_agreed;              /* ...when this is set (readiness) */
+  uint64_t succ_view;            /* the view tag of the successor's last
+                                    full NEIGHBORS, sent as seen while... */
+  uint64_t succ_view_list;       /* ...the successor list still has this
+                                    dht__list_print (0: no tag kept) */
+  uint64_t pred_view;            /* the same for the predecessor check... */
+  uint64_t pred_view_list;       /* ...and the predecessor list */
   bool finger_lookup_busy;       /* a finger lookup is in flight */
+  bool finger_full_lookup;       /* the check of finger next_finger at the
+                                    node it names failed: look it up from
+                                    here instead */
+  bool fingers_moved;            /* a finger changed in this pass */
+  bool fingers_settled;          /* the last whole pass changed none: the
+                                    fingers are checked at a slower pace */
+  uint32_t settled_passes;       /* passes in a row at that pace */
 
   char (*join_list)[DHT_ADDR_LEN_MAX + 1]; /* the candidates to join
                                     through, in order (heap; NULL until a

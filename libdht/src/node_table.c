@@ -8,6 +8,8 @@
 #include <assert.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "node_table.h"
 
 /* A peer that keeps failing is logged at most this often (all counted). */
@@ -277,6 +279,20 @@ void dht__preds_learn(dht_node *node, const dht_msg *msg) {
   DHT__DEBUG_CHECK(node, tables);
 }
 
+uint64_t dht__list_print(const dht_node *node, const int32_t *list,
+                         size_t n) {
+  uint64_t h = 14695981039346656037ull ^ n; /* FNV-1a, 64 bits */
+  size_t i, j;
+
+  for (i = 0; i < n; i++) {
+    const uint8_t *b = node->peers[list[i]].id.b;
+    for (j = 0; j < DHT_ID_LEN; j++) {
+      h = (h ^ b[j]) * 1099511628211ull;
+    }
+  }
+  return h;
+}
+
 void dht__finger_set(dht_node *node, uint32_t i, int32_t idx) {
   assert(i < DHT_ID_BITS && "finger index out of range");
   dht__slot_set(node, &node->fingers[i], idx);
@@ -468,6 +484,46 @@ void dht__describe_self(const dht_node *node, dht_msg *msg, dht_msg_type type,
   msg->n_preds = node->n_preds;
 }
 
+static void view_hash_peers(crypto_generichash_state *st,
+                            const dht_peer_ref *peers, size_t n) {
+  uint8_t len[2];
+  size_t i;
+
+  len[0] = (uint8_t)n;
+  crypto_generichash_update(st, len, 1);
+  for (i = 0; i < n; i++) {
+    len[0] = (uint8_t)(peers[i].addr.len >> 8);
+    len[1] = (uint8_t)peers[i].addr.len;
+    crypto_generichash_update(st, peers[i].id.b, DHT_ID_LEN);
+    crypto_generichash_update(st, len, 2);
+    crypto_generichash_update(st, peers[i].addr.p, peers[i].addr.len);
+  }
+}
+
+/* The tag of the view a NEIGHBORS reply describes: the responder, its
+ * pred, succs and preds, each by id and address. Never 0, which means "no
+ * tag". */
+static uint64_t view_tag(const dht_msg *msg) {
+  crypto_generichash_state st;
+  uint8_t h[8];
+  uint64_t tag = 0;
+  size_t i;
+
+  crypto_generichash_init(&st, NULL, 0, sizeof(h));
+  view_hash_peers(&st, &msg->peer, 1);
+  view_hash_peers(&st, &msg->pred, msg->has_pred ? 1 : 0);
+  view_hash_peers(&st, msg->succs, msg->n_succs);
+  view_hash_peers(&st, msg->preds, msg->n_preds);
+  crypto_generichash_final(&st, h, sizeof(h));
+  for (i = 0; i < sizeof(h); i++) {
+    tag = tag << 8 | h[i];
+  }
+  return tag != 0 ? tag : 1;
+}
+
+/* An asker that names the tag of the view it holds (seen) gets the tag
+ * alone while the view is the same: most rounds of stabilize and of the
+ * predecessor check on a ring at rest. */
 void dht__on_get_neighbors(dht_node *node, const dht__request *req) {
   dht_peer_ref succs[DHT_SUCC_LIST_MAX], preds[DHT_SUCC_LIST_MAX];
   dht_msg msg;
@@ -475,5 +531,7 @@ void dht__on_get_neighbors(dht_node *node, const dht__request *req) {
   dht__describe_self(node, &msg, DHT_MSG_NEIGHBORS, req->msg->rid, succs,
                      preds);
   msg.wall_ms = dht__wall_ms(node); /* lets the asker compare clocks */
+  msg.view = view_tag(&msg);
+  msg.same = req->msg->seen == msg.view;
   dht__reply(node, req->conn, &msg);
 }

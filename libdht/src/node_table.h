@@ -21,6 +21,9 @@ void dht__set_pred(dht_node *node, int32_t idx);
 void dht__last_preds_clear(dht_node *node);
 void dht__preds_learn(dht_node *node, const dht_msg *msg);
 void dht__finger_set(dht_node *node, uint32_t i, int32_t idx);
+/* A fingerprint of the peers of list[0..n), by id, in order: equal
+ * fingerprints mean (but for a 64-bit collision) the same list. */
+uint64_t dht__list_print(const dht_node *node, const int32_t *list, size_t n);
 void dht__declare_dead(dht_node *node, int32_t idx, bool probe_later);
 int32_t dht__peer_intern_own(dht_node *node, const dht_peer_ref *ref);
 int dht__table_install(dht_node *node, const dht_routing_peer *pred,

@@ -926,6 +926,122 @@ static void test_successor_that_never_takes_us_is_logged(void **state) {
   host_free(&h);
 }
 
+/* Advances h until it asks addr for its neighbours, at most 2 s; returns
+ * the request's rid and its seen. Every other action is dropped. */
+static uint64_t next_neighbors_ask(fake_host *h, const char *addr,
+                                   uint64_t *seen) {
+  host_actions all;
+  uint64_t waited, rid = 0;
+  size_t i;
+
+  for (waited = 0; waited < 2000 && rid == 0; waited += 10) {
+    host_advance(h, 10);
+    host_take_all(h, &all);
+    for (i = 0; i < all.n; i++) {
+      if (all.a[i].type == DHT_ACTION_SEND &&
+          all.a[i].msg.type == DHT_MSG_GET_NEIGHBORS &&
+          strcmp(all.a[i].addr, addr) == 0) {
+        rid = all.a[i].msg.rid;
+        *seen = all.a[i].msg.seen;
+      }
+    }
+    host_actions_free(&all);
+  }
+  assert_true(rid != 0);
+  return rid;
+}
+
+/* succ answers rid: its view is tagged view, names pred as its
+ * predecessor (NULL: only same, the view left out), and has no
+ * successors. Returns whether the node notified succ then. */
+static bool succ_answers(fake_host *h, const dht_routing_peer *succ,
+                         uint64_t rid, uint64_t view, const char *pred) {
+  host_actions all;
+  bool notified;
+  dht_msg m;
+
+  msg_init(&m, DHT_MSG_NEIGHBORS, rid);
+  m.view = view;
+  m.same = pred == NULL;
+  m.has_peer = true;
+  m.peer.id = succ->id;
+  m.peer.addr = bytes_of(succ->addr);
+  if (pred != NULL) {
+    m.has_pred = true;
+    m.pred.id = strcmp(pred, "a:1") == 0 ? id_top(0x80) : id_top(0x20);
+    m.pred.addr = bytes_of(pred);
+  }
+  assert_int_equal(host_recv(h, PEER, &m), 0);
+  host_take_all(h, &all);
+  notified = find_send(&all, succ->addr, DHT_MSG_NOTIFY) != NULL;
+  host_actions_free(&all);
+  return notified;
+}
+
+/*
+ * Stabilize names the view it took last (seen) only while the successor
+ * named this node its predecessor in it and the successor list is still
+ * the one derived from it; an answer that says the view is the same
+ * changes nothing and brings no NOTIFY, nor does a whole view that names
+ * this node. A view that names another predecessor is notified and not
+ * kept. The responder's side: the tag alone for the view the asker names,
+ * the whole view for any other tag.
+ */
+static void test_unchanged_view_is_its_tag_alone(void **state) {
+  dht_routing_peer pred = {id_top(0x60), "p0:1"}, succ = {id_top(0xa0), "s1:1"};
+  uint64_t rid, seen, view;
+  host_action a;
+  dht_settings s;
+  fake_host h;
+  dht_msg m;
+
+  (void)state;
+  dht_settings_default(&s);
+  s.replicas = 1; /* no anti-entropy to answer */
+  s.fix_fingers_interval_ms = 3600000; /* nor lookups, nor */
+  s.check_pred_interval_ms = 3600000;  /* predecessor checks */
+  install_between(&h, &s, &pred, &succ);
+
+  rid = next_neighbors_ask(&h, "s1:1", &seen);
+  assert_true(seen == 0); /* nothing taken yet */
+  assert_false(succ_answers(&h, &succ, rid, 77, "a:1"));
+  rid = next_neighbors_ask(&h, "s1:1", &seen);
+  assert_true(seen == 77);
+  assert_false(succ_answers(&h, &succ, rid, 77, NULL));
+  rid = next_neighbors_ask(&h, "s1:1", &seen);
+  assert_true(seen == 77);
+  assert_true(succ_answers(&h, &succ, rid, 78, "z:1"));
+  rid = next_neighbors_ask(&h, "s1:1", &seen);
+  assert_true(seen == 0);
+
+  /* Asked by its predecessor: the whole view, then its tag alone. */
+  msg_init(&m, DHT_MSG_GET_NEIGHBORS, 901);
+  assert_int_equal(host_recv(&h, PEER, &m), 0);
+  assert_true(host_poll(&h, &a));
+  assert_int_equal(a.msg.type, DHT_MSG_NEIGHBORS);
+  assert_false(a.msg.same);
+  assert_true(a.msg.has_peer && a.msg.n_succs == 1 && a.msg.has_pred);
+  view = a.msg.view;
+  assert_true(view != 0);
+  action_free(&a);
+  m.rid = 902;
+  m.seen = view;
+  assert_int_equal(host_recv(&h, PEER, &m), 0);
+  assert_true(host_poll(&h, &a));
+  assert_true(a.msg.same && a.msg.view == view && a.msg.wall_ms != 0);
+  assert_false(a.msg.has_peer || a.msg.has_pred);
+  assert_int_equal(a.msg.n_succs + a.msg.n_preds, 0);
+  action_free(&a);
+  m.rid = 903;
+  m.seen = view + 1;
+  assert_int_equal(host_recv(&h, PEER, &m), 0);
+  assert_true(host_poll(&h, &a));
+  assert_false(a.msg.same);
+  assert_true(a.msg.view == view && a.msg.n_succs == 1);
+  action_free(&a);
+  host_free(&h);
+}
+
 /* An installed predecessor comes without a predecessor list; when it
  * answers the predecessor check, the list it sends follows it, and the
  * list starts at the predecessor itself (found by fuzz_node: the list
@@ -2273,6 +2389,7 @@ int main(void) {
       cmocka_unit_test(test_seed_founds_a_ring_when_none_is_up),
       cmocka_unit_test(test_join_that_did_not_take_fails),
       cmocka_unit_test(test_successor_that_never_takes_us_is_logged),
+      cmocka_unit_test(test_unchanged_view_is_its_tag_alone),
       cmocka_unit_test(test_rejoin_goes_through_the_list),
       cmocka_unit_test(test_rejoining_node_can_be_found),
       cmocka_unit_test(test_new_predecessor_receives_its_keys),

@@ -1048,28 +1048,42 @@ static int digest_visit(void *ud, const dht_id *key_id, const uint8_t *key,
 }
 
 /* Expects a to be A's SYNC of its range (p0, A] to member m, its digests
- * those of what A's store holds there. */
-static void assert_sync(fake_host *h, const host_action *a, int m) {
+ * those of what A's store holds there: one of the whole range with probe
+ * set, or one per bucket. */
+static void assert_sync(fake_host *h, const host_action *a, int m,
+                        bool probe) {
   dht_id from = member_id(P0), to = member_id(A);
+  uint8_t whole[DHT_DIGEST_LEN] = {0};
   digests want;
+  size_t b, i;
 
   assert_int_equal(a->type, DHT_ACTION_SEND);
   assert_string_equal(a->addr, ring[m].addr);
   assert_int_equal(a->msg.type, DHT_MSG_SYNC);
   assert_true(dht_id_eq(&a->msg.from, &from));
   assert_true(dht_id_eq(&a->msg.to, &to));
-  assert_int_equal(a->msg.n_digests, SYNC_BUCKETS);
+  assert_int_equal(a->msg.probe, probe);
+  assert_int_equal(a->msg.n_digests, probe ? 1 : SYNC_BUCKETS);
   memset(&want, 0, sizeof(want));
   want.from = &from;
   want.to = &to;
   assert_int_equal(dht_store_scan(h->store, &from, &to, digest_visit, &want),
                    0);
-  assert_memory_equal(a->msg.digests, want.d, sizeof(want.d));
+  if (!probe) {
+    assert_memory_equal(a->msg.digests, want.d, sizeof(want.d));
+    return;
+  }
+  for (b = 0; b < SYNC_BUCKETS; b++) { /* the XOR of every record's hash */
+    for (i = 0; i < DHT_DIGEST_LEN; i++) {
+      whole[i] ^= want.d[b][i];
+    }
+  }
+  assert_memory_equal(a->msg.digests, whole, sizeof(whole));
 }
 
 /* Runs A until its next anti-entropy round, answering ring upkeep, and
- * returns its SYNCs, in either order, to s1 in to_s1 and s2 in to_s2:
- * exactly those two, and no other replication frame before them. */
+ * returns its SYNCs (probes), in either order, to s1 in to_s1 and s2 in
+ * to_s2: exactly those two, and no other replication frame before them. */
 static void sync_round(fake_host *h, host_action *to_s1, host_action *to_s2) {
   host_action first, second;
 
@@ -1082,8 +1096,8 @@ static void sync_round(fake_host *h, host_action *to_s1, host_action *to_s2) {
     *to_s1 = second;
     *to_s2 = first;
   }
-  assert_sync(h, to_s1, S1);
-  assert_sync(h, to_s2, S2);
+  assert_sync(h, to_s1, S1, true);
+  assert_sync(h, to_s2, S2, true);
 }
 
 /* Answers A's SYNC in a: the buckets that differ and the replica's
@@ -1195,6 +1209,7 @@ static void stats_exchanges(fake_host *h, host_action *out) {
  * then STATS tells how each exchange went.
  */
 static void test_sync_repairs_differing_buckets_both_ways(void **state) {
+  static const uint16_t whole_range = 0;
   dht_id w = id_u64(5), w9 = id_u64(9), p0 = member_id(P0), a = member_id(A);
   uint64_t t = hlc_at(HOST_START_MS);
   dht_node_metrics m;
@@ -1226,6 +1241,12 @@ static void test_sync_repairs_differing_buckets_both_ways(void **state) {
   sync_round(&h, &to_s1, &to_s2);
   sync_answer(&h, &to_s2, NULL, 0, NULL, 0);
   host_expect_none(&h);
+  /* s1's probe differs (its one bucket): the digests of every bucket
+   * follow at once. */
+  sync_answer(&h, &to_s1, &whole_range, 1, NULL, 0);
+  action_free(&to_s1);
+  host_expect_one(&h, &to_s1, DHT_ACTION_SEND, DHT_MSG_SYNC);
+  assert_sync(&h, &to_s1, S1, false);
   sync_answer(&h, &to_s1, differ, 2, theirs, 2);
   action_free(&to_s1);
   action_free(&to_s2);

@@ -81,7 +81,8 @@ typedef struct dht_settings {
   uint32_t replicas;                /* copies of each key, owner included,
                                        1..succ_list_len + 1: 3 */
   uint32_t stabilize_interval_ms;   /* ask the successor for its view: 500 */
-  uint32_t fix_fingers_interval_ms; /* refresh the next finger: 250 */
+  uint32_t fix_fingers_interval_ms; /* refresh the next finger: 250 (4
+                                       times that once a pass changed none) */
   uint32_t check_pred_interval_ms;  /* ping the predecessor: 1000 */
   uint32_t rpc_timeout_ms;          /* longest wait for one reply: 500 */
   uint32_t rto_min_ms;              /* shortest wait: the wait adapts to each
@@ -229,6 +230,7 @@ typedef struct dht_action {
   X(replica_reads)        /* GETs served by a replica, not the owner */       \
   X(consults)             /* requests checked against the successor first */  \
   X(sync_rounds)          /* anti-entropy exchanges started */                \
+  X(sync_full)            /* ... whose probe differed: compared by bucket */  \
   X(sync_buckets_differ)  /* digest buckets found out of sync */              \
   X(repair_keys_in)       /* records repaired here by anti-entropy */         \
   X(repair_keys_out)      /* records pushed to a replica by anti-entropy */   \
