@@ -53,6 +53,8 @@ typedef struct sim_options {
   uint32_t join_gap_ms;      /* mean gap between joins while building */
   uint32_t converge_ms;      /* bound on convergence after build and heal */
   uint32_t lookups;          /* lookups checked on the healed ring */
+  uint32_t upkeep_ms;        /* run: bytes sent at rest measured over this
+                                once the ring is built (0: not measured) */
   uint32_t keys;             /* fresh keys put on the healed ring */
   uint32_t reads;            /* gets of each fresh key, from random nodes */
   uint32_t prefault_keys;    /* keys put before the faults, checked after */

@@ -197,6 +197,9 @@ static const option_spec options[] = {
           "convergence must happen within this after build and heal"),
     OPT32("--lookups", "N", lookups, MODES_RUNNING,
           "lookups checked on the healed ring"),
+    OPT32("--upkeep-ms", "MS", upkeep_ms, MODE_RUN,
+          "once the ring is built, measure the bytes its nodes send at\n"
+          "                         rest over this, by message class (0: not)"),
     OPT32("--keys", "N", keys, MODES_RUNNING,
           "fresh keys put and read back on the healed ring"),
     OPT32("--reads", "N", reads, MODES_RUNNING,

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "dht/err.h"
+#include "dht/metrics.h"
 #include "sim.h"
 #include "sim_keys.h"
 #include "sim_ring.h"
@@ -443,6 +444,45 @@ static bool converge(run *r) {
   return sim_ring_converge(&r->w, r->o->converge_ms, r->o->progress, r->phase);
 }
 
+/* Frame bytes every running node has sent so far, by message class. */
+static void bytes_sent(const sim_world *w, uint64_t out[DHT_MSG_CLASSES]) {
+  dht_node_metrics m;
+  size_t i, c;
+
+  memset(out, 0, DHT_MSG_CLASSES * sizeof(out[0]));
+  for (i = 0; i < w->n_nodes; i++) {
+    if (w->nodes[i].node != NULL) {
+      dht_node_get_metrics(w->nodes[i].node, &m);
+      for (c = 0; c < DHT_MSG_CLASSES; c++) {
+        out[c] += m.bytes_out[c];
+      }
+    }
+  }
+}
+
+/* What the converged ring costs at rest (--upkeep-ms): the bytes its nodes
+ * send in that time, per node and second, by message class. Every byte
+ * sent is received, so that is also what a node receives on average. */
+static void measure_upkeep(run *r) {
+  sim_world *w = &r->w;
+  uint64_t before[DHT_MSG_CLASSES], after[DHT_MSG_CLASSES], total = 0;
+  double per = (double)count_joined(w) * secs(r->o->upkeep_ms);
+  size_t c;
+
+  bytes_sent(w, before);
+  sim_world_run_until(w, w->now_ms + r->o->upkeep_ms);
+  bytes_sent(w, after);
+  sim_text_printf(r->report, "upkeep: over %.1f s at rest, per node:",
+                  secs(r->o->upkeep_ms));
+  for (c = 0; c < DHT_MSG_CLASSES; c++) {
+    total += after[c] - before[c];
+    sim_text_printf(r->report, " %s %.0f B/s,", dht_msg_class_name((int)c),
+                    (double)(after[c] - before[c]) / per);
+  }
+  sim_text_printf(r->report, " in all %.0f B/s sent (as many received)\n",
+                  (double)total / per);
+}
+
 /* ---- phases -----------------------------------------------------------------
  */
 
@@ -474,6 +514,9 @@ static void phase_build(run *r) {
                   "build: %" PRIu32 " joins started by %.1f s, ring converged "
                   "at %.1f s (%" PRIu64 " join retries)\n",
                   r->sw.nodes, secs(start), secs(w->now_ms), w->join_failures);
+  if (r->o->upkeep_ms > 0) {
+    measure_upkeep(r);
+  }
 
   for (i = 0; i < r->o->prefault_keys; i++) {
     key_record k;
