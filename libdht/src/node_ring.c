@@ -966,6 +966,20 @@ static void stabilize_failed(dht_node *node, dht__pending *p) {
   stabilize_done(node, p, NULL);
 }
 
+/* Whether refs[0..n) names this node: a list that wraps round a ring
+ * shorter than it. */
+static bool names_self(const dht_node *node, const dht_peer_ref *refs,
+                       size_t n) {
+  size_t i;
+
+  for (i = 0; i < n; i++) {
+    if (dht__ref_is_self(node, &refs[i])) {
+      return true;
+    }
+  }
+  return false;
+}
+
 static void pred_check_done(dht_node *node, dht__pending *p,
                             const dht_msg *msg) {
   int32_t peer = neighbors_answered(node, p, msg, &node->ring.pred_check_busy);
@@ -985,6 +999,18 @@ static void pred_check_done(dht_node *node, dht__pending *p,
       node->ring.pred_view = node->ring.pred_agreed ? msg->view : 0;
       node->ring.pred_view_list =
           dht__list_print(node, node->preds, node->n_preds);
+      node->ring.preds_short = node->n_preds < node->set.replicas &&
+                               !names_self(node, msg->preds, msg->n_preds);
+    }
+    if (peer == node->pred && node->ring.preds_short) {
+      /* The list grows one node a round behind a join: asked at the usual
+       * pace, the nodes after a new one knew fewer than replicas
+       * predecessors for seconds, and a burst of deaths then could not
+       * be told from a shift (node_lost.c needs a whole list). */
+      uint64_t soon = node->now_ms + node->set.check_pred_interval_ms / 4;
+      if (node->ring.check_pred_at_ms > soon) {
+        node->ring.check_pred_at_ms = soon;
+      }
     }
     dht__peer_release(node, peer);
   }

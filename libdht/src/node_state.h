@@ -500,6 +500,9 @@ typedef struct dht__ring {
                                     dht__list_print (0: no tag kept) */
   uint64_t pred_view;            /* the same for the predecessor check... */
   uint64_t pred_view_list;       /* ...and the predecessor list */
+  bool preds_short;              /* the predecessor list has fewer than
+                                    replicas nodes and does not wrap: it is
+                                    asked for again sooner */
   bool finger_lookup_busy;       /* a finger lookup is in flight */
   bool finger_full_lookup;       /* the check of finger next_finger at the
                                     node it names failed: look it up from
