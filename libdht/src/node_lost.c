@@ -5,9 +5,10 @@
  * copied their keys elsewhere lose those keys: that is the design, and the
  * loss must be told, not passed off as "not found". The node after them
  * sees it: node_table.c keeps the last whole predecessor list it knew (R
- * deep), and when its next predecessor turns out to lie
- * beyond all of them, the keys between that node and the last of them had
- * their holders among them only. Every one of them is pinged once; if none
+ * deep, and in front of it the ones that died since, until their ranges
+ * are synced here), and when its next predecessor turns out to lie beyond
+ * R of them, the keys between that node and the R-th had their holders
+ * among them only. Every one of them is pinged once; if none
  * answers, the range is recorded: logged, counted, listed in STATS (which
  * `dht check` reads), and answered as "possibly lost" to a GET of a key in
  * it that is not found. A partition can hide live holders, hence
@@ -137,38 +138,121 @@ static uint32_t ping_holders(dht_node *node) {
 }
 
 /*
- * The predecessor changed. If the new one lies beyond the farthest node of
- * the last whole predecessor list (node_table.c's last_preds), the keys
- * from the new one to that farthest one were held only by the nodes of
- * that list: check whether any of them is alive.
+ * The owner of (from, to] found this node's records of it the same as its
+ * own (a SYNC with no bucket differing): this node holds the range, and
+ * the owner's death is no loss however many of its other holders die. Only
+ * an owner among the predecessors whose ranges this node replicates is
+ * believed: another's view is behind (on a ring starting up, empty stores
+ * are all in sync), and its range is not kept here.
+ */
+void dht__lost_held(dht_node *node, const dht_id *from, const dht_id *to) {
+  dht__loss *l = &node->loss;
+  uint32_t i, n = node->n_preds;
+
+  if (n > node->set.replicas - 1) {
+    n = node->set.replicas - 1;
+  }
+  for (i = 0; i < n && !dht_id_eq(&node->peers[node->preds[i]].id, to); i++) {
+  }
+  if (i == n) {
+    return;
+  }
+  for (i = 0; i < l->n_held && !dht_id_eq(&l->held[i].to, to); i++) {
+  }
+  if (i == l->n_held && l->n_held == DHT__HELD_MAX) {
+    i = 0; /* full: the oldest goes */
+  }
+  if (i < l->n_held) {
+    memmove(&l->held[i], &l->held[i + 1],
+            (l->n_held - i - 1) * sizeof(l->held[0]));
+    l->n_held--;
+  }
+  l->held[l->n_held].from = *from;
+  l->held[l->n_held].to = *to;
+  l->n_held++;
+}
+
+void dht__lost_held_forget(dht_node *node) { node->loss.n_held = 0; }
+
+void dht__lost_held_trim(dht_node *node) {
+  dht__loss *l = &node->loss;
+  const dht_id *farthest;
+  uint32_t i, kept = 0;
+
+  if (node->n_preds < node->set.replicas) {
+    return; /* which ranges this node replicates is not known yet */
+  }
+  farthest = &node->peers[node->preds[node->set.replicas - 1]].id;
+  for (i = 0; i < l->n_held; i++) {
+    if (dht_id_in_oc(&l->held[i].to, farthest, &node->id)) {
+      l->held[kept++] = l->held[i];
+    }
+  }
+  l->n_held = kept;
+}
+
+/* Whether part of (from, *to] is not known to be held here: *to moves back
+ * past every held range that ends where it does. */
+static bool unheld(const dht_node *node, const dht_id *from, dht_id *to) {
+  const dht__loss *l = &node->loss;
+  bool moved = true;
+  uint32_t i;
+
+  while (moved && !dht_id_eq(from, to)) {
+    moved = false;
+    for (i = 0; i < l->n_held && !moved; i++) {
+      if (!dht_id_eq(&l->held[i].to, to)) {
+        continue;
+      }
+      if (!dht_id_in_oo(&l->held[i].from, from, to)) {
+        return false; /* it covers the whole range */
+      }
+      *to = l->held[i].from;
+      moved = true;
+    }
+  }
+  return !dht_id_eq(from, to);
+}
+
+/*
+ * The predecessor changed. The nodes at the front of the kept list
+ * (node_table.c's last_preds: the last whole predecessor list, and in
+ * front of it the ones that died since, not yet synced away) that lie
+ * between the new one and this node are gone. When R or more are, the keys
+ * from the new predecessor to the R-th of them had every holder among them:
+ * check whether any of them is alive. Counting the R-th rather than the
+ * list's farthest, a list refreshed between the deaths, its dead kept in
+ * front, still shows the range. The part of it this node is known to hold
+ * (dht__lost_held) is left out.
  */
 void dht__lost_on_pred_change(dht_node *node) {
   dht__loss_check *c = &node->loss.check;
-  uint32_t r = node->set.replicas, i, n = node->n_last_preds;
-  const dht_id *farthest;
-  bool known = false;
+  uint32_t r = node->set.replicas, i, gone;
+  dht_id to;
 
-  if (node->pred == DHT__NO_PEER || n == 0) {
+  if (node->pred == DHT__NO_PEER) {
     return;
   }
-  farthest = &node->peers[node->last_preds[n - 1]].id;
-  for (i = 0; i < n; i++) {
-    known = known || node->last_preds[i] == node->pred;
+  gone = dht__last_preds_gone(node, &node->peers[node->pred].id);
+  if (gone == 0) {
+    /* A node joined before this one (or one it knew came back): what this
+     * node replicates shifts, and its owners confirm it anew. */
+    node->loss.n_held = 0;
   }
-  if (known || !dht_id_in_oo(farthest, &node->peers[node->pred].id,
-                             &node->id)) {
+  if (gone < r) {
     return; /* one of them, or one closer: the list refills from it */
   }
-  if (n >= r && !c->active) {
+  to = node->peers[node->last_preds[r - 1]].id;
+  if (!c->active && unheld(node, &node->peers[node->pred].id, &to)) {
     c->active = true;
     c->any_alive = false;
     c->from = node->peers[node->pred].id;
-    c->to = *farthest;
-    for (i = 0; i < n; i++) {
+    c->to = to;
+    for (i = 0; i < gone; i++) {
       dht__peer_hold(node, node->last_preds[i]);
       c->holders[i] = node->last_preds[i];
     }
-    c->n_holders = n;
+    c->n_holders = gone;
     c->waiting = ping_holders(node);
     if (c->waiting == 0) {
       check_release(node); /* could not ask: nothing is known */

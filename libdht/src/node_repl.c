@@ -343,6 +343,7 @@ static long merge_items(dht_node *node, const dht_msg *msg) {
 static void missed_note(dht_node *node) {
   node->repl.missed = true;
   node->repl.n_insync = 0;
+  dht__lost_held_forget(node);
 }
 
 /* The owner of (from, to] found this node's records of it the same as its
@@ -1314,6 +1315,11 @@ static dht__exchange_note *exchange_update(dht_node *node, const dht__sync *s) {
   return x;
 }
 
+static void sync_soon(dht_node *node);
+
+/* Ends session s. One that pushed records is followed by a round soon:
+ * its probe, found in sync, tells the replica that it holds the range now
+ * (node_lost.c, dht__lost_held), and this node that the replica does. */
 static void sync_end(dht_node *node, dht__sync *s,
                      dht_exchange_outcome outcome) {
   dht__exchange_note *x = exchange_update(node, s);
@@ -1322,6 +1328,9 @@ static void sync_end(dht_node *node, dht__sync *s,
   if (x != NULL) {
     x->ended_ms = node->now_ms;
     x->outcome = (uint8_t)outcome;
+  }
+  if (s->pushed > 0 && outcome == DHT_EXCHANGE_DONE) {
+    sync_soon(node);
   }
   if (s->pushed > 0) {
     node->counters.repair_ms_last = node->now_ms - s->started_ms;
@@ -1622,8 +1631,11 @@ void dht__on_sync(dht_node *node, const dht__request *in) {
       mask[b / 64] |= 1ull << (b % 64);
     }
   }
-  if (n == 0 && node->repl.missed) {
-    insync_note(node, &msg->from, &msg->to);
+  if (n == 0) {
+    if (node->repl.missed) {
+      insync_note(node, &msg->from, &msg->to);
+    }
+    dht__lost_held(node, &msg->from, &msg->to);
   }
   dht__batch_init(&batch, node);
   batch.bytes_max /= 2; /* the owner pushes back as much: keep room */

@@ -1001,6 +1001,7 @@ static void pred_check_done(dht_node *node, dht__pending *p,
           dht__list_print(node, node->preds, node->n_preds);
       node->ring.preds_short = node->n_preds < node->set.replicas &&
                                !names_self(node, msg->preds, msg->n_preds);
+      dht__lost_held_trim(node);
     }
     if (peer == node->pred && node->ring.preds_short) {
       /* The list grows one node a round behind a join: asked at the usual

@@ -462,10 +462,14 @@ typedef struct dht__handoff {
 } dht__handoff;
 
 /* node_lost.c's state. */
+#define DHT__HELD_MAX 8
 typedef struct dht__loss {
   dht__lost_range *ranges;       /* ranges recorded lost, oldest first */
   uint32_t n_ranges;             /* entries in ranges */
   dht__loss_check check;         /* the check in progress, if any */
+  dht__range held[DHT__HELD_MAX]; /* ranges whose owner last found this
+                                    node in sync with it, newest last */
+  uint32_t n_held;               /* entries in held */
 } dht__loss;
 
 /* ---- ring: maintenance, join, leave ------------------------------------------ */

@@ -207,18 +207,48 @@ void dht__last_preds_clear(dht_node *node) {
   }
 }
 
-/* The predecessor list is whole: it is kept as it is, so that once deaths
- * have cut it short, node_lost.c can still tell whether the next
- * predecessor lies beyond every node that held what this one now owns. */
-static void last_preds_keep(dht_node *node) {
-  uint32_t i;
+/* The number of nodes at the front of the kept list that lie between
+ * after and this node: the ones that died since it was kept, when after is
+ * the predecessor now. */
+uint32_t dht__last_preds_gone(const dht_node *node, const dht_id *after) {
+  uint32_t n = 0;
 
-  dht__last_preds_clear(node);
-  for (i = 0; i < node->n_preds; i++) {
-    dht__peer_hold(node, node->preds[i]);
-    node->last_preds[i] = node->preds[i];
+  while (n < node->n_last_preds &&
+         dht_id_in_oo(&node->peers[node->last_preds[n]].id, after,
+                      &node->id)) {
+    n++;
   }
-  node->n_last_preds = node->n_preds;
+  return n;
+}
+
+/*
+ * The predecessor list is whole: it is kept, so that once deaths have cut
+ * it short, node_lost.c can still tell whether the next predecessor lies
+ * beyond R nodes that held what this one now owns. The nodes of the list
+ * kept before that died since (they lie between the predecessor and this
+ * node) stay in front of it: the range of the predecessor now had them as
+ * holders, and this node is not one until the predecessor has synced it
+ * here (node_lost.c, dht__lost_held). Replaced outright, the list would
+ * hide them, and the predecessor's death before that sync would look like
+ * any predecessor's (dht-sim scenarios: adjacent-die-in-turn).
+ */
+static void last_preds_keep(dht_node *node) {
+  int32_t kept[DHT_SUCC_LIST_MAX];
+  uint32_t i, n = 0, gone = dht__last_preds_gone(
+                        node, &node->peers[node->preds[0]].id);
+
+  for (i = 0; i < gone; i++) {
+    kept[n++] = node->last_preds[i]; /* their references move over */
+  }
+  for (i = gone; i < node->n_last_preds; i++) {
+    dht__peer_release(node, node->last_preds[i]);
+  }
+  for (i = 0; i < node->n_preds && n < DHT_SUCC_LIST_MAX; i++) {
+    dht__peer_hold(node, node->preds[i]);
+    kept[n++] = node->preds[i];
+  }
+  memcpy(node->last_preds, kept, n * sizeof(kept[0]));
+  node->n_last_preds = n;
 }
 
 void dht__set_pred(dht_node *node, int32_t idx) {

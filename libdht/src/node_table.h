@@ -19,6 +19,7 @@ void dht__succs_set(dht_node *node, int32_t *cands, size_t n);
 void dht__succ_adopt(dht_node *node, int32_t idx);
 void dht__set_pred(dht_node *node, int32_t idx);
 void dht__last_preds_clear(dht_node *node);
+uint32_t dht__last_preds_gone(const dht_node *node, const dht_id *after);
 void dht__preds_learn(dht_node *node, const dht_msg *msg);
 void dht__finger_set(dht_node *node, uint32_t i, int32_t idx);
 /* A fingerprint of the peers of list[0..n), by id, in order: equal
