@@ -514,7 +514,6 @@ typedef struct dht__ring {
   bool fingers_moved;            /* a finger changed in this pass */
   bool fingers_settled;          /* the last whole pass changed none: the
                                     fingers are checked at a slower pace */
-  uint32_t settled_passes;       /* passes in a row at that pace */
 
   char (*join_list)[DHT_ADDR_LEN_MAX + 1]; /* the candidates to join
                                     through, in order (heap; NULL until a
