@@ -88,7 +88,7 @@ static const char usage[] =
     "                         its clients may be: a write stamped further\n"
     "                         ahead of this node's clock is refused [10000]\n"
     "  --stabilize-ms N       stabilize interval [500]\n"
-    "  --fix-fingers-ms N     refresh the next finger every N ms while fingers\n"
+    "  --fix-fingers-ms N     refresh the next finger every N ms while they\n"
     "                         change, every 4 N once a whole pass changed\n"
     "                         none [250]\n"
     "  --ping-ms N            predecessor check interval [1000]\n"

@@ -5,13 +5,13 @@
  * copied their keys elsewhere lose those keys: that is the design, and the
  * loss must be told, not passed off as "not found". The node after them
  * sees it: node_table.c keeps the last whole predecessor list it knew (R
- * deep, and in front of it the ones that died since, until their ranges
- * are synced here), and when its next predecessor turns out to lie beyond
- * R of them, the keys between that node and the R-th had their holders
- * among them only. Every one of them is pinged once; if none
- * answers, the range is recorded: logged, counted, listed in STATS (which
- * `dht check` reads), and answered as "possibly lost" to a GET of a key in
- * it that is not found. A partition can hide live holders, hence
+ * deep, and in front of it the ones that died since), and when its next
+ * predecessor turns out to lie beyond R of them, the keys between that
+ * node and the R-th had their holders among them only, unless this node
+ * is known to hold them (dht__lost_held). Every one of them is pinged
+ * once; if none answers, the range is recorded: logged, counted, listed in
+ * STATS (which `dht check` reads), and answered as "possibly lost" to a GET
+ * of a key in it that is not found. A partition can hide live holders, hence
  * "possibly"; an operator acknowledges the record with ACK_LOST. Records
  * live in memory: a restart forgets them.
  */
@@ -217,7 +217,7 @@ static bool unheld(const dht_node *node, const dht_id *from, dht_id *to) {
 /*
  * The predecessor changed. The nodes at the front of the kept list
  * (node_table.c's last_preds: the last whole predecessor list, and in
- * front of it the ones that died since, not yet synced away) that lie
+ * front of it the ones that died since) that lie
  * between the new one and this node are gone. When R or more are, the keys
  * from the new predecessor to the R-th of them had every holder among them:
  * check whether any of them is alive. Counting the R-th rather than the

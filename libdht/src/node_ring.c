@@ -749,6 +749,7 @@ static void finger_next(dht_node *node, uint32_t next) {
   r->finger_full_lookup = false;
 }
 
+/* Sets finger i to idx, noting a change for the pace of the passes. */
 static void finger_update(dht_node *node, uint32_t i, int32_t idx) {
   if (node->fingers[i] != idx) {
     node->ring.fingers_moved = true;
@@ -1055,7 +1056,8 @@ static void skipped_done(dht_node *node, uint32_t arg, const dht_msg *result) {
 
   (void)arg;
   if (idx != DHT__NO_PEER && !node->ring.skip_check_busy) {
-    node->ring.skip_check_busy = ask(node, &skip_ops, idx, DHT_MSG_PING, 0) != NULL;
+    node->ring.skip_check_busy =
+        ask(node, &skip_ops, idx, DHT_MSG_PING, 0) != NULL;
   }
 }
 

@@ -1099,7 +1099,7 @@ static void del_across_partition(sim_world *w) {
              "key");
 }
 
-/* ---- ranges whose every copy died ---------------------------------------------- */
+/* ---- ranges whose every copy died ------------------------------------------ */
 
 #define TURN_KEYS 60
 

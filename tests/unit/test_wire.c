@@ -3812,7 +3812,8 @@ static void test_neighbors_same(void **state) {
   dht_buf_free(&buf);
 
   /* Without same, peer and succs are required as ever. */
-  assert_int_equal(neighbors_with("view", "\x09", false), DHT_ERR_MISSING_FIELD);
+  assert_int_equal(neighbors_with("view", "\x09", false),
+                   DHT_ERR_MISSING_FIELD);
   assert_int_equal(neighbors_with("same", "\xc2", true), /* false */
                    DHT_ERR_MISSING_FIELD);
   assert_int_equal(neighbors_with("same", "\xc3", false), 0); /* true */
