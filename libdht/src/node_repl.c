@@ -1315,11 +1315,6 @@ static dht__exchange_note *exchange_update(dht_node *node, const dht__sync *s) {
   return x;
 }
 
-static void sync_soon(dht_node *node);
-
-/* Ends session s. One that pushed records is followed by a round soon:
- * its probe, found in sync, tells the replica that it holds the range now
- * (node_lost.c, dht__lost_held), and this node that the replica does. */
 static void sync_end(dht_node *node, dht__sync *s,
                      dht_exchange_outcome outcome) {
   dht__exchange_note *x = exchange_update(node, s);
@@ -1328,9 +1323,6 @@ static void sync_end(dht_node *node, dht__sync *s,
   if (x != NULL) {
     x->ended_ms = node->now_ms;
     x->outcome = (uint8_t)outcome;
-  }
-  if (s->pushed > 0 && outcome == DHT_EXCHANGE_DONE) {
-    sync_soon(node);
   }
   if (s->pushed > 0) {
     node->counters.repair_ms_last = node->now_ms - s->started_ms;
@@ -1783,7 +1775,28 @@ void dht__repl_on_pred_change(dht_node *node) {
   sync_soon(node);
 }
 
-void dht__repl_on_succs_change(dht_node *node) { sync_soon(node); }
+/* The successors changed: a replica found clean while it held a replica
+ * position is clean no longer once it leaves it (the writes since went to
+ * others), so it must be found clean again if it comes back. Kept, the
+ * note let a node whose replica died count the next successor clean from
+ * an exchange made before others joined between them, and say ready
+ * before repairing it (test_daemons, test_ready_means_check_passes). */
+void dht__repl_on_succs_change(dht_node *node) {
+  dht__repl *r = &node->repl;
+  uint32_t n = replica_positions(node), i, j, kept = 0;
+
+  for (i = 0; i < r->n_clean; i++) {
+    for (j = 0; j < n && !dht_id_eq(&node->peers[node->succs[j]].id,
+                                    &r->clean[i]);
+         j++) {
+    }
+    if (j < n) {
+      r->clean[kept++] = r->clean[i];
+    }
+  }
+  r->n_clean = kept;
+  sync_soon(node);
+}
 
 /*
  * A group commit is done: the acknowledgements waiting for it go out, or,
