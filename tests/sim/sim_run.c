@@ -332,16 +332,25 @@ static void restart(run *r, uint32_t slot) {
   r->restarts++;
 }
 
-static void fresh_join(run *r) {
-  uint32_t bootstrap = sim_world_random_joined(&r->w, SIM_NO_SLOT);
-  uint32_t slot;
+/* A node that was never in the ring joins through three joined nodes drawn
+ * at random, as an operator lists seeds: with one, a node that a cut held
+ * with its bootstrap alone knew nobody else, and once the bootstrap died
+ * for good it could never join (dht-sim run --seed 47 --nodes 64 ...). */
+#define FRESH_JOIN_SEEDS 3
 
-  if (bootstrap == SIM_NO_SLOT) {
-    sim_world_fail(&r->w, "no joined node to join through");
-    return;
+static void fresh_join(run *r) {
+  uint32_t through[FRESH_JOIN_SEEDS], slot;
+  size_t i;
+
+  for (i = 0; i < FRESH_JOIN_SEEDS; i++) {
+    through[i] = sim_world_random_joined(&r->w, SIM_NO_SLOT);
+    if (through[i] == SIM_NO_SLOT) {
+      sim_world_fail(&r->w, "no joined node to join through");
+      return;
+    }
   }
   slot = sim_world_add_node(&r->w);
-  sim_world_join(&r->w, slot, bootstrap);
+  sim_world_join_list(&r->w, slot, through, FRESH_JOIN_SEEDS);
 }
 
 /* ---- checks shared by the phases ------------------------------------------

@@ -931,6 +931,13 @@ void sim_world_create_ring(sim_world *w, uint32_t slot) {
 }
 
 void sim_world_join(sim_world *w, uint32_t slot, uint32_t bootstrap) {
+  sim_world_join_list(w, slot, &bootstrap, 1);
+}
+
+void sim_world_join_list(sim_world *w, uint32_t slot, const uint32_t *through,
+                         size_t n) {
+  const char *addrs[DHT_JOIN_LIST_MAX];
+  size_t i;
   int rv;
 
   if (w->nodes[slot].node == NULL) {
@@ -939,12 +946,15 @@ void sim_world_join(sim_world *w, uint32_t slot, uint32_t bootstrap) {
   if (w->failed) {
     return;
   }
+  for (i = 0; i < n && i < DHT_JOIN_LIST_MAX; i++) {
+    addrs[i] = w->nodes[through[i]].addr;
+  }
   w->nodes[slot].joins_started++;
-  rv = dht_node_join(w->nodes[slot].node, w->nodes[bootstrap].addr,
-                     sim_world_node_now(w, slot));
+  rv = dht_node_join_list(w->nodes[slot].node, addrs, i,
+                          sim_world_node_now(w, slot));
   if (rv != 0) {
-    sim_world_fail(w, "dht_node_join(%s via %s): %s", w->nodes[slot].addr,
-                   w->nodes[bootstrap].addr, dht_strerror(rv));
+    sim_world_fail(w, "dht_node_join_list(%s via %s and %zu more): %s",
+                   w->nodes[slot].addr, addrs[0], i - 1, dht_strerror(rv));
     return;
   }
   sim_world_drain(w, slot);

@@ -209,6 +209,10 @@ void sim_world_start(sim_world *w, uint32_t slot);
 void sim_world_create_ring(sim_world *w, uint32_t slot);
 /* Starts slot's process if needed and joins through bootstrap's address. */
 void sim_world_join(sim_world *w, uint32_t slot, uint32_t bootstrap);
+/* Joins slot through the first of through[0..n) that answers, as an
+ * operator's --join list does. */
+void sim_world_join_list(sim_world *w, uint32_t slot, const uint32_t *through,
+                         size_t n);
 /* Kills slot's process; its store stays, less the writes not committed.
  * refuses: peers' connects are refused (a process crash) rather than
  * unanswered (a host crash). */
