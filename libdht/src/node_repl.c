@@ -517,6 +517,18 @@ static bool id_listed(const dht_id *list, uint32_t n, const dht_id *id) {
   return false;
 }
 
+/* Whether id is one of the successors at a replica position. */
+static bool at_replica_position(const dht_node *node, const dht_id *id) {
+  uint32_t n = replica_positions(node), i;
+
+  for (i = 0; i < n; i++) {
+    if (dht_id_eq(&node->peers[node->succs[i]].id, id)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 static void id_unlist(dht_id *list, uint32_t *n, const dht_id *id) {
   uint32_t i;
 
@@ -1783,14 +1795,10 @@ void dht__repl_on_pred_change(dht_node *node) {
  * before repairing it (test_daemons, test_ready_means_check_passes). */
 void dht__repl_on_succs_change(dht_node *node) {
   dht__repl *r = &node->repl;
-  uint32_t n = replica_positions(node), i, j, kept = 0;
+  uint32_t i, kept = 0;
 
   for (i = 0; i < r->n_clean; i++) {
-    for (j = 0; j < n && !dht_id_eq(&node->peers[node->succs[j]].id,
-                                    &r->clean[i]);
-         j++) {
-    }
-    if (j < n) {
+    if (at_replica_position(node, &r->clean[i])) {
       r->clean[kept++] = r->clean[i];
     }
   }
