@@ -1042,6 +1042,63 @@ static void test_unchanged_view_is_its_tag_alone(void **state) {
   host_free(&h);
 }
 
+/* Runs h until its next FIND_SUCC, at most 3 s, answering its successor
+ * succ's GET_NEIGHBORS with a view that names the node; returns the lookup
+ * (the caller frees it). */
+static host_action next_finger_lookup(fake_host *h,
+                                      const dht_routing_peer *succ) {
+  host_action a, found;
+  uint64_t waited;
+  bool have = false;
+
+  for (waited = 0; waited < 3000 && !have; waited += 10) {
+    host_advance(h, 10);
+    while (host_poll(h, &a)) {
+      if (a.type == DHT_ACTION_SEND && a.msg.type == DHT_MSG_GET_NEIGHBORS) {
+        succ_answers(h, succ, a.msg.rid, 77, "a:1");
+      } else if (!have && a.type == DHT_ACTION_SEND &&
+                 a.msg.type == DHT_MSG_FIND_SUCC) {
+        found = a;
+        have = true;
+        continue;
+      }
+      action_free(&a);
+    }
+  }
+  assert_true(have);
+  return found;
+}
+
+/* A finger that names a node is checked at that node, as a last step (it
+ * answers itself while it still owns the finger's start); a check that
+ * fails is followed by a lookup of the same start from here, routed as
+ * any lookup. */
+static void test_finger_is_checked_at_its_node(void **state) {
+  dht_routing_peer pred = {id_top(0x60), "p0:1"}, succ = {id_top(0xa0), "s1:1"};
+  host_action check, lookup;
+  dht_settings s;
+  fake_host h;
+  dht_msg m;
+
+  (void)state;
+  dht_settings_default(&s);
+  s.replicas = 1;                     /* no anti-entropy to answer */
+  s.check_pred_interval_ms = 3600000; /* nor predecessor checks */
+  install_between(&h, &s, &pred, &succ);
+  check = next_finger_lookup(&h, &succ);
+  assert_string_equal(check.addr, "s1:1"); /* every finger names s1:1 */
+  assert_true(check.msg.final);
+  msg_init(&m, DHT_MSG_ERROR, check.msg.rid);
+  m.error_code = DHT_ERR_UNAVAILABLE;
+  assert_int_equal(host_recv(&h, PEER, &m), 0);
+  lookup = next_finger_lookup(&h, &succ);
+  assert_false(lookup.msg.final);
+  assert_memory_equal(lookup.msg.target.b, check.msg.target.b, DHT_ID_LEN);
+  action_free(&check);
+  action_free(&lookup);
+  host_free(&h);
+}
+
 /* An installed predecessor comes without a predecessor list; when it
  * answers the predecessor check, the list it sends follows it, and the
  * list starts at the predecessor itself (found by fuzz_node: the list
@@ -2390,6 +2447,7 @@ int main(void) {
       cmocka_unit_test(test_join_that_did_not_take_fails),
       cmocka_unit_test(test_successor_that_never_takes_us_is_logged),
       cmocka_unit_test(test_unchanged_view_is_its_tag_alone),
+      cmocka_unit_test(test_finger_is_checked_at_its_node),
       cmocka_unit_test(test_rejoin_goes_through_the_list),
       cmocka_unit_test(test_rejoining_node_can_be_found),
       cmocka_unit_test(test_new_predecessor_receives_its_keys),
