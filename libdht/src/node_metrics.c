@@ -65,6 +65,7 @@ static dht_msg_class class_of(int type) {
   case DHT_MSG_SCAN:
   case DHT_MSG_SCAN_R:
   case DHT_MSG_ACK_LOST:
+  case DHT_MSG_MOVED:
     return DHT_MSG_CLASS_CLIENT;
   default:
     return DHT_MSG_CLASS_OTHER;
@@ -251,6 +252,9 @@ void dht__metrics_send(dht_node *node, const uint8_t *frame,
 }
 
 static dht_result result_of(const dht_msg *msg) {
+  if (msg->type == DHT_MSG_MOVED) {
+    return DHT_RESULT_MOVED;
+  }
   if (msg->type != DHT_MSG_ERROR) {
     return DHT_RESULT_OK;
   }

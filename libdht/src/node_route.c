@@ -13,6 +13,9 @@
  * route_attempts next hops per node. So failure detection is per hop and
  * fast, while a long chain only needs route_timeout_ms end to end.
  *
+ * A request marked "direct" (a client that knows the ring) is never routed:
+ * a node that does not serve it answers MOVED, naming the node to ask.
+ *
  * "final" marks the last step: the sender believes the receiver owns the key.
  * A receiver that disagrees (its predecessor is closer) passes it straight to
  * the predecessor that owns it by its predecessor list, or refuses it when
@@ -173,6 +176,61 @@ static route_decision decide(const dht_node *node, const dht_id *key_id,
     d.count_hop = false;
   }
   return d;
+}
+
+/*
+ * The node a direct request for key_id should go to when this node does not
+ * serve it (docs/PROTOCOL.md, MOVED): its owner when this node can name it
+ * (the successor, or a node of the predecessor list), else the known node
+ * closest before the key, which knows that part of the ring better. *owner
+ * says which of the two it is.
+ */
+static int32_t redirect_target(const dht_node *node, const dht_id *key_id,
+                               bool *owner) {
+  int32_t succ = node->succs[0], next;
+  uint32_t j;
+
+  *owner = true;
+  if (dht_id_in_oc(key_id, &node->id, &node->peers[succ].id)) {
+    return succ;
+  }
+  for (j = 0; j + 1 < node->n_preds; j++) {
+    const dht_id *here = &node->peers[node->preds[j]].id;
+    const dht_id *before = &node->peers[node->preds[j + 1]].id;
+    if (!dht_id_in_oo(before, &node->id, here)) {
+      break; /* out of order beyond here */
+    }
+    if (dht_id_in_oc(key_id, before, here)) {
+      return node->preds[j];
+    }
+  }
+  *owner = false;
+  next = closest_preceding(node, key_id);
+  return next != DHT__NO_PEER ? next : succ;
+}
+
+/* Answers a direct request for key_id that is not served here: MOVED,
+ * naming where to ask. A leaving node names its successor, which is taking
+ * its keys over. */
+static void redirect(dht_node *node, uint64_t conn, uint64_t rid,
+                     const dht_id *key_id) {
+  dht_msg out;
+  int32_t to;
+  bool owner = true;
+
+  if (node->state == DHT_NODE_LEAVING && owns(node, key_id)) {
+    to = node->succs[0];
+  } else {
+    to = redirect_target(node, key_id, &owner);
+  }
+  memset(&out, 0, sizeof(out));
+  out.type = DHT_MSG_MOVED;
+  out.rid = rid;
+  out.has_peer = true;
+  dht__peer_to_ref(node, to, &out.peer);
+  out.final = owner;
+  node->counters.redirects++;
+  dht__reply(node, conn, &out);
 }
 
 static void key_id_of(const dht_msg *msg, dht_id *key_id) {
@@ -358,6 +416,10 @@ void dht__route_request(dht_node *node, const dht__request *in) {
       (d.serve || dht__may_serve_replica(node, msg, &key_id))) {
     dht__serve_data(node, conn, msg->rid, msg, &key_id, in->body, in->len,
                     !d.serve);
+    return;
+  }
+  if (msg->direct && msg->type != DHT_MSG_FIND_SUCC) {
+    redirect(node, conn, msg->rid, &key_id);
     return;
   }
   if (d.serve) {

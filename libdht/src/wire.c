@@ -32,7 +32,7 @@
  * promises 1..64 bytes to whoever prints them. */
 #define COUNTER_NAME_LEN_MAX 64
 
-/* Entries in the body map, known and unknown keys together. v1 knows 36
+/* Entries in the body map, known and unknown keys together. v1 knows 37
  * keys and no message uses more than 10 of them; the cap leaves room for
  * later versions and keeps the duplicate-key check over unknown keys (which
  * has no table to lean on) quadratic in a small number. */
@@ -80,6 +80,7 @@ enum field {
   F_VIEW,
   F_SAME,
   F_PROBE,
+  F_DIRECT,
   F_COUNT
 };
 /* Field sets are uint64_t masks. */
@@ -109,6 +110,7 @@ static const struct field_name {
     [F_EXCHANGES] = {"exchanges", 9}, [F_DEAD] = {"dead", 4},
     [F_SEEN] = {"seen", 4},           [F_VIEW] = {"view", 4},
     [F_SAME] = {"same", 4},           [F_PROBE] = {"probe", 5},
+    [F_DIRECT] = {"direct", 6},
 };
 
 /* Per message type, the fields beyond v/t/rid that it carries and the ones
@@ -133,11 +135,13 @@ static const struct type_fields {
                                FB(F_SAME),
                            0},
     [DHT_MSG_NOTIFY] = {FB(F_PEER) | FB(F_LINK), FB(F_PEER)},
-    [DHT_MSG_GET] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL), FB(F_KEY)},
+    [DHT_MSG_GET] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL) | FB(F_DIRECT),
+                     FB(F_KEY)},
     [DHT_MSG_PUT] = {FB(F_KEY) | FB(F_VALUE) | FB(F_HOPS) | FB(F_FINAL) |
-                         FB(F_VER),
+                         FB(F_VER) | FB(F_DIRECT),
                      FB(F_KEY) | FB(F_VALUE)},
-    [DHT_MSG_DEL] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL) | FB(F_VER),
+    [DHT_MSG_DEL] = {FB(F_KEY) | FB(F_HOPS) | FB(F_FINAL) | FB(F_VER) |
+                         FB(F_DIRECT),
                      FB(F_KEY)},
     [DHT_MSG_VALUE] = {FB(F_VALUE) | FB(F_HOPS), FB(F_VALUE)},
     [DHT_MSG_OK] = {FB(F_HOPS), 0},
@@ -163,6 +167,7 @@ static const struct type_fields {
     [DHT_MSG_SCAN_R] = {FB(F_ITEMS) | FB(F_MORE), FB(F_ITEMS)},
     [DHT_MSG_ACK_LOST] = {FB(F_FROM) | FB(F_TO), FB(F_FROM) | FB(F_TO)},
     [DHT_MSG_CHECK_LINK] = {FB(F_PEER) | FB(F_LINK), FB(F_PEER) | FB(F_LINK)},
+    [DHT_MSG_MOVED] = {FB(F_PEER) | FB(F_FINAL), FB(F_PEER)},
 };
 
 _Static_assert(sizeof(type_fields) / sizeof(type_fields[0]) ==
@@ -216,6 +221,7 @@ bool dht_msg_type_is_reply(int type) {
   case DHT_MSG_SYNC_R:
   case DHT_MSG_RECORD:
   case DHT_MSG_SCAN_R:
+  case DHT_MSG_MOVED:
     return true;
   default:
     return false;
@@ -632,6 +638,9 @@ static void pack_field(msgpack_packer *pk, const dht_msg *msg, enum field f) {
   case F_PROBE:
     pack_bool(pk, msg->probe);
     break;
+  case F_DIRECT:
+    pack_bool(pk, msg->direct);
+    break;
   case F_DEAD:
     msgpack_pack_array(pk, msg->n_dead);
     for (i = 0; i < msg->n_dead; i++) {
@@ -692,6 +701,9 @@ int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
   }
   if (!msg->probe) {
     fields &= ~FB(F_PROBE);
+  }
+  if (!msg->direct) {
+    fields &= ~FB(F_DIRECT);
   }
   for (f = 0; f < F_COUNT; f++) {
     n_fields += (fields >> f) & 1u;
@@ -1292,6 +1304,8 @@ static int decode_field(const decoder *d, enum field f, const msgpack_object *o,
     return get_bool(o, &msg->same);
   case F_PROBE:
     return get_bool(o, &msg->probe);
+  case F_DIRECT:
+    return get_bool(o, &msg->direct);
   case F_SRC:
     rv = get_peer(d, o, &msg->src);
     msg->has_src = rv == 0;

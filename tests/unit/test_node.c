@@ -861,6 +861,99 @@ static void install_between(fake_host *h, const dht_settings *s,
   host_drain(h);
 }
 
+/* A key of the form "k<n>" whose id lies in (from, to]. */
+static void key_in(char *key, size_t len, const dht_id *from,
+                   const dht_id *to) {
+  unsigned n;
+
+  for (n = 0; n < 100000; n++) {
+    dht_id id;
+    snprintf(key, len, "k%u", n);
+    id = key_id_of(key);
+    if (dht_id_in_oc(&id, from, to)) {
+      return;
+    }
+  }
+  fail_msg("no key found in the range");
+}
+
+/* Sends a direct request of type for key from a client and expects MOVED
+ * naming addr (owner or not), and nothing else: no forward, no write. */
+static void expect_moved(fake_host *h, dht_msg_type type, const char *key,
+                         uint64_t rid, const char *addr, bool owner) {
+  host_action a;
+  dht_msg m;
+
+  msg_init(&m, type, rid);
+  m.key = bytes_of(key);
+  if (type == DHT_MSG_PUT) {
+    m.value = bytes_of("v");
+  }
+  m.final = true;
+  m.direct = true;
+  host_recv(h, CLIENT, &m);
+  host_expect_reply(h, &a, CLIENT, DHT_MSG_MOVED, rid);
+  assert_true(a.msg.has_peer);
+  assert_true(bytes_eq_str(a.msg.peer.addr, addr));
+  assert_int_equal(a.msg.final, owner);
+  action_free(&a);
+  host_expect_none(h);
+}
+
+/* A direct request is served by its owner and never routed: a node that
+ * does not own the key answers MOVED, naming its successor when the key is
+ * the successor's, or the closest node it knows before the key. The same
+ * request without direct is routed as always. */
+static void test_direct_request_is_served_or_moved(void **state) {
+  dht_routing_peer pred = {id_top(0x60), "p0:1"}, succ = {id_top(0xa0), "s1:1"};
+  dht_id self = id_top(0x80), mid = id_top(0x10);
+  char owned[16], succs[16], far[16];
+  dht_settings s;
+  fake_host h;
+  host_actions all;
+  dht_msg m;
+  size_t i;
+
+  (void)state;
+  dht_settings_default(&s);
+  s.replicas = 1;
+  install_between(&h, &s, &pred, &succ);
+  dht_node_set_maintenance(h.node, false, h.now);
+  host_drain(&h);
+  key_in(owned, sizeof(owned), &pred.id, &self);
+  key_in(succs, sizeof(succs), &self, &succ.id);
+  key_in(far, sizeof(far), &succ.id, &mid);
+
+  msg_init(&m, DHT_MSG_GET, 1);
+  m.key = bytes_of(owned);
+  m.final = true;
+  m.direct = true;
+  host_recv(&h, CLIENT, &m);
+  host_take_all(&h, &all); /* served here (a fresh owner consults first) */
+  for (i = 0; i < all.n; i++) {
+    assert_int_not_equal(all.a[i].msg.type, DHT_MSG_MOVED);
+  }
+  host_actions_free(&all);
+  assert_int_equal(dht_node_get_counters(h.node)->redirects, 0);
+
+  expect_moved(&h, DHT_MSG_GET, succs, 2, "s1:1", true);
+  expect_moved(&h, DHT_MSG_PUT, succs, 3, "s1:1", true);
+  expect_moved(&h, DHT_MSG_DEL, far, 4, "s1:1", false);
+  assert_int_equal(dht_node_get_counters(h.node)->redirects, 3);
+  assert_int_equal(dht_node_get_counters(h.node)->forwards, 0);
+
+  m.rid = 5; /* routed: forwarded to the owner, as before */
+  m.key = bytes_of(succs);
+  m.final = false;
+  m.direct = false;
+  host_recv(&h, CLIENT, &m);
+  host_take_all(&h, &all);
+  assert_true(only_send(&all, "s1:1", DHT_MSG_GET)->msg.final);
+  only_reply(&all, CLIENT, 5, DHT_MSG_ACCEPTED);
+  host_actions_free(&all);
+  host_free(&h);
+}
+
 /* Runs h's node until until_ms, answering its successor s1:1 that its
  * predecessor is z:1 (before the node, not between them), its
  * predecessor p0:1 that its successor is the node, and every lookup with
@@ -2435,6 +2528,7 @@ int main(void) {
     cmocka_unit_test(test_lost_peer_in_successors_list_is_probed_at_once),
       cmocka_unit_test(test_hop_limit),
       cmocka_unit_test(test_last_step_back_to_an_installed_predecessor),
+      cmocka_unit_test(test_direct_request_is_served_or_moved),
       cmocka_unit_test(test_installed_predecessor_then_its_list),
       cmocka_unit_test(test_garbage_is_answered_then_closed),
       cmocka_unit_test(test_join_through_bootstrap),

@@ -273,6 +273,7 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     }
     m->hops = v == V_MIN ? 0 : v == V_MID ? 2 : DHT_HOPS_MAX;
     m->final = v != V_MIN;
+    m->direct = v == V_MAX; /* false is "not sent" */
     if (t != DHT_MSG_GET) {
       sample_ver(m, v);
     }
@@ -340,6 +341,11 @@ static void sample_msg(dht_msg *m, int t, enum variant v) {
     m->has_peer = true;
     m->peer = peers[3];
     break;
+  case DHT_MSG_MOVED:
+    m->has_peer = true;
+    m->peer = peers[2];
+    m->final = v != V_MIN;
+    break;
   case DHT_MSG_GET_NEIGHBORS: /* 0 is "not sent" */
     m->seen = v == V_MIN ? 0 : v == V_MID ? 0x5eedf00d : UINT64_MAX;
     break;
@@ -398,6 +404,7 @@ static void assert_msg_eq(const dht_msg *a, const dht_msg *b) {
   assert_int_equal(a->hops, b->hops);
   assert_int_equal(a->trace, b->trace);
   assert_int_equal(a->final, b->final);
+  assert_int_equal(a->direct, b->direct);
   assert_bytes_eq(a->key, b->key);
   assert_bytes_eq(a->value, b->value);
   assert_int_equal(a->has_peer, b->has_peer);
@@ -721,6 +728,7 @@ static const struct field_spec {
     {"more", K_BOOL},         {"preds", K_PEERS},     {"digests", K_DIGESTS},
     {"buckets", K_BUCKETS},   {"ver", K_VER},         {"wall", K_WALL},
     {"lost", K_LOST},         {"link", K_WALL},       {"src", K_PEER},
+    {"direct", K_BOOL},
 };
 
 static enum kind kind_of(const char *name) {
@@ -738,7 +746,7 @@ static enum kind kind_of(const char *name) {
 typedef struct type_spec {
   int type;
   const char *req[5]; /* required fields, NULL-terminated */
-  const char *opt[4]; /* optional fields, NULL-terminated */
+  const char *opt[5]; /* optional fields, NULL-terminated */
 } type_spec;
 
 static const type_spec type_specs[] = {
@@ -752,9 +760,11 @@ static const type_spec type_specs[] = {
      {"peer", "succs", NULL},
      {"pred", "preds", "wall", NULL}},
     {DHT_MSG_NOTIFY, {"peer", NULL}, {"link", NULL}},
-    {DHT_MSG_GET, {"key", NULL}, {"hops", "final", NULL}},
-    {DHT_MSG_PUT, {"key", "value", NULL}, {"hops", "final", "ver", NULL}},
-    {DHT_MSG_DEL, {"key", NULL}, {"hops", "final", "ver", NULL}},
+    {DHT_MSG_GET, {"key", NULL}, {"hops", "final", "direct", NULL}},
+    {DHT_MSG_PUT,
+     {"key", "value", NULL},
+     {"hops", "final", "ver", "direct", NULL}},
+    {DHT_MSG_DEL, {"key", NULL}, {"hops", "final", "ver", "direct", NULL}},
     {DHT_MSG_VALUE, {"value", NULL}, {"hops", NULL}},
     {DHT_MSG_OK, {NULL}, {"hops", NULL}},
     {DHT_MSG_HANDOFF, {"items", NULL}, {"link", "src", NULL}},
@@ -773,6 +783,7 @@ static const type_spec type_specs[] = {
     {DHT_MSG_SCAN_R, {"items", NULL}, {"more", NULL}},
     {DHT_MSG_ACK_LOST, {"from", "to", NULL}, {NULL}},
     {DHT_MSG_CHECK_LINK, {"peer", "link", NULL}, {NULL}},
+    {DHT_MSG_MOVED, {"peer", NULL}, {"final", NULL}},
 };
 #define N_TYPE_SPECS (sizeof(type_specs) / sizeof(type_specs[0]))
 
@@ -1552,7 +1563,8 @@ static void test_type_names(void **state) {
   assert_string_equal(dht_msg_type_name(24), "SCAN_R");
   assert_string_equal(dht_msg_type_name(25), "ACK_LOST");
   assert_string_equal(dht_msg_type_name(26), "CHECK_LINK");
-  assert_int_equal(DHT_MSG_TYPE_LAST, 26);
+  assert_string_equal(dht_msg_type_name(27), "MOVED");
+  assert_int_equal(DHT_MSG_TYPE_LAST, 27);
   assert_string_equal(dht_msg_type_name(DHT_MSG_TYPE_LAST + 1), "UNKNOWN");
   assert_string_equal(dht_msg_type_name(-1), "UNKNOWN");
   assert_string_equal(dht_msg_type_name(31), "UNKNOWN");
@@ -1574,7 +1586,7 @@ static void test_type_is_reply(void **state) {
       [DHT_MSG_SYNC_R] = true,      [DHT_MSG_FETCH] = false,
       [DHT_MSG_RECORD] = true,      [DHT_MSG_SCAN] = false,
       [DHT_MSG_SCAN_R] = true,      [DHT_MSG_ACK_LOST] = false,
-      [DHT_MSG_CHECK_LINK] = false,
+      [DHT_MSG_CHECK_LINK] = false, [DHT_MSG_MOVED] = true,
   };
   int t;
 

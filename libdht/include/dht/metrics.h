@@ -58,9 +58,10 @@ typedef enum dht_latency_op {
 
 /* How a request the node answered ended (its final reply). */
 #define DHT_RESULT_MAP(X)                                                      \
-  X(OK, "ok")               /* any answer but ERROR */                         \
+  X(OK, "ok")               /* any answer but ERROR and MOVED */               \
   X(NOT_FOUND, "not_found") /* ERROR NOT_FOUND */                              \
-  X(ERROR, "error")         /* any other ERROR */
+  X(ERROR, "error")         /* any other ERROR */                              \
+  X(MOVED, "moved")         /* MOVED: a direct request for another node */
 
 typedef enum dht_result {
 #define DHT__RESULT_ENUM(name, label) DHT_RESULT_##name,

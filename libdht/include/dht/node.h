@@ -205,6 +205,7 @@ typedef struct dht_action {
   X(requests_in)          /* requests received */                              \
   X(lookups_answered)     /* FIND_SUCC answered here */                        \
   X(forwards)             /* requests forwarded to another node */             \
+  X(redirects)            /* direct requests answered MOVED */                 \
   X(forward_retries)      /* forwards that had to try another next hop */      \
   X(rpc_timeouts)         /* requests that got no reply in time */             \
   X(peers_failed)         /* peers declared dead */                            \

@@ -45,9 +45,9 @@
   X(GET_NEIGHBORS, 5) /* request: seen */                                      \
   X(NEIGHBORS, 6)     /* reply: peer (responder), pred, succs, view, same */   \
   X(NOTIFY, 7)        /* one-way: peer (who thinks it is your predecessor) */  \
-  X(GET, 8)           /* request: key, hops, final */                          \
-  X(PUT, 9)           /* request: key, value, hops, final */                   \
-  X(DEL, 10)          /* request: key, hops, final */                          \
+  X(GET, 8)           /* request: key, hops, final, direct */                  \
+  X(PUT, 9)           /* request: key, value, hops, final, direct */           \
+  X(DEL, 10)          /* request: key, hops, final, direct */                  \
   X(VALUE, 11)        /* reply to GET: value, hops */                          \
   X(OK, 12)           /* reply to PUT, DEL, HANDOFF, LEAVE: hops */            \
   X(HANDOFF, 13)      /* request: items (keys the receiver now owns) */        \
@@ -64,7 +64,8 @@
   X(SCAN_R, 24)       /* reply: items (keys and versions, no values), more */ \
   X(ACK_LOST, 25)     /* request: from, to (forget the lost ranges in it) */ \
   X(CHECK_LINK, 26)   /* request: peer (the asker), link: "did you send  */ \
-                      /* me this token?" answered PONG or ERROR UNBOUND */
+                      /* me this token?" answered PONG or ERROR UNBOUND */ \
+  X(MOVED, 27)        /* reply to a direct GET/PUT/DEL: peer (ask it), final */
 
 typedef enum dht_msg_type {
 #define DHT__MSG_ENUM(name, value) DHT_MSG_##name = (value),
@@ -72,7 +73,7 @@ typedef enum dht_msg_type {
 #undef DHT__MSG_ENUM
 } dht_msg_type;
 
-#define DHT_MSG_TYPE_LAST DHT_MSG_CHECK_LINK
+#define DHT_MSG_TYPE_LAST DHT_MSG_MOVED
 
 /* What the handshake of a connection proved its peer to be (docs/SECURITY.md).
  * In an open ring (no cluster key) every connection is a member. */
@@ -193,7 +194,10 @@ typedef struct dht_msg {
   bool more;       /* SYNC_R, SCAN_R: the reply was cut short */
   uint32_t hops;   /* forwards so far (requests) or in all (replies) */
   bool trace;      /* FIND_SUCC: record the path */
-  bool final;      /* GET/PUT/DEL: the sender believes the receiver owns key */
+  bool final;      /* GET/PUT/DEL: the sender believes the receiver owns key;
+                      MOVED: the responder believes peer owns it */
+  bool direct;     /* GET/PUT/DEL: serve it here or answer MOVED naming
+                      the node to ask; never routed on */
   dht_bytes key;   /* GET/PUT/DEL */
   dht_bytes value; /* PUT, VALUE */
   bool has_ver;    /* ver is set (absent on the wire otherwise) */
@@ -218,7 +222,8 @@ typedef struct dht_msg {
                         as it advertises itself (absent: not sent) */
 
   bool has_peer;     /* peer is set */
-  dht_peer_ref peer; /* PONG, FIND_SUCC_R, NEIGHBORS, NOTIFY, LEAVE, STATS_R */
+  dht_peer_ref peer; /* PONG, FIND_SUCC_R, NEIGHBORS, NOTIFY, LEAVE, STATS_R,
+                        MOVED */
   bool has_pred;     /* pred is set (absent or nil on the wire otherwise) */
   dht_peer_ref pred; /* NEIGHBORS, LEAVE, STATS_R */
 
