@@ -103,6 +103,8 @@ struct dht_client {
   char err[ERR_TEXT_MAX]; /* dht_client_last_error() */
   char refusal[ERR_TEXT_MAX]; /* dht_client_last_refusal() */
 
+  bool answered;          /* the last call ended with an ERROR reply */
+
   uint64_t hlc;           /* the hybrid clock that stamps writes */
   dht_id writer;          /* this client's writer id, at random */
   bool stale_known;       /* stale_ver is the last STALE's newer version */
@@ -1096,7 +1098,7 @@ static int call_expect_until(dht_client *c, dht_msg *req, dht_msg_type expect,
     /* The decoder guarantees a negative code; keep it so if not. */
     return r->error_code < 0 ? (int)r->error_code : DHT_ERR_UNEXPECTED;
   }
-  if (r->type != expect) {
+  if (r->type != expect && !(req->direct && r->type == DHT_MSG_MOVED)) {
     set_err(c, "%s answered %s to %s", c->node->addr,
             dht_msg_type_name(r->type), dht_msg_type_name(req->type));
     return DHT_ERR_UNEXPECTED;
@@ -1172,6 +1174,7 @@ static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
   retry_kind kind;
 
   c->attempts = 0;
+  c->answered = false;
   if (timeout_ms < 0) {
     set_err(c, "negative timeout");
     return DHT_ERR_INVAL;
@@ -1188,6 +1191,7 @@ static int call_retry(dht_client *c, dht_msg *req, dht_msg_type expect,
     c->refused = false;
     rv = call_expect_until(c, req, expect, reply, now_ms() + share, share,
                            &answered);
+    c->answered = answered;
     if (rv == 0 || !retry) {
       return rv;
     }
@@ -1268,6 +1272,28 @@ static int check_kv(dht_client *c, const void *key, size_t key_len,
   }
   return 0;
 }
+
+int dht_client_request(dht_client *c, dht_msg *req, dht_msg_type expect,
+                       const dht_msg **reply, int timeout_ms) {
+  if (req == NULL || reply == NULL) {
+    c->attempts = 0;
+    set_err(c, "invalid argument");
+    return DHT_ERR_INVAL;
+  }
+  if (req->type == DHT_MSG_GET || req->type == DHT_MSG_PUT ||
+      req->type == DHT_MSG_DEL) {
+    int rv = check_kv(c, req->key.p, req->key.len,
+                      req->type == DHT_MSG_PUT ? req->value.len : 0);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  return call_retry(c, req, expect, reply, timeout_ms, true);
+}
+
+bool dht_client_last_answered(const dht_client *c) { return c->answered; }
+
+dht_version dht_client_stamp(dht_client *c) { return stamp(c); }
 
 static void key_req(dht_msg *req, dht_msg_type type, const void *key,
                     size_t key_len) {

@@ -38,6 +38,7 @@
 #include <errno.h>
 #include <sys/time.h>
 
+#include "dht/cluster.h"
 #include "dht/err.h"
 
 #define NODES_MAX 16
@@ -618,6 +619,97 @@ static void test_sigkill_two_at_once_loses_nothing(void **state) {
   }
 }
 
+/* Writes generation gen of every key through the cluster client cl;
+ * returns the MOVED answers the writes followed. */
+static unsigned cluster_puts(ring *r, dht_cluster *cl, unsigned gen) {
+  unsigned redirects = 0;
+  int i;
+
+  for (i = 0; i < KEYS; i++) {
+    char key[16], value[80];
+    key_name(i, key, sizeof(key));
+    value_of(i, gen, value, sizeof(value));
+    if (dht_cluster_put(cl, key, strlen(key), value, strlen(value),
+                        CALL_MS) != 0) {
+      fail_msg("put %s: %s", key, dht_cluster_last_error(cl));
+    }
+    redirects += dht_cluster_last_redirects(cl);
+    r->keys[i] = KEY_WRITTEN;
+    r->gen[i] = gen;
+  }
+  return redirects;
+}
+
+/* Reads every key through the cluster client cl as assert_reads does;
+ * returns the MOVED answers the reads followed. */
+static unsigned cluster_reads(ring *r, dht_cluster *cl, const char *when) {
+  char key[16], want[80], why[WHY_LEN];
+  problems pr = {"", 0};
+  unsigned redirects = 0;
+  int i;
+
+  for (i = 0; i < KEYS; i++) {
+    uint8_t *value;
+    size_t len;
+    int rv;
+    key_name(i, key, sizeof(key));
+    value_of(i, r->gen[i], want, sizeof(want));
+    rv = dht_cluster_get(cl, key, strlen(key), &value, &len, CALL_MS);
+    redirects += dht_cluster_last_redirects(cl);
+    if (rv != 0) {
+      problem(&pr, "get %s: %s", key, dht_cluster_last_error(cl));
+    } else if (len != strlen(want) || memcmp(value, want, len) != 0) {
+      problem(&pr, "get %s: '%.*s', want '%s'", key, (int)len,
+              (const char *)value, want);
+    }
+    free(value);
+  }
+  if (!no_problems(&pr, true, why, sizeof(why))) {
+    fail_msg("reads %s: %d wrong: %s", when, pr.n, why);
+  }
+  return redirects;
+}
+
+/* A client that knows the ring sends each request straight to its owner:
+ * once it knows every node, no request is redirected. A node that joins
+ * after it learned the ring is found through MOVED answers to writes of
+ * its keys (reads of them are served by its successor, a replica that
+ * holds them); a node that dies leaves the client's map, and its keys are
+ * read from the next nodes. Every read gives the last value written. */
+static void test_cluster_client_goes_straight_to_owners(void **state) {
+  ring *r = *state;
+  dht_cluster *cl;
+  unsigned redirects;
+
+  ring_start(r, 8);
+  assert_int_equal(dht_cluster_new(&cl, r->nodes[0].addr,
+                                   &ring_client_settings),
+                   0);
+  dht_cluster_set_retry(cl, true);
+  assert_int_equal(dht_cluster_learn(cl, CALL_MS), 0);
+  cluster_puts(r, cl, 0);
+  assert_int_equal(dht_cluster_size(cl), 8); /* learned the rest by MOVED */
+  assert_int_equal(cluster_puts(r, cl, 1), 0);
+  assert_int_equal(cluster_reads(r, cl, "with the whole ring known"), 0);
+  wait_until(r, keys_on_their_holders, 0, "every put on its holders");
+
+  node_start(node_add(r, NULL), &r->nodes[3]);
+  wait_until(r, ring_settled, SETTLE_MS, "ring of 9 settled");
+  wait_until(r, keys_on_their_holders, REPAIR_MS, "keys moved to the ninth");
+  redirects = cluster_puts(r, cl, 2);
+  print_message("writes after a ninth node joined: %u redirects\n",
+                redirects);
+  assert_true(redirects > 0);
+  assert_int_equal(dht_cluster_size(cl), 9);
+  assert_int_equal(cluster_puts(r, cl, 3), 0);
+  assert_int_equal(cluster_reads(r, cl, "with the ninth node known"), 0);
+
+  node_stop(&r->nodes[5], SIGKILL, STOP_MS);
+  cluster_reads(r, cl, "right after a node was killed");
+  assert_int_equal(dht_cluster_size(cl), 8);
+  dht_cluster_del(cl);
+}
+
 /* What dht check prints first about a healthy ring of 8. */
 #define CHECK_RING_OK                                                          \
   "check from @NODE: 8 nodes\n"                                                \
@@ -1057,6 +1149,7 @@ int main(int argc, char **argv) {
       RING_TEST(test_sigterm_hands_keys_on),
       RING_TEST(test_sigkill_any_node_then_restart),
       RING_TEST(test_sigkill_two_at_once_loses_nothing),
+      RING_TEST(test_cluster_client_goes_straight_to_owners),
       RING_TEST(test_dht_check_counts_copies),
       RING_TEST(test_ready_means_check_passes),
       RING_TEST(test_explain_says_where_copies_are),

@@ -416,6 +416,28 @@ int dht_client_scan(dht_client *c, const dht_id *from, uint32_t limit,
 int dht_client_call(dht_client *c, dht_msg *req, const dht_msg **reply,
                     int timeout_ms);
 
+/*
+ * Runs req (a GET, PUT or DEL built by the caller: key, value, ver) as put,
+ * get and remove do: with their retries when dht_client_set_retry is on, a
+ * STALE answer re-stamping req->ver newer and sending it again. Returns 0
+ * with *reply of type expect or, for a request with `direct` set, MOVED
+ * (docs/PROTOCOL.md: the node names another to ask); an ERROR reply returns
+ * its code, with dht_client_last_refusal() set. *reply is owned by the
+ * client, valid until the next call on c. The key (and value) are checked
+ * against the limits first. Other codes as listed above.
+ */
+int dht_client_request(dht_client *c, dht_msg *req, dht_msg_type expect,
+                       const dht_msg **reply, int timeout_ms);
+
+/* True when the last call on c ended with an ERROR reply from the node (its
+ * code was returned), false when it failed on this side: the node could not
+ * be reached, closed the connection or did not answer in time. */
+bool dht_client_last_answered(const dht_client *c);
+
+/* A version for a new write, as put and remove stamp theirs: newer than
+ * every one this client has issued or been shown, with its writer id. */
+dht_version dht_client_stamp(dht_client *c);
+
 /* ---- pipelined layer ---------------------------------------------------- */
 
 /* The connected socket, to poll for POLLIN (and POLLOUT when
