@@ -1,10 +1,14 @@
 /*
- * bench.c: `dht bench`, a load generator for one node.
+ * bench.c: `dht bench`, a load generator for a ring.
  *
  * One thread, one poll() loop over C connections, each keeping up to P
  * requests in flight through the client library's pipelined layer
  * (dht_client_queue / dht_client_flush / dht_client_recv): the requests
- * that refill a connection's window go out in one write. Each request is a
+ * that refill a connection's window go out in one write per node. A
+ * connection is a cluster client (dht/cluster.h): a socket per node it
+ * sends to, each request to its key's owner by its map, a MOVED answer
+ * sending it on to the node named; with --route, one socket to the node
+ * given, which routes every request. Each request is a
  * PUT or a GET of a key drawn uniformly from a fixed key space, from a
  * seeded generator, so two runs with the same options send the same
  * sequence.
@@ -41,9 +45,13 @@ const char cli_bench_usage[] =
     "                 [--value-size N] [--duration S | --requests N]\n"
     "                 [--prefill] [--seed N]\n"
     "\n"
-    "Sends PUTs and GETs to the node as fast as it answers, over N\n"
+    "Sends PUTs and GETs to the ring as fast as it answers, over N\n"
     "connections with up to P requests in flight on each (one thread, one\n"
-    "poll loop), then prints throughput and latency.\n"
+    "poll loop), then prints throughput and latency. Each connection learns\n"
+    "the ring from the node's STATS and sends each request straight to its\n"
+    "key's owner, with a socket per node it talks to, following MOVED\n"
+    "answers (counted as redirects); with --route every request goes to the\n"
+    "node, which routes it.\n"
     "\n"
     "  -c, --connections N  connections, 1..1024 [4]\n"
     "  -P, --pipeline N     requests in flight per connection, 1..1024 [1]\n"
@@ -68,22 +76,34 @@ const char cli_bench_usage[] =
 
 /* One request in flight. */
 typedef struct slot {
-  uint64_t rid;  /* as assigned by dht_client_send */
-  int64_t t0_ns; /* when it was queued */
-  bool busy;     /* waiting for its reply */
-  bool is_put;   /* PUT, else GET */
+  dht_client *on; /* the client it was sent on */
+  uint64_t rid;   /* as assigned by dht_client_queue */
+  int64_t t0_ns;  /* when it was first queued */
+  uint64_t key;   /* its key's index */
+  bool busy;      /* waiting for its reply */
+  bool is_put;    /* PUT, else GET */
+  bool routed;    /* sent to the seed without direct */
+  bool final;     /* ... or direct, believed to be at its owner */
+  unsigned moved; /* MOVED answers it has followed */
 } slot;
 
-/* One connection of the run. */
+/* One connection of the run: with --route one client, else a cluster
+ * client, with a connection to each node it sends to. */
 typedef struct bconn {
-  dht_client *c; /* its client */
-  slot *slots;   /* P of them */
-  unsigned busy; /* slots in use */
-  bool dead;     /* lost; its requests were counted as errors */
+  dht_cluster *cl; /* its clients */
+  slot *slots;     /* P of them */
+  unsigned busy;   /* slots in use */
+  bool dead;       /* its seed was lost; its requests were counted */
 } bconn;
 
+/* A client of the poll set and the connection it belongs to. */
+typedef struct polled {
+  bconn *bc;
+  dht_client *c;
+} polled;
+
 typedef struct bench {
-  cli_ctx *ctx;              /* global options: node, timeout, json */
+  cli_ctx *ctx;              /* global options: node, timeout, json, route */
   uint64_t conns_n;          /* -c */
   uint64_t pipeline;         /* -P: requests in flight per connection */
   uint64_t keys;             /* --keys: size of the key space */
@@ -98,6 +118,9 @@ typedef struct bench {
   bconn *conns;              /* conns_n connections */
   uint64_t rng;              /* xorshift64* state */
   uint64_t next_prefill_key; /* prefill: next key index to put */
+  struct pollfd *pfds;       /* the poll set, n_polled of cap_polled */
+  polled *polled;            /* ... and whose each entry is */
+  size_t n_polled, cap_polled;
 
   /* Counters of the phase running (reset after the prefill). */
   uint64_t issued;       /* requests queued */
@@ -107,6 +130,8 @@ typedef struct bench {
   uint64_t errors;       /* failed: error replies, timeouts, lost conns */
   uint64_t timeouts;     /* of which no reply within the timeout */
   uint64_t stale;        /* replies to requests already timed out */
+  uint64_t redirects;    /* MOVED answers followed */
+  uint64_t losses;       /* clients lost (client_lost), ever */
   char first_error[512]; /* what the first error was */
   cli_hist lat;          /* latencies of completed requests, in us */
 } bench;
@@ -134,85 +159,162 @@ static void note_error(bench *b, const char *what) {
   }
 }
 
-static void conn_lost(bench *b, bconn *bc) {
+/* The connection to c was lost (or could not be made): every request in
+ * flight on it is lost with it, and a node of the map is forgotten. The
+ * bench connection dies with its seed. */
+static void client_lost(bench *b, bconn *bc, dht_client *c) {
   unsigned i;
 
-  note_error(b, dht_client_last_error(bc->c));
-  /* Every request it had in flight is lost with it. */
+  b->losses++;
+  note_error(b, dht_client_last_error(c));
   for (i = 0; i < b->pipeline; i++) {
-    if (bc->slots[i].busy) {
+    if (bc->slots[i].busy && bc->slots[i].on == c) {
       bc->slots[i].busy = false;
+      bc->busy--;
       b->errors++;
     }
   }
-  bc->busy = 0;
-  bc->dead = true;
-  dht_client_close(bc->c);
+  if (c == dht_cluster_seed(bc->cl)) {
+    bc->dead = true;
+  }
+  dht_cluster_forget(bc->cl, c);
 }
 
-/* Queues one request on bc without writing it (run() writes a
- * connection's batch with one flush). Returns 0, 1 when the output queue is
- * full (try later), or -1 when the connection was lost. */
-static int issue(bench *b, bconn *bc, bool measuring) {
-  char key[KEY_TEXT_MAX];
-  uint64_t k, rid;
-  dht_msg req;
-  unsigned i;
-  int n, rv;
+static int key_text(char *out, uint64_t k) {
+  return snprintf(out, KEY_TEXT_MAX, "bench-%llu", (unsigned long long)k);
+}
 
-  for (i = 0; i < b->pipeline && bc->slots[i].busy; i++) {
+/* Queues slot s's request on s->on (connecting it first), without writing
+ * it: run() writes each client's batch with one flush. Returns 0, 1 when
+ * the output queue is full (try later), or -1 when the client was lost. */
+static int send_slot(bench *b, bconn *bc, slot *s) {
+  char key[KEY_TEXT_MAX];
+  dht_msg req;
+  int rv;
+
+  if (!dht_client_connected(s->on) &&
+      dht_client_connect(s->on, b->ctx->timeout_ms) != 0) {
+    return -1;
   }
   memset(&req, 0, sizeof(req));
-  if (measuring) {
-    k = rng_next(b) % b->keys;
-    req.type = (double)(rng_next(b) >> 11) * 0x1.0p-53 < b->put_ratio
-                   ? DHT_MSG_PUT
-                   : DHT_MSG_GET;
-  } else {
-    k = b->next_prefill_key;
-    req.type = DHT_MSG_PUT;
-  }
-  n = snprintf(key, sizeof(key), "bench-%llu", (unsigned long long)k);
+  req.type = s->is_put ? DHT_MSG_PUT : DHT_MSG_GET;
   req.key.p = (const uint8_t *)key;
-  req.key.len = (size_t)n;
-  if (req.type == DHT_MSG_PUT) {
+  req.key.len = (size_t)key_text(key, s->key);
+  if (s->is_put) {
     req.value.p = b->value;
     req.value.len = b->value_size;
   }
-  rv = dht_client_queue(bc->c, &req, &rid);
+  req.direct = !s->routed;
+  req.final = s->final;
+  rv = dht_client_queue(s->on, &req, &s->rid);
   if (rv == DHT_ERR_FULL) {
     return 1;
   }
+  (void)bc;
+  return rv == 0 ? 0 : -1;
+}
+
+/* Points s at the node that owns its key by bc's map, or with --route at
+ * the seed. */
+static void aim(bench *b, bconn *bc, slot *s) {
+  char key[KEY_TEXT_MAX];
+  dht_id key_id;
+
+  s->moved = 0;
+  s->routed = b->ctx->route;
+  s->final = false;
+  if (s->routed) {
+    s->on = dht_cluster_seed(bc->cl);
+    return;
+  }
+  dht_id_hash(&key_id, key, (size_t)key_text(key, s->key));
+  s->on = dht_cluster_pick(bc->cl, &key_id, &s->final);
+}
+
+/* Issues one new request on bc. Returns 0, 1 when the output queue is full
+ * (try later), or -1 when a client was lost. */
+static int issue(bench *b, bconn *bc, bool measuring) {
+  unsigned i;
+  slot *s;
+  int rv;
+
+  for (i = 0; i < b->pipeline && bc->slots[i].busy; i++) {
+  }
+  s = &bc->slots[i];
+  if (measuring) {
+    s->key = rng_next(b) % b->keys;
+    s->is_put = (double)(rng_next(b) >> 11) * 0x1.0p-53 < b->put_ratio;
+  } else {
+    s->key = b->next_prefill_key;
+    s->is_put = true;
+  }
+  aim(b, bc, s);
+  rv = send_slot(b, bc, s);
   if (rv != 0) {
-    conn_lost(b, bc);
-    return -1;
+    if (rv < 0) {
+      client_lost(b, bc, s->on);
+    }
+    return rv;
   }
   if (!measuring) {
     b->next_prefill_key++;
   }
-  bc->slots[i].busy = true;
-  bc->slots[i].rid = rid;
-  bc->slots[i].t0_ns = mono_ns();
-  bc->slots[i].is_put = req.type == DHT_MSG_PUT;
+  s->busy = true;
+  s->t0_ns = mono_ns();
   bc->busy++;
   b->issued++;
   return 0;
 }
 
-static void complete(bench *b, bconn *bc, const dht_msg *r, int64_t now) {
+/* s was answered MOVED by r: sends it on to the node named, or routed to
+ * the seed once it has followed DHT_CLUSTER_MOVED_MAX of them (or the node
+ * named cannot be used). Its time keeps running from the first send. */
+static void follow(bench *b, bconn *bc, slot *s, const dht_msg *r) {
+  dht_client *next = NULL;
+  int rv;
+
+  b->redirects++;
+  if (++s->moved <= DHT_CLUSTER_MOVED_MAX) {
+    next = dht_cluster_moved(bc->cl, r, &s->final);
+  }
+  if (next == NULL) {
+    next = dht_cluster_seed(bc->cl);
+    s->routed = true;
+    s->final = false;
+  }
+  s->on = next;
+  rv = send_slot(b, bc, s);
+  if (rv != 0) {
+    s->busy = false;
+    bc->busy--;
+    if (rv < 0) {
+      client_lost(b, bc, next);
+    } else {
+      note_error(b, "bench: output queue full on a redirect");
+    }
+  }
+}
+
+static void complete(bench *b, bconn *bc, dht_client *c, const dht_msg *r,
+                     int64_t now) {
   char what[512];
   slot *s = NULL;
   unsigned i;
   bool good;
 
   for (i = 0; i < b->pipeline; i++) {
-    if (bc->slots[i].busy && bc->slots[i].rid == r->rid) {
+    if (bc->slots[i].busy && bc->slots[i].on == c &&
+        bc->slots[i].rid == r->rid) {
       s = &bc->slots[i];
       break;
     }
   }
   if (s == NULL) {
     b->stale++; /* the reply to a request that already timed out */
+    return;
+  }
+  if (r->type == DHT_MSG_MOVED) {
+    follow(b, bc, s, r);
     return;
   }
   s->busy = false;
@@ -235,35 +337,39 @@ static void complete(bench *b, bconn *bc, const dht_msg *r, int64_t now) {
   }
   if (r->type == DHT_MSG_ERROR) {
     snprintf(what, sizeof(what), "%s answered ERROR %s to %s",
-             dht_client_addr(bc->c), dht_errname(r->error_code),
+             dht_client_addr(c), dht_errname(r->error_code),
              s->is_put ? "PUT" : "GET");
   } else {
-    snprintf(what, sizeof(what), "%s answered %s to %s", dht_client_addr(bc->c),
+    snprintf(what, sizeof(what), "%s answered %s to %s", dht_client_addr(c),
              dht_msg_type_name(r->type), s->is_put ? "PUT" : "GET");
   }
   note_error(b, what);
 }
 
-/* Takes every reply that is ready on bc. */
-static void drain(bench *b, bconn *bc) {
+/* Takes every reply that is ready on c, one of bc's clients. */
+static void drain(bench *b, bconn *bc, dht_client *c) {
+  uint64_t losses = b->losses;
   const dht_msg *r;
   int rv;
 
   for (;;) {
-    rv = dht_client_recv(bc->c, &r, 0);
+    rv = dht_client_recv(c, &r, 0);
     if (rv == DHT_ERR_TIMEOUT) {
       return;
     }
     if (rv == 0) {
-      complete(b, bc, r, mono_ns());
+      complete(b, bc, c, r, mono_ns());
+      if (b->losses != losses) {
+        return; /* a redirect lost a client, which may have been c */
+      }
       continue;
     }
-    if (!dht_client_connected(bc->c)) {
-      conn_lost(b, bc);
+    if (!dht_client_connected(c)) {
+      client_lost(b, bc, c);
       return;
     }
     /* A frame that did not decode: its request will time out. */
-    note_error(b, dht_client_last_error(bc->c));
+    note_error(b, dht_client_last_error(c));
   }
 }
 
@@ -286,7 +392,7 @@ static int64_t expire(bench *b, int64_t now) {
         b->conns[c].busy--;
         b->timeouts++;
         snprintf(what, sizeof(what), "no reply from %s within %d ms",
-                 dht_client_addr(b->conns[c].c), b->ctx->timeout_ms);
+                 dht_client_addr(s->on), b->ctx->timeout_ms);
         note_error(b, what);
       } else if (s->t0_ns + timeout_ns < next) {
         next = s->t0_ns + timeout_ns;
@@ -296,20 +402,62 @@ static int64_t expire(bench *b, int64_t now) {
   return next;
 }
 
+/* Writes every client's queued batch, with one flush each: a send() per
+ * request cost the client more CPU than the node spent answering
+ * (docs/PERFORMANCE.md). Then gathers the poll set. Returns 0 or -1 (out
+ * of memory). */
+static int flush_and_gather(bench *b) {
+  dht_client *cs[64];
+  uint64_t c;
+  size_t n, i;
+
+  b->n_polled = 0;
+  for (c = 0; c < b->conns_n; c++) {
+    bconn *bc = &b->conns[c];
+    if (bc->dead) {
+      continue;
+    }
+    n = dht_cluster_clients(bc->cl, cs, CLI_COUNT_OF(cs));
+    for (i = 0; i < n && i < CLI_COUNT_OF(cs); i++) {
+      if (dht_client_want_write(cs[i]) && dht_client_flush(cs[i]) != 0) {
+        client_lost(b, bc, cs[i]);
+        continue;
+      }
+      if (b->n_polled == b->cap_polled) {
+        size_t cap = b->cap_polled == 0 ? 64 : 2 * b->cap_polled;
+        struct pollfd *pfds = realloc(b->pfds, cap * sizeof(*pfds));
+        polled *pd = pfds != NULL ? realloc(b->polled, cap * sizeof(*pd))
+                                  : NULL;
+        if (pfds != NULL) {
+          b->pfds = pfds;
+        }
+        if (pd == NULL) {
+          return -1;
+        }
+        b->polled = pd;
+        b->cap_polled = cap;
+      }
+      b->pfds[b->n_polled].fd = dht_client_fd(cs[i]);
+      b->pfds[b->n_polled].events =
+          (short)(POLLIN | (dht_client_want_write(cs[i]) ? POLLOUT : 0));
+      b->pfds[b->n_polled].revents = 0;
+      b->polled[b->n_polled].bc = bc;
+      b->polled[b->n_polled].c = cs[i];
+      b->n_polled++;
+    }
+  }
+  return 0;
+}
+
 /* Runs one phase: the prefill (measuring false: one PUT per key) or the
  * measurement. Returns 0, or -1 when every connection was lost. */
 static int run(bench *b, bool measuring, int64_t end_ns) {
-  struct pollfd *pfds;
-  uint64_t c, in_flight, live, target;
+  uint64_t c, in_flight, live, target, losses;
   int64_t now, next, wait_ns;
   bool more;
-  size_t n;
+  size_t i;
   int rv;
 
-  pfds = calloc(b->conns_n, sizeof(*pfds));
-  if (pfds == NULL) {
-    return -1;
-  }
   target = measuring ? b->requests : b->keys;
   for (;;) {
     now = mono_ns();
@@ -323,31 +471,19 @@ static int run(bench *b, bool measuring, int64_t end_ns) {
         }
         more = measuring && !b->by_requests ? true : b->issued < target;
       }
-      /* The whole batch in one write: a send() per request cost the client
-       * more CPU than the node spent answering (docs/PERFORMANCE.md). */
-      if (!bc->dead && dht_client_want_write(bc->c) &&
-          dht_client_flush(bc->c) != 0) {
-        conn_lost(b, bc);
-      }
-      if (!bc->dead) {
+    }
+    if (flush_and_gather(b) != 0) {
+      note_error(b, "out of memory");
+      return -1;
+    }
+    for (c = 0; c < b->conns_n; c++) {
+      if (!b->conns[c].dead) {
         live++;
-        in_flight += bc->busy;
+        in_flight += b->conns[c].busy;
       }
     }
     if (live == 0 || (!more && in_flight == 0)) {
       break;
-    }
-    n = 0;
-    for (c = 0; c < b->conns_n; c++) {
-      if (b->conns[c].dead) {
-        continue;
-      }
-      pfds[n].fd = dht_client_fd(b->conns[c].c);
-      pfds[n].events =
-          (short)(POLLIN |
-                  (dht_client_want_write(b->conns[c].c) ? POLLOUT : 0));
-      pfds[n].revents = 0;
-      n++;
     }
     next = expire(b, now);
     wait_ns = (int64_t)POLL_WAIT_MS_MAX * 1000000;
@@ -357,30 +493,31 @@ static int run(bench *b, bool measuring, int64_t end_ns) {
     if (measuring && !b->by_requests && more && end_ns - now < wait_ns) {
       wait_ns = end_ns - now;
     }
-    rv = poll(pfds, (nfds_t)n,
+    rv = poll(b->pfds, (nfds_t)b->n_polled,
               wait_ns > 0 ? (int)((wait_ns + 999999) / 1000000) : 0);
     if (rv < 0) {
       continue; /* EINTR */
     }
-    n = 0;
-    for (c = 0; c < b->conns_n; c++) {
-      bconn *bc = &b->conns[c];
-      short ev;
-      if (bc->dead) {
+    losses = b->losses;
+    /* A lost client is freed: the rest of the set waits for the next round
+     * (poll is level-triggered, nothing is missed). */
+    for (i = 0; i < b->n_polled && b->losses == losses; i++) {
+      short ev = b->pfds[i].revents;
+      bconn *bc = b->polled[i].bc;
+      dht_client *cl = b->polled[i].c;
+      if (ev == 0 || bc->dead) {
         continue;
       }
-      ev = pfds[n++].revents;
-      if ((ev & POLLOUT) && dht_client_flush(bc->c) != 0) {
-        conn_lost(b, bc);
+      if ((ev & POLLOUT) && dht_client_flush(cl) != 0) {
+        client_lost(b, bc, cl);
         continue;
       }
       if (ev & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
-        drain(b, bc);
+        drain(b, bc, cl);
       }
     }
     expire(b, mono_ns());
   }
-  free(pfds);
   for (c = 0; c < b->conns_n; c++) {
     if (!b->conns[c].dead) {
       return 0;
@@ -391,7 +528,7 @@ static int run(bench *b, bool measuring, int64_t end_ns) {
 
 static void reset_counters(bench *b) {
   b->issued = b->ok = b->puts = b->gets = 0;
-  b->not_found = b->errors = b->timeouts = b->stale = 0;
+  b->not_found = b->errors = b->timeouts = b->stale = b->redirects = 0;
   b->first_error[0] = '\0';
   cli_hist_reset(&b->lat);
 }
@@ -420,12 +557,15 @@ static void report(const bench *b, double secs, double prefill_secs) {
             "\"duration_s\":%.3f,\"ops\":%llu,\"puts\":%llu,\"gets\":%llu,"
             "\"ops_per_s\":%.1f,\"latency_us\":{\"p50\":%llu,\"p99\":%llu,"
             "\"p999\":%llu,\"max\":%llu},\"not_found\":%llu,\"errors\":%llu,"
-            "\"timeouts\":%llu,\"first_error\":",
+            "\"timeouts\":%llu,\"redirects\":%llu,\"routed\":%s,"
+            "\"first_error\":",
             secs, (unsigned long long)b->ok, (unsigned long long)b->puts,
             (unsigned long long)b->gets, rate, (unsigned long long)p50,
             (unsigned long long)p99, (unsigned long long)p999,
             (unsigned long long)b->lat.max_us, (unsigned long long)b->not_found,
-            (unsigned long long)b->errors, (unsigned long long)b->timeouts);
+            (unsigned long long)b->errors, (unsigned long long)b->timeouts,
+            (unsigned long long)b->redirects,
+            b->ctx->route ? "true" : "false");
     if (b->first_error[0] != '\0') {
       cli_json_str(f, b->first_error);
     } else {
@@ -435,9 +575,11 @@ static void report(const bench *b, double secs, double prefill_secs) {
     return;
   }
   fprintf(f,
-          "bench: %s, %llu connections x %llu in flight, put ratio %.2f, "
-          "%llu keys, %llu-byte values\n",
-          b->ctx->node, (unsigned long long)b->conns_n,
+          "bench: %s (%s), %llu connections x %llu in flight, put ratio "
+          "%.2f, %llu keys, %llu-byte values\n",
+          b->ctx->node,
+          b->ctx->route ? "routed by it" : "straight to each key's owner",
+          (unsigned long long)b->conns_n,
           (unsigned long long)b->pipeline, b->put_ratio,
           (unsigned long long)b->keys, (unsigned long long)b->value_size);
   if (b->prefill) {
@@ -457,6 +599,10 @@ static void report(const bench *b, double secs, double prefill_secs) {
                                           : "");
   fprintf(f, "errors:      %llu (%llu timeouts)\n",
           (unsigned long long)b->errors, (unsigned long long)b->timeouts);
+  if (!b->ctx->route) {
+    fprintf(f, "redirects:   %llu (MOVED answers followed)\n",
+            (unsigned long long)b->redirects);
+  }
   if (b->first_error[0] != '\0') {
     fprintf(f, "first error: %s\n", b->first_error);
   }
@@ -520,17 +666,24 @@ int cli_bench(cli_ctx *ctx, int argc, char **argv) {
     b.value[c] = (uint8_t)('a' + c % 26);
   }
   for (c = 0; c < b.conns_n; c++) {
+    dht_client *seed;
     b.conns[c].slots = calloc(b.pipeline, sizeof(slot));
     if (b.conns[c].slots == NULL ||
-        dht_client_new(&b.conns[c].c, ctx->node, &ctx->settings) != 0) {
+        dht_cluster_new(&b.conns[c].cl, ctx->node, &ctx->settings) != 0) {
       rv = cli_fail(ctx, CLI_EXIT_ERROR, DHT_ERR_NOMEM,
                     "cannot set up connection %llu", (unsigned long long)c);
       goto out;
     }
-    rv = dht_client_connect(b.conns[c].c, ctx->timeout_ms);
+    seed = dht_cluster_seed(b.conns[c].cl);
+    rv = dht_client_connect(seed, ctx->timeout_ms);
     if (rv != 0) {
-      rv = cli_fail_call(ctx, b.conns[c].c, rv, NULL, 0);
+      rv = cli_fail_call(ctx, seed, rv, NULL, 0);
       goto out;
+    }
+    /* The ring as the node sees it; a node that will not say (a client
+     * key may not ask STATS of an old node) leaves the map to MOVED. */
+    if (!ctx->route) {
+      (void)dht_cluster_learn(b.conns[c].cl, ctx->timeout_ms);
     }
   }
 
@@ -565,11 +718,13 @@ int cli_bench(cli_ctx *ctx, int argc, char **argv) {
 out:
   if (b.conns != NULL) {
     for (c = 0; c < b.conns_n; c++) {
-      dht_client_del(b.conns[c].c);
+      dht_cluster_del(b.conns[c].cl);
       free(b.conns[c].slots);
     }
   }
   free(b.conns);
+  free(b.pfds);
+  free(b.polled);
   cli_hist_free(&b.lat);
   free(b.value);
   return rv;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "dht/client.h"
+#include "dht/cluster.h"
 #include "dht/id.h"
 
 #define CLI_EXIT_OK 0
@@ -49,6 +50,8 @@ typedef struct cli_ctx {
   bool node_default; /* node is CLI_NODE_DEFAULT: no --node, no $DHT_NODE */
   size_t n_fallbacks;                       /* entries in fallbacks */
   bool no_retry;                            /* --no-retry */
+  bool route;  /* --route: key requests go routed through --node, not
+                  straight to their owners */
   int timeout_ms;                           /* --timeout-ms */
   bool json;                                /* --json */
   const char *command; /* the command word, for JSON error objects */
@@ -119,6 +122,10 @@ int cli_set_nodes(cli_ctx *ctx, const char *list, bool strict);
  * is set and --no-retry was not given. Returns 0, or an exit code (printed:
  * a bad $DHT_NODE address, out of memory). */
 int cli_open_client(cli_ctx *ctx, bool retry, dht_client **out);
+/* Creates a cluster client (dht/cluster.h) seeded with ctx->node and
+ * ctx->fallbacks, retrying unless --no-retry was given. Returns 0, or an
+ * exit code (printed, as cli_open_client). */
+int cli_open_cluster(cli_ctx *ctx, dht_cluster **out);
 /* Loads ctx->key_file (if any) into ctx->settings, once; cli_scan_args
  * calls it when a command's options are all read. Returns 0 or
  * CLI_EXIT_ERROR (printed: unreadable, not a key, readable by others). */
@@ -180,6 +187,9 @@ int cli_fail(const cli_ctx *ctx, int exit_code, int code, const char *fmt, ...);
  * with dht_client_last_error(). */
 int cli_fail_call(const cli_ctx *ctx, dht_client *c, int rv, const char *key,
                   size_t key_len);
+/* cli_fail_call for a cluster client's failed call. */
+int cli_fail_cluster(const cli_ctx *ctx, const dht_cluster *cl, int rv,
+                     const char *key, size_t key_len);
 
 /* Writes bytes as printable one-line text into out (size out_size, always
  * NUL-terminated, truncated with "..."): printable ASCII as is, backslash

@@ -192,12 +192,10 @@ int cli_set_nodes(cli_ctx *ctx, const char *list, bool strict) {
   return 0;
 }
 
-int cli_open_client(cli_ctx *ctx, bool retry, dht_client **out) {
+/* Reports what dht_client_new / dht_cluster_new refused (rv != 0). */
+static int fail_new(cli_ctx *ctx, int rv) {
   char shown[300];
-  int rv;
 
-  *out = NULL;
-  rv = dht_client_new(out, ctx->node, &ctx->settings);
   if (rv == DHT_ERR_INVAL) {
     /* Only $DHT_NODE can get here: --node is checked when parsed. */
     return cli_fail(
@@ -206,18 +204,52 @@ int cli_open_client(cli_ctx *ctx, bool retry, dht_client **out) {
         "[IPV6]:PORT or NAME:PORT, several separated by commas)",
         cli_escape(shown, sizeof(shown), ctx->node, strlen(ctx->node)));
   }
+  return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_strerror(rv));
+}
+
+/* Gives c ctx's fallbacks and retry setting. Returns 0 or an exit code. */
+static int set_up_client(cli_ctx *ctx, bool retry, dht_client *c) {
+  int rv = dht_client_set_fallbacks(c, ctx->fallbacks, ctx->n_fallbacks);
+
   if (rv != 0) {
-    return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_strerror(rv));
+    return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s%s", dht_client_last_error(c),
+                    rv == DHT_ERR_INVAL ? " (from $DHT_NODE)" : "");
   }
-  rv = dht_client_set_fallbacks(*out, ctx->fallbacks, ctx->n_fallbacks);
+  dht_client_set_retry(c, retry && !ctx->no_retry);
+  return 0;
+}
+
+int cli_open_client(cli_ctx *ctx, bool retry, dht_client **out) {
+  int rv;
+
+  *out = NULL;
+  rv = dht_client_new(out, ctx->node, &ctx->settings);
   if (rv != 0) {
-    rv = cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s%s", dht_client_last_error(*out),
-                  rv == DHT_ERR_INVAL ? " (from $DHT_NODE)" : "");
+    return fail_new(ctx, rv);
+  }
+  rv = set_up_client(ctx, retry, *out);
+  if (rv != 0) {
     dht_client_del(*out);
+    *out = NULL;
+  }
+  return rv;
+}
+
+int cli_open_cluster(cli_ctx *ctx, dht_cluster **out) {
+  int rv;
+
+  *out = NULL;
+  rv = dht_cluster_new(out, ctx->node, &ctx->settings);
+  if (rv != 0) {
+    return fail_new(ctx, rv);
+  }
+  rv = set_up_client(ctx, true, dht_cluster_seed(*out));
+  if (rv != 0) {
+    dht_cluster_del(*out);
     *out = NULL;
     return rv;
   }
-  dht_client_set_retry(*out, retry && !ctx->no_retry);
+  dht_cluster_set_retry(*out, !ctx->no_retry);
   return 0;
 }
 
@@ -229,7 +261,8 @@ int cli_global_opt(cli_ctx *ctx, cli_args *a, int *rv) {
   *rv = 0;
   if ((taken = cli_flag_take(ctx, a, "--json", &ctx->json, true)) != 0 ||
       (taken = cli_flag_take(ctx, a, "--no-retry", &ctx->no_retry, true)) !=
-          0) {
+          0 ||
+      (taken = cli_flag_take(ctx, a, "--route", &ctx->route, true)) != 0) {
     *rv = taken == 1 ? 0 : taken;
     return 1;
   }
@@ -375,11 +408,10 @@ int cli_fail(const cli_ctx *ctx, int exit_code, int code, const char *fmt,
   return exit_code;
 }
 
-int cli_fail_call(const cli_ctx *ctx, dht_client *c, int rv, const char *key,
-                  size_t key_len) {
+/* cli_fail_call on what a call left: its error text and the node's words. */
+static int fail_texts(const cli_ctx *ctx, const char *err, const char *refusal,
+                      int rv, const char *key, size_t key_len) {
   char shown[200];
-
-  const char *refusal = dht_client_last_refusal(c);
 
   if (rv == DHT_ERR_NOT_FOUND && key != NULL) {
     cli_escape(shown, sizeof(shown), key, key_len);
@@ -399,17 +431,29 @@ int cli_fail_call(const cli_ctx *ctx, dht_client *c, int rv, const char *key,
   if (rv == DHT_ERR_FORBIDDEN) {
     return cli_fail(ctx, CLI_EXIT_ERROR, rv,
                     "%s (%s takes the ring's member key, not a client key)",
-                    dht_client_last_error(c), ctx->command);
+                    err, ctx->command);
   }
   if (ctx->node_default &&
-      strncmp(dht_client_last_error(c), "cannot reach ", 13) == 0) {
+      strncmp(err, "cannot reach ", 13) == 0) {
     /* Most likely the user forgot to say where the ring is. */
     return cli_fail(ctx, CLI_EXIT_ERROR, rv,
                     "%s (the default node: give --node HOST:PORT or set "
                     "$DHT_NODE)",
-                    dht_client_last_error(c));
+                    err);
   }
-  return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", dht_client_last_error(c));
+  return cli_fail(ctx, CLI_EXIT_ERROR, rv, "%s", err);
+}
+
+int cli_fail_call(const cli_ctx *ctx, dht_client *c, int rv, const char *key,
+                  size_t key_len) {
+  return fail_texts(ctx, dht_client_last_error(c), dht_client_last_refusal(c),
+                    rv, key, key_len);
+}
+
+int cli_fail_cluster(const cli_ctx *ctx, const dht_cluster *cl, int rv,
+                     const char *key, size_t key_len) {
+  return fail_texts(ctx, dht_cluster_last_error(cl),
+                    dht_cluster_last_refusal(cl), rv, key, key_len);
 }
 
 int cli_finish(const cli_ctx *ctx, int rv) {

@@ -34,8 +34,10 @@
 static const char usage[] =
     "Usage: dht [OPTIONS] COMMAND [ARGS]\n"
     "\n"
-    "A client for a chord-dht ring. It talks to one node (dhtd), which routes\n"
-    "each request to the node that owns the key.\n"
+    "A client for a chord-dht ring. put, get and del go straight to the node\n"
+    "that owns the key: --node is where the client starts, and each node it\n"
+    "asks serves the request or names the node to ask (MOVED). With --route\n"
+    "the node given routes each request around the ring instead.\n"
     "\n"
     "Commands:\n"
     "  put KEY [VALUE]   store VALUE under KEY (or --file PATH, or stdin)\n"
@@ -78,6 +80,9 @@ static const char usage[] =
     "                    stats, bench and load: ring, check and explain\n"
     "                    need the member key. A node that does not take the\n"
     "                    key closes the connection (error AUTH)\n"
+  "  --route           put, get and del: send each request to --node, which\n"
+    "                    routes it to the key's owner hop by hop, rather than\n"
+    "                    straight to the owner (for experiments)\n"
     "  --json            print one JSON object on stdout instead of text\n"
     "  -h, --help        this text\n"
     "  --version         print the version\n"
@@ -299,6 +304,59 @@ static int read_value(cli_ctx *ctx, FILE *f, const char *what, uint8_t **out,
 
 /* ---- put / get / del ---------------------------------------------------- */
 
+/* What a key command talks through: a cluster client, which sends each
+ * request straight to the key's owner, or with --route one client, whose
+ * node routes it. */
+typedef struct key_client {
+  dht_cluster *cl; /* without --route */
+  dht_client *c;   /* with --route */
+} key_client;
+
+static int open_key_client(cli_ctx *ctx, key_client *k) {
+  k->cl = NULL;
+  k->c = NULL;
+  return ctx->route ? open_client(ctx, &k->c) : cli_open_cluster(ctx, &k->cl);
+}
+
+static void close_key_client(key_client *k) {
+  dht_cluster_del(k->cl);
+  dht_client_del(k->c);
+}
+
+static int key_fail(cli_ctx *ctx, const key_client *k, int rv,
+                    const char *key) {
+  size_t len = key != NULL ? strlen(key) : 0;
+
+  return k->cl != NULL ? cli_fail_cluster(ctx, k->cl, rv, key, len)
+                       : cli_fail_call(ctx, k->c, rv, key, len);
+}
+
+/* A key command's work once its client is open (key checked). */
+typedef int (*key_call_fn)(cli_ctx *ctx, key_client *k, const char *key);
+
+/* Runs get or del: scans the arguments, checks KEY, opens the key client,
+ * lets call do the work. Returns the exit code. */
+static int run_key_command(cli_ctx *ctx, int argc, char **argv,
+                           const char *help, key_call_fn call) {
+  cli_positional pos;
+  key_client k;
+  int rv;
+
+  rv = cli_scan_args(ctx, argc, argv, help, 1, &pos, NULL, NULL);
+  if (rv == 0) {
+    rv = need_key(ctx, &pos);
+  }
+  if (rv == 0) {
+    rv = open_key_client(ctx, &k);
+  }
+  if (rv != 0) {
+    return rv < 0 ? CLI_EXIT_OK : rv;
+  }
+  rv = call(ctx, &k, pos.v[0]);
+  close_key_client(&k);
+  return cli_finish(ctx, rv);
+}
+
 static int put_opt(cli_ctx *ctx, cli_args *a, void *ud) {
   const char **file = ud;
   int rv;
@@ -316,7 +374,7 @@ static int cmd_put(cli_ctx *ctx, int argc, char **argv) {
   uint8_t *value = NULL;
   size_t value_len = 0;
   cli_positional pos;
-  dht_client *c = NULL;
+  key_client k;
   FILE *f;
   int rv;
 
@@ -359,31 +417,36 @@ static int cmd_put(cli_ctx *ctx, int argc, char **argv) {
   } else if ((rv = read_value(ctx, stdin, "stdin", &value, &value_len)) != 0) {
     return rv;
   }
-  if ((rv = open_client(ctx, &c)) != 0) {
+  if ((rv = open_key_client(ctx, &k)) != 0) {
     free(value);
     return rv;
   }
-  rv = dht_client_put(c, key, strlen(key), value, value_len, ctx->timeout_ms);
+  rv = k.cl != NULL ? dht_cluster_put(k.cl, key, strlen(key), value, value_len,
+                                      ctx->timeout_ms)
+                    : dht_client_put(k.c, key, strlen(key), value, value_len,
+                                     ctx->timeout_ms);
   if (rv != 0) {
-    rv = cli_fail_call(ctx, c, rv, NULL, 0);
+    rv = key_fail(ctx, &k, rv, NULL);
   } else if (ctx->json) {
     json_key_result(ctx, key);
     printf(",\"value_len\":%zu}\n", value_len);
   }
-  dht_client_del(c);
+  close_key_client(&k);
   free(value);
   return cli_finish(ctx, rv);
 }
 
-static int get_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
+static int get_call(cli_ctx *ctx, key_client *k, const char *key) {
   uint8_t *value;
   size_t value_len;
   int rv;
 
-  (void)ud;
-  rv = dht_client_get(c, key, strlen(key), &value, &value_len, ctx->timeout_ms);
+  rv = k->cl != NULL ? dht_cluster_get(k->cl, key, strlen(key), &value,
+                                       &value_len, ctx->timeout_ms)
+                     : dht_client_get(k->c, key, strlen(key), &value,
+                                      &value_len, ctx->timeout_ms);
   if (rv != 0) {
-    rv = cli_fail_call(ctx, c, rv, key, strlen(key));
+    rv = key_fail(ctx, k, rv, key);
   } else if (ctx->json) {
     json_key_result(ctx, key);
     fputc(',', stdout);
@@ -397,16 +460,17 @@ static int get_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
 }
 
 static int cmd_get(cli_ctx *ctx, int argc, char **argv) {
-  return run_on_node(ctx, argc, argv, get_usage, true, NULL, NULL, get_call);
+  return run_key_command(ctx, argc, argv, get_usage, get_call);
 }
 
-static int del_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
+static int del_call(cli_ctx *ctx, key_client *k, const char *key) {
   int rv;
 
-  (void)ud;
-  rv = dht_client_remove(c, key, strlen(key), ctx->timeout_ms);
+  rv = k->cl != NULL
+           ? dht_cluster_remove(k->cl, key, strlen(key), ctx->timeout_ms)
+           : dht_client_remove(k->c, key, strlen(key), ctx->timeout_ms);
   if (rv != 0) {
-    rv = cli_fail_call(ctx, c, rv, key, strlen(key));
+    rv = key_fail(ctx, k, rv, key);
   } else if (ctx->json) {
     json_key_result(ctx, key);
     fputs("}\n", stdout);
@@ -415,7 +479,7 @@ static int del_call(cli_ctx *ctx, dht_client *c, const char *key, void *ud) {
 }
 
 static int cmd_del(cli_ctx *ctx, int argc, char **argv) {
-  return run_on_node(ctx, argc, argv, del_usage, true, NULL, NULL, del_call);
+  return run_key_command(ctx, argc, argv, del_usage, del_call);
 }
 
 /* ---- lookup ------------------------------------------------------------- */

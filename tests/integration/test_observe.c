@@ -64,16 +64,24 @@ static void ring_start_metered(ring *r, int n) {
   ring_start_first_with(r, n, extra);
 }
 
-/* Runs `dht --node NODE ARGS...` (up to a NULL) to the end; its status. */
-static int dht_run(ring *r, const node *d, const char *a1, const char *a2,
-                   const char *a3, run_result *res) {
-  char *argv[] = {(char *)dht_path, "--node", (char *)d->addr, (char *)a1,
-                  (char *)a2,      (char *)a3, NULL};
+/* Runs `dht HOW --node NODE ARGS...` (up to a NULL) to the end; its
+ * status. */
+static int dht_run_as(ring *r, const node *d, const char *how,
+                      const char *a1, const char *a2, const char *a3,
+                      run_result *res) {
+  char *argv[] = {(char *)dht_path, (char *)how, "--node", (char *)d->addr,
+                  (char *)a1,       (char *)a2,  (char *)a3, NULL};
 
   if (!run_within(r, argv, RUN_MS, res)) {
     fail_msg("dht %s %s did not finish in %d ms", a1, a2, RUN_MS);
   }
   return res->status;
+}
+
+/* dht_run_as routed by d: d answers every request itself. */
+static int dht_run(ring *r, const node *d, const char *a1, const char *a2,
+                   const char *a3, run_result *res) {
+  return dht_run_as(r, d, "--route", a1, a2, a3, res);
 }
 
 /* ---- HTTP ---------------------------------------------------------------- */
@@ -193,15 +201,20 @@ static void promtool_check(ring *r) {
 
 /* ---- tests --------------------------------------------------------------- */
 
-/* Puts and gets through the CLI move exactly the counters they must, and
- * the exposition is well-formed and complete. */
+#define MOVED_GETS "dht_requests_total{type=\"GET\",result=\"moved\"}"
+
+/* Puts and gets through the CLI (routed by the first node) move exactly
+ * the counters they must, and the exposition is well-formed and complete.
+ * Gets sent straight to their owners are answered MOVED by the first node
+ * exactly for the keys it does not own. */
 static void test_scrape_counts_what_the_cli_did(void **state) {
   static const char *const ops[] = {"GET", "PUT", "DEL", "FIND_SUCC"};
   ring *r = *state;
   run_result *res = malloc(sizeof(*res));
   char key[32], value[32], series[160];
+  node *order[NODES_MAX];
+  size_t i, moved = 0;
   double count;
-  size_t i;
 
   assert_non_null(res);
   ring_start_metered(r, 2);
@@ -215,7 +228,6 @@ static void test_scrape_counts_what_the_cli_did(void **state) {
     assert_int_equal(dht_run(r, &r->nodes[0], "get", key, NULL, res), 0);
   }
   assert_int_equal(dht_run(r, &r->nodes[0], "get", "m-missing", NULL, res), 1);
-  free(res);
 
   scrape(r);
   assert_non_null(strstr(r->scrape, "Content-Type: text/plain; version=0.0.4"));
@@ -274,6 +286,19 @@ static void test_scrape_counts_what_the_cli_did(void **state) {
   }
   DHT_NODE_COUNTER_MAP(HAS_COUNTER)
 #undef HAS_COUNTER
+  /* Straight to the owner, starting at the first node, each time from a
+   * fresh CLI: it serves its own keys and answers MOVED for the others. */
+  assert_true(sample(r, MOVED_GETS) == 0);
+  assert_int_equal(ring_order(r, order), 2);
+  for (i = 0; i < GETS; i++) {
+    snprintf(key, sizeof(key), "m-key-%zu", i);
+    assert_int_equal(
+        dht_run_as(r, &r->nodes[0], "--json", "get", key, NULL, res), 0);
+    moved += order[owner_pos(order, 2, key)] != &r->nodes[0];
+  }
+  scrape(r);
+  assert_true(sample(r, MOVED_GETS) == (double)moved);
+  free(res);
   /* HEAD: the same headers, no body. */
   assert_int_equal(http_ask_str(r, "HEAD /metrics HTTP/1.1\r\n\r\n"), 200);
   assert_string_equal(body_of(r), "");
