@@ -131,6 +131,7 @@ typedef struct bench {
   uint64_t timeouts;     /* of which no reply within the timeout */
   uint64_t stale;        /* replies to requests already timed out */
   uint64_t redirects;    /* MOVED answers followed */
+  uint64_t hops;         /* routing steps of the successful replies */
   uint64_t losses;       /* clients lost (client_lost), ever */
   char first_error[512]; /* what the first error was */
   cli_hist lat;          /* latencies of completed requests, in us */
@@ -332,6 +333,7 @@ static void complete(bench *b, bconn *bc, dht_client *c, const dht_msg *r,
   }
   if (good) {
     b->ok++;
+    b->hops += r->hops;
     cli_hist_add(&b->lat, (uint64_t)(now - s->t0_ns) / 1000);
     return;
   }
@@ -529,6 +531,7 @@ static int run(bench *b, bool measuring, int64_t end_ns) {
 static void reset_counters(bench *b) {
   b->issued = b->ok = b->puts = b->gets = 0;
   b->not_found = b->errors = b->timeouts = b->stale = b->redirects = 0;
+  b->hops = 0;
   b->first_error[0] = '\0';
   cli_hist_reset(&b->lat);
 }
@@ -558,14 +561,15 @@ static void report(const bench *b, double secs, double prefill_secs) {
             "\"ops_per_s\":%.1f,\"latency_us\":{\"p50\":%llu,\"p99\":%llu,"
             "\"p999\":%llu,\"max\":%llu},\"not_found\":%llu,\"errors\":%llu,"
             "\"timeouts\":%llu,\"redirects\":%llu,\"routed\":%s,"
-            "\"first_error\":",
+            "\"hops_mean\":%.3f,\"first_error\":",
             secs, (unsigned long long)b->ok, (unsigned long long)b->puts,
             (unsigned long long)b->gets, rate, (unsigned long long)p50,
             (unsigned long long)p99, (unsigned long long)p999,
             (unsigned long long)b->lat.max_us, (unsigned long long)b->not_found,
             (unsigned long long)b->errors, (unsigned long long)b->timeouts,
             (unsigned long long)b->redirects,
-            b->ctx->route ? "true" : "false");
+            b->ctx->route ? "true" : "false",
+            b->ok > 0 ? (double)b->hops / (double)b->ok : 0.0);
     if (b->first_error[0] != '\0') {
       cli_json_str(f, b->first_error);
     } else {
@@ -602,6 +606,9 @@ static void report(const bench *b, double secs, double prefill_secs) {
   if (!b->ctx->route) {
     fprintf(f, "redirects:   %llu (MOVED answers followed)\n",
             (unsigned long long)b->redirects);
+  } else {
+    fprintf(f, "hops:        %.2f per request (mean routing steps)\n",
+            b->ok > 0 ? (double)b->hops / (double)b->ok : 0.0);
   }
   if (b->first_error[0] != '\0') {
     fprintf(f, "first error: %s\n", b->first_error);
