@@ -470,25 +470,3 @@ void dht_cluster_forget(dht_cluster *cl, dht_client *c) {
     }
   }
 }
-
-size_t dht_cluster_clients(const dht_cluster *cl, dht_client **out,
-                           size_t max) {
-  size_t n = 0, i;
-
-  if (dht_client_connected(cl->seed)) {
-    if (n < max) {
-      out[n] = cl->seed;
-    }
-    n++;
-  }
-  for (i = 0; i < cl->n_nodes; i++) {
-    dht_client *c = cl->nodes[i].c;
-    if (c != NULL && dht_client_connected(c)) {
-      if (n < max) {
-        out[n] = c;
-      }
-      n++;
-    }
-  }
-  return n;
-}

@@ -116,9 +116,4 @@ dht_client *dht_cluster_moved(dht_cluster *cl, const dht_msg *moved,
  * c is freed. The seed's client is only closed. */
 void dht_cluster_forget(dht_cluster *cl, dht_client *c);
 
-/* Stores up to max of the cluster's connected clients (the seed's first,
- * when connected) in out and returns how many there are in all. */
-size_t dht_cluster_clients(const dht_cluster *cl, dht_client **out,
-                           size_t max);
-
 #endif /* DHT_CLUSTER_H */
