@@ -55,8 +55,7 @@ static int64_t now_ms(void) {
 /* Keeps c's account of its failure as the cluster's, and returns rv. */
 static int fail_as(dht_cluster *cl, const dht_client *c, int rv) {
   snprintf(cl->err, sizeof(cl->err), "%s", dht_client_last_error(c));
-  snprintf(cl->refusal, sizeof(cl->refusal), "%s",
-           dht_client_last_refusal(c));
+  snprintf(cl->refusal, sizeof(cl->refusal), "%s", dht_client_last_refusal(c));
   return rv;
 }
 

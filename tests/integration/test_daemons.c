@@ -282,11 +282,37 @@ static bool keys_on_their_holders(ring *r, char *why, size_t why_len) {
   return no_problems(&pr, true, why, why_len);
 }
 
-/* Reads every key through c with the given deadline: a written key must
+/* Where reads go: one client (whose node routes them) or a cluster client
+ * (straight to the owners), and the MOVED answers those followed. */
+typedef struct read_path {
+  dht_client *c;
+  dht_cluster *cl;
+  unsigned redirects;
+} read_path;
+
+static int read_path_get(read_path *rd, const char *key, uint8_t **value,
+                         size_t *len, int timeout_ms) {
+  int rv;
+
+  if (rd->c != NULL) {
+    return dht_client_get(rd->c, key, strlen(key), value, len, timeout_ms);
+  }
+  rv = dht_cluster_get(rd->cl, key, strlen(key), value, len, timeout_ms);
+  rd->redirects += dht_cluster_last_redirects(rd->cl);
+  return rv;
+}
+
+static const char *read_path_error(const read_path *rd) {
+  return rd->c != NULL ? dht_client_last_error(rd->c)
+                       : dht_cluster_last_error(rd->cl);
+}
+
+/* Reads every key through rd with the given deadline: a written key must
  * give back exactly its last acknowledged value, any other NOT_FOUND.
- * Fails the test with the first wrong answer; returns the slowest get's
- * time. */
-static uint64_t assert_reads(ring *r, dht_client *c, int timeout_ms) {
+ * Fails the test with the wrong answers (when says when they came);
+ * returns the slowest get's time. */
+static uint64_t reads_through(ring *r, read_path *rd, int timeout_ms,
+                              const char *when) {
   char key[16], want[80], why[WHY_LEN];
   problems pr = {"", 0};
   uint64_t slowest_ms = 0;
@@ -299,15 +325,15 @@ static uint64_t assert_reads(ring *r, dht_client *c, int timeout_ms) {
     int rv;
     key_name(i, key, sizeof(key));
     value_of(i, r->gen[i], want, sizeof(want));
-    rv = dht_client_get(c, key, strlen(key), &value, &len, timeout_ms);
+    rv = read_path_get(rd, key, &value, &len, timeout_ms);
     slowest_ms = now_ms() - t0 > slowest_ms ? now_ms() - t0 : slowest_ms;
     if (r->keys[i] != KEY_WRITTEN) {
       if (rv != DHT_ERR_NOT_FOUND) {
         problem(&pr, "get %s: %s, want NOT_FOUND", key,
-                rv == 0 ? "a value" : dht_client_last_error(c));
+                rv == 0 ? "a value" : read_path_error(rd));
       }
     } else if (rv != 0) {
-      problem(&pr, "get %s: %s", key, dht_client_last_error(c));
+      problem(&pr, "get %s: %s", key, read_path_error(rd));
     } else if (len != strlen(want) || memcmp(value, want, len) != 0) {
       problem(&pr, "get %s: '%.*s', want '%s'", key, (int)len,
               (const char *)value, want);
@@ -315,9 +341,18 @@ static uint64_t assert_reads(ring *r, dht_client *c, int timeout_ms) {
     free(value);
   }
   if (!no_problems(&pr, true, why, sizeof(why))) {
-    fail_msg("reads through %s: %d wrong: %s", dht_client_addr(c), pr.n, why);
+    fail_msg("reads %s: %d wrong: %s", when, pr.n, why);
   }
   return slowest_ms;
+}
+
+/* reads_through one client. */
+static uint64_t assert_reads(ring *r, dht_client *c, int timeout_ms) {
+  char when[DHT_ADDR_LEN_MAX + 16];
+  read_path rd = {c, NULL, 0};
+
+  snprintf(when, sizeof(when), "through %s", dht_client_addr(c));
+  return reads_through(r, &rd, timeout_ms, when);
 }
 
 /* ---- what a user sees ---------------------------------------------------- */
@@ -643,31 +678,10 @@ static unsigned cluster_puts(ring *r, dht_cluster *cl, unsigned gen) {
 /* Reads every key through the cluster client cl as assert_reads does;
  * returns the MOVED answers the reads followed. */
 static unsigned cluster_reads(ring *r, dht_cluster *cl, const char *when) {
-  char key[16], want[80], why[WHY_LEN];
-  problems pr = {"", 0};
-  unsigned redirects = 0;
-  int i;
+  read_path rd = {NULL, cl, 0};
 
-  for (i = 0; i < KEYS; i++) {
-    uint8_t *value;
-    size_t len;
-    int rv;
-    key_name(i, key, sizeof(key));
-    value_of(i, r->gen[i], want, sizeof(want));
-    rv = dht_cluster_get(cl, key, strlen(key), &value, &len, CALL_MS);
-    redirects += dht_cluster_last_redirects(cl);
-    if (rv != 0) {
-      problem(&pr, "get %s: %s", key, dht_cluster_last_error(cl));
-    } else if (len != strlen(want) || memcmp(value, want, len) != 0) {
-      problem(&pr, "get %s: '%.*s', want '%s'", key, (int)len,
-              (const char *)value, want);
-    }
-    free(value);
-  }
-  if (!no_problems(&pr, true, why, sizeof(why))) {
-    fail_msg("reads %s: %d wrong: %s", when, pr.n, why);
-  }
-  return redirects;
+  reads_through(r, &rd, CALL_MS, when);
+  return rd.redirects;
 }
 
 /* A client that knows the ring sends each request straight to its owner:
