@@ -81,6 +81,8 @@ typedef enum conn_class {
 
 /* An input buffer larger than this is freed once it has been consumed. */
 #define IN_BUF_KEEP_BYTES (256 * 1024)
+/* An output buffer larger than this is freed once it has been written. */
+#define OUT_KEEP_MAX (64 * 1024)
 /* Bytes one connection may hand the node in one loop iteration: libuv
  * would read a readable socket up to 32 times (2 MiB) before looking at
  * any other, so that one pipelining connection could hold every other
@@ -694,6 +696,22 @@ static void conn_close(dhtd_conn *c, bool failed) {
 
 /* ---- writing ------------------------------------------------------------------ */
 
+/* Output of c went out: its memory shrinks, and reading resumes once what
+ * is left is under half the pause mark. */
+static void conn_wrote(dhtd_conn *c) {
+  c->last_active_ms = now_ms(c->net);
+  conn_mem_update(c);
+  if (c->reading_paused && !c->closing &&
+      c->out_inflight + c->out.len < c->net->cfg.out_queue_pause / 2) {
+    c->reading_paused = false;
+    conn_reading_update(c);
+    /* Requests it sent meanwhile wait in its input: on_flush runs them. */
+    c->resume_pending = true;
+    c->net->resume_any = true;
+    uv_idle_start(&c->net->wake, on_wake);
+  }
+}
+
 static void on_write(uv_write_t *req, int status) {
   write_req *w = (write_req *)req;
   dhtd_conn *c = w->conn;
@@ -710,26 +728,48 @@ static void on_write(uv_write_t *req, int status) {
     conn_close(c, true);
     return;
   }
-  c->last_active_ms = now_ms(c->net);
-  conn_mem_update(c);
-  if (c->reading_paused && !c->closing &&
-      c->out_inflight + c->out.len < c->net->cfg.out_queue_pause / 2) {
-    c->reading_paused = false;
-    conn_reading_update(c);
-    /* Requests it sent meanwhile wait in its input: on_flush runs them. */
-    c->resume_pending = true;
-    c->net->resume_any = true;
-    uv_idle_start(&c->net->wake, on_wake);
-  }
+  conn_wrote(c);
 }
 
-/* Hands the connection's queued output to libuv. */
+/*
+ * Writes the connection's queued output: at once with uv_try_write when no
+ * earlier write is still in libuv's hands (most often the whole batch goes,
+ * and the buffer stays for the next one), and what the socket does not take
+ * through uv_write. Not for the saving of a malloc alone: a uv_write that
+ * completes at once still re-arms the socket's poll registration when it
+ * finishes (libuv stops its POLLOUT interest, unchanged, which queues an
+ * epoll_ctl), one syscall per reply (docs/PERFORMANCE.md).
+ */
 static void conn_write(dhtd_conn *c) {
   write_req *w;
   uv_buf_t buf;
+  int n;
 
   if (c->closing || !c->connected || c->out.len == 0) {
     return;
+  }
+  if (c->out_inflight == 0) {
+    buf = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+      dhtd_log(DHT_LOG_DEBUG, "write to conn %llu: %s",
+               (unsigned long long)c->id, uv_strerror(n));
+      conn_close(c, true);
+      return;
+    }
+    if (n > 0) {
+      c->out.len -= (size_t)n; /* rare: a part written, the rest moved up */
+      memmove(c->out.data, c->out.data + n, c->out.len);
+      conn_wrote(c);
+    }
+    if (c->out.len == 0 && c->out.cap > OUT_KEEP_MAX) {
+      dht_buf_free(&c->out); /* a burst's buffer is not kept for good */
+      dht_buf_init(&c->out);
+      conn_mem_update(c);
+    }
+    if (c->out.len == 0 || c->closing) {
+      return;
+    }
   }
   w = malloc(sizeof(*w));
   if (w == NULL) {
