@@ -27,6 +27,7 @@
 #include "dht/err.h"
 #include "dht/wire.h"
 #include "mp_check.h"
+#include "wire_paths.h"
 
 /* Counter names are short labels ("lookups", "rpc_timeouts"); wire.h
  * promises 1..64 bytes to whoever prints them. */
@@ -654,14 +655,158 @@ static void pack_field(msgpack_packer *pk, const dht_msg *msg, enum field f) {
   }
 }
 
-int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
-  static const uint8_t header_placeholder[DHT_FRAME_HEADER_LEN];
-  const size_t start = out->len;
-  encoder enc;
-  msgpack_packer pk;
-  uint64_t fields;
-  size_t n_fields = 0, body_len;
+/* Writes the frame header of a body of body_len bytes at p. */
+static void put_frame_header(uint8_t *p, size_t body_len) {
+  p[0] = (uint8_t)(body_len >> 24);
+  p[1] = (uint8_t)(body_len >> 16);
+  p[2] = (uint8_t)(body_len >> 8);
+  p[3] = (uint8_t)body_len;
+}
+
+/* ---- the fast path ------------------------------------------------------- */
+
+/*
+ * The requests and replies of the data path (GET, PUT, DEL, VALUE, OK, and
+ * PING, STATS, ACCEPTED) use only these fields: scalars, byte strings and
+ * the version. They are encoded and decoded here by hand, without
+ * msgpack-c's packer, unpacker and zone, which cost a request more
+ * instructions than the node spent serving it (docs/PERFORMANCE.md). The
+ * encoder writes exactly the bytes the packer writes (test_wire compares
+ * them); the decoder takes only the plainest form of a message (a fixmap
+ * of fixstr keys, each known and used by the type once, unsigned integers,
+ * bin strings, nothing after the map) and leaves anything else, valid or
+ * not, to the full decoder, so that it can never accept what that one
+ * refuses nor read it differently (fuzz_wire compares them).
+ */
+#define FAST_FIELDS                                                            \
+  (FB(F_V) | FB(F_T) | FB(F_RID) | FB(F_HOPS) | FB(F_FINAL) | FB(F_KEY) |      \
+   FB(F_VALUE) | FB(F_VER) | FB(F_DIRECT))
+/* The bytes of a fast field beyond its value's: its key (a fixstr of at
+ * most 6 bytes) and the widest header of its value (a uint 64, a bin 32,
+ * or the version's array, uint 64 and bin 8 header). */
+#define FAST_FIELD_OVERHEAD (1 + 6 + 1 + 9 + 2)
+
+static uint8_t *put_uint(uint8_t *p, uint64_t v) {
+  int n, i;
+
+  if (v <= 0x7f) {
+    *p++ = (uint8_t)v;
+    return p;
+  }
+  if (v <= UINT8_MAX) {
+    *p++ = 0xcc;
+    n = 1;
+  } else if (v <= UINT16_MAX) {
+    *p++ = 0xcd;
+    n = 2;
+  } else if (v <= UINT32_MAX) {
+    *p++ = 0xce;
+    n = 4;
+  } else {
+    *p++ = 0xcf;
+    n = 8;
+  }
+  for (i = n - 1; i >= 0; i--) {
+    *p++ = (uint8_t)(v >> (8 * i));
+  }
+  return p;
+}
+
+static uint8_t *put_bin(uint8_t *p, const uint8_t *b, size_t len) {
+  if (len <= UINT8_MAX) {
+    *p++ = 0xc4;
+    *p++ = (uint8_t)len;
+  } else if (len <= UINT16_MAX) {
+    *p++ = 0xc5;
+    *p++ = (uint8_t)(len >> 8);
+    *p++ = (uint8_t)len;
+  } else {
+    *p++ = 0xc6;
+    put_frame_header(p, len); /* the same 4 bytes, big-endian */
+    p += 4;
+  }
+  if (len > 0) {
+    memcpy(p, b, len);
+  }
+  return p + len;
+}
+
+/* Encodes msg's fields (n_fields of them, all in FAST_FIELDS). */
+static int encode_fast(const dht_msg *msg, uint64_t fields, size_t n_fields,
+                       dht_buf *out) {
+  size_t room = DHT_FRAME_HEADER_LEN + 1 + n_fields * FAST_FIELD_OVERHEAD +
+                DHT_ID_LEN, body_len;
+  uint8_t *start, *p;
+  uint64_t left;
   unsigned f;
+  int rv;
+
+  if (fields & FB(F_KEY)) {
+    room += msg->key.len;
+  }
+  if (fields & FB(F_VALUE)) {
+    room += msg->value.len;
+  }
+  rv = dht_buf_reserve(out, room);
+  if (rv != 0) {
+    return rv;
+  }
+  start = out->data + out->len;
+  p = start + DHT_FRAME_HEADER_LEN;
+  *p++ = (uint8_t)(0x80 | n_fields); /* fixmap: at most 9 fields here */
+  for (left = fields; left != 0; left &= left - 1) {
+    f = (unsigned)__builtin_ctzll(left); /* the lowest field left */
+    *p++ = (uint8_t)(0xa0 | field_names[f].len); /* fixstr */
+    memcpy(p, field_names[f].s, field_names[f].len);
+    p += field_names[f].len;
+    switch ((enum field)f) {
+    case F_V:
+      p = put_uint(p, DHT_PROTOCOL_VERSION);
+      break;
+    case F_T:
+      p = put_uint(p, (uint32_t)msg->type);
+      break;
+    case F_RID:
+      p = put_uint(p, msg->rid);
+      break;
+    case F_HOPS:
+      p = put_uint(p, msg->hops);
+      break;
+    case F_FINAL:
+      *p++ = msg->final ? 0xc3 : 0xc2;
+      break;
+    case F_DIRECT:
+      *p++ = msg->direct ? 0xc3 : 0xc2;
+      break;
+    case F_KEY:
+      p = put_bin(p, msg->key.p, msg->key.len);
+      break;
+    case F_VALUE:
+      p = put_bin(p, msg->value.p, msg->value.len);
+      break;
+    case F_VER:
+      *p++ = 0x92; /* fixarray of 2 */
+      p = put_uint(p, msg->ver.hlc);
+      p = put_bin(p, msg->ver.writer.b, DHT_ID_LEN);
+      break;
+    default:
+      assert(0 && "encode_fast: not a fast field");
+      break;
+    }
+  }
+  body_len = (size_t)(p - start) - DHT_FRAME_HEADER_LEN;
+  put_frame_header(start, body_len);
+  out->len += (size_t)(p - start);
+  return 0;
+}
+
+static int encode_packed(const dht_msg *msg, uint64_t fields, size_t n_fields,
+                         dht_buf *out);
+
+/* dht_msg_encode, or with use_packer always through msgpack-c. */
+static int encode(const dht_msg *msg, dht_buf *out, bool use_packer) {
+  uint64_t fields;
+  size_t n_fields;
   int rv;
 
   if ((unsigned)msg->type > DHT_MSG_TYPE_LAST) {
@@ -705,9 +850,23 @@ int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
   if (!msg->direct) {
     fields &= ~FB(F_DIRECT);
   }
-  for (f = 0; f < F_COUNT; f++) {
-    n_fields += (fields >> f) & 1u;
+  n_fields = (size_t)__builtin_popcountll(fields);
+  if (use_packer || (fields & ~FAST_FIELDS) != 0) {
+    return encode_packed(msg, fields, n_fields, out);
   }
+  return encode_fast(msg, fields, n_fields, out);
+}
+
+/* Encodes msg's fields (n_fields of them) with msgpack-c's packer. */
+static int encode_packed(const dht_msg *msg, uint64_t fields, size_t n_fields,
+                         dht_buf *out) {
+  static const uint8_t header_placeholder[DHT_FRAME_HEADER_LEN];
+  const size_t start = out->len;
+  encoder enc;
+  msgpack_packer pk;
+  size_t body_len;
+  unsigned f;
+  int rv;
 
   /* Reserve the length header; it is patched once the body size is known. */
   rv = dht_buf_append(out, header_placeholder, sizeof(header_placeholder));
@@ -733,11 +892,16 @@ int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
     out->len = start;
     return DHT_ERR_INVAL;
   }
-  out->data[start] = (uint8_t)(body_len >> 24);
-  out->data[start + 1] = (uint8_t)(body_len >> 16);
-  out->data[start + 2] = (uint8_t)(body_len >> 8);
-  out->data[start + 3] = (uint8_t)body_len;
+  put_frame_header(out->data + start, body_len);
   return 0;
+}
+
+int dht_msg_encode(const dht_msg *msg, dht_buf *out) {
+  return encode(msg, out, false);
+}
+
+int dht__msg_encode_packed(const dht_msg *msg, dht_buf *out) {
+  return encode(msg, out, true);
 }
 
 /* ---- decoding ---------------------------------------------------------- */
@@ -751,14 +915,77 @@ typedef struct decoder {
 
 /* Returns the field whose key is s[0..len), or F_COUNT if it is unknown. */
 static enum field field_lookup(const char *s, uint32_t len) {
-  unsigned f;
+  enum field f = F_COUNT;
 
-  for (f = 0; f < F_COUNT; f++) {
-    if (field_names[f].len == len && memcmp(field_names[f].s, s, len) == 0) {
-      return (enum field)f;
-    }
+  /* The one field a key's first letter and length (and at most two more
+   * letters, read only when the length has them) leave, confirmed below:
+   * a loop over every name cost more than the rest of a GET's decoding.
+   * The round trips of test_wire look up every name. */
+  if (len == 0) {
+    return F_COUNT;
   }
-  return F_COUNT;
+  switch (s[0]) {
+  case 'b':
+    f = F_BUCKETS;
+    break;
+  case 'c':
+    f = len == 4 ? F_CODE : F_COUNTERS;
+    break;
+  case 'd':
+    f = len == 4 ? F_DEAD : len == 6 ? F_DIRECT : F_DIGESTS;
+    break;
+  case 'e':
+    f = F_EXCHANGES;
+    break;
+  case 'f':
+    f = len == 4 ? F_FROM : len == 5 ? F_FINAL : F_FINGERS;
+    break;
+  case 'h':
+    f = F_HOPS;
+    break;
+  case 'i':
+    f = F_ITEMS;
+    break;
+  case 'k':
+    f = F_KEY;
+    break;
+  case 'l':
+    f = len == 5 ? F_LIMIT : len >= 3 && s[2] == 's' ? F_LOST : F_LINK;
+    break;
+  case 'm':
+    f = len == 3 ? F_MSG : F_MORE;
+    break;
+  case 'p':
+    if (len == 4) {
+      f = s[1] == 'e' ? F_PEER : s[1] == 'r' ? F_PRED : F_PATH;
+    } else {
+      f = len == 5 && s[2] == 'e' ? F_PREDS : F_PROBE;
+    }
+    break;
+  case 'r':
+    f = F_RID;
+    break;
+  case 's':
+    f = len == 3   ? F_SRC
+        : len == 5 ? F_SUCCS
+        : len == 4 && s[1] == 'e' ? F_SEEN
+                                  : F_SAME;
+    break;
+  case 't':
+    f = len == 1 ? F_T : len == 2 ? F_TO : len == 5 ? F_TRACE : F_TARGET;
+    break;
+  case 'v':
+    f = len == 1 ? F_V : len == 3 ? F_VER : len == 4 ? F_VIEW : F_VALUE;
+    break;
+  case 'w':
+    f = F_WALL;
+    break;
+  default:
+    return F_COUNT;
+  }
+  return field_names[f].len == len && memcmp(field_names[f].s, s, len) == 0
+             ? f
+             : F_COUNT;
 }
 
 static bool str_eq(const msgpack_object_str *a, const msgpack_object_str *b) {
@@ -1460,8 +1687,179 @@ static size_t zone_chunk_size(size_t body_len) {
   return n < ZONE_CHUNK_MIN ? ZONE_CHUNK_MIN : n;
 }
 
+/* A cursor over the bytes of a body, for the fast decoder. */
+typedef struct fast_rd {
+  const uint8_t *p, *end;
+} fast_rd;
+
+/* Reads n big-endian bytes. */
+static bool rd_be(fast_rd *r, size_t n, uint64_t *v) {
+  size_t i;
+
+  if ((size_t)(r->end - r->p) < n) {
+    return false;
+  }
+  *v = 0;
+  for (i = 0; i < n; i++) {
+    *v = *v << 8 | r->p[i];
+  }
+  r->p += n;
+  return true;
+}
+
+/* A positive fixint or uint 8..64 (msgpack-c also takes a non-negative
+ * signed int as unsigned: left to the full decoder). */
+static bool rd_uint(fast_rd *r, uint64_t *v) {
+  uint8_t b;
+
+  if (r->p == r->end) {
+    return false;
+  }
+  b = *r->p++;
+  if (b <= 0x7f) {
+    *v = b;
+    return true;
+  }
+  return b >= 0xcc && b <= 0xcf && rd_be(r, (size_t)1 << (b - 0xcc), v);
+}
+
+static bool rd_bool(fast_rd *r, bool *v) {
+  if (r->p == r->end || (*r->p != 0xc2 && *r->p != 0xc3)) {
+    return false;
+  }
+  *v = *r->p++ == 0xc3;
+  return true;
+}
+
+/* A bin 8, 16 or 32, which must fit in the body. */
+static bool rd_bin(fast_rd *r, dht_bytes *b) {
+  uint64_t len;
+  uint8_t t;
+
+  if (r->p == r->end) {
+    return false;
+  }
+  t = *r->p++;
+  if (t < 0xc4 || t > 0xc6 || !rd_be(r, (size_t)1 << (t - 0xc4), &len) ||
+      len > (uint64_t)(r->end - r->p)) {
+    return false;
+  }
+  b->p = r->p;
+  b->len = (size_t)len;
+  r->p += len;
+  return true;
+}
+
+/* Reads the value of fast field f into msg. */
+static bool rd_field(fast_rd *r, enum field f, dht_msg *msg, uint64_t *num) {
+  dht_bytes writer;
+
+  switch (f) {
+  case F_V:
+  case F_T:
+  case F_RID:
+  case F_HOPS:
+    return rd_uint(r, num);
+  case F_FINAL:
+    return rd_bool(r, &msg->final);
+  case F_DIRECT:
+    return rd_bool(r, &msg->direct);
+  case F_KEY:
+    return rd_bin(r, &msg->key);
+  case F_VALUE:
+    return rd_bin(r, &msg->value);
+  case F_VER:
+    if (r->p == r->end || *r->p++ != 0x92 || !rd_uint(r, &msg->ver.hlc) ||
+        !rd_bin(r, &writer) || writer.len != DHT_ID_LEN) {
+      return false;
+    }
+    memcpy(msg->ver.writer.b, writer.p, DHT_ID_LEN);
+    msg->has_ver = true;
+    return true;
+  default:
+    return false;
+  }
+}
+
+bool dht__msg_decode_fast(dht_msg *msg, const uint8_t *body, size_t len,
+                          const dht_wire_limits *lim) {
+  fast_rd r = {body, body + len};
+  uint64_t seen = 0, v = 0, t = 0, rid = 0, hops = 0, num;
+  size_t n, i;
+
+  memset(msg, 0, sizeof(*msg));
+  if (len == 0 || (body[0] & 0xf0) != 0x80) {
+    return false; /* not a fixmap */
+  }
+  n = body[0] & 0x0f;
+  r.p++;
+  for (i = 0; i < n; i++) {
+    enum field f;
+    size_t key_len;
+    if (r.p == r.end || (*r.p & 0xe0) != 0xa0) {
+      return false; /* not a fixstr key */
+    }
+    key_len = *r.p++ & 0x1f;
+    if ((size_t)(r.end - r.p) < key_len) {
+      return false;
+    }
+    f = field_lookup((const char *)r.p, (uint32_t)key_len);
+    r.p += key_len;
+    if (f == F_COUNT || !(FAST_FIELDS & FB(f)) || (seen & FB(f)) ||
+        !rd_field(&r, f, msg, &num)) {
+      return false;
+    }
+    seen |= FB(f);
+    switch (f) {
+    case F_V:
+      v = num;
+      break;
+    case F_T:
+      t = num;
+      break;
+    case F_RID:
+      rid = num;
+      break;
+    case F_HOPS:
+      hops = num;
+      break;
+    default:
+      break;
+    }
+  }
+  if (r.p != r.end || (seen & (FB(F_V) | FB(F_T) | FB(F_RID))) !=
+                          (FB(F_V) | FB(F_T) | FB(F_RID)) ||
+      v != DHT_PROTOCOL_VERSION || t > DHT_MSG_TYPE_LAST) {
+    return false;
+  }
+  seen &= ~(FB(F_V) | FB(F_T) | FB(F_RID));
+  if ((seen & ~type_fields[t].uses) != 0 ||
+      (type_fields[t].uses & ~FAST_FIELDS) != 0 ||
+      (type_fields[t].required & ~seen) != 0 || hops > DHT_HOPS_MAX ||
+      ((seen & FB(F_KEY)) &&
+       (msg->key.len == 0 || msg->key.len > lim->key_len_max)) ||
+      ((seen & FB(F_VALUE)) && msg->value.len > lim->value_len_max)) {
+    return false;
+  }
+  msg->version = DHT_PROTOCOL_VERSION;
+  msg->type = (dht_msg_type)t;
+  msg->rid = rid;
+  msg->hops = (uint32_t)hops;
+  msg->replyable_ = true;
+  return true;
+}
+
 int dht_msg_decode(dht_msg *msg, const uint8_t *body, size_t len,
                    const dht_wire_limits *lim) {
+  assert(lim != NULL);
+  if (len <= lim->frame_len_max && dht__msg_decode_fast(msg, body, len, lim)) {
+    return 0;
+  }
+  return dht__msg_decode_full(msg, body, len, lim);
+}
+
+int dht__msg_decode_full(dht_msg *msg, const uint8_t *body, size_t len,
+                         const dht_wire_limits *lim) {
   msgpack_zone *zone;
   msgpack_object root;
   msgpack_unpack_return ur;

@@ -11,12 +11,15 @@
  *     limits and encodes to the very same bytes (the encoder's output is a
  *     fixed point).
  * A refused frame must still leave a message that dht_msg_free() takes.
+ * The fast decoder must take nothing the full one refuses and read what it
+ * takes as that one does, and the fast encoder write the packer's bytes.
  * ASan and UBSan, in the fuzz build, catch what the decoder reads or
  * computes out of bounds.
  */
 #include "dht/err.h"
 #include "dht/wire.h"
 #include "fuzz.h"
+#include "wire_paths.h"
 
 /* Tighter than the defaults, as a node may be configured: fields that fit
  * the defaults hit these limits. */
@@ -63,6 +66,44 @@ static void check_round_trip(const dht_msg *m, const dht_wire_limits *lim) {
   dht_buf_free(&second);
 }
 
+/* The fast decoder may only take what the full one takes, read the same
+ * way: both messages encode (through the packer) to the same bytes. And
+ * the fast encoder writes the packer's bytes. */
+static void check_paths(const uint8_t *data, size_t size,
+                        const dht_wire_limits *lim) {
+  dht_buf a, b;
+  dht_msg fast, full;
+  int rv;
+
+  if (size > lim->frame_len_max || !dht__msg_decode_fast(&fast, data, size, lim)) {
+    return;
+  }
+  rv = dht__msg_decode_full(&full, data, size, lim);
+  if (rv != 0) {
+    fuzz_fail("the fast decoder took a %s the full one refuses: %s",
+              dht_msg_type_name((int)fast.type), dht_strerror(rv));
+  }
+  dht_buf_init(&a);
+  dht_buf_init(&b);
+  if (dht__msg_encode_packed(&fast, &a) != 0 ||
+      dht__msg_encode_packed(&full, &b) != 0 || a.len != b.len ||
+      memcmp(a.data, b.data, a.len) != 0 ||
+      fast.replyable_ != full.replyable_) {
+    fuzz_fail("the fast and full decoders read a %s differently",
+              dht_msg_type_name((int)fast.type));
+  }
+  a.len = 0;
+  if (dht_msg_encode(&fast, &a) != 0 || a.len != b.len ||
+      memcmp(a.data, b.data, a.len) != 0) {
+    fuzz_fail("the fast encoder and the packer write a %s differently",
+              dht_msg_type_name((int)fast.type));
+  }
+  dht_buf_free(&a);
+  dht_buf_free(&b);
+  dht_msg_free(&fast);
+  dht_msg_free(&full);
+}
+
 static void decode_under(const uint8_t *data, size_t size,
                          const dht_wire_limits *lim) {
   dht_msg m;
@@ -90,8 +131,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   dht_wire_limits_default(&lim);
   decode_under(data, size, &lim);
+  check_paths(data, size, &lim);
   tight_limits(&lim);
   decode_under(data, size, &lim);
+  check_paths(data, size, &lim);
   /* The same bytes read as a stream's start: a header check only. */
   (void)dht_frame_peek(data, size, lim.frame_len_max, &body_len);
   return 0;
