@@ -84,7 +84,9 @@ const char cli_load_usage[] =
     "more. For churn experiments (scripts/churn). --node may be a\n"
     "comma-separated list: connection i starts at node i mod n and falls\n"
     "back on all the others, retrying (unless --no-retry) until the\n"
-    "operation's deadline.\n"
+    "operation's deadline. Each connection sends every operation straight\n"
+    "to its key's owner, learning the ring from MOVED answers (retries\n"
+    "count redirects too); with --route the node routes it.\n"
     "\n"
     "  --rate OPS          operations per second, all connections together,\n"
     "                      1..100000 [200]\n"
@@ -187,7 +189,8 @@ typedef struct load load;
 /* One worker thread and its connection. */
 typedef struct worker {
   load *l;           /* the run */
-  dht_client *c;     /* its client */
+  dht_cluster *cl;   /* its client, straight to each key's owner ... */
+  dht_client *c;     /* ... or with --route, routed by its node */
   pthread_t thread;  /* valid while running */
   bool started;      /* thread was created */
 } worker;
@@ -492,6 +495,40 @@ static void note_bad_read(load *l, uint64_t k, uint64_t r, int verdict,
   note_first(l, what);
 }
 
+
+/* The worker's calls, through whichever client it has. */
+static int w_get(worker *w, const char *key, size_t key_len, uint8_t **got,
+                 size_t *got_len, int timeout_ms) {
+  return w->cl != NULL ? dht_cluster_get(w->cl, key, key_len, got, got_len,
+                                         timeout_ms)
+                       : dht_client_get(w->c, key, key_len, got, got_len,
+                                        timeout_ms);
+}
+
+static int w_remove(worker *w, const char *key, size_t key_len,
+                    int timeout_ms) {
+  return w->cl != NULL ? dht_cluster_remove(w->cl, key, key_len, timeout_ms)
+                       : dht_client_remove(w->c, key, key_len, timeout_ms);
+}
+
+static int w_put(worker *w, const char *key, size_t key_len, const uint8_t *value,
+                 size_t value_len, int timeout_ms) {
+  return w->cl != NULL ? dht_cluster_put(w->cl, key, key_len, value, value_len,
+                                         timeout_ms)
+                       : dht_client_put(w->c, key, key_len, value, value_len,
+                                        timeout_ms);
+}
+
+static unsigned w_attempts(const worker *w) {
+  return w->cl != NULL ? dht_cluster_last_attempts(w->cl)
+                       : dht_client_last_attempts(w->c);
+}
+
+static const char *w_error(const worker *w) {
+  return w->cl != NULL ? dht_cluster_last_error(w->cl)
+                       : dht_client_last_error(w->c);
+}
+
 /* Runs operation i on worker w. */
 static void run_op(worker *w, uint64_t i, uint8_t *value) {
   load *l = w->l;
@@ -548,17 +585,17 @@ static void run_op(worker *w, uint64_t i, uint8_t *value) {
   timeout_ms = (int)((deadline - now + 999999) / 1000000);
   key_len = key_text(l, k, key);
   if (is_get) {
-    rv = dht_client_get(w->c, key, key_len, &got, &got_len, timeout_ms);
+    rv = w_get(w, key, key_len, &got, &got_len, timeout_ms);
   } else if (is_del) {
-    rv = dht_client_remove(w->c, key, key_len, timeout_ms);
+    rv = w_remove(w, key, key_len, timeout_ms);
   } else {
     value_text(l, k, seq, value);
-    rv = dht_client_put(w->c, key, key_len, value, l->value_size, timeout_ms);
+    rv = w_put(w, key, key_len, value, l->value_size, timeout_ms);
   }
   end = mono_ns();
 
   pthread_mutex_lock(&l->mu);
-  attempts = dht_client_last_attempts(w->c);
+  attempts = w_attempts(w);
   l->retries += attempts > 1 ? attempts - 1 : 0;
   ok = false;
   if (!is_get && (rv == 0 || (is_del && rv == DHT_ERR_NOT_FOUND))) {
@@ -592,7 +629,7 @@ static void run_op(worker *w, uint64_t i, uint8_t *value) {
   }
   if (rv != 0 && rv != DHT_ERR_NOT_FOUND) {
     snprintf(what, sizeof(what), "%s %s: %s", op, key,
-             dht_client_last_error(w->c));
+             w_error(w));
     note_error(l, rv, what);
   } else if (ok && end > deadline) {
     /* The call keeps to its timeout; this is the last millisecond. */
@@ -867,8 +904,7 @@ static void *final_worker(void *arg) {
     got = NULL;
     got_len = 0;
     seq = 0;
-    rv = dht_client_get(w->c, key, key_len, &got, &got_len,
-                        (int)l->deadline_ms);
+    rv = w_get(w, key, key_len, &got, &got_len, (int)l->deadline_ms);
     pthread_mutex_lock(&l->mu);
     if (rv == 0 && !value_seq(k, got, got_len, &seq)) {
       verdict = J_GARBLED;
@@ -1270,26 +1306,37 @@ static int collect_nodes(load *l) {
   return 0;
 }
 
-/* Creates connection c's client: it starts at node c mod n and falls back
- * on the others, in ring-list order after it. Returns 0 or a DHT_ERR_*. */
+/* Creates connection c's client: a cluster client whose seed is node c
+ * mod n (with --route a client of that node), falling back on the others,
+ * in ring-list order after it. Returns 0 or a DHT_ERR_*. */
 static int make_client(load *l, uint64_t c) {
   const char *others[NODES_MAX];
   size_t first = (size_t)(c % l->n_nodes), j;
-  dht_client **out = &l->workers[c].c;
+  worker *w = &l->workers[c];
+  dht_client *seed;
   int rv;
 
-  rv = dht_client_new(out, l->nodes[first], &l->ctx->settings);
+  if (l->ctx->route) {
+    rv = dht_client_new(&w->c, l->nodes[first], &l->ctx->settings);
+    seed = w->c;
+  } else {
+    rv = dht_cluster_new(&w->cl, l->nodes[first], &l->ctx->settings);
+    seed = rv == 0 ? dht_cluster_seed(w->cl) : NULL;
+  }
   if (rv != 0) {
     return rv;
   }
   for (j = 1; j < l->n_nodes; j++) {
     others[j - 1] = l->nodes[(first + j) % l->n_nodes];
   }
-  rv = dht_client_set_fallbacks(*out, others, l->n_nodes - 1);
+  rv = dht_client_set_fallbacks(seed, others, l->n_nodes - 1);
   if (rv != 0) {
     return rv;
   }
-  dht_client_set_retry(*out, !l->ctx->no_retry);
+  dht_client_set_retry(seed, !l->ctx->no_retry);
+  if (w->cl != NULL) {
+    dht_cluster_set_retry(w->cl, !l->ctx->no_retry);
+  }
   return 0;
 }
 
@@ -1424,6 +1471,7 @@ out:
   if (l.workers != NULL) {
     for (c = 0; c < l.conns_n; c++) {
       dht_client_del(l.workers[c].c);
+      dht_cluster_del(l.workers[c].cl);
     }
   }
   if (l.ks != NULL) {

@@ -41,6 +41,7 @@ struct dht_cluster {
   size_t n_nodes, cap;
   bool retry;         /* dht_cluster_set_retry */
   unsigned redirects; /* MOVED answers the last call followed */
+  unsigned attempts;  /* requests the last call sent */
   char err[ERR_TEXT_MAX];
   char refusal[ERR_TEXT_MAX];
 };
@@ -224,6 +225,10 @@ unsigned dht_cluster_last_redirects(const dht_cluster *cl) {
   return cl->redirects;
 }
 
+unsigned dht_cluster_last_attempts(const dht_cluster *cl) {
+  return cl->attempts;
+}
+
 size_t dht_cluster_size(const dht_cluster *cl) { return cl->n_nodes; }
 
 static void learn_peer(dht_cluster *cl, const dht_client_peer *p) {
@@ -312,6 +317,7 @@ static int cluster_call(dht_cluster *cl, dht_msg *req, dht_msg_type expect,
   int rv;
 
   cl->redirects = 0;
+  cl->attempts = 0;
   cl->err[0] = cl->refusal[0] = '\0';
   dht_id_hash(&key_id, req->key.p, req->key.len);
   for (;;) {
@@ -336,6 +342,7 @@ static int cluster_call(dht_cluster *cl, dht_msg *req, dht_msg_type expect,
       rv = dht_client_request(c, req, expect, &r,
                               cl->retry ? attempt_ms((int)left) : (int)left);
     }
+    cl->attempts += dht_client_last_attempts(c);
     if (rv == 0 && r->type != DHT_MSG_MOVED) {
       *reply = r;
       return 0;

@@ -73,6 +73,10 @@ const char *dht_cluster_last_refusal(const dht_cluster *cl);
 /* Redirects the last blocking call followed (MOVED answers). */
 unsigned dht_cluster_last_redirects(const dht_cluster *cl);
 
+/* Requests the last blocking call sent, to every node it asked: redirects
+ * and retries included (0 when it sent none). */
+unsigned dht_cluster_last_attempts(const dht_cluster *cl);
+
 /* Nodes in the map. */
 size_t dht_cluster_size(const dht_cluster *cl);
 
