@@ -628,18 +628,27 @@ void dht__pending_no_resend(dht__pending *p, const dht_node *node) {
   p->sends = node->set.rpc_retries + 1;
 }
 
-/* Every request in flight to peer that it has not taken over fails at the
- * next expiry pass, without resends: the peer is known to be gone. */
+/*
+ * Every request in flight to peer fails at the next expiry pass, without
+ * resends: the peer is known to be gone, or at least its connection is.
+ * That holds for a request it took over (ACCEPTED) too: its result would
+ * come back on the connection the request went out on, which is closed
+ * (dht__declare_dead disconnects) or never came up, so it can never
+ * arrive. The acceptance is void, and the request fails as one that the
+ * peer never took (a routed one goes another way) instead of waiting
+ * route_timeout_ms for nothing and failing as TIMEOUT. Found with dht-sim
+ * burst --seed 797177574: a held reply made n00037 declare the live
+ * n00020 dead, and a GET n00020 had accepted came back TIMEOUT 4 s later.
+ */
 void dht__pending_fail_peer(dht_node *node, int32_t peer) {
   uint32_t slot;
 
   for (slot = node->peers[peer].pending_head; slot != DHT__NO_SLOT;
        slot = node->pending[slot]->peer_next) {
     dht__pending *p = node->pending[slot];
-    if (!p->accepted) {
-      dht__pending_no_resend(p, node);
-      dht__pending_rearm(node, p, 0);
-    }
+    p->accepted = false;
+    dht__pending_no_resend(p, node);
+    dht__pending_rearm(node, p, 0);
   }
 }
 

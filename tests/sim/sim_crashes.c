@@ -926,7 +926,7 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
   crash_run r;
   sim_world *w;
   change_mix mix;
-  uint64_t start, repair_ms;
+  uint64_t start, repair_ms, healed_ms;
 
   setup(&r, o, report, "c");
   w = &r.w;
@@ -968,12 +968,25 @@ void sim_crashes_run(const sim_options *o, sim_run_result *result,
   }
   sim_swarm_heal_disks(w);
   sim_swarm_stop_buggify(w);
+  healed_ms = w->now_ms;
   if (!w->failed) {
     r.phase = "drain";
     drain_ops(&r, w->now_ms + OPS_GRACE_MS);
   }
   if (!w->failed) {
+    /* A node whose commit failed just before the disks healed refuses
+     * writes for store_retry_ms of its own clock (drift up to 10%) before
+     * it tries its disk again, and meanwhile refuses a GET whose consult
+     * brought a record it cannot store (DISK_FULL): the ring is not at
+     * rest until then. Crashes seed 797177325: a disk filled 42 ms
+     * before the heal, and a read of the healed ring came 350 ms later. */
+    uint64_t retry_ms = (uint64_t)r.draws.settings.store_retry_ms *
+                            1000000 / (1000000 - SIM_CLOCK_DRIFT_PPM_MAX) +
+                        1;
     r.phase = "heal";
+    if (w->now_ms < healed_ms + retry_ms) {
+      sim_world_run_until(w, healed_ms + retry_ms);
+    }
     sim_ring_converge(w, o->converge_ms, o->progress, "crashes");
   }
   repair_ms = 0;

@@ -414,6 +414,53 @@ static void test_dead_next_hop_is_routed_around(void **state) {
   host_free(&h);
 }
 
+/* A next hop that took a request over (ACCEPTED) and is then declared dead
+ * for another request's sake cannot send that one's result any more: it
+ * would come on the connection the node drops. The taken request is routed
+ * around b at once, with the other, instead of waiting route_timeout_ms
+ * and failing as TIMEOUT (dht-sim burst --seed 797177574). */
+static void test_accepted_request_moves_on_when_its_hop_dies(void **state) {
+  fake_host h;
+  host_actions all;
+  dht_msg m;
+  uint64_t rid;
+  size_t i;
+  bool answered_200 = false, answered_201 = false;
+
+  (void)state;
+  rid = lookup_through_b(&h);
+  msg_init(&m, DHT_MSG_ACCEPTED, rid);
+  host_recv(&h, PEER, &m); /* b took lookup 200 over */
+  host_expect_none(&h);
+
+  msg_init(&m, DHT_MSG_FIND_SUCC, 201); /* a second one, b never answers */
+  m.target = key_id_of("b:2");
+  host_recv(&h, CLIENT, &m);
+  host_take_all(&h, &all);
+  only_send(&all, "b:2", DHT_MSG_FIND_SUCC);
+  only_reply(&all, CLIENT, 201, DHT_MSG_ACCEPTED);
+  host_actions_free(&all);
+  host_advance(&h, 500); /* resent */
+  host_drain(&h);
+  host_advance(&h, 1000); /* b is declared dead, a is alone */
+  host_take_all(&h, &all);
+  for (i = 0; i < all.n; i++) {
+    const host_action *r = &all.a[i];
+    if (r->type != DHT_ACTION_REPLY || r->msg.type == DHT_MSG_ACCEPTED) {
+      continue;
+    }
+    assert_int_equal(r->msg.type, DHT_MSG_FIND_SUCC_R);
+    assert_true(bytes_eq_str(r->msg.peer.addr, "a:1"));
+    answered_200 |= r->msg.rid == 200;
+    answered_201 |= r->msg.rid == 201;
+  }
+  host_actions_free(&all);
+  assert_true(answered_200);
+  assert_true(answered_201);
+  assert_true(h.disconnects >= 1);
+  host_free(&h);
+}
+
 /* A node that keeps two copies serves writes alone while it is a ring of
  * one by design; once it has had a successor, being alone means it is cut
  * off or the last one left, and a write its disk alone would hold is
@@ -2522,6 +2569,7 @@ int main(void) {
       cmocka_unit_test(test_forward_and_relay),
       cmocka_unit_test(test_reset_resends_before_it_fails),
       cmocka_unit_test(test_dead_next_hop_is_routed_around),
+      cmocka_unit_test(test_accepted_request_moves_on_when_its_hop_dies),
       cmocka_unit_test(test_left_alone_refuses_writes),
     cmocka_unit_test(test_wait_doubles_after_a_timeout_until_a_sample),
     cmocka_unit_test(test_lost_peer_probe_is_resent),
