@@ -662,9 +662,9 @@ void dht__pending_resend_peer(dht_node *node, int32_t peer) {
   for (slot = node->peers[peer].pending_head; slot != DHT__NO_SLOT;
        slot = node->pending[slot]->peer_next) {
     dht__pending *p = node->pending[slot];
-    if (p->accepted) {
-      continue; /* the peer has it; its own deadline covers the rest */
-    }
+    /* One it accepted too: the peer answers on the connection a request
+     * came in on, and that one broke, so its result cannot come. */
+    p->accepted = false;
     if (p->sends <= node->set.rpc_retries) {
       pending_resend(node, p);
     } else {

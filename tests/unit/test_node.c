@@ -375,6 +375,28 @@ static void test_reset_resends_before_it_fails(void **state) {
   host_free(&h);
 }
 
+/* A request the next hop accepted goes again when the connection breaks:
+ * its result would have come back on that connection, so waiting
+ * route_timeout_ms for it would end in TIMEOUT. */
+static void test_reset_resends_what_was_accepted(void **state) {
+  fake_host h;
+  host_action a;
+  dht_msg m;
+  uint64_t rid;
+
+  (void)state;
+  rid = lookup_through_b(&h);
+  msg_init(&m, DHT_MSG_ACCEPTED, rid);
+  host_recv(&h, PEER, &m); /* b took lookup 200 over */
+  host_expect_none(&h);
+  dht_node_peer_reset(h.node, "b:2", h.now);
+  host_expect_one(&h, &a, DHT_ACTION_SEND, DHT_MSG_FIND_SUCC);
+  assert_string_equal(a.addr, "b:2");
+  assert_int_equal(a.msg.rid, rid);
+  action_free(&a);
+  host_free(&h);
+}
+
 /* A next hop that never answers is resent to once after rpc_timeout_ms,
  * then declared dead after twice that, never sooner, and the request is
  * served by the node that is left. */
@@ -2568,6 +2590,7 @@ int main(void) {
       cmocka_unit_test(test_notify_makes_a_ring_of_two),
       cmocka_unit_test(test_forward_and_relay),
       cmocka_unit_test(test_reset_resends_before_it_fails),
+      cmocka_unit_test(test_reset_resends_what_was_accepted),
       cmocka_unit_test(test_dead_next_hop_is_routed_around),
       cmocka_unit_test(test_accepted_request_moves_on_when_its_hop_dies),
       cmocka_unit_test(test_left_alone_refuses_writes),
