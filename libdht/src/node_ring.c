@@ -730,20 +730,59 @@ static void check_skipped(dht_node *node) {
   }
 }
 
-/* Sets the finger fix_fingers refreshes next. A pass that ends checks for
- * skipped nodes and sets the pace of the next one (fingers_settled). The
- * check stays once a pass however slow the passes: checked every fourth
- * settled pass, two chains of a ring that a cut had split, each whole in
- * itself and interleaved with the other, were still apart 180 s after the
- * heal (dht-sim run --seed 315 --nodes 52 ..., the ctest case
- * sim_seed_315). */
+/* Whether t (0: never) lies less than DHT__LOST_TTL_MS back. */
+static bool recent(const dht_node *node, uint64_t t) {
+  return t != 0 && node->now_ms - t < DHT__LOST_TTL_MS;
+}
+
+/*
+ * Whether this node may be in one of two rings that have not found each
+ * other: within the time a lost peer is probed for (DHT__LOST_TTL_MS), it
+ * declared a peer dead that a cut may only have hidden (one it probes:
+ * node_table.c lost_add), or it found a node between itself and its
+ * successor (a skipped node, or a merge: where one was, more may be).
+ * Two chains that a cut split apart, each whole in itself and interleaved
+ * with the other after the heal, are found by check_skipped's lookups
+ * that start at a finger still naming a node of the other chain (a finger
+ * is checked at the node it names, which confirms it from its own chain,
+ * so such fingers outlive the heal) or by a merge with a lost peer: made
+ * every fourth settled pass, the check left the chains of dht-sim run
+ * --seed 315 apart for over 180 s (before 6e45670 changed what that seed
+ * draws). Every node of such a chain lost peers of the other one when the
+ * cut began.
+ */
+static bool split_possible(const dht_node *node) {
+  return recent(node, node->lost_last_ms) ||
+         recent(node, node->ring.split_seen_ms);
+}
+
+/* A node between this one and its successor was found: keeps the
+ * skipped-node check once a pass for a while (split_possible). */
+static void split_seen(dht_node *node) {
+  node->ring.split_seen_ms = node->now_ms > 0 ? node->now_ms : 1;
+}
+
+/*
+ * Sets the finger fix_fingers refreshes next. A pass that ends sets the
+ * pace of the next one (fingers_settled) and checks for skipped nodes:
+ * after every pass while fingers move or while a split is possible
+ * (split_possible), otherwise after every FINGER_SETTLED_SLOWDOWN-th
+ * settled pass. On a ring of 16 at rest the check was 230 of the 1,110
+ * bytes a node sent a second (docs/PERFORMANCE.md, Upkeep); nodes that
+ * join at once move fingers, so they still check once a pass (dht-sim run
+ * --seed 2 --nodes 1500 --no-faults --join-gap-ms 20).
+ */
 static void finger_next(dht_node *node, uint32_t next) {
   dht__ring *r = &node->ring;
 
   if (next <= r->next_finger) {
-    check_skipped(node);
     r->fingers_settled = !r->fingers_moved;
     r->fingers_moved = false;
+    r->settled_passes = r->fingers_settled ? r->settled_passes + 1 : 0;
+    if (r->settled_passes % FINGER_SETTLED_SLOWDOWN == 0 ||
+        split_possible(node)) {
+      check_skipped(node);
+    }
   }
   r->next_finger = next;
   r->finger_full_lookup = false;
@@ -920,6 +959,7 @@ static void merge_done(dht_node *node, uint32_t arg, const dht_msg *result) {
   if (idx != DHT__NO_PEER) {
     dht__log(node, DHT_LOG_INFO, "merging: %s is closer than our successor",
              node->peers[idx].addr);
+    split_seen(node);
     dht__succ_adopt(node, idx);
     stabilize_soon(node);
   }
@@ -1074,6 +1114,7 @@ static void skip_on_reply(dht_node *node, dht__pending *p,
                    &node->peers[node->succs[0]].id)) {
     dht__log(node, DHT_LOG_INFO, "%s was skipped: it is our successor now",
              node->peers[peer].addr);
+    split_seen(node);
     dht__succ_adopt(node, peer);
     stabilize_soon(node);
   }

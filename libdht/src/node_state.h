@@ -514,6 +514,11 @@ typedef struct dht__ring {
   bool fingers_moved;            /* a finger changed in this pass */
   bool fingers_settled;          /* the last whole pass changed none: the
                                     fingers are checked at a slower pace */
+  uint32_t settled_passes;       /* whole passes in a row that changed no
+                                    finger (check_skipped's pace) */
+  uint64_t split_seen_ms;        /* when a skipped-node check or a merge
+                                    last found a node between this one and
+                                    its successor (0: never) */
 
   char (*join_list)[DHT_ADDR_LEN_MAX + 1]; /* the candidates to join
                                     through, in order (heap; NULL until a
@@ -606,6 +611,8 @@ struct dht_node {
                                     ring of one by design */
   int32_t fingers[DHT_ID_BITS];  /* finger i = successor(id + 2^i) */
   dht__lost lost[DHT__LOST_MAX]; /* peers declared dead, still probed */
+  uint64_t lost_last_ms;         /* when a peer was last put on lost (0:
+                                    never), forgotten or not since */
   int32_t last_preds[DHT_SUCC_LIST_MAX]; /* the predecessor list when it
                                     was last whole (held), for node_lost.c
                                     to tell which nodes held what */

@@ -63,6 +63,7 @@ static void lost_add(dht_node *node, const dht__peer *p) {
   slot->id = p->id;
   slot->lost_at_ms = node->now_ms;
   memcpy(slot->addr, p->addr, sizeof(slot->addr));
+  node->lost_last_ms = node->now_ms > 0 ? node->now_ms : 1;
 }
 
 /* ---- the successor list ----------------------------------------------------- */
