@@ -188,7 +188,7 @@ static int key_text(char *out, uint64_t k) {
 /* Queues slot s's request on s->on (connecting it first), without writing
  * it: run() writes each client's batch with one flush. Returns 0, 1 when
  * the output queue is full (try later), or -1 when the client was lost. */
-static int send_slot(bench *b, bconn *bc, slot *s) {
+static int send_slot(bench *b, slot *s) {
   char key[KEY_TEXT_MAX];
   dht_msg req;
   int rv;
@@ -211,7 +211,6 @@ static int send_slot(bench *b, bconn *bc, slot *s) {
   if (rv == DHT_ERR_FULL) {
     return 1;
   }
-  (void)bc;
   return rv == 0 ? 0 : -1;
 }
 
@@ -250,7 +249,7 @@ static int issue(bench *b, bconn *bc, bool measuring) {
     s->is_put = true;
   }
   aim(b, bc, s);
-  rv = send_slot(b, bc, s);
+  rv = send_slot(b, s);
   if (rv != 0) {
     if (rv < 0) {
       client_lost(b, bc, s->on);
@@ -284,7 +283,7 @@ static void follow(bench *b, bconn *bc, slot *s, const dht_msg *r) {
     s->final = false;
   }
   s->on = next;
-  rv = send_slot(b, bc, s);
+  rv = send_slot(b, s);
   if (rv != 0) {
     s->busy = false;
     bc->busy--;
