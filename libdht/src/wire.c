@@ -795,6 +795,9 @@ static int encode_fast(const dht_msg *msg, uint64_t fields, size_t n_fields,
     }
   }
   body_len = (size_t)(p - start) - DHT_FRAME_HEADER_LEN;
+  if (!fits_u32(body_len)) {
+    return DHT_ERR_INVAL; /* as the packer's path: nothing appended */
+  }
   put_frame_header(start, body_len);
   out->len += (size_t)(p - start);
   return 0;
