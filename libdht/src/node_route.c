@@ -121,27 +121,48 @@ static bool far_before(const dht_node *node, const dht_id *key_id,
  * of keys just after it walked back from there round the whole ring, and
  * the resent copies of six of them reached max_hops 22516 times.
  */
+/* What the predecessor list says of a key before the predecessor, walked
+ * back from the predecessor while the list is in order (step_back,
+ * redirect_target). */
+typedef struct preds_walk {
+  int32_t at; /* the entry the walk stopped at */
+  bool owns;  /* ... which owns the key by the list */
+  bool whole; /* the walk reached the list's end, all in order */
+} preds_walk;
+
+static preds_walk walk_preds(const dht_node *node, const dht_id *key_id) {
+  /* preds[0] is pred; a predecessor installed by an oracle has no list. */
+  preds_walk w = {node->pred, false, true};
+  uint32_t j;
+
+  for (j = 0; j + 1 < node->n_preds; j++) {
+    const dht_id *here = &node->peers[node->preds[j]].id;
+    const dht_id *before = &node->peers[node->preds[j + 1]].id;
+    if (!dht_id_in_oo(before, &node->id, here)) {
+      w.whole = false; /* out of order beyond here */
+      return w;
+    }
+    if (dht_id_in_oc(key_id, before, here)) {
+      w.owns = true;
+      return w;
+    }
+    w.at = node->preds[j + 1];
+  }
+  return w;
+}
+
 static route_decision step_back(const dht_node *node, const dht_id *key_id) {
   route_decision d = {false, false, DHT__NO_PEER, true, true};
-  uint32_t j;
+  preds_walk w;
 
   if (node->pred == DHT__NO_PEER) {
     d.serve = true; /* no predecessor to know better: take it */
     return d;
   }
-  /* preds[0] is pred; a predecessor installed by an oracle has no list. */
-  d.next = node->pred;
-  for (j = 0; j + 1 < node->n_preds; j++) {
-    const dht_id *here = &node->peers[node->preds[j]].id;
-    const dht_id *before = &node->peers[node->preds[j + 1]].id;
-    if (!dht_id_in_oo(before, &node->id, here) ||
-        dht_id_in_oc(key_id, before, here)) {
-      return d; /* here owns the key, or the list is out of order beyond */
-    }
-    d.next = node->preds[j + 1];
-  }
-  if (node->n_preds >= node->set.replicas && node->n_preds >= 2 &&
-      far_before(node, key_id, d.next)) {
+  w = walk_preds(node, key_id);
+  d.next = w.at;
+  if (!w.owns && w.whole && node->n_preds >= node->set.replicas &&
+      node->n_preds >= 2 && far_before(node, key_id, d.next)) {
     d.next = DHT__NO_PEER;
     d.refuse = true;
   }
@@ -188,20 +209,16 @@ static route_decision decide(const dht_node *node, const dht_id *key_id,
 static int32_t redirect_target(const dht_node *node, const dht_id *key_id,
                                bool *owner) {
   int32_t succ = node->succs[0], next;
-  uint32_t j;
+  preds_walk w;
 
   *owner = true;
   if (dht_id_in_oc(key_id, &node->id, &node->peers[succ].id)) {
     return succ;
   }
-  for (j = 0; j + 1 < node->n_preds; j++) {
-    const dht_id *here = &node->peers[node->preds[j]].id;
-    const dht_id *before = &node->peers[node->preds[j + 1]].id;
-    if (!dht_id_in_oo(before, &node->id, here)) {
-      break; /* out of order beyond here */
-    }
-    if (dht_id_in_oc(key_id, before, here)) {
-      return node->preds[j];
+  if (node->pred != DHT__NO_PEER) {
+    w = walk_preds(node, key_id);
+    if (w.owns) {
+      return w.at;
     }
   }
   *owner = false;
