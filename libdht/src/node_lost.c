@@ -237,7 +237,7 @@ void dht__lost_on_pred_change(dht_node *node) {
   if (gone == 0) {
     /* A node joined before this one (or one it knew came back): what this
      * node replicates shifts, and its owners confirm it anew. */
-    node->loss.n_held = 0;
+    dht__lost_held_forget(node);
   }
   if (gone < r) {
     return; /* one of them, or one closer: the list refills from it */
