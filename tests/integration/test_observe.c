@@ -64,24 +64,34 @@ static void ring_start_metered(ring *r, int n) {
   ring_start_first_with(r, n, extra);
 }
 
-/* Runs `dht HOW --node NODE ARGS...` (up to a NULL) to the end; its
- * status. */
-static int dht_run_as(ring *r, const node *d, const char *how,
-                      const char *a1, const char *a2, const char *a3,
-                      run_result *res) {
-  char *argv[] = {(char *)dht_path, (char *)how, "--node", (char *)d->addr,
-                  (char *)a1,       (char *)a2,  (char *)a3, NULL};
+/* Runs `dht [--route] --node NODE ARGS...` (up to a NULL) to the end; its
+ * status. Routed, d answers every request itself; else each goes straight
+ * to its key's owner, which may not be d. */
+static int dht_run_as(ring *r, const node *d, bool routed, const char *a1,
+                      const char *a2, const char *a3, run_result *res) {
+  char *argv[8];
+  int n = 0;
 
+  argv[n++] = (char *)dht_path;
+  if (routed) {
+    argv[n++] = "--route";
+  }
+  argv[n++] = "--node";
+  argv[n++] = (char *)d->addr;
+  argv[n++] = (char *)a1;
+  argv[n++] = (char *)a2;
+  argv[n++] = (char *)a3;
+  argv[n] = NULL;
   if (!run_within(r, argv, RUN_MS, res)) {
     fail_msg("dht %s %s did not finish in %d ms", a1, a2, RUN_MS);
   }
   return res->status;
 }
 
-/* dht_run_as routed by d: d answers every request itself. */
+/* dht_run_as routed by d. */
 static int dht_run(ring *r, const node *d, const char *a1, const char *a2,
                    const char *a3, run_result *res) {
-  return dht_run_as(r, d, "--route", a1, a2, a3, res);
+  return dht_run_as(r, d, true, a1, a2, a3, res);
 }
 
 /* ---- HTTP ---------------------------------------------------------------- */
@@ -293,7 +303,7 @@ static void test_scrape_counts_what_the_cli_did(void **state) {
   for (i = 0; i < GETS; i++) {
     snprintf(key, sizeof(key), "m-key-%zu", i);
     assert_int_equal(
-        dht_run_as(r, &r->nodes[0], "--json", "get", key, NULL, res), 0);
+        dht_run_as(r, &r->nodes[0], false, "get", key, NULL, res), 0);
     moved += order[owner_pos(order, 2, key)] != &r->nodes[0];
   }
   scrape(r);
