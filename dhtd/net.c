@@ -688,6 +688,19 @@ static void conn_close(dhtd_conn *c, bool failed) {
       }
     }
   }
+  if (c->dirty) {
+    /* Off the flush list, which may outlive this loop iteration (output
+     * queued after on_flush, by the requests it ran): c is freed once
+     * libuv has closed it, before the next on_flush walks the list. Its
+     * own next_dirty stays, for a walk that holds c as its next. */
+    for (pp = &net->dirty_head; *pp != NULL; pp = &(*pp)->next_dirty) {
+      if (*pp == c) {
+        *pp = c->next_dirty;
+        break;
+      }
+    }
+    c->dirty = false;
+  }
   if (c->resolving) {
     uv_cancel((uv_req_t *)&c->gai_req);
   }
