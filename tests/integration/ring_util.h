@@ -209,19 +209,52 @@ static inline bool closed_by_peer(int fd) {
   return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
-/* A loopback port that was free a moment ago and that this test has not
- * been handed before (the kernel may hand a closed port out again). */
+/* Test nodes listen on ports below the kernel's ephemeral range (32768 and
+ * up by default): a port from that range, free when probed, could be taken
+ * as the source port of another test's outgoing connection before the node
+ * binds it, and that node would never start. */
+#define TEST_PORT_LOW 20000
+#define TEST_PORT_SPAN 12000
+
+/* True when 127.0.0.1:port can be bound now (no SO_REUSEADDR: a port with
+ * connections in TIME_WAIT counts as taken). */
+static inline bool loopback_port_free(int port) {
+  struct sockaddr_in sa;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  bool is_free;
+
+  assert_true(fd >= 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  is_free = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+  close(fd);
+  return is_free;
+}
+
+/* A loopback port below the ephemeral range that was free a moment ago and
+ * that this test has not been handed before. Each test program walks the
+ * span from a start of its own (by pid) and goes on where its last test
+ * stopped, so neither programs running side by side nor a test and the
+ * one before it probe the same ports. */
 static inline int free_port(ring *r) {
-  int port, i;
-  bool taken;
+  static unsigned cursor;
+  int i, tries, port = 0;
+  bool taken = true;
 
   assert_true(r->n_ports < PORTS_MAX);
-  do {
-    close(bind_loopback(&port));
+  if (cursor == 0) {
+    cursor = 1 + ((unsigned)getpid() * 2654435761u) % TEST_PORT_SPAN;
+  }
+  for (tries = 0; taken && tries < TEST_PORT_SPAN; tries++) {
+    port = TEST_PORT_LOW + (int)(cursor++ % TEST_PORT_SPAN);
     for (i = 0, taken = false; i < r->n_ports; i++) {
       taken = taken || r->ports[i] == port;
     }
-  } while (taken);
+    taken = taken || !loopback_port_free(port);
+  }
+  assert_false(taken);
   r->ports[r->n_ports++] = port;
   return port;
 }
