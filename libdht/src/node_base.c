@@ -96,7 +96,9 @@ void dht__base_free(dht_node *node) {
   free(node->pending);
   free(node->deadline_heap);
   free(node->free_slots);
+  free(node->slot_rids);
   free(node->peers);
+  free(node->peer_scan);
   free(node->outbox);
   free(node->held);
   for (i = 0; i < node->n_delayed; i++) {
@@ -146,16 +148,44 @@ uint64_t dht__rand(dht_node *node) {
 
 int32_t dht__peer_find(const dht_node *node, const char *addr,
                        size_t addr_len) {
+  uint32_t hash = dht__addr_hash(addr, addr_len);
   int32_t i;
 
   for (i = 0; i < node->n_peers; i++) {
-    const dht__peer *p = &node->peers[i];
-    if (p->refs > 0 && strlen(p->addr) == addr_len &&
-        memcmp(p->addr, addr, addr_len) == 0) {
+    const dht__peer_scan *s = &node->peer_scan[i];
+    if (s->refs > 0 && s->addr_hash == hash &&
+        strlen(node->peers[i].addr) == addr_len &&
+        memcmp(node->peers[i].addr, addr, addr_len) == 0) {
       return i;
     }
   }
   return DHT__NO_PEER;
+}
+
+/* Doubles the peer table (both arrays). */
+static int peers_grow(dht_node *node) {
+  int32_t cap = node->cap_peers ? node->cap_peers * 2 : 16;
+  /* Slots start on cache lines (dht__peer's alignment), which realloc does
+   * not promise. */
+  dht__peer *peers =
+      aligned_alloc(_Alignof(dht__peer), (size_t)cap * sizeof(*peers));
+  dht__peer_scan *scan =
+      realloc(node->peer_scan, (size_t)cap * sizeof(*scan));
+
+  if (scan != NULL) {
+    node->peer_scan = scan;
+  }
+  if (peers == NULL || scan == NULL) {
+    free(peers);
+    return DHT_ERR_NOMEM;
+  }
+  if (node->n_peers > 0) {
+    memcpy(peers, node->peers, (size_t)node->n_peers * sizeof(*peers));
+  }
+  free(node->peers);
+  node->peers = peers;
+  node->cap_peers = cap;
+  return 0;
 }
 
 /*
@@ -194,32 +224,21 @@ int32_t dht__peer_intern(dht_node *node, const dht_id *id, const char *addr,
     return DHT__NO_PEER;
   }
   for (i = 0; i < node->n_peers; i++) {
-    if (node->peers[i].refs == 0) {
+    if (node->peer_scan[i].refs == 0) {
       break;
     }
   }
   if (i == node->n_peers) {
-    if (node->n_peers == node->cap_peers) {
-      int32_t cap = node->cap_peers ? node->cap_peers * 2 : 16;
-      /* Slots start on cache lines (dht__peer's alignment), which realloc
-       * does not promise. */
-      dht__peer *peers =
-          aligned_alloc(_Alignof(dht__peer), (size_t)cap * sizeof(*peers));
-      if (peers == NULL) {
-        return DHT__NO_PEER;
-      }
-      if (node->n_peers > 0) {
-        memcpy(peers, node->peers, (size_t)node->n_peers * sizeof(*peers));
-      }
-      free(node->peers);
-      node->peers = peers;
-      node->cap_peers = cap;
+    if (node->n_peers == node->cap_peers && peers_grow(node) != 0) {
+      return DHT__NO_PEER;
     }
     node->n_peers++;
   }
   p = &node->peers[i];
   memset(p, 0, sizeof(*p));
-  p->pending_head = DHT__NO_SLOT;
+  node->peer_scan[i].refs = 0;
+  node->peer_scan[i].pending_head = DHT__NO_SLOT;
+  node->peer_scan[i].addr_hash = dht__addr_hash(addr, addr_len);
   memcpy(p->addr, addr, addr_len);
   p->addr[addr_len] = '\0';
   if (id != NULL) {
@@ -296,13 +315,13 @@ uint64_t dht__link_token(const dht_node *node, const char *addr,
 
 void dht__peer_hold(dht_node *node, int32_t idx) {
   assert(idx >= 0 && idx < node->n_peers && "holding a peer that is not");
-  node->peers[idx].refs++;
+  node->peer_scan[idx].refs++;
 }
 
 void dht__peer_release(dht_node *node, int32_t idx) {
-  assert(idx >= 0 && idx < node->n_peers && node->peers[idx].refs > 0 &&
+  assert(idx >= 0 && idx < node->n_peers && node->peer_scan[idx].refs > 0 &&
          "releasing a peer nobody holds");
-  node->peers[idx].refs--;
+  node->peer_scan[idx].refs--;
 }
 
 /* Points a routing entry at idx (or DHT__NO_PEER), moving the reference. */
@@ -429,6 +448,7 @@ static int pending_grow(dht_node *node) {
   uint32_t cap = node->cap_pending ? node->cap_pending * 2 : 64;
   dht__pending **slots;
   uint32_t *heap, *free_slots;
+  uint64_t *rids;
 
   if (node->cap_pending >= node->set.pending_max) {
     return DHT_ERR_FULL;
@@ -453,6 +473,13 @@ static int pending_grow(dht_node *node) {
     return DHT_ERR_NOMEM;
   }
   node->free_slots = free_slots;
+  rids = realloc(node->slot_rids, (size_t)cap * sizeof(*rids));
+  if (rids == NULL) {
+    return DHT_ERR_NOMEM;
+  }
+  memset(rids + node->cap_pending, 0,
+         (size_t)(cap - node->cap_pending) * sizeof(*rids));
+  node->slot_rids = rids;
   node->cap_pending = cap;
   return 0;
 }
@@ -474,7 +501,7 @@ static int slot_take(dht_node *node, uint32_t *slot) {
 }
 
 static void peer_list_link(dht_node *node, dht__pending *p) {
-  dht__peer *peer = &node->peers[p->peer];
+  dht__peer_scan *peer = &node->peer_scan[p->peer];
 
   p->peer_prev = DHT__NO_SLOT;
   p->peer_next = peer->pending_head;
@@ -488,7 +515,7 @@ static void peer_list_unlink(dht_node *node, dht__pending *p) {
   if (p->peer_prev != DHT__NO_SLOT) {
     node->pending[p->peer_prev]->peer_next = p->peer_next;
   } else {
-    node->peers[p->peer].pending_head = p->peer_next;
+    node->peer_scan[p->peer].pending_head = p->peer_next;
   }
   if (p->peer_next != DHT__NO_SLOT) {
     node->pending[p->peer_next]->peer_prev = p->peer_prev;
@@ -560,13 +587,15 @@ dht__pending *dht__pending_new(dht_node *node, const dht__pending_ops *ops,
  * cannot be mistaken for the answer to the next one. */
 void dht__pending_rekey(dht_node *node, dht__pending *p) {
   p->rid = dht__rid_next(node) | p->slot;
+  node->slot_rids[p->slot] = p->rid;
 }
 
 static dht__pending *pending_find(dht_node *node, uint64_t rid) {
   uint64_t slot = rid & (DHT__PENDING_HARD_MAX - 1);
   dht__pending *p;
 
-  if (rid == 0 || slot >= node->n_slots_used) {
+  if (rid == 0 || slot >= node->n_slots_used ||
+      node->slot_rids[slot] != rid) {
     return NULL;
   }
   p = node->pending[slot];
@@ -589,6 +618,7 @@ void dht__pending_free(dht_node *node, dht__pending *p) {
   peer_list_unlink(node, p);
   dht__peer_release(node, p->peer);
   p->rid = 0;
+  node->slot_rids[slot] = 0;
   last = node->deadline_heap[--node->n_pending];
   if (last != slot) {
     heap_place(node, p->heap_pos, last);
@@ -643,7 +673,7 @@ void dht__pending_no_resend(dht__pending *p, const dht_node *node) {
 void dht__pending_fail_peer(dht_node *node, int32_t peer) {
   uint32_t slot;
 
-  for (slot = node->peers[peer].pending_head; slot != DHT__NO_SLOT;
+  for (slot = node->peer_scan[peer].pending_head; slot != DHT__NO_SLOT;
        slot = node->pending[slot]->peer_next) {
     dht__pending *p = node->pending[slot];
     p->accepted = false;
@@ -659,7 +689,7 @@ static void pending_resend(dht_node *node, dht__pending *p);
 void dht__pending_resend_peer(dht_node *node, int32_t peer) {
   uint32_t slot;
 
-  for (slot = node->peers[peer].pending_head; slot != DHT__NO_SLOT;
+  for (slot = node->peer_scan[peer].pending_head; slot != DHT__NO_SLOT;
        slot = node->pending[slot]->peer_next) {
     dht__pending *p = node->pending[slot];
     /* One it accepted too: the peer answers on the connection a request

@@ -25,7 +25,7 @@ broken(char *why, size_t why_len, const char *fmt, ...) {
 }
 
 static bool peer_valid(const dht_node *node, int32_t idx) {
-  return idx >= 0 && idx < node->n_peers && node->peers[idx].refs > 0;
+  return idx >= 0 && idx < node->n_peers && node->peer_scan[idx].refs > 0;
 }
 
 static bool is_self(const dht_node *node, int32_t idx) {
@@ -95,8 +95,8 @@ bool dht__check_tables(const dht_node *node, char *why, size_t why_len) {
 }
 
 static bool live_at(const dht_node *node, uint32_t slot) {
-  return slot < node->n_slots_used && node->pending[slot] != NULL &&
-         node->pending[slot]->rid != 0;
+  return slot < node->n_slots_used && node->slot_rids[slot] != 0 &&
+         node->pending[slot] != NULL;
 }
 
 /* The deadline heap: every position holds a live request that knows it is
@@ -133,7 +133,7 @@ static bool check_peer_lists(const dht_node *node, char *why,
   int32_t k;
 
   for (k = 0; k < node->n_peers; k++) {
-    uint32_t slot = node->peers[k].pending_head, prev = DHT__NO_SLOT;
+    uint32_t slot = node->peer_scan[k].pending_head, prev = DHT__NO_SLOT;
     while (slot != DHT__NO_SLOT) {
       const dht__pending *p;
       if (!live_at(node, slot) || listed_total++ > node->n_pending) {
@@ -167,7 +167,8 @@ bool dht__check_pending(const dht_node *node, char *why, size_t why_len) {
       continue;
     }
     live++;
-    if (p->slot != i || (p->rid & (DHT__PENDING_HARD_MAX - 1)) != i) {
+    if (p->slot != i || p->rid != node->slot_rids[i] ||
+        (p->rid & (DHT__PENDING_HARD_MAX - 1)) != i) {
       return broken(why, why_len, "pending slot %u holds rid %llx of slot "
                     "%u", i, (unsigned long long)p->rid, p->slot);
     }
@@ -193,6 +194,17 @@ bool dht__check_pending(const dht_node *node, char *why, size_t why_len) {
   }
   return check_heap(node, why, why_len) &&
          check_peer_lists(node, why, why_len);
+}
+
+static bool addr_hash_right(const dht_node *node, int32_t idx, char *why,
+                            size_t why_len) {
+  const char *addr = node->peers[idx].addr;
+
+  if (node->peer_scan[idx].addr_hash != dht__addr_hash(addr, strlen(addr))) {
+    return broken(why, why_len, "peer %s (slot %d) has the address hash of "
+                  "another address", addr, (int)idx);
+  }
+  return true;
 }
 
 /* Every holder of a peer slot, counted: must equal each slot's refs. */
@@ -243,11 +255,20 @@ static bool check_refs(const dht_node *node, char *why, size_t why_len) {
   }
 #undef HELD
   for (k = 0; k < node->n_peers && ok; k++) {
-    if (held[k] != node->peers[k].refs) {
+    if (held[k] != node->peer_scan[k].refs) {
       ok = broken(why, why_len, "peer %s (slot %d) has refs %u but %u "
                   "holders", node->peers[k].addr, (int)k,
-                  node->peers[k].refs, held[k]);
+                  node->peer_scan[k].refs, held[k]);
     }
+  }
+  /* The hashes of the slots a routing entry names (the others' lines are
+   * not read after every call: that is what the hashes are beside them
+   * for). */
+  for (i = 0; i < node->n_succs && ok; i++) {
+    ok = addr_hash_right(node, node->succs[i], why, why_len);
+  }
+  for (i = 0; i < node->n_preds && ok; i++) {
+    ok = addr_hash_right(node, node->preds[i], why, why_len);
   }
   if (held != on_stack) {
     free(held);
@@ -315,7 +336,6 @@ static void prefetch_range(const void *p, size_t len) {
 
 void dht_node_prefetch(const dht_node *node) {
   uint32_t i;
-  int32_t k;
 
   /* What the checks read, in the order they read it; the loads of the
    * node's own fields (peers, pending) are the only ones waited on. */
@@ -323,16 +343,23 @@ void dht_node_prefetch(const dht_node *node) {
   prefetch_range(node->fingers, sizeof(node->fingers));
   prefetch_range(node->last_preds, sizeof(node->last_preds));
   prefetch_range(node->repl.sync_peers, sizeof(node->repl.sync_peers));
-  /* refs, pending_head, the id and the address's first bytes: the first
-   * line of each slot */
-  for (k = 0; k < node->n_peers; k++) {
-    __builtin_prefetch(&node->peers[k]);
+  prefetch_range(node->peer_scan, (size_t)node->n_peers *
+                                      sizeof(*node->peer_scan));
+  /* the id and the address's first bytes of the listed peers: the first
+   * line of their slots */
+  for (i = 0; i < node->n_succs; i++) {
+    __builtin_prefetch(&node->peers[node->succs[i]]);
+  }
+  for (i = 0; i < node->n_preds; i++) {
+    __builtin_prefetch(&node->peers[node->preds[i]]);
   }
   prefetch_range(node->deadline_heap,
                  node->n_pending * sizeof(*node->deadline_heap));
   prefetch_range(node->free_slots, node->n_free * sizeof(*node->free_slots));
+  prefetch_range(node->slot_rids, node->n_slots_used *
+                                      sizeof(*node->slot_rids));
   for (i = 0; i < node->n_slots_used; i++) {
-    if (node->pending[i] != NULL) {
+    if (node->slot_rids[i] != 0) {
       __builtin_prefetch(node->pending[i]);
     }
   }
