@@ -634,7 +634,8 @@ static void check_at_rest(crash_run *r) {
 
   sim_ring_build(&ring, &r->w, true);
   if (!r->w.failed &&
-      sim_ring_check_converged(&ring, &r->w, false, why, sizeof(why)) != 0) {
+      sim_ring_check_converged(&ring, &r->w, false, why, sizeof(why),
+                               NULL) != 0) {
     sim_world_fail(&r->w, "at rest, after repair: %s", why);
   }
   sim_ring_free(&ring);

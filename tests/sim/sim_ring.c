@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dht/err.h"
 #include "sim_ring.h"
@@ -117,9 +118,17 @@ static const char *peer_name(bool present, const char *addr, const dht_id *id,
   return buf;
 }
 
-/* Checks one member; on a difference writes why and returns false. */
-static bool member_converged(const sim_ring *ring, const sim_world *w,
-                             size_t index, char *why, size_t why_len) {
+/* How a member compares with the truth. */
+typedef enum member_state {
+  MEMBER_RIGHT,       /* everything */
+  MEMBER_LISTS_WRONG, /* a successor, the predecessor or a key's place */
+  MEMBER_FINGER_WRONG /* only a finger */
+} member_state;
+
+/* Checks one member; on a difference writes why. */
+static member_state member_converged(const sim_ring *ring, const sim_world *w,
+                                     size_t index, char *why,
+                                     size_t why_len) {
   const sim_ring_member *m = &ring->members[index];
   const sim_node *n = &w->nodes[m->slot];
   dht_id ids[DHT_SUCC_LIST_MAX], got_id;
@@ -139,13 +148,13 @@ static bool member_converged(const sim_ring *ring, const sim_world *w,
     if (count > 1 || (count == 1 && !dht_id_eq(&ids[0], &m->id))) {
       snprintf(why, why_len, "%s is alone but lists %zu successors", n->addr,
                count);
-      return false;
+      return MEMBER_LISTS_WRONG;
     }
   } else {
     if (count != expect_count) {
       snprintf(why, why_len, "%s has %zu successors, should have %zu", n->addr,
                count, expect_count);
-      return false;
+      return MEMBER_LISTS_WRONG;
     }
     for (i = 0; i < count; i++) {
       const sim_ring_member *t = &ring->members[(index + 1 + i) % ring->n];
@@ -154,7 +163,7 @@ static bool member_converged(const sim_ring *ring, const sim_world *w,
                  i, peer_name(true, addrs[i], &ids[i], got, sizeof(got)),
                  peer_name(true, w->nodes[t->slot].addr, &t->id, want,
                            sizeof(want)));
-        return false;
+        return MEMBER_LISTS_WRONG;
       }
     }
   }
@@ -168,7 +177,7 @@ static bool member_converged(const sim_ring *ring, const sim_world *w,
           why, why_len, "%s: predecessor is %s, should be %s", n->addr,
           peer_name(has, got_addr, &got_id, got, sizeof(got)),
           peer_name(true, w->nodes[t->slot].addr, &t->id, want, sizeof(want)));
-      return false;
+      return MEMBER_LISTS_WRONG;
     }
   }
 
@@ -183,7 +192,7 @@ static bool member_converged(const sim_ring *ring, const sim_world *w,
       snprintf(why, why_len,
                "%s holds %zu keys outside the ranges it owns or replicates",
                n->addr, stray);
-      return false;
+      return MEMBER_LISTS_WRONG;
     }
   }
 
@@ -199,10 +208,10 @@ static bool member_converged(const sim_ring *ring, const sim_world *w,
           why, why_len, "%s: finger %zu is %s, should be %s", n->addr, i,
           peer_name(has, got_addr, &got_id, got, sizeof(got)),
           peer_name(true, w->nodes[t->slot].addr, &t->id, want, sizeof(want)));
-      return false;
+      return MEMBER_FINGER_WRONG;
     }
   }
-  return true;
+  return MEMBER_RIGHT;
 }
 
 /* Appends one reason to why, while there is room and few enough reasons. */
@@ -217,12 +226,16 @@ static void add_reason(char *why, size_t why_len, size_t differ,
 }
 
 size_t sim_ring_check_converged(const sim_ring *ring, const sim_world *w,
-                                bool stop_at_first, char *why, size_t why_len) {
-  size_t differ = 0;
+                                bool stop_at_first, char *why, size_t why_len,
+                                size_t *fingers_only) {
+  size_t differ = 0, only = 0;
   size_t i;
   char reason[256];
 
   why[0] = '\0';
+  if (fingers_only != NULL) {
+    *fingers_only = 0;
+  }
   /* Running but not (yet) joined: not converged, and not in ring. */
   for (i = 0; i < w->n_nodes; i++) {
     uint32_t slot = (uint32_t)i;
@@ -236,12 +249,17 @@ size_t sim_ring_check_converged(const sim_ring *ring, const sim_world *w,
     }
   }
   for (i = 0; i < ring->n; i++) {
-    if (!member_converged(ring, w, i, reason, sizeof(reason))) {
+    member_state state = member_converged(ring, w, i, reason, sizeof(reason));
+    if (state != MEMBER_RIGHT) {
+      only += state == MEMBER_FINGER_WRONG;
       add_reason(why, why_len, ++differ, reason);
       if (stop_at_first) {
-        return differ;
+        break;
       }
     }
+  }
+  if (fingers_only != NULL) {
+    *fingers_only = only;
   }
   return differ;
 }
@@ -295,23 +313,29 @@ bool sim_ring_converge(sim_world *w, uint64_t limit_ms, bool progress,
 
   for (;;) {
     sim_ring ring;
-    size_t differ;
+    size_t differ, fingers_only;
 
     sim_ring_build(&ring, w, true);
     /* Counting every difference costs a full check; only progress needs it. */
-    differ = sim_ring_check_converged(&ring, w, !progress, why, sizeof(why));
+    differ = sim_ring_check_converged(&ring, w, !progress, why, sizeof(why),
+                                      &fingers_only);
     if (progress) {
+      /* CPU so far, for how long a ring of a given size takes to build
+       * (docs/EXPERIMENTS.md, "Simulator scale"); never in the report,
+       * which must not depend on the machine. */
       fprintf(stderr,
-              "%s: %.1f s: %zu running, %zu joined, %zu differ: %.300s\n",
+              "%s: %.1f s: %zu running, %zu joined, %zu differ (%zu in "
+              "fingers alone; %.1f s of CPU so far): %.300s\n",
               after, (double)w->now_ms / 1000.0, sim_world_count_up(w), ring.n,
-              differ, why);
+              differ, fingers_only, (double)clock() / CLOCKS_PER_SEC, why);
     }
     if (differ == 0) {
       sim_ring_free(&ring);
       return true;
     }
     if (w->now_ms - start >= limit_ms) {
-      differ = sim_ring_check_converged(&ring, w, false, why, sizeof(why));
+      differ =
+          sim_ring_check_converged(&ring, w, false, why, sizeof(why), NULL);
       sim_world_fail(w,
                      "not converged %.1f s after the %s phase: %zu of %zu "
                      "running nodes differ from the truth: %s",

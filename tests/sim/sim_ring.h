@@ -52,11 +52,13 @@ size_t sim_store_count_live(dht_store *st, const dht_id *from,
  * the truth of ring (built with joined_only). A running node that is not
  * JOINED counts as not converged. Returns the number of nodes that differ
  * (stopping at the first one when stop_at_first) and describes the first
- * SIM_RING_REASONS_MAX differences in why.
+ * SIM_RING_REASONS_MAX differences in why; *fingers_only (when not NULL)
+ * says how many of them differ in a finger and nothing else.
  */
 #define SIM_RING_REASONS_MAX 6
 size_t sim_ring_check_converged(const sim_ring *ring, const sim_world *w,
-                                bool stop_at_first, char *why, size_t why_len);
+                                bool stop_at_first, char *why, size_t why_len,
+                                size_t *fingers_only);
 
 /* Runs the world until sim_ring_check_converged() finds no difference,
  * checking every virtual second. When limit_ms

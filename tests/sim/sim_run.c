@@ -1144,7 +1144,8 @@ static void check_at_rest(run *r) {
   /* Still converged, and repair put no key where it does not belong. */
   sim_ring_build(&ring, w, true);
   if (!w->failed &&
-      sim_ring_check_converged(&ring, w, false, why, sizeof(why)) != 0) {
+      sim_ring_check_converged(&ring, w, false, why, sizeof(why),
+                               NULL) != 0) {
     sim_world_fail(w, "at rest, after the checks: %s", why);
   }
   sim_ring_free(&ring);
