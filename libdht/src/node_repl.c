@@ -449,14 +449,17 @@ static void serve_get(dht_node *node, uint64_t conn, uint64_t rid,
   int rv;
 
   rv = record_get(node, key_id, req->key.p, req->key.len, &kv);
-  if (rv == 0 && kv.tombstone) {
-    rv = DHT_ERR_NOT_FOUND;
-  }
   if (rv == DHT_ERR_NOT_FOUND &&
       dht__lost_explain(node, key_id, text, sizeof(text))) {
-    /* Not found, but every copy of its range may be gone: say so. */
+    /* No record, but every copy of its range may be gone: say so. A
+     * tombstone held here answers as a value would: the newest write this
+     * node knows (crashes --seed 797194977: an acknowledged delete read
+     * back LOST). */
     dht__reply_refusal(node, conn, rid, DHT_ERR_LOST, text, NULL);
     return;
+  }
+  if (rv == 0 && kv.tombstone) {
+    rv = DHT_ERR_NOT_FOUND;
   }
   if (rv != 0) {
     if (rv == DHT_ERR_NOT_FOUND) {

@@ -2233,8 +2233,9 @@ static void ack_lost(fake_host *h, uint64_t rid, const dht_id *from,
  * them; while it waits a missing key of the range reads LOST ("asking them
  * once more"), and once none has answered the range is recorded: counted,
  * listed in STATS_R with its holders and when, and a missing key of it
- * reads LOST naming them, while a missing key elsewhere in A's new range
- * is NOT_FOUND and a key A held is served. ACK_LOST of another range
+ * reads LOST naming them, while a key of it A holds a tombstone of and a
+ * missing key elsewhere in A's new range are NOT_FOUND and a key A held
+ * is served. ACK_LOST of another range
  * changes nothing; of this one, it clears the record.
  */
 static void test_lost_range_is_reported_until_acknowledged(void **state) {
@@ -2246,12 +2247,15 @@ static void test_lost_range_is_reported_until_acknowledged(void **state) {
   fake_host h;
   ring_view v;
   host_action a;
-  char in_lost[16], elsewhere[16], held[16];
+  char in_lost[16], elsewhere[16], held[16], deleted[16];
+  dht_id writer = id_u64(6);
+  dht_kv tomb;
   int next = 0;
   size_t i;
 
   (void)state;
   name_in(in_lost, sizeof(in_lost), "key", "", &q_id, &p2_id, &next);
+  name_in(deleted, sizeof(deleted), "key", "", &q_id, &p2_id, &next);
   key_owned_by(elsewhere, sizeof(elsewhere), P1, &next);
   key_owned_by(held, sizeof(held), P1, &next);
   three_die(&h, &v, held);
@@ -2276,6 +2280,14 @@ static void test_lost_range_is_reported_until_acknowledged(void **state) {
   }
   action_free(&a);
   expect_lost(&h, 842, in_lost, &v, named);
+  /* A tombstone of the range, handed to A since, is the newest write A
+   * knows, and answers as a value would: NOT_FOUND, not LOST. */
+  tomb = kv_of(deleted, "", version_of(hlc_at(h.now), &writer), true);
+  host_records_in(&h, PEER, DHT_MSG_HANDOFF, &tomb, 1, 4243);
+  get_answered(&h, 850, deleted, &v, &a);
+  assert_int_equal(a.msg.type, DHT_MSG_ERROR);
+  assert_int_equal(a.msg.error_code, DHT_ERR_NOT_FOUND);
+  action_free(&a);
   get_answered(&h, 843, elsewhere, &v, &a);
   assert_int_equal(a.msg.type, DHT_MSG_ERROR);
   assert_int_equal(a.msg.error_code, DHT_ERR_NOT_FOUND);
