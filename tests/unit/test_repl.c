@@ -265,18 +265,17 @@ static uint64_t stats_counter(fake_host *h, const char *name) {
  * as its stabilize would once s1 names A, p0's neighbours give the
  * predecessor list, and a digest exchange with s1 and s2 puts A in sync.
  * Maintenance stays on only with maintenance: otherwise A talks only when
- * a test makes it. A keeps its records in store (NULL: a memory store) and
- * waits for group commits when group_commit.
+ * a test makes it. A keeps its records in store (NULL: a memory store),
+ * waits for group commits when group_commit, and takes s's settings but for
+ * the ring's own (ring_join_with: the defaults).
  */
-static void ring_join_with(fake_host *h, bool maintenance, dht_store *store,
-                           bool group_commit) {
+static void ring_join_as(fake_host *h, bool maintenance, dht_store *store,
+                         bool group_commit, dht_settings s) {
   dht_id id = member_id(A), ids[SUCC_LIST_LEN + 1];
-  dht_settings s;
   host_action a;
   dht_msg notify;
   int i;
 
-  dht_settings_default(&s);
   s.succ_list_len = SUCC_LIST_LEN;
   s.replicas = 3;
   s.sync_buckets = SYNC_BUCKETS;
@@ -319,6 +318,14 @@ static void ring_join_with(fake_host *h, bool maintenance, dht_store *store,
     dht_node_set_maintenance(h->node, false, h->now);
   }
   host_expect_none(h);
+}
+
+static void ring_join_with(fake_host *h, bool maintenance, dht_store *store,
+                           bool group_commit) {
+  dht_settings s;
+
+  dht_settings_default(&s);
+  ring_join_as(h, maintenance, store, group_commit, s);
 }
 
 static void ring_join(fake_host *h, bool maintenance) {
@@ -1293,6 +1300,67 @@ static void test_sync_repairs_differing_buckets_both_ways(void **state) {
   action_free(&to_s1);
   action_free(&to_s2);
   host_free(&h);
+}
+
+/*
+ * Repair pushes spend a budget of repair_bytes_per_s. With 1024 bytes a
+ * second and a batch of one record, A's first push of bucket x (a record of
+ * 1100 bytes) overdraws it: the second waits until the budget is back
+ * (about 120 ms at 1024 bytes a second), and A's next deadline says so;
+ * then it goes, and the exchange ends once s1 has both.
+ */
+static void test_sync_push_waits_for_the_repair_budget(void **state) {
+  static const uint16_t whole_range = 0;
+  dht_id w = id_u64(5);
+  uint64_t t = hlc_at(HOST_START_MS), paused_at;
+  char big[1101];
+  dht_settings set;
+  bucket_keys bk;
+  fake_host h;
+  host_action to_s1, to_s2, push;
+  dht_kv kv;
+
+  (void)state;
+  dht_settings_default(&set);
+  set.repair_bytes_per_s = 1024;
+  set.handoff_batch_bytes = 1;
+  ring_join_as(&h, true, NULL, false, set);
+  bucket_keys_find(&bk);
+  memset(big, 'v', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(bk.in_x[0], big, version_of(t, &w), false));
+  record_in(&h, DHT_MSG_REPLICATE,
+            kv_of(bk.in_x[1], big, version_of(t, &w), false));
+
+  sync_round(&h, &to_s1, &to_s2);
+  sync_answer(&h, &to_s2, NULL, 0, NULL, 0);
+  sync_answer(&h, &to_s1, &whole_range, 1, NULL, 0);
+  action_free(&to_s1);
+  host_expect_one(&h, &to_s1, DHT_ACTION_SEND, DHT_MSG_SYNC);
+  sync_answer(&h, &to_s1, &bk.x, 1, NULL, 0);
+  action_free(&to_s1);
+  action_free(&to_s2);
+
+  host_expect_one(&h, &push, DHT_ACTION_SEND, DHT_MSG_REPLICATE);
+  assert_int_equal(push.msg.n_items, 1);
+  host_answer(&h, PEER, &push, DHT_MSG_OK);
+  action_free(&push);
+  host_expect_none(&h); /* the budget is spent: the second record waits */
+  paused_at = h.now;
+  assert_true(dht_node_next_deadline(h.node) <= paused_at + 200);
+
+  assert_true(next_action(&h, paused_at + SYNC_INTERVAL_MS / 2, &push));
+  assert_int_equal(push.type, DHT_ACTION_SEND);
+  assert_int_equal(push.msg.type, DHT_MSG_REPLICATE);
+  assert_string_equal(push.addr, ring[S1].addr);
+  assert_true(h.now >= paused_at + 50 && h.now <= paused_at + 200);
+  assert_int_equal(push.msg.n_items, 1);
+  kv = push.msg.items[0];
+  assert_item_as_stored(h.store, &kv);
+  host_answer(&h, PEER, &push, DHT_MSG_OK);
+  action_free(&push);
+  host_expect_none(&h);
 }
 
 /* ---- hand-off ----------------------------------------------------------------- */
@@ -2462,6 +2530,7 @@ int main(void) {
       cmocka_unit_test(test_consult_refuses_what_it_could_not_check),
       cmocka_unit_test(test_sync_digests_go_to_each_replica_every_interval),
       cmocka_unit_test(test_sync_repairs_differing_buckets_both_ways),
+      cmocka_unit_test(test_sync_push_waits_for_the_repair_budget),
       cmocka_unit_test(test_stalled_handoff_says_why),
       cmocka_unit_test(test_leave_passes_over_a_leaving_successor),
       cmocka_unit_test(test_replica_answers_a_final_get_from_its_store),
