@@ -57,6 +57,9 @@
 #define SCAN_LIMIT_MAX 4096
 
 /* The kinds of request this layer sends; defined with their handlers. */
+_Static_assert(DHT_SUCC_LIST_MAX <= 32,
+               "syncs_waiting has a bit for each session");
+
 static const dht__pending_ops replicate_ops, consult_ops, sync_ops, push_ops;
 
 /* ---- versions and records ----------------------------------------------------- */
@@ -1375,10 +1378,10 @@ static void push_next(dht_node *node, dht__sync *s) {
 
   tokens_refill(node);
   if (node->repl.repair_tokens <= 0) {
-    s->waiting = true;
+    node->repl.syncs_waiting |= 1u << slot;
     return;
   }
-  s->waiting = false;
+  node->repl.syncs_waiting &= ~(1u << slot);
   if (s->has_cursor && dht_id_eq(&s->cursor, &s->to)) {
     sync_end(node, s, DHT_EXCHANGE_DONE);
     return;
@@ -1593,6 +1596,7 @@ static void sync_round(dht_node *node) {
       break;
     }
     memset(s, 0, sizeof(*s));
+    node->repl.syncs_waiting &= ~(1u << (uint32_t)(s - node->repl.syncs));
     *sync_peer(node, s) = peer;
     dht__peer_hold(node, peer);
     s->from = node->peers[node->pred].id;
@@ -1903,7 +1907,7 @@ void dht__repl_note_clock(dht_node *node, uint64_t peer_wall_ms,
 }
 
 void dht__repl_timers(dht_node *node) {
-  uint32_t i;
+  uint32_t i, waiting;
 
   if (node->state != DHT_NODE_JOINED || !node->maintenance) {
     return;
@@ -1912,30 +1916,29 @@ void dht__repl_timers(dht_node *node) {
     node->repl.sync_at_ms = node->now_ms + node->set.sync_interval_ms;
     sync_round(node);
   }
-  for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    dht__sync *s = &node->repl.syncs[i];
-    if (node->repl.sync_peers[i] != DHT__NO_PEER && s->waiting) {
-      push_next(node, s);
+  for (waiting = node->repl.syncs_waiting; waiting != 0;
+       waiting &= waiting - 1) {
+    i = (uint32_t)__builtin_ctz(waiting);
+    if (node->repl.sync_peers[i] != DHT__NO_PEER) {
+      push_next(node, &node->repl.syncs[i]);
     }
   }
 }
 
 uint64_t dht__repl_next_deadline(const dht_node *node) {
   uint64_t t = node->repl.sync_at_ms;
-  uint32_t i;
+  uint32_t waiting;
 
   if (node->state != DHT_NODE_JOINED || !node->maintenance) {
     return DHT_TIME_NEVER;
   }
-  for (i = 0; i < DHT_SUCC_LIST_MAX; i++) {
-    if (node->repl.sync_peers[i] != DHT__NO_PEER &&
-        node->repl.syncs[i].waiting) {
+  for (waiting = node->repl.syncs_waiting; waiting != 0;
+       waiting &= waiting - 1) {
+    if (node->repl.sync_peers[__builtin_ctz(waiting)] != DHT__NO_PEER) {
       /* tokens come back at repair_bytes_per_s: wake when some have */
       uint64_t wait = (uint64_t)(-node->repl.repair_tokens) * 1000u /
                           node->set.repair_bytes_per_s + 1;
-      if (node->now_ms + wait < t) {
-        t = node->now_ms + wait;
-      }
+      return node->now_ms + wait < t ? node->now_ms + wait : t;
     }
   }
   return t;

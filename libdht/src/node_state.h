@@ -363,7 +363,6 @@ typedef struct dht__loss_check {
  * replica answers which buckets differ (and its records in them); this node
  * then pushes its own records of those buckets, rate-limited. */
 typedef struct dht__sync {
-  bool waiting;                 /* push paused by the repair rate limit */
   bool probe;                   /* the digest sent is the whole range's
                                    (node_repl.c sync_round) */
   dht_id from, to;              /* the range synced: (from, to] */
@@ -429,6 +428,10 @@ typedef struct dht__repl {
   uint32_t cap_writes;           /* slots allocated */
   uint64_t write_gen;            /* last generation handed out */
   dht__sync syncs[DHT_SUCC_LIST_MAX]; /* anti-entropy sessions */
+  uint32_t syncs_waiting;        /* bit i: session i's push is paused by
+                                    the repair rate limit (a mask: the
+                                    deadline asked after every call need
+                                    not look at all DHT_SUCC_LIST_MAX) */
   dht__exchange_note exchanges[DHT_EXCHANGES_MAX]; /* the last exchange
                                     with each recent replica */
   int32_t sync_peers[DHT_SUCC_LIST_MAX]; /* syncs[i]'s replica (holds a
