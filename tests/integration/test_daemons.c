@@ -749,6 +749,24 @@ static void test_cluster_client_goes_straight_to_owners(void **state) {
   "  successor lists  ok\n"                                                    \
   "  pred lists       ok\n"
 
+/* Runs dht wait --ring --nodes n from d: every node ready (its lists,
+ * deep predecessor entries included, rebuilt from its neighbours). */
+static void wait_ring_ready(ring *r, const node *d, int n) {
+  char count[8];
+  char *wait_argv[] = {(char *)dht_path, "--node", (char *)d->addr,
+                       "--timeout-ms", "30000", "wait", "--ring", "--nodes",
+                       count, NULL};
+  run_result *res = malloc(sizeof(*res));
+
+  assert_non_null(res);
+  snprintf(count, sizeof(count), "%d", n);
+  assert_true(run_within(r, wait_argv, 40000, res));
+  if (res->status != 0) {
+    fail_msg("dht wait: exit %d: %s", res->status, res->err);
+  }
+  free(res);
+}
+
 /* dht check really counts copies: it passes on a healthy ring, and told
  * to expect 2 or 4 copies of each key, it finds 3 and says what is wrong
  * with every key. */
@@ -784,27 +802,22 @@ static void test_dht_check_counts_copies(void **state) {
 
   ring_start(r, 8);
   ring_fill(r, &r->nodes[0]);
+  /* ring_start waits for first successors only; check reads every list
+   * to its depth (a deep predecessor entry once lagged behind here). */
+  wait_ring_ready(r, &r->nodes[0], 8);
   ph[0].value = r->nodes[0].addr;
   run_cases(r, dht_path, cases, sizeof(cases) / sizeof(cases[0]), ph);
 }
 
-/* Runs dht wait --ring --nodes n from d, then dht check, which must pass
- * at once: ready promises what check verifies. */
+/* Runs wait_ring_ready from d, then dht check, which must pass at once:
+ * ready promises what check verifies. */
 static void check_right_after_ready(ring *r, const node *d, int n) {
-  char count[8];
-  char *wait_argv[] = {(char *)dht_path, "--node", (char *)d->addr,
-                       "--timeout-ms", "30000", "wait", "--ring", "--nodes",
-                       count, NULL};
   char *check_argv[] = {(char *)dht_path, "--node", (char *)d->addr, "check",
                         NULL};
   run_result *res = malloc(sizeof(*res));
 
   assert_non_null(res);
-  snprintf(count, sizeof(count), "%d", n);
-  assert_true(run_within(r, wait_argv, 40000, res));
-  if (res->status != 0) {
-    fail_msg("dht wait: exit %d: %s", res->status, res->err);
-  }
+  wait_ring_ready(r, d, n);
   assert_true(run_within(r, check_argv, 30000, res));
   if (res->status != 0) {
     fail_msg("dht check right after dht wait: exit %d:\n%s", res->status,
