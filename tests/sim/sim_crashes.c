@@ -361,11 +361,13 @@ static void judge_write(crash_run *r, const client_op *c, const sim_op *op,
     k->unsure |= del;
     if (op->error_code == DHT_ERR_CLOCK_SKEW) {
       if (!sim_swarm_skew_refusal_possible(&r->draws, w, op->ver.hlc >> 16,
+                                           op->sent_ms,
                                            r->o->max_clock_skew_ms)) {
         sim_world_fail(w,
                        "%s #%" PRIu32 " of %s via %s was refused for clock "
-                       "skew, but no running node's clock is behind its "
-                       "stamp by more than the %" PRIu32 " ms bound",
+                       "skew, but no running node's clock was behind its "
+                       "stamp by more than the %" PRIu32 " ms bound when it "
+                       "was sent",
                        del ? "delete" : "put", c->seq, k->key,
                        w->nodes[op->via_slot].addr, r->o->max_clock_skew_ms);
       }

@@ -422,6 +422,7 @@ static size_t put_keys(run *r, key_record *keys, size_t n) {
     if (answered_in_time(op) && op->reply_type == DHT_MSG_ERROR &&
         op->error_code == DHT_ERR_CLOCK_SKEW &&
         sim_swarm_skew_refusal_possible(&r->draws, w, op->ver.hlc >> 16,
+                                        op->sent_ms,
                                         r->o->max_clock_skew_ms)) {
       r->skew_refused++;
       continue;

@@ -270,7 +270,8 @@ void sim_swarm_report_totals(const sim_world *w, sim_text *report) {
 }
 
 bool sim_swarm_skew_refusal_possible(const sim_swarm *sw, const sim_world *w,
-                                     uint64_t stamp_ms, uint32_t bound_ms) {
+                                     uint64_t stamp_ms, uint64_t sent_ms,
+                                     uint32_t bound_ms) {
   size_t i;
 
   if (sw->clock_kind != SIM_CLOCKS_BEYOND &&
@@ -278,7 +279,7 @@ bool sim_swarm_skew_refusal_possible(const sim_swarm *sw, const sim_world *w,
     return false;
   }
   for (i = 0; i < w->n_nodes; i++) {
-    uint64_t wall_ms = sim_clock_wall(&w->nodes[i].clock, w->now_ms);
+    uint64_t wall_ms = sim_clock_wall(&w->nodes[i].clock, sent_ms);
     if (w->nodes[i].node != NULL && wall_ms + bound_ms < stamp_ms) {
       return true;
     }

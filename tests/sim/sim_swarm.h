@@ -63,13 +63,18 @@ void sim_swarm_heal_disks(sim_world *w);
  * (sim_swarm_apply gave the world the plan, not acting). */
 void sim_swarm_start_buggify(sim_world *w);
 void sim_swarm_stop_buggify(sim_world *w);
-/* Whether a write stamped stamp_ms may be refused with CLOCK_SKEW now: a
- * node refuses a stamp further ahead of its time (or its neighbours', when
- * both say it is behind) than the skew bound, which a writer whose clock
- * is within the bound meets only where sw puts clocks beyond it, from a
- * running node whose clock is behind the stamp by more than bound_ms. */
+/* Whether a write stamped stamp_ms may have been refused with CLOCK_SKEW
+ * by a node that judged it at sent_ms or later: a node refuses a stamp
+ * further ahead of its time (or its neighbours', when both say it is
+ * behind) than the skew bound, which a writer whose clock is within the
+ * bound meets only where sw puts clocks beyond it, from a running node
+ * whose clock was behind the stamp by more than bound_ms when the write
+ * was sent (a clock's lag behind a fixed stamp only shrinks: crashes
+ * --seed 797197061 was refused by a node 10.0 s behind then and 9.8 s
+ * behind when the refusal was judged). */
 bool sim_swarm_skew_refusal_possible(const sim_swarm *sw, const sim_world *w,
-                                     uint64_t stamp_ms, uint32_t bound_ms);
+                                     uint64_t stamp_ms, uint64_t sent_ms,
+                                     uint32_t bound_ms);
 /* One line of what the disks, clocks and leaves did, for the report. */
 void sim_swarm_report_totals(const sim_world *w, sim_text *report);
 
