@@ -1361,6 +1361,7 @@ static void test_sync_push_waits_for_the_repair_budget(void **state) {
   host_answer(&h, PEER, &push, DHT_MSG_OK);
   action_free(&push);
   host_expect_none(&h);
+  host_free(&h);
 }
 
 /* ---- hand-off ----------------------------------------------------------------- */
