@@ -165,16 +165,24 @@ static inline uint64_t wait_until(ring *r, ring_cond cond, int timeout_ms,
   return now_ms() - start;
 }
 
+/* 127.0.0.1:port (0: any port). */
+static inline struct sockaddr_in loopback_sa(int port) {
+  struct sockaddr_in sa;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return sa;
+}
+
 /* A TCP socket bound to a loopback port the kernel picked; *port gets it. */
 static inline int bind_loopback(int *port) {
-  struct sockaddr_in sa;
+  struct sockaddr_in sa = loopback_sa(0);
   socklen_t len = sizeof(sa);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
 
   assert_true(fd >= 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
   assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
   *port = ntohs(sa.sin_port);
@@ -183,14 +191,10 @@ static inline int bind_loopback(int *port) {
 
 /* A TCP connection of the test's own to 127.0.0.1:port. */
 static inline int connect_loopback(int port) {
-  struct sockaddr_in sa;
+  struct sockaddr_in sa = loopback_sa(port);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
 
   assert_true(fd >= 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
   return fd;
 }
@@ -219,15 +223,11 @@ static inline bool closed_by_peer(int fd) {
 /* True when 127.0.0.1:port can be bound now (no SO_REUSEADDR: a port with
  * connections in TIME_WAIT counts as taken). */
 static inline bool loopback_port_free(int port) {
-  struct sockaddr_in sa;
+  struct sockaddr_in sa = loopback_sa(port);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   bool is_free;
 
   assert_true(fd >= 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   is_free = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
   close(fd);
   return is_free;
