@@ -592,14 +592,11 @@ void dht__pending_rekey(dht_node *node, dht__pending *p) {
 
 static dht__pending *pending_find(dht_node *node, uint64_t rid) {
   uint64_t slot = rid & (DHT__PENDING_HARD_MAX - 1);
-  dht__pending *p;
 
-  if (rid == 0 || slot >= node->n_slots_used ||
-      node->slot_rids[slot] != rid) {
-    return NULL;
-  }
-  p = node->pending[slot];
-  return p != NULL && p->rid == rid ? p : NULL;
+  /* slot_rids holds a live slot's rid, and only a live one's */
+  return rid != 0 && slot < node->n_slots_used && node->slot_rids[slot] == rid
+             ? node->pending[slot]
+             : NULL;
 }
 
 static void buf_shrink(dht_buf *b) {
