@@ -20,6 +20,10 @@ static const dht__pending_ops stabilize_ops, pred_check_ops, probe_ops,
  * (fix_fingers). */
 #define FINGER_SETTLED_SLOWDOWN 4u
 
+/* check_predecessor rounds (of a second by default) from one lookup of the
+ * node's own id through a seed to the next (seed_check). */
+#define SEED_CHECK_ROUNDS 30u
+
 /* Spreads periodic work over [0.75, 1.25] of its interval so that nodes
  * started together do not stay in lock-step. */
 static uint64_t jittered(dht_node *node, uint32_t interval_ms) {
@@ -34,6 +38,10 @@ static void schedule_maintenance(dht_node *node) {
       jittered(node, node->set.fix_fingers_interval_ms);
   node->ring.check_pred_at_ms =
       jittered(node, node->set.check_pred_interval_ms);
+  /* The join itself went through the list: the first check comes one to
+   * two periods later, spread so that nodes joined together stay apart. */
+  node->ring.seed_check_in =
+      SEED_CHECK_ROUNDS - (uint32_t)(dht__rand(node) % SEED_CHECK_ROUNDS);
 }
 
 static void stabilize_soon(dht_node *node) {
@@ -557,12 +565,22 @@ static void unnamed_watch(dht_node *node, int32_t succ, const dht_msg *msg) {
   }
 }
 
+/* Tells peer idx that this node may be its predecessor. */
+static void send_notify(dht_node *node, int32_t idx) {
+  dht_msg notify;
+
+  memset(&notify, 0, sizeof(notify));
+  notify.type = DHT_MSG_NOTIFY;
+  notify.has_peer = true;
+  dht__self_ref(node, &notify.peer);
+  dht__send(node, idx, &notify);
+}
+
 static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
   int32_t cands[DHT_SUCC_LIST_MAX + 2];
   size_t n = 0, i;
   int named_lost = -1; /* the nearest lost peer the successor names */
   bool all_interned = true;
-  dht_msg notify;
 
   if (node->n_succs == 0 || node->succs[0] != asked) {
     return; /* the successor changed while we asked: ask again next round */
@@ -648,11 +666,7 @@ static void on_neighbors(dht_node *node, int32_t asked, const dht_msg *msg) {
     }
     return; /* it names this node already: a NOTIFY would change nothing */
   }
-  memset(&notify, 0, sizeof(notify));
-  notify.type = DHT_MSG_NOTIFY;
-  notify.has_peer = true;
-  dht__self_ref(node, &notify.peer);
-  dht__send(node, node->succs[0], &notify);
+  send_notify(node, node->succs[0]);
 }
 
 void dht__on_notify(dht_node *node, const dht__request *in) {
@@ -926,15 +940,54 @@ static void probe_lost(dht_node *node) {
 }
 
 /* A lost peer answered: ask it where this node belongs in its view of the
- * ring. If that is closer than our successor, the two rings were apart. */
-static void merge_done(dht_node *node, uint32_t arg, const dht_msg *result);
+ * ring (outside_view_done). */
+static void outside_view_done(dht_node *node, uint32_t arg,
+                              const dht_msg *result);
 
 static void merge_with(dht_node *node, int32_t peer) {
   dht_msg msg;
 
   dht__lost_forget(node, node->peers[peer].addr);
   fill_find_succ(&msg, &node->id, false);
-  dht__route_start(node, peer, &msg, merge_done, 0);
+  dht__route_start(node, peer, &msg, outside_view_done, 0);
+}
+
+/*
+ * Two rings can also be apart with no lost peer to link them: nodes that
+ * restart as a cut heals know no peer from before it, and join through
+ * whichever ring their candidate is in; a merge with a lost peer that finds
+ * nothing yet (the peer's ring in flux) forgets that peer. dht-sim run
+ * --seed 797202200 --nodes 42 --succ-list-len 2 --replicas 2 (and the
+ * fault settings of its sweep) was left so for good: one ring the stretch
+ * 7cbefe4c..dfbc78ce, the other the rest, each whole in itself, neither
+ * naming a node of the other in any table. What still links them is the
+ * join lists: the seeds an operator gives every node (in the simulator,
+ * the node each one joined through), through which nodes of both joined.
+ * So once every SEED_CHECK_ROUNDS predecessor checks a joined node looks
+ * up its own id through the next entry of its list, round after round. On
+ * one ring the answer is the node itself.
+ */
+static void seed_check(dht_node *node) {
+  dht__ring *r = &node->ring;
+  const char *addr;
+  int32_t seed;
+  dht_msg msg;
+
+  if (r->seed_check_in > 1) {
+    r->seed_check_in--;
+    return;
+  }
+  r->seed_check_in = SEED_CHECK_ROUNDS;
+  if (node->state != DHT_NODE_JOINED || r->rejoining || r->n_join_list == 0 ||
+      node->n_succs == 0) {
+    return;
+  }
+  addr = r->join_list[r->next_seed++ % r->n_join_list];
+  seed = dht__peer_intern(node, NULL, addr, strlen(addr));
+  if (seed != DHT__NO_PEER) {
+    fill_find_succ(&msg, &node->id, false);
+    dht__route_start(node, seed, &msg, outside_view_done, 0);
+  }
 }
 
 /* The peer a lookup of this node's own id found, interned, when it lies
@@ -952,7 +1005,18 @@ static int32_t closer_successor(dht_node *node, const dht_msg *result) {
   return dht__peer_intern_ref(node, &result->peer);
 }
 
-static void merge_done(dht_node *node, uint32_t arg, const dht_msg *result) {
+/*
+ * A lookup of this node's own id that began outside its tables (at a lost
+ * peer that answered, or at a seed) answered with the node that owns the
+ * id in that view of the ring. One between this node and its successor is
+ * adopted: the two rings were apart. Any other node but this one takes the
+ * id for its own, so its predecessor pointer skips this node, which
+ * notifies it: it takes this node as its predecessor, and its old one then
+ * finds this node between itself and its successor at its next stabilize,
+ * which draws the two rings into one a node at a time.
+ */
+static void outside_view_done(dht_node *node, uint32_t arg,
+                              const dht_msg *result) {
   int32_t idx = closer_successor(node, result);
 
   (void)arg;
@@ -962,6 +1026,20 @@ static void merge_done(dht_node *node, uint32_t arg, const dht_msg *result) {
     split_seen(node);
     dht__succ_adopt(node, idx);
     stabilize_soon(node);
+    return;
+  }
+  if (node->state != DHT_NODE_JOINED || result->type != DHT_MSG_FIND_SUCC_R ||
+      !result->has_peer || dht__ref_is_self(node, &result->peer) ||
+      dht_id_eq(&result->peer.id, &node->id)) {
+    return;
+  }
+  idx = dht__peer_intern_ref(node, &result->peer);
+  if (idx != DHT__NO_PEER) {
+    dht__log(node, DHT_LOG_INFO,
+             "merging: %s takes this node's id for its own; notified it",
+             node->peers[idx].addr);
+    split_seen(node);
+    send_notify(node, idx);
   }
 }
 
@@ -1201,6 +1279,7 @@ void dht__ring_timers(dht_node *node) {
         jittered(node, node->set.check_pred_interval_ms);
     check_predecessor(node);
     probe_lost(node);
+    seed_check(node);
   }
 }
 

@@ -507,6 +507,10 @@ typedef struct dht__ring {
   uint64_t stabilize_at_ms;      /* next stabilize */
   uint64_t fix_fingers_at_ms;    /* next fix_fingers */
   uint64_t check_pred_at_ms;     /* next check_predecessor and probe */
+  uint32_t seed_check_in;        /* predecessor checks until the next
+                                    lookup of this node's id through a
+                                    seed (node_ring.c seed_check) */
+  uint32_t next_seed;            /* join_list entry seed_check asks next */
   bool stabilize_busy;           /* a stabilize GET_NEIGHBORS is in flight */
   bool pred_check_busy;          /* a check_predecessor is in flight */
   bool probe_busy;               /* a PING to a lost peer is in flight */
@@ -549,7 +553,9 @@ typedef struct dht__ring {
   char (*join_list)[DHT_ADDR_LEN_MAX + 1]; /* the candidates to join
                                     through, in order (heap; NULL until a
                                     join): a JOINED node that is cut off
-                                    joins again through them too */
+                                    joins again through them too, and
+                                    every node checks its place in the
+                                    ring through them (seed_check) */
   uint32_t n_join_list;          /* entries in join_list */
   char join_addr[DHT_ADDR_LEN_MAX + 1]; /* the candidate of the attempt
                                     in flight, for the log */

@@ -252,12 +252,10 @@ static void last_preds_keep(dht_node *node) {
   node->n_last_preds = n;
 }
 
-void dht__set_pred(dht_node *node, int32_t idx) {
-  if (node->pred == idx) {
-    return;
-  }
+/* Makes idx the predecessor; the list beyond it is learnt again from it
+ * (dht__preds_learn). */
+static void pred_restart(dht_node *node, int32_t idx) {
   dht__slot_set(node, &node->pred, idx);
-  /* The list beyond the new predecessor is learnt again from it. */
   while (node->n_preds > 0) {
     dht__peer_release(node, node->preds[--node->n_preds]);
   }
@@ -265,6 +263,13 @@ void dht__set_pred(dht_node *node, int32_t idx) {
     dht__peer_hold(node, idx);
     node->preds[node->n_preds++] = idx;
   }
+}
+
+void dht__set_pred(dht_node *node, int32_t idx) {
+  if (node->pred == idx) {
+    return;
+  }
+  pred_restart(node, idx);
   DHT__DEBUG_CHECK(node, tables);
   node->counters.pred_changes++;
   dht__log(node, DHT_LOG_DEBUG, "predecessor is now %s",
@@ -479,7 +484,7 @@ int dht__table_install(dht_node *node, const dht_routing_peer *pred,
     if (idx == DHT__NO_PEER) {
       return DHT_ERR_NOMEM;
     }
-    dht__slot_set(node, &node->pred, idx);
+    pred_restart(node, idx);
   }
   return 0;
 }

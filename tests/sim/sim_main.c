@@ -80,7 +80,8 @@ static const mode_spec modes[] = {
      "                 on its R holders"},
     {"scenarios", MODE_SCENARIOS,
      "scripted regression cases (a successor crashing as a node joins, a\n"
-     "                 long partition, an owner's clock stepping back, a node\n"
+     "                 long partition, two rings that no table links, an\n"
+     "                 owner's clock stepping back, a node\n"
      "                 cut off with a dead bootstrap, a full disk, disk\n"
      "                 errors, a wiped restart, a leave, a crash during a\n"
      "                 leave, drifting clocks, a replica's clock beyond the\n"

@@ -8,6 +8,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dht/err.h"
@@ -87,6 +88,54 @@ static void long_partition(sim_world *w) {
   sim_world_run_until(w, w->now_ms + 60000);
   sim_net_path_fault_end(&w->net, cut);
   sim_ring_converge(w, CONVERGE_MS, false, "partition");
+}
+
+/*
+ * Regression (found by `dht-sim run --seed 797202200 --nodes 42
+ * --nodes-max 48 --succ-list-len 2 --replicas 2 --rpc-timeout-ms 947
+ * --sync-interval-ms 1264 --tombstone-grace-ms 46043 --fault-ms-max
+ * 30000`; fixed in node_ring.c, seed_check). Nodes that restarted as cuts
+ * healed joined through whichever ring their candidates were in, and the
+ * ring ended as two: a stretch of 16 nodes closed on itself, the rest
+ * skipping it, each whole, no table of either naming a node of the other,
+ * no peer lost to link them. Here the two are made outright: a stretch of
+ * a converged ring gets the true routing of a ring of its own, the rest
+ * that of a ring without it; no node learns a predecessor from it (each
+ * learns its own from the notifies of its ring). Only the join lists
+ * still name nodes of the other ring.
+ */
+static void rings_apart_unlinked(sim_world *w) {
+  sim_ring ring, stretch, rest;
+  size_t i;
+
+  build_ring(w, 24);
+  if (w->failed) {
+    return;
+  }
+  sim_ring_build(&ring, w, true);
+  stretch.n = 8;
+  rest.n = ring.n - stretch.n;
+  stretch.members = calloc(stretch.n, sizeof(*stretch.members));
+  rest.members = calloc(rest.n, sizeof(*rest.members));
+  if (stretch.members == NULL || rest.members == NULL) {
+    sim_world_fail(w, "out of memory");
+  } else {
+    for (i = 0; i < ring.n; i++) {
+      if (i >= 8 && i < 8 + stretch.n) {
+        stretch.members[i - 8] = ring.members[i];
+      } else {
+        rest.members[i < 8 ? i : i - stretch.n] = ring.members[i];
+      }
+    }
+    sim_ring_install_oracle(&stretch, w, w->settings.succ_list_len, true);
+    sim_ring_install_oracle(&rest, w, w->settings.succ_list_len, true);
+  }
+  free(stretch.members);
+  free(rest.members);
+  sim_ring_free(&ring);
+  if (!w->failed) {
+    sim_ring_converge(w, CONVERGE_MS, false, "two rings");
+  }
 }
 
 /*
@@ -1362,6 +1411,7 @@ typedef struct scenario {
 static const scenario scenarios[] = {
     {"successor-crash-at-join", successor_crash_at_join, NULL},
     {"long-partition", long_partition, NULL},
+    {"rings-apart-unlinked", rings_apart_unlinked, NULL},
     {"owner-clock-steps-back", owner_clock_steps_back, NULL},
     {"owner-disk-full", owner_disk_full, NULL},
     {"disk-errors-under-writes", disk_errors_under_writes, NULL},
