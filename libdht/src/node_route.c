@@ -120,6 +120,19 @@ static bool far_before(const dht_node *node, const dht_id *key_id,
  * with its own predecessor, three nodes back, as its only successor. Lookups
  * of keys just after it walked back from there round the whole ring, and
  * the resent copies of six of them reached max_hops 22516 times.
+ *
+ * With no predecessor (it has just died, and none has notified this node
+ * yet) the node takes the last step itself for a key it holds a copy of,
+ * one after the replicas-th node of its last whole predecessor list: it
+ * owns the dead one's range now. A key before that node was never here,
+ * and is refused: served, a DEL of one found nothing and stored a
+ * tombstone while the key's owner, alive, held an acknowledged value
+ * (a sweep's dht-sim crashes --seed 797230157 --nodes 23 --succ-list-len
+ * 6 --replicas 2, in a build whose draws the final code changed: a node
+ * whose successor pointer skipped two live nodes sent the last step;
+ * test_node: test_last_step_without_predecessor_stays_in_held_range). A node
+ * that never had a whole list (it has just joined, or the ring has
+ * replicas nodes or fewer) takes any.
  */
 /* What the predecessor list says of a key before the predecessor, walked
  * back from the predecessor while the list is in order (step_back,
@@ -156,7 +169,14 @@ static route_decision step_back(const dht_node *node, const dht_id *key_id) {
   preds_walk w;
 
   if (node->pred == DHT__NO_PEER) {
-    d.serve = true; /* no predecessor to know better: take it */
+    if (node->n_last_preds >= node->set.replicas &&
+        !dht_id_in_oc(key_id,
+                      &node->peers[node->last_preds[node->set.replicas - 1]].id,
+                      &node->id)) {
+      d.refuse = true; /* held by none of the nodes this one follows */
+    } else {
+      d.serve = true; /* no predecessor to know better: take it */
+    }
     return d;
   }
   w = walk_preds(node, key_id);
