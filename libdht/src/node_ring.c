@@ -21,8 +21,10 @@ static const dht__pending_ops stabilize_ops, pred_check_ops, probe_ops,
 #define FINGER_SETTLED_SLOWDOWN 4u
 
 /* check_predecessor rounds (of a second by default) from one lookup of the
- * node's own id through a seed to the next (seed_check). */
+ * node's own id through a seed to the next while a split is possible, and
+ * how many times that otherwise (seed_check). */
 #define SEED_CHECK_ROUNDS 30u
+#define SEED_CHECK_SETTLED_SLOWDOWN 8u
 
 /* Spreads periodic work over [0.75, 1.25] of its interval so that nodes
  * started together do not stay in lock-step. */
@@ -38,10 +40,9 @@ static void schedule_maintenance(dht_node *node) {
       jittered(node, node->set.fix_fingers_interval_ms);
   node->ring.check_pred_at_ms =
       jittered(node, node->set.check_pred_interval_ms);
-  /* The join itself went through the list: the first check comes one to
-   * two periods later, spread so that nodes joined together stay apart. */
-  node->ring.seed_check_in =
-      SEED_CHECK_ROUNDS - (uint32_t)(dht__rand(node) % SEED_CHECK_ROUNDS);
+  /* Spread, so that nodes joined together do not check together. */
+  node->ring.seed_check_rounds =
+      (uint32_t)(dht__rand(node) % SEED_CHECK_ROUNDS);
 }
 
 static void stabilize_soon(dht_node *node) {
@@ -963,9 +964,13 @@ static void merge_with(dht_node *node, int32_t peer) {
  * naming a node of the other in any table. What still links them is the
  * join lists: the seeds an operator gives every node (in the simulator,
  * the node each one joined through), through which nodes of both joined.
- * So once every SEED_CHECK_ROUNDS predecessor checks a joined node looks
- * up its own id through the next entry of its list, round after round. On
- * one ring the answer is the node itself.
+ * So a joined node looks up its own id through the next entry of its list,
+ * round after round: every SEED_CHECK_ROUNDS predecessor checks while a
+ * split is possible (split_possible: such rings come of cuts, and their
+ * nodes lost peers of the other side), SEED_CHECK_SETTLED_SLOWDOWN times
+ * more rarely otherwise. On one ring the answer is the node itself. Made
+ * every 30 checks regardless, the lookups were 35 of the 979 bytes a node
+ * of an idle ring of 16 sent a second (docs/PERFORMANCE.md, Upkeep).
  */
 static void seed_check(dht_node *node) {
   dht__ring *r = &node->ring;
@@ -973,11 +978,13 @@ static void seed_check(dht_node *node) {
   int32_t seed;
   dht_msg msg;
 
-  if (r->seed_check_in > 1) {
-    r->seed_check_in--;
+  r->seed_check_rounds++;
+  if (r->seed_check_rounds < SEED_CHECK_ROUNDS ||
+      (r->seed_check_rounds < SEED_CHECK_ROUNDS * SEED_CHECK_SETTLED_SLOWDOWN &&
+       !split_possible(node))) {
     return;
   }
-  r->seed_check_in = SEED_CHECK_ROUNDS;
+  r->seed_check_rounds = 0;
   if (node->state != DHT_NODE_JOINED || r->rejoining || r->n_join_list == 0 ||
       node->n_succs == 0) {
     return;

@@ -507,7 +507,7 @@ typedef struct dht__ring {
   uint64_t stabilize_at_ms;      /* next stabilize */
   uint64_t fix_fingers_at_ms;    /* next fix_fingers */
   uint64_t check_pred_at_ms;     /* next check_predecessor and probe */
-  uint32_t seed_check_in;        /* predecessor checks until the next
+  uint32_t seed_check_rounds;    /* predecessor checks since the last
                                     lookup of this node's id through a
                                     seed (node_ring.c seed_check) */
   uint32_t next_seed;            /* join_list entry seed_check asks next */
