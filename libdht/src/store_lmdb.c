@@ -287,6 +287,8 @@ static int begin_write(lmdb_store *s) {
 static int read_txn(lmdb_store *s, MDB_txn **out) {
   int rc;
 
+  *out = NULL; /* set on every path: gcc -O3 cannot tell that fail() is
+                  never 0, and warned of callers using it unset */
   if (s->wtxn != NULL) {
     *out = s->wtxn;
     return 0;
