@@ -997,11 +997,16 @@ static void seed_check(dht_node *node) {
   }
 }
 
+/* Whether a lookup of this node's own id found another node. */
+static bool found_other(const dht_node *node, const dht_msg *result) {
+  return result->type == DHT_MSG_FIND_SUCC_R && result->has_peer &&
+         !dht__ref_is_self(node, &result->peer);
+}
+
 /* The peer a lookup of this node's own id found, interned, when it lies
  * between this node and its successor; DHT__NO_PEER otherwise. */
 static int32_t closer_successor(dht_node *node, const dht_msg *result) {
-  if (result->type != DHT_MSG_FIND_SUCC_R || !result->has_peer ||
-      dht__ref_is_self(node, &result->peer)) {
+  if (!found_other(node, result)) {
     return DHT__NO_PEER;
   }
   if (node->n_succs > 0 &&
@@ -1035,8 +1040,7 @@ static void outside_view_done(dht_node *node, uint32_t arg,
     stabilize_soon(node);
     return;
   }
-  if (node->state != DHT_NODE_JOINED || result->type != DHT_MSG_FIND_SUCC_R ||
-      !result->has_peer || dht__ref_is_self(node, &result->peer) ||
+  if (node->state != DHT_NODE_JOINED || !found_other(node, result) ||
       dht_id_eq(&result->peer.id, &node->id)) {
     return;
   }

@@ -1051,6 +1051,17 @@ test_last_step_without_predecessor_stays_in_held_range(void **state) {
   m.final = true;
   host_recv(&h, CLIENT, &m);
   host_expect_error(&h, CLIENT, 321, DHT_ERR_UNAVAILABLE);
+  host_expect_none(&h);
+
+  /* A lookup of it is still answered: it only names an owner, which this
+   * node is if p1 died too. */
+  msg_init(&m, DHT_MSG_FIND_SUCC, 322);
+  m.target = key_id_of(far);
+  m.final = true;
+  host_recv(&h, PEER, &m);
+  host_expect_reply(&h, &a, PEER, DHT_MSG_FIND_SUCC_R, 322);
+  assert_true(bytes_eq_str(a.msg.peer.addr, "a:1"));
+  action_free(&a);
   host_free(&h);
 }
 
